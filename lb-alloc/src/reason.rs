@@ -1,0 +1,135 @@
+//! Why a Service has no address, or lost the one it had.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::addr::Family;
+use crate::request::Protocol;
+
+/// Why a Service got no address, lost one, or got fewer than it asked for.
+/// Each variant names the pool, address or Service concerned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No pool is configured at all.
+    #[error("no address pools are configured")]
+    NoPools,
+    /// Pools exist, but none with autoAssign admits this Service.
+    #[error("no pool with autoAssign serves this Service (check the pools' autoAssign and serviceAllocation)")]
+    NoEligiblePool,
+    /// Every eligible pool is out of addresses of the needed families.
+    #[error("no available {need} address in pool(s) {pools}")]
+    Exhausted {
+        /// What was needed: "IPv4", "IPv6", or "IPv4 and IPv6".
+        need: String,
+        /// The pools tried, comma separated.
+        pools: String,
+    },
+    /// `metallb.io/address-pool` names no pool.
+    #[error("requested pool {0:?} does not exist")]
+    UnknownPool(String),
+    /// The requested pool's serviceAllocation does not admit this Service.
+    #[error("pool {0:?} does not serve this Service's namespace or labels")]
+    PoolDoesNotAdmit(String),
+    /// An address outside every pool.
+    #[error("{0} is not in any address pool")]
+    NotInAnyPool(IpAddr),
+    /// A `.0`/`.255` address of a pool with avoidBuggyIPs.
+    #[error("{ip} is excluded from pool {pool:?} by avoidBuggyIPs")]
+    BuggyIp {
+        /// The address.
+        ip: IpAddr,
+        /// Its pool.
+        pool: String,
+    },
+    /// A requested address outside the requested pool.
+    #[error("{ip} is not in the requested pool {pool:?}")]
+    NotInRequestedPool {
+        /// The address.
+        ip: IpAddr,
+        /// The requested pool.
+        pool: String,
+    },
+    /// Two addresses from two pools (dual stack needs one pool).
+    #[error("{a} (pool {pool_a:?}) and {b} (pool {pool_b:?}) are in different pools; both families must come from one pool")]
+    DifferentPools {
+        /// The first address.
+        a: IpAddr,
+        /// Its pool.
+        pool_a: String,
+        /// The second address.
+        b: IpAddr,
+        /// Its pool.
+        pool_b: String,
+    },
+    /// The address is held by a Service this one may not share with.
+    #[error("{ip} is in use by {by}: {conflict}")]
+    InUse {
+        /// The address.
+        ip: IpAddr,
+        /// `namespace/name` of the holder.
+        by: String,
+        /// Why sharing is not allowed.
+        conflict: Conflict,
+    },
+    /// More than two requested addresses.
+    #[error("{0} addresses requested; at most one IPv4 and one IPv6 address may be requested")]
+    TooManyRequested(usize),
+    /// Two requested addresses of one family.
+    #[error("{0} and {1} are of the same family; request at most one address per family")]
+    RequestedSameFamily(IpAddr, IpAddr),
+    /// A requested address of a family the Service does not have.
+    #[error("requested {0} does not match the Service's IP families")]
+    RequestedWrongFamily(IpAddr),
+    /// RequireDualStack with one requested address.
+    #[error("ipFamilyPolicy RequireDualStack needs one IPv4 and one IPv6 requested address")]
+    RequireDualNeedsTwo,
+    /// RequireDualStack with a single cluster IP.
+    #[error("ipFamilyPolicy RequireDualStack but the Service has a single cluster IP family")]
+    NotEnoughClusterIps,
+    /// No cluster IP family known.
+    #[error("the Service has no cluster IP family")]
+    NoClusterIp,
+    /// The Service names another loadBalancerClass.
+    #[error("loadBalancerClass {0:?} is handled by another controller")]
+    OtherClass(String),
+    /// A held address no longer matches the Service's families.
+    #[error("{0} no longer matches the Service's IP families")]
+    FamilyChanged(IpAddr),
+    /// The Service now asks for another pool.
+    #[error("the Service now requests pool {0:?}")]
+    PoolChanged(String),
+    /// The Service now asks for other addresses.
+    #[error("the Service now requests other addresses")]
+    RequestChanged,
+    /// PreferDualStack got only one family.
+    #[error("no {0} address available in pool {1:?}; serving single-stack")]
+    SecondFamilyUnavailable(Family, String),
+}
+
+/// Why two Services may not share an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Conflict {
+    /// The holder or the newcomer has no sharing key.
+    NoSharingKey,
+    /// Different sharing keys.
+    KeyMismatch,
+    /// Different externalTrafficPolicy or Local selectors.
+    BackendMismatch,
+    /// Both use this port.
+    Port(Protocol, u16),
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conflict::NoSharingKey => f.write_str("sharing needs the same metallb.io/allow-shared-ip key on both Services"),
+            Conflict::KeyMismatch => f.write_str("the metallb.io/allow-shared-ip keys differ"),
+            Conflict::BackendMismatch => f.write_str(
+                "externalTrafficPolicy differs, or both are Local with different selectors",
+            ),
+            Conflict::Port(p, n) => write!(f, "both use {p:?}/{n}"),
+        }
+    }
+}
