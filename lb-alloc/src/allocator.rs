@@ -244,14 +244,20 @@ impl Allocator {
             (Reverse(held), r.created.is_none(), r.created, r.namespace.as_str(), r.name.as_str())
         });
         // Phase 1: put back what was held before a restart or pool change,
-        // oldest holder first, before anyone allocates anew.
-        for &i in &order {
+        // before anyone allocates anew: Services whose request is unchanged
+        // first (a changed one must not push them out), then in `order`.
+        let unplaced: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| ids[i].is_some_and(|id| !self.slot(id).placed && !self.slot(id).ips.is_empty()))
+            .collect();
+        let (same, changed): (Vec<usize>, Vec<usize>) = unplaced
+            .into_iter()
+            .partition(|&i| ids[i].is_some_and(|id| self.slot(id).fingerprint == requests[i].fingerprint()));
+        for i in same.into_iter().chain(changed) {
             let id = ids[i].expect("ordered requests have slots");
-            let slot = self.slot(id);
-            if !slot.placed && !slot.ips.is_empty() {
-                let prior = slot.ips.to_vec();
-                let _ = self.place(id, &requests[i], &prior, None);
-            }
+            let prior = self.slot(id).ips.to_vec();
+            let _ = self.place(id, &requests[i], &prior, None);
         }
         // Phase 2: converge each Service.
         let mut results: Vec<Option<ServiceResult>> = vec![None; requests.len()];
