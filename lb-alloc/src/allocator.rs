@@ -265,6 +265,30 @@ impl Allocator {
             let id = ids[i].expect("ordered requests have slots");
             results[i] = Some(self.converge_or_keep(id, &requests[i]));
         }
+        // Phase 3: addresses freed during phase 2 (a Service moved or was
+        // evicted after a pending one was looked at) go to the pending
+        // Services now, in order, as they would after a restart. Taking a
+        // free address frees none, so one pass suffices.
+        let freed = !report.released.is_empty() || results.iter().flatten().any(|r| r.changed);
+        if freed {
+            for &i in &order {
+                if let Some(first @ ServiceResult { outcome: Outcome::Pending(_), .. }) = &results[i] {
+                    let (evicted, was_changed) = (first.evicted.clone(), first.changed);
+                    let id = ids[i].expect("ordered requests have slots");
+                    let mut again = self.converge(id, &requests[i]);
+                    // Compare with what it held before this sync, not with the
+                    // nothing it held after phase 2.
+                    match evicted {
+                        Some((lost, _)) if Ips::from_slice(&lost).same_set(again.ips()) => again.changed = false,
+                        lost => {
+                            again.changed |= was_changed;
+                            again.evicted = again.evicted.or(lost);
+                        }
+                    }
+                    results[i] = Some(again);
+                }
+            }
+        }
         report.results = results
             .into_iter()
             .zip(requests)

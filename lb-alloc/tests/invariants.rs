@@ -158,7 +158,6 @@ proptest! {
                     reqs.remove(&format!("ns-b/svc{i}"));
                 }
             }
-            // Services are keyed by name only in this model: svcN lives in one namespace at a time.
             let list: Vec<Request> = reqs.values().cloned().collect();
             let report = alloc.sync(&pools, &list);
             check(&pools, &list, &report)?;
