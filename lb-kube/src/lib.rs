@@ -1,0 +1,5 @@
+//! The I/O adapter of lb: Kubernetes objects, the file-mode source, and the
+//! controller loop that drives `lb-alloc`.
+#![forbid(unsafe_code)]
+
+pub mod objects;

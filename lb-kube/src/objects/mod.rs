@@ -1,0 +1,268 @@
+//! Typed Kubernetes objects: core kinds from k8s-openapi, the metallb.io
+//! custom resources, and the legacy MetalLB ConfigMap.
+//!
+//! Every object is decoded from a JSON value (YAML documents are turned into
+//! one first), so file mode and cluster mode share one decoder. Decoding is
+//! strict: unknown fields are reported with their path, like
+//! `kubectl apply --validate=strict`.
+
+pub mod legacy;
+pub mod metallb;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use metallb::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+
+/// One object of a kind lb reads.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum Object {
+    Service(Box<Service>),
+    Namespace(Box<Namespace>),
+    Node(Box<Node>),
+    EndpointSlice(Box<EndpointSlice>),
+    ConfigMap(Box<ConfigMap>),
+    Secret(Box<Secret>),
+    Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
+    IPAddressPool(Box<IPAddressPool>),
+    L2Advertisement(Box<L2Advertisement>),
+    BGPAdvertisement(Box<BGPAdvertisement>),
+    /// v1beta1 objects are converted to v1beta2.
+    BGPPeer(Box<BGPPeer>),
+    Community(Box<Community>),
+    BFDProfile(Box<BFDProfile>),
+}
+
+/// Kind, namespace and name of an object, read from its JSON even when the
+/// object itself does not decode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.namespace` (`default` when absent, as kubectl does).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Reads kind, namespace and name from raw JSON.
+    pub fn of(value: &Value) -> Self {
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+        let meta = value.get("metadata");
+        let ns = s(meta.and_then(|m| m.get("namespace")));
+        ObjectRef {
+            kind: s(value.get("kind")),
+            namespace: if ns.is_empty() { "default".into() } else { ns },
+            name: s(meta.and_then(|m| m.get("name"))),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Why a document is not an object lb can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The document is not a mapping.
+    #[error("document is not a mapping with apiVersion, kind and metadata")]
+    NotAnObject,
+    /// `apiVersion` or `kind` is missing.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// A kind lb does not know in a group it reads.
+    #[error("unknown kind {kind:?} in apiVersion {api_version:?}; known kinds: {known}")]
+    UnknownKind {
+        /// `apiVersion`.
+        api_version: String,
+        /// `kind`.
+        kind: String,
+        /// The kinds lb reads in that group.
+        known: String,
+    },
+    /// A field does not decode.
+    #[error("{field}: {message}")]
+    Field {
+        /// Path of the field (`spec.addresses[0]`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Fields the schema does not have.
+    #[error("unknown field(s) {}", .0.join(", "))]
+    UnknownFields(Vec<String>),
+}
+
+impl DecodeError {
+    /// The field the error is about, if one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            DecodeError::Field { field, .. } => Some(field),
+            DecodeError::UnknownFields(f) => f.first().map(String::as_str),
+            DecodeError::Missing(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Groups lb reads, with the kinds it knows in each. A document of another
+/// group (a Deployment, someone else's CRD) is skipped, not an error.
+const KNOWN: &[(&str, &[&str])] = &[
+    ("v1", &["Service", "Namespace", "Node", "ConfigMap", "Secret"]),
+    ("discovery.k8s.io", &["EndpointSlice"]),
+    ("networking.k8s.io", &["Ingress", "IngressClass"]),
+    (
+        "metallb.io",
+        &["IPAddressPool", "L2Advertisement", "BGPAdvertisement", "BGPPeer", "Community", "BFDProfile"],
+    ),
+];
+
+/// Decodes one object. `Ok(None)`: a group lb does not read (skipped).
+pub fn decode(mut value: Value) -> Result<Option<Object>, DecodeError> {
+    let obj = value.as_object().ok_or(DecodeError::NotAnObject)?;
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or(DecodeError::Missing("apiVersion"))?
+        .to_owned();
+    let kind = obj.get("kind").and_then(Value::as_str).ok_or(DecodeError::Missing("kind"))?.to_owned();
+    let group = api_version.rsplit_once('/').map_or("v1", |(g, _)| g);
+    let group = if api_version == "v1" { "v1" } else { group };
+    let Some((_, kinds)) = KNOWN.iter().find(|(g, _)| *g == group) else {
+        return Ok(None);
+    };
+    if !kinds.contains(&kind.as_str()) {
+        if group == "v1" && api_version != "v1" {
+            return Ok(None);
+        }
+        return Err(DecodeError::UnknownKind {
+            api_version,
+            kind,
+            known: kinds.join(", "),
+        });
+    }
+    // Give objects without a namespace the default one, as kubectl does.
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.entry("namespace").or_insert_with(|| Value::String("default".into()));
+    }
+    let object = match (api_version.as_str(), kind.as_str()) {
+        (_, "Service") => Object::Service(typed(value)?),
+        (_, "Namespace") => Object::Namespace(typed(strip_namespace(value))?),
+        (_, "Node") => Object::Node(typed(strip_namespace(value))?),
+        (_, "ConfigMap") => Object::ConfigMap(typed(value)?),
+        (_, "Secret") => Object::Secret(typed(value)?),
+        (_, "EndpointSlice") => Object::EndpointSlice(typed(value)?),
+        (_, "Ingress") => Object::Ingress(typed(value)?),
+        (_, "IngressClass") => Object::IngressClass(typed(strip_namespace(value))?),
+        ("metallb.io/v1beta1", "IPAddressPool") => Object::IPAddressPool(typed(value)?),
+        ("metallb.io/v1beta1", "L2Advertisement") => Object::L2Advertisement(typed(value)?),
+        ("metallb.io/v1beta1", "BGPAdvertisement") => Object::BGPAdvertisement(typed(value)?),
+        ("metallb.io/v1beta2", "BGPPeer") => Object::BGPPeer(typed(value)?),
+        ("metallb.io/v1beta1", "BGPPeer") => {
+            let old: Box<metallb::v1beta1::BGPPeer> = typed(value)?;
+            Object::BGPPeer(Box::new(BGPPeer {
+                metadata: old.metadata,
+                spec: old.spec.into(),
+            }))
+        }
+        ("metallb.io/v1beta1", "Community") => Object::Community(typed(value)?),
+        ("metallb.io/v1beta1", "BFDProfile") => Object::BFDProfile(typed(value)?),
+        _ => {
+            return Err(DecodeError::Field {
+                field: "apiVersion".into(),
+                message: format!("{api_version:?} is not a served version of {kind}"),
+            });
+        }
+    };
+    Ok(Some(object))
+}
+
+fn strip_namespace(mut value: Value) -> Value {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        if meta.get("namespace") == Some(&Value::String("default".into())) {
+            meta.remove("namespace");
+        }
+    }
+    value
+}
+
+/// Strict typed decoding: the path of a bad field, and every unknown field.
+pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeError> {
+    let mut unknown = Vec::new();
+    // serde_ignored writes `?` for an Option layer: not part of the field path.
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string().replace(".?", "").replace("?.", ""));
+    let de = serde_ignored::Deserializer::new(value, &mut note);
+    let t: T = serde_path_to_error::deserialize(de).map_err(|e| DecodeError::Field {
+        field: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    // `status` of objects read from files is not ours to judge; apiVersion
+    // and kind were checked by `decode` (kube's derived types skip them).
+    unknown.retain(|p| !(p.starts_with("status") || p == "apiVersion" || p == "kind"));
+    if unknown.is_empty() {
+        Ok(Box::new(t))
+    } else {
+        Err(DecodeError::UnknownFields(unknown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_pool_with_every_field() {
+        let v = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "p", "namespace": "metallb-system"},
+            "spec": {"addresses": ["10.0.0.0/24"], "autoAssign": false, "avoidBuggyIPs": true,
+                     "serviceAllocation": {"priority": 5, "namespaces": ["a"], "namespaceSelectors": [{"matchLabels": {"x": "y"}}],
+                                           "serviceSelectors": [{"matchExpressions": [{"key": "k", "operator": "Exists"}]}]}}});
+        let Some(Object::IPAddressPool(p)) = decode(v).unwrap() else { panic!() };
+        assert_eq!(p.spec.avoid_buggy_ips, Some(true));
+        assert_eq!(p.spec.service_allocation.unwrap().priority, Some(5));
+    }
+
+    #[test]
+    fn unknown_and_bad_fields_are_named() {
+        let v = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.0/24"], "autoassign": true}});
+        assert_eq!(decode(v).unwrap_err(), DecodeError::UnknownFields(vec!["spec.autoassign".into()]));
+        let v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": "eighty"}]}});
+        let e = decode(v).unwrap_err();
+        assert_eq!(e.field(), Some("spec.ports[0].port"), "{e}");
+        let v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"tpye": "LoadBalancer"}});
+        assert_eq!(decode(v).unwrap_err(), DecodeError::UnknownFields(vec!["spec.tpye".into()]));
+    }
+
+    #[test]
+    fn kinds() {
+        let v = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAdressPool", "metadata": {"name": "p"}});
+        assert!(matches!(decode(v), Err(DecodeError::UnknownKind { .. })));
+        let v = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
+        assert!(decode(v).unwrap().is_none());
+        assert_eq!(decode(json!({"kind": "Service"})).unwrap_err(), DecodeError::Missing("apiVersion"));
+        assert_eq!(decode(json!([1])).unwrap_err(), DecodeError::NotAnObject);
+    }
+
+    #[test]
+    fn v1beta1_peer_converts() {
+        let v = json!({"apiVersion": "metallb.io/v1beta1", "kind": "BGPPeer", "metadata": {"name": "r"},
+            "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "127.0.0.2", "holdTime": "30s"}});
+        let Some(Object::BGPPeer(p)) = decode(v).unwrap() else { panic!() };
+        assert_eq!(p.spec.peer_asn, Some(64501));
+        assert_eq!(p.spec.hold_time.as_deref(), Some("30s"));
+    }
+}
