@@ -188,6 +188,34 @@ pub fn decode(mut value: Value) -> Result<Option<Object>, DecodeError> {
     Ok(Some(object))
 }
 
+/// Kind, namespace and name of a decoded object.
+pub fn object_ref(object: &Object) -> ObjectRef {
+    fn of<K: kube::Resource<DynamicType = ()>>(o: &K) -> ObjectRef {
+        let m = o.meta();
+        ObjectRef {
+            kind: K::kind(&()).into_owned(),
+            namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: m.name.clone().unwrap_or_default(),
+        }
+    }
+    match object {
+        Object::Service(o) => of(o.as_ref()),
+        Object::Namespace(o) => of(o.as_ref()),
+        Object::Node(o) => of(o.as_ref()),
+        Object::EndpointSlice(o) => of(o.as_ref()),
+        Object::ConfigMap(o) => of(o.as_ref()),
+        Object::Secret(o) => of(o.as_ref()),
+        Object::Ingress(o) => of(o.as_ref()),
+        Object::IngressClass(o) => of(o.as_ref()),
+        Object::IPAddressPool(o) => of(o.as_ref()),
+        Object::L2Advertisement(o) => of(o.as_ref()),
+        Object::BGPAdvertisement(o) => of(o.as_ref()),
+        Object::BGPPeer(o) => of(o.as_ref()),
+        Object::Community(o) => of(o.as_ref()),
+        Object::BFDProfile(o) => of(o.as_ref()),
+    }
+}
+
 fn strip_namespace(mut value: Value) -> Value {
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         if meta.get("namespace") == Some(&Value::String("default".into())) {
