@@ -4,3 +4,5 @@
 
 pub mod objects;
 pub mod source;
+pub mod config;
+pub mod service;

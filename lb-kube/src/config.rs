@@ -1,0 +1,103 @@
+//! The MetalLB configuration in a snapshot, turned into `lb-alloc` pools,
+//! with every invalid field reported against its object.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use lb_alloc::{AddrRange, LabelSelector, Operator, Pool, PoolSet, Requirement, ServiceAllocation};
+
+use crate::objects::{IPAddressPool, Object, ObjectRef, object_ref};
+use crate::source::{Problem, Snapshot};
+
+/// Converts a Kubernetes label selector.
+pub fn label_selector(s: &meta::LabelSelector) -> Result<LabelSelector, String> {
+    let labels = s.match_labels.clone().unwrap_or_default();
+    let exprs = s
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            let op: Operator = e.operator.parse().map_err(|x: lb_alloc::SelectorError| x.to_string())?;
+            Requirement::new(e.key.clone(), op, e.values.clone().unwrap_or_default()).map_err(|x| x.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LabelSelector::new(labels, exprs))
+}
+
+fn selectors(list: Option<&Vec<meta::LabelSelector>>, field: &str, errors: &mut Vec<(String, String)>) -> Vec<LabelSelector> {
+    list.into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| label_selector(s).map_err(|e| errors.push((format!("{field}[{i}]"), e))).ok())
+        .collect()
+}
+
+/// Converts one IPAddressPool; errors are (field, message).
+pub fn pool(p: &IPAddressPool) -> Result<Pool, Vec<(String, String)>> {
+    let mut errors = Vec::new();
+    let name = p.metadata.name.clone().unwrap_or_default();
+    if p.spec.addresses.is_empty() {
+        errors.push(("spec.addresses".into(), "must list at least one CIDR or range".into()));
+    }
+    let ranges: Vec<AddrRange> = p
+        .spec
+        .addresses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.parse().map_err(|e: lb_alloc::AddressError| errors.push((format!("spec.addresses[{i}]"), e.to_string()))).ok())
+        .collect();
+    let mut pool = Pool::new(name, ranges)
+        .with_auto_assign(p.spec.auto_assign.unwrap_or(true))
+        .with_avoid_buggy_ips(p.spec.avoid_buggy_ips.unwrap_or(false));
+    if let Some(a) = &p.spec.service_allocation {
+        let mut namespaces = BTreeSet::new();
+        for (i, ns) in a.namespaces.iter().flatten().enumerate() {
+            if !namespaces.insert(ns.clone()) {
+                errors.push((format!("spec.serviceAllocation.namespaces[{i}]"), format!("namespace {ns:?} is listed twice")));
+            }
+        }
+        pool = pool.with_allocation(ServiceAllocation {
+            // MetalLB's 0 means unset.
+            priority: a.priority.filter(|&p| p != 0),
+            namespaces,
+            namespace_selectors: selectors(a.namespace_selectors.as_ref(), "spec.serviceAllocation.namespaceSelectors", &mut errors),
+            service_selectors: selectors(a.service_selectors.as_ref(), "spec.serviceAllocation.serviceSelectors", &mut errors),
+        });
+    }
+    if errors.is_empty() { Ok(pool) } else { Err(errors) }
+}
+
+/// The pools of a snapshot. Pools already in force (`previous`) keep their
+/// addresses when a new pool overlaps them; otherwise the pool that sorts
+/// first by name wins. Every pool left out is reported.
+pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem>) -> PoolSet {
+    let mut candidates: Vec<(ObjectRef, Pool)> = Vec::new();
+    for (origin, obj) in &snapshot.objects {
+        let Object::IPAddressPool(p) = obj else { continue };
+        let r = object_ref(obj);
+        match pool(p) {
+            Ok(pool) => candidates.push((r, pool)),
+            Err(errs) => problems.extend(errs.into_iter().map(|(field, msg)| Problem {
+                origin: origin.clone(),
+                ..Problem::error(Some(r.clone()), Some(field), msg)
+            })),
+        }
+    }
+    candidates.sort_by(|(_, a), (_, b)| {
+        let old = |p: &Pool| previous.get(p.name()).is_none();
+        (old(a), a.name()).cmp(&(old(b), b.name()))
+    });
+    let refs: BTreeMap<String, ObjectRef> = candidates.iter().map(|(r, p)| (p.name().to_owned(), r.clone())).collect();
+    let (set, errors) = PoolSet::build(candidates.into_iter().map(|(_, p)| p));
+    for e in errors {
+        let r = refs.get(e.pool()).cloned();
+        let origin = r.as_ref().and_then(|r| {
+            snapshot.objects.iter().find(|(_, o)| matches!(o, Object::IPAddressPool(_)) && object_ref(o) == *r).and_then(|(o, _)| o.clone())
+        });
+        problems.push(Problem {
+            origin,
+            ..Problem::error(r, Some("spec.addresses".into()), e.to_string())
+        });
+    }
+    set
+}
