@@ -6,3 +6,5 @@ pub mod objects;
 pub mod source;
 pub mod config;
 pub mod service;
+pub mod controller;
+pub mod status;

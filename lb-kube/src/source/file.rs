@@ -1,9 +1,9 @@
 //! File mode: a directory of Kubernetes YAML (or JSON) manifests is the
 //! cluster.
 //!
-//! Files ending in `.yaml`, `.yml` or `.json` are read, in path order, from
-//! the directory and its subdirectories; names starting with `.` are
-//! skipped (the state file lives in `.lb/`). A file holds one or more
+//! Files ending in `.yaml`, `.yml` or `.json` are read, in name order, from
+//! the directory itself (not its subdirectories, as `kubectl apply -f DIR`);
+//! names starting with `.` are skipped (the state file lives in `.lb/`). A file holds one or more
 //! documents separated by `---` lines.
 //!
 //! One bad document disables only itself. When an object that was good
@@ -50,24 +50,17 @@ pub fn parse_document(text: &str) -> Result<Value, String> {
     serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string().lines().take(3).collect::<Vec<_>>().join(" "))
 }
 
-/// The manifest files below `dir`, sorted.
+/// The manifest files in `dir`, sorted.
 pub fn manifest_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let path = entry.path();
-            let ty = entry.file_type()?;
-            if ty.is_dir() {
-                stack.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
-                out.push(path);
-            }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') || !path.is_file() {
+            continue;
+        }
+        if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            out.push(path);
         }
     }
     out.sort();

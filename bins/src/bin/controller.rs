@@ -1,0 +1,174 @@
+//! lb-controller: assigns external IPs to Services of type LoadBalancer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_bins::{LogFormat, init_logging, serve_metrics, shutdown_signal};
+use lb_kube::controller::{self, Options, Report, metrics};
+use lb_kube::source::Severity;
+
+/// Assigns external IPs to Kubernetes Services of type LoadBalancer from
+/// MetalLB-style address pools (IPAddressPool CRDs or the legacy MetalLB
+/// ConfigMap).
+///
+/// File mode: --manifests DIR is the cluster. Addresses are written to a state
+/// file (default DIR/.lb/state.json) so a restart keeps every address.
+#[derive(Parser, Debug)]
+#[command(name = "lb-controller", version, after_help = "Examples:\n  lb-controller --manifests examples/ --once --output json\n  lb-controller validate --manifests examples/\n  lb-controller --manifests /etc/lb --metrics-listen 127.0.0.1:9120")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Directory of Kubernetes manifests (YAML/JSON, multi-document) that is the cluster.
+    #[arg(long, value_name = "DIR", global = true)]
+    manifests: Option<PathBuf>,
+    /// Reconcile once, print the result and exit (0 when the manifests are valid).
+    #[arg(long)]
+    once: bool,
+    /// Output of --once.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// State file (default DIR/.lb/state.json).
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
+    /// Handle only Services with this spec.loadBalancerClass (default: Services without one).
+    #[arg(long, value_name = "CLASS")]
+    lb_class: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// How often to look for changes in DIR, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    poll_ms: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check the manifests and exit: non-zero, with file, document, object
+    /// and field of each problem, when any is invalid.
+    Validate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn print_problems(report: &Report) -> bool {
+    let mut errors = false;
+    for p in &report.problems {
+        errors |= p.severity == Severity::Error;
+        eprintln!("{p}");
+    }
+    errors
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.run.log_format);
+    let Some(dir) = cli.run.manifests.clone() else {
+        eprintln!("error: --manifests DIR is required (cluster mode is not available yet)");
+        return ExitCode::from(2);
+    };
+    let options = Options {
+        state_file: cli.run.state_file.clone(),
+        load_balancer_class: cli.run.lb_class.clone(),
+        poll_interval: Duration::from_millis(cli.run.poll_ms.max(50)),
+        ..Options::new(dir)
+    };
+    if let Some(Command::Validate) = cli.command {
+        let report = match controller::Controller::new(options).and_then(|mut c| c.reconcile(true)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if print_problems(&report) {
+            return ExitCode::FAILURE;
+        }
+        println!("ok: {} LoadBalancer Service(s), {} pool(s)", report.services.len(), report.pool_stats.len());
+        return ExitCode::SUCCESS;
+    }
+    if cli.run.once {
+        let report = match controller::run_once(options) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let errors = print_problems(&report);
+        match cli.run.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
+            Output::Text => {
+                for s in &report.services {
+                    let ips: Vec<String> = s.ips.iter().map(ToString::to_string).collect();
+                    let ips = if ips.is_empty() { "<pending>".to_owned() } else { ips.join(",") };
+                    println!("{}/{}\t{}\t{}\t{}", s.namespace, s.name, ips, s.pool.as_deref().unwrap_or("-"), s.warnings.join("; "));
+                }
+            }
+        }
+        return if errors { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = Arc::new(Mutex::new(String::new()));
+    let result = rt.block_on(async {
+        if let Some(addr) = cli.run.metrics_listen {
+            let text = text.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_metrics(addr, text).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        }
+        controller::run(options, shutdown_signal(), |report| {
+            let mut errors = 0;
+            for p in &report.problems {
+                match p.severity {
+                    Severity::Error => {
+                        errors += 1;
+                        tracing::error!("{p}")
+                    }
+                    Severity::Warning => tracing::warn!("{p}"),
+                }
+            }
+            for s in &report.services {
+                tracing::info!(service = %format!("{}/{}", s.namespace, s.name), ips = ?s.ips, pool = ?s.pool, warnings = ?s.warnings, "service");
+            }
+            if let Ok(mut t) = text.lock() {
+                *t = metrics::render(report, errors == 0);
+            }
+        })
+        .await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("shut down");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
