@@ -68,7 +68,8 @@ pub fn pool(p: &IPAddressPool) -> Result<Pool, Vec<(String, String)>> {
 }
 
 /// The pools of a snapshot. Pools already in force (`previous`) keep their
-/// addresses when a new pool overlaps them; otherwise the pool that sorts
+/// addresses when a new pool overlaps them, and an invalid new version of a
+/// pool leaves the previous version in force; otherwise the pool that sorts
 /// first by name wins. Every pool left out is reported.
 pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem>) -> PoolSet {
     let mut candidates: Vec<(ObjectRef, Pool)> = Vec::new();
@@ -77,10 +78,18 @@ pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem
         let r = object_ref(obj);
         match pool(p) {
             Ok(pool) => candidates.push((r, pool)),
-            Err(errs) => problems.extend(errs.into_iter().map(|(field, msg)| Problem {
-                origin: origin.clone(),
-                ..Problem::error(Some(r.clone()), Some(field), msg)
-            })),
+            Err(errs) => {
+                // The version in force stays in force until this one is fixed.
+                let kept = previous.get(&r.name).cloned();
+                let note = if kept.is_some() { "; keeping its last good version" } else { "" };
+                problems.extend(errs.into_iter().map(|(field, msg)| Problem {
+                    origin: origin.clone(),
+                    ..Problem::error(Some(r.clone()), Some(field), format!("{msg}{note}"))
+                }));
+                if let Some(kept) = kept {
+                    candidates.push((r, kept));
+                }
+            }
         }
     }
     candidates.sort_by(|(_, a), (_, b)| {

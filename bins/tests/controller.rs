@@ -1,0 +1,204 @@
+//! lb-controller as users and outside scripts run it (DESIGN.md §4).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lb-controller"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("lb-controller runs")
+}
+
+fn once(dir: &Path) -> (Value, Output) {
+    let out = run(&["--manifests", dir.to_str().unwrap(), "--once", "--output", "json"]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (v, out)
+}
+
+fn ips_of(v: &Value) -> Vec<(String, Vec<String>)> {
+    v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let key = format!("{}/{}", s["namespace"].as_str().unwrap(), s["name"].as_str().unwrap());
+            (key, s["ips"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect())
+        })
+        .collect()
+}
+
+fn copy_examples(to: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for f in ["metallb-pool.yaml", "services.yaml"] {
+        std::fs::copy(src.join(f), to.join(f)).unwrap();
+    }
+}
+
+fn service(name: &str, extra: &str) -> String {
+    format!("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n{extra}spec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n")
+}
+
+#[test]
+fn json_contract_on_the_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let (v, out) = once(dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let services = v["services"].as_array().unwrap();
+    assert_eq!(services.len(), 2);
+    for s in services {
+        assert_eq!(s["pool"], "first-pool");
+        assert!(s["warnings"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(
+        ips_of(&v),
+        [
+            ("default/nginx".to_string(), vec!["192.168.1.200".to_string()]),
+            ("ingress-nginx/ingress-nginx-controller".to_string(), vec!["192.168.1.201".to_string()]),
+        ]
+    );
+}
+
+#[test]
+fn legacy_configmap_gives_the_same_addresses_metallb_would() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/legacy-configmap");
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    let out = run(&["--manifests", dir.to_str().unwrap(), "--state-file", state.to_str().unwrap(), "--once", "--output", "json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ips_of(&v)[0].1, ["192.168.1.240"]);
+    assert_eq!(v["services"][0]["pool"], "default");
+}
+
+#[test]
+fn pending_services_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: tiny, namespace: metallb-system}\nspec:\n  addresses: [10.0.0.1/32]\n";
+    std::fs::write(dir.path().join("a.yaml"), format!("{pool}{}{}", service("a", ""), service("b", ""))).unwrap();
+    let (v, out) = once(dir.path());
+    assert!(out.status.success());
+    assert_eq!(v["services"][0]["ips"][0], "10.0.0.1");
+    assert_eq!(v["services"][1]["ips"].as_array().unwrap().len(), 0);
+    assert_eq!(v["services"][1]["pool"], Value::Null);
+    assert_eq!(v["services"][1]["warnings"][0], "no available IPv4 address in pool(s) tiny");
+}
+
+#[test]
+fn invalid_manifests_name_file_document_object_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: good, namespace: metallb-system}\nspec:\n  addresses: [10.0.0.0/30]\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: bad, namespace: metallb-system}\nspec:\n  addresses: [10.0.1.0/30, 10.0.2.7]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: typo}\nspec: {tpye: LoadBalancer}\n---\nkey: [unclosed\n";
+    let file = dir.path().join("pools.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = run(&["validate", "--manifests", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = file.display().to_string();
+    assert!(err.contains(&format!("{name}:7 (document 2): IPAddressPool metallb-system/bad: spec.addresses[1]: bare address 10.0.2.7 is not allowed; write a single address as 10.0.2.7/32")), "{err}");
+    assert!(err.contains(&format!("{name}:13 (document 3): Service default/typo: spec.tpye: unknown field(s) spec.tpye")), "{err}");
+    assert!(err.contains(&format!("{name}:18 (document 4): invalid YAML")), "{err}");
+    // validate writes nothing.
+    assert!(!dir.path().join(".lb").exists());
+    // --once still serves the good part, and exits non-zero.
+    let (v, out) = once(dir.path());
+    assert!(!out.status.success());
+    assert_eq!(v["services"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn overlapping_pools_are_rejected_with_both_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = |n: &str, a: &str| format!("---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {n}, namespace: metallb-system}}\nspec:\n  addresses: [{a}]\n");
+    std::fs::write(dir.path().join("p.yaml"), pool("a", "10.0.0.0/24") + &pool("b", "10.0.0.128/25")).unwrap();
+    let out = run(&["validate", "--manifests", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("IPAddressPool metallb-system/b: spec.addresses: pool \"b\": addresses 10.0.0.128-10.0.0.255 overlap 10.0.0.0-10.0.0.255 of pool \"a\""), "{err}");
+}
+
+#[test]
+fn restart_over_the_state_file_changes_no_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p, namespace: metallb-system}\nspec:\n  addresses: [10.0.0.0/24]\n";
+    std::fs::write(dir.path().join("pool.yaml"), pool).unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+    let all: String = names.iter().map(|n| service(n, "")).collect();
+    std::fs::write(dir.path().join("svc.yaml"), &all).unwrap();
+    let (first, _) = once(dir.path());
+    // Delete some Services, add others whose names sort first.
+    let some: String = names.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, n)| service(n, "")).collect();
+    std::fs::write(dir.path().join("svc.yaml"), format!("{}{some}", service("a-new", ""))).unwrap();
+    let (second, _) = once(dir.path());
+    let before: std::collections::HashMap<_, _> = ips_of(&first).into_iter().collect();
+    for (k, ips) in ips_of(&second) {
+        if let Some(old) = before.get(&k) {
+            assert_eq!(&ips, old, "{k} moved across a restart");
+        }
+    }
+    // The newcomer took the lowest freed address, not anyone's.
+    let second_map: std::collections::HashMap<_, _> = ips_of(&second).into_iter().collect();
+    assert_eq!(second_map["default/a-new"], ["10.0.0.0"]);
+}
+
+#[test]
+fn live_mode_follows_the_directory_and_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = |addr: &str| format!("apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: p, namespace: metallb-system}}\nspec:\n  addresses: [{addr}]\n");
+    std::fs::write(dir.path().join("pool.yaml"), pool("10.0.0.0/30")).unwrap();
+    std::fs::write(dir.path().join("svc.yaml"), service("web", "")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(bin())
+        .args(["--manifests", dir.path().to_str().unwrap(), "--poll-ms", "50", "--metrics-listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.path().join(".lb/state.json");
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&state).unwrap_or_default();
+            if text.contains(what) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "state never contained {what}: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("10.0.0.0");
+    std::fs::write(dir.path().join("svc.yaml"), service("web", "") + &service("api", "")).unwrap();
+    wait_for("default/api");
+    // A broken pool keeps its last good version: nobody loses an address.
+    std::fs::write(dir.path().join("pool.yaml"), pool("10.0.0.0/30, 10.9.9.9")).unwrap();
+    std::fs::write(dir.path().join("svc.yaml"), service("web", "") + &service("api", "") + &service("db", "")).unwrap();
+    let text = wait_for("default/db");
+    assert!(text.contains("10.0.0.0") && text.contains("10.0.0.1") && text.contains("10.0.0.2"), "{text}");
+    // Metrics under MetalLB's names.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(metrics.contains("metallb_allocator_addresses_in_use_total{pool=\"p\"} 3"), "{metrics}");
+    assert!(metrics.contains("metallb_allocator_addresses_total{pool=\"p\"} 4"), "{metrics}");
+    assert!(metrics.contains("metallb_k8s_client_config_stale_bool 1"), "{metrics}");
+    // SIGTERM: clean exit.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+}
