@@ -17,7 +17,9 @@ pub enum LogFormat {
 /// Sets up logging to stderr; `RUST_LOG` overrides the level (default info).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -64,7 +66,10 @@ pub async fn serve_metrics(addr: SocketAddr, text: Arc<Mutex<String>>) -> std::i
                 }
                 Ok::<_, std::io::Error>(())
             };
-            if tokio::time::timeout(std::time::Duration::from_secs(5), read).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
                 return;
             }
             let head = String::from_utf8_lossy(&buf[..n]);

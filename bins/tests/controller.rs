@@ -16,7 +16,8 @@ fn run(args: &[&str]) -> Output {
 
 fn once(dir: &Path) -> (Value, Output) {
     let out = run(&["--manifests", dir.to_str().unwrap(), "--once", "--output", "json"]);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let v =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     (v, out)
 }
 
@@ -27,7 +28,15 @@ fn ips_of(v: &Value) -> Vec<(String, Vec<String>)> {
         .iter()
         .map(|s| {
             let key = format!("{}/{}", s["namespace"].as_str().unwrap(), s["name"].as_str().unwrap());
-            (key, s["ips"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect())
+            (
+                key,
+                s["ips"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_str().unwrap().to_owned())
+                    .collect(),
+            )
         })
         .collect()
 }
@@ -40,7 +49,9 @@ fn copy_examples(to: &Path) {
 }
 
 fn service(name: &str, extra: &str) -> String {
-    format!("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n{extra}spec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n")
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n{extra}spec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n"
+    )
 }
 
 #[test]
@@ -59,7 +70,10 @@ fn json_contract_on_the_examples() {
         ips_of(&v),
         [
             ("default/nginx".to_string(), vec!["192.168.1.200".to_string()]),
-            ("ingress-nginx/ingress-nginx-controller".to_string(), vec!["192.168.1.201".to_string()]),
+            (
+                "ingress-nginx/ingress-nginx-controller".to_string(),
+                vec!["192.168.1.201".to_string()]
+            ),
         ]
     );
 }
@@ -69,7 +83,15 @@ fn legacy_configmap_gives_the_same_addresses_metallb_would() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/legacy-configmap");
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state.json");
-    let out = run(&["--manifests", dir.to_str().unwrap(), "--state-file", state.to_str().unwrap(), "--once", "--output", "json"]);
+    let out = run(&[
+        "--manifests",
+        dir.to_str().unwrap(),
+        "--state-file",
+        state.to_str().unwrap(),
+        "--once",
+        "--output",
+        "json",
+    ]);
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ips_of(&v)[0].1, ["192.168.1.240"]);
@@ -80,13 +102,20 @@ fn legacy_configmap_gives_the_same_addresses_metallb_would() {
 fn pending_services_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let pool = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: tiny, namespace: metallb-system}\nspec:\n  addresses: [10.0.0.1/32]\n";
-    std::fs::write(dir.path().join("a.yaml"), format!("{pool}{}{}", service("a", ""), service("b", ""))).unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        format!("{pool}{}{}", service("a", ""), service("b", "")),
+    )
+    .unwrap();
     let (v, out) = once(dir.path());
     assert!(out.status.success());
     assert_eq!(v["services"][0]["ips"][0], "10.0.0.1");
     assert_eq!(v["services"][1]["ips"].as_array().unwrap().len(), 0);
     assert_eq!(v["services"][1]["pool"], Value::Null);
-    assert_eq!(v["services"][1]["warnings"][0], "no available IPv4 address in pool(s) tiny");
+    assert_eq!(
+        v["services"][1]["warnings"][0],
+        "no available IPv4 address in pool(s) tiny"
+    );
 }
 
 #[test]
@@ -100,7 +129,12 @@ fn invalid_manifests_name_file_document_object_and_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     let name = file.display().to_string();
     assert!(err.contains(&format!("{name}:7 (document 2): IPAddressPool metallb-system/bad: spec.addresses[1]: bare address 10.0.2.7 is not allowed; write a single address as 10.0.2.7/32")), "{err}");
-    assert!(err.contains(&format!("{name}:13 (document 3): Service default/typo: spec.tpye: unknown field(s) spec.tpye")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}:13 (document 3): Service default/typo: spec.tpye: unknown field(s) spec.tpye"
+        )),
+        "{err}"
+    );
     assert!(err.contains(&format!("{name}:18 (document 4): invalid YAML")), "{err}");
     // validate writes nothing.
     assert!(!dir.path().join(".lb").exists());
@@ -113,8 +147,16 @@ fn invalid_manifests_name_file_document_object_and_field() {
 #[test]
 fn overlapping_pools_are_rejected_with_both_named() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = |n: &str, a: &str| format!("---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {n}, namespace: metallb-system}}\nspec:\n  addresses: [{a}]\n");
-    std::fs::write(dir.path().join("p.yaml"), pool("a", "10.0.0.0/24") + &pool("b", "10.0.0.128/25")).unwrap();
+    let pool = |n: &str, a: &str| {
+        format!(
+            "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {n}, namespace: metallb-system}}\nspec:\n  addresses: [{a}]\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        pool("a", "10.0.0.0/24") + &pool("b", "10.0.0.128/25"),
+    )
+    .unwrap();
     let out = run(&["validate", "--manifests", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -131,7 +173,12 @@ fn restart_over_the_state_file_changes_no_address() {
     std::fs::write(dir.path().join("svc.yaml"), &all).unwrap();
     let (first, _) = once(dir.path());
     // Delete some Services, add others whose names sort first.
-    let some: String = names.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, n)| service(n, "")).collect();
+    let some: String = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, n)| service(n, ""))
+        .collect();
     std::fs::write(dir.path().join("svc.yaml"), format!("{}{some}", service("a-new", ""))).unwrap();
     let (second, _) = once(dir.path());
     let before: std::collections::HashMap<_, _> = ips_of(&first).into_iter().collect();
@@ -148,12 +195,27 @@ fn restart_over_the_state_file_changes_no_address() {
 #[test]
 fn live_mode_follows_the_directory_and_keeps_the_last_good_config() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = |addr: &str| format!("apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: p, namespace: metallb-system}}\nspec:\n  addresses: [{addr}]\n");
+    let pool = |addr: &str| {
+        format!(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: p, namespace: metallb-system}}\nspec:\n  addresses: [{addr}]\n"
+        )
+    };
     std::fs::write(dir.path().join("pool.yaml"), pool("10.0.0.0/30")).unwrap();
     std::fs::write(dir.path().join("svc.yaml"), service("web", "")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(bin())
-        .args(["--manifests", dir.path().to_str().unwrap(), "--poll-ms", "50", "--metrics-listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--poll-ms",
+            "50",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -175,9 +237,16 @@ fn live_mode_follows_the_directory_and_keeps_the_last_good_config() {
     wait_for("default/api");
     // A broken pool keeps its last good version: nobody loses an address.
     std::fs::write(dir.path().join("pool.yaml"), pool("10.0.0.0/30, 10.9.9.9")).unwrap();
-    std::fs::write(dir.path().join("svc.yaml"), service("web", "") + &service("api", "") + &service("db", "")).unwrap();
+    std::fs::write(
+        dir.path().join("svc.yaml"),
+        service("web", "") + &service("api", "") + &service("db", ""),
+    )
+    .unwrap();
     let text = wait_for("default/db");
-    assert!(text.contains("10.0.0.0") && text.contains("10.0.0.1") && text.contains("10.0.0.2"), "{text}");
+    assert!(
+        text.contains("10.0.0.0") && text.contains("10.0.0.1") && text.contains("10.0.0.2"),
+        "{text}"
+    );
     // Metrics under MetalLB's names.
     let metrics = {
         use std::io::{Read, Write};
@@ -187,11 +256,20 @@ fn live_mode_follows_the_directory_and_keeps_the_last_good_config() {
         s.read_to_string(&mut out).unwrap();
         out
     };
-    assert!(metrics.contains("metallb_allocator_addresses_in_use_total{pool=\"p\"} 3"), "{metrics}");
-    assert!(metrics.contains("metallb_allocator_addresses_total{pool=\"p\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains("metallb_allocator_addresses_in_use_total{pool=\"p\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("metallb_allocator_addresses_total{pool=\"p\"} 4"),
+        "{metrics}"
+    );
     assert!(metrics.contains("metallb_k8s_client_config_stale_bool 1"), "{metrics}");
     // SIGTERM: clean exit.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

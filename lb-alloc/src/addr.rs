@@ -200,9 +200,8 @@ impl FromStr for AddrRange {
                 .map_err(|_| AddressError::InvalidCidr(s.to_owned()));
         }
         if let Some((a, b)) = s.split_once('-') {
-            let parse = |t: &str| {
-                IpAddr::from_str(t.trim()).map_err(|_| AddressError::InvalidRangeEnd(t.trim().to_owned()))
-            };
+            let parse =
+                |t: &str| IpAddr::from_str(t.trim()).map_err(|_| AddressError::InvalidRangeEnd(t.trim().to_owned()));
             return AddrRange::new(parse(a)?, parse(b)?);
         }
         match IpAddr::from_str(s) {

@@ -202,7 +202,10 @@ impl Allocator {
     /// An allocator for Services of one `loadBalancerClass` (`None`: only
     /// Services without one), like MetalLB's `--lb-class`.
     pub fn with_class(class: Option<String>) -> Self {
-        Self { class, ..Self::default() }
+        Self {
+            class,
+            ..Self::default()
+        }
     }
 
     /// The pools in force.
@@ -241,7 +244,13 @@ impl Allocator {
         order.sort_by_cached_key(|&i| {
             let r = &requests[i];
             let held = ids[i].map_or(0, |id| self.slot(id).ips.len());
-            (Reverse(held), r.created.is_none(), r.created, r.namespace.as_str(), r.name.as_str())
+            (
+                Reverse(held),
+                r.created.is_none(),
+                r.created,
+                r.namespace.as_str(),
+                r.name.as_str(),
+            )
         });
         // Phase 1: put back what was held before a restart or pool change,
         // before anyone allocates anew: Services whose request is unchanged
@@ -272,7 +281,13 @@ impl Allocator {
         let freed = !report.released.is_empty() || results.iter().flatten().any(|r| r.changed);
         if freed {
             for &i in &order {
-                if let Some(first @ ServiceResult { outcome: Outcome::Pending(_), .. }) = &results[i] {
+                if let Some(
+                    first @ ServiceResult {
+                        outcome: Outcome::Pending(_),
+                        ..
+                    },
+                ) = &results[i]
+                {
                     let (evicted, was_changed) = (first.evicted.clone(), first.changed);
                     let id = ids[i].expect("ordered requests have slots");
                     let mut again = self.converge(id, &requests[i]);
@@ -365,7 +380,12 @@ impl Allocator {
         self.spaces = pools
             .pools()
             .iter()
-            .map(|p| p.addresses().iter().map(|r| Space::new(r, p.avoid_buggy_ips())).collect())
+            .map(|p| {
+                p.addresses()
+                    .iter()
+                    .map(|r| Space::new(r, p.avoid_buggy_ips()))
+                    .collect()
+            })
             .collect();
         self.pools = pools;
         self.ips.clear();
@@ -447,12 +467,12 @@ impl Allocator {
                 if let Some((p, e)) = self.pools.locate(ip) {
                     self.spaces[p][e].put_back(to_num(ip));
                 }
-                if let Some(k) = &key {
-                    if let Some(set) = self.shared.get_mut(k) {
-                        set.remove(&ip);
-                        if set.is_empty() {
-                            self.shared.remove(k);
-                        }
+                if let Some(k) = &key
+                    && let Some(set) = self.shared.get_mut(k)
+                {
+                    set.remove(&ip);
+                    if set.is_empty() {
+                        self.shared.remove(k);
                     }
                 }
             }
@@ -471,7 +491,11 @@ impl Allocator {
             let conflict = match (req.sharing_key.as_deref().filter(|k| !k.is_empty()), &holder.share) {
                 (Some(key), Some(s)) if *s.key != *key => Some(Conflict::KeyMismatch),
                 (Some(_), Some(s)) if *s.backend != *req.backend_key => Some(Conflict::BackendMismatch),
-                (Some(_), Some(s)) => req.ports.iter().find(|p| s.ports.contains(p)).map(|p| Conflict::Port(p.protocol, p.port)),
+                (Some(_), Some(s)) => req
+                    .ports
+                    .iter()
+                    .find(|p| s.ports.contains(p))
+                    .map(|p| Conflict::Port(p.protocol, p.port)),
                 _ => Some(Conflict::NoSharingKey),
             };
             if let Some(conflict) = conflict {
@@ -495,7 +519,10 @@ impl Allocator {
             let (p, e) = self.pools.locate(ip).ok_or(Reason::NotInAnyPool(ip))?;
             let pl = &self.pools.pools()[p];
             if pl.avoid_buggy_ips() && is_buggy(ip) {
-                return Err(Reason::BuggyIp { ip, pool: pl.name().into() });
+                return Err(Reason::BuggyIp {
+                    ip,
+                    pool: pl.name().into(),
+                });
             }
             if let Some(want) = pool.filter(|&w| w != p) {
                 return Err(Reason::NotInRequestedPool {
@@ -504,7 +531,12 @@ impl Allocator {
                 });
             }
             if let Some(q) = at.filter(|&q| q != p) {
-                let a = self.slot(id).ips.iter().chain(ips.iter().copied()).find(|&x| self.pools.locate(x).map(|l| l.0) == Some(q));
+                let a = self
+                    .slot(id)
+                    .ips
+                    .iter()
+                    .chain(ips.iter().copied())
+                    .find(|&x| self.pools.locate(x).map(|l| l.0) == Some(q));
                 return Err(Reason::DifferentPools {
                     a: a.unwrap_or(ip),
                     pool_a: self.pools.pools()[q].name().into(),
@@ -565,7 +597,12 @@ impl Allocator {
             .enumerate()
             .filter(|(_, (r, _))| r.family() == f)
             .find_map(|(e, (_, s))| s.lowest_free().map(|n| (e, n)));
-        if let Some(set) = req.sharing_key.as_deref().filter(|k| !k.is_empty()).and_then(|k| self.shared.get(k)) {
+        if let Some(set) = req
+            .sharing_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .and_then(|k| self.shared.get(k))
+        {
             for &ip in set.iter().filter(|&&ip| Family::of(ip) == f) {
                 let Some((q, e)) = self.pools.locate(ip) else { continue };
                 let pos = (e, to_num(ip));
@@ -597,9 +634,16 @@ impl Allocator {
             Want::One(f) => f.to_string(),
             Want::Both | Want::Prefer(_) => "IPv4 or IPv6".to_owned(),
         };
-        let need = if want == Want::Both { "IPv4 and IPv6".to_owned() } else { need };
+        let need = if want == Want::Both {
+            "IPv4 and IPv6".to_owned()
+        } else {
+            need
+        };
         let names: Vec<&str> = pools.iter().map(|&p| self.pools.pools()[p].name()).collect();
-        Err(Reason::Exhausted { need, pools: names.join(", ") })
+        Err(Reason::Exhausted {
+            need,
+            pools: names.join(", "),
+        })
     }
 
     fn converge_or_keep(&mut self, id: u32, req: &Request) -> ServiceResult {
@@ -642,7 +686,8 @@ impl Allocator {
         result.outcome = match decided {
             Ok(p) => {
                 let want = req.want().ok();
-                let partial = matches!(want, Some(Want::Prefer(_))) && slot.ips.len() == 1 && req.requested_ips.is_empty();
+                let partial =
+                    matches!(want, Some(Want::Prefer(_))) && slot.ips.len() == 1 && req.requested_ips.is_empty();
                 self.slot_mut(id).complete = !partial;
                 Outcome::Assigned(Assignment {
                     ips: self.slot(id).ips.to_vec(),
@@ -674,7 +719,11 @@ impl Allocator {
             }
         };
         if req.load_balancer_class != self.class {
-            evict(out, before.to_vec(), Reason::OtherClass(req.load_balancer_class.clone().unwrap_or_default()));
+            evict(
+                out,
+                before.to_vec(),
+                Reason::OtherClass(req.load_balancer_class.clone().unwrap_or_default()),
+            );
             return Err(Reason::OtherClass(req.load_balancer_class.clone().unwrap_or_default()));
         }
         let checked = req.want().and_then(|w| req.check_requested(w).map(|_| w));
@@ -742,7 +791,10 @@ impl Allocator {
                 }
                 vec![p]
             }
-            None => self.pools.auto_order(&req.namespace, &req.namespace_labels, &req.labels).collect(),
+            None => self
+                .pools
+                .auto_order(&req.namespace, &req.namespace_labels, &req.labels)
+                .collect(),
         };
         if pools.is_empty() {
             return Err(Reason::NoEligiblePool);
@@ -750,7 +802,10 @@ impl Allocator {
         let p = self.allocate(id, req, want, &pools)?;
         let fams: Vec<Family> = self.slot(id).ips.iter().map(Family::of).collect();
         if let (Want::Prefer(_), [f]) = (want, &fams[..]) {
-            out.warnings.push(Reason::SecondFamilyUnavailable(f.other(), self.pools.pools()[p].name().into()));
+            out.warnings.push(Reason::SecondFamilyUnavailable(
+                f.other(),
+                self.pools.pools()[p].name().into(),
+            ));
         }
         Ok(p)
     }

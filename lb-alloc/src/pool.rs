@@ -234,7 +234,12 @@ impl PoolSet {
         let mut order: Vec<u32> = (0..set.pools.len() as u32).collect();
         order.sort_by(|&a, &b| {
             let (a, b) = (&set.pools[a as usize], &set.pools[b as usize]);
-            let prio = |p: &Pool| p.allocation.as_ref().and_then(|a| a.priority).map_or((1, 0), |n| (0, n));
+            let prio = |p: &Pool| {
+                p.allocation
+                    .as_ref()
+                    .and_then(|a| a.priority)
+                    .map_or((1, 0), |n| (0, n))
+            };
             prio(a).cmp(&prio(b)).then_with(|| a.name.cmp(&b.name))
         });
         for i in order {
@@ -334,10 +339,16 @@ mod tests {
             pool("second", &["fc00::/64", "10.0.0.255-10.0.1.10"]),
             pool("third", &["10.0.1.0/24"]),
         ]);
-        assert_eq!(set.pools().iter().map(Pool::name).collect::<Vec<_>>(), ["first", "third"]);
+        assert_eq!(
+            set.pools().iter().map(Pool::name).collect::<Vec<_>>(),
+            ["first", "third"]
+        );
         assert_eq!(errs.len(), 1);
         let msg = errs[0].to_string();
-        assert!(msg.contains("second") && msg.contains("first") && msg.contains("10.0.0.0-10.0.0.255"), "{msg}");
+        assert!(
+            msg.contains("second") && msg.contains("first") && msg.contains("10.0.0.0-10.0.0.255"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -351,9 +362,21 @@ mod tests {
 
     #[test]
     fn names_and_emptiness() {
-        let (set, errs) = PoolSet::build([pool("a", &["10.0.0.0/30"]), pool("a", &["10.0.1.0/30"]), pool("", &["10.0.2.0/30"]), pool("e", &[])]);
+        let (set, errs) = PoolSet::build([
+            pool("a", &["10.0.0.0/30"]),
+            pool("a", &["10.0.1.0/30"]),
+            pool("", &["10.0.2.0/30"]),
+            pool("e", &[]),
+        ]);
         assert_eq!(set.pools().len(), 1);
-        assert_eq!(errs, vec![PoolError::DuplicateName("a".into()), PoolError::EmptyName, PoolError::NoAddresses("e".into())]);
+        assert_eq!(
+            errs,
+            vec![
+                PoolError::DuplicateName("a".into()),
+                PoolError::EmptyName,
+                PoolError::NoAddresses("e".into())
+            ]
+        );
     }
 
     #[test]
@@ -367,7 +390,10 @@ mod tests {
 
     #[test]
     fn auto_order_is_priority_then_name_then_general() {
-        let alloc = |prio| ServiceAllocation { priority: prio, ..Default::default() };
+        let alloc = |prio| ServiceAllocation {
+            priority: prio,
+            ..Default::default()
+        };
         let (set, _) = PoolSet::build([
             pool("zeta", &["10.0.5.0/30"]),
             pool("unset", &["10.0.0.0/30"]).with_allocation(alloc(None)),
@@ -378,7 +404,10 @@ mod tests {
             pool("manual", &["10.0.6.0/30"]).with_auto_assign(false),
         ]);
         let l = Labels::new();
-        let names: Vec<_> = set.auto_order("default", &l, &l).map(|i| set.pools()[i].name()).collect();
+        let names: Vec<_> = set
+            .auto_order("default", &l, &l)
+            .map(|i| set.pools()[i].name())
+            .collect();
         assert_eq!(names, ["p10a", "p10b", "p20", "unset", "alpha", "zeta"]);
     }
 

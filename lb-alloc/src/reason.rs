@@ -51,7 +51,9 @@ pub enum Reason {
         pool: String,
     },
     /// Two addresses from two pools (dual stack needs one pool).
-    #[error("{a} (pool {pool_a:?}) and {b} (pool {pool_b:?}) are in different pools; both families must come from one pool")]
+    #[error(
+        "{a} (pool {pool_a:?}) and {b} (pool {pool_b:?}) are in different pools; both families must come from one pool"
+    )]
     DifferentPools {
         /// The first address.
         a: IpAddr,
@@ -124,11 +126,13 @@ pub enum Conflict {
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Conflict::NoSharingKey => f.write_str("sharing needs the same metallb.io/allow-shared-ip key on both Services"),
+            Conflict::NoSharingKey => {
+                f.write_str("sharing needs the same metallb.io/allow-shared-ip key on both Services")
+            }
             Conflict::KeyMismatch => f.write_str("the metallb.io/allow-shared-ip keys differ"),
-            Conflict::BackendMismatch => f.write_str(
-                "externalTrafficPolicy differs, or both are Local with different selectors",
-            ),
+            Conflict::BackendMismatch => {
+                f.write_str("externalTrafficPolicy differs, or both are Local with different selectors")
+            }
             Conflict::Port(p, n) => write!(f, "both use {p:?}/{n}"),
         }
     }

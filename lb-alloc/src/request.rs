@@ -132,10 +132,10 @@ impl Request {
         if ips.len() > 2 {
             return Err(Reason::TooManyRequested(ips.len()));
         }
-        if let [a, b] = ips[..] {
-            if Family::of(a) == Family::of(b) {
-                return Err(Reason::RequestedSameFamily(a, b));
-            }
+        if let [a, b] = ips[..]
+            && Family::of(a) == Family::of(b)
+        {
+            return Err(Reason::RequestedSameFamily(a, b));
         }
         for &ip in ips {
             if !want.accepts(Family::of(ip)) {
@@ -164,7 +164,13 @@ impl Request {
             &self.requested_pool,
         )
             .hash(&mut h);
-        (&self.sharing_key, &self.backend_key, &self.ports, &self.load_balancer_class).hash(&mut h);
+        (
+            &self.sharing_key,
+            &self.backend_key,
+            &self.ports,
+            &self.load_balancer_class,
+        )
+            .hash(&mut h);
         h.finish()
     }
 }

@@ -91,7 +91,10 @@ impl LabelSelector {
 
     /// A selector that requires exactly these labels.
     pub fn from_labels<K: Into<String>, V: Into<String>>(labels: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self::new(labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), Vec::new())
+        Self::new(
+            labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            Vec::new(),
+        )
     }
 
     /// Whether the labels satisfy every term (the empty selector matches all).
@@ -185,7 +188,10 @@ mod tests {
 
     #[test]
     fn not_in_matches_absent_label() {
-        let s = LabelSelector::new(Labels::new(), vec![Requirement::new("env", Operator::NotIn, vec!["prod".into()]).unwrap()]);
+        let s = LabelSelector::new(
+            Labels::new(),
+            vec![Requirement::new("env", Operator::NotIn, vec!["prod".into()]).unwrap()],
+        );
         assert!(s.matches(&Labels::new()));
         assert!(!s.matches(&labels(&[("env", "prod")])));
     }

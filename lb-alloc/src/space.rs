@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn full_space() {
         let mut s = space("10.0.0.0/31", true);
-        assert_eq!(s.lowest_free(), Some(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)) as u128));
+        assert_eq!(
+            s.lowest_free(),
+            Some(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)) as u128)
+        );
         s.take(s.lowest_free().unwrap());
         assert_eq!(s.lowest_free(), None);
         let mut top = space("255.255.255.254/31", false);

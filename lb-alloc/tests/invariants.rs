@@ -35,7 +35,10 @@ fn arb_pool(name: &'static str) -> impl Strategy<Value = Option<Pool>> {
                 .with_auto_assign(auto)
                 .with_avoid_buggy_ips(buggy);
             if let Some(priority) = alloc {
-                let mut a = ServiceAllocation { priority, ..Default::default() };
+                let mut a = ServiceAllocation {
+                    priority,
+                    ..Default::default()
+                };
                 if ns_only {
                     a.namespaces.insert("ns-a".into());
                 }
@@ -46,7 +49,8 @@ fn arb_pool(name: &'static str) -> impl Strategy<Value = Option<Pool>> {
 }
 
 fn arb_pools() -> impl Strategy<Value = PoolSet> {
-    (arb_pool(POOLS[0]), arb_pool(POOLS[1]), arb_pool(POOLS[2])).prop_map(|(a, b, c)| PoolSet::build([a, b, c].into_iter().flatten()).0)
+    (arb_pool(POOLS[0]), arb_pool(POOLS[1]), arb_pool(POOLS[2]))
+        .prop_map(|(a, b, c)| PoolSet::build([a, b, c].into_iter().flatten()).0)
 }
 
 fn arb_request(idx: usize) -> impl Strategy<Value = Request> {
@@ -63,7 +67,13 @@ fn arb_request(idx: usize) -> impl Strategy<Value = Request> {
         .prop_map(move |(ns_a, key, ports, local, fam, req_ip, req_pool, created)| {
             let mut r = Request::new(if ns_a { "ns-a" } else { "ns-b" }, format!("svc{idx}"));
             r.sharing_key = key.map(str::to_owned);
-            r.ports = ports.into_iter().map(|port| Port { protocol: Protocol::Tcp, port }).collect();
+            r.ports = ports
+                .into_iter()
+                .map(|port| Port {
+                    protocol: Protocol::Tcp,
+                    port,
+                })
+                .collect();
             r.backend_key = if local { "app=x".into() } else { String::new() };
             (r.cluster_families, r.policy) = match fam {
                 0 | 1 => (vec![Family::V4], FamilyPolicy::SingleStack),
@@ -85,14 +95,14 @@ fn arb_request(idx: usize) -> impl Strategy<Value = Request> {
 #[derive(Debug, Clone)]
 enum Op {
     Reload(PoolSet),
-    Upsert(Request),
+    Upsert(Box<Request>),
     Delete(usize),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => arb_pools().prop_map(Op::Reload),
-        4 => (0..10usize).prop_flat_map(arb_request).prop_map(Op::Upsert),
+        4 => (0..10usize).prop_flat_map(arb_request).prop_map(|r| Op::Upsert(Box::new(r))),
         1 => (0..10usize).prop_map(Op::Delete),
     ]
 }
@@ -100,8 +110,11 @@ fn arb_op() -> impl Strategy<Value = Op> {
 /// Whether `ips` are still a valid holding for `req` under `pools`, written
 /// straight from the rules.
 fn still_valid(ips: &[IpAddr], req: &Request, pools: &PoolSet) -> bool {
-    let Some(pool) = pools.pool_of(ips[0]) else { return false };
-    ips.iter().all(|&ip| pools.pool_of(ip).is_some_and(|p| p.name() == pool.name()))
+    let Some(pool) = pools.pool_of(ips[0]) else {
+        return false;
+    };
+    ips.iter()
+        .all(|&ip| pools.pool_of(ip).is_some_and(|p| p.name() == pool.name()))
         && pool.admits(&req.namespace, &req.namespace_labels, &req.labels)
         && req.requested_pool.as_ref().is_none_or(|n| n == pool.name())
         && (req.requested_ips.is_empty() || ips.iter().collect::<BTreeSet<_>>() == req.requested_ips.iter().collect())
@@ -126,9 +139,17 @@ fn check(pools: &PoolSet, reqs: &[Request], report: &SyncReport) -> Result<(), T
     for (ip, holders) in by_ip {
         for (i, a) in holders.iter().enumerate() {
             for b in &holders[i + 1..] {
-                prop_assert!(a.sharing_key.is_some() && a.sharing_key == b.sharing_key, "{} shared without keys", ip);
+                prop_assert!(
+                    a.sharing_key.is_some() && a.sharing_key == b.sharing_key,
+                    "{} shared without keys",
+                    ip
+                );
                 prop_assert_eq!(&a.backend_key, &b.backend_key);
-                prop_assert!(a.ports.iter().all(|p| !b.ports.contains(p)), "{} shared with colliding ports", ip);
+                prop_assert!(
+                    a.ports.iter().all(|p| !b.ports.contains(p)),
+                    "{} shared with colliding ports",
+                    ip
+                );
             }
         }
     }
@@ -150,7 +171,7 @@ proptest! {
                 Op::Reload(p) => pools = p,
                 Op::Upsert(r) => {
                     touched = Some(r.key());
-                    reqs.insert(r.key(), r);
+                    reqs.insert(r.key(), *r);
                 }
                 Op::Delete(i) => {
                     let k = format!("ns-a/svc{i}");
@@ -163,11 +184,12 @@ proptest! {
             check(&pools, &list, &report)?;
             for (req, res) in list.iter().zip(&report.results) {
                 let key = req.key();
-                if let Some(old) = held.get(&key) {
-                    if touched.as_deref() != Some(key.as_str()) && still_valid(old, req, &pools) {
-                        for ip in old {
-                            prop_assert!(res.ips().contains(ip), "valid holder {} moved from {:?} to {:?}", key, old, res.outcome);
-                        }
+                if let Some(old) = held.get(&key)
+                    && touched.as_deref() != Some(key.as_str())
+                    && still_valid(old, req, &pools)
+                {
+                    for ip in old {
+                        prop_assert!(res.ips().contains(ip), "valid holder {} moved from {:?} to {:?}", key, old, res.outcome);
                     }
                 }
             }

@@ -23,7 +23,10 @@ fn svc(name: &str) -> Request {
 }
 
 fn tcp(port: u16) -> Port {
-    Port { protocol: Protocol::Tcp, port }
+    Port {
+        protocol: Protocol::Tcp,
+        port,
+    }
 }
 
 fn ips(r: &ServiceResult) -> Vec<String> {
@@ -50,7 +53,11 @@ fn lowest_free_in_configuration_order() {
     assert_eq!(ips(&r[1]), ["10.0.0.11"]);
     assert_eq!(ips(&r[2]), ["10.0.0.1"]);
     assert!(matches!(pending(&r[3]), Reason::Exhausted { .. }));
-    assert!(pending(&r[3]).to_string().contains("no available IPv4 address in pool(s) a"));
+    assert!(
+        pending(&r[3])
+            .to_string()
+            .contains("no available IPv4 address in pool(s) a")
+    );
 }
 
 #[test]
@@ -104,7 +111,10 @@ fn auto_assign_false_only_by_name_or_address() {
 
 #[test]
 fn priority_pools_first_then_spill_to_the_next_then_general() {
-    let prio = |n| ServiceAllocation { priority: Some(n), ..Default::default() };
+    let prio = |n| ServiceAllocation {
+        priority: Some(n),
+        ..Default::default()
+    };
     let p = pools(vec![
         pool("general", &["10.0.9.0/32"]),
         pool("p20", &["10.0.2.0/32"]).with_allocation(prio(20)),
@@ -114,7 +124,10 @@ fn priority_pools_first_then_spill_to_the_next_then_general() {
     assert_eq!(ips(&r[0]), ["10.0.1.0"]);
     assert_eq!(ips(&r[1]), ["10.0.2.0"]);
     assert_eq!(ips(&r[2]), ["10.0.9.0"]);
-    assert_eq!(pending(&r[3]).to_string(), "no available IPv4 address in pool(s) p10, p20, general");
+    assert_eq!(
+        pending(&r[3]).to_string(),
+        "no available IPv4 address in pool(s) p10, p20, general"
+    );
 }
 
 #[test]
@@ -133,7 +146,10 @@ fn namespace_and_label_restricted_pools() {
         service_selectors: vec![LabelSelector::from_labels([("tier", "web")])],
         ..Default::default()
     };
-    let p = pools(vec![pool("team", &["10.0.1.0/30"]).with_allocation(team), pool("rest", &["10.0.9.0/30"])]);
+    let p = pools(vec![
+        pool("team", &["10.0.1.0/30"]).with_allocation(team),
+        pool("rest", &["10.0.9.0/30"]),
+    ]);
     let mut web = Request::new("team-a", "web");
     web.labels.insert("tier".into(), "web".into());
     let db = Request::new("team-a", "db");
@@ -164,7 +180,10 @@ fn namespace_selectors_use_namespace_labels() {
 
 #[test]
 fn requested_addresses_are_checked() {
-    let p = pools(vec![pool("a", &["10.0.0.0/24", "fc00::/120"]), pool("b", &["10.0.1.0/24"])]);
+    let p = pools(vec![
+        pool("a", &["10.0.0.0/24", "fc00::/120"]),
+        pool("b", &["10.0.1.0/24"]),
+    ]);
     let req = |name: &str, list: &[&str]| {
         let mut r = svc(name);
         r.requested_ips = list.iter().map(|s| ip(s)).collect();
@@ -262,7 +281,10 @@ fn sharing_same_key_disjoint_ports() {
         r.ports = ports.to_vec();
         r
     };
-    let dns_udp = Port { protocol: Protocol::Udp, port: 53 };
+    let dns_udp = Port {
+        protocol: Protocol::Udp,
+        port: 53,
+    };
     let r = one(
         &mut Allocator::new(),
         &p,
@@ -297,7 +319,13 @@ fn sharing_needs_equal_backend_keys() {
     local.backend_key = "app=web".into();
     local.requested_ips = vec![ip("10.0.0.0")];
     let r = one(&mut Allocator::new(), &p, &[cluster, local]);
-    assert!(matches!(pending(&r[1]), Reason::InUse { conflict: Conflict::BackendMismatch, .. }));
+    assert!(matches!(
+        pending(&r[1]),
+        Reason::InUse {
+            conflict: Conflict::BackendMismatch,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -316,7 +344,16 @@ fn a_changed_sharing_key_reallocates_when_others_share() {
     let r = one(&mut a, &p, &[x.clone(), y.clone()]);
     assert_eq!(ips(&r[0]), ["10.0.0.0"]);
     assert_eq!(ips(&r[1]), ["10.0.0.1"]);
-    assert!(matches!(r[1].evicted, Some((_, Reason::InUse { conflict: Conflict::KeyMismatch, .. }))));
+    assert!(matches!(
+        r[1].evicted,
+        Some((
+            _,
+            Reason::InUse {
+                conflict: Conflict::KeyMismatch,
+                ..
+            }
+        ))
+    ));
     // A sole owner may change its key in place.
     y.sharing_key = Some("third".into());
     assert!(!one(&mut a, &p, &[x, y])[1].changed);
@@ -324,7 +361,11 @@ fn a_changed_sharing_key_reallocates_when_others_share() {
 
 #[test]
 fn require_dual_stack_takes_both_from_one_pool() {
-    let p = pools(vec![pool("v4only", &["10.0.0.0/30"]), pool("v6only", &["fc00::/126"]), pool("zdual", &["10.0.1.0/30", "fc01::/126"])]);
+    let p = pools(vec![
+        pool("v4only", &["10.0.0.0/30"]),
+        pool("v6only", &["fc00::/126"]),
+        pool("zdual", &["10.0.1.0/30", "fc01::/126"]),
+    ]);
     let mut s = svc("s");
     s.cluster_families = vec![Family::V6, Family::V4];
     s.policy = FamilyPolicy::RequireDualStack;
@@ -332,7 +373,13 @@ fn require_dual_stack_takes_both_from_one_pool() {
     single.policy = FamilyPolicy::RequireDualStack;
     let r = one(&mut Allocator::new(), &p, &[s, single]);
     assert_eq!(ips(&r[0]), ["10.0.1.0", "fc01::"]);
-    assert_eq!(r[0].outcome, Outcome::Assigned(Assignment { ips: r[0].ips().to_vec(), pool: "zdual".into() }));
+    assert_eq!(
+        r[0].outcome,
+        Outcome::Assigned(Assignment {
+            ips: r[0].ips().to_vec(),
+            pool: "zdual".into()
+        })
+    );
     assert_eq!(pending(&r[1]), &Reason::NotEnoughClusterIps);
 }
 
@@ -345,9 +392,16 @@ fn prefer_dual_stack_falls_back_to_primary_then_secondary() {
         r.policy = FamilyPolicy::PreferDualStack;
         r
     };
-    let r = one(&mut Allocator::new(), &p, &[pref("1", Family::V4), pref("2", Family::V4), pref("3", Family::V4)]);
+    let r = one(
+        &mut Allocator::new(),
+        &p,
+        &[pref("1", Family::V4), pref("2", Family::V4), pref("3", Family::V4)],
+    );
     assert_eq!(ips(&r[0]), ["10.0.0.0"], "no pool has both: primary family");
-    assert_eq!(r[0].warnings, vec![Reason::SecondFamilyUnavailable(Family::V6, "b-v4".into())]);
+    assert_eq!(
+        r[0].warnings,
+        vec![Reason::SecondFamilyUnavailable(Family::V6, "b-v4".into())]
+    );
     assert_eq!(ips(&r[1]), ["fc00::"], "primary exhausted: secondary");
     assert_eq!(ips(&r[2]), ["fc00::1"]);
 }
@@ -356,7 +410,10 @@ fn prefer_dual_stack_falls_back_to_primary_then_secondary() {
 fn dual_stack_pool_changes() {
     let single = pools(vec![pool("a", &["10.0.0.0/30"])]);
     let dual = pools(vec![pool("a", &["10.0.0.0/30", "fc00::/126"])]);
-    let dual_and_new = pools(vec![pool("a", &["10.0.0.0/30"]), pool("new", &["10.0.5.0/30", "fc05::/126"])]);
+    let dual_and_new = pools(vec![
+        pool("a", &["10.0.0.0/30"]),
+        pool("new", &["10.0.5.0/30", "fc05::/126"]),
+    ]);
     let mut s = svc("s");
     s.cluster_families = vec![Family::V4, Family::V6];
     s.policy = FamilyPolicy::PreferDualStack;
@@ -382,7 +439,10 @@ fn pending_services_get_addresses_when_capacity_appears() {
     let r = one(&mut a, &p, &[svc("first"), svc("second")]);
     assert!(matches!(pending(&r[1]), Reason::Exhausted { .. }));
     let report = a.sync(&p, &[svc("second")]);
-    assert_eq!(report.released, vec![("default/first".to_string(), vec![ip("10.0.0.0")])]);
+    assert_eq!(
+        report.released,
+        vec![("default/first".to_string(), vec![ip("10.0.0.0")])]
+    );
     assert_eq!(ips(&report.results[0]), ["10.0.0.0"]);
     // Or when a pool grows.
     let bigger = pools(vec![pool("a", &["10.0.0.0/31"])]);
@@ -399,7 +459,10 @@ fn removed_pool_evicts_and_reallocates() {
     assert_eq!(ips(&one(&mut a, &both, &[svc("s")])[0]), ["10.0.0.0"]);
     let r = &one(&mut a, &only_b, &[svc("s")])[0];
     assert_eq!(ips(r), ["10.0.1.0"]);
-    assert_eq!(r.evicted, Some((vec![ip("10.0.0.0")], Reason::NotInAnyPool(ip("10.0.0.0")))));
+    assert_eq!(
+        r.evicted,
+        Some((vec![ip("10.0.0.0")], Reason::NotInAnyPool(ip("10.0.0.0"))))
+    );
     let r = &one(&mut a, &PoolSet::default(), &[svc("s")])[0];
     assert_eq!(pending(r), &Reason::NoPools);
 }
@@ -429,7 +492,13 @@ fn restart_from_status_changes_nothing() {
     reqs.retain(|r| !["s03", "s04"].contains(&r.name.as_str()));
     reqs.push(svc("late"));
     let second = a.sync(&p, &reqs);
-    assert!(second.results.iter().filter(|r| r.service != "default/late").all(|r| !r.changed));
+    assert!(
+        second
+            .results
+            .iter()
+            .filter(|r| r.service != "default/late")
+            .all(|r| !r.changed)
+    );
     // Restart: a fresh allocator fed the status, requests in reverse order.
     for (r, res) in reqs.iter_mut().zip(&second.results) {
         r.current_ips = res.ips().to_vec();
@@ -439,7 +508,11 @@ fn restart_from_status_changes_nothing() {
     let third = fresh.sync(&p, &reqs);
     for r in &third.results {
         assert!(!r.changed, "{} moved: {:?}", r.service, r.outcome);
-        assert_eq!(Some(r.ips().to_vec()), a.assignment("default", r.service.trim_start_matches("default/")).map(|x| x.ips));
+        assert_eq!(
+            Some(r.ips().to_vec()),
+            a.assignment("default", r.service.trim_start_matches("default/"))
+                .map(|x| x.ips)
+        );
     }
     assert_eq!(first.results.len(), 50);
 }
@@ -460,7 +533,9 @@ fn other_load_balancer_classes_are_ignored() {
 
 #[test]
 fn counters_per_pool_and_family() {
-    let p = pools(vec![pool("a", &["10.0.0.0/24", "fc00::/64"]).with_avoid_buggy_ips(true)]);
+    let p = pools(vec![
+        pool("a", &["10.0.0.0/24", "fc00::/64"]).with_avoid_buggy_ips(true),
+    ]);
     let mut a = Allocator::new();
     let mut v6 = svc("v6");
     v6.cluster_families = vec![Family::V6];

@@ -24,11 +24,19 @@ pub fn label_selector(s: &meta::LabelSelector) -> Result<LabelSelector, String> 
     Ok(LabelSelector::new(labels, exprs))
 }
 
-fn selectors(list: Option<&Vec<meta::LabelSelector>>, field: &str, errors: &mut Vec<(String, String)>) -> Vec<LabelSelector> {
+fn selectors(
+    list: Option<&Vec<meta::LabelSelector>>,
+    field: &str,
+    errors: &mut Vec<(String, String)>,
+) -> Vec<LabelSelector> {
     list.into_iter()
         .flatten()
         .enumerate()
-        .filter_map(|(i, s)| label_selector(s).map_err(|e| errors.push((format!("{field}[{i}]"), e))).ok())
+        .filter_map(|(i, s)| {
+            label_selector(s)
+                .map_err(|e| errors.push((format!("{field}[{i}]"), e)))
+                .ok()
+        })
         .collect()
 }
 
@@ -44,7 +52,11 @@ pub fn pool(p: &IPAddressPool) -> Result<Pool, Vec<(String, String)>> {
         .addresses
         .iter()
         .enumerate()
-        .filter_map(|(i, a)| a.parse().map_err(|e: lb_alloc::AddressError| errors.push((format!("spec.addresses[{i}]"), e.to_string()))).ok())
+        .filter_map(|(i, a)| {
+            a.parse()
+                .map_err(|e: lb_alloc::AddressError| errors.push((format!("spec.addresses[{i}]"), e.to_string())))
+                .ok()
+        })
         .collect();
     let mut pool = Pool::new(name, ranges)
         .with_auto_assign(p.spec.auto_assign.unwrap_or(true))
@@ -53,15 +65,26 @@ pub fn pool(p: &IPAddressPool) -> Result<Pool, Vec<(String, String)>> {
         let mut namespaces = BTreeSet::new();
         for (i, ns) in a.namespaces.iter().flatten().enumerate() {
             if !namespaces.insert(ns.clone()) {
-                errors.push((format!("spec.serviceAllocation.namespaces[{i}]"), format!("namespace {ns:?} is listed twice")));
+                errors.push((
+                    format!("spec.serviceAllocation.namespaces[{i}]"),
+                    format!("namespace {ns:?} is listed twice"),
+                ));
             }
         }
         pool = pool.with_allocation(ServiceAllocation {
             // MetalLB's 0 means unset.
             priority: a.priority.filter(|&p| p != 0),
             namespaces,
-            namespace_selectors: selectors(a.namespace_selectors.as_ref(), "spec.serviceAllocation.namespaceSelectors", &mut errors),
-            service_selectors: selectors(a.service_selectors.as_ref(), "spec.serviceAllocation.serviceSelectors", &mut errors),
+            namespace_selectors: selectors(
+                a.namespace_selectors.as_ref(),
+                "spec.serviceAllocation.namespaceSelectors",
+                &mut errors,
+            ),
+            service_selectors: selectors(
+                a.service_selectors.as_ref(),
+                "spec.serviceAllocation.serviceSelectors",
+                &mut errors,
+            ),
         });
     }
     if errors.is_empty() { Ok(pool) } else { Err(errors) }
@@ -81,7 +104,11 @@ pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem
             Err(errs) => {
                 // The version in force stays in force until this one is fixed.
                 let kept = previous.get(&r.name).cloned();
-                let note = if kept.is_some() { "; keeping its last good version" } else { "" };
+                let note = if kept.is_some() {
+                    "; keeping its last good version"
+                } else {
+                    ""
+                };
                 problems.extend(errs.into_iter().map(|(field, msg)| Problem {
                     origin: origin.clone(),
                     ..Problem::error(Some(r.clone()), Some(field), format!("{msg}{note}"))
@@ -96,12 +123,19 @@ pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem
         let old = |p: &Pool| previous.get(p.name()).is_none();
         (old(a), a.name()).cmp(&(old(b), b.name()))
     });
-    let refs: BTreeMap<String, ObjectRef> = candidates.iter().map(|(r, p)| (p.name().to_owned(), r.clone())).collect();
+    let refs: BTreeMap<String, ObjectRef> = candidates
+        .iter()
+        .map(|(r, p)| (p.name().to_owned(), r.clone()))
+        .collect();
     let (set, errors) = PoolSet::build(candidates.into_iter().map(|(_, p)| p));
     for e in errors {
         let r = refs.get(e.pool()).cloned();
         let origin = r.as_ref().and_then(|r| {
-            snapshot.objects.iter().find(|(_, o)| matches!(o, Object::IPAddressPool(_)) && object_ref(o) == *r).and_then(|(o, _)| o.clone())
+            snapshot
+                .objects
+                .iter()
+                .find(|(_, o)| matches!(o, Object::IPAddressPool(_)) && object_ref(o) == *r)
+                .and_then(|(o, _)| o.clone())
         });
         problems.push(Problem {
             origin,

@@ -2,9 +2,9 @@
 //! controller loop that drives `lb-alloc`.
 #![forbid(unsafe_code)]
 
-pub mod objects;
-pub mod source;
 pub mod config;
-pub mod service;
 pub mod controller;
+pub mod objects;
+pub mod service;
+pub mod source;
 pub mod status;

@@ -59,7 +59,9 @@ pub fn request(svc: &Service, namespace_labels: &Labels, current: &[IpAddr]) -> 
     req.created = meta.creation_timestamp.as_ref().map(|t| t.0.as_second());
     let annotations = meta.annotations.clone().unwrap_or_default();
     let mut annotation = |names: [&str; 2]| -> Option<(String, String)> {
-        let (name, value) = names.iter().find_map(|n| annotations.get(*n).map(|v| (*n, v.clone())))?;
+        let (name, value) = names
+            .iter()
+            .find_map(|n| annotations.get(*n).map(|v| (*n, v.clone())))?;
         if name != names[0] {
             issues.push(FieldIssue {
                 field: format!("metadata.annotations[{name}]"),
@@ -88,7 +90,10 @@ pub fn request(svc: &Service, namespace_labels: &Labels, current: &[IpAddr]) -> 
     };
     req.cluster_families = cluster_families(&spec, req.policy, &mut issues);
 
-    match (ips_annotation, spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty())) {
+    match (
+        ips_annotation,
+        spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()),
+    ) {
         (Some((field, _)), Some(_)) => issues.push(FieldIssue {
             field,
             message: "set together with spec.loadBalancerIP; use only one of them".into(),
@@ -100,7 +105,9 @@ pub fn request(svc: &Service, namespace_labels: &Labels, current: &[IpAddr]) -> 
                     Ok(ip) => req.requested_ips.push(ip),
                     Err(_) => issues.push(FieldIssue {
                         field: field.clone(),
-                        message: format!("entry {i} ({part:?}) is not an IP address; expected e.g. 192.168.1.10,fc00::10"),
+                        message: format!(
+                            "entry {i} ({part:?}) is not an IP address; expected e.g. 192.168.1.10,fc00::10"
+                        ),
                         error: true,
                     }),
                 }
@@ -120,7 +127,11 @@ pub fn request(svc: &Service, namespace_labels: &Labels, current: &[IpAddr]) -> 
     // Sharing also compares backends: the selector of a Local Service.
     if spec.external_traffic_policy.as_deref() == Some("Local") {
         let sel = spec.selector.clone().unwrap_or_default();
-        req.backend_key = sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        req.backend_key = sel
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
     }
     req.ports = spec
         .ports
@@ -142,7 +153,11 @@ pub fn request(svc: &Service, namespace_labels: &Labels, current: &[IpAddr]) -> 
 /// Families from `spec.clusterIPs` (or `clusterIP`), else `spec.ipFamilies`,
 /// else, in file mode where nobody assigned cluster IPs, from the policy:
 /// dual-stack policies get both families, IPv4 first.
-fn cluster_families(spec: &k8s_openapi::api::core::v1::ServiceSpec, policy: FamilyPolicy, issues: &mut Vec<FieldIssue>) -> Vec<Family> {
+fn cluster_families(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    policy: FamilyPolicy,
+    issues: &mut Vec<FieldIssue>,
+) -> Vec<Family> {
     let ips: Vec<String> = spec
         .cluster_ips
         .clone()
@@ -178,7 +193,11 @@ fn cluster_families(spec: &k8s_openapi::api::core::v1::ServiceSpec, policy: Fami
     if fams.is_empty() {
         fams.push(Family::V4);
     }
-    if fams.len() == 1 && policy != FamilyPolicy::SingleStack && spec.cluster_ips.is_none() && spec.ip_families.is_none() {
+    if fams.len() == 1
+        && policy != FamilyPolicy::SingleStack
+        && spec.cluster_ips.is_none()
+        && spec.ip_families.is_none()
+    {
         fams.push(fams[0].other());
     }
     fams
@@ -203,25 +222,38 @@ mod tests {
                      "externalTrafficPolicy": "Local", "selector": {"b": "2", "a": "1"},
                      "ports": [{"port": 53, "protocol": "UDP"}, {"port": 80}]}}));
         let (r, issues) = request(&s, &Labels::new(), &[]);
-        assert_eq!(r.requested_ips, vec!["192.168.1.10".parse::<IpAddr>().unwrap(), "fc00::10".parse().unwrap()]);
+        assert_eq!(
+            r.requested_ips,
+            vec!["192.168.1.10".parse::<IpAddr>().unwrap(), "fc00::10".parse().unwrap()]
+        );
         assert_eq!(r.requested_pool.as_deref(), Some("prod"));
         assert_eq!(r.sharing_key.as_deref(), Some("k"));
         assert_eq!(r.backend_key, "a=1,b=2");
         assert_eq!(r.cluster_families, vec![Family::V4, Family::V6]);
         assert_eq!(r.policy, FamilyPolicy::RequireDualStack);
-        assert_eq!(r.ports[0], Port { protocol: Protocol::Udp, port: 53 });
+        assert_eq!(
+            r.ports[0],
+            Port {
+                protocol: Protocol::Udp,
+                port: 53
+            }
+        );
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert!(!issues[0].error && issues[0].message.contains("use metallb.io/allow-shared-ip"));
     }
 
     #[test]
     fn both_request_forms_is_an_error() {
-        let s = svc(json!({"metadata": {"name": "x", "annotations": {"metallb.io/loadBalancerIPs": "10.0.0.1"}},
-            "spec": {"type": "LoadBalancer", "loadBalancerIP": "10.0.0.2"}}));
+        let s = svc(
+            json!({"metadata": {"name": "x", "annotations": {"metallb.io/loadBalancerIPs": "10.0.0.1"}},
+            "spec": {"type": "LoadBalancer", "loadBalancerIP": "10.0.0.2"}}),
+        );
         let (_, issues) = request(&s, &Labels::new(), &[]);
         assert!(issues[0].error && issues[0].field == "metadata.annotations[metallb.io/loadBalancerIPs]");
-        let s = svc(json!({"metadata": {"name": "x", "annotations": {"metallb.io/loadBalancerIPs": "10.0.0.1,banana"}},
-            "spec": {"type": "LoadBalancer"}}));
+        let s = svc(
+            json!({"metadata": {"name": "x", "annotations": {"metallb.io/loadBalancerIPs": "10.0.0.1,banana"}},
+            "spec": {"type": "LoadBalancer"}}),
+        );
         let (r, issues) = request(&s, &Labels::new(), &[]);
         assert!(issues[0].error && issues[0].message.contains("banana"));
         assert_eq!(r.requested_ips.len(), 1);
@@ -229,8 +261,13 @@ mod tests {
 
     #[test]
     fn file_mode_families_follow_the_policy() {
-        let s = svc(json!({"metadata": {"name": "x"}, "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "PreferDualStack"}}));
-        assert_eq!(request(&s, &Labels::new(), &[]).0.cluster_families, vec![Family::V4, Family::V6]);
+        let s = svc(
+            json!({"metadata": {"name": "x"}, "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "PreferDualStack"}}),
+        );
+        assert_eq!(
+            request(&s, &Labels::new(), &[]).0.cluster_families,
+            vec![Family::V4, Family::V6]
+        );
         let s = svc(json!({"metadata": {"name": "x"}, "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"]}}));
         assert_eq!(request(&s, &Labels::new(), &[]).0.cluster_families, vec![Family::V6]);
     }

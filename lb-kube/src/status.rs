@@ -47,7 +47,9 @@ pub enum StateError {
     },
     /// The file is not a state file. It is left as it is: starting from
     /// nothing would renumber every Service.
-    #[error("state file {path} is not valid ({message}); fix or remove it (removing it lets Services get new addresses)")]
+    #[error(
+        "state file {path} is not valid ({message}); fix or remove it (removing it lets Services get new addresses)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -65,8 +67,18 @@ pub fn default_path(manifests: &Path) -> PathBuf {
 pub fn load(path: &Path) -> Result<State, StateError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State { version: 1, ..State::default() }),
-        Err(source) => return Err(StateError::Io { path: path.into(), source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(State {
+                version: 1,
+                ..State::default()
+            });
+        }
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.into(),
+                source,
+            });
+        }
     };
     serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
         path: path.into(),
@@ -76,7 +88,10 @@ pub fn load(path: &Path) -> Result<State, StateError> {
 
 /// Writes the state file atomically; does nothing when unchanged.
 pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
-    let io_err = |source| StateError::Io { path: path.into(), source };
+    let io_err = |source| StateError::Io {
+        path: path.into(),
+        source,
+    };
     let text = serde_json::to_string_pretty(state).expect("state serializes") + "\n";
     if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
         return Ok(());

@@ -18,7 +18,11 @@ use lb_kube::source::Severity;
 /// File mode: --manifests DIR is the cluster. Addresses are written to a state
 /// file (default DIR/.lb/state.json) so a restart keeps every address.
 #[derive(Parser, Debug)]
-#[command(name = "lb-controller", version, after_help = "Examples:\n  lb-controller --manifests examples/ --once --output json\n  lb-controller validate --manifests examples/\n  lb-controller --manifests /etc/lb --metrics-listen 127.0.0.1:9120")]
+#[command(
+    name = "lb-controller",
+    version,
+    after_help = "Examples:\n  lb-controller --manifests examples/ --once --output json\n  lb-controller validate --manifests examples/\n  lb-controller --manifests /etc/lb --metrics-listen 127.0.0.1:9120"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -100,7 +104,11 @@ fn main() -> ExitCode {
         if print_problems(&report) {
             return ExitCode::FAILURE;
         }
-        println!("ok: {} LoadBalancer Service(s), {} pool(s)", report.services.len(), report.pool_stats.len());
+        println!(
+            "ok: {} LoadBalancer Service(s), {} pool(s)",
+            report.services.len(),
+            report.pool_stats.len()
+        );
         return ExitCode::SUCCESS;
     }
     if cli.run.once {
@@ -117,8 +125,19 @@ fn main() -> ExitCode {
             Output::Text => {
                 for s in &report.services {
                     let ips: Vec<String> = s.ips.iter().map(ToString::to_string).collect();
-                    let ips = if ips.is_empty() { "<pending>".to_owned() } else { ips.join(",") };
-                    println!("{}/{}\t{}\t{}\t{}", s.namespace, s.name, ips, s.pool.as_deref().unwrap_or("-"), s.warnings.join("; "));
+                    let ips = if ips.is_empty() {
+                        "<pending>".to_owned()
+                    } else {
+                        ips.join(",")
+                    };
+                    println!(
+                        "{}/{}\t{}\t{}\t{}",
+                        s.namespace,
+                        s.name,
+                        ips,
+                        s.pool.as_deref().unwrap_or("-"),
+                        s.warnings.join("; ")
+                    );
                 }
             }
         }

@@ -43,7 +43,9 @@ impl Options {
     }
 
     fn state_path(&self) -> PathBuf {
-        self.state_file.clone().unwrap_or_else(|| status::default_path(&self.manifests))
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| status::default_path(&self.manifests))
     }
 }
 
@@ -165,9 +167,19 @@ impl Controller {
             let invalid = issues.iter().any(|i| i.error);
             for FieldIssue { field, message, error } in issues {
                 let r = Some(crate::objects::object_ref(obj));
-                let p = if error { Problem::error(r, Some(field.clone()), message.clone()) } else { Problem::warning(r, Some(field.clone()), message.clone()) };
-                problems.push(Problem { origin: origin.clone(), ..p });
-                notes.entry(key.clone()).or_default().push(format!("{field}: {message}"));
+                let p = if error {
+                    Problem::error(r, Some(field.clone()), message.clone())
+                } else {
+                    Problem::warning(r, Some(field.clone()), message.clone())
+                };
+                problems.push(Problem {
+                    origin: origin.clone(),
+                    ..p
+                });
+                notes
+                    .entry(key.clone())
+                    .or_default()
+                    .push(format!("{field}: {message}"));
             }
             if invalid {
                 // Keep what it holds; ask for nothing new until it is fixed.
@@ -190,22 +202,33 @@ impl Controller {
             .map(|r| format!("{}/{}", r.namespace, r.name))
             .collect();
         for (key, held) in &self.state.services {
-            if seen.contains(key) || !(unreadable.contains(key) || !snapshot.complete) {
+            let keep = unreadable.contains(key) || !snapshot.complete;
+            if seen.contains(key) || !keep {
                 continue;
             }
             let (ns, name) = key.split_once('/').unwrap_or(("default", key));
             let mut req = Request::new(ns, name);
             req.cluster_families = held.ips.iter().map(|&ip| lb_alloc::Family::of(ip)).collect();
-            req.policy = if held.ips.len() == 2 { lb_alloc::FamilyPolicy::RequireDualStack } else { lb_alloc::FamilyPolicy::SingleStack };
+            req.policy = if held.ips.len() == 2 {
+                lb_alloc::FamilyPolicy::RequireDualStack
+            } else {
+                lb_alloc::FamilyPolicy::SingleStack
+            };
             req.requested_ips = held.ips.clone();
             req.current_ips = held.ips.clone();
             req.load_balancer_class = self.options.load_balancer_class.clone();
-            notes.entry(key.clone()).or_default().push("manifest could not be read; keeping its addresses".into());
+            notes
+                .entry(key.clone())
+                .or_default()
+                .push("manifest could not be read; keeping its addresses".into());
             requests.push(req);
         }
 
         let sync = self.alloc.sync(&self.pools, &requests);
-        let mut state = State { version: 1, ..State::default() };
+        let mut state = State {
+            version: 1,
+            ..State::default()
+        };
         let mut services = Vec::new();
         for (req, res) in requests.iter().zip(&sync.results) {
             let mut warnings = notes.remove(&req.key()).unwrap_or_default();
@@ -216,7 +239,13 @@ impl Controller {
             warnings.extend(res.warnings.iter().map(ToString::to_string));
             let (ips, pool) = match &res.outcome {
                 Outcome::Assigned(a) => {
-                    state.services.insert(req.key(), ServiceState { ips: a.ips.clone(), pool: a.pool.clone() });
+                    state.services.insert(
+                        req.key(),
+                        ServiceState {
+                            ips: a.ips.clone(),
+                            pool: a.pool.clone(),
+                        },
+                    );
                     (a.ips.clone(), Some(a.pool.clone()))
                 }
                 Outcome::Pending(why) | Outcome::Ignored(why) => {
@@ -225,15 +254,31 @@ impl Controller {
                 }
                 _ => (vec![], None),
             };
-            services.push(ServiceReport { namespace: req.namespace.clone(), name: req.name.clone(), ips, pool, warnings });
+            services.push(ServiceReport {
+                namespace: req.namespace.clone(),
+                name: req.name.clone(),
+                ips,
+                pool,
+                warnings,
+            });
         }
         for (namespace, name, key) in blocked {
             let warnings = notes.remove(&key).unwrap_or_default();
-            services.push(ServiceReport { namespace, name, ips: vec![], pool: None, warnings });
+            services.push(ServiceReport {
+                namespace,
+                name,
+                ips: vec![],
+                pool: None,
+                warnings,
+            });
         }
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.state = state;
-        Report { services, problems, pool_stats: self.alloc.pool_stats() }
+        Report {
+            services,
+            problems,
+            pool_stats: self.alloc.pool_stats(),
+        }
     }
 }
 

@@ -178,7 +178,10 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
         match p.protocol.as_deref() {
             Some("layer2") if !p.bgp_advertisements.is_empty() => errors.push((
                 field(&format!("address-pools[{i}].bgp-advertisements")),
-                format!("pool {:?} has protocol layer2 and cannot have bgp-advertisements", p.name),
+                format!(
+                    "pool {:?} has protocol layer2 and cannot have bgp-advertisements",
+                    p.name
+                ),
             )),
             Some("layer2") => {
                 l2n += 1;
@@ -347,7 +350,11 @@ address-pools:
     #[test]
     fn v0_12_errors() {
         let mut errors = vec![];
-        convert_text("address-pools:\n- name: a\n  addresses: [10.0.0.0/24]\n", "m", &mut errors);
+        convert_text(
+            "address-pools:\n- name: a\n  addresses: [10.0.0.0/24]\n",
+            "m",
+            &mut errors,
+        );
         assert_eq!(errors[0].0, "data.config.address-pools[0].protocol");
         let mut errors = vec![];
         convert_text(

@@ -8,7 +8,13 @@ use serde::{Deserialize, Serialize};
 
 /// `IPAddressPool.spec`: addresses and allocation policy.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(group = "metallb.io", version = "v1beta1", kind = "IPAddressPool", namespaced, status = "IPAddressPoolStatus")]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "IPAddressPool",
+    namespaced,
+    status = "IPAddressPoolStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
     /// CIDRs (`192.168.1.0/24`) or ranges (`192.168.1.10-192.168.1.20`).

@@ -124,7 +124,14 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("networking.k8s.io", &["Ingress", "IngressClass"]),
     (
         "metallb.io",
-        &["IPAddressPool", "L2Advertisement", "BGPAdvertisement", "BGPPeer", "Community", "BFDProfile"],
+        &[
+            "IPAddressPool",
+            "L2Advertisement",
+            "BGPAdvertisement",
+            "BGPPeer",
+            "Community",
+            "BFDProfile",
+        ],
     ),
 ];
 
@@ -136,7 +143,11 @@ pub fn decode(mut value: Value) -> Result<Option<Object>, DecodeError> {
         .and_then(Value::as_str)
         .ok_or(DecodeError::Missing("apiVersion"))?
         .to_owned();
-    let kind = obj.get("kind").and_then(Value::as_str).ok_or(DecodeError::Missing("kind"))?.to_owned();
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or(DecodeError::Missing("kind"))?
+        .to_owned();
     let group = api_version.rsplit_once('/').map_or("v1", |(g, _)| g);
     let group = if api_version == "v1" { "v1" } else { group };
     let Some((_, kinds)) = KNOWN.iter().find(|(g, _)| *g == group) else {
@@ -154,7 +165,8 @@ pub fn decode(mut value: Value) -> Result<Option<Object>, DecodeError> {
     }
     // Give objects without a namespace the default one, as kubectl does.
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.entry("namespace").or_insert_with(|| Value::String("default".into()));
+        meta.entry("namespace")
+            .or_insert_with(|| Value::String("default".into()));
     }
     let object = match (api_version.as_str(), kind.as_str()) {
         (_, "Service") => Object::Service(typed(value)?),
@@ -217,10 +229,10 @@ pub fn object_ref(object: &Object) -> ObjectRef {
 }
 
 fn strip_namespace(mut value: Value) -> Value {
-    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        if meta.get("namespace") == Some(&Value::String("default".into())) {
-            meta.remove("namespace");
-        }
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta.get("namespace") == Some(&Value::String("default".into()))
+    {
+        meta.remove("namespace");
     }
     value
 }
@@ -257,7 +269,9 @@ mod tests {
             "spec": {"addresses": ["10.0.0.0/24"], "autoAssign": false, "avoidBuggyIPs": true,
                      "serviceAllocation": {"priority": 5, "namespaces": ["a"], "namespaceSelectors": [{"matchLabels": {"x": "y"}}],
                                            "serviceSelectors": [{"matchExpressions": [{"key": "k", "operator": "Exists"}]}]}}});
-        let Some(Object::IPAddressPool(p)) = decode(v).unwrap() else { panic!() };
+        let Some(Object::IPAddressPool(p)) = decode(v).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.spec.avoid_buggy_ips, Some(true));
         assert_eq!(p.spec.service_allocation.unwrap().priority, Some(5));
     }
@@ -266,13 +280,20 @@ mod tests {
     fn unknown_and_bad_fields_are_named() {
         let v = json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
             "metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.0/24"], "autoassign": true}});
-        assert_eq!(decode(v).unwrap_err(), DecodeError::UnknownFields(vec!["spec.autoassign".into()]));
+        assert_eq!(
+            decode(v).unwrap_err(),
+            DecodeError::UnknownFields(vec!["spec.autoassign".into()])
+        );
         let v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
             "spec": {"type": "LoadBalancer", "ports": [{"port": "eighty"}]}});
         let e = decode(v).unwrap_err();
         assert_eq!(e.field(), Some("spec.ports[0].port"), "{e}");
-        let v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"tpye": "LoadBalancer"}});
-        assert_eq!(decode(v).unwrap_err(), DecodeError::UnknownFields(vec!["spec.tpye".into()]));
+        let v =
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"tpye": "LoadBalancer"}});
+        assert_eq!(
+            decode(v).unwrap_err(),
+            DecodeError::UnknownFields(vec!["spec.tpye".into()])
+        );
     }
 
     #[test]
@@ -281,7 +302,10 @@ mod tests {
         assert!(matches!(decode(v), Err(DecodeError::UnknownKind { .. })));
         let v = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
         assert!(decode(v).unwrap().is_none());
-        assert_eq!(decode(json!({"kind": "Service"})).unwrap_err(), DecodeError::Missing("apiVersion"));
+        assert_eq!(
+            decode(json!({"kind": "Service"})).unwrap_err(),
+            DecodeError::Missing("apiVersion")
+        );
         assert_eq!(decode(json!([1])).unwrap_err(), DecodeError::NotAnObject);
     }
 
@@ -289,7 +313,9 @@ mod tests {
     fn v1beta1_peer_converts() {
         let v = json!({"apiVersion": "metallb.io/v1beta1", "kind": "BGPPeer", "metadata": {"name": "r"},
             "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "127.0.0.2", "holdTime": "30s"}});
-        let Some(Object::BGPPeer(p)) = decode(v).unwrap() else { panic!() };
+        let Some(Object::BGPPeer(p)) = decode(v).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.spec.peer_asn, Some(64501));
         assert_eq!(p.spec.hold_time.as_deref(), Some("30s"));
     }

@@ -41,7 +41,10 @@ pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
     }
     docs.push((start_line, &text[start..]));
     docs.into_iter()
-        .filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
         .collect()
 }
 
@@ -113,7 +116,11 @@ impl FileSource {
                 Ok(t) => t,
                 Err(e) => {
                     snap.problems.push(Problem {
-                        origin: Some(Origin { file: file.clone(), document: 0, line: 0 }),
+                        origin: Some(Origin {
+                            file: file.clone(),
+                            document: 0,
+                            line: 0,
+                        }),
                         ..Problem::error(None, None, format!("cannot read file: {e}"))
                     });
                     snap.complete = false;
@@ -121,7 +128,11 @@ impl FileSource {
                 }
             };
             for (n, (line, doc)) in split_documents(&text).into_iter().enumerate() {
-                let origin = Origin { file: file.clone(), document: n + 1, line };
+                let origin = Origin {
+                    file: file.clone(),
+                    document: n + 1,
+                    line,
+                };
                 self.read_document(&mut snap, origin, doc);
             }
         }
@@ -134,7 +145,11 @@ impl FileSource {
             Ok(v) => v,
             Err(e) => {
                 let kept = self.last_good_docs.get(&key).cloned();
-                let note = if kept.is_some() { "; keeping its last good version" } else { "" };
+                let note = if kept.is_some() {
+                    "; keeping its last good version"
+                } else {
+                    ""
+                };
                 snap.problems.push(Problem {
                     origin: Some(origin.clone()),
                     ..Problem::error(None, None, format!("invalid YAML: {e}{note}"))
@@ -159,10 +174,10 @@ impl FileSource {
             match objects::decode(item) {
                 Ok(Some(obj)) => {
                     let mut objs = vec![obj];
-                    if let Object::ConfigMap(cm) = &objs[0] {
-                        if let Some(converted) = objects::legacy::convert(cm, &r, &mut snap.problems, &origin) {
-                            objs.extend(converted);
-                        }
+                    if let Object::ConfigMap(cm) = &objs[0]
+                        && let Some(converted) = objects::legacy::convert(cm, &r, &mut snap.problems, &origin)
+                    {
+                        objs.extend(converted);
                     }
                     for obj in objs {
                         self.last_good.insert(objects::object_ref(&obj), obj.clone());
@@ -173,7 +188,11 @@ impl FileSource {
                 Ok(None) => {}
                 Err(e) => {
                     let kept = self.last_good.get(&r).cloned();
-                    let note = if kept.is_some() { "; keeping its last good version" } else { "" };
+                    let note = if kept.is_some() {
+                        "; keeping its last good version"
+                    } else {
+                        ""
+                    };
                     snap.problems.push(Problem {
                         origin: Some(origin.clone()),
                         ..Problem::error(
@@ -206,7 +225,9 @@ fn message_without_field(e: &objects::DecodeError) -> String {
 fn read_limited(path: &Path) -> io::Result<String> {
     let len = std::fs::metadata(path)?.len();
     if len > MAX_FILE_BYTES {
-        return Err(io::Error::other(format!("file is {len} bytes; the limit is {MAX_FILE_BYTES}")));
+        return Err(io::Error::other(format!(
+            "file is {len} bytes; the limit is {MAX_FILE_BYTES}"
+        )));
     }
     let bytes = std::fs::read(path)?;
     String::from_utf8(bytes).map_err(|_| io::Error::other("file is not UTF-8"))
