@@ -127,16 +127,21 @@ impl FileSource {
                     continue;
                 }
             };
-            for (n, (line, doc)) in split_documents(&text).into_iter().enumerate() {
-                let origin = Origin {
-                    file: file.clone(),
-                    document: n + 1,
-                    line,
-                };
-                self.read_document(&mut snap, origin, doc);
-            }
+            self.read_text(&mut snap, &file, &text);
         }
         Ok(snap)
+    }
+
+    /// Adds the documents of one file's text to `snap`.
+    pub fn read_text(&mut self, snap: &mut Snapshot, file: &Path, text: &str) {
+        for (n, (line, doc)) in split_documents(text).into_iter().enumerate() {
+            let origin = Origin {
+                file: file.to_path_buf(),
+                document: n + 1,
+                line,
+            };
+            self.read_document(snap, origin, doc);
+        }
     }
 
     fn read_document(&mut self, snap: &mut Snapshot, origin: Origin, doc: &str) {
@@ -213,6 +218,17 @@ impl FileSource {
         }
         self.last_good_docs.insert((origin.file, origin.document), good);
     }
+}
+
+/// Parses the text of one manifest file into a snapshot (no directory, no
+/// last good versions): what `validate` does for one file.
+pub fn parse_manifests(file: &Path, text: &str) -> Snapshot {
+    let mut snap = Snapshot {
+        complete: true,
+        ..Snapshot::default()
+    };
+    FileSource::new(".").read_text(&mut snap, file, text);
+    snap
 }
 
 fn message_without_field(e: &objects::DecodeError) -> String {

@@ -1,0 +1,20 @@
+//! Arbitrary text as a manifest file, then a reconcile of what decoded:
+//! never a panic; every problem names where it is.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lb_kube::controller::{Controller, Options};
+use lb_kube::source::file::parse_manifests;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let snap = parse_manifests(std::path::Path::new("fuzz.yaml"), text);
+    for p in &snap.problems {
+        assert!(p.origin.is_some(), "problem without origin: {p}");
+    }
+    let dir = std::env::temp_dir().join("lb-fuzz-manifests-empty");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut c) = Controller::new(Options { state_file: Some(dir.join("state.json")), ..Options::new(&dir) }) {
+        let _ = c.reconcile_snapshot(&snap);
+    }
+});
