@@ -10,6 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::addr::{Family, is_buggy, to_num};
 use crate::pool::PoolSet;
@@ -57,7 +58,8 @@ struct Share {
 
 #[derive(Debug)]
 struct Slot {
-    name: Box<str>,
+    /// `namespace/name`, shared with the name index.
+    name: Arc<str>,
     /// Held addresses when `placed`; otherwise the addresses the Service
     /// held before (status, or before a pool change), still to be placed.
     ips: Ips,
@@ -73,7 +75,8 @@ struct Slot {
 #[derive(Debug)]
 enum Holders {
     One(u32),
-    Many(Vec<u32>),
+    /// Boxed so the common single-holder case stays two words.
+    Many(Box<Vec<u32>>),
 }
 
 impl Holders {
@@ -186,7 +189,9 @@ pub struct Allocator {
     spaces: Vec<Vec<Space>>,
     generation: u64,
     epoch: u64,
-    names: HashMap<Box<str>, u32>,
+    names: HashMap<Arc<str>, u32>,
+    /// Reused buffer for `namespace/name` look-ups.
+    scratch: String,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
     ips: HashMap<IpAddr, Holders>,
@@ -405,12 +410,16 @@ impl Allocator {
     }
 
     fn slot_for(&mut self, req: &Request) -> u32 {
-        let key = req.key();
-        if let Some(&id) = self.names.get(key.as_str()) {
+        self.scratch.clear();
+        self.scratch.push_str(&req.namespace);
+        self.scratch.push('/');
+        self.scratch.push_str(&req.name);
+        if let Some(&id) = self.names.get(self.scratch.as_str()) {
             return id;
         }
+        let key: Arc<str> = Arc::from(self.scratch.as_str());
         let slot = Slot {
-            name: key.clone().into_boxed_str(),
+            name: key.clone(),
             ips: Ips::from_slice(&req.current_ips),
             placed: false,
             pool: 0,
@@ -430,7 +439,7 @@ impl Allocator {
                 self.slots.len() as u32 - 1
             }
         };
-        self.names.insert(key.into_boxed_str(), id);
+        self.names.insert(key, id);
         id
     }
 
@@ -571,7 +580,7 @@ impl Allocator {
             match self.ips.get_mut(&ip) {
                 Some(Holders::One(o)) => {
                     let o = *o;
-                    self.ips.insert(ip, Holders::Many(vec![o, id]));
+                    self.ips.insert(ip, Holders::Many(Box::new(vec![o, id])));
                 }
                 Some(Holders::Many(v)) => v.push(id),
                 None => {
