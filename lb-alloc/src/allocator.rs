@@ -76,6 +76,7 @@ struct Slot {
 enum Holders {
     One(u32),
     /// Boxed so the common single-holder case stays two words.
+    #[allow(clippy::box_collection)]
     Many(Box<Vec<u32>>),
 }
 
