@@ -642,12 +642,8 @@ impl Allocator {
         }
         let need = match want {
             Want::One(f) => f.to_string(),
-            Want::Both | Want::Prefer(_) => "IPv4 or IPv6".to_owned(),
-        };
-        let need = if want == Want::Both {
-            "IPv4 and IPv6".to_owned()
-        } else {
-            need
+            Want::Both => "IPv4 and IPv6".to_owned(),
+            Want::Prefer(_) => "IPv4 or IPv6".to_owned(),
         };
         let names: Vec<&str> = pools.iter().map(|&p| self.pools.pools()[p].name()).collect();
         Err(Reason::Exhausted {

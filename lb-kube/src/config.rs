@@ -104,11 +104,7 @@ pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem
             Err(errs) => {
                 // The version in force stays in force until this one is fixed.
                 let kept = previous.get(&r.name).cloned();
-                let note = if kept.is_some() {
-                    "; keeping its last good version"
-                } else {
-                    ""
-                };
+                let note = crate::source::kept_note(kept.is_some());
                 problems.extend(errs.into_iter().map(|(field, msg)| Problem {
                     origin: origin.clone(),
                     ..Problem::error(Some(r.clone()), Some(field), format!("{msg}{note}"))

@@ -150,11 +150,7 @@ impl FileSource {
             Ok(v) => v,
             Err(e) => {
                 let kept = self.last_good_docs.get(&key).cloned();
-                let note = if kept.is_some() {
-                    "; keeping its last good version"
-                } else {
-                    ""
-                };
+                let note = super::kept_note(kept.is_some());
                 snap.problems.push(Problem {
                     origin: Some(origin.clone()),
                     ..Problem::error(None, None, format!("invalid YAML: {e}{note}"))
@@ -193,11 +189,7 @@ impl FileSource {
                 Ok(None) => {}
                 Err(e) => {
                     let kept = self.last_good.get(&r).cloned();
-                    let note = if kept.is_some() {
-                        "; keeping its last good version"
-                    } else {
-                        ""
-                    };
+                    let note = super::kept_note(kept.is_some());
                     snap.problems.push(Problem {
                         origin: Some(origin.clone()),
                         ..Problem::error(

@@ -25,6 +25,12 @@ impl fmt::Display for Origin {
     }
 }
 
+/// The suffix a problem message gets when the object's last good version
+/// stays in force.
+pub(crate) fn kept_note(kept: bool) -> &'static str {
+    if kept { "; keeping its last good version" } else { "" }
+}
+
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
