@@ -246,18 +246,9 @@ impl Allocator {
                 }
             }
         }
+        let prints: Vec<u64> = requests.iter().map(Request::fingerprint).collect();
         let mut order: Vec<usize> = (0..requests.len()).filter(|&i| ids[i].is_some()).collect();
-        order.sort_by_cached_key(|&i| {
-            let r = &requests[i];
-            let held = ids[i].map_or(0, |id| self.slot(id).ips.len());
-            (
-                Reverse(held),
-                r.created.is_none(),
-                r.created,
-                r.namespace.as_str(),
-                r.name.as_str(),
-            )
-        });
+        order.sort_by_cached_key(|&i| visit_key(&requests[i], ids[i].map_or(0, |id| self.slot(id).ips.len())));
         // Phase 1: put back what was held before a restart or pool change,
         // before anyone allocates anew: Services whose request is unchanged
         // first (a changed one must not push them out), then in `order`.
@@ -268,7 +259,7 @@ impl Allocator {
             .collect();
         let (same, changed): (Vec<usize>, Vec<usize>) = unplaced
             .into_iter()
-            .partition(|&i| ids[i].is_some_and(|id| self.slot(id).fingerprint == requests[i].fingerprint()));
+            .partition(|&i| ids[i].is_some_and(|id| self.slot(id).fingerprint == prints[i]));
         for i in same.into_iter().chain(changed) {
             let id = ids[i].expect("ordered requests have slots");
             let prior = self.slot(id).ips.to_vec();
@@ -276,38 +267,47 @@ impl Allocator {
         }
         // Phase 2: converge each Service.
         let mut results: Vec<Option<ServiceResult>> = vec![None; requests.len()];
+        let mut requests_changed = false;
         for &i in &order {
             let id = ids[i].expect("ordered requests have slots");
-            results[i] = Some(self.converge_or_keep(id, &requests[i]));
+            requests_changed |= self.slot(id).fingerprint != prints[i];
+            results[i] = Some(self.converge_or_keep(id, &requests[i], prints[i]));
         }
-        // Phase 3: addresses freed during phase 2 (a Service moved or was
-        // evicted after a pending one was looked at) go to the pending
-        // Services now, in order, as they would after a restart. Taking a
-        // free address frees none, so one pass suffices.
+        // Phase 3: capacity that appeared during phase 2 (a Service moved or
+        // was evicted, or changed so that others may now share its address,
+        // after a waiting one was looked at) goes to the pending Services and
+        // to dual-stack Services holding one family, in the order a restart
+        // would visit them (most held first), so a restart from status finds
+        // nothing to change. Taking capacity frees none, so one pass suffices.
         let freed = !report.released.is_empty() || results.iter().flatten().any(|r| r.changed);
-        if freed {
-            for &i in &order {
-                if let Some(
-                    first @ ServiceResult {
-                        outcome: Outcome::Pending(_),
-                        ..
-                    },
-                ) = &results[i]
-                {
-                    let (evicted, was_changed) = (first.evicted.clone(), first.changed);
+        if freed || requests_changed {
+            let mut waiting: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| {
                     let id = ids[i].expect("ordered requests have slots");
-                    let mut again = self.converge(id, &requests[i]);
-                    // Compare with what it held before this sync, not with the
-                    // nothing it held after phase 2.
-                    match evicted {
-                        Some((lost, _)) if Ips::from_slice(&lost).same_set(again.ips()) => again.changed = false,
-                        lost => {
-                            again.changed |= was_changed;
-                            again.evicted = again.evicted.or(lost);
-                        }
+                    match results[i].as_ref().map(|r| &r.outcome) {
+                        Some(Outcome::Pending(_)) => true,
+                        Some(Outcome::Assigned(_)) => !self.slot(id).complete,
+                        _ => false,
                     }
-                    results[i] = Some(again);
+                })
+                .collect();
+            waiting.sort_by_cached_key(|&i| visit_key(&requests[i], ids[i].map_or(0, |id| self.slot(id).ips.len())));
+            for i in waiting {
+                let first = results[i].take().expect("waiting requests have results");
+                let id = ids[i].expect("ordered requests have slots");
+                let mut again = self.converge(id, &requests[i], prints[i]);
+                // Compare with what it held before this sync, not with what
+                // it held after phase 2.
+                match first.evicted {
+                    Some((lost, _)) if Ips::from_slice(&lost).same_set(again.ips()) => again.changed = false,
+                    lost => {
+                        again.changed |= first.changed;
+                        again.evicted = again.evicted.or(lost);
+                    }
                 }
+                results[i] = Some(again);
             }
         }
         report.results = results
@@ -330,7 +330,7 @@ impl Allocator {
     /// [`Allocator::sync`] for embedders that track changes themselves).
     pub fn assign(&mut self, req: &Request) -> ServiceResult {
         let id = self.slot_for(req);
-        self.converge(id, req)
+        self.converge(id, req, req.fingerprint())
     }
 
     /// Forgets a Service and frees its addresses. Returns what was freed.
@@ -652,9 +652,9 @@ impl Allocator {
         })
     }
 
-    fn converge_or_keep(&mut self, id: u32, req: &Request) -> ServiceResult {
+    fn converge_or_keep(&mut self, id: u32, req: &Request, print: u64) -> ServiceResult {
         let slot = self.slot(id);
-        if slot.placed && slot.complete && slot.generation == self.generation && slot.fingerprint == req.fingerprint() {
+        if slot.placed && slot.complete && slot.generation == self.generation && slot.fingerprint == print {
             return ServiceResult {
                 service: slot.name.to_string(),
                 outcome: Outcome::Assigned(Assignment {
@@ -666,17 +666,18 @@ impl Allocator {
                 warnings: vec![],
             };
         }
-        self.converge(id, req)
+        self.converge(id, req, print)
     }
 
-    /// MetalLB's `convergeBalancer` for one Service.
-    fn converge(&mut self, id: u32, req: &Request) -> ServiceResult {
+    /// MetalLB's `convergeBalancer` for one Service; `print` is its
+    /// request's fingerprint.
+    fn converge(&mut self, id: u32, req: &Request, print: u64) -> ServiceResult {
         let before = self.slot(id).ips.to_vec();
         self.unhold(id);
         {
             let gen_ = self.generation;
             let slot = self.slot_mut(id);
-            slot.fingerprint = req.fingerprint();
+            slot.fingerprint = print;
             slot.generation = gen_;
             slot.complete = false;
         }
@@ -832,4 +833,16 @@ impl Allocator {
             None => Ok(Some(Reason::SecondFamilyUnavailable(f.other(), pool_name))),
         }
     }
+}
+
+/// The order Services are visited in: most addresses held first, then older
+/// first (unknown age last), then by namespace and name.
+fn visit_key(req: &Request, held: usize) -> (Reverse<usize>, bool, Option<i64>, &str, &str) {
+    (
+        Reverse(held),
+        req.created.is_none(),
+        req.created,
+        &req.namespace,
+        &req.name,
+    )
 }
