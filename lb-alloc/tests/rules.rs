@@ -452,6 +452,47 @@ fn pending_services_get_addresses_when_capacity_appears() {
 }
 
 #[test]
+fn a_dual_stack_service_with_one_family_gets_the_second_when_it_appears() {
+    let p = pools(vec![pool("a", &["10.0.0.0/32", "fc00::/127"])]);
+    let mut dual = svc("dual");
+    dual.cluster_families = vec![Family::V6, Family::V4];
+    dual.policy = FamilyPolicy::PreferDualStack;
+    let mut a = Allocator::new();
+    // "dual" sorts after "a-v4", which takes the only IPv4 address.
+    let r = one(&mut a, &p, &[svc("a-v4"), dual.clone()]);
+    assert_eq!(ips(&r[1]), ["fc00::"]);
+    // "a-v4" leaves: the address it freed completes "dual" in the same sync.
+    let r = one(&mut a, &p, &[dual.clone()]);
+    assert_eq!(ips(&r[0]), ["fc00::", "10.0.0.0"]);
+    assert!(r[0].changed && r[0].warnings.is_empty());
+
+    // Sharing that becomes possible also counts, even when the sharer
+    // changes after "a-dual" was looked at in the same sync.
+    let mut a = Allocator::new();
+    let mut keyed = dual.clone();
+    keyed.name = "a-dual".into();
+    keyed.sharing_key = Some("k".into());
+    keyed.ports = vec![tcp(443)];
+    one(&mut a, &p, &[svc("b-v4")]);
+    let r = one(&mut a, &p, &[keyed.clone(), svc("b-v4")]);
+    assert_eq!(ips(&r[0]), ["fc00::"]);
+    let mut sharer = svc("b-v4");
+    sharer.sharing_key = Some("k".into());
+    sharer.ports = vec![tcp(80)];
+    let r = one(&mut a, &p, &[keyed.clone(), sharer.clone()]);
+    assert_eq!(ips(&r[0]), ["fc00::", "10.0.0.0"]);
+    assert_eq!(ips(&r[1]), ["10.0.0.0"]);
+    // A restart from that status changes nothing.
+    let mut restarted = [keyed, sharer];
+    for (q, res) in restarted.iter_mut().zip(&r) {
+        q.current_ips = res.ips().to_vec();
+    }
+    let again = one(&mut Allocator::new(), &p, &restarted);
+    assert_eq!(ips(&again[0]), ["fc00::", "10.0.0.0"]);
+    assert_eq!(ips(&again[1]), ["10.0.0.0"]);
+}
+
+#[test]
 fn removed_pool_evicts_and_reallocates() {
     let both = pools(vec![pool("a", &["10.0.0.0/30"]), pool("b", &["10.0.1.0/30"])]);
     let only_b = pools(vec![pool("b", &["10.0.1.0/30"])]);
