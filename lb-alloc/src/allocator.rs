@@ -9,42 +9,66 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+
+use foldhash::fast::RandomState;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::addr::{Family, is_buggy, to_num};
+use crate::holders::HolderMap;
 use crate::pool::PoolSet;
 use crate::reason::{Conflict, Reason};
 use crate::request::{Port, Request, Want};
 use crate::space::Space;
 
-/// Addresses held by a Service: at most one per family.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Ips([Option<IpAddr>; 2]);
+/// Addresses held by a Service: at most one per family, in the order they
+/// were taken. Slots past `len` hold the unspecified IPv4 address, so the
+/// derived equality is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ips {
+    ips: [IpAddr; 2],
+    len: u8,
+}
+
+impl Default for Ips {
+    fn default() -> Self {
+        Self {
+            ips: [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); 2],
+            len: 0,
+        }
+    }
+}
 
 impl Ips {
     fn from_slice(ips: &[IpAddr]) -> Self {
-        Self([ips.first().copied(), ips.get(1).copied()])
+        let mut out = Self::default();
+        ips.iter().take(2).for_each(|&ip| out.push(ip));
+        out
+    }
+    fn as_slice(&self) -> &[IpAddr] {
+        &self.ips[..self.len as usize]
     }
     fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.0.iter().flatten().copied()
+        self.as_slice().iter().copied()
     }
     fn len(&self) -> usize {
-        self.iter().count()
+        self.len as usize
     }
     fn is_empty(&self) -> bool {
-        self.0[0].is_none()
+        self.len == 0
     }
+    /// Adds an address; a third is ignored (callers hold one per family).
     fn push(&mut self, ip: IpAddr) {
-        if let Some(s) = self.0.iter_mut().find(|s| s.is_none()) {
-            *s = Some(ip);
+        if let Some(s) = self.ips.get_mut(self.len as usize) {
+            *s = ip;
+            self.len += 1;
         }
     }
     fn to_vec(self) -> Vec<IpAddr> {
-        self.iter().collect()
+        self.as_slice().to_vec()
     }
     fn same_set(&self, other: &[IpAddr]) -> bool {
-        self.len() == other.len() && other.iter().all(|ip| self.iter().any(|x| x == *ip))
+        self.len() == other.len() && other.iter().all(|ip| self.as_slice().contains(ip))
     }
 }
 
@@ -67,26 +91,10 @@ struct Slot {
     pool: u32,
     share: Option<Box<Share>>,
     fingerprint: u64,
-    generation: u64,
+    /// The pool-set generation it was last converged under.
+    generation: u32,
     complete: bool,
     seen: u64,
-}
-
-#[derive(Debug)]
-enum Holders {
-    One(u32),
-    /// Boxed so the common single-holder case stays two words.
-    #[allow(clippy::box_collection)]
-    Many(Box<Vec<u32>>),
-}
-
-impl Holders {
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            Holders::One(s) => std::slice::from_ref(s),
-            Holders::Many(v) => v,
-        }
-    }
 }
 
 /// The addresses one Service was given.
@@ -188,14 +196,16 @@ pub struct Allocator {
     class: Option<String>,
     pools: PoolSet,
     spaces: Vec<Vec<Space>>,
-    generation: u64,
+    generation: u32,
     epoch: u64,
-    names: HashMap<Arc<str>, u32>,
+    names: HashMap<Arc<str>, u32, RandomState>,
     /// Reused buffer for `namespace/name` look-ups.
     scratch: String,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
-    ips: HashMap<IpAddr, Holders>,
+    ips: HolderMap,
+    /// Reused buffer for the automatic pool order of one request.
+    order_buf: Vec<usize>,
     shared: HashMap<Box<str>, BTreeSet<IpAddr>>,
 }
 
@@ -229,6 +239,10 @@ impl Allocator {
         }
         self.epoch += 1;
         let epoch = self.epoch;
+        let live = self.slots.len() - self.free_slots.len();
+        let new = requests.len().saturating_sub(live);
+        self.slots.reserve(new.saturating_sub(self.free_slots.len()));
+        self.names.reserve(new);
         let mut ids = Vec::with_capacity(requests.len());
         for req in requests {
             let id = self.slot_for(req);
@@ -351,10 +365,7 @@ impl Allocator {
 
     /// The Services holding an address.
     pub fn holders(&self, ip: IpAddr) -> Vec<&str> {
-        self.ips
-            .get(&ip)
-            .map(|h| h.as_slice().iter().map(|&id| &*self.slot(id).name).collect())
-            .unwrap_or_default()
+        self.ips.get(ip).iter().map(|&id| &*self.slot(id).name).collect()
     }
 
     /// Counters per pool (MetalLB's `metallb_allocator_addresses_*`).
@@ -399,7 +410,7 @@ impl Allocator {
         for slot in self.slots.iter_mut().flatten() {
             slot.placed = false;
         }
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
     }
 
     fn slot(&self, id: u32) -> &Slot {
@@ -461,29 +472,18 @@ impl Allocator {
         let held = slot.ips.to_vec();
         let key = slot.share.as_ref().map(|s| s.key.clone());
         for &ip in &held {
-            let Some(h) = self.ips.get_mut(&ip) else { continue };
-            let last = match h {
-                Holders::One(_) => true,
-                Holders::Many(v) => {
-                    v.retain(|&x| x != id);
-                    if let [one] = v[..] {
-                        *h = Holders::One(one);
-                    }
-                    false
-                }
-            };
-            if last {
-                self.ips.remove(&ip);
-                if let Some((p, e)) = self.pools.locate(ip) {
-                    self.spaces[p][e].put_back(to_num(ip));
-                }
-                if let Some(k) = &key
-                    && let Some(set) = self.shared.get_mut(k)
-                {
-                    set.remove(&ip);
-                    if set.is_empty() {
-                        self.shared.remove(k);
-                    }
+            if !self.ips.remove(ip, id) {
+                continue;
+            }
+            if let Some((p, e)) = self.pools.locate(ip) {
+                self.spaces[p][e].put_back(to_num(ip));
+            }
+            if let Some(k) = &key
+                && let Some(set) = self.shared.get_mut(k)
+            {
+                set.remove(&ip);
+                if set.is_empty() {
+                    self.shared.remove(k);
                 }
             }
         }
@@ -495,8 +495,7 @@ impl Allocator {
 
     /// Whether `req` may hold `ip` next to its current holders.
     fn may_share(&self, id: u32, req: &Request, ip: IpAddr) -> Result<(), Reason> {
-        let Some(h) = self.ips.get(&ip) else { return Ok(()) };
-        for &other in h.as_slice().iter().filter(|&&o| o != id) {
+        for &other in self.ips.get(ip).iter().filter(|&&o| o != id) {
             let holder = self.slot(other);
             let conflict = match (req.sharing_key.as_deref().filter(|k| !k.is_empty()), &holder.share) {
                 (Some(key), Some(s)) if *s.key != *key => Some(Conflict::KeyMismatch),
@@ -524,9 +523,8 @@ impl Allocator {
     fn place(&mut self, id: u32, req: &Request, ips: &[IpAddr], pool: Option<usize>) -> Result<usize, Reason> {
         let slot = self.slot(id);
         let mut at = (slot.placed && !slot.ips.is_empty()).then_some(slot.pool as usize);
-        let mut spots = Vec::with_capacity(ips.len());
         for &ip in ips {
-            let (p, e) = self.pools.locate(ip).ok_or(Reason::NotInAnyPool(ip))?;
+            let (p, _) = self.pools.locate(ip).ok_or(Reason::NotInAnyPool(ip))?;
             let pl = &self.pools.pools()[p];
             if pl.avoid_buggy_ips() && is_buggy(ip) {
                 return Err(Reason::BuggyIp {
@@ -559,7 +557,6 @@ impl Allocator {
                 return Err(Reason::PoolDoesNotAdmit(pl.name().into()));
             }
             self.may_share(id, req, ip)?;
-            spots.push((ip, p, e));
         }
         let Some(p) = at else { return Err(Reason::NoPools) };
         let share = req.sharing_key.as_deref().filter(|k| !k.is_empty()).map(|k| {
@@ -576,20 +573,13 @@ impl Allocator {
         }
         slot.pool = p as u32;
         slot.share = share;
-        for (ip, p, e) in spots {
+        for &ip in ips {
             self.slot_mut(id).ips.push(ip);
-            match self.ips.get_mut(&ip) {
-                Some(Holders::One(o)) => {
-                    let o = *o;
-                    self.ips.insert(ip, Holders::Many(Box::new(vec![o, id])));
-                }
-                Some(Holders::Many(v)) => v.push(id),
-                None => {
-                    self.ips.insert(ip, Holders::One(id));
-                    self.spaces[p][e].take(to_num(ip));
-                    if let Some(k) = req.sharing_key.as_deref().filter(|k| !k.is_empty()) {
-                        self.shared.entry(k.into()).or_default().insert(ip);
-                    }
+            if self.ips.add(ip, id) {
+                let (p, e) = self.pools.locate(ip).expect("checked above");
+                self.spaces[p][e].take(to_num(ip));
+                if let Some(k) = req.sharing_key.as_deref().filter(|k| !k.is_empty()) {
+                    self.shared.entry(k.into()).or_default().insert(ip);
                 }
             }
         }
@@ -634,9 +624,13 @@ impl Allocator {
         };
         for fams in passes {
             for &p in pools {
-                let ips: Option<Vec<IpAddr>> = fams.iter().map(|&f| self.candidate(id, req, p, f)).collect();
-                if let Some(ips) = ips {
-                    return self.place(id, req, &ips, Some(p));
+                let mut ips = [IpAddr::from([0u8; 4]); 2];
+                let found = fams
+                    .iter()
+                    .zip(&mut ips)
+                    .all(|(&f, slot)| self.candidate(id, req, p, f).map(|ip| *slot = ip).is_some());
+                if found {
+                    return self.place(id, req, &ips[..fams.len()], Some(p));
                 }
             }
         }
@@ -672,7 +666,7 @@ impl Allocator {
     /// MetalLB's `convergeBalancer` for one Service; `print` is its
     /// request's fingerprint.
     fn converge(&mut self, id: u32, req: &Request, print: u64) -> ServiceResult {
-        let before = self.slot(id).ips.to_vec();
+        let before = self.slot(id).ips;
         self.unhold(id);
         {
             let gen_ = self.generation;
@@ -682,13 +676,13 @@ impl Allocator {
             slot.complete = false;
         }
         let mut result = ServiceResult {
-            service: req.key(),
+            service: self.slot(id).name.to_string(),
             outcome: Outcome::Pending(Reason::NoPools),
             changed: false,
             evicted: None,
             warnings: vec![],
         };
-        let decided = self.decide(id, req, &before, &mut result);
+        let decided = self.decide(id, req, before, &mut result);
         let slot = self.slot(id);
         result.outcome = match decided {
             Ok(p) => {
@@ -705,7 +699,7 @@ impl Allocator {
             Err(r) => Outcome::Pending(r),
         };
         let now = self.slot(id).ips;
-        result.changed = !now.same_set(&before);
+        result.changed = !now.same_set(before.as_slice());
         if let (Some((lost, _)), false) = (&mut result.evicted, result.changed) {
             // Evicted and given the same addresses back: nothing was lost.
             if now.same_set(lost) {
@@ -719,16 +713,16 @@ impl Allocator {
         result
     }
 
-    fn decide(&mut self, id: u32, req: &Request, before: &[IpAddr], out: &mut ServiceResult) -> Result<usize, Reason> {
-        let evict = |out: &mut ServiceResult, ips: Vec<IpAddr>, r: Reason| {
+    fn decide(&mut self, id: u32, req: &Request, before: Ips, out: &mut ServiceResult) -> Result<usize, Reason> {
+        let evict = |out: &mut ServiceResult, ips: Ips, r: Reason| {
             if !ips.is_empty() && out.evicted.is_none() {
-                out.evicted = Some((ips, r));
+                out.evicted = Some((ips.to_vec(), r));
             }
         };
         if req.load_balancer_class != self.class {
             evict(
                 out,
-                before.to_vec(),
+                before,
                 Reason::OtherClass(req.load_balancer_class.clone().unwrap_or_default()),
             );
             return Err(Reason::OtherClass(req.load_balancer_class.clone().unwrap_or_default()));
@@ -737,19 +731,19 @@ impl Allocator {
         let want = match checked {
             Ok(w) => w,
             Err(r) => {
-                evict(out, before.to_vec(), r.clone());
+                evict(out, before, r.clone());
                 return Err(r);
             }
         };
         if self.pools.is_empty() {
-            evict(out, before.to_vec(), Reason::NoPools);
+            evict(out, before, Reason::NoPools);
             return Err(Reason::NoPools);
         }
         let requested_pool = match &req.requested_pool {
             Some(name) => match self.pools.position(name) {
                 Some(p) => Some(p),
                 None => {
-                    evict(out, before.to_vec(), Reason::UnknownPool(name.clone()));
+                    evict(out, before, Reason::UnknownPool(name.clone()));
                     return Err(Reason::UnknownPool(name.clone()));
                 }
             },
@@ -757,18 +751,25 @@ impl Allocator {
         };
 
         // 1. Keep what is held, when still valid.
-        let (keep, dropped): (Vec<IpAddr>, Vec<IpAddr>) = before.iter().partition(|&&ip| want.accepts(Family::of(ip)));
-        if let Some(&ip) = dropped.first() {
-            evict(out, dropped.clone(), Reason::FamilyChanged(ip));
+        let (mut keep, mut dropped) = (Ips::default(), Ips::default());
+        for ip in before.iter() {
+            if want.accepts(Family::of(ip)) {
+                keep.push(ip)
+            } else {
+                dropped.push(ip)
+            }
         }
-        if !keep.is_empty() {
-            let held_pool = self.pools.locate(keep[0]).map(|l| l.0);
+        if let Some(ip) = dropped.iter().next() {
+            evict(out, dropped, Reason::FamilyChanged(ip));
+        }
+        if let Some(first) = keep.iter().next() {
+            let held_pool = self.pools.locate(first).map(|l| l.0);
             let kept = if let Some(p) = requested_pool.filter(|&p| held_pool != Some(p)) {
                 Err(Reason::PoolChanged(self.pools.pools()[p].name().into()))
-            } else if !req.requested_ips.is_empty() && !Ips::from_slice(&keep).same_set(&req.requested_ips) {
+            } else if !req.requested_ips.is_empty() && !keep.same_set(&req.requested_ips) {
                 Err(Reason::RequestChanged)
             } else {
-                self.place(id, req, &keep, requested_pool)
+                self.place(id, req, keep.as_slice(), requested_pool)
             };
             match kept {
                 Ok(p) => match self.complete_dual(id, req, want, p) {
@@ -790,27 +791,31 @@ impl Allocator {
             return self.place(id, req, &req.requested_ips, requested_pool);
         }
         // 3. The requested pool, or 4. the pools in automatic order.
-        let pools: Vec<usize> = match requested_pool {
+        let mut pools = std::mem::take(&mut self.order_buf);
+        pools.clear();
+        match requested_pool {
             Some(p) => {
                 let pool = &self.pools.pools()[p];
                 if !pool.admits(&req.namespace, &req.namespace_labels, &req.labels) {
                     return Err(Reason::PoolDoesNotAdmit(pool.name().into()));
                 }
-                vec![p]
+                pools.push(p);
             }
-            None => self
-                .pools
-                .auto_order(&req.namespace, &req.namespace_labels, &req.labels)
-                .collect(),
-        };
-        if pools.is_empty() {
-            return Err(Reason::NoEligiblePool);
+            None => pools.extend(
+                self.pools
+                    .auto_order(&req.namespace, &req.namespace_labels, &req.labels),
+            ),
         }
-        let p = self.allocate(id, req, want, &pools)?;
-        let fams: Vec<Family> = self.slot(id).ips.iter().map(Family::of).collect();
-        if let (Want::Prefer(_), [f]) = (want, &fams[..]) {
+        let allocated = if pools.is_empty() {
+            Err(Reason::NoEligiblePool)
+        } else {
+            self.allocate(id, req, want, &pools)
+        };
+        self.order_buf = pools;
+        let p = allocated?;
+        if let (Want::Prefer(_), &[ip]) = (want, self.slot(id).ips.as_slice()) {
             out.warnings.push(Reason::SecondFamilyUnavailable(
-                f.other(),
+                Family::of(ip).other(),
                 self.pools.pools()[p].name().into(),
             ));
         }
@@ -821,16 +826,23 @@ impl Allocator {
     /// same pool: required for RequireDualStack (error otherwise), attempted
     /// for PreferDualStack (warning otherwise).
     fn complete_dual(&mut self, id: u32, req: &Request, want: Want, p: usize) -> Result<Option<Reason>, Reason> {
-        let held: Vec<Family> = self.slot(id).ips.iter().map(Family::of).collect();
-        let [f] = held[..] else { return Ok(None) };
+        let &[held] = self.slot(id).ips.as_slice() else {
+            return Ok(None);
+        };
         if !matches!(want, Want::Both | Want::Prefer(_)) || !req.requested_ips.is_empty() {
             return Ok(None);
         }
-        let pool_name = self.pools.pools()[p].name().to_owned();
-        match self.candidate(id, req, p, f.other()) {
+        let f = Family::of(held).other();
+        match self.candidate(id, req, p, f) {
             Some(ip) => self.place(id, req, &[ip], Some(p)).map(|_| None),
-            None if want == Want::Both => Err(Reason::SecondFamilyUnavailable(f.other(), pool_name)),
-            None => Ok(Some(Reason::SecondFamilyUnavailable(f.other(), pool_name))),
+            None => {
+                let missing = Reason::SecondFamilyUnavailable(f, self.pools.pools()[p].name().into());
+                if want == Want::Both {
+                    Err(missing)
+                } else {
+                    Ok(Some(missing))
+                }
+            }
         }
     }
 }

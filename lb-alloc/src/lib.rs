@@ -15,6 +15,7 @@
 
 mod addr;
 mod allocator;
+mod holders;
 mod pool;
 mod reason;
 mod request;

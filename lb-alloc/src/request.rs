@@ -1,6 +1,6 @@
 //! What a Service asks of the allocator.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
 use crate::addr::Family;
@@ -151,8 +151,8 @@ impl Request {
     /// A hash of every field that can change the allocation; `current_ips`
     /// and `created` are not part of it.
     pub(crate) fn fingerprint(&self) -> u64 {
-        // DefaultHasher::new() has fixed keys: deterministic across runs.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // A fixed seed: deterministic across runs.
+        let mut h = foldhash::fast::FixedState::with_seed(0x6c62_2d61_6c6c_6f63).build_hasher();
         (
             &self.namespace,
             &self.name,
