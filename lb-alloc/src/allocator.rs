@@ -7,7 +7,6 @@
 //! address first. Where MetalLB is random (the order of general pools) we are
 //! deterministic: priority, then name.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
 use foldhash::fast::RandomState;
@@ -20,6 +19,7 @@ use crate::pool::PoolSet;
 use crate::reason::{Conflict, Reason};
 use crate::request::{Port, Request, Want};
 use crate::space::Space;
+use crate::visit::sort_visits;
 
 /// Addresses held by a Service: at most one per family, in the order they
 /// were taken. Slots past `len` hold the unspecified IPv4 address, so the
@@ -262,7 +262,7 @@ impl Allocator {
         }
         let prints: Vec<u64> = requests.iter().map(Request::fingerprint).collect();
         let mut order: Vec<usize> = (0..requests.len()).filter(|&i| ids[i].is_some()).collect();
-        order.sort_by_cached_key(|&i| visit_key(&requests[i], ids[i].map_or(0, |id| self.slot(id).ips.len())));
+        sort_visits(&mut order, requests, |i| ids[i].map_or(0, |id| self.slot(id).ips.len()));
         // Phase 1: put back what was held before a restart or pool change,
         // before anyone allocates anew: Services whose request is unchanged
         // first (a changed one must not push them out), then in `order`.
@@ -307,7 +307,9 @@ impl Allocator {
                     }
                 })
                 .collect();
-            waiting.sort_by_cached_key(|&i| visit_key(&requests[i], ids[i].map_or(0, |id| self.slot(id).ips.len())));
+            sort_visits(&mut waiting, requests, |i| {
+                ids[i].map_or(0, |id| self.slot(id).ips.len())
+            });
             for i in waiting {
                 let first = results[i].take().expect("waiting requests have results");
                 let id = ids[i].expect("ordered requests have slots");
@@ -845,16 +847,4 @@ impl Allocator {
             }
         }
     }
-}
-
-/// The order Services are visited in: most addresses held first, then older
-/// first (unknown age last), then by namespace and name.
-fn visit_key(req: &Request, held: usize) -> (Reverse<usize>, bool, Option<i64>, &str, &str) {
-    (
-        Reverse(held),
-        req.created.is_none(),
-        req.created,
-        &req.namespace,
-        &req.name,
-    )
 }

@@ -21,6 +21,7 @@ mod reason;
 mod request;
 mod selector;
 mod space;
+mod visit;
 
 pub use addr::{AddrRange, AddressError, Family, is_buggy};
 pub use allocator::{Allocator, Assignment, Outcome, PoolStats, ServiceResult, SyncReport};

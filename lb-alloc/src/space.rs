@@ -84,6 +84,16 @@ impl Space {
                 hi += 1;
             }
         }
+        self.used += 1;
+        // The common case, sequential allocation: the interval just below
+        // grows in place, when no interval starts inside or right after.
+        if self.blocked.range(lo..=hi.saturating_add(1)).next().is_none()
+            && let Some((_, e)) = self.blocked.range_mut(..lo).next_back()
+            && e.saturating_add(1) >= lo
+        {
+            *e = (*e).max(hi);
+            return;
+        }
         // Absorb every interval that overlaps or touches [lo, hi].
         while let Some((&s, &e)) = self.blocked.range(..=hi.saturating_add(1)).next_back() {
             if e.saturating_add(1) < lo {
@@ -94,7 +104,6 @@ impl Space {
             hi = hi.max(e);
         }
         self.blocked.insert(lo, hi);
-        self.used += 1;
     }
 
     /// Marks a used address free again.
