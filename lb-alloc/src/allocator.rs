@@ -254,7 +254,7 @@ impl Allocator {
         let mut report = SyncReport::default();
         for id in 0..self.slots.len() as u32 {
             if self.slots[id as usize].as_ref().is_some_and(|s| s.seen != self.epoch) {
-                let name = self.slot(id).name.to_string();
+                let name = String::from(&*self.slot(id).name);
                 if let Some(ips) = self.remove_slot(id) {
                     report.released.push((name, ips));
                 }
@@ -512,7 +512,7 @@ impl Allocator {
             if let Some(conflict) = conflict {
                 return Err(Reason::InUse {
                     ip,
-                    by: holder.name.to_string(),
+                    by: String::from(&*holder.name),
                     conflict,
                 });
             }
@@ -652,7 +652,7 @@ impl Allocator {
         let slot = self.slot(id);
         if slot.placed && slot.complete && slot.generation == self.generation && slot.fingerprint == print {
             return ServiceResult {
-                service: slot.name.to_string(),
+                service: String::from(&*slot.name),
                 outcome: Outcome::Assigned(Assignment {
                     ips: slot.ips.to_vec(),
                     pool: self.pools.pools()[slot.pool as usize].name().to_owned(),
@@ -678,7 +678,7 @@ impl Allocator {
             slot.complete = false;
         }
         let mut result = ServiceResult {
-            service: self.slot(id).name.to_string(),
+            service: String::from(&*self.slot(id).name),
             outcome: Outcome::Pending(Reason::NoPools),
             changed: false,
             evicted: None,
