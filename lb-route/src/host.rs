@@ -1,0 +1,174 @@
+//! Hosts: the `host` of a rule, and the host a request names.
+
+use std::borrow::Cow;
+
+/// The host part of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleHost {
+    /// No host: every request.
+    Any,
+    /// One DNS name.
+    Exact(String),
+    /// `*.suffix`: exactly one more label before `suffix`.
+    Wildcard(String),
+}
+
+/// Why a rule's host is invalid (the API server's rules, which file mode
+/// must apply itself).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// Not a lower-case RFC 1123 subdomain (or `*.` + one).
+    #[error(
+        "{0:?} is not a valid host: a lower-case DNS name (letters, digits, '-', '.'; labels of 1 to 63 \
+         characters), optionally starting with '*.'"
+    )]
+    Invalid(String),
+    /// An IP address.
+    #[error("{0:?}: an IP address is not allowed as a host")]
+    IpAddress(String),
+}
+
+impl RuleHost {
+    /// Parses and validates a rule's `host`.
+    pub fn parse(host: Option<&str>) -> Result<Self, HostError> {
+        let Some(h) = host.filter(|h| !h.is_empty()) else {
+            return Ok(Self::Any);
+        };
+        if h.parse::<std::net::IpAddr>().is_ok() {
+            return Err(HostError::IpAddress(h.to_owned()));
+        }
+        let (wild, name) = match h.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, h),
+        };
+        if !is_dns_subdomain(name) {
+            return Err(HostError::Invalid(h.to_owned()));
+        }
+        Ok(if wild {
+            Self::Wildcard(name.to_owned())
+        } else {
+            Self::Exact(name.to_owned())
+        })
+    }
+
+    /// Whether a canonical request host matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(h) => h == host,
+            Self::Wildcard(s) => wildcard_suffix(host) == Some(s.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for RuleHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Exact(h) => f.write_str(h),
+            Self::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && !s.is_empty()
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b.iter()
+                    .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+/// What a `*.suffix` rule compares: the host without its first label, when
+/// that label is not empty.
+pub(crate) fn wildcard_suffix(host: &str) -> Option<&str> {
+    let (label, rest) = host.split_once('.')?;
+    (!label.is_empty() && !rest.is_empty()).then_some(rest)
+}
+
+/// The host a request names, as rules compare it: the port and one
+/// trailing dot removed, lower-cased. Borrowed when already canonical.
+pub fn canonical_host(authority: &str) -> Cow<'_, str> {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        // An IPv6 literal: keep the brackets, drop the port.
+        match rest.find(']') {
+            Some(end) => &authority[..end + 2],
+            None => authority,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_hosts() {
+        assert_eq!(RuleHost::parse(None), Ok(RuleHost::Any));
+        assert_eq!(RuleHost::parse(Some("")), Ok(RuleHost::Any));
+        assert_eq!(
+            RuleHost::parse(Some("foo.bar.com")),
+            Ok(RuleHost::Exact("foo.bar.com".into()))
+        );
+        assert_eq!(
+            RuleHost::parse(Some("*.foo.com")),
+            Ok(RuleHost::Wildcard("foo.com".into()))
+        );
+        for bad in [
+            "*",
+            "Foo.com",
+            "foo..com",
+            "-a.com",
+            "a_b.com",
+            "*.*.foo.com",
+            "foo.*.com",
+            "a.com:80",
+        ] {
+            assert!(
+                matches!(RuleHost::parse(Some(bad)), Err(HostError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            RuleHost::parse(Some("10.0.0.1")),
+            Err(HostError::IpAddress(_))
+        ));
+    }
+
+    #[test]
+    fn wildcard_is_one_label() {
+        let w = RuleHost::parse(Some("*.foo.com")).unwrap();
+        assert!(w.matches("bar.foo.com"));
+        assert!(!w.matches("baz.bar.foo.com"));
+        assert!(!w.matches("foo.com"));
+        assert!(!w.matches(".foo.com"));
+    }
+
+    #[test]
+    fn request_hosts() {
+        assert_eq!(canonical_host("Foo.Bar.COM"), "foo.bar.com");
+        assert_eq!(canonical_host("foo.bar.com:8080"), "foo.bar.com");
+        assert_eq!(canonical_host("foo.bar.com."), "foo.bar.com");
+        assert_eq!(canonical_host("foo.bar.com.:80"), "foo.bar.com");
+        assert_eq!(canonical_host("[::1]:8080"), "[::1]");
+        assert!(matches!(canonical_host("foo.bar.com"), Cow::Borrowed(_)));
+    }
+}

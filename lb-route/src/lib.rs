@@ -1,0 +1,33 @@
+//! Kubernetes Ingress routing as a pure, typed table.
+//!
+//! Feed it Ingresses (and IngressClasses) as the serde types of
+//! [`Ingress`] / [`IngressClass`], which deserialize from the same YAML or
+//! JSON as the API server's; get a [`RouteTable`] and a list of
+//! [`Problem`]s naming the Ingress and field of anything invalid (an invalid
+//! Ingress is left out whole; the others serve). Then ask the table where a
+//! [`Request`] goes: a [`Decision`].
+//!
+//! Matching follows the Ingress v1 spec exactly: hosts exact or `*.`
+//! wildcard of one label, case-insensitive, port and one trailing dot
+//! ignored; Exact paths byte-equal, Prefix paths element-wise with the
+//! trailing slash ignored; the longest rule path wins, Exact before Prefix
+//! at equal length; conflicts go to the oldest Ingress. The request target
+//! is parsed once into one canonical form ([`Target`]) that is matched and
+//! forwarded alike. No I/O, no clock, no `unsafe`.
+#![forbid(unsafe_code)]
+
+mod class;
+mod host;
+mod ingress;
+mod lookup;
+mod problem;
+mod table;
+mod target;
+
+pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
+pub use host::{HostError, RuleHost, canonical_host};
+pub use ingress::*;
+pub use lookup::{Decision, Forward, Request};
+pub use problem::{Problem, Severity};
+pub use table::{Backend, BackendPort, Build, Config, IngressRef, PathKind, PortResolver, RouteTable, USE_REGEX};
+pub use target::{EncodedSlash, PathPolicy, Target, TargetError};

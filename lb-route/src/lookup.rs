@@ -1,0 +1,154 @@
+//! One request in, one decision out.
+
+use std::net::IpAddr;
+
+use crate::host::canonical_host;
+use crate::table::{BackendPort, IngressRef, PathKind, RouteTable};
+use crate::target::{Target, TargetError};
+
+/// What the table needs to know about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The method.
+    pub method: &'a http::Method,
+    /// Whether it came over TLS.
+    pub https: bool,
+    /// The `Host` header (or `:authority`); `None` when absent.
+    pub host: Option<&'a str>,
+    /// The request target as received (origin-form, absolute-form or `*`).
+    pub target: &'a str,
+    /// The client address, for allowlists.
+    pub client: Option<IpAddr>,
+    /// The request headers, for canary and affinity.
+    pub headers: Option<&'a http::HeaderMap>,
+}
+
+impl<'a> Request<'a> {
+    /// A plain-http GET of `target` with `Host: host`.
+    pub fn get(host: &'a str, target: &'a str) -> Self {
+        Self {
+            method: &http::Method::GET,
+            https: false,
+            host: Some(host),
+            target,
+            client: None,
+            headers: None,
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The Ingress whose rule (or default backend) matched.
+    pub ingress: IngressRef,
+    /// The Service, in that Ingress's namespace.
+    pub service: String,
+    /// The Service port.
+    pub port: u16,
+    /// The path and query to send upstream.
+    pub upstream_path: String,
+    /// The `Host` to send upstream.
+    pub upstream_host: String,
+    /// The rule path that matched (`None` for a default backend).
+    pub matched: Option<(String, PathKind)>,
+}
+
+/// The decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Proxy it.
+    Forward(Forward),
+    /// Answer with a redirect.
+    Redirect {
+        /// 301, 302, 307, 308 …
+        status: u16,
+        /// The `Location`.
+        location: String,
+    },
+    /// Answer with an error status and nothing routed (e.g. 503 when the
+    /// backend's port name is unknown).
+    Deny {
+        /// The status.
+        status: u16,
+        /// The Ingress that decided, if any.
+        ingress: Option<IngressRef>,
+        /// Why.
+        reason: String,
+    },
+    /// The request target is malformed: 400 (414 when too long).
+    BadRequest(TargetError),
+    /// No rule and no default backend: 404.
+    NotFound,
+}
+
+impl Decision {
+    /// The HTTP status the proxy answers with (200 for a forward: the
+    /// backend's own status is what the client gets).
+    pub fn status(&self) -> u16 {
+        match self {
+            Decision::Forward(_) => 200,
+            Decision::Redirect { status, .. } | Decision::Deny { status, .. } => *status,
+            Decision::BadRequest(TargetError::TooLong(_)) => 414,
+            Decision::BadRequest(_) => 400,
+            Decision::NotFound => 404,
+        }
+    }
+}
+
+impl RouteTable {
+    /// Decides where a request goes.
+    ///
+    /// ```
+    /// use lb_route::{Config, Decision, Ingress, Request, RouteTable};
+    ///
+    /// let ing: Ingress = serde_json::from_str(r#"{
+    ///   "metadata": {"name": "web", "namespace": "shop"},
+    ///   "spec": {"ingressClassName": "lb", "rules": [{"host": "shop.example.com", "http": {"paths": [
+    ///     {"path": "/cart", "pathType": "Prefix", "backend": {"service": {"name": "cart", "port": {"number": 8080}}}}
+    ///   ]}}]}
+    /// }"#).unwrap();
+    /// let build = RouteTable::build(&[ing], &[], &(), &Config::default());
+    /// assert!(build.problems.is_empty());
+    /// match build.table.lookup(&Request::get("Shop.Example.com:80", "/cart/items?id=7")) {
+    ///     Decision::Forward(f) => {
+    ///         assert_eq!((f.service.as_str(), f.port), ("cart", 8080));
+    ///         assert_eq!(f.upstream_path, "/cart/items?id=7");
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// assert_eq!(build.table.lookup(&Request::get("shop.example.com", "/cartography")).status(), 404);
+    /// ```
+    pub fn lookup(&self, req: &Request<'_>) -> Decision {
+        let target = match Target::parse(req.target, &self.policy) {
+            Ok(t) => t,
+            Err(e) => return Decision::BadRequest(e),
+        };
+        // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
+        let authority = target.authority.as_deref().or(req.host).unwrap_or("");
+        let host = canonical_host(authority);
+        let Some(route) = self.route_for(&host, &target.path) else {
+            return Decision::NotFound;
+        };
+        let ingress = self.ingress(route).clone();
+        let port = match &route.backend.port {
+            BackendPort::Number(n) => *n,
+            BackendPort::Unresolved(name) => {
+                return Decision::Deny {
+                    status: 503,
+                    reason: format!("service {} has no port named {name:?}", route.backend.service),
+                    ingress: Some(ingress),
+                };
+            }
+        };
+        Decision::Forward(Forward {
+            ingress,
+            service: route.backend.service.clone(),
+            port,
+            upstream_path: target.path_and_query(),
+            upstream_host: req.host.unwrap_or(authority).to_owned(),
+            matched: (!route.path.is_empty()).then(|| (route.path.to_string(), route.kind)),
+        })
+    }
+}

@@ -1,0 +1,649 @@
+//! The route table: built once from Ingresses, looked up per request.
+//!
+//! Hosts: an exact-name map, a wildcard map keyed by the suffix after the
+//! first label, and the bucket of host-less rules; a request picks one
+//! bucket (exact, else wildcard, else host-less) and never falls back to a
+//! less specific one when no path matches (reference/ingress.md §1.2).
+//! Paths in a bucket: Exact paths by name; Prefix paths by their path with
+//! the trailing `/` removed, looked up at each element boundary of the
+//! request path, longest first; regex paths in a list ordered longest
+//! first. The winner is the longest rule path, Exact before Prefix before
+//! regex at equal length, then the oldest Ingress (§1.4).
+
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+use regex::{Regex, RegexBuilder};
+
+use crate::class::ClassConfig;
+use crate::host::{RuleHost, canonical_host, wildcard_suffix};
+use crate::ingress::{Ingress, IngressBackend, IngressClass};
+use crate::problem::{Problem, Severity};
+use crate::target::{PathPolicy, Target};
+
+/// `nginx.ingress.kubernetes.io/use-regex`.
+pub const USE_REGEX: &str = "nginx.ingress.kubernetes.io/use-regex";
+
+/// Largest compiled size of one regex path (bytes of the compiled program).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Resolves a named Service port to its number (the caller knows the
+/// Services; the table does not).
+pub trait PortResolver {
+    /// The port number of `service`'s port named `port` in `namespace`.
+    fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16>;
+}
+
+/// No Services known: every named port stays unresolved.
+impl PortResolver for () {
+    fn resolve(&self, _: &str, _: &str, _: &str) -> Option<u16> {
+        None
+    }
+}
+
+/// A resolver from a closure.
+impl<F: Fn(&str, &str, &str) -> Option<u16>> PortResolver for F {
+    fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16> {
+        self(namespace, service, port)
+    }
+}
+
+/// How a table is built and requests are read.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Which Ingresses are ours.
+    pub classes: ClassConfig,
+    /// How request paths are made canonical.
+    pub path_policy: PathPolicy,
+}
+
+/// How a rule path matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathKind {
+    /// A regular expression (`use-regex`), anchored at the start,
+    /// case-insensitive, as ingress-nginx evaluates it.
+    Regex,
+    /// Element-wise prefix.
+    Prefix,
+    /// Byte-equal.
+    Exact,
+}
+
+/// The Ingress a decision came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for IngressRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A Service port as the backend names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendPort {
+    /// A number, or a name resolved to one.
+    Number(u16),
+    /// A name the [`PortResolver`] did not know (requests get 503).
+    Unresolved(String),
+}
+
+/// A Service backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The Service, in the Ingress's namespace.
+    pub service: String,
+    /// Its port.
+    pub port: BackendPort,
+}
+
+/// One routed path (or default backend) of one Ingress.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) ingress: u32,
+    /// The rule path as written; empty for a default backend.
+    pub(crate) path: Box<str>,
+    pub(crate) kind: PathKind,
+    pub(crate) backend: Backend,
+    pub(crate) regex: Option<Regex>,
+}
+
+/// The routes of one host bucket.
+#[derive(Debug, Default)]
+pub(crate) struct HostRoutes {
+    /// Exact paths, sorted.
+    pub(crate) exact: Vec<(Box<str>, u32)>,
+    /// Prefix paths without their trailing `/` (`""` for `/`), sorted; the
+    /// route is the best one for that key.
+    pub(crate) prefix: Vec<(Box<str>, u32)>,
+    /// Regex routes, longest path first, then oldest.
+    pub(crate) regex: Vec<u32>,
+    /// The `defaultBackend` of the oldest Ingress naming this host.
+    pub(crate) default: Option<u32>,
+}
+
+/// Ingresses compiled for lookup. Build with [`RouteTable::build`].
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub(crate) ingresses: Vec<IngressRef>,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) hosts: Vec<HostRoutes>,
+    pub(crate) exact_hosts: HashMap<Box<str>, u32, RandomState>,
+    pub(crate) wildcard_hosts: HashMap<Box<str>, u32, RandomState>,
+    pub(crate) any_host: Option<u32>,
+    /// The `defaultBackend` of the oldest Ingress without rules.
+    pub(crate) catch_all: Option<u32>,
+    pub(crate) policy: PathPolicy,
+}
+
+/// The result of [`RouteTable::build`].
+#[derive(Debug)]
+pub struct Build {
+    /// The table of every valid Ingress of ours.
+    pub table: RouteTable,
+    /// What was wrong, per Ingress and field; an Ingress with an error is
+    /// left out whole, the others serve.
+    pub problems: Vec<Problem>,
+}
+
+/// Creation time, then namespace/name: the order conflicts are settled in.
+fn age_key(i: &Ingress) -> (bool, Option<&str>, &str, &str) {
+    let ts = i.metadata.creation_timestamp.as_deref();
+    (ts.is_none(), ts, i.metadata.namespace(), &i.metadata.name)
+}
+
+/// The API server's checks on Exact and Prefix paths.
+fn check_spec_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must be an absolute path (start with '/')"));
+    }
+    for bad in ["//", "/./", "/../", "%2f", "%2F"] {
+        if path.contains(bad) {
+            return Err(format!("{path:?} must not contain {bad:?}"));
+        }
+    }
+    if path.ends_with("/..") || path.ends_with("/.") {
+        return Err(format!("{path:?} must not end with '/..' or '/.'"));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| c.is_control() || *c == ' ' || *c == '?' || *c == '#')
+    {
+        return Err(format!("{path:?} must not contain {c:?}"));
+    }
+    Ok(())
+}
+
+/// Compiles a regex path: anchored at the start, case-insensitive, linear
+/// time (RE2 semantics), bounded size.
+pub(crate) fn compile_regex(path: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^(?:{path})"))
+        .case_insensitive(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(n) => format!("regex {path:?} is too large (limit {n} bytes compiled)"),
+            e if path.contains("(?!") || path.contains("(?=") || path.contains("(?<") => format!(
+                "regex {path:?}: look-around is not supported (linear-time regex only): {}",
+                e.to_string().lines().last().unwrap_or_default()
+            ),
+            e => format!(
+                "regex {path:?} is invalid: {}",
+                e.to_string().lines().last().unwrap_or_default()
+            ),
+        })
+}
+
+struct Builder<'a> {
+    table: RouteTable,
+    problems: Vec<Problem>,
+    ports: &'a dyn PortResolver,
+    /// Prefix routes per host before the best per key is chosen:
+    /// (key, path length, route).
+    prefixes: Vec<Vec<(Box<str>, usize, u32)>>,
+}
+
+/// What one valid path of an Ingress compiles to, before insertion.
+struct PathSpec {
+    host: RuleHost,
+    path: String,
+    kind: PathKind,
+    backend: Backend,
+    regex: Option<Regex>,
+    field: String,
+}
+
+impl Builder<'_> {
+    fn host_bucket(&mut self, host: &RuleHost) -> u32 {
+        let next = self.table.hosts.len() as u32;
+        let id = match host {
+            RuleHost::Any => *self.table.any_host.get_or_insert(next),
+            RuleHost::Exact(h) => *self.table.exact_hosts.entry(h.as_str().into()).or_insert(next),
+            RuleHost::Wildcard(s) => *self.table.wildcard_hosts.entry(s.as_str().into()).or_insert(next),
+        };
+        if id == next {
+            self.table.hosts.push(HostRoutes::default());
+            self.prefixes.push(Vec::new());
+        }
+        id
+    }
+
+    fn backend(&self, ns: &str, b: &IngressBackend, field: &str) -> Result<Option<Backend>, (String, String)> {
+        match (&b.service, &b.resource) {
+            (Some(_), Some(_)) => Err((field.into(), "cannot set both resource and service backends".into())),
+            (None, None) => Err((field.into(), "a backend needs a service (name and port)".into())),
+            (None, Some(_)) => Ok(None),
+            (Some(s), None) => {
+                if s.name.is_empty() {
+                    return Err((format!("{field}.service.name"), "must not be empty".into()));
+                }
+                let port = match (&s.port.name, s.port.number) {
+                    (Some(_), Some(_)) => {
+                        return Err((
+                            format!("{field}.service.port"),
+                            "set either name or number, not both".into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err((
+                            format!("{field}.service.port"),
+                            "port name or number is required".into(),
+                        ));
+                    }
+                    (None, Some(n)) => match u16::try_from(n) {
+                        Ok(n) if n > 0 => BackendPort::Number(n),
+                        _ => {
+                            return Err((
+                                format!("{field}.service.port.number"),
+                                format!("{n} is not a port (1-65535)"),
+                            ));
+                        }
+                    },
+                    (Some(name), None) => match self.ports.resolve(ns, &s.name, name) {
+                        Some(n) => BackendPort::Number(n),
+                        None => BackendPort::Unresolved(name.clone()),
+                    },
+                };
+                Ok(Some(Backend {
+                    service: s.name.clone(),
+                    port,
+                }))
+            }
+        }
+    }
+
+    /// Checks a whole Ingress; returns its paths, its default backend, or
+    /// the errors that disable it.
+    #[allow(clippy::type_complexity)]
+    fn compile(&mut self, ing: &Ingress) -> Result<(Vec<PathSpec>, Option<Backend>), Vec<(String, String)>> {
+        let ns = ing.metadata.namespace();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let use_regex = match ing.metadata.annotations.get(USE_REGEX).map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => {
+                errors.push((
+                    format!("metadata.annotations[{USE_REGEX:?}]"),
+                    format!("{v:?} is not a boolean (\"true\" or \"false\")"),
+                ));
+                false
+            }
+        };
+        if ing.spec.rules.is_empty() && ing.spec.default_backend.is_none() {
+            errors.push((
+                "spec".into(),
+                "either spec.rules or spec.defaultBackend must be set".into(),
+            ));
+        }
+        let default = match &ing.spec.default_backend {
+            Some(b) => match self.backend(ns, b, "spec.defaultBackend") {
+                Ok(Some(b)) => Some(b),
+                Ok(None) => {
+                    warnings.push((
+                        "spec.defaultBackend.resource".into(),
+                        "resource backends are not routable by a proxy; ignored".into(),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut specs = Vec::new();
+        for (r, rule) in ing.spec.rules.iter().enumerate() {
+            let host = match RuleHost::parse(rule.host.as_deref()) {
+                Ok(h) => h,
+                Err(e) => {
+                    errors.push((format!("spec.rules[{r}].host"), e.to_string()));
+                    continue;
+                }
+            };
+            let Some(http) = &rule.http else { continue };
+            for (p, path) in http.paths.iter().enumerate() {
+                let field = format!("spec.rules[{r}].http.paths[{p}]");
+                let kind = match path.path_type.as_deref() {
+                    Some("Exact") => PathKind::Exact,
+                    Some("Prefix") => PathKind::Prefix,
+                    Some("ImplementationSpecific") if use_regex => PathKind::Regex,
+                    Some("ImplementationSpecific") => PathKind::Prefix,
+                    Some(other) => {
+                        errors.push((
+                            format!("{field}.pathType"),
+                            format!("{other:?} is not one of \"Exact\", \"Prefix\", \"ImplementationSpecific\""),
+                        ));
+                        continue;
+                    }
+                    None => {
+                        errors.push((
+                            format!("{field}.pathType"),
+                            "required: \"Exact\", \"Prefix\" or \"ImplementationSpecific\"".into(),
+                        ));
+                        continue;
+                    }
+                };
+                let implementation_specific = path.path_type.as_deref() == Some("ImplementationSpecific");
+                let text = match path.path.as_deref() {
+                    Some("") | None if implementation_specific => "/",
+                    None => {
+                        errors.push((format!("{field}.path"), "required for Exact and Prefix paths".into()));
+                        continue;
+                    }
+                    Some(t) => t,
+                };
+                let mut regex = None;
+                let checked = match kind {
+                    PathKind::Regex => {
+                        if text.starts_with('/') {
+                            compile_regex(text).map(|re| regex = Some(re))
+                        } else {
+                            Err(format!("{text:?} must start with '/'"))
+                        }
+                    }
+                    _ if implementation_specific => {
+                        // Taken as Prefix: it must be a plain path then.
+                        check_spec_path(text)
+                            .map_err(|e| format!("{e} (ImplementationSpecific is matched as Prefix without use-regex)"))
+                    }
+                    _ => check_spec_path(text),
+                };
+                if let Err(e) = checked {
+                    errors.push((format!("{field}.path"), e));
+                    continue;
+                }
+                match self.backend(ns, &path.backend, &format!("{field}.backend")) {
+                    Ok(Some(backend)) => specs.push(PathSpec {
+                        host: host.clone(),
+                        path: text.to_owned(),
+                        kind,
+                        backend,
+                        regex,
+                        field,
+                    }),
+                    Ok(None) => warnings.push((
+                        format!("{field}.backend.resource"),
+                        "resource backends are not routable by a proxy; path ignored".into(),
+                    )),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        let object = format!("Ingress {ns}/{}", ing.metadata.name);
+        for (field, message) in warnings {
+            self.problems.push(Problem {
+                severity: Severity::Warning,
+                object: object.clone(),
+                field,
+                message,
+            });
+        }
+        if errors.is_empty() {
+            Ok((specs, default))
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn add(&mut self, ing: &Ingress) {
+        let ns = ing.metadata.namespace();
+        let object = format!("Ingress {ns}/{}", ing.metadata.name);
+        let (specs, default) = match self.compile(ing) {
+            Ok(c) => c,
+            Err(errors) => {
+                for (field, message) in errors {
+                    self.problems.push(Problem {
+                        severity: Severity::Error,
+                        object: object.clone(),
+                        field,
+                        message,
+                    });
+                }
+                return;
+            }
+        };
+        let index = self.table.ingresses.len() as u32;
+        self.table.ingresses.push(IngressRef {
+            namespace: ns.to_owned(),
+            name: ing.metadata.name.clone(),
+        });
+        if let Some(backend) = default {
+            let route = self.push_route(index, "", PathKind::Prefix, backend, None);
+            if ing.spec.rules.is_empty() {
+                match self.table.catch_all {
+                    None => self.table.catch_all = Some(route),
+                    Some(first) => {
+                        self.conflict(&object, "spec.defaultBackend", "the catch-all default backend", first)
+                    }
+                }
+            } else {
+                let mut hosts: Vec<RuleHost> = Vec::new();
+                for rule in &ing.spec.rules {
+                    if let Ok(h) = RuleHost::parse(rule.host.as_deref())
+                        && !hosts.contains(&h)
+                    {
+                        hosts.push(h);
+                    }
+                }
+                for h in hosts {
+                    let bucket = self.host_bucket(&h) as usize;
+                    match self.table.hosts[bucket].default {
+                        None => self.table.hosts[bucket].default = Some(route),
+                        Some(first) => self.conflict(
+                            &object,
+                            "spec.defaultBackend",
+                            &format!("the default backend of host {h}"),
+                            first,
+                        ),
+                    }
+                }
+            }
+        }
+        for spec in specs {
+            let bucket = self.host_bucket(&spec.host) as usize;
+            let taken = {
+                let hr = &self.table.hosts[bucket];
+                let same = |&(ref p, r): &(Box<str>, u32)| {
+                    **p == *spec.path && self.table.routes[r as usize].kind == spec.kind
+                };
+                match spec.kind {
+                    PathKind::Exact => hr.exact.iter().find(|e| same(e)).map(|e| e.1),
+                    PathKind::Prefix => self.prefixes[bucket]
+                        .iter()
+                        .find(|(_, _, r)| *self.table.routes[*r as usize].path == *spec.path)
+                        .map(|e| e.2),
+                    PathKind::Regex => hr
+                        .regex
+                        .iter()
+                        .copied()
+                        .find(|&r| *self.table.routes[r as usize].path == *spec.path),
+                }
+            };
+            if let Some(first) = taken {
+                let what = format!("host {} path {:?} ({:?})", spec.host, spec.path, spec.kind);
+                self.conflict(&object, &spec.field, &what, first);
+                continue;
+            }
+            let len = spec.path.len();
+            let route = self.push_route(index, &spec.path, spec.kind, spec.backend, spec.regex);
+            let hr = &mut self.table.hosts[bucket];
+            match spec.kind {
+                PathKind::Exact => hr.exact.push((spec.path.into(), route)),
+                PathKind::Prefix => {
+                    let key = spec.path.strip_suffix('/').unwrap_or(&spec.path);
+                    self.prefixes[bucket].push((key.into(), len, route));
+                }
+                PathKind::Regex => hr.regex.push(route),
+            }
+        }
+    }
+
+    fn push_route(&mut self, ingress: u32, path: &str, kind: PathKind, backend: Backend, regex: Option<Regex>) -> u32 {
+        self.table.routes.push(Route {
+            ingress,
+            path: path.into(),
+            kind,
+            backend,
+            regex,
+        });
+        self.table.routes.len() as u32 - 1
+    }
+
+    fn conflict(&mut self, object: &str, field: &str, what: &str, winner: u32) {
+        let by = &self.table.ingresses[self.table.routes[winner as usize].ingress as usize];
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            object: object.to_owned(),
+            field: field.to_owned(),
+            message: format!("{what} is already routed by the older Ingress {by}; this one is not used for it"),
+        });
+    }
+
+    fn finish(mut self) -> Build {
+        let routes = &self.table.routes;
+        for (hr, mut prefixes) in self.table.hosts.iter_mut().zip(self.prefixes) {
+            hr.exact.sort_unstable();
+            // Per key, the longest path (`/foo/` over `/foo`), then the
+            // oldest Ingress (routes are numbered oldest first).
+            prefixes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+            prefixes.dedup_by(|later, first| later.0 == first.0);
+            hr.prefix = prefixes.into_iter().map(|(k, _, r)| (k, r)).collect();
+            hr.regex
+                .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
+        }
+        Build {
+            table: self.table,
+            problems: self.problems,
+        }
+    }
+}
+
+impl RouteTable {
+    /// Builds the table from every Ingress of ours among `ingresses`
+    /// (chosen by `config.classes` with `classes`). An Ingress with an
+    /// error is left out whole and reported; conflicts between Ingresses go
+    /// to the oldest (creation time, then namespace/name) and the others
+    /// are reported.
+    pub fn build(ingresses: &[Ingress], classes: &[IngressClass], ports: &dyn PortResolver, config: &Config) -> Build {
+        let mut ours: Vec<&Ingress> = ingresses
+            .iter()
+            .filter(|i| config.classes.selects(i, classes))
+            .collect();
+        ours.sort_by(|a, b| age_key(a).cmp(&age_key(b)));
+        let mut b = Builder {
+            table: RouteTable {
+                policy: config.path_policy,
+                ..RouteTable::default()
+            },
+            problems: Vec::new(),
+            ports,
+            prefixes: Vec::new(),
+        };
+        for ing in ours {
+            b.add(ing);
+        }
+        b.finish()
+    }
+
+    /// Number of Ingresses served.
+    pub fn ingress_count(&self) -> usize {
+        self.ingresses.len()
+    }
+
+    /// The host bucket a canonical host selects.
+    pub(crate) fn bucket(&self, host: &str) -> Option<&HostRoutes> {
+        let id = self
+            .exact_hosts
+            .get(host)
+            .or_else(|| wildcard_suffix(host).and_then(|s| self.wildcard_hosts.get(s)))
+            .or(self.any_host.as_ref())?;
+        Some(&self.hosts[*id as usize])
+    }
+
+    /// The best route for a canonical path in a bucket.
+    pub(crate) fn best(&self, hr: &HostRoutes, path: &str) -> Option<u32> {
+        let find = |list: &[(Box<str>, u32)], key: &str| {
+            list.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| list[i].1)
+        };
+        // (length of the rule path, kind) of the best so far.
+        let mut best: Option<(usize, PathKind, u32)> = find(&hr.exact, path).map(|r| (path.len(), PathKind::Exact, r));
+        if !hr.prefix.is_empty() {
+            let whole = (!path.ends_with('/')).then_some(path.len());
+            let cuts = path.rmatch_indices('/').map(|(i, _)| i);
+            for cut in whole.into_iter().chain(cuts) {
+                if let Some(r) = find(&hr.prefix, &path[..cut]) {
+                    let cand = (self.routes[r as usize].path.len(), PathKind::Prefix, r);
+                    if best.is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
+                        best = Some(cand);
+                    }
+                    break;
+                }
+            }
+        }
+        for &r in &hr.regex {
+            let route = &self.routes[r as usize];
+            if best.is_some_and(|b| b.0 >= route.path.len()) {
+                // Sorted longest first: nothing later can win.
+                break;
+            }
+            if route.regex.as_ref().is_some_and(|re| re.is_match(path)) {
+                best = Some((route.path.len(), PathKind::Regex, r));
+                break;
+            }
+        }
+        best.map(|b| b.2)
+    }
+
+    /// Routes a canonical host and path: the route, or the default backend
+    /// that catches it, or `None` (404).
+    pub(crate) fn route_for(&self, host: &str, path: &str) -> Option<&Route> {
+        let r = match self.bucket(host) {
+            Some(hr) => self.best(hr, path).or(hr.default),
+            None => None,
+        }
+        .or(self.catch_all)?;
+        Some(&self.routes[r as usize])
+    }
+
+    /// The canonical form of a request's host and target, as the table
+    /// reads them.
+    pub fn canonical<'a>(
+        &self,
+        authority: &'a str,
+        target: &str,
+    ) -> Result<(std::borrow::Cow<'a, str>, Target), crate::target::TargetError> {
+        let t = Target::parse(target, &self.policy)?;
+        Ok((canonical_host(authority), t))
+    }
+
+    pub(crate) fn ingress(&self, r: &Route) -> &IngressRef {
+        &self.ingresses[r.ingress as usize]
+    }
+}

@@ -1,0 +1,338 @@
+//! The request target, parsed once into the canonical form used for
+//! matching, access checks and forwarding alike (reference/ingress.md §5.3
+//! G8): dot-segments resolved, escapes of unreserved characters decoded,
+//! other escapes kept with upper-case hex, invalid escapes and NUL rejected,
+//! an explicit policy for an encoded `/` or `\`.
+
+use std::fmt;
+
+/// What to do with `%2F` and `%5C` in a request path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EncodedSlash {
+    /// Reject the request (400). The default: decoding would change the
+    /// path's elements, and keeping it would let the backend decode it.
+    #[default]
+    Reject,
+    /// Keep it encoded (`%2F`): not a separator for matching.
+    Keep,
+    /// Decode it into a real separator, as nginx (and so ingress-nginx) does.
+    Decode,
+}
+
+/// How request paths are made canonical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathPolicy {
+    /// `%2F` / `%5C` handling.
+    pub encoded_slash: EncodedSlash,
+    /// Merge runs of `/` into one (nginx's `merge_slashes on`).
+    pub merge_slashes: bool,
+    /// Longest accepted request target, in bytes.
+    pub max_len: usize,
+}
+
+impl Default for PathPolicy {
+    fn default() -> Self {
+        Self {
+            encoded_slash: EncodedSlash::Reject,
+            merge_slashes: true,
+            max_len: 8192,
+        }
+    }
+}
+
+/// Why a request target was refused (the proxy answers 400, or 414 for
+/// [`TargetError::TooLong`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    /// Empty, or not origin-form (`/…`), absolute-form (`http://…`) or `*`.
+    #[error("request target is not a path or an absolute http(s) URL")]
+    Form,
+    /// Longer than [`PathPolicy::max_len`].
+    #[error("request target is longer than {0} bytes")]
+    TooLong(usize),
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent escape at byte {0}")]
+    BadEscape(usize),
+    /// NUL (raw or `%00`), a control character, a space or `#`.
+    #[error("forbidden byte {0:#04x} in the request target")]
+    ForbiddenByte(u8),
+    /// `%2F` or `%5C` with [`EncodedSlash::Reject`].
+    #[error("encoded slash or backslash in the path")]
+    EncodedSlash,
+    /// `..` climbing above the root.
+    #[error("path climbs above the root with '..'")]
+    AboveRoot,
+    /// The authority of an absolute-form target is malformed.
+    #[error("invalid host in the absolute-form target")]
+    Authority,
+}
+
+/// A parsed request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The canonical path (starts with `/`).
+    pub path: String,
+    /// The query without `?`, as sent (validated, not rewritten).
+    pub query: Option<String>,
+    /// The authority of an absolute-form target (it overrides `Host`).
+    pub authority: Option<String>,
+    /// `https` from an absolute-form target, if it said so.
+    pub https: Option<bool>,
+}
+
+impl Target {
+    /// Parses a request target. `*` (OPTIONS) is taken as `/`.
+    pub fn parse(raw: &str, policy: &PathPolicy) -> Result<Self, TargetError> {
+        if raw.len() > policy.max_len {
+            return Err(TargetError::TooLong(policy.max_len));
+        }
+        if let Some(&b) = raw.as_bytes().iter().find(|&&b| b <= b' ' || b == 0x7f || b == b'#') {
+            return Err(TargetError::ForbiddenByte(b));
+        }
+        let (authority, https, rest) = if raw == "*" {
+            (None, None, "/")
+        } else if raw.starts_with('/') {
+            (None, None, raw)
+        } else {
+            let (https, after) = if let Some(a) = strip_prefix_ci(raw, "http://") {
+                (false, a)
+            } else if let Some(a) = strip_prefix_ci(raw, "https://") {
+                (true, a)
+            } else {
+                return Err(TargetError::Form);
+            };
+            let end = after.find(['/', '?']).unwrap_or(after.len());
+            let authority = &after[..end];
+            if authority.is_empty() || authority.contains('@') {
+                return Err(TargetError::Authority);
+            }
+            (Some(authority.to_owned()), Some(https), &after[end..])
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        // `http://h` and `http://h?q` have the empty path, i.e. `/`.
+        let path = if path.is_empty() { "/" } else { path };
+        if let Some(q) = query {
+            check_escapes(q)?;
+        }
+        Ok(Self {
+            path: canonical_path(path, policy)?,
+            query: query.map(str::to_owned),
+            authority,
+            https,
+        })
+    }
+
+    /// The path and query as sent upstream when nothing rewrites them.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{}", self.path, q),
+            None => self.path.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)?;
+        if let Some(q) = &self.query {
+            write!(f, "?{q}")?;
+        }
+        Ok(())
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn check_escapes(s: &str) -> Result<(), TargetError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            match (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
+                (Some(0), Some(0)) => return Err(TargetError::ForbiddenByte(0)),
+                (Some(_), Some(_)) => i += 3,
+                _ => return Err(TargetError::BadEscape(i)),
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+fn unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Decodes escapes of unreserved characters, upper-cases the hex of the
+/// others, percent-encodes raw non-ASCII bytes (as browsers send them),
+/// applies the encoded-slash policy, then resolves dot-segments (RFC 3986
+/// §5.2.4) and merges slashes if asked.
+fn canonical_path(path: &str, policy: &PathPolicy) -> Result<String, TargetError> {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c != b'%' {
+            if c.is_ascii() {
+                out.push(c as char);
+            } else {
+                push_escape(&mut out, c);
+            }
+            i += 1;
+            continue;
+        }
+        let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) else {
+            return Err(TargetError::BadEscape(i));
+        };
+        match h << 4 | l {
+            0 => return Err(TargetError::ForbiddenByte(0)),
+            v @ (b'/' | b'\\') => match policy.encoded_slash {
+                EncodedSlash::Reject => return Err(TargetError::EncodedSlash),
+                EncodedSlash::Decode if v == b'/' => out.push('/'),
+                _ => push_escape(&mut out, v),
+            },
+            v if unreserved(v) => out.push(v as char),
+            v => push_escape(&mut out, v),
+        }
+        i += 3;
+    }
+    remove_dots(&out, policy.merge_slashes)
+}
+
+fn push_escape(out: &mut String, v: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[(v >> 4) as usize] as char);
+    out.push(HEX[(v & 15) as usize] as char);
+}
+
+/// Resolves `.` and `..` segments (a `..` above the root is an error) and,
+/// with `merge`, drops empty segments. A path whose last segment is empty,
+/// `.` or `..` ends with `/`.
+fn remove_dots(path: &str, merge: bool) -> Result<String, TargetError> {
+    let body = path.strip_prefix('/').unwrap_or(path);
+    let mut segs: Vec<&str> = Vec::new();
+    let mut parts = body.split('/').peekable();
+    let mut trailing = false;
+    while let Some(seg) = parts.next() {
+        let last = parts.peek().is_none();
+        match seg {
+            "." => {}
+            ".." => {
+                if segs.pop().is_none() {
+                    return Err(TargetError::AboveRoot);
+                }
+            }
+            "" if merge || last => {}
+            s => segs.push(s),
+        }
+        trailing = last && matches!(seg, "" | "." | "..");
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || segs.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(raw: &str) -> Result<String, TargetError> {
+        Target::parse(raw, &PathPolicy::default()).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn canonical_forms() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/foo", "/foo"),
+            ("/foo/", "/foo/"),
+            ("//aaa//ccc", "/aaa/ccc"),
+            ("/./foo", "/foo"),
+            ("/aaa/../foo/x", "/foo/x"),
+            ("/aaa/%2e%2e/foo", "/foo"),
+            ("/%66oo", "/foo"),
+            ("/a%20b", "/a%20b"),
+            ("/a%7e%41%2a", "/a~A%2A"),
+            ("/foo;x", "/foo;x"),
+            ("/a/.", "/a/"),
+            ("/a/b/..", "/a/"),
+            ("/a?x=1&y=%20", "/a?x=1&y=%20"),
+            ("*", "/"),
+            ("http://foo.bar.com/x?y", "/x?y"),
+            ("HTTP://foo.bar.com", "/"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+        ] {
+            assert_eq!(canon(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn refused_targets() {
+        for (raw, err) in [
+            ("/../foo", TargetError::AboveRoot),
+            ("/a/../../b", TargetError::AboveRoot),
+            ("/foo%00", TargetError::ForbiddenByte(0)),
+            ("/foo\0", TargetError::ForbiddenByte(0)),
+            ("/a b", TargetError::ForbiddenByte(b' ')),
+            ("/a#b", TargetError::ForbiddenByte(b'#')),
+            ("/a%zz", TargetError::BadEscape(2)),
+            ("/a%2", TargetError::BadEscape(2)),
+            ("/a?b=%g1", TargetError::BadEscape(2)),
+            ("/a%2Fb", TargetError::EncodedSlash),
+            ("/a%5cb", TargetError::EncodedSlash),
+            ("foo", TargetError::Form),
+            ("", TargetError::Form),
+            ("http://user@h/", TargetError::Authority),
+        ] {
+            assert_eq!(canon(raw), Err(err), "{raw}");
+        }
+    }
+
+    #[test]
+    fn encoded_slash_policies_and_no_merge() {
+        let keep = PathPolicy {
+            encoded_slash: EncodedSlash::Keep,
+            ..PathPolicy::default()
+        };
+        assert_eq!(Target::parse("/a%2fb", &keep).unwrap().path, "/a%2Fb");
+        let decode = PathPolicy {
+            encoded_slash: EncodedSlash::Decode,
+            ..PathPolicy::default()
+        };
+        assert_eq!(Target::parse("/aaa%2Fccc", &decode).unwrap().path, "/aaa/ccc");
+        assert_eq!(Target::parse("/a%5Cb", &decode).unwrap().path, "/a%5Cb");
+        let no_merge = PathPolicy {
+            merge_slashes: false,
+            ..PathPolicy::default()
+        };
+        assert_eq!(Target::parse("//a//b/", &no_merge).unwrap().path, "//a//b/");
+    }
+
+    #[test]
+    fn absolute_form_gives_the_authority() {
+        let t = Target::parse("https://Foo.Bar.com:8443/x", &PathPolicy::default()).unwrap();
+        assert_eq!(t.authority.as_deref(), Some("Foo.Bar.com:8443"));
+        assert_eq!(t.https, Some(true));
+        assert_eq!(t.path, "/x");
+    }
+}
