@@ -55,7 +55,8 @@ fn ingress(name: &str, host: &str, paths: &[(&str, &str, &str)]) -> String {
 #[test]
 fn docs_examples() {
     // (paths, request, expected service or 404), kubernetes.io Ingress "Examples".
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    type Paths<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(Paths<'_>, &str, &str)] = &[
         (&[("/", "Prefix")], "/anything/at/all", "p0"),
         (&[("/foo", "Exact")], "/foo", "p0"),
         (&[("/foo", "Exact")], "/bar", "404"),
