@@ -434,6 +434,17 @@ impl Builder<'_> {
             namespace: ns.to_owned(),
             name: ing.metadata.name.clone(),
         });
+        // Every host a rule names gets its bucket, paths or not: the host
+        // is claimed (ingress-nginx renders a server for it).
+        let mut hosts: Vec<RuleHost> = Vec::new();
+        for rule in &ing.spec.rules {
+            if let Ok(h) = RuleHost::parse(rule.host.as_deref())
+                && !hosts.contains(&h)
+            {
+                self.host_bucket(&h);
+                hosts.push(h);
+            }
+        }
         if let Some(backend) = default {
             let route = self.push_route(index, "", PathKind::Prefix, backend, None);
             if ing.spec.rules.is_empty() {
@@ -444,14 +455,6 @@ impl Builder<'_> {
                     }
                 }
             } else {
-                let mut hosts: Vec<RuleHost> = Vec::new();
-                for rule in &ing.spec.rules {
-                    if let Ok(h) = RuleHost::parse(rule.host.as_deref())
-                        && !hosts.contains(&h)
-                    {
-                        hosts.push(h);
-                    }
-                }
                 for h in hosts {
                     let bucket = self.host_bucket(&h) as usize;
                     match self.table.hosts[bucket].default {
