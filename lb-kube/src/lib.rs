@@ -5,6 +5,7 @@
 pub mod config;
 pub mod controller;
 pub mod objects;
+pub mod proxy;
 pub mod service;
 pub mod source;
 pub mod status;

@@ -1,0 +1,126 @@
+//! `lb-proxy explain` as users and outside scripts run it (DESIGN.md §4).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn explain(dir: &Path, url: &str, extra: &[&str]) -> (Value, Output) {
+    let mut args = vec![
+        "explain",
+        "--manifests",
+        dir.to_str().unwrap(),
+        "--url",
+        url,
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(&args)
+        .output()
+        .expect("lb-proxy runs");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out)
+}
+
+#[test]
+fn shipped_examples_route_as_documented() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let (v, out) = explain(&dir, "http://shop.example.com/api/items?id=7", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["ingress"], "default/shop");
+    assert_eq!(v["service"], "api");
+    assert_eq!(v["port"], 8080, "named port resolved through the Service");
+    assert_eq!(v["upstream_path"], "/api/items?id=7");
+    assert_eq!(v["location"], Value::Null);
+    // Element-wise prefix: /apix is not under /api.
+    let (v, _) = explain(&dir, "http://shop.example.com/apix", &[]);
+    assert_eq!((v["service"].as_str(), v["port"].as_u64()), (Some("nginx"), Some(80)));
+    // A Host header overrides the URL's host.
+    let (v, _) = explain(
+        &dir,
+        "http://192.0.2.1/healthz",
+        &["--header", "Host: shop.example.com"],
+    );
+    assert_eq!(v["service"], "api");
+    let (v, out) = explain(&dir, "http://unknown.example.com/", &[]);
+    assert!(out.status.success());
+    assert_eq!(v["status"], 404);
+    assert_eq!(v["service"], Value::Null);
+    let (v, _) = explain(&dir, "http://shop.example.com/%2e%2e/x/../../etc", &[]);
+    assert_eq!(v["status"], 400);
+}
+
+#[test]
+fn an_invalid_ingress_is_reported_and_the_rest_still_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ingresses.yaml"),
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: good, namespace: web}
+spec:
+  ingressClassName: lb
+  rules:
+  - host: a.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: broken, namespace: web}
+spec:
+  ingressClassName: lb
+  rules:
+  - host: b.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefixx, backend: {service: {name: b, port: {number: 80}}}}
+"#,
+    )
+    .unwrap();
+    let (v, out) = explain(dir.path(), "http://a.example.com/x", &[]);
+    assert_eq!(v["service"], "a");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "invalid manifests: exit 1, answer still printed"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ingresses.yaml") && err.contains("document 2") && err.contains("Ingress web/broken"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.rules[0].http.paths[0].pathType") && err.contains("\"Prefixx\""),
+        "{err}"
+    );
+    let (v, _) = explain(dir.path(), "http://b.example.com/", &[]);
+    assert_eq!(v["status"], 404);
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args([
+            "explain",
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--url",
+            "ftp://x/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--url"));
+}

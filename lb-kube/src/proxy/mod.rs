@@ -1,0 +1,249 @@
+//! The proxy side of lb-kube: Ingresses from a snapshot compiled into an
+//! `lb-route` table, and `explain` (where would this URL go, and why).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use lb_route::{Decision, PathKind, Request, RouteTable};
+use serde::Serialize;
+
+use crate::objects::{Object, ObjectRef};
+use crate::source::file::FileSource;
+use crate::source::{Origin, Problem, Severity, Snapshot};
+
+/// Service port names to numbers, read from the Services of a snapshot.
+#[derive(Debug, Default)]
+pub struct ServicePorts(HashMap<(String, String, String), u16>);
+
+impl ServicePorts {
+    /// Collects every named port of every Service.
+    pub fn from_snapshot(snap: &Snapshot) -> Self {
+        let mut map = HashMap::new();
+        for (_, o) in &snap.objects {
+            let Object::Service(s) = o else { continue };
+            let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let name = s.metadata.name.clone().unwrap_or_default();
+            for p in s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()) {
+                if let (Some(pn), Ok(n)) = (&p.name, u16::try_from(p.port)) {
+                    map.insert((ns.clone(), name.clone(), pn.clone()), n);
+                }
+            }
+        }
+        Self(map)
+    }
+}
+
+impl lb_route::PortResolver for ServicePorts {
+    fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16> {
+        self.0
+            .get(&(namespace.to_owned(), service.to_owned(), port.to_owned()))
+            .copied()
+    }
+}
+
+/// Compiles the Ingresses of a snapshot. Route-table problems are returned
+/// with the file and document of the Ingress they are about.
+pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Problem>) {
+    let mut ingresses = Vec::new();
+    let mut classes = Vec::new();
+    let mut origins: HashMap<String, Option<Origin>> = HashMap::new();
+    for (origin, o) in &snap.objects {
+        match o {
+            Object::Ingress(i) => {
+                let ing = lb_route::Ingress::from((**i).clone());
+                origins.insert(
+                    format!("Ingress {}/{}", ing.metadata.namespace(), ing.metadata.name),
+                    origin.clone(),
+                );
+                ingresses.push(ing);
+            }
+            Object::IngressClass(c) => classes.push(lb_route::IngressClass::from((**c).clone())),
+            _ => {}
+        }
+    }
+    let ports = ServicePorts::from_snapshot(snap);
+    let build = RouteTable::build(&ingresses, &classes, &ports, config);
+    let problems = build
+        .problems
+        .into_iter()
+        .map(|p| {
+            let (ns, name) = p
+                .object
+                .strip_prefix("Ingress ")
+                .and_then(|r| r.split_once('/'))
+                .unwrap_or(("", ""));
+            Problem {
+                severity: match p.severity {
+                    lb_route::Severity::Error => Severity::Error,
+                    lb_route::Severity::Warning => Severity::Warning,
+                },
+                origin: origins.get(&p.object).cloned().flatten(),
+                object: Some(ObjectRef {
+                    kind: "Ingress".into(),
+                    namespace: ns.into(),
+                    name: name.into(),
+                }),
+                field: (!p.field.is_empty()).then_some(p.field),
+                message: p.message,
+            }
+        })
+        .collect();
+    (build.table, problems)
+}
+
+/// The answer of `lb-proxy explain` (the JSON contract of DESIGN.md §4,
+/// plus `why`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explain {
+    /// The status the proxy would answer with (200 when forwarded).
+    pub status: u16,
+    /// `namespace/name` of the deciding Ingress.
+    pub ingress: Option<String>,
+    /// The backend Service.
+    pub service: Option<String>,
+    /// The backend Service port.
+    pub port: Option<u16>,
+    /// Path and query sent upstream.
+    pub upstream_path: Option<String>,
+    /// `Location` of a redirect.
+    pub location: Option<String>,
+    /// How the decision was reached, in words.
+    pub why: String,
+}
+
+/// Why `explain` could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExplainError {
+    /// The URL is not `http://host[:port]/path` or `https://…`.
+    #[error("--url {0:?} is not an http:// or https:// URL with a host")]
+    Url(String),
+    /// A `--header` is not `Name:value`.
+    #[error("--header {0:?} is not NAME:VALUE with a valid header name and value")]
+    Header(String),
+    /// The manifests directory cannot be read.
+    #[error("cannot read {dir}: {source}")]
+    Read {
+        /// The directory.
+        dir: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A URL split for the table: https, authority, origin-form target.
+fn split_url(url: &str) -> Option<(bool, &str, &str)> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        (true, url.strip_prefix("https://")?)
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(end);
+    if authority.is_empty() {
+        return None;
+    }
+    Some((https, authority, if target.is_empty() { "/" } else { target }))
+}
+
+/// Decides where `url` goes with the table, as the proxy would.
+pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result<Explain, ExplainError> {
+    let (https, authority, target) = split_url(url).ok_or_else(|| ExplainError::Url(url.into()))?;
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| ExplainError::Header(h.clone()))?;
+        let name = http::HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| ExplainError::Header(h.clone()))?;
+        let value = http::HeaderValue::from_str(v.trim()).map_err(|_| ExplainError::Header(h.clone()))?;
+        map.append(name, value);
+    }
+    let host = map
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(authority);
+    let req = Request {
+        method: &http::Method::GET,
+        https,
+        host: Some(host),
+        target,
+        client: None,
+        headers: Some(&map),
+    };
+    let decision = table.lookup(&req);
+    let status = decision.status();
+    Ok(match decision {
+        Decision::Forward(f) => Explain {
+            status,
+            why: match &f.matched {
+                Some((path, kind)) => {
+                    let kind = match kind {
+                        PathKind::Exact => "Exact",
+                        PathKind::Prefix => "Prefix",
+                        PathKind::Regex => "regex",
+                    };
+                    format!("host {host:?} matched {kind} path {path:?} of Ingress {}", f.ingress)
+                }
+                None => format!("no path matched; default backend of Ingress {}", f.ingress),
+            },
+            ingress: Some(f.ingress.to_string()),
+            service: Some(f.service),
+            port: Some(f.port),
+            upstream_path: Some(f.upstream_path),
+            location: None,
+        },
+        Decision::Redirect { location, .. } => Explain {
+            status,
+            ingress: None,
+            service: None,
+            port: None,
+            upstream_path: None,
+            why: format!("redirect to {location}"),
+            location: Some(location),
+        },
+        Decision::Deny { ingress, reason, .. } => Explain {
+            status,
+            ingress: ingress.map(|i| i.to_string()),
+            service: None,
+            port: None,
+            upstream_path: None,
+            location: None,
+            why: reason,
+        },
+        Decision::BadRequest(e) => Explain {
+            status,
+            ingress: None,
+            service: None,
+            port: None,
+            upstream_path: None,
+            location: None,
+            why: format!("bad request target: {e}"),
+        },
+        _ => Explain {
+            status,
+            ingress: None,
+            service: None,
+            port: None,
+            upstream_path: None,
+            location: None,
+            why: format!("no rule and no default backend for host {host:?} and this path"),
+        },
+    })
+}
+
+/// Reads `dir` and decides where `url` goes. Returns the answer and every
+/// problem met in the manifests (an invalid Ingress does not route).
+pub fn explain(
+    dir: &Path,
+    url: &str,
+    headers: &[String],
+    config: &lb_route::Config,
+) -> Result<(Explain, Vec<Problem>), ExplainError> {
+    let snap = FileSource::new(dir).read().map_err(|source| ExplainError::Read {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let (table, mut problems) = routes(&snap, config);
+    let answer = explain_with(&table, url, headers)?;
+    let mut all = snap.problems;
+    all.append(&mut problems);
+    Ok((answer, all))
+}
