@@ -1,0 +1,87 @@
+//! Arbitrary Ingresses (hosts, paths, path types, regex, backends) built
+//! into a route table, then looked up: building never panics, and a
+//! forwarded request names a Service and port of a path that was accepted.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use lb_route::*;
+
+#[derive(Arbitrary, Debug)]
+struct Path {
+    path: Option<String>,
+    kind: u8,
+    service: String,
+    port: (Option<String>, Option<i32>),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Ing {
+    regex: Option<String>,
+    default: Option<String>,
+    rules: Vec<(Option<String>, Vec<Path>)>,
+    created: Option<u8>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    ingresses: Vec<Ing>,
+    requests: Vec<(String, String)>,
+}
+
+fn backend(service: &str, port: (Option<String>, Option<i32>)) -> IngressBackend {
+    IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: service.to_owned(),
+            port: ServiceBackendPort { name: port.0, number: port.1 },
+        }),
+        resource: None,
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let ingresses: Vec<Ingress> = input
+        .ingresses
+        .into_iter()
+        .take(16)
+        .enumerate()
+        .map(|(i, ing)| {
+            let mut out = Ingress::default();
+            out.metadata.name = format!("i{i}");
+            out.metadata.creation_timestamp = ing.created.map(|d| format!("2024-01-01T00:00:{:02}Z", d % 60));
+            if let Some(r) = ing.regex {
+                out.metadata.annotations.insert(USE_REGEX.into(), r);
+            }
+            out.spec.ingress_class_name = Some("lb".into());
+            out.spec.default_backend = ing.default.map(|s| backend(&s, (None, Some(80))));
+            for (host, paths) in ing.rules.into_iter().take(8) {
+                out.spec.rules.push(IngressRule {
+                    host,
+                    http: Some(HttpIngressRuleValue {
+                        paths: paths
+                            .into_iter()
+                            .take(16)
+                            .map(|p| HttpIngressPath {
+                                path: p.path,
+                                path_type: Some(
+                                    ["Exact", "Prefix", "ImplementationSpecific", "Other"][p.kind as usize % 4].into(),
+                                ),
+                                backend: backend(&p.service, p.port),
+                            })
+                            .collect(),
+                    }),
+                });
+            }
+            out
+        })
+        .collect();
+    let ports = |_: &str, _: &str, name: &str| (name.len() == 4).then_some(8080);
+    let build = RouteTable::build(&ingresses, &[], &ports, &Config::default());
+    for (host, target) in input.requests.iter().take(16) {
+        if let Decision::Forward(f) = build.table.lookup(&Request::get(host, target)) {
+            assert!(f.port > 0);
+            assert!(f.upstream_path.starts_with('/'));
+            assert!(ingresses.iter().any(|i| i.metadata.name == f.ingress.name));
+        }
+    }
+});
