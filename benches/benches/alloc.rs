@@ -2,39 +2,12 @@
 //!
 //! `cargo bench -p lb-benches --bench alloc`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lb_alloc::{Allocator, Family, Request};
-use lb_benches::{pool, requests};
-
-/// Counts live heap bytes, to report memory per held allocation.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+use lb_benches::{Counting, live_bytes, pool, requests};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -54,10 +27,10 @@ fn memory_report() {
     for (cidr, family) in [("10.0.0.0/15", Family::V4), ("fc00::/64", Family::V6)] {
         let pools = pool(cidr);
         let reqs = requests(N, family);
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = live_bytes();
         let mut a = Allocator::new();
         drop(a.sync(&pools, &reqs));
-        let after = LIVE.load(Ordering::Relaxed);
+        let after = live_bytes();
         println!(
             "memory: {cidr}: {} bytes per held allocation ({} services, {} index intervals)",
             (after - before) / N as isize,

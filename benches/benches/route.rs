@@ -1,0 +1,225 @@
+//! Route-table benchmarks (issue targets in the README's performance
+//! section): 10k Ingresses x 5 paths over 10k hosts, one host with 500
+//! regex paths, a linear-scan baseline and a matchit-based matcher.
+//!
+//! `cargo bench -p lb-benches --bench route`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lb_benches::{Counting, live_bytes};
+use lb_route::{Config, Decision, Ingress, Request, RouteTable};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const N: usize = 10_000;
+
+/// `n` Ingresses, one host each, 5 paths: `/`, `/api`, `/api/v1`,
+/// `/static` (Prefix) and `/healthz` (Exact).
+fn ingresses(n: usize) -> Vec<Ingress> {
+    (0..n)
+        .map(|i| {
+            let paths: Vec<serde_json::Value> = [
+                ("/", "Prefix"),
+                ("/api", "Prefix"),
+                ("/api/v1", "Prefix"),
+                ("/static", "Prefix"),
+                ("/healthz", "Exact"),
+            ]
+            .iter()
+            .enumerate()
+            .map(|(p, (path, kind))| {
+                serde_json::json!({"path": path, "pathType": kind,
+                    "backend": {"service": {"name": format!("svc{i}-{p}"), "port": {"number": 8080}}}})
+            })
+            .collect();
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("ing{i}"), "namespace": format!("ns{}", i % 50)},
+                "spec": {"ingressClassName": "lb", "rules": [{"host": format!("host{i}.example.com"), "http": {"paths": paths}}]}
+            }))
+            .expect("valid Ingress")
+        })
+        .collect()
+}
+
+fn regex_host(n: usize) -> Vec<Ingress> {
+    let paths: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"path": format!("/r{i}/[0-9]+/items(/|$)(.*)"), "pathType": "ImplementationSpecific",
+                "backend": {"service": {"name": format!("svc{i}"), "port": {"number": 80}}}})
+        })
+        .collect();
+    vec![
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "regex", "namespace": "default",
+                         "annotations": {"nginx.ingress.kubernetes.io/use-regex": "true"}},
+            "spec": {"ingressClassName": "lb", "rules": [{"host": "re.example.com", "http": {"paths": paths}}]}
+        }))
+        .expect("valid Ingress"),
+    ]
+}
+
+/// The requests: a spread of hosts and paths, every one routed.
+fn requests(n: usize) -> Vec<(String, &'static str)> {
+    let paths = [
+        "/api/v1/users/42",
+        "/",
+        "/static/app.js",
+        "/healthz",
+        "/api/orders?id=7",
+        "/about/team",
+    ];
+    (0..1024)
+        .map(|k| (format!("host{}.example.com", (k * 7919) % n), paths[k % paths.len()]))
+        .collect()
+}
+
+/// The spec's matcher as a plain scan over every path of every Ingress.
+struct Linear(Vec<(String, String, bool, String)>);
+
+impl Linear {
+    fn new(ings: &[Ingress]) -> Self {
+        let mut v = Vec::new();
+        for ing in ings {
+            for rule in &ing.spec.rules {
+                for p in &rule.http.as_ref().unwrap().paths {
+                    v.push((
+                        rule.host.clone().unwrap_or_default(),
+                        p.path.clone().unwrap_or_default(),
+                        p.path_type.as_deref() == Some("Exact"),
+                        p.backend.service.as_ref().unwrap().name.clone(),
+                    ));
+                }
+            }
+        }
+        Self(v)
+    }
+
+    fn lookup(&self, host: &str, path: &str) -> Option<&str> {
+        let path = path.split('?').next().unwrap_or(path);
+        let mut best: Option<(usize, bool, &str)> = None;
+        for (h, p, exact, svc) in &self.0 {
+            if h != host {
+                continue;
+            }
+            let q = p.trim_end_matches('/');
+            let hit = if *exact {
+                path == p
+            } else {
+                p == "/" || path == q || path.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
+            };
+            if hit && best.is_none_or(|b| (p.len(), *exact) > (b.0, b.1)) {
+                best = Some((p.len(), *exact, svc));
+            }
+        }
+        best.map(|b| b.2)
+    }
+}
+
+/// Hosts and paths in one matchit router: `host/path` for Exact,
+/// `host/prefix` plus `host/prefix/{*rest}` for Prefix.
+fn matchit_router(ings: &[Ingress]) -> matchit::Router<String> {
+    let mut r = matchit::Router::new();
+    for ing in ings {
+        for rule in &ing.spec.rules {
+            let host = rule.host.clone().unwrap_or_default();
+            for p in &rule.http.as_ref().unwrap().paths {
+                let path = p.path.clone().unwrap_or_default();
+                let svc = p.backend.service.as_ref().unwrap().name.clone();
+                let q = path.trim_end_matches('/');
+                if p.path_type.as_deref() == Some("Exact") {
+                    let _ = r.insert(format!("/{host}{path}"), svc);
+                } else {
+                    let _ = r.insert(format!("/{host}{q}"), svc.clone());
+                    let _ = r.insert(format!("/{host}{q}/"), svc.clone());
+                    let _ = r.insert(format!("/{host}{q}/{{*rest}}"), svc);
+                }
+            }
+        }
+    }
+    r
+}
+
+fn memory_report() {
+    let ings = ingresses(N);
+    let before = live_bytes();
+    let build = RouteTable::build(&ings, &[], &(), &Config::default());
+    let after = live_bytes();
+    assert!(build.problems.is_empty());
+    println!(
+        "memory: route table of {N} Ingresses x 5 paths: {} bytes ({} per Ingress)",
+        after - before,
+        (after - before) / N as isize
+    );
+    drop(build);
+}
+
+fn benches(c: &mut Criterion) {
+    memory_report();
+    let ings = ingresses(N);
+    let table = RouteTable::build(&ings, &[], &(), &Config::default()).table;
+    let reqs = requests(N);
+    for (h, p) in &reqs {
+        assert!(
+            matches!(table.lookup(&Request::get(h, p)), Decision::Forward(_)),
+            "{h}{p}"
+        );
+    }
+    let mut g = c.benchmark_group("route");
+    g.measurement_time(Duration::from_secs(4));
+    g.bench_function("lookup_10k_ingresses", |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            let (h, p) = &reqs[k];
+            black_box(table.lookup(&Request::get(h, p)))
+        })
+    });
+    let linear = Linear::new(&ings);
+    g.bench_function("baseline_linear_scan_10k_ingresses", |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            let (h, p) = &reqs[k];
+            black_box(linear.lookup(h, p))
+        })
+    });
+    let router = matchit_router(&ings);
+    g.bench_function("matchit_10k_ingresses", |b| {
+        let mut k = 0;
+        let keys: Vec<String> = reqs
+            .iter()
+            .map(|(h, p)| format!("/{h}{}", p.split('?').next().unwrap()))
+            .collect();
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            black_box(router.at(&keys[k]).map(|m| m.value.len()).ok())
+        })
+    });
+    g.sample_size(10);
+    g.bench_function("build_10k_ingresses", |b| {
+        b.iter(|| black_box(RouteTable::build(&ings, &[], &(), &Config::default())))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("regex");
+    g.measurement_time(Duration::from_secs(4));
+    let re = RouteTable::build(&regex_host(500), &[], &(), &Config::default());
+    assert!(re.problems.is_empty(), "{:?}", re.problems);
+    let re = re.table;
+    for (name, path) in [
+        ("lookup_500_regex_paths_last", "/r499/123/items/x"),
+        ("lookup_500_regex_paths_first", "/r0/1/items"),
+        ("lookup_500_regex_paths_miss", "/nothing/here"),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(re.lookup(&Request::get("re.example.com", path))))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(route, benches);
+criterion_main!(route);
