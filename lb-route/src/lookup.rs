@@ -1,5 +1,6 @@
 //! One request in, one decision out.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::host::canonical_host;
@@ -37,29 +38,29 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Where a request goes.
+/// Where a request goes. Borrows from the table and the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
+pub struct Forward<'a> {
     /// The Ingress whose rule (or default backend) matched.
-    pub ingress: IngressRef,
+    pub ingress: &'a IngressRef,
     /// The Service, in that Ingress's namespace.
-    pub service: String,
+    pub service: &'a str,
     /// The Service port.
     pub port: u16,
     /// The path and query to send upstream.
-    pub upstream_path: String,
+    pub upstream_path: Cow<'a, str>,
     /// The `Host` to send upstream.
-    pub upstream_host: String,
+    pub upstream_host: &'a str,
     /// The rule path that matched (`None` for a default backend).
-    pub matched: Option<(String, PathKind)>,
+    pub matched: Option<(&'a str, PathKind)>,
 }
 
 /// The decision for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Decision {
+pub enum Decision<'a> {
     /// Proxy it.
-    Forward(Forward),
+    Forward(Forward<'a>),
     /// Answer with a redirect.
     Redirect {
         /// 301, 302, 307, 308 …
@@ -73,7 +74,7 @@ pub enum Decision {
         /// The status.
         status: u16,
         /// The Ingress that decided, if any.
-        ingress: Option<IngressRef>,
+        ingress: Option<&'a IngressRef>,
         /// Why.
         reason: String,
     },
@@ -83,7 +84,7 @@ pub enum Decision {
     NotFound,
 }
 
-impl Decision {
+impl Decision<'_> {
     /// The HTTP status the proxy answers with (200 for a forward: the
     /// backend's own status is what the client gets).
     pub fn status(&self) -> u16 {
@@ -113,25 +114,25 @@ impl RouteTable {
     /// assert!(build.problems.is_empty());
     /// match build.table.lookup(&Request::get("Shop.Example.com:80", "/cart/items?id=7")) {
     ///     Decision::Forward(f) => {
-    ///         assert_eq!((f.service.as_str(), f.port), ("cart", 8080));
+    ///         assert_eq!((f.service, f.port), ("cart", 8080));
     ///         assert_eq!(f.upstream_path, "/cart/items?id=7");
     ///     }
     ///     other => panic!("{other:?}"),
     /// }
     /// assert_eq!(build.table.lookup(&Request::get("shop.example.com", "/cartography")).status(), 404);
     /// ```
-    pub fn lookup(&self, req: &Request<'_>) -> Decision {
+    pub fn lookup<'a>(&'a self, req: &Request<'a>) -> Decision<'a> {
         let target = match Target::parse(req.target, &self.policy) {
             Ok(t) => t,
             Err(e) => return Decision::BadRequest(e),
         };
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
-        let authority = target.authority.as_deref().or(req.host).unwrap_or("");
+        let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
         let Some(route) = self.route_for(&host, &target.path) else {
             return Decision::NotFound;
         };
-        let ingress = self.ingress(route).clone();
+        let ingress = self.ingress(route);
         let port = match &route.backend.port {
             BackendPort::Number(n) => *n,
             BackendPort::Unresolved(name) => {
@@ -144,11 +145,11 @@ impl RouteTable {
         };
         Decision::Forward(Forward {
             ingress,
-            service: route.backend.service.clone(),
+            service: &route.backend.service,
             port,
             upstream_path: target.path_and_query(),
-            upstream_host: req.host.unwrap_or(authority).to_owned(),
-            matched: (!route.path.is_empty()).then(|| (route.path.to_string(), route.kind)),
+            upstream_host: req.host.unwrap_or(authority),
+            matched: (!route.path.is_empty()).then_some((&*route.path, route.kind)),
         })
     }
 }

@@ -13,19 +13,21 @@
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use crate::class::ClassConfig;
-use crate::host::{RuleHost, canonical_host, wildcard_suffix};
+use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
 use crate::problem::{Problem, Severity};
-use crate::target::{PathPolicy, Target};
+use crate::target::PathPolicy;
 
 /// `nginx.ingress.kubernetes.io/use-regex`.
 pub const USE_REGEX: &str = "nginx.ingress.kubernetes.io/use-regex";
 
 /// Largest compiled size of one regex path (bytes of the compiled program).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Largest compiled size of the set of one host's regex paths.
+const REGEX_SET_SIZE_LIMIT: usize = 64 << 20;
 
 /// Resolves a named Service port to its number (the caller knows the
 /// Services; the table does not).
@@ -123,6 +125,8 @@ pub(crate) struct HostRoutes {
     pub(crate) prefix: Vec<(Box<str>, u32)>,
     /// Regex routes, longest path first, then oldest.
     pub(crate) regex: Vec<u32>,
+    /// The same regexes as one set, matched in one pass over the path.
+    pub(crate) regex_set: Option<RegexSet>,
     /// The `defaultBackend` of the oldest Ingress naming this host.
     pub(crate) default: Option<u32>,
 }
@@ -179,10 +183,15 @@ fn check_spec_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The pattern a regex path compiles to: anchored at the start only.
+fn anchored(path: &str) -> String {
+    format!("^(?:{path})")
+}
+
 /// Compiles a regex path: anchored at the start, case-insensitive, linear
 /// time (RE2 semantics), bounded size.
 pub(crate) fn compile_regex(path: &str) -> Result<Regex, String> {
-    RegexBuilder::new(&format!("^(?:{path})"))
+    RegexBuilder::new(&anchored(path))
         .case_insensitive(true)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
@@ -538,8 +547,17 @@ impl Builder<'_> {
             prefixes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
             prefixes.dedup_by(|later, first| later.0 == first.0);
             hr.prefix = prefixes.into_iter().map(|(k, _, r)| (k, r)).collect();
-            hr.regex
-                .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
+            hr.regex.sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
+            if hr.regex.len() > 1 {
+                // Each regex compiled alone within its limit; the set gets
+                // their sum, capped. Past the cap, paths are tried one by one.
+                let limit = (REGEX_SIZE_LIMIT * hr.regex.len()).min(REGEX_SET_SIZE_LIMIT);
+                hr.regex_set = RegexSetBuilder::new(hr.regex.iter().map(|&r| anchored(&routes[r as usize].path)))
+                    .case_insensitive(true)
+                    .size_limit(limit)
+                    .build()
+                    .ok();
+            }
         }
         Build {
             table: self.table,
@@ -610,16 +628,18 @@ impl RouteTable {
                 }
             }
         }
-        for &r in &hr.regex {
-            let route = &self.routes[r as usize];
-            if best.is_some_and(|b| b.0 >= route.path.len()) {
-                // Sorted longest first: nothing later can win.
-                break;
-            }
-            if route.regex.as_ref().is_some_and(|re| re.is_match(path)) {
-                best = Some((route.path.len(), PathKind::Regex, r));
-                break;
-            }
+        // Regex routes are sorted longest first: the first that matches is
+        // the only candidate, and it must be longer than the best so far
+        // (at equal length, Exact and Prefix win).
+        let beats = |r: u32| best.is_none_or(|b| self.routes[r as usize].path.len() > b.0);
+        let hit = match &hr.regex_set {
+            Some(set) => set.matches(path).iter().next().map(|i| hr.regex[i]),
+            None => hr.regex.iter().copied().find(|&r| {
+                !beats(r) || self.routes[r as usize].regex.as_ref().is_some_and(|re| re.is_match(path))
+            }),
+        };
+        if let Some(r) = hit.filter(|&r| beats(r)) {
+            best = Some((self.routes[r as usize].path.len(), PathKind::Regex, r));
         }
         best.map(|b| b.2)
     }
@@ -633,17 +653,6 @@ impl RouteTable {
         }
         .or(self.catch_all)?;
         Some(&self.routes[r as usize])
-    }
-
-    /// The canonical form of a request's host and target, as the table
-    /// reads them.
-    pub fn canonical<'a>(
-        &self,
-        authority: &'a str,
-        target: &str,
-    ) -> Result<(std::borrow::Cow<'a, str>, Target), crate::target::TargetError> {
-        let t = Target::parse(target, &self.policy)?;
-        Ok((canonical_host(authority), t))
     }
 
     pub(crate) fn ingress(&self, r: &Route) -> &IngressRef {

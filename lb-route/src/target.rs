@@ -4,6 +4,7 @@
 //! other escapes kept with upper-case hex, invalid escapes and NUL rejected,
 //! an explicit policy for an encoded `/` or `\`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// What to do with `%2F` and `%5C` in a request path.
@@ -68,22 +69,26 @@ pub enum TargetError {
     Authority,
 }
 
-/// A parsed request target.
+/// A parsed request target, borrowing from the raw one wherever it was
+/// canonical already (the common case costs no allocation).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Target<'a> {
     /// The canonical path (starts with `/`).
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The query without `?`, as sent (validated, not rewritten).
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
     /// The authority of an absolute-form target (it overrides `Host`).
-    pub authority: Option<String>,
+    pub authority: Option<&'a str>,
     /// `https` from an absolute-form target, if it said so.
     pub https: Option<bool>,
+    /// The raw origin-form target when its path was canonical: it is then
+    /// exactly `path?query`.
+    as_sent: Option<&'a str>,
 }
 
-impl Target {
+impl<'a> Target<'a> {
     /// Parses a request target. `*` (OPTIONS) is taken as `/`.
-    pub fn parse(raw: &str, policy: &PathPolicy) -> Result<Self, TargetError> {
+    pub fn parse(raw: &'a str, policy: &PathPolicy) -> Result<Self, TargetError> {
         if raw.len() > policy.max_len {
             return Err(TargetError::TooLong(policy.max_len));
         }
@@ -107,7 +112,7 @@ impl Target {
             if authority.is_empty() || authority.contains('@') {
                 return Err(TargetError::Authority);
             }
-            (Some(authority.to_owned()), Some(https), &after[end..])
+            (Some(authority), Some(https), &after[end..])
         };
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -118,24 +123,49 @@ impl Target {
         if let Some(q) = query {
             check_escapes(q)?;
         }
+        let path = if is_canonical(path, policy) {
+            Cow::Borrowed(path)
+        } else {
+            Cow::Owned(canonical_path(path, policy)?)
+        };
+        let as_sent = (authority.is_none() && raw != "*" && matches!(path, Cow::Borrowed(_))).then_some(raw);
         Ok(Self {
-            path: canonical_path(path, policy)?,
-            query: query.map(str::to_owned),
+            path,
+            query,
             authority,
             https,
+            as_sent,
         })
     }
 
     /// The path and query as sent upstream when nothing rewrites them.
-    pub fn path_and_query(&self) -> String {
-        match &self.query {
-            Some(q) => format!("{}?{}", self.path, q),
-            None => self.path.clone(),
+    pub fn path_and_query(&self) -> Cow<'a, str> {
+        match (self.as_sent, self.query) {
+            (Some(raw), _) => Cow::Borrowed(raw),
+            (None, None) => self.path.clone(),
+            (None, Some(q)) => Cow::Owned(format!("{}?{q}", self.path)),
         }
     }
 }
 
-impl fmt::Display for Target {
+/// Whether `path` is its own canonical form: ASCII, no escapes, no dot
+/// segments, and (when merging) no empty segment but a final one.
+fn is_canonical(path: &str, policy: &PathPolicy) -> bool {
+    let b = path.as_bytes();
+    if !b.is_ascii() || b.contains(&b'%') || b.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segs = path[1..].split('/').peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && policy.merge_slashes && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+impl fmt::Display for Target<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.path)?;
         if let Some(q) = &self.query {

@@ -183,7 +183,7 @@ proptest! {
         for (h, path) in requests {
             let host = REQUEST_HOSTS[h];
             let got = match build.table.lookup(&Request::get(host, &path)) {
-                Decision::Forward(f) => f.service,
+                Decision::Forward(f) => f.service.to_owned(),
                 d => d.status().to_string(),
             };
             prop_assert_eq!(got, reference(&spec, host, &path), "{} {}", host, path);

@@ -34,7 +34,7 @@ fn go(t: &RouteTable, host: &str, target: &str) -> String {
 /// Just the service, or the status.
 fn svc(t: &RouteTable, host: &str, target: &str) -> String {
     match t.lookup(&Request::get(host, target)) {
-        Decision::Forward(f) => f.service,
+        Decision::Forward(f) => f.service.to_owned(),
         d => d.status().to_string(),
     }
 }
@@ -376,7 +376,7 @@ fn one_canonical_path_for_matching_and_forwarding() {
     assert_eq!(svc(&t, "n.example.com", "/foo%2Fbar"), "400");
     // The absolute form's authority wins over Host; Host is forwarded as sent.
     match t.lookup(&Request::get("other.example", "http://n.example.com/foo")) {
-        Decision::Forward(f) => assert_eq!((f.service.as_str(), f.upstream_host.as_str()), ("foo", "other.example")),
+        Decision::Forward(f) => assert_eq!((f.service, f.upstream_host), ("foo", "other.example")),
         d => panic!("{d:?}"),
     }
 }

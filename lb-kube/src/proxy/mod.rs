@@ -185,9 +185,9 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
                 None => format!("no path matched; default backend of Ingress {}", f.ingress),
             },
             ingress: Some(f.ingress.to_string()),
-            service: Some(f.service),
+            service: Some(f.service.to_owned()),
             port: Some(f.port),
-            upstream_path: Some(f.upstream_path),
+            upstream_path: Some(f.upstream_path.into_owned()),
             location: None,
         },
         Decision::Redirect { location, .. } => Explain {
