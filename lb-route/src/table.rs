@@ -118,9 +118,10 @@ pub(crate) struct Route {
 /// The routes of one host bucket.
 #[derive(Debug, Default)]
 pub(crate) struct HostRoutes {
-    /// Exact paths, sorted.
+    /// Exact paths, sorted by [`key_order`].
     pub(crate) exact: Vec<(Box<str>, u32)>,
-    /// Prefix paths without their trailing `/` (`""` for `/`), sorted; the
+    /// Prefix paths without their trailing `/` (`""` for `/`), sorted by
+    /// [`key_order`]; the
     /// route is the best one for that key.
     pub(crate) prefix: Vec<(Box<str>, u32)>,
     /// Regex routes, longest path first, then oldest.
@@ -153,6 +154,12 @@ pub struct Build {
     /// What was wrong, per Ingress and field; an Ingress with an error is
     /// left out whole, the others serve.
     pub problems: Vec<Problem>,
+}
+
+/// The order path keys are sorted and searched in: by length first, which
+/// settles most comparisons without reading the strings.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// Creation time, then namespace/name: the order conflicts are settled in.
@@ -541,13 +548,14 @@ impl Builder<'_> {
     fn finish(mut self) -> Build {
         let routes = &self.table.routes;
         for (hr, mut prefixes) in self.table.hosts.iter_mut().zip(self.prefixes) {
-            hr.exact.sort_unstable();
+            hr.exact.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
             // Per key, the longest path (`/foo/` over `/foo`), then the
             // oldest Ingress (routes are numbered oldest first).
-            prefixes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+            prefixes.sort_unstable_by(|a, b| key_order(&a.0, &b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
             prefixes.dedup_by(|later, first| later.0 == first.0);
             hr.prefix = prefixes.into_iter().map(|(k, _, r)| (k, r)).collect();
-            hr.regex.sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
+            hr.regex
+                .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
             if hr.regex.len() > 1 {
                 // Each regex compiled alone within its limit; the set gets
                 // their sum, capped. Past the cap, paths are tried one by one.
@@ -611,7 +619,9 @@ impl RouteTable {
     /// The best route for a canonical path in a bucket.
     pub(crate) fn best(&self, hr: &HostRoutes, path: &str) -> Option<u32> {
         let find = |list: &[(Box<str>, u32)], key: &str| {
-            list.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| list[i].1)
+            list.binary_search_by(|(k, _)| key_order(k, key))
+                .ok()
+                .map(|i| list[i].1)
         };
         // (length of the rule path, kind) of the best so far.
         let mut best: Option<(usize, PathKind, u32)> = find(&hr.exact, path).map(|r| (path.len(), PathKind::Exact, r));
@@ -635,7 +645,11 @@ impl RouteTable {
         let hit = match &hr.regex_set {
             Some(set) => set.matches(path).iter().next().map(|i| hr.regex[i]),
             None => hr.regex.iter().copied().find(|&r| {
-                !beats(r) || self.routes[r as usize].regex.as_ref().is_some_and(|re| re.is_match(path))
+                !beats(r)
+                    || self.routes[r as usize]
+                        .regex
+                        .as_ref()
+                        .is_some_and(|re| re.is_match(path))
             }),
         };
         if let Some(r) = hit.filter(|&r| beats(r)) {
