@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn absolute_form_gives_the_authority() {
         let t = Target::parse("https://Foo.Bar.com:8443/x", &PathPolicy::default()).unwrap();
-        assert_eq!(t.authority.as_deref(), Some("Foo.Bar.com:8443"));
+        assert_eq!(t.authority, Some("Foo.Bar.com:8443"));
         assert_eq!(t.https, Some(true));
         assert_eq!(t.path, "/x");
     }
