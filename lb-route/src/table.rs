@@ -225,14 +225,21 @@ struct Builder<'a> {
 }
 
 /// What one valid path of an Ingress compiles to, before insertion.
-struct PathSpec {
-    host: RuleHost,
-    path: String,
+struct PathSpec<'i> {
+    /// Index into the Ingress's rule hosts.
+    host: usize,
+    path: &'i str,
     kind: PathKind,
     backend: Backend,
     regex: Option<Regex>,
-    field: String,
+    /// `spec.rules[rule].http.paths[index]`, formatted only when reported.
+    rule: usize,
+    index: usize,
 }
+
+/// What a valid Ingress compiles to: its rule hosts (each once), its paths
+/// and its default backend.
+type Compiled<'i> = (Vec<RuleHost>, Vec<PathSpec<'i>>, Option<Backend>);
 
 impl Builder<'_> {
     fn host_bucket(&mut self, host: &RuleHost) -> u32 {
@@ -249,25 +256,32 @@ impl Builder<'_> {
         id
     }
 
-    fn backend(&self, ns: &str, b: &IngressBackend, field: &str) -> Result<Option<Backend>, (String, String)> {
+    /// The Service backend of `b`; `field` names it in errors.
+    fn backend(
+        &self,
+        ns: &str,
+        b: &IngressBackend,
+        field: impl Fn() -> String,
+    ) -> Result<Option<Backend>, (String, String)> {
+        let field = &field;
         match (&b.service, &b.resource) {
-            (Some(_), Some(_)) => Err((field.into(), "cannot set both resource and service backends".into())),
-            (None, None) => Err((field.into(), "a backend needs a service (name and port)".into())),
+            (Some(_), Some(_)) => Err((field(), "cannot set both resource and service backends".into())),
+            (None, None) => Err((field(), "a backend needs a service (name and port)".into())),
             (None, Some(_)) => Ok(None),
             (Some(s), None) => {
                 if s.name.is_empty() {
-                    return Err((format!("{field}.service.name"), "must not be empty".into()));
+                    return Err((format!("{}.service.name", field()), "must not be empty".into()));
                 }
                 let port = match (&s.port.name, s.port.number) {
                     (Some(_), Some(_)) => {
                         return Err((
-                            format!("{field}.service.port"),
+                            format!("{}.service.port", field()),
                             "set either name or number, not both".into(),
                         ));
                     }
                     (None, None) => {
                         return Err((
-                            format!("{field}.service.port"),
+                            format!("{}.service.port", field()),
                             "port name or number is required".into(),
                         ));
                     }
@@ -275,7 +289,7 @@ impl Builder<'_> {
                         Ok(n) if n > 0 => BackendPort::Number(n),
                         _ => {
                             return Err((
-                                format!("{field}.service.port.number"),
+                                format!("{}.service.port.number", field()),
                                 format!("{n} is not a port (1-65535)"),
                             ));
                         }
@@ -295,8 +309,7 @@ impl Builder<'_> {
 
     /// Checks a whole Ingress; returns its paths, its default backend, or
     /// the errors that disable it.
-    #[allow(clippy::type_complexity)]
-    fn compile(&mut self, ing: &Ingress) -> Result<(Vec<PathSpec>, Option<Backend>), Vec<(String, String)>> {
+    fn compile<'i>(&mut self, ing: &'i Ingress) -> Result<Compiled<'i>, Vec<(String, String)>> {
         let ns = ing.metadata.namespace();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -318,7 +331,7 @@ impl Builder<'_> {
             ));
         }
         let default = match &ing.spec.default_backend {
-            Some(b) => match self.backend(ns, b, "spec.defaultBackend") {
+            Some(b) => match self.backend(ns, b, || "spec.defaultBackend".into()) {
                 Ok(Some(b)) => Some(b),
                 Ok(None) => {
                     warnings.push((
@@ -335,9 +348,16 @@ impl Builder<'_> {
             None => None,
         };
         let mut specs = Vec::new();
+        let mut hosts: Vec<RuleHost> = Vec::new();
         for (r, rule) in ing.spec.rules.iter().enumerate() {
             let host = match RuleHost::parse(rule.host.as_deref()) {
-                Ok(h) => h,
+                Ok(h) => match hosts.iter().position(|x| *x == h) {
+                    Some(i) => i,
+                    None => {
+                        hosts.push(h);
+                        hosts.len() - 1
+                    }
+                },
                 Err(e) => {
                     errors.push((format!("spec.rules[{r}].host"), e.to_string()));
                     continue;
@@ -345,7 +365,7 @@ impl Builder<'_> {
             };
             let Some(http) = &rule.http else { continue };
             for (p, path) in http.paths.iter().enumerate() {
-                let field = format!("spec.rules[{r}].http.paths[{p}]");
+                let field = || format!("spec.rules[{r}].http.paths[{p}]");
                 let kind = match path.path_type.as_deref() {
                     Some("Exact") => PathKind::Exact,
                     Some("Prefix") => PathKind::Prefix,
@@ -353,14 +373,14 @@ impl Builder<'_> {
                     Some("ImplementationSpecific") => PathKind::Prefix,
                     Some(other) => {
                         errors.push((
-                            format!("{field}.pathType"),
+                            format!("{}.pathType", field()),
                             format!("{other:?} is not one of \"Exact\", \"Prefix\", \"ImplementationSpecific\""),
                         ));
                         continue;
                     }
                     None => {
                         errors.push((
-                            format!("{field}.pathType"),
+                            format!("{}.pathType", field()),
                             "required: \"Exact\", \"Prefix\" or \"ImplementationSpecific\"".into(),
                         ));
                         continue;
@@ -370,7 +390,10 @@ impl Builder<'_> {
                 let text = match path.path.as_deref() {
                     Some("") | None if implementation_specific => "/",
                     None => {
-                        errors.push((format!("{field}.path"), "required for Exact and Prefix paths".into()));
+                        errors.push((
+                            format!("{}.path", field()),
+                            "required for Exact and Prefix paths".into(),
+                        ));
                         continue;
                     }
                     Some(t) => t,
@@ -392,37 +415,37 @@ impl Builder<'_> {
                     _ => check_spec_path(text),
                 };
                 if let Err(e) = checked {
-                    errors.push((format!("{field}.path"), e));
+                    errors.push((format!("{}.path", field()), e));
                     continue;
                 }
-                match self.backend(ns, &path.backend, &format!("{field}.backend")) {
+                match self.backend(ns, &path.backend, || format!("{}.backend", field())) {
                     Ok(Some(backend)) => specs.push(PathSpec {
-                        host: host.clone(),
-                        path: text.to_owned(),
+                        host,
+                        path: text,
                         kind,
                         backend,
                         regex,
-                        field,
+                        rule: r,
+                        index: p,
                     }),
                     Ok(None) => warnings.push((
-                        format!("{field}.backend.resource"),
+                        format!("{}.backend.resource", field()),
                         "resource backends are not routable by a proxy; path ignored".into(),
                     )),
                     Err(e) => errors.push(e),
                 }
             }
         }
-        let object = format!("Ingress {ns}/{}", ing.metadata.name);
         for (field, message) in warnings {
             self.problems.push(Problem {
                 severity: Severity::Warning,
-                object: object.clone(),
+                object: format!("Ingress {ns}/{}", ing.metadata.name),
                 field,
                 message,
             });
         }
         if errors.is_empty() {
-            Ok((specs, default))
+            Ok((hosts, specs, default))
         } else {
             Err(errors)
         }
@@ -430,14 +453,14 @@ impl Builder<'_> {
 
     fn add(&mut self, ing: &Ingress) {
         let ns = ing.metadata.namespace();
-        let object = format!("Ingress {ns}/{}", ing.metadata.name);
-        let (specs, default) = match self.compile(ing) {
+        let object = || format!("Ingress {ns}/{}", ing.metadata.name);
+        let (hosts, specs, default) = match self.compile(ing) {
             Ok(c) => c,
             Err(errors) => {
                 for (field, message) in errors {
                     self.problems.push(Problem {
                         severity: Severity::Error,
-                        object: object.clone(),
+                        object: object(),
                         field,
                         message,
                     });
@@ -452,31 +475,22 @@ impl Builder<'_> {
         });
         // Every host a rule names gets its bucket, paths or not: the host
         // is claimed (ingress-nginx renders a server for it).
-        let mut hosts: Vec<RuleHost> = Vec::new();
-        for rule in &ing.spec.rules {
-            if let Ok(h) = RuleHost::parse(rule.host.as_deref())
-                && !hosts.contains(&h)
-            {
-                self.host_bucket(&h);
-                hosts.push(h);
-            }
-        }
+        let buckets: Vec<usize> = hosts.iter().map(|h| self.host_bucket(h) as usize).collect();
         if let Some(backend) = default {
             let route = self.push_route(index, "", PathKind::Prefix, backend, None);
             if ing.spec.rules.is_empty() {
                 match self.table.catch_all {
                     None => self.table.catch_all = Some(route),
                     Some(first) => {
-                        self.conflict(&object, "spec.defaultBackend", "the catch-all default backend", first)
+                        self.conflict(object(), "spec.defaultBackend", "the catch-all default backend", first)
                     }
                 }
             } else {
-                for h in hosts {
-                    let bucket = self.host_bucket(&h) as usize;
+                for (h, &bucket) in hosts.iter().zip(&buckets) {
                     match self.table.hosts[bucket].default {
                         None => self.table.hosts[bucket].default = Some(route),
                         Some(first) => self.conflict(
-                            &object,
+                            object(),
                             "spec.defaultBackend",
                             &format!("the default backend of host {h}"),
                             first,
@@ -486,7 +500,7 @@ impl Builder<'_> {
             }
         }
         for spec in specs {
-            let bucket = self.host_bucket(&spec.host) as usize;
+            let bucket = buckets[spec.host];
             let taken = {
                 let hr = &self.table.hosts[bucket];
                 let same = |&(ref p, r): &(Box<str>, u32)| {
@@ -506,8 +520,9 @@ impl Builder<'_> {
                 }
             };
             if let Some(first) = taken {
-                let what = format!("host {} path {:?} ({:?})", spec.host, spec.path, spec.kind);
-                self.conflict(&object, &spec.field, &what, first);
+                let what = format!("host {} path {:?} ({:?})", hosts[spec.host], spec.path, spec.kind);
+                let field = format!("spec.rules[{}].http.paths[{}]", spec.rule, spec.index);
+                self.conflict(object(), &field, &what, first);
                 continue;
             }
             let len = spec.path.len();
@@ -535,11 +550,11 @@ impl Builder<'_> {
         self.table.routes.len() as u32 - 1
     }
 
-    fn conflict(&mut self, object: &str, field: &str, what: &str, winner: u32) {
+    fn conflict(&mut self, object: String, field: &str, what: &str, winner: u32) {
         let by = &self.table.ingresses[self.table.routes[winner as usize].ingress as usize];
         self.problems.push(Problem {
             severity: Severity::Warning,
-            object: object.to_owned(),
+            object,
             field: field.to_owned(),
             message: format!("{what} is already routed by the older Ingress {by}; this one is not used for it"),
         });
