@@ -61,8 +61,9 @@ fn regex_host(n: usize) -> Vec<Ingress> {
     ]
 }
 
-/// The requests: a spread of hosts and paths, every one routed.
-fn requests(n: usize) -> Vec<(String, &'static str)> {
+/// 1,024 requests spread over `hosts` of the `n` hosts, a mix of paths,
+/// every one routed.
+fn requests(n: usize, hosts: usize) -> Vec<(String, &'static str)> {
     let paths = [
         "/api/v1/users/42",
         "/",
@@ -72,7 +73,12 @@ fn requests(n: usize) -> Vec<(String, &'static str)> {
         "/about/team",
     ];
     (0..1024)
-        .map(|k| (format!("host{}.example.com", (k * 7919) % n), paths[k % paths.len()]))
+        .map(|k| {
+            (
+                format!("host{}.example.com", ((k % hosts) * 7919) % n),
+                paths[k % paths.len()],
+            )
+        })
         .collect()
 }
 
@@ -160,7 +166,7 @@ fn benches(c: &mut Criterion) {
     memory_report();
     let ings = ingresses(N);
     let table = RouteTable::build(&ings, &[], &(), &Config::default()).table;
-    let reqs = requests(N);
+    let reqs = requests(N, 1024);
     for (h, p) in &reqs {
         assert!(
             matches!(table.lookup(&Request::get(h, p)), Decision::Forward(_)),
@@ -174,6 +180,17 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             k = (k + 1) & 1023;
             let (h, p) = &reqs[k];
+            black_box(table.lookup(&Request::get(h, p)))
+        })
+    });
+    // The same with the requests on 16 hosts: what a lookup costs when its
+    // host's routes are in cache, as for a site's busiest hosts.
+    let hot = requests(N, 16);
+    g.bench_function("lookup_10k_ingresses_16_hot_hosts", |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            let (h, p) = &hot[k];
             black_box(table.lookup(&Request::get(h, p)))
         })
     });

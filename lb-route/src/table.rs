@@ -115,21 +115,67 @@ pub(crate) struct Route {
     pub(crate) regex: Option<Regex>,
 }
 
-/// The routes of one host bucket.
+/// The routes of one host bucket, laid out for lookup: every key in one
+/// string, the entries in one slice (Exact keys first, then Prefix keys,
+/// each run sorted by [`key_order`]), so a lookup touches few cache lines.
 #[derive(Debug, Default)]
 pub(crate) struct HostRoutes {
-    /// Exact paths, sorted by [`key_order`].
-    pub(crate) exact: Vec<(Box<str>, u32)>,
-    /// Prefix paths without their trailing `/` (`""` for `/`), sorted by
-    /// [`key_order`]; the
-    /// route is the best one for that key.
-    pub(crate) prefix: Vec<(Box<str>, u32)>,
-    /// Regex routes, longest path first, then oldest.
-    pub(crate) regex: Vec<u32>,
-    /// The same regexes as one set, matched in one pass over the path.
-    pub(crate) regex_set: Option<RegexSet>,
+    /// The keys, concatenated.
+    keys: Box<str>,
+    /// Exact entries are `entries[..exact]`, Prefix entries the rest.
+    entries: Box<[Entry]>,
+    exact: u32,
     /// The `defaultBackend` of the oldest Ingress naming this host.
     pub(crate) default: Option<u32>,
+    /// Regex routes, if any.
+    regex: Option<Box<RegexRoutes>>,
+}
+
+/// One key of a [`HostRoutes`]: `keys[off..off + len]` leads to `route`.
+/// Prefix keys are paths without their trailing `/` (`""` for `/`), and
+/// lead to the best route for that key.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    off: u32,
+    len: u32,
+    route: u32,
+    /// Length of the rule path (a Prefix key lacks its trailing `/`):
+    /// precedence is decided without reading the route.
+    rule_len: u32,
+}
+
+/// The regex routes of a host.
+#[derive(Debug)]
+struct RegexRoutes {
+    /// Longest path first, then oldest.
+    routes: Vec<u32>,
+    /// The same regexes as one set, matched in one pass over the path.
+    set: Option<RegexSet>,
+}
+
+impl HostRoutes {
+    fn key(&self, e: &Entry) -> &str {
+        &self.keys[e.off as usize..(e.off + e.len) as usize]
+    }
+
+    /// The entry of `key` among `entries` (one sorted run).
+    fn find<'e>(&self, entries: &'e [Entry], key: &str) -> Option<&'e Entry> {
+        entries
+            .binary_search_by(|e| (e.len as usize).cmp(&key.len()).then_with(|| self.key(e).cmp(key)))
+            .ok()
+            .map(|i| &entries[i])
+    }
+}
+
+/// A host bucket while the table is built.
+#[derive(Debug, Default)]
+struct Staging {
+    /// (path, route).
+    exact: Vec<(Box<str>, u32)>,
+    /// (key, path length, route), before the best per key is chosen.
+    prefix: Vec<(Box<str>, usize, u32)>,
+    regex: Vec<u32>,
+    default: Option<u32>,
 }
 
 /// Ingresses compiled for lookup. Build with [`RouteTable::build`].
@@ -219,9 +265,8 @@ struct Builder<'a> {
     table: RouteTable,
     problems: Vec<Problem>,
     ports: &'a dyn PortResolver,
-    /// Prefix routes per host before the best per key is chosen:
-    /// (key, path length, route).
-    prefixes: Vec<Vec<(Box<str>, usize, u32)>>,
+    /// The host buckets, numbered as the table's host maps number them.
+    staging: Vec<Staging>,
 }
 
 /// What one valid path of an Ingress compiles to, before insertion.
@@ -243,15 +288,14 @@ type Compiled<'i> = (Vec<RuleHost>, Vec<PathSpec<'i>>, Option<Backend>);
 
 impl Builder<'_> {
     fn host_bucket(&mut self, host: &RuleHost) -> u32 {
-        let next = self.table.hosts.len() as u32;
+        let next = self.staging.len() as u32;
         let id = match host {
             RuleHost::Any => *self.table.any_host.get_or_insert(next),
             RuleHost::Exact(h) => *self.table.exact_hosts.entry(h.as_str().into()).or_insert(next),
             RuleHost::Wildcard(s) => *self.table.wildcard_hosts.entry(s.as_str().into()).or_insert(next),
         };
         if id == next {
-            self.table.hosts.push(HostRoutes::default());
-            self.prefixes.push(Vec::new());
+            self.staging.push(Staging::default());
         }
         id
     }
@@ -487,8 +531,8 @@ impl Builder<'_> {
                 }
             } else {
                 for (h, &bucket) in hosts.iter().zip(&buckets) {
-                    match self.table.hosts[bucket].default {
-                        None => self.table.hosts[bucket].default = Some(route),
+                    match self.staging[bucket].default {
+                        None => self.staging[bucket].default = Some(route),
                         Some(first) => self.conflict(
                             object(),
                             "spec.defaultBackend",
@@ -501,23 +545,20 @@ impl Builder<'_> {
         }
         for spec in specs {
             let bucket = buckets[spec.host];
-            let taken = {
-                let hr = &self.table.hosts[bucket];
-                let same = |&(ref p, r): &(Box<str>, u32)| {
-                    **p == *spec.path && self.table.routes[r as usize].kind == spec.kind
-                };
-                match spec.kind {
-                    PathKind::Exact => hr.exact.iter().find(|e| same(e)).map(|e| e.1),
-                    PathKind::Prefix => self.prefixes[bucket]
-                        .iter()
-                        .find(|(_, _, r)| *self.table.routes[*r as usize].path == *spec.path)
-                        .map(|e| e.2),
-                    PathKind::Regex => hr
-                        .regex
-                        .iter()
-                        .copied()
-                        .find(|&r| *self.table.routes[r as usize].path == *spec.path),
-                }
+            let st = &self.staging[bucket];
+            let routes = &self.table.routes;
+            let taken = match spec.kind {
+                PathKind::Exact => st.exact.iter().find(|e| *e.0 == *spec.path).map(|e| e.1),
+                PathKind::Prefix => st
+                    .prefix
+                    .iter()
+                    .find(|e| *routes[e.2 as usize].path == *spec.path)
+                    .map(|e| e.2),
+                PathKind::Regex => st
+                    .regex
+                    .iter()
+                    .copied()
+                    .find(|&r| *routes[r as usize].path == *spec.path),
             };
             if let Some(first) = taken {
                 let what = format!("host {} path {:?} ({:?})", hosts[spec.host], spec.path, spec.kind);
@@ -525,16 +566,15 @@ impl Builder<'_> {
                 self.conflict(object(), &field, &what, first);
                 continue;
             }
-            let len = spec.path.len();
-            let route = self.push_route(index, &spec.path, spec.kind, spec.backend, spec.regex);
-            let hr = &mut self.table.hosts[bucket];
+            let route = self.push_route(index, spec.path, spec.kind, spec.backend, spec.regex);
+            let st = &mut self.staging[bucket];
             match spec.kind {
-                PathKind::Exact => hr.exact.push((spec.path.into(), route)),
+                PathKind::Exact => st.exact.push((spec.path.into(), route)),
                 PathKind::Prefix => {
-                    let key = spec.path.strip_suffix('/').unwrap_or(&spec.path);
-                    self.prefixes[bucket].push((key.into(), len, route));
+                    let key = spec.path.strip_suffix('/').unwrap_or(spec.path);
+                    st.prefix.push((key.into(), spec.path.len(), route));
                 }
-                PathKind::Regex => hr.regex.push(route),
+                PathKind::Regex => st.regex.push(route),
             }
         }
     }
@@ -562,30 +602,61 @@ impl Builder<'_> {
 
     fn finish(mut self) -> Build {
         let routes = &self.table.routes;
-        for (hr, mut prefixes) in self.table.hosts.iter_mut().zip(self.prefixes) {
-            hr.exact.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
-            // Per key, the longest path (`/foo/` over `/foo`), then the
-            // oldest Ingress (routes are numbered oldest first).
-            prefixes.sort_unstable_by(|a, b| key_order(&a.0, &b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-            prefixes.dedup_by(|later, first| later.0 == first.0);
-            hr.prefix = prefixes.into_iter().map(|(k, _, r)| (k, r)).collect();
-            hr.regex
-                .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
-            if hr.regex.len() > 1 {
-                // Each regex compiled alone within its limit; the set gets
-                // their sum, capped. Past the cap, paths are tried one by one.
-                let limit = (REGEX_SIZE_LIMIT * hr.regex.len()).min(REGEX_SET_SIZE_LIMIT);
-                hr.regex_set = RegexSetBuilder::new(hr.regex.iter().map(|&r| anchored(&routes[r as usize].path)))
-                    .case_insensitive(true)
-                    .size_limit(limit)
-                    .build()
-                    .ok();
-            }
-        }
+        self.table.hosts = self.staging.into_iter().map(|st| compact(st, routes)).collect();
         Build {
             table: self.table,
             problems: self.problems,
         }
+    }
+}
+
+/// Lays a staged host out for lookup.
+fn compact(mut st: Staging, routes: &[Route]) -> HostRoutes {
+    st.exact.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+    // Per key, the longest path (`/foo/` over `/foo`), then the oldest
+    // Ingress (routes are numbered oldest first).
+    st.prefix
+        .sort_unstable_by(|a, b| key_order(&a.0, &b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    st.prefix.dedup_by(|later, first| later.0 == first.0);
+    let mut keys = String::new();
+    let mut entries = Vec::with_capacity(st.exact.len() + st.prefix.len());
+    let all = st
+        .exact
+        .iter()
+        .map(|(k, r)| (k, k.len(), *r))
+        .chain(st.prefix.iter().map(|(k, len, r)| (k, *len, *r)));
+    for (k, rule_len, route) in all {
+        entries.push(Entry {
+            off: keys.len() as u32,
+            len: k.len() as u32,
+            route,
+            rule_len: rule_len as u32,
+        });
+        keys.push_str(k);
+    }
+    st.regex
+        .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
+    let regex = (!st.regex.is_empty()).then(|| {
+        // Each regex compiled alone within its limit; the set gets their
+        // sum, capped. Past the cap, paths are tried one by one.
+        let limit = (REGEX_SIZE_LIMIT * st.regex.len()).min(REGEX_SET_SIZE_LIMIT);
+        let set = (st.regex.len() > 1)
+            .then(|| {
+                RegexSetBuilder::new(st.regex.iter().map(|&r| anchored(&routes[r as usize].path)))
+                    .case_insensitive(true)
+                    .size_limit(limit)
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        Box::new(RegexRoutes { routes: st.regex, set })
+    });
+    HostRoutes {
+        keys: keys.into(),
+        entries: entries.into(),
+        exact: st.exact.len() as u32,
+        default: st.default,
+        regex,
     }
 }
 
@@ -608,7 +679,7 @@ impl RouteTable {
             },
             problems: Vec::new(),
             ports,
-            prefixes: Vec::new(),
+            staging: Vec::new(),
         };
         for ing in ours {
             b.add(ing);
@@ -633,42 +704,48 @@ impl RouteTable {
 
     /// The best route for a canonical path in a bucket.
     pub(crate) fn best(&self, hr: &HostRoutes, path: &str) -> Option<u32> {
-        let find = |list: &[(Box<str>, u32)], key: &str| {
-            list.binary_search_by(|(k, _)| key_order(k, key))
-                .ok()
-                .map(|i| list[i].1)
-        };
+        let (exact, prefix) = hr.entries.split_at(hr.exact as usize);
         // (length of the rule path, kind) of the best so far.
-        let mut best: Option<(usize, PathKind, u32)> = find(&hr.exact, path).map(|r| (path.len(), PathKind::Exact, r));
-        if !hr.prefix.is_empty() {
-            let whole = (!path.ends_with('/')).then_some(path.len());
-            let cuts = path.rmatch_indices('/').map(|(i, _)| i);
-            for cut in whole.into_iter().chain(cuts) {
-                if let Some(r) = find(&hr.prefix, &path[..cut]) {
-                    let cand = (self.routes[r as usize].path.len(), PathKind::Prefix, r);
+        let mut best: Option<(usize, PathKind, u32)> =
+            hr.find(exact, path).map(|e| (path.len(), PathKind::Exact, e.route));
+        if !prefix.is_empty() {
+            // Candidate keys, longest first: the whole path (unless it ends
+            // in '/'), then the path cut at each '/' from the right.
+            let b = path.as_bytes();
+            let mut end = if path.ends_with('/') {
+                path.len() - 1
+            } else {
+                path.len()
+            };
+            loop {
+                if let Some(e) = hr.find(prefix, &path[..end]) {
+                    let cand = (e.rule_len as usize, PathKind::Prefix, e.route);
                     if best.is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
                         best = Some(cand);
                     }
                     break;
                 }
+                match b[..end].iter().rposition(|&c| c == b'/') {
+                    Some(i) => end = i,
+                    None => break,
+                }
             }
         }
-        // Regex routes are sorted longest first: the first that matches is
-        // the only candidate, and it must be longer than the best so far
-        // (at equal length, Exact and Prefix win).
-        let beats = |r: u32| best.is_none_or(|b| self.routes[r as usize].path.len() > b.0);
-        let hit = match &hr.regex_set {
-            Some(set) => set.matches(path).iter().next().map(|i| hr.regex[i]),
-            None => hr.regex.iter().copied().find(|&r| {
-                !beats(r)
-                    || self.routes[r as usize]
-                        .regex
-                        .as_ref()
-                        .is_some_and(|re| re.is_match(path))
-            }),
-        };
-        if let Some(r) = hit.filter(|&r| beats(r)) {
-            best = Some((self.routes[r as usize].path.len(), PathKind::Regex, r));
+        if let Some(re) = &hr.regex {
+            // Regex routes are sorted longest first: the first that matches
+            // is the only candidate, and it must be longer than the best so
+            // far (at equal length, Exact and Prefix win).
+            let beats = |r: u32| best.is_none_or(|b| self.routes[r as usize].path.len() > b.0);
+            let hit =
+                match &re.set {
+                    Some(set) => set.matches(path).iter().next().map(|i| re.routes[i]),
+                    None => re.routes.iter().copied().find(|&r| {
+                        !beats(r) || self.routes[r as usize].regex.as_ref().is_some_and(|x| x.is_match(path))
+                    }),
+                };
+            if let Some(r) = hit.filter(|&r| beats(r)) {
+                best = Some((self.routes[r as usize].path.len(), PathKind::Regex, r));
+            }
         }
         best.map(|b| b.2)
     }
