@@ -23,6 +23,7 @@ mod lookup;
 mod problem;
 mod table;
 mod target;
+mod tls;
 
 pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use host::{HostError, RuleHost, canonical_host};
@@ -31,3 +32,4 @@ pub use lookup::{Decision, Forward, Request};
 pub use problem::{Problem, Severity};
 pub use table::{Backend, BackendPort, Build, Config, IngressRef, PathKind, PortResolver, RouteTable, USE_REGEX};
 pub use target::{EncodedSlash, PathPolicy, Target, TargetError};
+pub use tls::SecretRef;

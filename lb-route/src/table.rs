@@ -20,6 +20,7 @@ use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
 use crate::problem::{Problem, Severity};
 use crate::target::PathPolicy;
+use crate::tls::{SecretRef, TlsIndex};
 
 /// `nginx.ingress.kubernetes.io/use-regex`.
 pub const USE_REGEX: &str = "nginx.ingress.kubernetes.io/use-regex";
@@ -57,6 +58,9 @@ pub struct Config {
     pub classes: ClassConfig,
     /// How request paths are made canonical.
     pub path_policy: PathPolicy,
+    /// The certificate for handshakes without SNI or with a name no
+    /// Ingress has one for.
+    pub default_certificate: Option<SecretRef>,
 }
 
 /// How a rule path matches.
@@ -190,6 +194,7 @@ pub struct RouteTable {
     /// The `defaultBackend` of the oldest Ingress without rules.
     pub(crate) catch_all: Option<u32>,
     pub(crate) policy: PathPolicy,
+    pub(crate) tls: TlsIndex,
 }
 
 /// The result of [`RouteTable::build`].
@@ -282,9 +287,15 @@ struct PathSpec<'i> {
     index: usize,
 }
 
-/// What a valid Ingress compiles to: its rule hosts (each once), its paths
-/// and its default backend.
-type Compiled<'i> = (Vec<RuleHost>, Vec<PathSpec<'i>>, Option<Backend>);
+/// What a valid Ingress compiles to.
+struct Compiled<'i> {
+    /// Its rule hosts, each once.
+    hosts: Vec<RuleHost>,
+    paths: Vec<PathSpec<'i>>,
+    default: Option<Backend>,
+    /// TLS hosts and the Secret named for them.
+    tls: Vec<(RuleHost, &'i str)>,
+}
 
 impl Builder<'_> {
     fn host_bucket(&mut self, host: &RuleHost) -> u32 {
@@ -488,8 +499,38 @@ impl Builder<'_> {
                 message,
             });
         }
+        let mut tls = Vec::new();
+        for (t, entry) in ing.spec.tls.iter().enumerate() {
+            let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                // SNI routing only: the default certificate serves.
+                continue;
+            };
+            if entry.hosts.is_empty() {
+                // No hosts: the Ingress's own rule hosts.
+                tls.extend(
+                    hosts
+                        .iter()
+                        .filter(|h| **h != RuleHost::Any)
+                        .map(|h| (h.clone(), secret)),
+                );
+            }
+            for (j, h) in entry.hosts.iter().enumerate() {
+                match RuleHost::parse(Some(h)) {
+                    Ok(RuleHost::Any) => {
+                        errors.push((format!("spec.tls[{t}].hosts[{j}]"), "must not be empty".into()));
+                    }
+                    Ok(rh) => tls.push((rh, secret)),
+                    Err(e) => errors.push((format!("spec.tls[{t}].hosts[{j}]"), e.to_string())),
+                }
+            }
+        }
         if errors.is_empty() {
-            Ok((hosts, specs, default))
+            Ok(Compiled {
+                hosts,
+                paths: specs,
+                default,
+                tls,
+            })
         } else {
             Err(errors)
         }
@@ -498,7 +539,12 @@ impl Builder<'_> {
     fn add(&mut self, ing: &Ingress) {
         let ns = ing.metadata.namespace();
         let object = || format!("Ingress {ns}/{}", ing.metadata.name);
-        let (hosts, specs, default) = match self.compile(ing) {
+        let Compiled {
+            hosts,
+            paths: specs,
+            default,
+            tls,
+        } = match self.compile(ing) {
             Ok(c) => c,
             Err(errors) => {
                 for (field, message) in errors {
@@ -517,6 +563,23 @@ impl Builder<'_> {
             namespace: ns.to_owned(),
             name: ing.metadata.name.clone(),
         });
+        for (host, secret) in tls {
+            let secret = SecretRef {
+                namespace: ns.to_owned(),
+                name: secret.to_owned(),
+            };
+            if let Some(by) = self.table.tls.claim(&host, &secret, index) {
+                let by = self.table.ingresses[by as usize].clone();
+                self.problems.push(Problem {
+                    severity: Severity::Warning,
+                    object: object(),
+                    field: "spec.tls".into(),
+                    message: format!(
+                        "host {host} already has a certificate from the older Ingress {by}; secret {secret} is not used for it"
+                    ),
+                });
+            }
+        }
         // Every host a rule names gets its bucket, paths or not: the host
         // is claimed (ingress-nginx renders a server for it).
         let buckets: Vec<usize> = hosts.iter().map(|h| self.host_bucket(h) as usize).collect();
@@ -675,6 +738,7 @@ impl RouteTable {
         let mut b = Builder {
             table: RouteTable {
                 policy: config.path_policy,
+                tls: TlsIndex::with_default(config.default_certificate.clone()),
                 ..RouteTable::default()
             },
             problems: Vec::new(),
@@ -685,6 +749,29 @@ impl RouteTable {
             b.add(ing);
         }
         b.finish()
+    }
+
+    /// The certificate Secret for a TLS handshake: the one an Ingress names
+    /// for the SNI name exactly, else for a `*.` wildcard covering it
+    /// (oldest Ingress first), else [`Config::default_certificate`].
+    ///
+    /// ```
+    /// use lb_route::{Config, Ingress, RouteTable};
+    ///
+    /// let ing: Ingress = serde_json::from_str(r#"{"metadata": {"name": "web", "namespace": "shop"},
+    ///   "spec": {"ingressClassName": "lb", "tls": [{"hosts": ["*.example.com"], "secretName": "wild"}],
+    ///            "rules": [{"host": "www.example.com"}]}}"#).unwrap();
+    /// let table = RouteTable::build(&[ing], &[], &(), &Config::default()).table;
+    /// assert_eq!(table.certificate(Some("WWW.example.com")).unwrap().name, "wild");
+    /// assert_eq!(table.certificate(Some("a.b.example.com")), None);
+    /// ```
+    pub fn certificate(&self, sni: Option<&str>) -> Option<&SecretRef> {
+        self.tls.lookup(sni)
+    }
+
+    /// Whether some Ingress has a certificate for this canonical host.
+    pub fn has_certificate(&self, host: &str) -> bool {
+        self.tls.covers(host)
     }
 
     /// Number of Ingresses served.

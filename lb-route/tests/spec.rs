@@ -380,3 +380,71 @@ fn one_canonical_path_for_matching_and_forwarding() {
         d => panic!("{d:?}"),
     }
 }
+
+#[test]
+fn certificates_by_sni() {
+    let yaml = r#"
+kind: Ingress
+metadata: {name: old, namespace: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  ingressClassName: lb
+  tls:
+  - {hosts: [foo.bar.com], secretName: foo-cert}
+  - {hosts: ["*.bar.com"], secretName: wild-cert}
+  rules:
+  - host: foo.bar.com
+---
+kind: Ingress
+metadata: {name: new, namespace: shop, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  ingressClassName: lb
+  tls:
+  - {hosts: [foo.bar.com], secretName: other-cert}
+  - secretName: implicit-cert
+  rules:
+  - host: implicit.example.com
+"#;
+    let b = build(yaml);
+    let t = &b.table;
+    let cert = |sni: Option<&str>| t.certificate(sni).map(|s| s.to_string());
+    assert_eq!(cert(Some("foo.bar.com")).as_deref(), Some("shop/foo-cert"));
+    assert_eq!(cert(Some("FOO.bar.com.")).as_deref(), Some("shop/foo-cert"));
+    assert_eq!(cert(Some("baz.bar.com")).as_deref(), Some("shop/wild-cert"));
+    assert_eq!(cert(Some("a.baz.bar.com")), None, "a wildcard covers one label");
+    assert_eq!(
+        cert(Some("implicit.example.com")).as_deref(),
+        Some("shop/implicit-cert"),
+        "no hosts: the rule hosts"
+    );
+    assert_eq!(cert(None), None);
+    assert!(t.has_certificate("foo.bar.com") && t.has_certificate("x.bar.com") && !t.has_certificate("bar.com"));
+    // The newer Ingress's claim on foo.bar.com is reported, not used.
+    assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
+    assert!(b.problems[0].object.ends_with("shop/new") && b.problems[0].message.contains("older Ingress shop/old"));
+
+    // A default certificate serves the rest.
+    let mut config = Config::default();
+    config.default_certificate = Some(SecretRef {
+        namespace: "lb".into(),
+        name: "default".into(),
+    });
+    let ings: Vec<Ingress> = yaml
+        .split("\n---\n")
+        .map(|d| serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(d).unwrap()).unwrap())
+        .collect();
+    let t = RouteTable::build(&ings, &[], &(), &config).table;
+    assert_eq!(t.certificate(None).unwrap().name, "default");
+    assert_eq!(t.certificate(Some("unknown.example")).unwrap().name, "default");
+
+    // An invalid TLS host disables the Ingress, naming the field.
+    let bad = yaml.replace(
+        "hosts: [foo.bar.com], secretName: foo-cert",
+        "hosts: [Foo_Bar], secretName: foo-cert",
+    );
+    let b = build(&bad);
+    let p = b.problems.iter().find(|p| p.severity == Severity::Error).unwrap();
+    assert_eq!(
+        (p.object.as_str(), p.field.as_str()),
+        ("Ingress shop/old", "spec.tls[0].hosts[0]")
+    );
+}

@@ -1,0 +1,81 @@
+//! Which certificate a TLS handshake gets, by SNI (reference/ingress.md
+//! §1.7): the Secret of an exact `tls.hosts` entry, else of a `*.` wildcard
+//! entry covering the name's first label, else the default certificate.
+
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+
+use crate::host::{RuleHost, wildcard_suffix};
+
+/// A `kubernetes.io/tls` Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretRef {
+    /// Namespace (the Ingress's).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// SNI names to Secrets; the first (oldest Ingress) to claim a name keeps it.
+#[derive(Debug, Default)]
+pub(crate) struct TlsIndex {
+    exact: HashMap<Box<str>, (SecretRef, u32), RandomState>,
+    wildcard: HashMap<Box<str>, (SecretRef, u32), RandomState>,
+    default: Option<SecretRef>,
+}
+
+impl TlsIndex {
+    /// An empty index with a default certificate.
+    pub(crate) fn with_default(default: Option<SecretRef>) -> Self {
+        Self {
+            default,
+            ..Self::default()
+        }
+    }
+
+    /// Claims `host` for `secret` on behalf of Ingress number `ingress`.
+    /// Returns the Ingress that holds it already, if another one does.
+    pub(crate) fn claim(&mut self, host: &RuleHost, secret: &SecretRef, ingress: u32) -> Option<u32> {
+        let map = match host {
+            RuleHost::Exact(_) => &mut self.exact,
+            RuleHost::Wildcard(_) => &mut self.wildcard,
+            RuleHost::Any => return None,
+        };
+        let key = match host {
+            RuleHost::Exact(h) | RuleHost::Wildcard(h) => h.as_str(),
+            RuleHost::Any => unreachable!("returned above"),
+        };
+        match map.get(key) {
+            Some((s, by)) if *by != ingress && s != secret => Some(*by),
+            Some(_) => None,
+            None => {
+                map.insert(key.into(), (secret.clone(), ingress));
+                None
+            }
+        }
+    }
+
+    /// The certificate for a handshake's server name (`None`: no SNI).
+    pub(crate) fn lookup(&self, sni: Option<&str>) -> Option<&SecretRef> {
+        let Some(name) = sni else { return self.default.as_ref() };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.exact
+            .get(name.as_str())
+            .or_else(|| wildcard_suffix(&name).and_then(|s| self.wildcard.get(s)))
+            .map(|(s, _)| s)
+            .or(self.default.as_ref())
+    }
+
+    /// Whether some Ingress has a certificate for `host` (ssl-redirect
+    /// applies to such hosts).
+    pub(crate) fn covers(&self, host: &str) -> bool {
+        self.exact.contains_key(host) || wildcard_suffix(host).is_some_and(|s| self.wildcard.contains_key(s))
+    }
+}
