@@ -423,11 +423,13 @@ spec:
     assert!(b.problems[0].object.ends_with("shop/new") && b.problems[0].message.contains("older Ingress shop/old"));
 
     // A default certificate serves the rest.
-    let mut config = Config::default();
-    config.default_certificate = Some(SecretRef {
-        namespace: "lb".into(),
-        name: "default".into(),
-    });
+    let config = Config {
+        default_certificate: Some(SecretRef {
+            namespace: "lb".into(),
+            name: "default".into(),
+        }),
+        ..Config::default()
+    };
     let ings: Vec<Ingress> = yaml
         .split("\n---\n")
         .map(|d| serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(d).unwrap()).unwrap())
