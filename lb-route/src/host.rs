@@ -96,20 +96,28 @@ pub(crate) fn wildcard_suffix(host: &str) -> Option<&str> {
 /// The host a request names, as rules compare it: the port and one
 /// trailing dot removed, lower-cased. Borrowed when already canonical.
 pub fn canonical_host(authority: &str) -> Cow<'_, str> {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
+    let b = authority.as_bytes();
+    let host = if b.first() == Some(&b'[') {
         // An IPv6 literal: keep the brackets, drop the port.
-        match rest.find(']') {
-            Some(end) => &authority[..end + 2],
+        match authority.find(']') {
+            Some(end) => &authority[..=end],
             None => authority,
         }
     } else {
-        match authority.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        // One pass: the last ':' (a port follows if only digits do).
+        let mut colon = None;
+        for (i, &c) in b.iter().enumerate() {
+            if c == b':' {
+                colon = Some(i);
+            }
+        }
+        match colon {
+            Some(i) if b[i + 1..].iter().all(u8::is_ascii_digit) => &authority[..i],
             _ => authority,
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    if host.bytes().any(|c| c.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)

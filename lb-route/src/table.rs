@@ -187,10 +187,11 @@ struct Staging {
 pub struct RouteTable {
     pub(crate) ingresses: Vec<IngressRef>,
     pub(crate) routes: Vec<Route>,
-    pub(crate) hosts: Vec<HostRoutes>,
-    pub(crate) exact_hosts: HashMap<Box<str>, u32, RandomState>,
-    pub(crate) wildcard_hosts: HashMap<Box<str>, u32, RandomState>,
-    pub(crate) any_host: Option<u32>,
+    /// Host buckets by exact name, by wildcard suffix, and the host-less one;
+    /// each holds its routes inline (one less pointer to follow per lookup).
+    pub(crate) exact_hosts: HashMap<Box<str>, HostRoutes, RandomState>,
+    pub(crate) wildcard_hosts: HashMap<Box<str>, HostRoutes, RandomState>,
+    pub(crate) any_host: Option<HostRoutes>,
     /// The `defaultBackend` of the oldest Ingress without rules.
     pub(crate) catch_all: Option<u32>,
     pub(crate) policy: PathPolicy,
@@ -270,8 +271,11 @@ struct Builder<'a> {
     table: RouteTable,
     problems: Vec<Problem>,
     ports: &'a dyn PortResolver,
-    /// The host buckets, numbered as the table's host maps number them.
+    /// The host buckets while building, numbered by the maps below.
     staging: Vec<Staging>,
+    exact_ids: HashMap<Box<str>, u32, RandomState>,
+    wildcard_ids: HashMap<Box<str>, u32, RandomState>,
+    any_id: Option<u32>,
 }
 
 /// What one valid path of an Ingress compiles to, before insertion.
@@ -301,9 +305,9 @@ impl Builder<'_> {
     fn host_bucket(&mut self, host: &RuleHost) -> u32 {
         let next = self.staging.len() as u32;
         let id = match host {
-            RuleHost::Any => *self.table.any_host.get_or_insert(next),
-            RuleHost::Exact(h) => *self.table.exact_hosts.entry(h.as_str().into()).or_insert(next),
-            RuleHost::Wildcard(s) => *self.table.wildcard_hosts.entry(s.as_str().into()).or_insert(next),
+            RuleHost::Any => *self.any_id.get_or_insert(next),
+            RuleHost::Exact(h) => *self.exact_ids.entry(h.as_str().into()).or_insert(next),
+            RuleHost::Wildcard(s) => *self.wildcard_ids.entry(s.as_str().into()).or_insert(next),
         };
         if id == next {
             self.staging.push(Staging::default());
@@ -665,7 +669,11 @@ impl Builder<'_> {
 
     fn finish(mut self) -> Build {
         let routes = &self.table.routes;
-        self.table.hosts = self.staging.into_iter().map(|st| compact(st, routes)).collect();
+        let mut staged = self.staging;
+        let mut take = |id: u32| compact(std::mem::take(&mut staged[id as usize]), routes);
+        self.table.exact_hosts = self.exact_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
+        self.table.wildcard_hosts = self.wildcard_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
+        self.table.any_host = self.any_id.map(take);
         Build {
             table: self.table,
             problems: self.problems,
@@ -744,6 +752,9 @@ impl RouteTable {
             problems: Vec::new(),
             ports,
             staging: Vec::new(),
+            exact_ids: HashMap::default(),
+            wildcard_ids: HashMap::default(),
+            any_id: None,
         };
         for ing in ours {
             b.add(ing);
@@ -781,12 +792,10 @@ impl RouteTable {
 
     /// The host bucket a canonical host selects.
     pub(crate) fn bucket(&self, host: &str) -> Option<&HostRoutes> {
-        let id = self
-            .exact_hosts
+        self.exact_hosts
             .get(host)
             .or_else(|| wildcard_suffix(host).and_then(|s| self.wildcard_hosts.get(s)))
-            .or(self.any_host.as_ref())?;
-        Some(&self.hosts[*id as usize])
+            .or(self.any_host.as_ref())
     }
 
     /// The best route for a canonical path in a bucket.
