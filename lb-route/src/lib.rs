@@ -16,6 +16,7 @@
 //! forwarded alike. No I/O, no clock, no `unsafe`.
 #![forbid(unsafe_code)]
 
+mod annotations;
 mod class;
 mod host;
 mod ingress;
@@ -25,6 +26,7 @@ mod table;
 mod target;
 mod tls;
 
+pub use annotations::{BackendProtocol, PREFIX as ANNOTATION_PREFIX, Redirect, RouteOptions};
 pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use host::{HostError, RuleHost, canonical_host};
 pub use ingress::*;

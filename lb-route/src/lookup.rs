@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use crate::annotations::RouteOptions;
 use crate::host::canonical_host;
 use crate::table::{BackendPort, IngressRef, PathKind, RouteTable};
 use crate::target::{Target, TargetError};
@@ -53,6 +54,11 @@ pub struct Forward<'a> {
     pub upstream_host: &'a str,
     /// The rule path that matched (`None` for a default backend).
     pub matched: Option<(&'a str, PathKind)>,
+    /// `X-Forwarded-Prefix` to send (set when a rewrite happened).
+    pub x_forwarded_prefix: Option<&'a str>,
+    /// The Ingress's options the proxy executes (body size, timeouts,
+    /// backend protocol …).
+    pub options: &'a RouteOptions,
 }
 
 /// The decision for one request.
@@ -133,6 +139,50 @@ impl RouteTable {
             return Decision::NotFound;
         };
         let ingress = self.ingress(route);
+        let options = &self.options[route.ingress as usize];
+        let https = req.https || target.https == Some(true);
+        let scheme = if https { "https" } else { "http" };
+        // The order of ingress-nginx's phases: server redirects (app-root),
+        // location redirects, the https redirect, then access checks.
+        if let Some(root) = &options.app_root
+            && target.path == "/"
+        {
+            return Decision::Redirect {
+                status: 302,
+                location: format!("{scheme}://{authority}{root}"),
+            };
+        }
+        if let Some(r) = &options.redirect {
+            return Decision::Redirect {
+                status: r.code,
+                location: r.url.clone(),
+            };
+        }
+        if !https && (options.force_ssl_redirect || (options.ssl_redirect && self.has_certificate(&host))) {
+            let uri = target.path_and_query();
+            let uri = match uri.strip_suffix('/') {
+                Some(stripped) if !options.preserve_trailing_slash => stripped,
+                _ => &uri,
+            };
+            let bare = host.as_ref();
+            return Decision::Redirect {
+                status: 308,
+                location: format!("https://{bare}{uri}"),
+            };
+        }
+        if !options.allow.is_empty() || !options.deny.is_empty() {
+            let allowed = req.client.is_some_and(|ip| {
+                !options.deny.iter().any(|n| n.contains(&ip))
+                    && (options.allow.is_empty() || options.allow.iter().any(|n| n.contains(&ip)))
+            });
+            if !allowed {
+                return Decision::Deny {
+                    status: 403,
+                    ingress: Some(ingress),
+                    reason: "client address not allowed by the Ingress's source ranges".into(),
+                };
+            }
+        }
         let port = match &route.backend.port {
             BackendPort::Number(n) => *n,
             BackendPort::Unresolved(name) => {
@@ -143,13 +193,42 @@ impl RouteTable {
                 };
             }
         };
+        let (upstream_path, x_forwarded_prefix) = match &options.rewrite_target {
+            Some(t) if !route.path.is_empty() => {
+                let caps = route.regex.as_ref().and_then(|re| re.captures(&target.path));
+                let mut out = String::with_capacity(t.len() + 16);
+                let mut chars = t.chars().peekable();
+                while let Some(c) = chars.next() {
+                    match (c, chars.peek().and_then(|d| d.to_digit(10))) {
+                        ('$', Some(n)) if n > 0 => {
+                            chars.next();
+                            if let Some(m) = caps.as_ref().and_then(|c| c.get(n as usize)) {
+                                out.push_str(m.as_str());
+                            }
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                if !out.starts_with('/') {
+                    out.insert(0, '/');
+                }
+                if let Some(q) = target.query {
+                    out.push('?');
+                    out.push_str(q);
+                }
+                (Cow::Owned(out), options.x_forwarded_prefix.as_deref())
+            }
+            _ => (target.path_and_query(), None),
+        };
         Decision::Forward(Forward {
             ingress,
             service: &route.backend.service,
             port,
-            upstream_path: target.path_and_query(),
-            upstream_host: req.host.unwrap_or(authority),
+            upstream_path,
+            upstream_host: options.upstream_vhost.as_deref().or(req.host).unwrap_or(authority),
             matched: (!route.path.is_empty()).then_some((&*route.path, route.kind)),
+            x_forwarded_prefix,
+            options,
         })
     }
 }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use foldhash::fast::RandomState;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
+use crate::annotations::{self, RouteOptions};
 use crate::class::ClassConfig;
 use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
@@ -186,6 +187,8 @@ struct Staging {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub(crate) ingresses: Vec<IngressRef>,
+    /// The options of each Ingress (its annotations), by the same index.
+    pub(crate) options: Vec<RouteOptions>,
     pub(crate) routes: Vec<Route>,
     /// Host buckets by exact name, by wildcard suffix, and the host-less one;
     /// each holds its routes inline (one less pointer to follow per lookup).
@@ -293,6 +296,7 @@ struct PathSpec<'i> {
 
 /// What a valid Ingress compiles to.
 struct Compiled<'i> {
+    options: RouteOptions,
     /// Its rule hosts, each once.
     hosts: Vec<RuleHost>,
     paths: Vec<PathSpec<'i>>,
@@ -372,17 +376,14 @@ impl Builder<'_> {
         let ns = ing.metadata.namespace();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let use_regex = match ing.metadata.annotations.get(USE_REGEX).map(String::as_str) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(v) => {
-                errors.push((
-                    format!("metadata.annotations[{USE_REGEX:?}]"),
-                    format!("{v:?} is not a boolean (\"true\" or \"false\")"),
-                ));
-                false
-            }
-        };
+        let parsed = annotations::parse(&ing.metadata.annotations);
+        let field = |key: &str| format!("metadata.annotations[{key:?}]");
+        errors.extend(parsed.errors.iter().map(|(k, m)| (field(k), m.clone())));
+        warnings.extend(parsed.warnings.iter().map(|(k, m)| (field(k), m.clone())));
+        let options = parsed.options;
+        // rewrite-target implies regex paths, as in ingress-nginx (for this
+        // Ingress's ImplementationSpecific paths only, in strict mode).
+        let use_regex = options.use_regex || options.rewrite_target.is_some();
         if ing.spec.rules.is_empty() && ing.spec.default_backend.is_none() {
             errors.push((
                 "spec".into(),
@@ -530,6 +531,7 @@ impl Builder<'_> {
         }
         if errors.is_empty() {
             Ok(Compiled {
+                options,
                 hosts,
                 paths: specs,
                 default,
@@ -544,6 +546,7 @@ impl Builder<'_> {
         let ns = ing.metadata.namespace();
         let object = || format!("Ingress {ns}/{}", ing.metadata.name);
         let Compiled {
+            options,
             hosts,
             paths: specs,
             default,
@@ -567,6 +570,7 @@ impl Builder<'_> {
             namespace: ns.to_owned(),
             name: ing.metadata.name.clone(),
         });
+        self.table.options.push(options);
         for (host, secret) in tls {
             let secret = SecretRef {
                 namespace: ns.to_owned(),

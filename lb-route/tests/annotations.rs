@@ -1,0 +1,235 @@
+//! ingress-nginx annotations as executed by the table (reference/ingress.md
+//! §3.3–3.5, the verified tables of §3.4 where strict mode agrees).
+
+use lb_route::*;
+
+fn table(annotations: &str, paths: &[(&str, &str)], tls: bool) -> RouteTable {
+    let mut yaml = format!(
+        "metadata: {{name: ing, namespace: default, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: lb\n"
+    );
+    if tls {
+        yaml += "  tls: [{hosts: [h.example.com], secretName: cert}]\n";
+    }
+    yaml += "  rules:\n  - host: h.example.com\n    http:\n      paths:\n";
+    for (path, kind) in paths {
+        yaml += &format!(
+            "      - {{path: {path:?}, pathType: {kind}, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}\n"
+        );
+    }
+    let ing: Ingress = serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(&yaml).unwrap()).unwrap();
+    let b = RouteTable::build(&[ing], &[], &(), &Config::default());
+    assert!(b.problems.is_empty(), "{:?}", b.problems);
+    b.table
+}
+
+fn go(t: &RouteTable, target: &str) -> String {
+    describe(t.lookup(&Request::get("h.example.com", target)))
+}
+
+fn describe(d: Decision<'_>) -> String {
+    match d {
+        Decision::Forward(f) => f.upstream_path.into_owned(),
+        Decision::Redirect { status, location } => format!("{status} {location}"),
+        d => d.status().to_string(),
+    }
+}
+
+#[test]
+fn rewrite_with_captures_docs_example() {
+    // T-R1: docs/examples/rewrite.
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/use-regex: "true", nginx.ingress.kubernetes.io/rewrite-target: /$2"#,
+        &[("/something(/|$)(.*)", "ImplementationSpecific")],
+        false,
+    );
+    for (request, upstream) in [
+        ("/something", "/"),
+        ("/something/", "/"),
+        ("/something/new", "/new"),
+        ("/something/new?x=1&y=2", "/new?x=1&y=2"),
+        ("/something?q=1", "/?q=1"),
+        ("/something/new/", "/new/"),
+        ("/SOMETHING/New", "/New"),
+        ("/something//a", "/a"),
+        ("/something/a%20b", "/a%20b"),
+        ("/something/../something/x", "/x"),
+        ("/x/../something/new", "/new"),
+        ("/something/%2e%2e/etc", "404"),
+        ("/somethingelse", "404"),
+        ("/something-else", "404"),
+        ("/prefix/something/new", "404"),
+        // Strict: an encoded slash is refused, not decoded into a separator.
+        ("/something/a%2Fb", "400"),
+    ] {
+        assert_eq!(go(&t, request), upstream, "{request}");
+    }
+}
+
+#[test]
+fn rewrite_custom_parameters_and_implied_regex() {
+    // T-R2: rewrite-target alone makes ImplementationSpecific paths regexes.
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/rewrite-target: /new/backend/$1"#,
+        &[("/foo/bar/(.+)", "ImplementationSpecific")],
+        false,
+    );
+    for (request, upstream) in [
+        ("/foo/bar/bar", "/new/backend/bar"),
+        ("/foo/bar/a/b", "/new/backend/a/b"),
+        ("/foo/bar/x?y=1", "/new/backend/x?y=1"),
+        ("/FOO/BAR/baz", "/new/backend/baz"),
+        ("/foo/bar/", "404"),
+        ("/foo/bar", "404"),
+        ("/foo/barbaz", "404"),
+    ] {
+        assert_eq!(go(&t, request), upstream, "{request}");
+    }
+}
+
+#[test]
+fn rewrite_on_a_prefix_path_replaces_the_whole_uri() {
+    // T-R3, strict: the Prefix path keeps its element-wise, case-sensitive meaning.
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/rewrite-target: /"#,
+        &[("/testpath", "Prefix")],
+        false,
+    );
+    for (request, upstream) in [
+        ("/testpath", "/"),
+        ("/testpath/", "/"),
+        ("/testpath/foo/bar", "/"),
+        ("/testpath/foo?x=1", "/?x=1"),
+        ("/testpathology", "404"),
+        ("/TestPath/x", "404"),
+        ("/other", "404"),
+    ] {
+        assert_eq!(go(&t, request), upstream, "{request}");
+    }
+    // X-Forwarded-Prefix only when a rewrite happens.
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/rewrite-target: /, nginx.ingress.kubernetes.io/x-forwarded-prefix: /p"#,
+        &[("/testpath", "Prefix")],
+        false,
+    );
+    match t.lookup(&Request::get("h.example.com", "/testpath/x")) {
+        Decision::Forward(f) => assert_eq!(f.x_forwarded_prefix, Some("/p")),
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn redirects() {
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/app-root: /app1"#,
+        &[("/", "Prefix")],
+        false,
+    );
+    assert_eq!(go(&t, "/"), "302 http://h.example.com/app1");
+    assert_eq!(go(&t, "/?x=1"), "302 http://h.example.com/app1", "query dropped");
+    assert_eq!(go(&t, "/other"), "/other", "only the root");
+
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/permanent-redirect: "http://redirect.example.com""#,
+        &[("/something", "Prefix")],
+        false,
+    );
+    for r in ["/something", "/something/", "/something/deep", "/something?x=1"] {
+        assert_eq!(go(&t, r), "301 http://redirect.example.com", "verbatim, {r}");
+    }
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/temporal-redirect: "https://t.example/x", nginx.ingress.kubernetes.io/temporal-redirect-code: "307""#,
+        &[("/", "Prefix")],
+        false,
+    );
+    assert_eq!(go(&t, "/a"), "307 https://t.example/x");
+}
+
+#[test]
+fn https_redirects() {
+    // A host with a certificate: plain http goes to https, 308, one trailing slash stripped.
+    let t = table("", &[("/", "Prefix")], true);
+    assert_eq!(go(&t, "/"), "308 https://h.example.com");
+    assert_eq!(go(&t, "/a/b?x=1"), "308 https://h.example.com/a/b?x=1");
+    assert_eq!(
+        describe(t.lookup(&Request::get("h.example.com:8080", "/a/"))),
+        "308 https://h.example.com/a"
+    );
+    let mut req = Request::get("h.example.com", "/a");
+    req.https = true;
+    assert_eq!(describe(t.lookup(&req)), "/a", "https requests are served");
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/preserve-trailing-slash: "true""#,
+        &[("/", "Prefix")],
+        true,
+    );
+    assert_eq!(go(&t, "/"), "308 https://h.example.com/");
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/ssl-redirect: "false""#,
+        &[("/", "Prefix")],
+        true,
+    );
+    assert_eq!(go(&t, "/"), "/");
+    // No certificate: only when forced.
+    assert_eq!(go(&table("", &[("/", "Prefix")], false), "/"), "/");
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/force-ssl-redirect: "true""#,
+        &[("/", "Prefix")],
+        false,
+    );
+    assert_eq!(go(&t, "/x"), "308 https://h.example.com/x");
+}
+
+#[test]
+fn source_ranges() {
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/allowlist-source-range: "10.0.0.0/8,192.168.1.7", nginx.ingress.kubernetes.io/denylist-source-range: "10.9.0.0/16""#,
+        &[("/", "Prefix")],
+        false,
+    );
+    let from = |ip: Option<&str>| {
+        let mut r = Request::get("h.example.com", "/x");
+        r.client = ip.map(|i| i.parse().unwrap());
+        describe(t.lookup(&r))
+    };
+    assert_eq!(from(Some("10.1.2.3")), "/x");
+    assert_eq!(from(Some("192.168.1.7")), "/x");
+    assert_eq!(from(Some("192.168.1.8")), "403");
+    assert_eq!(from(Some("10.9.1.1")), "403", "the denylist wins");
+    assert_eq!(from(None), "403", "unknown client, allowlist set");
+}
+
+#[test]
+fn options_reach_the_proxy_and_bad_values_disable_only_their_ingress() {
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/proxy-body-size: 8m, nginx.ingress.kubernetes.io/backend-protocol: HTTPS, nginx.ingress.kubernetes.io/upstream-vhost: internal.svc"#,
+        &[("/", "Prefix")],
+        false,
+    );
+    match t.lookup(&Request::get("h.example.com", "/")) {
+        Decision::Forward(f) => {
+            assert_eq!(f.options.proxy_body_size, Some(8 << 20));
+            assert_eq!(f.options.backend_protocol, BackendProtocol::Https);
+            assert_eq!(f.upstream_host, "internal.svc");
+        }
+        d => panic!("{d:?}"),
+    }
+    let bad: Ingress = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bad", "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "lots",
+                                                    "nginx.ingress.kubernetes.io/server-snippet": "return 200;"}},
+        "spec": {"ingressClassName": "lb", "defaultBackend": {"service": {"name": "x", "port": {"number": 80}}}}
+    }))
+    .unwrap();
+    let b = RouteTable::build(&[bad], &[], &(), &Config::default());
+    assert_eq!(b.table.ingress_count(), 0);
+    let err = b.problems.iter().find(|p| p.severity == Severity::Error).unwrap();
+    assert_eq!(
+        err.field,
+        "metadata.annotations[\"nginx.ingress.kubernetes.io/proxy-body-size\"]"
+    );
+    assert!(err.message.starts_with("\"lots\""), "{err}");
+    assert!(
+        b.problems
+            .iter()
+            .any(|p| p.severity == Severity::Warning && p.message.contains("snippets are refused"))
+    );
+}
