@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::annotations::RouteOptions;
 use crate::host::canonical_host;
-use crate::table::{BackendPort, IngressRef, PathKind, RouteTable};
+use crate::table::{BackendPort, IngressRef, PathKind, Route, RouteTable};
 use crate::target::{Target, TargetError};
 
 /// What the table needs to know about a request.
@@ -141,47 +141,12 @@ impl RouteTable {
         let ingress = self.ingress(route);
         let options = &self.options[route.ingress as usize];
         let https = req.https || target.https == Some(true);
-        let scheme = if https { "https" } else { "http" };
-        // The order of ingress-nginx's phases: server redirects (app-root),
-        // location redirects, the https redirect, then access checks.
-        if let Some(root) = &options.app_root
-            && target.path == "/"
-        {
-            return Decision::Redirect {
-                status: 302,
-                location: format!("{scheme}://{authority}{root}"),
-            };
-        }
-        if let Some(r) = &options.redirect {
-            return Decision::Redirect {
-                status: r.code,
-                location: r.url.clone(),
-            };
-        }
-        if !https && (options.force_ssl_redirect || (options.ssl_redirect && self.has_certificate(&host))) {
-            let uri = target.path_and_query();
-            let uri = match uri.strip_suffix('/') {
-                Some(stripped) if !options.preserve_trailing_slash => stripped,
-                _ => &uri,
-            };
-            let bare = host.as_ref();
-            return Decision::Redirect {
-                status: 308,
-                location: format!("https://{bare}{uri}"),
-            };
-        }
-        if !options.allow.is_empty() || !options.deny.is_empty() {
-            let allowed = req.client.is_some_and(|ip| {
-                !options.deny.iter().any(|n| n.contains(&ip))
-                    && (options.allow.is_empty() || options.allow.iter().any(|n| n.contains(&ip)))
-            });
-            if !allowed {
-                return Decision::Deny {
-                    status: 403,
-                    ingress: Some(ingress),
-                    reason: "client address not allowed by the Ingress's source ranges".into(),
-                };
+        if !route.plain {
+            if let Some(d) = self.before_forward(route, req, &target, authority) {
+                return d;
             }
+        } else if !https && self.has_certificate(&host) && options.ssl_redirect {
+            return https_redirect(&host, &target, options);
         }
         let port = match &route.backend.port {
             BackendPort::Number(n) => *n,
@@ -193,7 +158,14 @@ impl RouteTable {
                 };
             }
         };
-        let (upstream_path, x_forwarded_prefix) = match &options.rewrite_target {
+        // A plain route has no rewrite and no upstream-vhost: its options
+        // are not even read.
+        let rewrite = if route.plain {
+            None
+        } else {
+            options.rewrite_target.as_ref()
+        };
+        let (upstream_path, x_forwarded_prefix) = match rewrite {
             Some(t) if !route.path.is_empty() => {
                 let caps = route.regex.as_ref().and_then(|re| re.captures(&target.path));
                 let mut out = String::with_capacity(t.len() + 16);
@@ -225,10 +197,79 @@ impl RouteTable {
             service: &route.backend.service,
             port,
             upstream_path,
-            upstream_host: options.upstream_vhost.as_deref().or(req.host).unwrap_or(authority),
+            upstream_host: if route.plain {
+                None
+            } else {
+                options.upstream_vhost.as_deref()
+            }
+            .or(req.host)
+            .unwrap_or(authority),
             matched: (!route.path.is_empty()).then_some((&*route.path, route.kind)),
             x_forwarded_prefix,
             options,
         })
+    }
+}
+
+impl RouteTable {
+    /// Redirects and access checks, in the order of ingress-nginx's
+    /// phases: server redirects (app-root), location redirects, the https
+    /// redirect, then source ranges.
+    fn before_forward<'a>(
+        &'a self,
+        route: &Route,
+        req: &Request<'a>,
+        target: &Target<'_>,
+        authority: &str,
+    ) -> Option<Decision<'a>> {
+        let options = &self.options[route.ingress as usize];
+        let https = req.https || target.https == Some(true);
+        let scheme = if https { "https" } else { "http" };
+        let host = canonical_host(authority);
+        if let Some(root) = &options.app_root
+            && target.path == "/"
+        {
+            return Some(Decision::Redirect {
+                status: 302,
+                location: format!("{scheme}://{authority}{root}"),
+            });
+        }
+        if let Some(r) = &options.redirect {
+            return Some(Decision::Redirect {
+                status: r.code,
+                location: r.url.clone(),
+            });
+        }
+        if !https && (options.force_ssl_redirect || (options.ssl_redirect && self.has_certificate(&host))) {
+            return Some(https_redirect(&host, target, options));
+        }
+        if !options.allow.is_empty() || !options.deny.is_empty() {
+            let allowed = req.client.is_some_and(|ip| {
+                !options.deny.iter().any(|n| n.contains(&ip))
+                    && (options.allow.is_empty() || options.allow.iter().any(|n| n.contains(&ip)))
+            });
+            if !allowed {
+                return Some(Decision::Deny {
+                    status: 403,
+                    ingress: Some(self.ingress(route)),
+                    reason: "client address not allowed by the Ingress's source ranges".into(),
+                });
+            }
+        }
+        None
+    }
+}
+
+/// 308 to https on the bare host, one trailing `/` stripped unless
+/// `preserve-trailing-slash` (ingress-nginx's Lua redirect).
+fn https_redirect<'a>(host: &str, target: &Target<'_>, options: &RouteOptions) -> Decision<'a> {
+    let uri = target.path_and_query();
+    let uri = match uri.strip_suffix('/') {
+        Some(stripped) if !options.preserve_trailing_slash => stripped,
+        _ => &uri,
+    };
+    Decision::Redirect {
+        status: 308,
+        location: format!("https://{host}{uri}"),
     }
 }

@@ -118,6 +118,9 @@ pub(crate) struct Route {
     pub(crate) kind: PathKind,
     pub(crate) backend: Backend,
     pub(crate) regex: Option<Regex>,
+    /// The Ingress's options ask for nothing but the https redirect (so a
+    /// lookup need not read them).
+    pub(crate) plain: bool,
 }
 
 /// The routes of one host bucket, laid out for lookup: every key in one
@@ -651,12 +654,21 @@ impl Builder<'_> {
     }
 
     fn push_route(&mut self, ingress: u32, path: &str, kind: PathKind, backend: Backend, regex: Option<Regex>) -> u32 {
+        let o = &self.table.options[ingress as usize];
+        let plain = o.app_root.is_none()
+            && o.redirect.is_none()
+            && !o.force_ssl_redirect
+            && o.allow.is_empty()
+            && o.deny.is_empty()
+            && o.rewrite_target.is_none()
+            && o.upstream_vhost.is_none();
         self.table.routes.push(Route {
             ingress,
             path: path.into(),
             kind,
             backend,
             regex,
+            plain,
         });
         self.table.routes.len() as u32 - 1
     }

@@ -76,6 +76,9 @@ impl TlsIndex {
     /// Whether some Ingress has a certificate for `host` (ssl-redirect
     /// applies to such hosts).
     pub(crate) fn covers(&self, host: &str) -> bool {
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return false;
+        }
         self.exact.contains_key(host) || wildcard_suffix(host).is_some_and(|s| self.wildcard.contains_key(s))
     }
 }
