@@ -124,3 +124,34 @@ fn bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--url"));
 }
+
+#[test]
+fn redirects_carry_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app
+  namespace: web
+  annotations:
+    nginx.ingress.kubernetes.io/app-root: /app1
+spec:
+  ingressClassName: lb
+  rules:
+  - host: approot.bar.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+"#,
+    )
+    .unwrap();
+    let (v, out) = explain(dir.path(), "http://approot.bar.com/?x=1", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["status"], 302);
+    assert_eq!(v["location"], "http://approot.bar.com/app1");
+    assert_eq!(v["service"], Value::Null);
+    let (v, _) = explain(dir.path(), "http://approot.bar.com/app1", &[]);
+    assert_eq!((v["status"].as_u64(), v["upstream_path"].as_str()), (Some(200), Some("/app1")));
+}
