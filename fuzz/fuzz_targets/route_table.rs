@@ -18,6 +18,7 @@ struct Path {
 #[derive(Arbitrary, Debug)]
 struct Ing {
     regex: Option<String>,
+    annotations: Vec<(u8, String)>,
     default: Option<String>,
     rules: Vec<(Option<String>, Vec<Path>)>,
     created: Option<u8>,
@@ -52,6 +53,16 @@ fuzz_target!(|input: Input| {
             if let Some(r) = ing.regex {
                 out.metadata.annotations.insert(USE_REGEX.into(), r);
             }
+            const KEYS: &[&str] = &[
+                "rewrite-target", "app-root", "permanent-redirect", "temporal-redirect", "permanent-redirect-code",
+                "ssl-redirect", "force-ssl-redirect", "preserve-trailing-slash", "proxy-body-size",
+                "proxy-read-timeout", "backend-protocol", "allowlist-source-range", "denylist-source-range",
+                "upstream-vhost", "x-forwarded-prefix", "server-snippet", "unknown",
+            ];
+            for (k, v) in ing.annotations.into_iter().take(8) {
+                let key = format!("{ANNOTATION_PREFIX}{}", KEYS[k as usize % KEYS.len()]);
+                out.metadata.annotations.insert(key, v);
+            }
             out.spec.ingress_class_name = Some("lb".into());
             out.spec.default_backend = ing.default.map(|s| backend(&s, (None, Some(80))));
             for (host, paths) in ing.rules.into_iter().take(8) {
@@ -77,8 +88,11 @@ fuzz_target!(|input: Input| {
         .collect();
     let ports = |_: &str, _: &str, name: &str| (name.len() == 4).then_some(8080);
     let build = RouteTable::build(&ingresses, &[], &ports, &Config::default());
-    for (host, target) in input.requests.iter().take(16) {
-        if let Decision::Forward(f) = build.table.lookup(&Request::get(host, target)) {
+    for (i, (host, target)) in input.requests.iter().take(16).enumerate() {
+        let mut req = Request::get(host, target);
+        req.https = i % 2 == 1;
+        req.client = Some(std::net::IpAddr::from([10, 0, 0, i as u8]));
+        if let Decision::Forward(f) = build.table.lookup(&req) {
             assert!(f.port > 0);
             assert!(f.upstream_path.starts_with('/'));
             assert!(ingresses.iter().any(|i| i.metadata.name == f.ingress.name));
