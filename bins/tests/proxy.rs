@@ -153,5 +153,8 @@ spec:
     assert_eq!(v["location"], "http://approot.bar.com/app1");
     assert_eq!(v["service"], Value::Null);
     let (v, _) = explain(dir.path(), "http://approot.bar.com/app1", &[]);
-    assert_eq!((v["status"].as_u64(), v["upstream_path"].as_str()), (Some(200), Some("/app1")));
+    assert_eq!(
+        (v["status"].as_u64(), v["upstream_path"].as_str()),
+        (Some(200), Some("/app1"))
+    );
 }

@@ -96,31 +96,6 @@ pub struct Parsed {
     pub warnings: Vec<Finding>,
 }
 
-/// Annotations we read; the others with our prefix are ignored with a
-/// warning.
-const KNOWN: &[&str] = &[
-    "use-regex",
-    "rewrite-target",
-    "x-forwarded-prefix",
-    "app-root",
-    "permanent-redirect",
-    "permanent-redirect-code",
-    "temporal-redirect",
-    "temporal-redirect-code",
-    "ssl-redirect",
-    "force-ssl-redirect",
-    "preserve-trailing-slash",
-    "proxy-body-size",
-    "proxy-connect-timeout",
-    "proxy-read-timeout",
-    "proxy-send-timeout",
-    "backend-protocol",
-    "whitelist-source-range",
-    "allowlist-source-range",
-    "denylist-source-range",
-    "upstream-vhost",
-];
-
 fn boolean(v: &str) -> Result<bool, String> {
     match v {
         "true" => Ok(true),
@@ -209,58 +184,68 @@ fn redirect_code(v: &str, lo: u16, hi: u16) -> Result<u16, String> {
     }
 }
 
-/// Reads the annotations of one Ingress.
+/// Reads the annotations of one Ingress (one pass over them).
 pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
-    let mut p = Parsed {
-        options: RouteOptions {
-            ssl_redirect: true,
-            ..RouteOptions::default()
-        },
-        ..Parsed::default()
-    };
-    let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(String::as_str);
-    for key in annotations.keys() {
+    let mut p = Parsed::default();
+    let o = &mut p.options;
+    o.ssl_redirect = true;
+    let (mut permanent, mut permanent_code, mut temporal, mut temporal_code) = (None, 301, None, 302);
+    let (mut whitelist, mut allowlist) = (None, None);
+    for (key, v) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else { continue };
-        if name.ends_with("-snippet") {
-            p.warnings.push((
-                key.clone(),
-                "snippets are refused: lb never executes configuration text (use the typed annotations)".into(),
-            ));
-        } else if !KNOWN.contains(&name) {
-            p.warnings.push((key.clone(), "not supported by lb; ignored".into()));
+        let result: Result<(), String> = match name {
+            "use-regex" => boolean(v).map(|b| o.use_regex = b),
+            "rewrite-target" => rewrite(v).map(|t| o.rewrite_target = Some(t)),
+            "x-forwarded-prefix" => absolute_path(v).map(|t| o.x_forwarded_prefix = Some(t)),
+            "app-root" => absolute_path(v).map(|t| o.app_root = Some(t)),
+            "permanent-redirect" => url(v).map(|u| permanent = Some(u)),
+            "permanent-redirect-code" => redirect_code(v, 300, 308).map(|c| permanent_code = c),
+            "temporal-redirect" => url(v).map(|u| temporal = Some(u)),
+            "temporal-redirect-code" => redirect_code(v, 300, 307).map(|c| temporal_code = c),
+            "ssl-redirect" => boolean(v).map(|b| o.ssl_redirect = b),
+            "force-ssl-redirect" => boolean(v).map(|b| o.force_ssl_redirect = b),
+            "preserve-trailing-slash" => boolean(v).map(|b| o.preserve_trailing_slash = b),
+            "proxy-body-size" => size(v).map(|n| o.proxy_body_size = Some(n)),
+            "proxy-connect-timeout" => seconds(v).map(|d| o.connect_timeout = Some(d)),
+            "proxy-read-timeout" => seconds(v).map(|d| o.read_timeout = Some(d)),
+            "proxy-send-timeout" => seconds(v).map(|d| o.send_timeout = Some(d)),
+            "backend-protocol" => match v.to_ascii_uppercase().as_str() {
+                "HTTP" => Ok(BackendProtocol::Http),
+                "HTTPS" => Ok(BackendProtocol::Https),
+                "GRPC" => Ok(BackendProtocol::Grpc),
+                "GRPCS" => Ok(BackendProtocol::Grpcs),
+                _ => Err("is not one of HTTP, HTTPS, GRPC, GRPCS".into()),
+            }
+            .map(|b| o.backend_protocol = b),
+            "whitelist-source-range" => ranges(v).map(|r| whitelist = Some(r)),
+            "allowlist-source-range" => ranges(v).map(|r| allowlist = Some(r)),
+            "denylist-source-range" => ranges(v).map(|r| o.deny = r),
+            "upstream-vhost" => clean(v).and_then(|v| {
+                if v.contains(['/', '?', '#', '@']) {
+                    return Err("must be a host name, optionally with :port".into());
+                }
+                o.upstream_vhost = Some(v.to_owned());
+                Ok(())
+            }),
+            n if n.ends_with("-snippet") => {
+                p.warnings.push((
+                    key.clone(),
+                    "snippets are refused: lb never executes configuration text (use the typed annotations)".into(),
+                ));
+                Ok(())
+            }
+            _ => {
+                p.warnings.push((key.clone(), "not supported by lb; ignored".into()));
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            p.errors.push((key.clone(), format!("{v:?} {e}")));
         }
     }
-    let mut check = |name: &str, f: &mut dyn FnMut(&str) -> Result<(), String>| {
-        if let Some(v) = get(name)
-            && let Err(e) = f(v)
-        {
-            p.errors.push((format!("{PREFIX}{name}"), format!("{v:?} {e}")));
-        }
-    };
-    let o = &mut RouteOptions {
-        ssl_redirect: true,
-        ..RouteOptions::default()
-    };
-    check("use-regex", &mut |v| boolean(v).map(|b| o.use_regex = b));
-    check("rewrite-target", &mut |v| {
-        rewrite(v).map(|t| o.rewrite_target = Some(t))
-    });
-    check("x-forwarded-prefix", &mut |v| {
-        absolute_path(v).map(|t| o.x_forwarded_prefix = Some(t))
-    });
-    check("app-root", &mut |v| absolute_path(v).map(|t| o.app_root = Some(t)));
-    let mut permanent = None;
-    check("permanent-redirect", &mut |v| url(v).map(|u| permanent = Some(u)));
-    let mut permanent_code = 301;
-    check("permanent-redirect-code", &mut |v| {
-        redirect_code(v, 300, 308).map(|c| permanent_code = c)
-    });
-    let mut temporal = None;
-    check("temporal-redirect", &mut |v| url(v).map(|u| temporal = Some(u)));
-    let mut temporal_code = 302;
-    check("temporal-redirect-code", &mut |v| {
-        redirect_code(v, 300, 307).map(|c| temporal_code = c)
-    });
+    // The newer name wins when both are given; the temporal redirect wins
+    // over the permanent one (as in ingress-nginx).
+    o.allow = allowlist.or(whitelist).unwrap_or_default();
     o.redirect = match (temporal, permanent) {
         (Some(url), _) => Some(Redirect {
             code: temporal_code,
@@ -272,46 +257,6 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
         }),
         (None, None) => None,
     };
-    check("ssl-redirect", &mut |v| boolean(v).map(|b| o.ssl_redirect = b));
-    check("force-ssl-redirect", &mut |v| {
-        boolean(v).map(|b| o.force_ssl_redirect = b)
-    });
-    check("preserve-trailing-slash", &mut |v| {
-        boolean(v).map(|b| o.preserve_trailing_slash = b)
-    });
-    check("proxy-body-size", &mut |v| size(v).map(|n| o.proxy_body_size = Some(n)));
-    check("proxy-connect-timeout", &mut |v| {
-        seconds(v).map(|d| o.connect_timeout = Some(d))
-    });
-    check("proxy-read-timeout", &mut |v| {
-        seconds(v).map(|d| o.read_timeout = Some(d))
-    });
-    check("proxy-send-timeout", &mut |v| {
-        seconds(v).map(|d| o.send_timeout = Some(d))
-    });
-    check("backend-protocol", &mut |v| {
-        o.backend_protocol = match v.to_ascii_uppercase().as_str() {
-            "HTTP" => BackendProtocol::Http,
-            "HTTPS" => BackendProtocol::Https,
-            "GRPC" => BackendProtocol::Grpc,
-            "GRPCS" => BackendProtocol::Grpcs,
-            _ => return Err("is not one of HTTP, HTTPS, GRPC, GRPCS".into()),
-        };
-        Ok(())
-    });
-    // The newer name wins when both are given.
-    check("whitelist-source-range", &mut |v| ranges(v).map(|r| o.allow = r));
-    check("allowlist-source-range", &mut |v| ranges(v).map(|r| o.allow = r));
-    check("denylist-source-range", &mut |v| ranges(v).map(|r| o.deny = r));
-    check("upstream-vhost", &mut |v| {
-        let v = clean(v)?;
-        if v.contains(['/', '?', '#', '@']) {
-            return Err("must be a host name, optionally with :port".into());
-        }
-        o.upstream_vhost = Some(v.to_owned());
-        Ok(())
-    });
-    p.options = o.clone();
     p
 }
 

@@ -11,6 +11,7 @@
 //! regex at equal length, then the oldest Ingress (§1.4).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
@@ -190,8 +191,9 @@ struct Staging {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub(crate) ingresses: Vec<IngressRef>,
-    /// The options of each Ingress (its annotations), by the same index.
-    pub(crate) options: Vec<RouteOptions>,
+    /// The options of each Ingress (its annotations), by the same index;
+    /// Ingresses without any share one.
+    pub(crate) options: Vec<Arc<RouteOptions>>,
     pub(crate) routes: Vec<Route>,
     /// Host buckets by exact name, by wildcard suffix, and the host-less one;
     /// each holds its routes inline (one less pointer to follow per lookup).
@@ -277,6 +279,8 @@ struct Builder<'a> {
     table: RouteTable,
     problems: Vec<Problem>,
     ports: &'a dyn PortResolver,
+    /// The options of an Ingress without annotations.
+    defaults: Arc<RouteOptions>,
     /// The host buckets while building, numbered by the maps below.
     staging: Vec<Staging>,
     exact_ids: HashMap<Box<str>, u32, RandomState>,
@@ -573,6 +577,12 @@ impl Builder<'_> {
             namespace: ns.to_owned(),
             name: ing.metadata.name.clone(),
         });
+        // Most Ingresses ask for the defaults: they share one.
+        let options = if *self.defaults == options {
+            self.defaults.clone()
+        } else {
+            Arc::new(options)
+        };
         self.table.options.push(options);
         for (host, secret) in tls {
             let secret = SecretRef {
@@ -768,6 +778,7 @@ impl RouteTable {
             problems: Vec::new(),
             ports,
             staging: Vec::new(),
+            defaults: Arc::new(annotations::parse(&Default::default()).options),
             exact_ids: HashMap::default(),
             wildcard_ids: HashMap::default(),
             any_id: None,
