@@ -79,6 +79,98 @@ pub struct RouteOptions {
     pub deny: Vec<IpNet>,
     /// `upstream-vhost`: the `Host` sent upstream.
     pub upstream_vhost: Option<String>,
+    /// `enable-cors` and `cors-*`.
+    pub cors: Option<Cors>,
+}
+
+/// CORS as ingress-nginx answers it: preflights (`OPTIONS` with `Origin`)
+/// get 204 from the proxy; other responses get the headers added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins (`*` alone: any); `https://*.foo.com` covers one label.
+    pub allow_origin: Vec<String>,
+    /// `cors-allow-methods`.
+    pub allow_methods: String,
+    /// `cors-allow-headers`.
+    pub allow_headers: String,
+    /// `cors-expose-headers` (empty: not sent).
+    pub expose_headers: String,
+    /// `cors-allow-credentials`.
+    pub allow_credentials: bool,
+    /// `cors-max-age`, seconds.
+    pub max_age: u32,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self {
+            allow_origin: vec!["*".into()],
+            allow_methods: "GET, PUT, POST, DELETE, PATCH, OPTIONS".into(),
+            allow_headers: "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization".into(),
+            expose_headers: String::new(),
+            allow_credentials: true,
+            max_age: 1_728_000,
+        }
+    }
+}
+
+impl Cors {
+    /// The `Access-Control-Allow-Origin` value for a request's `Origin`:
+    /// `*`, the origin echoed when listed, or `None` (not allowed).
+    pub fn origin_for(&self, origin: Option<&str>) -> Option<String> {
+        if self.allow_origin.iter().any(|o| o == "*") {
+            return Some("*".into());
+        }
+        let origin = origin?;
+        let lower = origin.to_ascii_lowercase();
+        self.allow_origin
+            .iter()
+            .any(|allowed| {
+                let allowed = allowed.to_ascii_lowercase();
+                match allowed.split_once("://*.") {
+                    Some((scheme, suffix)) => lower
+                        .strip_prefix(&format!("{scheme}://"))
+                        .and_then(|rest| rest.split_once('.'))
+                        .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                    None => allowed == lower,
+                }
+            })
+            .then(|| origin.to_owned())
+    }
+}
+
+/// A comma-separated list of tokens (methods, header names).
+fn tokens(v: &str) -> Result<String, String> {
+    let ok = v.split(',').map(str::trim).all(|t| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    });
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("must be a comma-separated list of names (letters, digits, '-', …)".into())
+    }
+}
+
+/// Origins: `*`, or `scheme://host[:port]` entries, optionally `*.` wildcard hosts.
+fn origins(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|o| {
+            let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+            let valid = o == "*"
+                || rest.is_some_and(|r| {
+                    !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:*".contains(&b))
+                });
+            if valid {
+                Ok(o.to_owned())
+            } else {
+                Err(format!("{o:?} is not an origin (scheme://host[:port], or *)"))
+            }
+        })
+        .collect()
 }
 
 /// One finding about one annotation: (annotation, message).
@@ -191,6 +283,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     o.ssl_redirect = true;
     let (mut permanent, mut permanent_code, mut temporal, mut temporal_code) = (None, 301, None, 302);
     let (mut whitelist, mut allowlist) = (None, None);
+    let (mut cors_on, mut cors) = (false, Cors::default());
     for (key, v) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else { continue };
         let result: Result<(), String> = match name {
@@ -227,6 +320,19 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                 o.upstream_vhost = Some(v.to_owned());
                 Ok(())
             }),
+            "enable-cors" => boolean(v).map(|b| cors_on = b),
+            "cors-allow-origin" => origins(v).map(|o| cors.allow_origin = o),
+            "cors-allow-methods" => tokens(v).map(|t| cors.allow_methods = t),
+            "cors-allow-headers" => tokens(v).map(|t| cors.allow_headers = t),
+            "cors-expose-headers" => tokens(v).map(|t| cors.expose_headers = t),
+            "cors-allow-credentials" => boolean(v).map(|b| cors.allow_credentials = b),
+            "cors-max-age" => match v.parse::<u32>() {
+                Ok(n) => {
+                    cors.max_age = n;
+                    Ok(())
+                }
+                Err(_) => Err("is not a number of seconds".into()),
+            },
             n if n.ends_with("-snippet") => {
                 p.warnings.push((
                     key.clone(),
@@ -246,6 +352,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     // The newer name wins when both are given; the temporal redirect wins
     // over the permanent one (as in ingress-nginx).
     o.allow = allowlist.or(whitelist).unwrap_or_default();
+    o.cors = cors_on.then_some(cors);
     o.redirect = match (temporal, permanent) {
         (Some(url), _) => Some(Redirect {
             code: temporal_code,

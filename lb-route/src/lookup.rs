@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use crate::annotations::RouteOptions;
+use crate::annotations::{Cors, RouteOptions};
 use crate::host::canonical_host;
 use crate::table::{BackendPort, IngressRef, PathKind, Route, RouteTable};
 use crate::target::{Target, TargetError};
@@ -59,6 +59,8 @@ pub struct Forward<'a> {
     /// The Ingress's options the proxy executes (body size, timeouts,
     /// backend protocol …).
     pub options: &'a RouteOptions,
+    /// Headers the proxy adds to the backend's response (CORS).
+    pub response_headers: Vec<(&'static str, String)>,
 }
 
 /// The decision for one request.
@@ -84,6 +86,11 @@ pub enum Decision<'a> {
         /// Why.
         reason: String,
     },
+    /// A CORS preflight answered by the proxy: 204 with these headers.
+    Preflight {
+        /// The `Access-Control-*` headers.
+        headers: Vec<(&'static str, String)>,
+    },
     /// The request target is malformed: 400 (414 when too long).
     BadRequest(TargetError),
     /// No rule and no default backend: 404.
@@ -96,6 +103,7 @@ impl Decision<'_> {
     pub fn status(&self) -> u16 {
         match self {
             Decision::Forward(_) => 200,
+            Decision::Preflight { .. } => 204,
             Decision::Redirect { status, .. } | Decision::Deny { status, .. } => *status,
             Decision::BadRequest(TargetError::TooLong(_)) => 414,
             Decision::BadRequest(_) => 400,
@@ -206,6 +214,16 @@ impl RouteTable {
             .unwrap_or(authority),
             matched: (!route.path.is_empty()).then_some((&*route.path, route.kind)),
             x_forwarded_prefix,
+            response_headers: match (route.plain, &options.cors) {
+                (false, Some(cors)) => {
+                    let origin = req
+                        .headers
+                        .and_then(|h| h.get(http::header::ORIGIN))
+                        .and_then(|v| v.to_str().ok());
+                    cors_headers(cors, origin, false)
+                }
+                _ => Vec::new(),
+            },
             options,
         })
     }
@@ -240,6 +258,14 @@ impl RouteTable {
                 location: r.url.clone(),
             });
         }
+        if let Some(cors) = &options.cors
+            && req.method == http::Method::OPTIONS
+            && let Some(origin) = req.headers.and_then(|h| h.get(http::header::ORIGIN))
+        {
+            return Some(Decision::Preflight {
+                headers: cors_headers(cors, origin.to_str().ok(), true),
+            });
+        }
         if !https && (options.force_ssl_redirect || (options.ssl_redirect && self.has_certificate(&host))) {
             return Some(https_redirect(&host, target, options));
         }
@@ -272,4 +298,27 @@ fn https_redirect<'a>(host: &str, target: &Target<'_>, options: &RouteOptions) -
         status: 308,
         location: format!("https://{host}{uri}"),
     }
+}
+
+/// The `Access-Control-*` headers for a request with `origin` (none when
+/// the origin is not allowed); a preflight also gets the max age.
+fn cors_headers(cors: &Cors, origin: Option<&str>, preflight: bool) -> Vec<(&'static str, String)> {
+    let Some(allow) = cors.origin_for(origin) else {
+        return Vec::new();
+    };
+    let mut h = vec![
+        ("access-control-allow-origin", allow),
+        ("access-control-allow-methods", cors.allow_methods.clone()),
+        ("access-control-allow-headers", cors.allow_headers.clone()),
+    ];
+    if cors.allow_credentials {
+        h.push(("access-control-allow-credentials", "true".into()));
+    }
+    if !cors.expose_headers.is_empty() {
+        h.push(("access-control-expose-headers", cors.expose_headers.clone()));
+    }
+    if preflight {
+        h.push(("access-control-max-age", cors.max_age.to_string()));
+    }
+    h
 }

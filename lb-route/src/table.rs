@@ -671,7 +671,8 @@ impl Builder<'_> {
             && o.allow.is_empty()
             && o.deny.is_empty()
             && o.rewrite_target.is_none()
-            && o.upstream_vhost.is_none();
+            && o.upstream_vhost.is_none()
+            && o.cors.is_none();
         self.table.routes.push(Route {
             ingress,
             path: path.into(),

@@ -233,3 +233,57 @@ fn options_reach_the_proxy_and_bad_values_disable_only_their_ingress() {
             .any(|p| p.severity == Severity::Warning && p.message.contains("snippets are refused"))
     );
 }
+
+#[test]
+fn cors_preflight_and_response_headers() {
+    let t = table(
+        r#"nginx.ingress.kubernetes.io/enable-cors: "true", nginx.ingress.kubernetes.io/cors-allow-origin: "https://app.example.com, https://*.foo.com", nginx.ingress.kubernetes.io/cors-max-age: "600""#,
+        &[("/", "Prefix")],
+        false,
+    );
+    let ask = |method: http::Method, origin: Option<&str>| {
+        let mut headers = http::HeaderMap::new();
+        if let Some(o) = origin {
+            headers.insert(http::header::ORIGIN, o.parse().unwrap());
+        }
+        let mut r = Request::get("h.example.com", "/api");
+        r.method = &method;
+        r.headers = Some(&headers);
+        match t.lookup(&r) {
+            Decision::Preflight { headers } => ("preflight".to_string(), headers),
+            Decision::Forward(f) => ("forward".to_string(), f.response_headers),
+            d => (d.status().to_string(), vec![]),
+        }
+    };
+    let (kind, h) = ask(http::Method::OPTIONS, Some("https://app.example.com"));
+    assert_eq!(kind, "preflight");
+    assert!(
+        h.contains(&("access-control-allow-origin", "https://app.example.com".into())),
+        "{h:?}"
+    );
+    assert!(h.contains(&("access-control-max-age", "600".into())));
+    assert!(h.contains(&("access-control-allow-credentials", "true".into())));
+    // One-label wildcard origins.
+    let (_, h) = ask(http::Method::GET, Some("https://a.foo.com"));
+    assert!(
+        h.contains(&("access-control-allow-origin", "https://a.foo.com".into())),
+        "{h:?}"
+    );
+    let (kind, h) = ask(http::Method::GET, Some("https://a.b.foo.com"));
+    assert_eq!((kind.as_str(), h.len()), ("forward", 0), "not allowed: no CORS headers");
+    // OPTIONS without Origin is not a preflight: forwarded.
+    assert_eq!(ask(http::Method::OPTIONS, None).0, "forward");
+    // A bad origin list disables the Ingress.
+    let bad: Ingress = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bad", "annotations": {"nginx.ingress.kubernetes.io/enable-cors": "true",
+            "nginx.ingress.kubernetes.io/cors-allow-origin": "app.example.com\r\nX: y"}},
+        "spec": {"ingressClassName": "lb", "defaultBackend": {"service": {"name": "x", "port": {"number": 80}}}}
+    }))
+    .unwrap();
+    assert_eq!(
+        RouteTable::build(&[bad], &[], &(), &Config::default())
+            .table
+            .ingress_count(),
+        0
+    );
+}

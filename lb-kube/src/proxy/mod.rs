@@ -208,6 +208,22 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
             location: None,
             why: reason,
         },
+        Decision::Preflight { headers } => Explain {
+            status,
+            ingress: None,
+            service: None,
+            port: None,
+            upstream_path: None,
+            location: None,
+            why: format!(
+                "CORS preflight answered by the proxy ({})",
+                headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        },
         Decision::BadRequest(e) => Explain {
             status,
             ingress: None,
