@@ -81,6 +81,65 @@ pub struct RouteOptions {
     pub upstream_vhost: Option<String>,
     /// `enable-cors` and `cors-*`.
     pub cors: Option<Cors>,
+    /// `affinity: cookie` and `session-cookie-*`: sticky upstream choice
+    /// (the proxy's balancer executes it).
+    pub affinity: Option<Affinity>,
+    /// `auth-type: basic` with `auth-secret` and `auth-realm`.
+    pub basic_auth: Option<BasicAuth>,
+    /// `auth-url` with `auth-signin` and `auth-response-headers`.
+    pub external_auth: Option<ExternalAuth>,
+}
+
+/// Cookie affinity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    /// `session-cookie-name` (default `INGRESSCOOKIE`).
+    pub cookie_name: String,
+    /// `session-cookie-path` (default: the matched location path).
+    pub path: Option<String>,
+    /// `session-cookie-domain`.
+    pub domain: Option<String>,
+    /// `session-cookie-max-age`, seconds.
+    pub max_age: Option<u64>,
+    /// `session-cookie-expires`, seconds.
+    pub expires: Option<u64>,
+    /// `session-cookie-secure` (default: when the request is https).
+    pub secure: Option<bool>,
+    /// `session-cookie-samesite`: `None`, `Lax` or `Strict`.
+    pub samesite: Option<String>,
+    /// `affinity-mode: persistent` (default `balanced`).
+    pub persistent: bool,
+    /// `session-cookie-change-on-failure`.
+    pub change_on_failure: bool,
+}
+
+/// HTTP basic authentication against an htpasswd Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The Secret, in the Ingress's namespace (key `auth`, htpasswd lines).
+    pub secret: String,
+    /// `auth-realm`.
+    pub realm: String,
+}
+
+/// Authorization by a subrequest (the oauth2-proxy pattern).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalAuth {
+    /// `auth-url`: 2xx allows, 401/403 deny with that status.
+    pub url: String,
+    /// `auth-signin`: where a 401 redirects instead (`rd=` the original URL).
+    pub signin: Option<String>,
+    /// `auth-response-headers`: copied from the auth response upstream.
+    pub response_headers: Vec<String>,
+}
+
+/// A cookie attribute value: no separators, no control characters.
+fn cookie_value(v: &str) -> Result<String, String> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !b";,\"\\".contains(&b)) {
+        Ok(v.to_owned())
+    } else {
+        Err("must be a cookie token (visible ASCII, no ';', ',', '\"' or '\\')".into())
+    }
 }
 
 /// CORS as ingress-nginx answers it: preflights (`OPTIONS` with `Origin`)
@@ -284,6 +343,20 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     let (mut permanent, mut permanent_code, mut temporal, mut temporal_code) = (None, 301, None, 302);
     let (mut whitelist, mut allowlist) = (None, None);
     let (mut cors_on, mut cors) = (false, Cors::default());
+    let mut affinity_on = false;
+    let mut affinity = Affinity {
+        cookie_name: "INGRESSCOOKIE".into(),
+        path: None,
+        domain: None,
+        max_age: None,
+        expires: None,
+        secure: None,
+        samesite: None,
+        persistent: false,
+        change_on_failure: false,
+    };
+    let (mut auth_type, mut auth_secret, mut realm) = (None, None, "Authentication Required".to_owned());
+    let (mut auth_url, mut signin, mut auth_headers) = (None, None, Vec::new());
     for (key, v) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else { continue };
         let result: Result<(), String> = match name {
@@ -320,6 +393,69 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                 o.upstream_vhost = Some(v.to_owned());
                 Ok(())
             }),
+            "affinity" => match v.as_str() {
+                "cookie" => {
+                    affinity_on = true;
+                    Ok(())
+                }
+                _ => Err("is not a supported affinity (\"cookie\")".into()),
+            },
+            "affinity-mode" => match v.as_str() {
+                "balanced" | "persistent" => {
+                    affinity.persistent = v == "persistent";
+                    Ok(())
+                }
+                _ => Err("is not \"balanced\" or \"persistent\"".into()),
+            },
+            "session-cookie-name" => tokens(v)
+                .and_then(|_| cookie_value(v))
+                .map(|n| affinity.cookie_name = n),
+            "session-cookie-path" => absolute_path(v).map(|p| affinity.path = Some(p)),
+            "session-cookie-domain" => cookie_value(v).map(|d| affinity.domain = Some(d)),
+            "session-cookie-max-age" => v
+                .parse::<u64>()
+                .map(|n| affinity.max_age = Some(n))
+                .map_err(|_| "is not a number of seconds".into()),
+            "session-cookie-expires" => v
+                .parse::<u64>()
+                .map(|n| affinity.expires = Some(n))
+                .map_err(|_| "is not a number of seconds".into()),
+            "session-cookie-secure" => boolean(v).map(|b| affinity.secure = Some(b)),
+            "session-cookie-samesite" => match v.as_str() {
+                "None" | "Lax" | "Strict" => {
+                    affinity.samesite = Some(v.clone());
+                    Ok(())
+                }
+                _ => Err("is not None, Lax or Strict".into()),
+            },
+            "session-cookie-change-on-failure" => boolean(v).map(|b| affinity.change_on_failure = b),
+            "auth-type" => match v.as_str() {
+                "basic" => {
+                    auth_type = Some(());
+                    Ok(())
+                }
+                _ => Err("is not a supported auth type (\"basic\")".into()),
+            },
+            "auth-secret" => {
+                if v.contains('/') {
+                    Err("names a Secret in another namespace; cross-namespace references are not allowed".into())
+                } else {
+                    cookie_value(v).map(|s| auth_secret = Some(s))
+                }
+            }
+            "auth-realm" => {
+                if v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+                    Err("must not contain control characters, '\"' or '\\'".into())
+                } else {
+                    realm = v.clone();
+                    Ok(())
+                }
+            }
+            "auth-url" => url(v).map(|u| auth_url = Some(u)),
+            "auth-signin" => url(v).map(|u| signin = Some(u)),
+            "auth-response-headers" => tokens(v).map(|t| {
+                auth_headers = t.split(',').map(|h| h.trim().to_owned()).collect();
+            }),
             "enable-cors" => boolean(v).map(|b| cors_on = b),
             "cors-allow-origin" => origins(v).map(|o| cors.allow_origin = o),
             "cors-allow-methods" => tokens(v).map(|t| cors.allow_methods = t),
@@ -353,6 +489,20 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     // over the permanent one (as in ingress-nginx).
     o.allow = allowlist.or(whitelist).unwrap_or_default();
     o.cors = cors_on.then_some(cors);
+    o.affinity = affinity_on.then_some(affinity);
+    match (auth_type, auth_secret) {
+        (Some(()), Some(secret)) => o.basic_auth = Some(BasicAuth { secret, realm }),
+        (Some(()), None) => p.errors.push((
+            format!("{PREFIX}auth-type"),
+            "\"basic\" needs nginx.ingress.kubernetes.io/auth-secret".into(),
+        )),
+        _ => {}
+    }
+    o.external_auth = auth_url.map(|url| ExternalAuth {
+        url,
+        signin,
+        response_headers: auth_headers,
+    });
     o.redirect = match (temporal, permanent) {
         (Some(url), _) => Some(Redirect {
             code: temporal_code,
@@ -454,6 +604,58 @@ mod tests {
             assert_eq!(p.errors[0].0, format!("{PREFIX}{k}"));
             assert!(p.errors[0].1.starts_with(&format!("{v:?}")), "{:?}", p.errors[0]);
         }
+    }
+
+    #[test]
+    fn affinity_and_auth_options() {
+        let p = parse_pairs(&[
+            ("affinity", "cookie"),
+            ("session-cookie-name", "route"),
+            ("session-cookie-max-age", "3600"),
+            ("session-cookie-samesite", "Lax"),
+            ("auth-type", "basic"),
+            ("auth-secret", "htpasswd"),
+            ("auth-realm", "Staff only"),
+            ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth"),
+            ("auth-signin", "https://auth.example.com/oauth2/start"),
+            ("auth-response-headers", "X-Auth-Request-User, X-Auth-Request-Email"),
+        ]);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let o = p.options;
+        let a = o.affinity.unwrap();
+        assert_eq!(
+            (a.cookie_name.as_str(), a.max_age, a.samesite.as_deref()),
+            ("route", Some(3600), Some("Lax"))
+        );
+        assert_eq!(
+            o.basic_auth,
+            Some(BasicAuth {
+                secret: "htpasswd".into(),
+                realm: "Staff only".into()
+            })
+        );
+        let e = o.external_auth.unwrap();
+        assert_eq!(e.response_headers, ["X-Auth-Request-User", "X-Auth-Request-Email"]);
+        assert_eq!(e.signin.as_deref(), Some("https://auth.example.com/oauth2/start"));
+        // Defaults and refusals.
+        assert_eq!(
+            parse_pairs(&[("affinity", "cookie")])
+                .options
+                .affinity
+                .unwrap()
+                .cookie_name,
+            "INGRESSCOOKIE"
+        );
+        for (k, v) in [
+            ("affinity", "ip"),
+            ("auth-secret", "other-ns/htpasswd"),
+            ("auth-url", "http://x/\r\nInjected: 1"),
+            ("session-cookie-name", "a;b"),
+        ] {
+            assert_eq!(parse_pairs(&[(k, v)]).errors.len(), 1, "{k}={v}");
+        }
+        let p = parse_pairs(&[("auth-type", "basic")]);
+        assert!(p.errors[0].1.contains("auth-secret"), "{:?}", p.errors);
     }
 
     #[test]

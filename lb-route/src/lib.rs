@@ -26,7 +26,9 @@ mod table;
 mod target;
 mod tls;
 
-pub use annotations::{BackendProtocol, Cors, PREFIX as ANNOTATION_PREFIX, Redirect, RouteOptions};
+pub use annotations::{
+    Affinity, BackendProtocol, BasicAuth, Cors, ExternalAuth, PREFIX as ANNOTATION_PREFIX, Redirect, RouteOptions,
+};
 pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use host::{HostError, RuleHost, canonical_host};
 pub use ingress::*;
