@@ -88,6 +88,26 @@ pub struct RouteOptions {
     pub basic_auth: Option<BasicAuth>,
     /// `auth-url` with `auth-signin` and `auth-response-headers`.
     pub external_auth: Option<ExternalAuth>,
+    /// `canary: "true"` and its rules: this Ingress's backends are the
+    /// alternatives of the Ingress serving the same host and path.
+    pub canary: Option<Canary>,
+}
+
+/// When a request goes to the canary backend (ingress-nginx's order: the
+/// header, then the cookie, then the weight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    /// `canary-by-header`: `always` → canary, `never` → main, other values
+    /// fall through (unless `by_header_value` is set).
+    pub by_header: Option<http::HeaderName>,
+    /// `canary-by-header-value`: the header equal to this → canary.
+    pub by_header_value: Option<String>,
+    /// `canary-by-cookie`: `always` → canary, `never` → main.
+    pub by_cookie: Option<String>,
+    /// `canary-weight`, out of `weight_total`.
+    pub weight: u32,
+    /// `canary-weight-total` (default 100).
+    pub weight_total: u32,
 }
 
 /// Cookie affinity.
@@ -357,6 +377,14 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     };
     let (mut auth_type, mut auth_secret, mut realm) = (None, None, "Authentication Required".to_owned());
     let (mut auth_url, mut signin, mut auth_headers) = (None, None, Vec::new());
+    let mut canary_on = false;
+    let mut canary = Canary {
+        by_header: None,
+        by_header_value: None,
+        by_cookie: None,
+        weight: 0,
+        weight_total: 100,
+    };
     for (key, v) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else { continue };
         let result: Result<(), String> = match name {
@@ -456,6 +484,23 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             "auth-response-headers" => tokens(v).map(|t| {
                 auth_headers = t.split(',').map(|h| h.trim().to_owned()).collect();
             }),
+            "canary" => boolean(v).map(|b| canary_on = b),
+            "canary-by-header" => http::HeaderName::from_bytes(v.as_bytes())
+                .map(|h| canary.by_header = Some(h))
+                .map_err(|_| "is not a header name".into()),
+            "canary-by-header-value" => cookie_value(v).map(|x| canary.by_header_value = Some(x)),
+            "canary-by-cookie" => cookie_value(v).map(|x| canary.by_cookie = Some(x)),
+            "canary-weight" => v
+                .parse::<u32>()
+                .map(|w| canary.weight = w)
+                .map_err(|_| "is not a whole number".into()),
+            "canary-weight-total" => match v.parse::<u32>() {
+                Ok(t) if t > 0 => {
+                    canary.weight_total = t;
+                    Ok(())
+                }
+                _ => Err("is not a whole number above 0".into()),
+            },
             "enable-cors" => boolean(v).map(|b| cors_on = b),
             "cors-allow-origin" => origins(v).map(|o| cors.allow_origin = o),
             "cors-allow-methods" => tokens(v).map(|t| cors.allow_methods = t),
@@ -490,6 +535,13 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     o.allow = allowlist.or(whitelist).unwrap_or_default();
     o.cors = cors_on.then_some(cors);
     o.affinity = affinity_on.then_some(affinity);
+    if canary.weight > canary.weight_total {
+        p.errors.push((
+            format!("{PREFIX}canary-weight"),
+            format!("{} is above canary-weight-total {}", canary.weight, canary.weight_total),
+        ));
+    }
+    o.canary = canary_on.then_some(canary);
     match (auth_type, auth_secret) {
         (Some(()), Some(secret)) => o.basic_auth = Some(BasicAuth { secret, realm }),
         (Some(()), None) => p.errors.push((

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use crate::annotations::{Cors, RouteOptions};
+use crate::annotations::{Canary, Cors, RouteOptions};
 use crate::host::canonical_host;
 use crate::table::{BackendPort, IngressRef, PathKind, Route, RouteTable};
 use crate::target::{Target, TargetError};
@@ -23,6 +23,9 @@ pub struct Request<'a> {
     pub client: Option<IpAddr>,
     /// The request headers, for canary and affinity.
     pub headers: Option<&'a http::HeaderMap>,
+    /// A uniformly random number, for `canary-weight` (the table draws no
+    /// randomness itself). `None`: the weight rule does not apply.
+    pub sample: Option<u32>,
 }
 
 impl<'a> Request<'a> {
@@ -35,6 +38,7 @@ impl<'a> Request<'a> {
             target,
             client: None,
             headers: None,
+            sample: None,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Forward<'a> {
     pub options: &'a RouteOptions,
     /// Headers the proxy adds to the backend's response (CORS).
     pub response_headers: Vec<(&'static str, String)>,
+    /// Whether the backend is the canary alternative of the matched route.
+    pub canary: bool,
 }
 
 /// The decision for one request.
@@ -143,19 +149,32 @@ impl RouteTable {
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
         let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
-        let Some(route) = self.route_for(&host, &target.path) else {
+        let Some(main) = self.route_for(&host, &target.path) else {
             return Decision::NotFound;
         };
-        let ingress = self.ingress(route);
-        let options = &self.options[route.ingress as usize];
+        let options = &self.options[main.ingress as usize];
         let https = req.https || target.https == Some(true);
-        if !route.plain {
-            if let Some(d) = self.before_forward(route, req, &target, authority) {
+        if !main.plain {
+            if let Some(d) = self.before_forward(main, req, &target, authority) {
                 return d;
             }
         } else if !https && self.has_certificate(&host) && options.ssl_redirect {
             return https_redirect(&host, &target, options);
         }
+        // The canary alternative, if its rules pick it; the main route's
+        // options still apply (as in ingress-nginx).
+        let route = match main.canary.map(|c| &self.routes[c as usize]) {
+            Some(c)
+                if self.options[c.ingress as usize]
+                    .canary
+                    .as_ref()
+                    .is_some_and(|k| picks_canary(k, req)) =>
+            {
+                c
+            }
+            _ => main,
+        };
+        let ingress = self.ingress(route);
         let port = match &route.backend.port {
             BackendPort::Number(n) => *n,
             BackendPort::Unresolved(name) => {
@@ -168,14 +187,14 @@ impl RouteTable {
         };
         // A plain route has no rewrite and no upstream-vhost: its options
         // are not even read.
-        let rewrite = if route.plain {
+        let rewrite = if main.plain {
             None
         } else {
             options.rewrite_target.as_ref()
         };
         let (upstream_path, x_forwarded_prefix) = match rewrite {
-            Some(t) if !route.path.is_empty() => {
-                let caps = route.regex.as_ref().and_then(|re| re.captures(&target.path));
+            Some(t) if !main.path.is_empty() => {
+                let caps = main.regex.as_ref().and_then(|re| re.captures(&target.path));
                 let mut out = String::with_capacity(t.len() + 16);
                 let mut chars = t.chars().peekable();
                 while let Some(c) = chars.next() {
@@ -203,18 +222,19 @@ impl RouteTable {
         Decision::Forward(Forward {
             ingress,
             service: &route.backend.service,
+            canary: !std::ptr::eq(route, main),
             port,
             upstream_path,
-            upstream_host: if route.plain {
+            upstream_host: if main.plain {
                 None
             } else {
                 options.upstream_vhost.as_deref()
             }
             .or(req.host)
             .unwrap_or(authority),
-            matched: (!route.path.is_empty()).then_some((&*route.path, route.kind)),
+            matched: (!main.path.is_empty()).then_some((&*main.path, main.kind)),
             x_forwarded_prefix,
-            response_headers: match (route.plain, &options.cors) {
+            response_headers: match (main.plain, &options.cors) {
                 (false, Some(cors)) => {
                     let origin = req
                         .headers
@@ -321,4 +341,36 @@ fn cors_headers(cors: &Cors, origin: Option<&str>, preflight: bool) -> Vec<(&'st
         h.push(("access-control-max-age", cors.max_age.to_string()));
     }
     h
+}
+
+/// ingress-nginx's canary order: the header (equal to the configured value,
+/// or `always`/`never`), then the cookie (`always`/`never`), then the weight.
+fn picks_canary(c: &Canary, req: &Request<'_>) -> bool {
+    if let (Some(name), Some(headers)) = (&c.by_header, req.headers)
+        && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+    {
+        match &c.by_header_value {
+            Some(want) if v == want => return true,
+            Some(_) => {}
+            None if v == "always" => return true,
+            None if v == "never" => return false,
+            None => {}
+        }
+    }
+    if let (Some(name), Some(headers)) = (&c.by_cookie, req.headers) {
+        let cookie = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v);
+        match cookie {
+            Some("always") => return true,
+            Some("never") => return false,
+            _ => {}
+        }
+    }
+    req.sample.is_some_and(|r| r % c.weight_total < c.weight)
 }

@@ -122,6 +122,9 @@ pub(crate) struct Route {
     /// The Ingress's options ask for nothing but the https redirect (so a
     /// lookup need not read them).
     pub(crate) plain: bool,
+    /// The canary alternative of this route (a route of a canary Ingress
+    /// for the same host and path), if any.
+    pub(crate) canary: Option<u32>,
 }
 
 /// The routes of one host bucket, laid out for lookup: every key in one
@@ -603,6 +606,13 @@ impl Builder<'_> {
         }
         // Every host a rule names gets its bucket, paths or not: the host
         // is claimed (ingress-nginx renders a server for it).
+        let canary = self.table.options[index as usize].canary.is_some();
+        if canary {
+            // A canary claims nothing: its paths attach to other Ingresses'
+            // routes; its other settings are not used (as in ingress-nginx).
+            self.add_canary(index, &hosts, specs, object);
+            return;
+        }
         let buckets: Vec<usize> = hosts.iter().map(|h| self.host_bucket(h) as usize).collect();
         if let Some(backend) = default {
             let route = self.push_route(index, "", PathKind::Prefix, backend, None);
@@ -629,25 +639,11 @@ impl Builder<'_> {
         }
         for spec in specs {
             let bucket = buckets[spec.host];
-            let st = &self.staging[bucket];
-            let routes = &self.table.routes;
-            let taken = match spec.kind {
-                PathKind::Exact => st.exact.iter().find(|e| *e.0 == *spec.path).map(|e| e.1),
-                PathKind::Prefix => st
-                    .prefix
-                    .iter()
-                    .find(|e| *routes[e.2 as usize].path == *spec.path)
-                    .map(|e| e.2),
-                PathKind::Regex => st
-                    .regex
-                    .iter()
-                    .copied()
-                    .find(|&r| *routes[r as usize].path == *spec.path),
-            };
+            let taken = self.existing(bucket, &spec);
+            let field = || format!("spec.rules[{}].http.paths[{}]", spec.rule, spec.index);
             if let Some(first) = taken {
                 let what = format!("host {} path {:?} ({:?})", hosts[spec.host], spec.path, spec.kind);
-                let field = format!("spec.rules[{}].http.paths[{}]", spec.rule, spec.index);
-                self.conflict(object(), &field, &what, first);
+                self.conflict(object(), &field(), &what, first);
                 continue;
             }
             let route = self.push_route(index, spec.path, spec.kind, spec.backend, spec.regex);
@@ -659,6 +655,55 @@ impl Builder<'_> {
                     st.prefix.push((key.into(), spec.path.len(), route));
                 }
                 PathKind::Regex => st.regex.push(route),
+            }
+        }
+    }
+
+    /// The route an earlier Ingress has for this spec's path and kind.
+    fn existing(&self, bucket: usize, spec: &PathSpec<'_>) -> Option<u32> {
+        let st = &self.staging[bucket];
+        let routes = &self.table.routes;
+        match spec.kind {
+            PathKind::Exact => st.exact.iter().find(|e| *e.0 == *spec.path).map(|e| e.1),
+            PathKind::Prefix => st
+                .prefix
+                .iter()
+                .find(|e| *routes[e.2 as usize].path == *spec.path)
+                .map(|e| e.2),
+            PathKind::Regex => st
+                .regex
+                .iter()
+                .copied()
+                .find(|&r| *routes[r as usize].path == *spec.path),
+        }
+    }
+
+    /// Attaches a canary Ingress's paths to the routes serving the same
+    /// host, path and type.
+    fn add_canary(&mut self, index: u32, hosts: &[RuleHost], specs: Vec<PathSpec<'_>>, object: impl Fn() -> String) {
+        for spec in specs {
+            let host = &hosts[spec.host];
+            let bucket = match host {
+                RuleHost::Any => self.any_id,
+                RuleHost::Exact(h) => self.exact_ids.get(h.as_str()).copied(),
+                RuleHost::Wildcard(w) => self.wildcard_ids.get(w.as_str()).copied(),
+            };
+            let what = format!("host {host} path {:?} ({:?})", spec.path, spec.kind);
+            let field = format!("spec.rules[{}].http.paths[{}]", spec.rule, spec.index);
+            match bucket.and_then(|b| self.existing(b as usize, &spec)) {
+                Some(main) if self.table.routes[main as usize].canary.is_none() => {
+                    let route = self.push_route(index, spec.path, spec.kind, spec.backend, spec.regex);
+                    let main = &mut self.table.routes[main as usize];
+                    main.canary = Some(route);
+                    main.plain = false;
+                }
+                Some(main) => self.conflict(object(), &field, &format!("the canary of {what}"), main),
+                None => self.problems.push(Problem {
+                    severity: Severity::Warning,
+                    object: object(),
+                    field,
+                    message: format!("canary for {what}, but no other Ingress serves it; not used"),
+                }),
             }
         }
     }
@@ -680,6 +725,7 @@ impl Builder<'_> {
             backend,
             regex,
             plain,
+            canary: None,
         });
         self.table.routes.len() as u32 - 1
     }
@@ -784,7 +830,17 @@ impl RouteTable {
             wildcard_ids: HashMap::default(),
             any_id: None,
         };
-        for ing in ours {
+        // Canary Ingresses attach to the routes of the others, so those come first.
+        let is_canary = |i: &Ingress| {
+            i.metadata
+                .annotations
+                .get(&format!("{}canary", annotations::PREFIX))
+                .is_some_and(|v| v == "true")
+        };
+        for ing in ours.iter().filter(|i| !is_canary(i)) {
+            b.add(ing);
+        }
+        for ing in ours.iter().filter(|i| is_canary(i)) {
             b.add(ing);
         }
         b.finish()

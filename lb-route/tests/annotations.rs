@@ -287,3 +287,72 @@ fn cors_preflight_and_response_headers() {
         0
     );
 }
+
+#[test]
+fn canary_by_header_cookie_and_weight() {
+    let ing = |name: &str, service: &str, annotations: serde_json::Value| -> Ingress {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {"ingressClassName": "lb", "rules": [{"host": "h.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}
+        }))
+        .unwrap()
+    };
+    let main = ing("main", "stable", serde_json::json!({}));
+    let canary = ing(
+        "canary",
+        "next",
+        serde_json::json!({
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+            "nginx.ingress.kubernetes.io/canary-by-cookie": "canary",
+            "nginx.ingress.kubernetes.io/canary-weight": "25",
+        }),
+    );
+    // The canary is listed first: it still attaches to the main route, not a conflict.
+    let b = RouteTable::build(&[canary.clone(), main.clone()], &[], &(), &Config::default());
+    assert!(b.problems.is_empty(), "{:?}", b.problems);
+    let t = &b.table;
+    let pick = |header: Option<&str>, cookie: Option<&str>, sample: Option<u32>| {
+        let mut h = http::HeaderMap::new();
+        if let Some(v) = header {
+            h.insert("x-canary", v.parse().unwrap());
+        }
+        if let Some(c) = cookie {
+            h.insert(http::header::COOKIE, c.parse().unwrap());
+        }
+        let mut r = Request::get("h.example.com", "/x");
+        r.headers = Some(&h);
+        r.sample = sample;
+        match t.lookup(&r) {
+            Decision::Forward(f) => format!("{}{}", f.service, if f.canary { " (canary)" } else { "" }),
+            d => panic!("{d:?}"),
+        }
+    };
+    assert_eq!(pick(None, None, None), "stable");
+    assert_eq!(pick(Some("always"), None, None), "next (canary)");
+    assert_eq!(
+        pick(Some("never"), Some("canary=always"), Some(0)),
+        "stable",
+        "the header decides first"
+    );
+    assert_eq!(
+        pick(Some("maybe"), Some("a=1; canary=always"), None),
+        "next (canary)",
+        "falls through to the cookie"
+    );
+    assert_eq!(pick(None, Some("canary=never"), Some(0)), "stable");
+    // Weight 25 of 100: samples 0..25 go to the canary.
+    assert_eq!(pick(None, None, Some(24)), "next (canary)");
+    assert_eq!(pick(None, None, Some(25)), "stable");
+    assert_eq!(pick(None, None, Some(124)), "next (canary)");
+
+    // A canary without a main Ingress for its host and path is reported and unused.
+    let b = RouteTable::build(&[canary], &[], &(), &Config::default());
+    assert!(
+        b.problems[0].message.contains("no other Ingress serves it"),
+        "{:?}",
+        b.problems
+    );
+    assert_eq!(b.table.lookup(&Request::get("h.example.com", "/")).status(), 404);
+}

@@ -167,6 +167,7 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
         target,
         client: None,
         headers: Some(&map),
+        sample: None,
     };
     let decision = table.lookup(&req);
     let status = decision.status();
