@@ -57,7 +57,9 @@ fuzz_target!(|input: Input| {
                 "rewrite-target", "app-root", "permanent-redirect", "temporal-redirect", "permanent-redirect-code",
                 "ssl-redirect", "force-ssl-redirect", "preserve-trailing-slash", "proxy-body-size",
                 "proxy-read-timeout", "backend-protocol", "allowlist-source-range", "denylist-source-range",
-                "upstream-vhost", "x-forwarded-prefix", "server-snippet", "unknown",
+                "upstream-vhost", "x-forwarded-prefix", "server-snippet", "unknown", "canary", "canary-by-header",
+                "canary-by-header-value", "canary-by-cookie", "canary-weight", "enable-cors", "cors-allow-origin",
+                "affinity", "auth-type", "auth-secret", "auth-url",
             ];
             for (k, v) in ing.annotations.into_iter().take(8) {
                 let key = format!("{ANNOTATION_PREFIX}{}", KEYS[k as usize % KEYS.len()]);
@@ -92,6 +94,7 @@ fuzz_target!(|input: Input| {
         let mut req = Request::get(host, target);
         req.https = i % 2 == 1;
         req.client = Some(std::net::IpAddr::from([10, 0, 0, i as u8]));
+        req.sample = Some(i as u32 * 7);
         if let Decision::Forward(f) = build.table.lookup(&req) {
             assert!(f.port > 0);
             assert!(f.upstream_path.starts_with('/'));
