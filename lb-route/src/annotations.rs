@@ -91,6 +91,11 @@ pub struct RouteOptions {
     /// `canary: "true"` and its rules: this Ingress's backends are the
     /// alternatives of the Ingress serving the same host and path.
     pub canary: Option<Canary>,
+    /// `from-to-www-redirect`: `www.` + host ↔ host, the form without
+    /// rules redirecting to the one with them.
+    pub from_to_www: bool,
+    /// `http-redirect-code` for that redirect (default 308).
+    pub www_redirect_code: u16,
 }
 
 /// When a request goes to the canary backend (ingress-nginx's order: the
@@ -360,6 +365,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     let mut p = Parsed::default();
     let o = &mut p.options;
     o.ssl_redirect = true;
+    o.www_redirect_code = 308;
     let (mut permanent, mut permanent_code, mut temporal, mut temporal_code) = (None, 301, None, 302);
     let (mut whitelist, mut allowlist) = (None, None);
     let (mut cors_on, mut cors) = (false, Cors::default());
@@ -414,6 +420,8 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             "whitelist-source-range" => ranges(v).map(|r| whitelist = Some(r)),
             "allowlist-source-range" => ranges(v).map(|r| allowlist = Some(r)),
             "denylist-source-range" => ranges(v).map(|r| o.deny = r),
+            "from-to-www-redirect" => boolean(v).map(|b| o.from_to_www = b),
+            "http-redirect-code" => redirect_code(v, 300, 308).map(|c| o.www_redirect_code = c),
             "upstream-vhost" => clean(v).and_then(|v| {
                 if v.contains(['/', '?', '#', '@']) {
                     return Err("must be a host name, optionally with :port".into());

@@ -149,6 +149,19 @@ impl RouteTable {
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
         let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
+        if !self.www.is_empty()
+            && let Some((to, code)) = self.www.get(host.as_ref())
+        {
+            let scheme = if req.https || target.https == Some(true) {
+                "https"
+            } else {
+                "http"
+            };
+            return Decision::Redirect {
+                status: *code,
+                location: format!("{scheme}://{to}{}", target.path_and_query()),
+            };
+        }
         let Some(main) = self.route_for(&host, &target.path) else {
             return Decision::NotFound;
         };

@@ -207,6 +207,9 @@ pub struct RouteTable {
     pub(crate) catch_all: Option<u32>,
     pub(crate) policy: PathPolicy,
     pub(crate) tls: TlsIndex,
+    /// `from-to-www-redirect`: a host no rule names → (the host to
+    /// redirect to, status).
+    pub(crate) www: HashMap<Box<str>, (Box<str>, u16), RandomState>,
 }
 
 /// The result of [`RouteTable::build`].
@@ -614,6 +617,21 @@ impl Builder<'_> {
             return;
         }
         let buckets: Vec<usize> = hosts.iter().map(|h| self.host_bucket(h) as usize).collect();
+        if self.table.options[index as usize].from_to_www {
+            let code = self.table.options[index as usize].www_redirect_code;
+            for h in &hosts {
+                if let RuleHost::Exact(name) = h {
+                    let other = match name.strip_prefix("www.") {
+                        Some(apex) => apex.to_owned(),
+                        None => format!("www.{name}"),
+                    };
+                    self.table
+                        .www
+                        .entry(other.into())
+                        .or_insert((name.as_str().into(), code));
+                }
+            }
+        }
         if let Some(backend) = default {
             let route = self.push_route(index, "", PathKind::Prefix, backend, None);
             if ing.spec.rules.is_empty() {
@@ -741,6 +759,9 @@ impl Builder<'_> {
     }
 
     fn finish(mut self) -> Build {
+        // A www redirect never shadows a host some rule names.
+        let named = &self.exact_ids;
+        self.table.www.retain(|alt, _| !named.contains_key(alt));
         let routes = &self.table.routes;
         let mut staged = self.staging;
         let mut take = |id: u32| compact(std::mem::take(&mut staged[id as usize]), routes);

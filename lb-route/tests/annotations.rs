@@ -356,3 +356,36 @@ fn canary_by_header_cookie_and_weight() {
     );
     assert_eq!(b.table.lookup(&Request::get("h.example.com", "/")).status(), 404);
 }
+
+#[test]
+fn from_to_www_redirect() {
+    let mk = |host: &str, name: &str| -> Ingress {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": {"nginx.ingress.kubernetes.io/from-to-www-redirect": "true"}},
+            "spec": {"ingressClassName": "lb", "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+        }))
+        .unwrap()
+    };
+    let t = RouteTable::build(&[mk("www.foo.com", "www")], &[], &(), &Config::default()).table;
+    assert_eq!(
+        describe(t.lookup(&Request::get("foo.com", "/a?b=1"))),
+        "308 http://www.foo.com/a?b=1"
+    );
+    assert_eq!(describe(t.lookup(&Request::get("www.foo.com", "/a"))), "/a");
+    let t = RouteTable::build(&[mk("bar.com", "apex")], &[], &(), &Config::default()).table;
+    assert_eq!(
+        describe(t.lookup(&Request::get("WWW.bar.com:80", "/"))),
+        "308 http://bar.com/"
+    );
+    // Never over a host some rule names.
+    let t = RouteTable::build(
+        &[mk("bar.com", "apex"), mk("www.bar.com", "www")],
+        &[],
+        &(),
+        &Config::default(),
+    )
+    .table;
+    assert_eq!(describe(t.lookup(&Request::get("www.bar.com", "/x"))), "/x");
+    assert_eq!(describe(t.lookup(&Request::get("bar.com", "/x"))), "/x");
+}
