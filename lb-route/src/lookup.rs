@@ -149,14 +149,11 @@ impl RouteTable {
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
         let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
+        let https = req.https || target.https == Some(true);
         if !self.www.is_empty()
             && let Some((to, code)) = self.www.get(host.as_ref())
         {
-            let scheme = if req.https || target.https == Some(true) {
-                "https"
-            } else {
-                "http"
-            };
+            let scheme = if https { "https" } else { "http" };
             return Decision::Redirect {
                 status: *code,
                 location: format!("{scheme}://{to}{}", target.path_and_query()),
@@ -166,9 +163,8 @@ impl RouteTable {
             return Decision::NotFound;
         };
         let options = &self.options[main.ingress as usize];
-        let https = req.https || target.https == Some(true);
         if !main.plain {
-            if let Some(d) = self.before_forward(main, req, &target, authority) {
+            if let Some(d) = self.before_forward(main, req, &target, (authority, &host), https) {
                 return d;
             }
         } else if !https && self.has_certificate(&host) && options.ssl_redirect {
@@ -271,12 +267,11 @@ impl RouteTable {
         route: &Route,
         req: &Request<'a>,
         target: &Target<'_>,
-        authority: &str,
+        (authority, host): (&str, &str),
+        https: bool,
     ) -> Option<Decision<'a>> {
         let options = &self.options[route.ingress as usize];
-        let https = req.https || target.https == Some(true);
         let scheme = if https { "https" } else { "http" };
-        let host = canonical_host(authority);
         if let Some(root) = &options.app_root
             && target.path == "/"
         {
@@ -299,8 +294,8 @@ impl RouteTable {
                 headers: cors_headers(cors, origin.to_str().ok(), true),
             });
         }
-        if !https && (options.force_ssl_redirect || (options.ssl_redirect && self.has_certificate(&host))) {
-            return Some(https_redirect(&host, target, options));
+        if !https && (options.force_ssl_redirect || (options.ssl_redirect && self.has_certificate(host))) {
+            return Some(https_redirect(host, target, options));
         }
         if !options.allow.is_empty() || !options.deny.is_empty() {
             let allowed = req.client.is_some_and(|ip| {

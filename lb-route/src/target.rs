@@ -236,16 +236,23 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// The byte a `%XX` escape at `b[i]` encodes; `%00` is refused. Errors name
+/// the escape's position.
+fn escape_at(b: &[u8], i: usize) -> Result<u8, TargetError> {
+    match (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
+        (Some(0), Some(0)) => Err(TargetError::ForbiddenByte(0)),
+        (Some(h), Some(l)) => Ok(h << 4 | l),
+        _ => Err(TargetError::BadEscape(i)),
+    }
+}
+
 fn check_escapes(s: &str) -> Result<(), TargetError> {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            match (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
-                (Some(0), Some(0)) => return Err(TargetError::ForbiddenByte(0)),
-                (Some(_), Some(_)) => i += 3,
-                _ => return Err(TargetError::BadEscape(i)),
-            }
+            escape_at(b, i)?;
+            i += 3;
         } else {
             i += 1;
         }
@@ -276,11 +283,7 @@ fn canonical_path(path: &str, policy: &PathPolicy) -> Result<String, TargetError
             i += 1;
             continue;
         }
-        let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) else {
-            return Err(TargetError::BadEscape(i));
-        };
-        match h << 4 | l {
-            0 => return Err(TargetError::ForbiddenByte(0)),
+        match escape_at(b, i)? {
             v @ (b'/' | b'\\') => match policy.encoded_slash {
                 EncodedSlash::Reject => return Err(TargetError::EncodedSlash),
                 EncodedSlash::Decode if v == b'/' => out.push('/'),

@@ -43,14 +43,10 @@ impl TlsIndex {
     /// Claims `host` for `secret` on behalf of Ingress number `ingress`.
     /// Returns the Ingress that holds it already, if another one does.
     pub(crate) fn claim(&mut self, host: &RuleHost, secret: &SecretRef, ingress: u32) -> Option<u32> {
-        let map = match host {
-            RuleHost::Exact(_) => &mut self.exact,
-            RuleHost::Wildcard(_) => &mut self.wildcard,
+        let (map, key) = match host {
+            RuleHost::Exact(h) => (&mut self.exact, h.as_str()),
+            RuleHost::Wildcard(s) => (&mut self.wildcard, s.as_str()),
             RuleHost::Any => return None,
-        };
-        let key = match host {
-            RuleHost::Exact(h) | RuleHost::Wildcard(h) => h.as_str(),
-            RuleHost::Any => unreachable!("returned above"),
         };
         match map.get(key) {
             Some((s, by)) if *by != ingress && s != secret => Some(*by),

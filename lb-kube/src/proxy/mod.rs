@@ -170,10 +170,18 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
         sample: None,
     };
     let decision = table.lookup(&req);
-    let status = decision.status();
-    Ok(match decision {
+    // Every answer but a forward names no backend.
+    let answer = |why: String| Explain {
+        status: decision.status(),
+        ingress: None,
+        service: None,
+        port: None,
+        upstream_path: None,
+        location: None,
+        why,
+    };
+    Ok(match &decision {
         Decision::Forward(f) => Explain {
-            status,
             why: match &f.matched {
                 Some((path, kind)) => {
                     let kind = match kind {
@@ -188,61 +196,25 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
             ingress: Some(f.ingress.to_string()),
             service: Some(f.service.to_owned()),
             port: Some(f.port),
-            upstream_path: Some(f.upstream_path.into_owned()),
-            location: None,
+            upstream_path: Some(f.upstream_path.to_string()),
+            ..answer(String::new())
         },
         Decision::Redirect { location, .. } => Explain {
-            status,
-            ingress: None,
-            service: None,
-            port: None,
-            upstream_path: None,
-            why: format!("redirect to {location}"),
-            location: Some(location),
+            location: Some(location.clone()),
+            ..answer(format!("redirect to {location}"))
         },
         Decision::Deny { ingress, reason, .. } => Explain {
-            status,
             ingress: ingress.map(|i| i.to_string()),
-            service: None,
-            port: None,
-            upstream_path: None,
-            location: None,
-            why: reason,
+            ..answer(reason.clone())
         },
-        Decision::Preflight { headers } => Explain {
-            status,
-            ingress: None,
-            service: None,
-            port: None,
-            upstream_path: None,
-            location: None,
-            why: format!(
-                "CORS preflight answered by the proxy ({})",
-                headers
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        },
-        Decision::BadRequest(e) => Explain {
-            status,
-            ingress: None,
-            service: None,
-            port: None,
-            upstream_path: None,
-            location: None,
-            why: format!("bad request target: {e}"),
-        },
-        _ => Explain {
-            status,
-            ingress: None,
-            service: None,
-            port: None,
-            upstream_path: None,
-            location: None,
-            why: format!("no rule and no default backend for host {host:?} and this path"),
-        },
+        Decision::Preflight { headers } => {
+            let headers: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            answer(format!("CORS preflight answered by the proxy ({})", headers.join("; ")))
+        }
+        Decision::BadRequest(e) => answer(format!("bad request target: {e}")),
+        _ => answer(format!(
+            "no rule and no default backend for host {host:?} and this path"
+        )),
     })
 }
 
