@@ -107,6 +107,10 @@ pub struct Canary {
     pub by_header: Option<http::HeaderName>,
     /// `canary-by-header-value`: the header equal to this → canary.
     pub by_header_value: Option<String>,
+    /// `canary-by-header-pattern`: the header matching this regex (found
+    /// anywhere in the value, case-sensitive) → canary. Not used when
+    /// `by_header_value` is set.
+    pub by_header_pattern: Option<HeaderPattern>,
     /// `canary-by-cookie`: `always` → canary, `never` → main.
     pub by_cookie: Option<String>,
     /// `canary-weight`, out of `weight_total`.
@@ -114,6 +118,44 @@ pub struct Canary {
     /// `canary-weight-total` (default 100).
     pub weight_total: u32,
 }
+
+/// A regex over a header value (linear time, bounded size).
+#[derive(Debug, Clone)]
+pub struct HeaderPattern(regex::Regex);
+
+impl HeaderPattern {
+    /// Compiles `pattern`; look-around and oversized patterns are refused.
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(crate::pathregex::SIZE_LIMIT)
+            .build()
+            .map(HeaderPattern)
+            .map_err(|e| {
+                format!(
+                    "is not a supported regex (linear-time, no look-around): {}",
+                    e.to_string().lines().last().unwrap_or_default()
+                )
+            })
+    }
+
+    /// Whether the pattern occurs in `value`.
+    pub fn is_match(&self, value: &str) -> bool {
+        self.0.is_match(value)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for HeaderPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for HeaderPattern {}
 
 /// Cookie affinity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,6 +429,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     let mut canary = Canary {
         by_header: None,
         by_header_value: None,
+        by_header_pattern: None,
         by_cookie: None,
         weight: 0,
         weight_total: 100,
@@ -497,6 +540,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                 .map(|h| canary.by_header = Some(h))
                 .map_err(|_| "is not a header name".into()),
             "canary-by-header-value" => cookie_value(v).map(|x| canary.by_header_value = Some(x)),
+            "canary-by-header-pattern" => HeaderPattern::new(v).map(|x| canary.by_header_pattern = Some(x)),
             "canary-by-cookie" => cookie_value(v).map(|x| canary.by_cookie = Some(x)),
             "canary-weight" => v
                 .parse::<u32>()

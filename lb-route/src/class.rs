@@ -10,6 +10,47 @@ pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// Our controller name, as IngressClasses name it in `spec.controller`.
 pub const CONTROLLER: &str = "lb.io/ingress";
+/// On an IngressClass of ours: how its Ingresses are matched, `strict`
+/// or `ingress-nginx` (see [`Mode`]).
+pub const MODE_ANNOTATION: &str = "lb.io/route-mode";
+
+/// How the Ingresses of a class are matched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// The Kubernetes Ingress spec (the default).
+    #[default]
+    Strict,
+    /// ingress-nginx's behaviour where it departs from the spec
+    /// (reference/ingress.md §3.9), for users migrating without rewriting
+    /// their Ingresses: a regex path or rewrite on a host turns every path
+    /// of that host into a case-insensitive prefix regex, first match by
+    /// length; a path ending in `/` answers 301 to requests without it;
+    /// requests matching no path take the annotations of the host's first
+    /// Ingress.
+    IngressNginx,
+}
+
+impl Mode {
+    /// The value of [`MODE_ANNOTATION`] that selects this mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strict => "strict",
+            Mode::IngressNginx => "ingress-nginx",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Mode::Strict),
+            "ingress-nginx" => Ok(Mode::IngressNginx),
+            other => Err(format!("{other:?} is not a route mode (\"strict\" or \"ingress-nginx\")")),
+        }
+    }
+}
 
 /// How Ingresses are picked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +62,9 @@ pub struct ClassConfig {
     pub class: String,
     /// Serve Ingresses without any class (`--watch-ingress-without-class`).
     pub watch_without_class: bool,
+    /// The mode of Ingresses whose class has no IngressClass object of
+    /// ours that says otherwise (the `class` name, class-less Ingresses).
+    pub mode: Mode,
 }
 
 impl Default for ClassConfig {
@@ -29,17 +73,37 @@ impl Default for ClassConfig {
             controller: CONTROLLER.to_owned(),
             class: "lb".to_owned(),
             watch_without_class: false,
+            mode: Mode::Strict,
         }
     }
 }
 
 impl ClassConfig {
     fn ours(&self, c: &IngressClass) -> bool {
+        self.selects_class(c)
+    }
+
+    /// Whether an IngressClass is ours (its `spec.controller` is ours).
+    pub fn selects_class(&self, c: &IngressClass) -> bool {
         c.spec.controller.as_deref() == Some(self.controller.as_str())
     }
 
-    fn names_ours(&self, name: &str, classes: &[IngressClass]) -> bool {
-        name == self.class || classes.iter().any(|c| c.metadata.name == name && self.ours(c))
+    /// The mode an IngressClass of ours asks for: its [`MODE_ANNOTATION`],
+    /// else [`ClassConfig::mode`]. An invalid value is an error (the
+    /// caller reports it and uses [`ClassConfig::mode`]).
+    pub fn mode_of(&self, c: &IngressClass) -> Result<Mode, String> {
+        match c.metadata.annotations.get(MODE_ANNOTATION) {
+            Some(v) => v.parse(),
+            None => Ok(self.mode),
+        }
+    }
+
+    /// The mode of class `name` if it is ours.
+    fn named(&self, name: &str, classes: &[IngressClass]) -> Option<Mode> {
+        match classes.iter().find(|c| c.metadata.name == name && self.ours(c)) {
+            Some(c) => Some(self.mode_of(c).unwrap_or(self.mode)),
+            None => (name == self.class).then_some(self.mode),
+        }
     }
 
     /// Whether we serve this Ingress: its `ingressClassName` names one of
@@ -49,20 +113,29 @@ impl ClassConfig {
     /// our IngressClasses is the default or class-less Ingresses are
     /// watched.
     pub fn selects(&self, ing: &Ingress, classes: &[IngressClass]) -> bool {
+        self.select(ing, classes).is_some()
+    }
+
+    /// Like [`ClassConfig::selects`], with the mode the Ingress is matched
+    /// in: its class's.
+    pub fn select(&self, ing: &Ingress, classes: &[IngressClass]) -> Option<Mode> {
         if let Some(name) = &ing.spec.ingress_class_name {
-            return self.names_ours(name, classes);
+            return self.named(name, classes);
         }
         if let Some(name) = ing.metadata.annotations.get(LEGACY_CLASS_ANNOTATION) {
-            return self.names_ours(name, classes);
+            return self.named(name, classes);
         }
-        self.watch_without_class
-            || classes.iter().any(|c| {
-                self.ours(c)
-                    && c.metadata
-                        .annotations
-                        .get(DEFAULT_CLASS_ANNOTATION)
-                        .is_some_and(|v| v == "true")
-            })
+        let default = classes.iter().find(|c| {
+            self.ours(c)
+                && c.metadata
+                    .annotations
+                    .get(DEFAULT_CLASS_ANNOTATION)
+                    .is_some_and(|v| v == "true")
+        });
+        match default {
+            Some(c) => Some(self.mode_of(c).unwrap_or(self.mode)),
+            None => self.watch_without_class.then_some(self.mode),
+        }
     }
 }
 
@@ -129,5 +202,40 @@ mod tests {
         };
         assert!(nginx.selects(&ing(None, Some("nginx")), &[]));
         assert!(nginx.selects(&ing(Some("nginx"), None), &classes));
+    }
+
+    #[test]
+    fn mode_per_class() {
+        let cfg = ClassConfig::default();
+        let mut compat = class("compat", CONTROLLER, true);
+        compat
+            .metadata
+            .annotations
+            .insert(MODE_ANNOTATION.into(), "ingress-nginx".into());
+        let mut bad = class("bad", CONTROLLER, false);
+        bad.metadata.annotations.insert(MODE_ANNOTATION.into(), "nginx".into());
+        let classes = [compat, bad, class("plain", CONTROLLER, false)];
+        assert_eq!(cfg.select(&ing(Some("compat"), None), &classes), Some(Mode::IngressNginx));
+        assert_eq!(cfg.select(&ing(None, Some("compat")), &classes), Some(Mode::IngressNginx));
+        assert_eq!(
+            cfg.select(&ing(None, None), &classes),
+            Some(Mode::IngressNginx),
+            "class-less Ingresses take the default class's mode"
+        );
+        assert_eq!(cfg.select(&ing(Some("plain"), None), &classes), Some(Mode::Strict));
+        assert!(cfg.mode_of(&classes[1]).unwrap_err().contains("\"nginx\""));
+        assert_eq!(cfg.select(&ing(Some("bad"), None), &classes), Some(Mode::Strict));
+        let migrating = ClassConfig {
+            class: "nginx".into(),
+            mode: Mode::IngressNginx,
+            ..ClassConfig::default()
+        };
+        assert_eq!(migrating.select(&ing(Some("nginx"), None), &[]), Some(Mode::IngressNginx));
+        assert_eq!(
+            migrating.select(&ing(Some("plain"), None), &classes),
+            Some(Mode::IngressNginx),
+            "a class without the annotation takes the configured mode"
+        );
+        assert_eq!(migrating.select(&ing(Some("compat"), None), &classes), Some(Mode::IngressNginx));
     }
 }

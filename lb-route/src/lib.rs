@@ -21,18 +21,20 @@ mod class;
 mod host;
 mod ingress;
 mod lookup;
+mod pathregex;
 mod problem;
 mod table;
 mod target;
 mod tls;
 
 pub use annotations::{
-    Affinity, BackendProtocol, BasicAuth, Cors, ExternalAuth, PREFIX as ANNOTATION_PREFIX, Redirect, RouteOptions,
+    Affinity, BackendProtocol, BasicAuth, Canary, Cors, ExternalAuth, HeaderPattern, PREFIX as ANNOTATION_PREFIX, Redirect,
+    RouteOptions,
 };
-pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
+pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, MODE_ANNOTATION, Mode};
 pub use host::{HostError, RuleHost, canonical_host};
 pub use ingress::*;
-pub use lookup::{Decision, Forward, Request};
+pub use lookup::{Decision, Forward, Quirks, Request};
 pub use problem::{Problem, Severity};
 pub use table::{Backend, BackendPort, Build, Config, IngressRef, PathKind, PortResolver, RouteTable, USE_REGEX};
 pub use target::{EncodedSlash, PathPolicy, Target, TargetError};

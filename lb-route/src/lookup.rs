@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::annotations::{Canary, Cors, RouteOptions};
 use crate::host::canonical_host;
-use crate::table::{BackendPort, IngressRef, PathKind, Route, RouteTable};
+use crate::table::{self, BackendPort, IngressRef, PathKind, Route, RouteTable};
 use crate::target::{Target, TargetError};
 
 /// What the table needs to know about a request.
@@ -41,6 +41,89 @@ impl<'a> Request<'a> {
             sample: None,
         }
     }
+}
+
+/// The ingress-nginx behaviours of [`Mode::IngressNginx`](crate::Mode)
+/// that decided a request where the spec would have decided otherwise
+/// (always empty in strict mode). The proxy logs them; `lb-proxy explain`
+/// shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Quirks(u8);
+
+impl Quirks {
+    /// None.
+    pub const NONE: Quirks = Quirks(0);
+    /// A regex path or rewrite on the host made every path of it a
+    /// case-insensitive prefix regex, the first match by length winning,
+    /// and that picked another route than the spec's matching would.
+    pub const REGEX_HOST: Quirks = Quirks(1);
+    /// A 301 added a trailing slash (a path `x/` exists, `x` does not).
+    pub const TRAILING_SLASH_REDIRECT: Quirks = Quirks(2);
+    /// No path matched, and the annotations of the host's first Ingress
+    /// applied (to its default backend, or to the 404).
+    pub const ROOT_OPTIONS: Quirks = Quirks(4);
+
+    const ALL: [(Quirks, &'static str); 3] = [
+        (
+            Quirks::REGEX_HOST,
+            "ingress-nginx regex host: paths matched as case-insensitive prefix regexes, longest first",
+        ),
+        (
+            Quirks::TRAILING_SLASH_REDIRECT,
+            "ingress-nginx trailing-slash redirect",
+        ),
+        (
+            Quirks::ROOT_OPTIONS,
+            "ingress-nginx root location: the host's first Ingress's annotations apply",
+        ),
+    ];
+
+    /// Whether there are none.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether all of `other` are in `self`.
+    pub fn contains(self, other: Quirks) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// What each one is, in words.
+    pub fn descriptions(self) -> impl Iterator<Item = &'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(move |(q, _)| self.contains(*q))
+            .map(|(_, d)| d)
+    }
+}
+
+impl std::ops::BitOr for Quirks {
+    type Output = Quirks;
+
+    fn bitor(self, rhs: Quirks) -> Quirks {
+        Quirks(self.0 | rhs.0)
+    }
+}
+
+impl std::fmt::Display for Quirks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.descriptions().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(d)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the table found for a host and path.
+pub(crate) struct Routed<'t> {
+    /// The route, or the default backend that catches the request.
+    pub(crate) route: Option<&'t Route>,
+    /// The Ingress whose options apply.
+    pub(crate) options: u32,
+    pub(crate) quirks: Quirks,
 }
 
 /// Where a request goes. Borrows from the table and the request.
@@ -142,34 +225,60 @@ impl RouteTable {
     /// assert_eq!(build.table.lookup(&Request::get("shop.example.com", "/cartography")).status(), 404);
     /// ```
     pub fn lookup<'a>(&'a self, req: &Request<'a>) -> Decision<'a> {
+        self.lookup_traced(req).0
+    }
+
+    /// Like [`RouteTable::lookup`], also telling which ingress-nginx
+    /// behaviours decided the answer (hosts in
+    /// [`Mode::IngressNginx`](crate::Mode) only).
+    pub fn lookup_traced<'a>(&'a self, req: &Request<'a>) -> (Decision<'a>, Quirks) {
         let target = match Target::parse(req.target, &self.policy) {
             Ok(t) => t,
-            Err(e) => return Decision::BadRequest(e),
+            Err(e) => return (Decision::BadRequest(e), Quirks::NONE),
         };
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
         let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
         let https = req.https || target.https == Some(true);
+        let scheme = if https { "https" } else { "http" };
         if !self.www.is_empty()
             && let Some((to, code)) = self.www.get(host.as_ref())
         {
-            let scheme = if https { "https" } else { "http" };
-            return Decision::Redirect {
-                status: *code,
-                location: format!("{scheme}://{to}{}", target.path_and_query()),
-            };
+            let location = format!("{scheme}://{to}{}", target.path_and_query());
+            return (Decision::Redirect { status: *code, location }, Quirks::NONE);
         }
-        let Some(main) = self.route_for(&host, &target.path) else {
-            return Decision::NotFound;
+        let hr = self.bucket(&host);
+        if let Some(c) = hr.and_then(|h| h.compat.as_deref())
+            && c.slash.binary_search_by(|p| (**p).cmp(&*target.path)).is_ok()
+        {
+            let query = target.query.map(|q| format!("?{q}")).unwrap_or_default();
+            let location = format!("{scheme}://{host}{}/{query}", target.path);
+            return (
+                Decision::Redirect { status: 301, location },
+                Quirks::TRAILING_SLASH_REDIRECT,
+            );
+        }
+        let routed = self.route_for(hr, &target.path);
+        let mut quirks = routed.quirks;
+        if routed.route.is_none() && !quirks.contains(Quirks::ROOT_OPTIONS) {
+            return (Decision::NotFound, Quirks::NONE);
+        }
+        let options = &self.options[routed.options as usize];
+        let plain = match routed.route {
+            Some(r) if r.ingress == routed.options => r.plain,
+            _ => table::plain(options),
         };
-        let options = &self.options[main.ingress as usize];
-        if !main.plain {
-            if let Some(d) = self.before_forward(main, req, &target, (authority, &host), https) {
-                return d;
+        if !plain {
+            if let Some(d) = self.before_forward(routed.options, req, &target, (authority, &host), https) {
+                return (d, quirks);
             }
         } else if !https && self.has_certificate(&host) && options.ssl_redirect {
-            return https_redirect(&host, &target, options);
+            return (https_redirect(&host, &target, options), quirks);
         }
+        let Some(main) = routed.route else {
+            return (Decision::NotFound, Quirks::NONE);
+        };
+        let compat = hr.is_some_and(|h| h.compat.is_some());
         // The canary alternative, if its rules pick it; the main route's
         // options still apply (as in ingress-nginx).
         let route = match main.canary.map(|c| &self.routes[c as usize]) {
@@ -187,22 +296,27 @@ impl RouteTable {
         let port = match &route.backend.port {
             BackendPort::Number(n) => *n,
             BackendPort::Unresolved(name) => {
-                return Decision::Deny {
-                    status: 503,
-                    reason: format!("service {} has no port named {name:?}", route.backend.service),
-                    ingress: Some(ingress),
-                };
+                let reason = format!("service {} has no port named {name:?}", route.backend.service);
+                return (
+                    Decision::Deny {
+                        status: 503,
+                        reason,
+                        ingress: Some(ingress),
+                    },
+                    quirks,
+                );
             }
         };
-        // A plain route has no rewrite and no upstream-vhost: its options
-        // are not even read.
-        let rewrite = if main.plain {
-            None
-        } else {
-            options.rewrite_target.as_ref()
-        };
+        // Plain options have no rewrite and no upstream-vhost: they are
+        // not even read.
+        let rewrite = if plain { None } else { options.rewrite_target.as_ref() };
         let (upstream_path, x_forwarded_prefix) = match rewrite {
-            Some(t) if !main.path.is_empty() => {
+            // A default backend is rewritten only the ingress-nginx way
+            // (its root location has the rewrite).
+            Some(t) if !main.path.is_empty() || compat => {
+                if main.path.is_empty() {
+                    quirks = quirks | Quirks::ROOT_OPTIONS;
+                }
                 let caps = main.regex.as_ref().and_then(|re| re.captures(&target.path));
                 let mut out = String::with_capacity(t.len() + 16);
                 let mut chars = t.chars().peekable();
@@ -228,22 +342,18 @@ impl RouteTable {
             }
             _ => (target.path_and_query(), None),
         };
-        Decision::Forward(Forward {
+        let forward = Decision::Forward(Forward {
             ingress,
             service: &route.backend.service,
             canary: !std::ptr::eq(route, main),
             port,
             upstream_path,
-            upstream_host: if main.plain {
-                None
-            } else {
-                options.upstream_vhost.as_deref()
-            }
+            upstream_host: if plain { None } else { options.upstream_vhost.as_deref() }
             .or(req.host)
             .unwrap_or(authority),
             matched: (!main.path.is_empty()).then_some((&*main.path, main.kind)),
             x_forwarded_prefix,
-            response_headers: match (main.plain, &options.cors) {
+            response_headers: match (plain, &options.cors) {
                 (false, Some(cors)) => {
                     let origin = req
                         .headers
@@ -254,7 +364,8 @@ impl RouteTable {
                 _ => Vec::new(),
             },
             options,
-        })
+        });
+        (forward, quirks)
     }
 }
 
@@ -264,13 +375,13 @@ impl RouteTable {
     /// redirect, then source ranges.
     fn before_forward<'a>(
         &'a self,
-        route: &Route,
+        ingress: u32,
         req: &Request<'a>,
         target: &Target<'_>,
         (authority, host): (&str, &str),
         https: bool,
     ) -> Option<Decision<'a>> {
-        let options = &self.options[route.ingress as usize];
+        let options = &self.options[ingress as usize];
         let scheme = if https { "https" } else { "http" };
         if let Some(root) = &options.app_root
             && target.path == "/"
@@ -305,7 +416,7 @@ impl RouteTable {
             if !allowed {
                 return Some(Decision::Deny {
                     status: 403,
-                    ingress: Some(self.ingress(route)),
+                    ingress: Some(&self.ingresses[ingress as usize]),
                     reason: "client address not allowed by the Ingress's source ranges".into(),
                 });
             }
@@ -352,17 +463,19 @@ fn cors_headers(cors: &Cors, origin: Option<&str>, preflight: bool) -> Vec<(&'st
 }
 
 /// ingress-nginx's canary order: the header (equal to the configured value,
-/// or `always`/`never`), then the cookie (`always`/`never`), then the weight.
+/// else matching the configured pattern, else `always`/`never`), then the cookie (`always`/`never`), then the weight.
 fn picks_canary(c: &Canary, req: &Request<'_>) -> bool {
     if let (Some(name), Some(headers)) = (&c.by_header, req.headers)
         && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
     {
-        match &c.by_header_value {
-            Some(want) if v == want => return true,
-            Some(_) => {}
-            None if v == "always" => return true,
-            None if v == "never" => return false,
-            None => {}
+        match (&c.by_header_value, &c.by_header_pattern) {
+            (Some(want), _) if v == want => return true,
+            (Some(_), _) => {}
+            (None, Some(p)) if p.is_match(v) => return true,
+            (None, Some(_)) => {}
+            (None, None) if v == "always" => return true,
+            (None, None) if v == "never" => return false,
+            (None, None) => {}
         }
     }
     if let (Some(name), Some(headers)) = (&c.by_cookie, req.headers) {

@@ -14,12 +14,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{RegexSet, RegexSetBuilder};
 
 use crate::annotations::{self, RouteOptions};
-use crate::class::ClassConfig;
+use crate::class::{ClassConfig, Mode};
 use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
+use crate::lookup::{Quirks, Routed};
+use crate::pathregex::{self, PathRegex};
 use crate::problem::{Problem, Severity};
 use crate::target::PathPolicy;
 use crate::tls::{SecretRef, TlsIndex};
@@ -27,8 +29,6 @@ use crate::tls::{SecretRef, TlsIndex};
 /// `nginx.ingress.kubernetes.io/use-regex`.
 pub const USE_REGEX: &str = "nginx.ingress.kubernetes.io/use-regex";
 
-/// Largest compiled size of one regex path (bytes of the compiled program).
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Largest compiled size of the set of one host's regex paths.
 const REGEX_SET_SIZE_LIMIT: usize = 64 << 20;
 
@@ -118,7 +118,9 @@ pub(crate) struct Route {
     pub(crate) path: Box<str>,
     pub(crate) kind: PathKind,
     pub(crate) backend: Backend,
-    pub(crate) regex: Option<Regex>,
+    /// Compiled for regex paths (and, in an ingress-nginx regex host, for
+    /// every path).
+    pub(crate) regex: Option<Box<PathRegex>>,
     /// The Ingress's options ask for nothing but the https redirect (so a
     /// lookup need not read them).
     pub(crate) plain: bool,
@@ -141,6 +143,25 @@ pub(crate) struct HostRoutes {
     pub(crate) default: Option<u32>,
     /// Regex routes, if any.
     regex: Option<Box<RegexRoutes>>,
+    /// Set when the host is matched the ingress-nginx way.
+    pub(crate) compat: Option<Box<CompatHost>>,
+}
+
+/// How a host in [`Mode::IngressNginx`] departs from the spec.
+#[derive(Debug)]
+pub(crate) struct CompatHost {
+    /// When some Ingress asks for regex paths or a rewrite on the host:
+    /// every path of the host as a case-insensitive prefix regex, longest
+    /// first (then reverse-lexicographic, then oldest); the first match
+    /// wins.
+    pub(crate) first_match: Option<RegexRoutes>,
+    /// Request paths answered with a 301 adding a trailing `/` (a path
+    /// `x/` exists, `x` does not), sorted.
+    pub(crate) slash: Box<[Box<str>]>,
+    /// The Ingress whose annotations apply to requests no path matches
+    /// (the first Ingress that named the host), when they differ from
+    /// those of the default backend that serves them.
+    pub(crate) root: Option<u32>,
 }
 
 /// One key of a [`HostRoutes`]: `keys[off..off + len]` leads to `route`.
@@ -158,11 +179,49 @@ struct Entry {
 
 /// The regex routes of a host.
 #[derive(Debug)]
-struct RegexRoutes {
+pub(crate) struct RegexRoutes {
     /// Longest path first, then oldest.
     routes: Vec<u32>,
     /// The same regexes as one set, matched in one pass over the path.
     set: Option<RegexSet>,
+}
+
+impl RegexRoutes {
+    /// Orders `routes` as given and compiles their set.
+    fn new(routes: Vec<u32>, table: &[Route]) -> Self {
+        // Each regex compiled alone within its limit; the set gets their
+        // sum, capped. Past the cap, paths are tried one by one.
+        let limit = (pathregex::SIZE_LIMIT * routes.len()).min(REGEX_SET_SIZE_LIMIT);
+        let regex = |r: &u32| table[*r as usize].regex.as_deref();
+        let set = (routes.len() > 1)
+            .then(|| {
+                RegexSetBuilder::new(routes.iter().filter_map(|r| regex(r).map(PathRegex::pattern)))
+                    .case_insensitive(true)
+                    .size_limit(limit)
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        Self { routes, set }
+    }
+
+    /// The first route whose regex matches `path`, trying them in order
+    /// until `stop` says a route cannot win anyway.
+    pub(crate) fn first(&self, table: &[Route], path: &str, stop: impl Fn(u32) -> bool) -> Option<u32> {
+        let regex = |r: u32| table[r as usize].regex.as_deref();
+        match &self.set {
+            Some(set) => set
+                .matches(path)
+                .iter()
+                .map(|i| self.routes[i])
+                .find(|&r| !regex(r).is_some_and(|x| x.excludes(path))),
+            None => self
+                .routes
+                .iter()
+                .copied()
+                .find(|&r| stop(r) || regex(r).is_some_and(|x| x.is_match(path))),
+        }
+    }
 }
 
 impl HostRoutes {
@@ -180,7 +239,7 @@ impl HostRoutes {
 }
 
 /// A host bucket while the table is built.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Staging {
     /// (path, route).
     exact: Vec<(Box<str>, u32)>,
@@ -188,6 +247,15 @@ struct Staging {
     prefix: Vec<(Box<str>, usize, u32)>,
     regex: Vec<u32>,
     default: Option<u32>,
+    /// The host, for reports.
+    host: RuleHost,
+    /// The mode of the first Ingress naming the host (which the host
+    /// follows), and that Ingress.
+    mode: Mode,
+    first: Option<u32>,
+    /// In [`Mode::IngressNginx`]: the first Ingress asking for regex paths
+    /// or a rewrite on the host.
+    regex_by: Option<u32>,
 }
 
 /// Ingresses compiled for lookup. Build with [`RouteTable::build`].
@@ -256,31 +324,6 @@ fn check_spec_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The pattern a regex path compiles to: anchored at the start only.
-fn anchored(path: &str) -> String {
-    format!("^(?:{path})")
-}
-
-/// Compiles a regex path: anchored at the start, case-insensitive, linear
-/// time (RE2 semantics), bounded size.
-pub(crate) fn compile_regex(path: &str) -> Result<Regex, String> {
-    RegexBuilder::new(&anchored(path))
-        .case_insensitive(true)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(n) => format!("regex {path:?} is too large (limit {n} bytes compiled)"),
-            e if path.contains("(?!") || path.contains("(?=") || path.contains("(?<") => format!(
-                "regex {path:?}: look-around is not supported (linear-time regex only): {}",
-                e.to_string().lines().last().unwrap_or_default()
-            ),
-            e => format!(
-                "regex {path:?} is invalid: {}",
-                e.to_string().lines().last().unwrap_or_default()
-            ),
-        })
-}
-
 struct Builder<'a> {
     table: RouteTable,
     problems: Vec<Problem>,
@@ -301,7 +344,7 @@ struct PathSpec<'i> {
     path: &'i str,
     kind: PathKind,
     backend: Backend,
-    regex: Option<Regex>,
+    regex: Option<PathRegex>,
     /// `spec.rules[rule].http.paths[index]`, formatted only when reported.
     rule: usize,
     index: usize,
@@ -310,6 +353,9 @@ struct PathSpec<'i> {
 /// What a valid Ingress compiles to.
 struct Compiled<'i> {
     options: RouteOptions,
+    /// `use-regex`, or a rewrite to somewhere else than a path: what turns
+    /// a whole host into regex paths in ingress-nginx.
+    regexy: bool,
     /// Its rule hosts, each once.
     hosts: Vec<RuleHost>,
     paths: Vec<PathSpec<'i>>,
@@ -327,7 +373,16 @@ impl Builder<'_> {
             RuleHost::Wildcard(s) => *self.wildcard_ids.entry(s.as_str().into()).or_insert(next),
         };
         if id == next {
-            self.staging.push(Staging::default());
+            self.staging.push(Staging {
+                exact: Vec::new(),
+                prefix: Vec::new(),
+                regex: Vec::new(),
+                default: None,
+                host: host.clone(),
+                mode: Mode::Strict,
+                first: None,
+                regex_by: None,
+            });
         }
         id
     }
@@ -475,7 +530,7 @@ impl Builder<'_> {
                 let checked = match kind {
                     PathKind::Regex => {
                         if text.starts_with('/') {
-                            compile_regex(text).map(|re| regex = Some(re))
+                            PathRegex::compile(text).map(|re| regex = Some(re))
                         } else {
                             Err(format!("{text:?} must start with '/'"))
                         }
@@ -544,6 +599,8 @@ impl Builder<'_> {
         }
         if errors.is_empty() {
             Ok(Compiled {
+                regexy: use_regex
+                    && (options.use_regex || specs.iter().any(|s| Some(s.path) != options.rewrite_target.as_deref())),
                 options,
                 hosts,
                 paths: specs,
@@ -555,10 +612,11 @@ impl Builder<'_> {
         }
     }
 
-    fn add(&mut self, ing: &Ingress) {
+    fn add(&mut self, ing: &Ingress, mode: Mode) {
         let ns = ing.metadata.namespace();
         let object = || format!("Ingress {ns}/{}", ing.metadata.name);
         let Compiled {
+            regexy,
             options,
             hosts,
             paths: specs,
@@ -617,6 +675,30 @@ impl Builder<'_> {
             return;
         }
         let buckets: Vec<usize> = hosts.iter().map(|h| self.host_bucket(h) as usize).collect();
+        for &bucket in &buckets {
+            let st = &mut self.staging[bucket];
+            let first = *st.first.get_or_insert(index);
+            if first == index {
+                st.mode = mode;
+            } else if st.mode != mode {
+                let (host, theirs) = (st.host.to_string(), st.mode);
+                let by = &self.table.ingresses[first as usize];
+                self.problems.push(Problem {
+                    severity: Severity::Warning,
+                    object: object(),
+                    field: "spec.ingressClassName".into(),
+                    message: format!(
+                        "host {host} is matched in {} mode, as the class of the older Ingress {by} asks; not in {} mode",
+                        theirs.as_str(),
+                        mode.as_str()
+                    ),
+                });
+            }
+            let st = &mut self.staging[bucket];
+            if st.mode == Mode::IngressNginx && regexy {
+                st.regex_by.get_or_insert(index);
+            }
+        }
         if self.table.options[index as usize].from_to_www {
             let code = self.table.options[index as usize].www_redirect_code;
             for h in &hosts {
@@ -726,23 +808,14 @@ impl Builder<'_> {
         }
     }
 
-    fn push_route(&mut self, ingress: u32, path: &str, kind: PathKind, backend: Backend, regex: Option<Regex>) -> u32 {
-        let o = &self.table.options[ingress as usize];
-        let plain = o.app_root.is_none()
-            && o.redirect.is_none()
-            && !o.force_ssl_redirect
-            && o.allow.is_empty()
-            && o.deny.is_empty()
-            && o.rewrite_target.is_none()
-            && o.upstream_vhost.is_none()
-            && o.cors.is_none();
+    fn push_route(&mut self, ingress: u32, path: &str, kind: PathKind, backend: Backend, regex: Option<PathRegex>) -> u32 {
         self.table.routes.push(Route {
             ingress,
             path: path.into(),
             kind,
             backend,
-            regex,
-            plain,
+            regex: regex.map(Box::new),
+            plain: plain(&self.table.options[ingress as usize]),
             canary: None,
         });
         self.table.routes.len() as u32 - 1
@@ -758,16 +831,66 @@ impl Builder<'_> {
         });
     }
 
+    /// Turns every path of an ingress-nginx regex host into a regex, and
+    /// tells the Ingresses whose Exact and Prefix paths it changes.
+    fn regex_host(&mut self, id: usize) {
+        let st = &self.staging[id];
+        let Some(by) = st.regex_by else { return };
+        let routes = st.exact.iter().map(|e| e.1).chain(st.prefix.iter().map(|e| e.2));
+        let mut changed: Vec<u32> = Vec::new();
+        for r in routes {
+            let route = &mut self.table.routes[r as usize];
+            // A plain path that is no valid regex is matched as its text
+            // (ingress-nginx would fail to load).
+            let re = PathRegex::compile(&route.path).unwrap_or_else(|_| PathRegex::literal(&route.path));
+            route.regex = Some(Box::new(re));
+            if !changed.contains(&route.ingress) {
+                changed.push(route.ingress);
+            }
+        }
+        let host = st.host.to_string();
+        let by = self.table.ingresses[by as usize].clone();
+        for i in changed {
+            let ing = &self.table.ingresses[i as usize];
+            self.problems.push(Problem {
+                severity: Severity::Warning,
+                object: format!("Ingress {ing}"),
+                field: "spec.rules".into(),
+                message: format!(
+                    "host {host} is in ingress-nginx regex mode (Ingress {by} uses use-regex or rewrite-target): \
+                     the Exact and Prefix paths of this Ingress there match as case-insensitive prefix regexes, \
+                     the longest path first"
+                ),
+            });
+        }
+    }
+
     fn finish(mut self) -> Build {
         // A www redirect never shadows a host some rule names.
         let named = &self.exact_ids;
         self.table.www.retain(|alt, _| !named.contains_key(alt));
-        let routes = &self.table.routes;
+        for id in 0..self.staging.len() {
+            self.regex_host(id);
+        }
+        let table = &self.table;
         let mut staged = self.staging;
-        let mut take = |id: u32| compact(std::mem::take(&mut staged[id as usize]), routes);
-        self.table.exact_hosts = self.exact_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
-        self.table.wildcard_hosts = self.wildcard_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
-        self.table.any_host = self.any_id.map(take);
+        let mut take = |id: u32| {
+            let st = &mut staged[id as usize];
+            let empty = Staging {
+                host: RuleHost::Any,
+                exact: Vec::new(),
+                prefix: Vec::new(),
+                regex: Vec::new(),
+                ..*st
+            };
+            compact(std::mem::replace(st, empty), table)
+        };
+        let exact_hosts = self.exact_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
+        let wildcard_hosts = self.wildcard_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
+        let any_host = self.any_id.map(take);
+        self.table.exact_hosts = exact_hosts;
+        self.table.wildcard_hosts = wildcard_hosts;
+        self.table.any_host = any_host;
         Build {
             table: self.table,
             problems: self.problems,
@@ -775,8 +898,88 @@ impl Builder<'_> {
     }
 }
 
+/// Whether these options ask for nothing but the https redirect (so a
+/// lookup need not read them).
+pub(crate) fn plain(o: &RouteOptions) -> bool {
+    o.app_root.is_none()
+        && o.redirect.is_none()
+        && !o.force_ssl_redirect
+        && o.allow.is_empty()
+        && o.deny.is_empty()
+        && o.rewrite_target.is_none()
+        && o.upstream_vhost.is_none()
+        && o.cors.is_none()
+}
+
+/// What an ingress-nginx host needs beside its spec layout.
+fn compat(st: &Staging, table: &RouteTable) -> Option<Box<CompatHost>> {
+    if st.mode != Mode::IngressNginx {
+        return None;
+    }
+    let routes = &table.routes;
+    let path = |r: u32| &*routes[r as usize].path;
+    let first_match = st.regex_by.map(|_| {
+        // ingress-nginx sorts a server's locations by length, longest
+        // first, then by path, descending; equal paths keep their order
+        // (oldest Ingress first).
+        let mut all: Vec<u32> = st
+            .exact
+            .iter()
+            .map(|e| e.1)
+            .chain(st.prefix.iter().map(|e| e.2))
+            .chain(st.regex.iter().copied())
+            .collect();
+        all.sort_by(|&a, &b| {
+            (path(b).len(), path(b))
+                .cmp(&(path(a).len(), path(a)))
+                .then(a.cmp(&b))
+        });
+        RegexRoutes::new(all, routes)
+    });
+    // nginx answers `x` with a 301 to `x/` when a location `x/` exists and
+    // none is `x` exactly (a Prefix `x` also makes an exact location `x`).
+    let mut slash: Vec<Box<str>> = Vec::new();
+    if first_match.is_none() {
+        let exact = st.exact.iter().map(|e| &*e.0);
+        let prefix = st.prefix.iter().map(|e| path(e.2));
+        let named = |p: &str| st.exact.iter().any(|e| *e.0 == *p) || st.prefix.iter().any(|e| path(e.2) == p);
+        for p in exact.chain(prefix) {
+            if let Some(without) = p.strip_suffix('/')
+                && !without.is_empty()
+                && !named(without)
+            {
+                slash.push(without.into());
+            }
+        }
+        slash.sort_unstable();
+        slash.dedup();
+    }
+    // Requests no path matches take the first Ingress's annotations
+    // (ingress-nginx gives them to the host's root location).
+    let served_by = st
+        .default
+        .or(table.catch_all)
+        .map(|d| &table.options[routes[d as usize].ingress as usize]);
+    let root = st.first.filter(|&f| {
+        let theirs = &table.options[f as usize];
+        match served_by {
+            Some(o) => o != theirs,
+            // Without a default backend, the answer is a 404 unless the
+            // options redirect or deny first.
+            None => true,
+        }
+    });
+    Some(Box::new(CompatHost {
+        first_match,
+        slash: slash.into(),
+        root,
+    }))
+}
+
 /// Lays a staged host out for lookup.
-fn compact(mut st: Staging, routes: &[Route]) -> HostRoutes {
+fn compact(mut st: Staging, table: &RouteTable) -> HostRoutes {
+    let compat = compat(&st, table);
+    let routes = &table.routes;
     st.exact.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
     // Per key, the longest path (`/foo/` over `/foo`), then the oldest
     // Ingress (routes are numbered oldest first).
@@ -801,22 +1004,9 @@ fn compact(mut st: Staging, routes: &[Route]) -> HostRoutes {
     }
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
-    let regex = (!st.regex.is_empty()).then(|| {
-        // Each regex compiled alone within its limit; the set gets their
-        // sum, capped. Past the cap, paths are tried one by one.
-        let limit = (REGEX_SIZE_LIMIT * st.regex.len()).min(REGEX_SET_SIZE_LIMIT);
-        let set = (st.regex.len() > 1)
-            .then(|| {
-                RegexSetBuilder::new(st.regex.iter().map(|&r| anchored(&routes[r as usize].path)))
-                    .case_insensitive(true)
-                    .size_limit(limit)
-                    .build()
-                    .ok()
-            })
-            .flatten();
-        Box::new(RegexRoutes { routes: st.regex, set })
-    });
+    let regex = (!st.regex.is_empty()).then(|| Box::new(RegexRoutes::new(st.regex, routes)));
     HostRoutes {
+        compat,
         keys: keys.into(),
         entries: entries.into(),
         exact: st.exact.len() as u32,
@@ -832,11 +1022,11 @@ impl RouteTable {
     /// to the oldest (creation time, then namespace/name) and the others
     /// are reported.
     pub fn build(ingresses: &[Ingress], classes: &[IngressClass], ports: &dyn PortResolver, config: &Config) -> Build {
-        let mut ours: Vec<&Ingress> = ingresses
+        let mut ours: Vec<(&Ingress, Mode)> = ingresses
             .iter()
-            .filter(|i| config.classes.selects(i, classes))
+            .filter_map(|i| Some((i, config.classes.select(i, classes)?)))
             .collect();
-        ours.sort_by(|a, b| age_key(a).cmp(&age_key(b)));
+        ours.sort_by(|a, b| age_key(a.0).cmp(&age_key(b.0)));
         let mut b = Builder {
             table: RouteTable {
                 policy: config.path_policy,
@@ -851,6 +1041,18 @@ impl RouteTable {
             wildcard_ids: HashMap::default(),
             any_id: None,
         };
+        for c in classes {
+            if config.classes.selects_class(c)
+                && let Err(message) = config.classes.mode_of(c)
+            {
+                b.problems.push(Problem {
+                    severity: Severity::Error,
+                    object: format!("IngressClass {}", c.metadata.name),
+                    field: format!("metadata.annotations[{:?}]", crate::class::MODE_ANNOTATION),
+                    message: format!("{message}; its Ingresses are matched in {} mode", config.classes.mode.as_str()),
+                });
+            }
+        }
         // Canary Ingresses attach to the routes of the others, so those come first.
         let is_canary = |i: &Ingress| {
             i.metadata
@@ -858,11 +1060,11 @@ impl RouteTable {
                 .get(&format!("{}canary", annotations::PREFIX))
                 .is_some_and(|v| v == "true")
         };
-        for ing in ours.iter().filter(|i| !is_canary(i)) {
-            b.add(ing);
+        for &(ing, mode) in ours.iter().filter(|i| !is_canary(i.0)) {
+            b.add(ing, mode);
         }
-        for ing in ours.iter().filter(|i| is_canary(i)) {
-            b.add(ing);
+        for &(ing, mode) in ours.iter().filter(|i| is_canary(i.0)) {
+            b.add(ing, mode);
         }
         b.finish()
     }
@@ -937,29 +1139,48 @@ impl RouteTable {
             // is the only candidate, and it must be longer than the best so
             // far (at equal length, Exact and Prefix win).
             let beats = |r: u32| best.is_none_or(|b| self.routes[r as usize].path.len() > b.0);
-            let hit =
-                match &re.set {
-                    Some(set) => set.matches(path).iter().next().map(|i| re.routes[i]),
-                    None => re.routes.iter().copied().find(|&r| {
-                        !beats(r) || self.routes[r as usize].regex.as_ref().is_some_and(|x| x.is_match(path))
-                    }),
-                };
-            if let Some(r) = hit.filter(|&r| beats(r)) {
+            if let Some(r) = re.first(&self.routes, path, |r| !beats(r)).filter(|&r| beats(r)) {
                 best = Some((self.routes[r as usize].path.len(), PathKind::Regex, r));
             }
         }
         best.map(|b| b.2)
     }
 
-    /// Routes a canonical host and path: the route, or the default backend
-    /// that catches it, or `None` (404).
-    pub(crate) fn route_for(&self, host: &str, path: &str) -> Option<&Route> {
-        let r = match self.bucket(host) {
-            Some(hr) => self.best(hr, path).or(hr.default),
-            None => None,
+    /// Routes a canonical path in a host bucket (`None`: no bucket):
+    /// the route (or the default backend that catches it), the Ingress
+    /// whose options apply, and the compat quirks that decided it.
+    pub(crate) fn route_for(&self, hr: Option<&HostRoutes>, path: &str) -> Routed<'_> {
+        let mut quirks = Quirks::NONE;
+        let compat = hr.and_then(|h| h.compat.as_deref());
+        let found = hr.and_then(|hr| match compat.and_then(|c| c.first_match.as_ref()) {
+            Some(fm) => {
+                let first = fm.first(&self.routes, path, |_| false);
+                if first != self.best(hr, path) {
+                    quirks = quirks | Quirks::REGEX_HOST;
+                }
+                first
+            }
+            None => self.best(hr, path),
+        });
+        let (route, options) = match found {
+            Some(r) => (Some(r), self.routes[r as usize].ingress),
+            None => {
+                let default = hr.and_then(|h| h.default).or(self.catch_all);
+                match (compat.and_then(|c| c.root), default) {
+                    (Some(root), _) => {
+                        quirks = quirks | Quirks::ROOT_OPTIONS;
+                        (default, root)
+                    }
+                    (None, Some(d)) => (Some(d), self.routes[d as usize].ingress),
+                    (None, None) => (None, 0),
+                }
+            }
+        };
+        Routed {
+            route: route.map(|r| &self.routes[r as usize]),
+            options,
+            quirks,
         }
-        .or(self.catch_all)?;
-        Some(&self.routes[r as usize])
     }
 
     pub(crate) fn ingress(&self, r: &Route) -> &IngressRef {

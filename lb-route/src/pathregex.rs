@@ -1,0 +1,316 @@
+//! Regex paths as ingress-nginx matches them (`location ~* "^<path>"`:
+//! anchored at the start only, case-insensitive), in linear time.
+//!
+//! The `regex` crate has no look-around. One PCRE idiom is common enough in
+//! real Ingresses to translate (reference/ingress.md §5.3 G5): a single
+//! negative lookahead right after a literal prefix, as in
+//! `/api/((?!internal).*)`. `^L(?!X)B` matches exactly when `^L B` does and
+//! `^L X` does not, so it compiles to that pair; the lookahead's own groups
+//! become empty groups, so `$1`…`$9` keep their numbers for
+//! `rewrite-target`. Every other look-around is refused with an error.
+
+use regex::{Captures, Regex, RegexBuilder};
+
+/// Largest compiled size of one regex path (bytes of the compiled program).
+pub(crate) const SIZE_LIMIT: usize = 1 << 20;
+
+/// A compiled regex path.
+#[derive(Debug, Clone)]
+pub(crate) struct PathRegex {
+    /// The path (with any lookahead removed), anchored.
+    keep: Regex,
+    /// What the translated negative lookahead refuses, anchored.
+    exclude: Option<Regex>,
+}
+
+/// The pattern a regex path compiles to: anchored at the start only.
+fn anchored(path: &str) -> String {
+    format!("^(?:{path})")
+}
+
+fn build(pattern: &str, path: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(n) => format!("regex {path:?} is too large (limit {n} bytes compiled)"),
+            e => format!(
+                "regex {path:?} is invalid: {}",
+                e.to_string().lines().last().unwrap_or_default()
+            ),
+        })
+}
+
+impl PathRegex {
+    /// Compiles a regex path (a single negative lookahead after a literal
+    /// prefix is translated; other look-around is an error).
+    pub(crate) fn compile(path: &str) -> Result<Self, String> {
+        let lookaround = |p: &str| p.contains("(?=") || p.contains("(?<=") || p.contains("(?<!");
+        let Some(at) = path.find("(?!") else {
+            if lookaround(path) {
+                return Err(unsupported(path, "look-around is not supported (linear-time regex only)"));
+            }
+            return Ok(Self {
+                keep: build(&anchored(path), path)?,
+                exclude: None,
+            });
+        };
+        let tokens = tokenize(path).map_err(|e| format!("regex {path:?} is invalid: {e}"))?;
+        let close = matching(&tokens, at).ok_or_else(|| format!("regex {path:?} is invalid: unclosed group"))?;
+        let inner = &path[at + 3..close];
+        let rest = &path[close + 1..];
+        if lookaround(inner) || inner.contains("(?!") || rest.contains("(?!") || lookaround(rest) {
+            return Err(unsupported(
+                path,
+                "only one negative lookahead, and no other look-around, is supported",
+            ));
+        }
+        let literal = literal_prefix(path, &tokens, at).ok_or_else(|| {
+            unsupported(
+                path,
+                "a negative lookahead is supported only right after a literal prefix, as in /api/((?!internal).*)",
+            )
+        })?;
+        let groups = tokens
+            .iter()
+            .filter(|t| t.at > at && t.at < close && t.kind == Kind::Capture)
+            .count();
+        let keep = format!("{}{}{rest}", &path[..at], "()".repeat(groups));
+        Ok(Self {
+            keep: build(&anchored(&keep), path)?,
+            exclude: Some(build(&format!("^(?:{literal}(?:{inner}))"), path)?),
+        })
+    }
+
+    /// A path matched as the literal text it is (for a plain path whose
+    /// text is not a valid regex).
+    pub(crate) fn literal(path: &str) -> Self {
+        Self {
+            keep: build(&anchored(&regex::escape(path)), path).expect("an escaped literal is a valid regex"),
+            exclude: None,
+        }
+    }
+
+    /// The anchored pattern, for a `RegexSet` (which is then checked with
+    /// [`PathRegex::excludes`]).
+    pub(crate) fn pattern(&self) -> &str {
+        self.keep.as_str()
+    }
+
+    /// Whether the translated lookahead refuses `path`.
+    pub(crate) fn excludes(&self, path: &str) -> bool {
+        self.exclude.as_ref().is_some_and(|x| x.is_match(path))
+    }
+
+    /// Whether `path` matches.
+    pub(crate) fn is_match(&self, path: &str) -> bool {
+        self.keep.is_match(path) && !self.excludes(path)
+    }
+
+    /// The groups of a match (`$1`…`$9`).
+    pub(crate) fn captures<'p>(&self, path: &'p str) -> Option<Captures<'p>> {
+        if self.excludes(path) {
+            return None;
+        }
+        self.keep.captures(path)
+    }
+}
+
+fn unsupported(path: &str, why: &str) -> String {
+    format!("regex {path:?}: {why}")
+}
+
+/// What a parenthesis (or other structural character) of a pattern is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `(` or `(?P<name>` / `(?<name>`.
+    Capture,
+    /// `(?:`, `(?i)`, look-around …
+    OpenOther,
+    Close,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    at: usize,
+    kind: Kind,
+}
+
+/// The parentheses of a pattern, escapes and classes skipped.
+fn tokenize(p: &str) -> Result<Vec<Token>, &'static str> {
+    let b = p.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' => {
+                // A class: `]` right after `[` or `[^` is a member.
+                i += 1;
+                if b.get(i) == Some(&b'^') {
+                    i += 1;
+                }
+                if b.get(i) == Some(&b']') {
+                    i += 1;
+                }
+                while i < b.len() && b[i] != b']' {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if i >= b.len() {
+                    return Err("unclosed character class");
+                }
+            }
+            b'(' => {
+                let rest = &p[i + 1..];
+                let capture = !rest.starts_with('?')
+                    || rest.starts_with("?P<")
+                    || (rest.starts_with("?<") && !rest.starts_with("?<=") && !rest.starts_with("?<!"));
+                out.push(Token {
+                    at: i,
+                    kind: if capture { Kind::Capture } else { Kind::OpenOther },
+                });
+            }
+            b')' => out.push(Token { at: i, kind: Kind::Close }),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The `)` closing the group opened at byte `open`.
+fn matching(tokens: &[Token], open: usize) -> Option<usize> {
+    let start = tokens.iter().position(|t| t.at == open)?;
+    let mut depth = 0usize;
+    for t in &tokens[start..] {
+        if t.kind == Kind::Close {
+            depth -= 1;
+            if depth == 0 {
+                return Some(t.at);
+            }
+        } else {
+            depth += 1;
+        }
+    }
+    None
+}
+
+/// `path[..at]` as a regex without its group openers, if it is a literal
+/// (plain characters and escaped punctuation) interleaved with the
+/// openers of groups that are still open at `at` and are not repeated.
+fn literal_prefix(path: &str, tokens: &[Token], at: usize) -> Option<String> {
+    let b = path.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < at {
+        match b[i] {
+            b'\\' => {
+                let c = *b.get(i + 1)?;
+                if c.is_ascii_alphanumeric() {
+                    return None;
+                }
+                out.push('\\');
+                out.push(c as char);
+                i += 2;
+                continue;
+            }
+            b'(' => {
+                let rest = &path[i + 1..];
+                let opener = if rest.starts_with("?:") {
+                    3
+                } else if rest.starts_with('?') {
+                    return None;
+                } else {
+                    1
+                };
+                // The group must close after the lookahead, and not be
+                // repeated.
+                let close = matching(tokens, i)?;
+                if close < at || matches!(b.get(close + 1), Some(b'*' | b'+' | b'?' | b'{')) {
+                    return None;
+                }
+                i += opener;
+                continue;
+            }
+            b'.' | b'^' | b'$' | b'*' | b'+' | b'?' | b'{' | b'}' | b'[' | b']' | b'|' | b')' => return None,
+            _ => {
+                let c = path[i..].chars().next()?;
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(re: &PathRegex, path: &str) -> Option<Vec<String>> {
+        re.captures(path).map(|c| {
+            c.iter()
+                .skip(1)
+                .map(|m| m.map_or(String::new(), |m| m.as_str().to_owned()))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn plain_regexes_are_anchored_at_the_start_and_case_insensitive() {
+        let re = PathRegex::compile("/id/[0-9]+").unwrap();
+        assert!(re.is_match("/id/123a"));
+        assert!(re.is_match("/ID/5"));
+        assert!(!re.is_match("/x/id/5"));
+        assert!(!re.is_match("/id/aaa"));
+    }
+
+    #[test]
+    fn a_negative_lookahead_after_a_literal_prefix_is_translated() {
+        let re = PathRegex::compile("/api/x/((?!_internal).*)").unwrap();
+        assert_eq!(caps(&re, "/api/x/foo/bar"), Some(vec!["foo/bar".into()]));
+        assert_eq!(caps(&re, "/api/x/_internal/a"), None);
+        assert!(!re.is_match("/API/X/_INTERNAL"), "the lookahead is case-insensitive too");
+        assert!(re.is_match("/api/x/_interna"));
+        assert!(re.is_match("/api/x/"));
+        // Alternatives in the lookahead, groups after it keep their numbers.
+        let re = PathRegex::compile("/(?!(api|static)/)([^/]+)/(.*)").unwrap();
+        assert_eq!(caps(&re, "/app/a/b"), Some(vec![String::new(), "app".into(), "a/b".into()]));
+        assert_eq!(caps(&re, "/static/a"), None);
+        assert!(re.is_match("/apix/a"));
+        // Escapes and non-capturing groups in the prefix.
+        let re = PathRegex::compile(r"/v1\.0/(?:(?!health).*)").unwrap();
+        assert!(re.is_match("/v1.0/users"));
+        assert!(!re.is_match("/v1.0/healthz"));
+        assert!(!re.is_match("/v1x0/users"));
+    }
+
+    #[test]
+    fn other_look_around_is_refused_with_a_reason() {
+        for (path, why) in [
+            ("/a/(?=b)", "look-around"),
+            ("/a(?<=a)", "look-around"),
+            ("/a/(?!b)(?!c)", "only one negative lookahead"),
+            ("/a/.*(?!b)", "literal prefix"),
+            ("/a/((?!b).)*", "literal prefix"),
+            ("/a/(x|(?!b))", "literal prefix"),
+            ("/(?i)a/(?!b)", "literal prefix"),
+            ("/a/(?!b", "unclosed"),
+        ] {
+            let e = PathRegex::compile(path).unwrap_err();
+            assert!(e.contains(why), "{path}: {e}");
+            assert!(e.contains(path), "{e}");
+        }
+    }
+
+    #[test]
+    fn literal_paths_match_their_text() {
+        let re = PathRegex::literal("/a[b");
+        assert!(re.is_match("/A[b/c"));
+        assert!(!re.is_match("/ab"));
+    }
+}
