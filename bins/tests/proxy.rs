@@ -158,3 +158,83 @@ spec:
         (Some(200), Some("/app1"))
     );
 }
+
+#[test]
+fn ingress_nginx_mode_per_class_and_by_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ingresses.yaml"),
+        r#"apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: nginx
+  annotations: {lb.io/route-mode: ingress-nginx}
+spec: {controller: lb.io/ingress}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: legacy
+  namespace: web
+  annotations: {nginx.ingress.kubernetes.io/rewrite-target: /}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: old.example.com
+    http:
+      paths:
+      - {path: /testpath, pathType: Prefix, backend: {service: {name: old, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: modern, namespace: web}
+spec:
+  ingressClassName: lb
+  rules:
+  - host: new.example.com
+    http:
+      paths:
+      - {path: /docs/, pathType: Prefix, backend: {service: {name: docs, port: {number: 80}}}}
+"#,
+    )
+    .unwrap();
+    // The class asks for ingress-nginx's regex matching; the answer says so.
+    let (v, out) = explain(dir.path(), "http://old.example.com/testpathology", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        (v["service"].as_str(), v["upstream_path"].as_str()),
+        (Some("old"), Some("/"))
+    );
+    assert!(v["why"].as_str().unwrap().contains("ingress-nginx regex host"), "{v}");
+    // Class lb is strict unless --route-mode says otherwise.
+    let (v, _) = explain(dir.path(), "http://new.example.com/docs", &[]);
+    assert_eq!((v["status"].as_u64(), v["service"].as_str()), (Some(200), Some("docs")));
+    let (v, _) = explain(
+        dir.path(),
+        "http://new.example.com/docs?x=1",
+        &["--route-mode", "ingress-nginx"],
+    );
+    assert_eq!(v["status"], 301);
+    assert_eq!(v["location"], "http://new.example.com/docs/?x=1");
+    assert!(v["why"].as_str().unwrap().contains("trailing-slash"), "{v}");
+}
+
+#[test]
+fn an_invalid_route_mode_is_reported_on_its_ingress_class() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("class.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: typo\n  \
+         annotations: {lb.io/route-mode: nginx}\nspec: {controller: lb.io/ingress}\n",
+    )
+    .unwrap();
+    let (v, out) = explain(dir.path(), "http://a.example.com/", &[]);
+    assert_eq!(out.status.code(), Some(1), "an invalid object fails the run");
+    assert_eq!(v["status"], 404, "the answer is still printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("class.yaml") && stderr.contains("IngressClass") && stderr.contains("typo"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lb.io/route-mode"), "{stderr}");
+}

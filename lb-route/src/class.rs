@@ -47,7 +47,9 @@ impl std::str::FromStr for Mode {
         match s {
             "strict" => Ok(Mode::Strict),
             "ingress-nginx" => Ok(Mode::IngressNginx),
-            other => Err(format!("{other:?} is not a route mode (\"strict\" or \"ingress-nginx\")")),
+            other => Err(format!(
+                "{other:?} is not a route mode (\"strict\" or \"ingress-nginx\")"
+            )),
         }
     }
 }
@@ -215,8 +217,14 @@ mod tests {
         let mut bad = class("bad", CONTROLLER, false);
         bad.metadata.annotations.insert(MODE_ANNOTATION.into(), "nginx".into());
         let classes = [compat, bad, class("plain", CONTROLLER, false)];
-        assert_eq!(cfg.select(&ing(Some("compat"), None), &classes), Some(Mode::IngressNginx));
-        assert_eq!(cfg.select(&ing(None, Some("compat")), &classes), Some(Mode::IngressNginx));
+        assert_eq!(
+            cfg.select(&ing(Some("compat"), None), &classes),
+            Some(Mode::IngressNginx)
+        );
+        assert_eq!(
+            cfg.select(&ing(None, Some("compat")), &classes),
+            Some(Mode::IngressNginx)
+        );
         assert_eq!(
             cfg.select(&ing(None, None), &classes),
             Some(Mode::IngressNginx),
@@ -230,12 +238,18 @@ mod tests {
             mode: Mode::IngressNginx,
             ..ClassConfig::default()
         };
-        assert_eq!(migrating.select(&ing(Some("nginx"), None), &[]), Some(Mode::IngressNginx));
+        assert_eq!(
+            migrating.select(&ing(Some("nginx"), None), &[]),
+            Some(Mode::IngressNginx)
+        );
         assert_eq!(
             migrating.select(&ing(Some("plain"), None), &classes),
             Some(Mode::IngressNginx),
             "a class without the annotation takes the configured mode"
         );
-        assert_eq!(migrating.select(&ing(Some("compat"), None), &classes), Some(Mode::IngressNginx));
+        assert_eq!(
+            migrating.select(&ing(Some("compat"), None), &classes),
+            Some(Mode::IngressNginx)
+        );
     }
 }

@@ -68,10 +68,7 @@ impl Quirks {
             Quirks::REGEX_HOST,
             "ingress-nginx regex host: paths matched as case-insensitive prefix regexes, longest first",
         ),
-        (
-            Quirks::TRAILING_SLASH_REDIRECT,
-            "ingress-nginx trailing-slash redirect",
-        ),
+        (Quirks::TRAILING_SLASH_REDIRECT, "ingress-nginx trailing-slash redirect"),
         (
             Quirks::ROOT_OPTIONS,
             "ingress-nginx root location: the host's first Ingress's annotations apply",
@@ -245,7 +242,13 @@ impl RouteTable {
             && let Some((to, code)) = self.www.get(host.as_ref())
         {
             let location = format!("{scheme}://{to}{}", target.path_and_query());
-            return (Decision::Redirect { status: *code, location }, Quirks::NONE);
+            return (
+                Decision::Redirect {
+                    status: *code,
+                    location,
+                },
+                Quirks::NONE,
+            );
         }
         let hr = self.bucket(&host);
         if let Some(c) = hr.and_then(|h| h.compat.as_deref())
@@ -349,8 +352,8 @@ impl RouteTable {
             port,
             upstream_path,
             upstream_host: if plain { None } else { options.upstream_vhost.as_deref() }
-            .or(req.host)
-            .unwrap_or(authority),
+                .or(req.host)
+                .unwrap_or(authority),
             matched: (!main.path.is_empty()).then_some((&*main.path, main.kind)),
             x_forwarded_prefix,
             response_headers: match (plain, &options.cors) {

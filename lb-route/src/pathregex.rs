@@ -49,7 +49,10 @@ impl PathRegex {
         let lookaround = |p: &str| p.contains("(?=") || p.contains("(?<=") || p.contains("(?<!");
         let Some(at) = path.find("(?!") else {
             if lookaround(path) {
-                return Err(unsupported(path, "look-around is not supported (linear-time regex only)"));
+                return Err(unsupported(
+                    path,
+                    "look-around is not supported (linear-time regex only)",
+                ));
             }
             return Ok(Self {
                 keep: build(&anchored(path), path)?,
@@ -174,7 +177,10 @@ fn tokenize(p: &str) -> Result<Vec<Token>, &'static str> {
                     kind: if capture { Kind::Capture } else { Kind::OpenOther },
                 });
             }
-            b')' => out.push(Token { at: i, kind: Kind::Close }),
+            b')' => out.push(Token {
+                at: i,
+                kind: Kind::Close,
+            }),
             _ => {}
         }
         i += 1;
@@ -274,12 +280,18 @@ mod tests {
         let re = PathRegex::compile("/api/x/((?!_internal).*)").unwrap();
         assert_eq!(caps(&re, "/api/x/foo/bar"), Some(vec!["foo/bar".into()]));
         assert_eq!(caps(&re, "/api/x/_internal/a"), None);
-        assert!(!re.is_match("/API/X/_INTERNAL"), "the lookahead is case-insensitive too");
+        assert!(
+            !re.is_match("/API/X/_INTERNAL"),
+            "the lookahead is case-insensitive too"
+        );
         assert!(re.is_match("/api/x/_interna"));
         assert!(re.is_match("/api/x/"));
         // Alternatives in the lookahead, groups after it keep their numbers.
         let re = PathRegex::compile("/(?!(api|static)/)([^/]+)/(.*)").unwrap();
-        assert_eq!(caps(&re, "/app/a/b"), Some(vec![String::new(), "app".into(), "a/b".into()]));
+        assert_eq!(
+            caps(&re, "/app/a/b"),
+            Some(vec![String::new(), "app".into(), "a/b".into()])
+        );
         assert_eq!(caps(&re, "/static/a"), None);
         assert!(re.is_match("/apix/a"));
         // Escapes and non-capturing groups in the prefix.

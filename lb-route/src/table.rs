@@ -808,7 +808,14 @@ impl Builder<'_> {
         }
     }
 
-    fn push_route(&mut self, ingress: u32, path: &str, kind: PathKind, backend: Backend, regex: Option<PathRegex>) -> u32 {
+    fn push_route(
+        &mut self,
+        ingress: u32,
+        path: &str,
+        kind: PathKind,
+        backend: Backend,
+        regex: Option<PathRegex>,
+    ) -> u32 {
         self.table.routes.push(Route {
             ingress,
             path: path.into(),
@@ -929,11 +936,7 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<Box<CompatHost>> {
             .chain(st.prefix.iter().map(|e| e.2))
             .chain(st.regex.iter().copied())
             .collect();
-        all.sort_by(|&a, &b| {
-            (path(b).len(), path(b))
-                .cmp(&(path(a).len(), path(a)))
-                .then(a.cmp(&b))
-        });
+        all.sort_by(|&a, &b| (path(b).len(), path(b)).cmp(&(path(a).len(), path(a))).then(a.cmp(&b)));
         RegexRoutes::new(all, routes)
     });
     // nginx answers `x` with a 301 to `x/` when a location `x/` exists and
@@ -1049,7 +1052,10 @@ impl RouteTable {
                     severity: Severity::Error,
                     object: format!("IngressClass {}", c.metadata.name),
                     field: format!("metadata.annotations[{:?}]", crate::class::MODE_ANNOTATION),
-                    message: format!("{message}; its Ingresses are matched in {} mode", config.classes.mode.as_str()),
+                    message: format!(
+                        "{message}; its Ingresses are matched in {} mode",
+                        config.classes.mode.as_str()
+                    ),
                 });
             }
         }

@@ -358,6 +358,83 @@ fn canary_by_header_cookie_and_weight() {
 }
 
 #[test]
+fn canary_by_header_pattern() {
+    let ing = |name: &str, service: &str, annotations: serde_json::Value| -> Ingress {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {"ingressClassName": "lb", "rules": [{"host": "h.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}
+        }))
+        .unwrap()
+    };
+    let canary = |extra: serde_json::Value| {
+        let mut a = serde_json::json!({
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-by-header": "X-Region",
+            "nginx.ingress.kubernetes.io/canary-by-header-pattern": "^(eu|us)-west",
+        });
+        a.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        ing("canary", "next", a)
+    };
+    let main = ing("main", "stable", serde_json::json!({}));
+    let service = |t: &RouteTable, region: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-region", region.parse().unwrap());
+        let mut r = Request::get("h.example.com", "/x");
+        r.headers = Some(&h);
+        match t.lookup(&r) {
+            Decision::Forward(f) => f.service.to_owned(),
+            d => panic!("{d:?}"),
+        }
+    };
+    let b = RouteTable::build(
+        &[main.clone(), canary(serde_json::json!({}))],
+        &[],
+        &(),
+        &Config::default(),
+    );
+    assert!(b.problems.is_empty(), "{:?}", b.problems);
+    assert_eq!(service(&b.table, "eu-west-1"), "next");
+    assert_eq!(service(&b.table, "us-west"), "next");
+    assert_eq!(service(&b.table, "ap-south"), "stable");
+    assert_eq!(
+        service(&b.table, "EU-west"),
+        "stable",
+        "case-sensitive, as ngx.re.match"
+    );
+    assert_eq!(service(&b.table, "always"), "stable", "a pattern replaces always/never");
+    // A header value, when set too, is what counts.
+    let b = RouteTable::build(
+        &[
+            main.clone(),
+            canary(serde_json::json!({"nginx.ingress.kubernetes.io/canary-by-header-value": "ap-south"})),
+        ],
+        &[],
+        &(),
+        &Config::default(),
+    );
+    assert_eq!(service(&b.table, "ap-south"), "next");
+    assert_eq!(service(&b.table, "eu-west-1"), "stable");
+    // A pattern that cannot run in linear time disables the canary Ingress.
+    let b = RouteTable::build(
+        &[
+            main,
+            canary(serde_json::json!({"nginx.ingress.kubernetes.io/canary-by-header-pattern": "^(?!eu)"})),
+        ],
+        &[],
+        &(),
+        &Config::default(),
+    );
+    let p = &b.problems[0];
+    assert_eq!(p.severity, Severity::Error);
+    assert!(
+        p.field.contains("canary-by-header-pattern") && p.message.contains("^(?!eu)"),
+        "{p}"
+    );
+    assert_eq!(service(&b.table, "eu-west-1"), "stable");
+}
+
+#[test]
 fn from_to_www_redirect() {
     let mk = |host: &str, name: &str| -> Ingress {
         serde_json::from_value(serde_json::json!({

@@ -50,9 +50,20 @@ struct ExplainArgs {
     /// Also serve Ingresses that name no class at all.
     #[arg(long)]
     watch_ingress_without_class: bool,
+    /// How Ingresses are matched unless their IngressClass says otherwise
+    /// (annotation lb.io/route-mode): the Kubernetes spec, or
+    /// ingress-nginx's behaviour for users migrating from it.
+    #[arg(long, value_enum, default_value_t = RouteMode::Strict)]
+    route_mode: RouteMode,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RouteMode {
+    Strict,
+    IngressNginx,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,6 +80,10 @@ fn main() -> ExitCode {
         classes: lb_route::ClassConfig {
             class: args.ingress_class.clone(),
             watch_without_class: args.watch_ingress_without_class,
+            mode: match args.route_mode {
+                RouteMode::Strict => lb_route::Mode::Strict,
+                RouteMode::IngressNginx => lb_route::Mode::IngressNginx,
+            },
             ..lb_route::ClassConfig::default()
         },
         ..lb_route::Config::default()

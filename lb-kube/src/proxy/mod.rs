@@ -57,7 +57,11 @@ pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Pr
                 );
                 ingresses.push(ing);
             }
-            Object::IngressClass(c) => classes.push(lb_route::IngressClass::from((**c).clone())),
+            Object::IngressClass(c) => {
+                let class = lb_route::IngressClass::from((**c).clone());
+                origins.insert(format!("IngressClass {}", class.metadata.name), origin.clone());
+                classes.push(class);
+            }
             _ => {}
         }
     }
@@ -67,11 +71,9 @@ pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Pr
         .problems
         .into_iter()
         .map(|p| {
-            let (ns, name) = p
-                .object
-                .strip_prefix("Ingress ")
-                .and_then(|r| r.split_once('/'))
-                .unwrap_or(("", ""));
+            // "Ingress ns/name" or "IngressClass name".
+            let (kind, id) = p.object.split_once(' ').unwrap_or(("", &p.object));
+            let (ns, name) = id.split_once('/').unwrap_or(("", id));
             Problem {
                 severity: match p.severity {
                     lb_route::Severity::Error => Severity::Error,
@@ -79,7 +81,7 @@ pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Pr
                 },
                 origin: origins.get(&p.object).cloned().flatten(),
                 object: Some(ObjectRef {
-                    kind: "Ingress".into(),
+                    kind: kind.into(),
                     namespace: ns.into(),
                     name: name.into(),
                 }),
@@ -169,7 +171,7 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
         headers: Some(&map),
         sample: None,
     };
-    let decision = table.lookup(&req);
+    let (decision, quirks) = table.lookup_traced(&req);
     // Every answer but a forward names no backend.
     let answer = |why: String| Explain {
         status: decision.status(),
@@ -180,7 +182,7 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
         location: None,
         why,
     };
-    Ok(match &decision {
+    let mut explained = match &decision {
         Decision::Forward(f) => Explain {
             why: match &f.matched {
                 Some((path, kind)) => {
@@ -215,7 +217,11 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
         _ => answer(format!(
             "no rule and no default backend for host {host:?} and this path"
         )),
-    })
+    };
+    if !quirks.is_empty() {
+        explained.why = format!("{} [{quirks}]", explained.why);
+    }
+    Ok(explained)
 }
 
 /// Reads `dir` and decides where `url` goes. Returns the answer and every
