@@ -675,7 +675,7 @@ impl Builder<'_> {
             return;
         }
         let buckets: Vec<usize> = hosts.iter().map(|h| self.host_bucket(h) as usize).collect();
-        for &bucket in &buckets {
+        for (h, &bucket) in buckets.iter().enumerate() {
             let st = &mut self.staging[bucket];
             let first = *st.first.get_or_insert(index);
             if first == index {
@@ -695,7 +695,9 @@ impl Builder<'_> {
                 });
             }
             let st = &mut self.staging[bucket];
-            if st.mode == Mode::IngressNginx && regexy {
+            // ingress-nginx turns a server to regex when one of its
+            // locations asks for it.
+            if st.mode == Mode::IngressNginx && regexy && specs.iter().any(|s| s.host == h) {
                 st.regex_by.get_or_insert(index);
             }
         }
