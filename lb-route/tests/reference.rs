@@ -135,7 +135,7 @@ fn bucket(ings: &[&Ingress], host: &str) -> Option<String> {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     let wild = |h: &str| h.split_once('.').map(|(_, rest)| format!("*.{rest}"));
-    let bucket = if ings.iter().any(|i| i.spec.rules.iter().any(|r| rule_host(r) == host)) {
+    if ings.iter().any(|i| i.spec.rules.iter().any(|r| rule_host(r) == host)) {
         Some(host.clone())
     } else if let Some(w) = wild(&host).filter(|w| ings.iter().any(|i| i.spec.rules.iter().any(|r| &rule_host(r) == w)))
     {
@@ -147,8 +147,7 @@ fn bucket(ings: &[&Ingress], host: &str) -> Option<String> {
         Some(String::new())
     } else {
         None
-    };
-    bucket
+    }
 }
 
 /// The default backend for requests no path of the bucket matches.
