@@ -1,6 +1,7 @@
 //! Arbitrary Ingresses (hosts, paths, path types, regex, backends) built
-//! into a route table, then looked up: building never panics, and a
-//! forwarded request names a Service and port of a path that was accepted.
+//! into a route table, strict or ingress-nginx mode, then looked up:
+//! building never panics, a forwarded request names a Service and port of
+//! a path that was accepted, and strict mode reports no quirk.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -26,6 +27,8 @@ struct Ing {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// ingress-nginx mode instead of strict.
+    compat: bool,
     ingresses: Vec<Ing>,
     requests: Vec<(String, String)>,
 }
@@ -59,7 +62,7 @@ fuzz_target!(|input: Input| {
                 "proxy-read-timeout", "backend-protocol", "allowlist-source-range", "denylist-source-range",
                 "upstream-vhost", "x-forwarded-prefix", "server-snippet", "unknown", "canary", "canary-by-header",
                 "canary-by-header-value", "canary-by-cookie", "canary-weight", "enable-cors", "cors-allow-origin",
-                "affinity", "auth-type", "auth-secret", "auth-url",
+                "affinity", "auth-type", "auth-secret", "auth-url", "canary-by-header-pattern", "use-regex",
             ];
             for (k, v) in ing.annotations.into_iter().take(8) {
                 let key = format!("{ANNOTATION_PREFIX}{}", KEYS[k as usize % KEYS.len()]);
@@ -89,13 +92,20 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let ports = |_: &str, _: &str, name: &str| (name.len() == 4).then_some(8080);
-    let build = RouteTable::build(&ingresses, &[], &ports, &Config::default());
+    let mode = if input.compat { Mode::IngressNginx } else { Mode::Strict };
+    let config = Config {
+        classes: ClassConfig { mode, ..ClassConfig::default() },
+        ..Config::default()
+    };
+    let build = RouteTable::build(&ingresses, &[], &ports, &config);
     for (i, (host, target)) in input.requests.iter().take(16).enumerate() {
         let mut req = Request::get(host, target);
         req.https = i % 2 == 1;
         req.client = Some(std::net::IpAddr::from([10, 0, 0, i as u8]));
         req.sample = Some(i as u32 * 7);
-        if let Decision::Forward(f) = build.table.lookup(&req) {
+        let (decision, quirks) = build.table.lookup_traced(&req);
+        assert!(input.compat || quirks.is_empty(), "quirks only in ingress-nginx mode");
+        if let Decision::Forward(f) = decision {
             assert!(f.port > 0);
             assert!(f.upstream_path.starts_with('/'));
             assert!(ingresses.iter().any(|i| i.metadata.name == f.ingress.name));

@@ -215,12 +215,13 @@ fn literal_prefix(path: &str, tokens: &[Token], at: usize) -> Option<String> {
     while i < at {
         match b[i] {
             b'\\' => {
-                let c = *b.get(i + 1)?;
-                if c.is_ascii_alphanumeric() {
+                // Escaped punctuation is literal; `\d`, `\w` … are not.
+                let c = path[i + 1..].chars().next()?;
+                if !c.is_ascii_punctuation() {
                     return None;
                 }
                 out.push('\\');
-                out.push(c as char);
+                out.push(c);
                 i += 2;
                 continue;
             }
@@ -316,6 +317,28 @@ mod tests {
             let e = PathRegex::compile(path).unwrap_err();
             assert!(e.contains(why), "{path}: {e}");
             assert!(e.contains(path), "{e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_pattern_compiles_or_is_refused_without_panicking(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec!["(", ")", "(?!", "(?:", "(?=", "\\", "\\.", "é", "a", "/", ".", "*", "[", "]", "|", "?", "{2}"]),
+                0..12,
+            ),
+            probe in "[a/é.]{0,8}",
+        ) {
+            let path: String = pieces.concat();
+            if let Ok(re) = PathRegex::compile(&path) {
+                let _ = re.is_match(&probe);
+                let _ = re.captures(&probe);
+                if !path.contains("(?!") {
+                    // Without a lookahead it is the plain anchored regex.
+                    let plain = RegexBuilder::new(&anchored(&path)).case_insensitive(true).build().unwrap();
+                    proptest::prop_assert_eq!(re.is_match(&probe), plain.is_match(&probe));
+                }
+            }
         }
     }
 
