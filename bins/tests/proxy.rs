@@ -217,6 +217,18 @@ spec:
     assert_eq!(v["status"], 301);
     assert_eq!(v["location"], "http://new.example.com/docs/?x=1");
     assert!(v["why"].as_str().unwrap().contains("trailing-slash"), "{v}");
+    // An encoded slash: refused by default, a separator when decoded.
+    let (v, _) = explain(dir.path(), "http://new.example.com/docs%2Fa", &[]);
+    assert_eq!(v["status"], 400);
+    let (v, _) = explain(
+        dir.path(),
+        "http://new.example.com/docs%2Fa",
+        &["--encoded-slash", "decode"],
+    );
+    assert_eq!(
+        (v["service"].as_str(), v["upstream_path"].as_str()),
+        (Some("docs"), Some("/docs/a"))
+    );
 }
 
 #[test]

@@ -55,6 +55,10 @@ struct ExplainArgs {
     /// ingress-nginx's behaviour for users migrating from it.
     #[arg(long, value_enum, default_value_t = RouteMode::Strict)]
     route_mode: RouteMode,
+    /// What an encoded slash (%2F, %5C) in a request path does: 400, kept
+    /// as data, or decoded into a separator (as nginx does).
+    #[arg(long, value_enum, default_value_t = EncodedSlashArg::Reject)]
+    encoded_slash: EncodedSlashArg,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -64,6 +68,13 @@ struct ExplainArgs {
 enum RouteMode {
     Strict,
     IngressNginx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EncodedSlashArg {
+    Reject,
+    Keep,
+    Decode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +96,14 @@ fn main() -> ExitCode {
                 RouteMode::IngressNginx => lb_route::Mode::IngressNginx,
             },
             ..lb_route::ClassConfig::default()
+        },
+        path_policy: lb_route::PathPolicy {
+            encoded_slash: match args.encoded_slash {
+                EncodedSlashArg::Reject => lb_route::EncodedSlash::Reject,
+                EncodedSlashArg::Keep => lb_route::EncodedSlash::Keep,
+                EncodedSlashArg::Decode => lb_route::EncodedSlash::Decode,
+            },
+            ..lb_route::PathPolicy::default()
         },
         ..lb_route::Config::default()
     };
