@@ -97,6 +97,14 @@ pub(crate) fn wildcard_suffix(host: &str) -> Option<&str> {
 /// trailing dot removed, lower-cased. Borrowed when already canonical.
 pub fn canonical_host(authority: &str) -> Cow<'_, str> {
     let b = authority.as_bytes();
+    // One pass: the last ':' and whether any letter is upper-case.
+    let (mut colon, mut upper) = (None, false);
+    for (i, &c) in b.iter().enumerate() {
+        if c == b':' {
+            colon = Some(i);
+        }
+        upper |= c.is_ascii_uppercase();
+    }
     let host = if b.first() == Some(&b'[') {
         // An IPv6 literal: keep the brackets, drop the port.
         match authority.find(']') {
@@ -104,20 +112,14 @@ pub fn canonical_host(authority: &str) -> Cow<'_, str> {
             None => authority,
         }
     } else {
-        // One pass: the last ':' (a port follows if only digits do).
-        let mut colon = None;
-        for (i, &c) in b.iter().enumerate() {
-            if c == b':' {
-                colon = Some(i);
-            }
-        }
+        // A port follows the last ':' if only digits do.
         match colon {
             Some(i) if b[i + 1..].iter().all(u8::is_ascii_digit) => &authority[..i],
             _ => authority,
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|c| c.is_ascii_uppercase()) {
+    if upper {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)

@@ -222,16 +222,23 @@ impl RouteTable {
     /// assert_eq!(build.table.lookup(&Request::get("shop.example.com", "/cartography")).status(), 404);
     /// ```
     pub fn lookup<'a>(&'a self, req: &Request<'a>) -> Decision<'a> {
-        self.lookup_traced(req).0
+        self.decide(req, &mut Quirks::NONE)
     }
 
     /// Like [`RouteTable::lookup`], also telling which ingress-nginx
     /// behaviours decided the answer (hosts in
     /// [`Mode::IngressNginx`](crate::Mode) only).
     pub fn lookup_traced<'a>(&'a self, req: &Request<'a>) -> (Decision<'a>, Quirks) {
+        let mut quirks = Quirks::NONE;
+        let d = self.decide(req, &mut quirks);
+        (d, quirks)
+    }
+
+    /// The decision; the quirks that made it are added to `quirks`.
+    fn decide<'a>(&'a self, req: &Request<'a>, quirks: &mut Quirks) -> Decision<'a> {
         let target = match Target::parse(req.target, &self.policy) {
             Ok(t) => t,
-            Err(e) => return (Decision::BadRequest(e), Quirks::NONE),
+            Err(e) => return Decision::BadRequest(e),
         };
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
         let authority = target.authority.or(req.host).unwrap_or("");
@@ -242,13 +249,10 @@ impl RouteTable {
             && let Some((to, code)) = self.www.get(host.as_ref())
         {
             let location = format!("{scheme}://{to}{}", target.path_and_query());
-            return (
-                Decision::Redirect {
-                    status: *code,
-                    location,
-                },
-                Quirks::NONE,
-            );
+            return Decision::Redirect {
+                status: *code,
+                location,
+            };
         }
         let hr = self.bucket(&host);
         if let Some(c) = hr.and_then(|h| h.compat.as_deref())
@@ -256,16 +260,14 @@ impl RouteTable {
         {
             let query = target.query.map(|q| format!("?{q}")).unwrap_or_default();
             let location = format!("{scheme}://{host}{}/{query}", target.path);
-            return (
-                Decision::Redirect { status: 301, location },
-                Quirks::TRAILING_SLASH_REDIRECT,
-            );
+            *quirks = *quirks | Quirks::TRAILING_SLASH_REDIRECT;
+            return Decision::Redirect { status: 301, location };
         }
         let routed = self.route_for(hr, &target.path);
-        let mut quirks = routed.quirks;
-        if routed.route.is_none() && !quirks.contains(Quirks::ROOT_OPTIONS) {
-            return (Decision::NotFound, Quirks::NONE);
+        if routed.route.is_none() && !routed.quirks.contains(Quirks::ROOT_OPTIONS) {
+            return Decision::NotFound;
         }
+        let mut noted = routed.quirks;
         let options = &self.options[routed.options as usize];
         let plain = match routed.route {
             Some(r) if r.ingress == routed.options => r.plain,
@@ -273,13 +275,16 @@ impl RouteTable {
         };
         if !plain {
             if let Some(d) = self.before_forward(routed.options, req, &target, (authority, &host), https) {
-                return (d, quirks);
+                *quirks = *quirks | noted;
+                return d;
             }
-        } else if !https && self.has_certificate(&host) && options.ssl_redirect {
-            return (https_redirect(&host, &target, options), quirks);
+        } else if options.ssl_redirect && !https && self.has_certificate(&host) {
+            *quirks = *quirks | noted;
+            return https_redirect(&host, &target, options);
         }
         let Some(main) = routed.route else {
-            return (Decision::NotFound, Quirks::NONE);
+            // The first Ingress's options changed nothing: a plain 404.
+            return Decision::NotFound;
         };
         let compat = hr.is_some_and(|h| h.compat.is_some());
         // The canary alternative, if its rules pick it; the main route's
@@ -300,14 +305,12 @@ impl RouteTable {
             BackendPort::Number(n) => *n,
             BackendPort::Unresolved(name) => {
                 let reason = format!("service {} has no port named {name:?}", route.backend.service);
-                return (
-                    Decision::Deny {
-                        status: 503,
-                        reason,
-                        ingress: Some(ingress),
-                    },
-                    quirks,
-                );
+                *quirks = *quirks | noted;
+                return Decision::Deny {
+                    status: 503,
+                    reason,
+                    ingress: Some(ingress),
+                };
             }
         };
         // Plain options have no rewrite and no upstream-vhost: they are
@@ -318,7 +321,7 @@ impl RouteTable {
             // (its root location has the rewrite).
             Some(t) if !main.path.is_empty() || compat => {
                 if main.path.is_empty() {
-                    quirks = quirks | Quirks::ROOT_OPTIONS;
+                    noted = noted | Quirks::ROOT_OPTIONS;
                 }
                 let caps = main.regex.as_ref().and_then(|re| re.captures(&target.path));
                 let mut out = String::with_capacity(t.len() + 16);
@@ -345,7 +348,8 @@ impl RouteTable {
             }
             _ => (target.path_and_query(), None),
         };
-        let forward = Decision::Forward(Forward {
+        *quirks = *quirks | noted;
+        Decision::Forward(Forward {
             ingress,
             service: &route.backend.service,
             canary: !std::ptr::eq(route, main),
@@ -367,8 +371,7 @@ impl RouteTable {
                 _ => Vec::new(),
             },
             options,
-        });
-        (forward, quirks)
+        })
     }
 }
 

@@ -139,6 +139,11 @@ pub(crate) struct HostRoutes {
     /// Exact entries are `entries[..exact]`, Prefix entries the rest.
     entries: Box<[Entry]>,
     exact: u32,
+    /// Bit `n` (63 for 63 and longer) is set when some Exact key, resp.
+    /// Prefix key, has length `n`: most candidate lengths are skipped
+    /// without a search.
+    exact_lens: u64,
+    prefix_lens: u64,
     /// The `defaultBackend` of the oldest Ingress naming this host.
     pub(crate) default: Option<u32>,
     /// Regex routes, if any.
@@ -227,6 +232,11 @@ impl RegexRoutes {
 impl HostRoutes {
     fn key(&self, e: &Entry) -> &str {
         &self.keys[e.off as usize..(e.off + e.len) as usize]
+    }
+
+    /// The bit of a key length in `exact_lens` / `prefix_lens`.
+    fn len_bit(len: usize) -> u64 {
+        1 << len.min(63)
     }
 
     /// The entry of `key` among `entries` (one sorted run).
@@ -1010,8 +1020,11 @@ fn compact(mut st: Staging, table: &RouteTable) -> HostRoutes {
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
     let regex = (!st.regex.is_empty()).then(|| Box::new(RegexRoutes::new(st.regex, routes)));
+    let lens = |keys: &mut dyn Iterator<Item = usize>| keys.fold(0, |m, l| m | HostRoutes::len_bit(l));
     HostRoutes {
         compat,
+        exact_lens: lens(&mut st.exact.iter().map(|e| e.0.len())),
+        prefix_lens: lens(&mut st.prefix.iter().map(|e| e.0.len())),
         keys: keys.into(),
         entries: entries.into(),
         exact: st.exact.len() as u32,
@@ -1117,8 +1130,11 @@ impl RouteTable {
     pub(crate) fn best(&self, hr: &HostRoutes, path: &str) -> Option<u32> {
         let (exact, prefix) = hr.entries.split_at(hr.exact as usize);
         // (length of the rule path, kind) of the best so far.
-        let mut best: Option<(usize, PathKind, u32)> =
-            hr.find(exact, path).map(|e| (path.len(), PathKind::Exact, e.route));
+        let mut best: Option<(usize, PathKind, u32)> = if hr.exact_lens & HostRoutes::len_bit(path.len()) != 0 {
+            hr.find(exact, path).map(|e| (path.len(), PathKind::Exact, e.route))
+        } else {
+            None
+        };
         if !prefix.is_empty() {
             // Candidate keys, longest first: the whole path (unless it ends
             // in '/'), then the path cut at each '/' from the right.
@@ -1129,7 +1145,9 @@ impl RouteTable {
                 path.len()
             };
             loop {
-                if let Some(e) = hr.find(prefix, &path[..end]) {
+                if hr.prefix_lens & HostRoutes::len_bit(end) != 0
+                    && let Some(e) = hr.find(prefix, &path[..end])
+                {
                     let cand = (e.rule_len as usize, PathKind::Prefix, e.route);
                     if best.is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
                         best = Some(cand);
