@@ -222,7 +222,8 @@ impl RouteTable {
     /// assert_eq!(build.table.lookup(&Request::get("shop.example.com", "/cartography")).status(), 404);
     /// ```
     pub fn lookup<'a>(&'a self, req: &Request<'a>) -> Decision<'a> {
-        self.decide(req, &mut Quirks::NONE)
+        let mut quirks = Quirks::NONE;
+        self.decide(req, &mut quirks)
     }
 
     /// Like [`RouteTable::lookup`], also telling which ingress-nginx
