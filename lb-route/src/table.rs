@@ -13,7 +13,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::hash::BuildHasher;
+
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use regex::{RegexSet, RegexSetBuilder};
 
 use crate::annotations::{self, RouteOptions};
@@ -134,16 +137,19 @@ pub(crate) struct Route {
 /// each run sorted by [`key_order`]), so a lookup touches few cache lines.
 #[derive(Debug, Default)]
 pub(crate) struct HostRoutes {
-    /// The keys, concatenated.
-    keys: Box<str>,
-    /// Exact entries are `entries[..exact]`, Prefix entries the rest.
-    entries: Box<[Entry]>,
+    /// One allocation (one place in memory for a lookup to load): the
+    /// host name, then the entries ([`ENTRY`] bytes each), then the keys.
+    blob: Box<[u8]>,
+    host_len: u32,
+    /// Exact entries are the first `exact` of `count`, Prefix entries the
+    /// rest.
+    count: u32,
     exact: u32,
-    /// Bit `n` (63 for 63 and longer) is set when some Exact key, resp.
+    /// Bit `n` (31 for 31 and longer) is set when some Exact key, resp.
     /// Prefix key, has length `n`: most candidate lengths are skipped
     /// without a search.
-    exact_lens: u64,
-    prefix_lens: u64,
+    exact_lens: u32,
+    prefix_lens: u32,
     /// The `defaultBackend` of the oldest Ingress naming this host.
     pub(crate) default: Option<u32>,
     /// Regex routes, if any.
@@ -169,7 +175,10 @@ pub(crate) struct CompatHost {
     pub(crate) root: Option<u32>,
 }
 
-/// One key of a [`HostRoutes`]: `keys[off..off + len]` leads to `route`.
+/// Bytes of one encoded [`Entry`]: four little-endian `u32`s.
+const ENTRY: usize = 16;
+
+/// One key of a [`HostRoutes`]: `blob[off..off + len]` leads to `route`.
 /// Prefix keys are paths without their trailing `/` (`""` for `/`), and
 /// lead to the best route for that key.
 #[derive(Debug, Clone, Copy)]
@@ -230,21 +239,103 @@ impl RegexRoutes {
 }
 
 impl HostRoutes {
-    fn key(&self, e: &Entry) -> &str {
-        &self.keys[e.off as usize..(e.off + e.len) as usize]
+    /// The host name (empty for host-less rules).
+    fn name(&self) -> &[u8] {
+        &self.blob[..self.host_len as usize]
+    }
+
+    fn entry(&self, i: usize) -> Entry {
+        let at = self.host_len as usize + i * ENTRY;
+        let word = |k: usize| {
+            let b = &self.blob[at + 4 * k..at + 4 * k + 4];
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        };
+        Entry {
+            off: word(0),
+            len: word(1),
+            route: word(2),
+            rule_len: word(3),
+        }
+    }
+
+    fn key(&self, e: &Entry) -> &[u8] {
+        &self.blob[e.off as usize..(e.off + e.len) as usize]
     }
 
     /// The bit of a key length in `exact_lens` / `prefix_lens`.
-    fn len_bit(len: usize) -> u64 {
-        1 << len.min(63)
+    fn len_bit(len: usize) -> u32 {
+        1 << len.min(31)
     }
 
-    /// The entry of `key` among `entries` (one sorted run).
-    fn find<'e>(&self, entries: &'e [Entry], key: &str) -> Option<&'e Entry> {
-        entries
-            .binary_search_by(|e| (e.len as usize).cmp(&key.len()).then_with(|| self.key(e).cmp(key)))
-            .ok()
-            .map(|i| &entries[i])
+    /// The entry of `key` among the entries `range` (one sorted run).
+    fn find(&self, range: std::ops::Range<u32>, key: &[u8]) -> Option<Entry> {
+        let (mut lo, mut hi) = (range.start as usize, range.end as usize);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let e = self.entry(mid);
+            match (e.len as usize).cmp(&key.len()).then_with(|| self.key(&e).cmp(key)) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(e),
+            }
+        }
+        None
+    }
+
+    /// Lays out a host's name, entries (`(key, rule length, route)`,
+    /// Exact ones first) and keys.
+    fn new(name: &str, exact: usize, entries: &[(&str, usize, u32)]) -> Self {
+        let keys_at = name.len() + entries.len() * ENTRY;
+        let mut blob = Vec::with_capacity(keys_at + entries.iter().map(|e| e.0.len()).sum::<usize>());
+        blob.extend_from_slice(name.as_bytes());
+        let mut off = keys_at;
+        for (key, rule_len, route) in entries {
+            for w in [off, key.len(), *route as usize, *rule_len] {
+                blob.extend_from_slice(&(w as u32).to_le_bytes());
+            }
+            off += key.len();
+        }
+        for (key, _, _) in entries {
+            blob.extend_from_slice(key.as_bytes());
+        }
+        let lens = |run: &[(&str, usize, u32)]| run.iter().fold(0, |m, e| m | Self::len_bit(e.0.len()));
+        Self {
+            host_len: name.len() as u32,
+            count: entries.len() as u32,
+            exact: exact as u32,
+            exact_lens: lens(&entries[..exact]),
+            prefix_lens: lens(&entries[exact..]),
+            blob: blob.into(),
+            default: None,
+            regex: None,
+            compat: None,
+        }
+    }
+}
+
+/// Host buckets by name. The name is read from the bucket itself, so a
+/// lookup follows no pointer to a separate key.
+#[derive(Debug, Default)]
+pub(crate) struct HostTable {
+    table: HashTable<HostRoutes>,
+    hasher: RandomState,
+}
+
+impl HostTable {
+    fn new(buckets: Vec<HostRoutes>) -> Self {
+        let hasher = RandomState::default();
+        let mut table = HashTable::with_capacity(buckets.len());
+        for hr in buckets {
+            let hash = hasher.hash_one(hr.name());
+            table.insert_unique(hash, hr, |h| hasher.hash_one(h.name()));
+        }
+        Self { table, hasher }
+    }
+
+    /// The bucket named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&HostRoutes> {
+        let hash = self.hasher.hash_one(name.as_bytes());
+        self.table.find(hash, |hr| hr.name() == name.as_bytes())
     }
 }
 
@@ -278,8 +369,8 @@ pub struct RouteTable {
     pub(crate) routes: Vec<Route>,
     /// Host buckets by exact name, by wildcard suffix, and the host-less one;
     /// each holds its routes inline (one less pointer to follow per lookup).
-    pub(crate) exact_hosts: HashMap<Box<str>, HostRoutes, RandomState>,
-    pub(crate) wildcard_hosts: HashMap<Box<str>, HostRoutes, RandomState>,
+    pub(crate) exact_hosts: HostTable,
+    pub(crate) wildcard_hosts: HostTable,
     pub(crate) any_host: Option<HostRoutes>,
     /// The `defaultBackend` of the oldest Ingress without rules.
     pub(crate) catch_all: Option<u32>,
@@ -893,7 +984,7 @@ impl Builder<'_> {
         }
         let table = &self.table;
         let mut staged = self.staging;
-        let mut take = |id: u32| {
+        let mut take = |name: &str, id: u32| {
             let st = &mut staged[id as usize];
             let empty = Staging {
                 host: RuleHost::Any,
@@ -902,11 +993,11 @@ impl Builder<'_> {
                 regex: Vec::new(),
                 ..*st
             };
-            compact(std::mem::replace(st, empty), table)
+            compact(name, std::mem::replace(st, empty), table)
         };
-        let exact_hosts = self.exact_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
-        let wildcard_hosts = self.wildcard_ids.into_iter().map(|(h, id)| (h, take(id))).collect();
-        let any_host = self.any_id.map(take);
+        let exact_hosts = HostTable::new(self.exact_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
+        let wildcard_hosts = HostTable::new(self.wildcard_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
+        let any_host = self.any_id.map(|id| take("", id));
         self.table.exact_hosts = exact_hosts;
         self.table.wildcard_hosts = wildcard_hosts;
         self.table.any_host = any_host;
@@ -992,7 +1083,7 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<Box<CompatHost>> {
 }
 
 /// Lays a staged host out for lookup.
-fn compact(mut st: Staging, table: &RouteTable) -> HostRoutes {
+fn compact(name: &str, mut st: Staging, table: &RouteTable) -> HostRoutes {
     let compat = compat(&st, table);
     let routes = &table.routes;
     st.exact.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
@@ -1001,36 +1092,19 @@ fn compact(mut st: Staging, table: &RouteTable) -> HostRoutes {
     st.prefix
         .sort_unstable_by(|a, b| key_order(&a.0, &b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
     st.prefix.dedup_by(|later, first| later.0 == first.0);
-    let mut keys = String::new();
-    let mut entries = Vec::with_capacity(st.exact.len() + st.prefix.len());
-    let all = st
+    let entries: Vec<(&str, usize, u32)> = st
         .exact
         .iter()
-        .map(|(k, r)| (k, k.len(), *r))
-        .chain(st.prefix.iter().map(|(k, len, r)| (k, *len, *r)));
-    for (k, rule_len, route) in all {
-        entries.push(Entry {
-            off: keys.len() as u32,
-            len: k.len() as u32,
-            route,
-            rule_len: rule_len as u32,
-        });
-        keys.push_str(k);
-    }
+        .map(|(k, r)| (&**k, k.len(), *r))
+        .chain(st.prefix.iter().map(|(k, len, r)| (&**k, *len, *r)))
+        .collect();
+    let mut hr = HostRoutes::new(name, st.exact.len(), &entries);
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
-    let regex = (!st.regex.is_empty()).then(|| Box::new(RegexRoutes::new(st.regex, routes)));
-    let lens = |keys: &mut dyn Iterator<Item = usize>| keys.fold(0, |m, l| m | HostRoutes::len_bit(l));
-    HostRoutes {
-        compat,
-        exact_lens: lens(&mut st.exact.iter().map(|e| e.0.len())),
-        prefix_lens: lens(&mut st.prefix.iter().map(|e| e.0.len())),
-        keys: keys.into(),
-        entries: entries.into(),
-        exact: st.exact.len() as u32,
-        default: st.default,
-        regex,
-    }
+    hr.regex = (!st.regex.is_empty()).then(|| Box::new(RegexRoutes::new(st.regex, routes)));
+    hr.default = st.default;
+    hr.compat = compat;
+    hr
 }
 
 impl RouteTable {
@@ -1128,10 +1202,11 @@ impl RouteTable {
 
     /// The best route for a canonical path in a bucket.
     pub(crate) fn best(&self, hr: &HostRoutes, path: &str) -> Option<u32> {
-        let (exact, prefix) = hr.entries.split_at(hr.exact as usize);
+        let (exact, prefix) = (0..hr.exact, hr.exact..hr.count);
         // (length of the rule path, kind) of the best so far.
         let mut best: Option<(usize, PathKind, u32)> = if hr.exact_lens & HostRoutes::len_bit(path.len()) != 0 {
-            hr.find(exact, path).map(|e| (path.len(), PathKind::Exact, e.route))
+            hr.find(exact, path.as_bytes())
+                .map(|e| (path.len(), PathKind::Exact, e.route))
         } else {
             None
         };
@@ -1146,7 +1221,7 @@ impl RouteTable {
             };
             loop {
                 if hr.prefix_lens & HostRoutes::len_bit(end) != 0
-                    && let Some(e) = hr.find(prefix, &path[..end])
+                    && let Some(e) = hr.find(prefix.clone(), &path.as_bytes()[..end])
                 {
                     let cand = (e.rule_len as usize, PathKind::Prefix, e.route);
                     if best.is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
