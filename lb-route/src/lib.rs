@@ -14,6 +14,13 @@
 //! at equal length; conflicts go to the oldest Ingress. The request target
 //! is parsed once into one canonical form ([`Target`]) that is matched and
 //! forwarded alike. No I/O, no clock, no `unsafe`.
+//!
+//! That is the default, [`Mode::Strict`]. An IngressClass annotated
+//! `lb.io/route-mode: ingress-nginx` ([`MODE_ANNOTATION`]) gets
+//! [`Mode::IngressNginx`] instead: ingress-nginx's departures from the spec
+//! (regex hosts, trailing-slash redirects, root-location annotations),
+//! which [`RouteTable::lookup_traced`] reports as [`Quirks`] whenever they
+//! decide a request.
 #![forbid(unsafe_code)]
 
 mod annotations;
