@@ -229,6 +229,32 @@ impl RouteTable {
     /// Like [`RouteTable::lookup`], also telling which ingress-nginx
     /// behaviours decided the answer (hosts in
     /// [`Mode::IngressNginx`](crate::Mode) only).
+    ///
+    /// ```
+    /// use lb_route::{ClassConfig, Config, Decision, Ingress, Mode, Quirks, Request, RouteTable};
+    ///
+    /// // The Kubernetes docs' classic: `rewrite-target: /` on Prefix /testpath.
+    /// let ing: Ingress = serde_json::from_str(r#"{
+    ///   "metadata": {"name": "legacy", "annotations": {"nginx.ingress.kubernetes.io/rewrite-target": "/"}},
+    ///   "spec": {"ingressClassName": "lb", "rules": [{"host": "old.example.com", "http": {"paths": [
+    ///     {"path": "/testpath", "pathType": "Prefix", "backend": {"service": {"name": "old", "port": {"number": 80}}}}
+    ///   ]}}]}
+    /// }"#).unwrap();
+    /// let config = |mode| Config { classes: ClassConfig { mode, ..ClassConfig::default() }, ..Config::default() };
+    /// let req = Request::get("old.example.com", "/testpathology");
+    /// // The spec: Prefix is element-wise, so no match.
+    /// let strict = RouteTable::build(&[ing.clone()], &[], &(), &config(Mode::Strict)).table;
+    /// assert_eq!(strict.lookup_traced(&req), (Decision::NotFound, Quirks::NONE));
+    /// // ingress-nginx: the rewrite makes the path a prefix regex, and says so.
+    /// let compat = RouteTable::build(&[ing], &[], &(), &config(Mode::IngressNginx)).table;
+    /// match compat.lookup_traced(&req) {
+    ///     (Decision::Forward(f), quirks) => {
+    ///         assert_eq!((f.service, &*f.upstream_path), ("old", "/"));
+    ///         assert_eq!(quirks, Quirks::REGEX_HOST);
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
     pub fn lookup_traced<'a>(&'a self, req: &Request<'a>) -> (Decision<'a>, Quirks) {
         let mut quirks = Quirks::NONE;
         let d = self.decide(req, &mut quirks);
