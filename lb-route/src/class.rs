@@ -81,10 +81,6 @@ impl Default for ClassConfig {
 }
 
 impl ClassConfig {
-    fn ours(&self, c: &IngressClass) -> bool {
-        self.selects_class(c)
-    }
-
     /// Whether an IngressClass is ours (its `spec.controller` is ours).
     pub fn selects_class(&self, c: &IngressClass) -> bool {
         c.spec.controller.as_deref() == Some(self.controller.as_str())
@@ -102,7 +98,10 @@ impl ClassConfig {
 
     /// The mode of class `name` if it is ours.
     fn named(&self, name: &str, classes: &[IngressClass]) -> Option<Mode> {
-        match classes.iter().find(|c| c.metadata.name == name && self.ours(c)) {
+        match classes
+            .iter()
+            .find(|c| c.metadata.name == name && self.selects_class(c))
+        {
             Some(c) => Some(self.mode_of(c).unwrap_or(self.mode)),
             None => (name == self.class).then_some(self.mode),
         }
@@ -128,7 +127,7 @@ impl ClassConfig {
             return self.named(name, classes);
         }
         let default = classes.iter().find(|c| {
-            self.ours(c)
+            self.selects_class(c)
                 && c.metadata
                     .annotations
                     .get(DEFAULT_CLASS_ANNOTATION)

@@ -282,7 +282,8 @@ impl RouteTable {
             };
         }
         let hr = self.bucket(&host);
-        if let Some(c) = hr.and_then(|h| h.compat.as_deref())
+        let compat = hr.and_then(|h| h.compat.as_deref());
+        if let Some(c) = compat
             && c.slash.binary_search_by(|p| (**p).cmp(&*target.path)).is_ok()
         {
             let query = target.query.map(|q| format!("?{q}")).unwrap_or_default();
@@ -313,7 +314,6 @@ impl RouteTable {
             // The first Ingress's options changed nothing: a plain 404.
             return Decision::NotFound;
         };
-        let compat = hr.is_some_and(|h| h.compat.is_some());
         // The canary alternative, if its rules pick it; the main route's
         // options still apply (as in ingress-nginx).
         let route = match main.canary.map(|c| &self.routes[c as usize]) {
@@ -346,7 +346,7 @@ impl RouteTable {
         let (upstream_path, x_forwarded_prefix) = match rewrite {
             // A default backend is rewritten only the ingress-nginx way
             // (its root location has the rewrite).
-            Some(t) if !main.path.is_empty() || compat => {
+            Some(t) if !main.path.is_empty() || compat.is_some() => {
                 if main.path.is_empty() {
                     noted = noted | Quirks::ROOT_OPTIONS;
                 }

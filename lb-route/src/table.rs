@@ -359,6 +359,21 @@ struct Staging {
     regex_by: Option<u32>,
 }
 
+impl Staging {
+    fn new(host: RuleHost) -> Self {
+        Self {
+            exact: Vec::new(),
+            prefix: Vec::new(),
+            regex: Vec::new(),
+            default: None,
+            host,
+            mode: Mode::Strict,
+            first: None,
+            regex_by: None,
+        }
+    }
+}
+
 /// Ingresses compiled for lookup. Build with [`RouteTable::build`].
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -474,16 +489,7 @@ impl Builder<'_> {
             RuleHost::Wildcard(s) => *self.wildcard_ids.entry(s.as_str().into()).or_insert(next),
         };
         if id == next {
-            self.staging.push(Staging {
-                exact: Vec::new(),
-                prefix: Vec::new(),
-                regex: Vec::new(),
-                default: None,
-                host: host.clone(),
-                mode: Mode::Strict,
-                first: None,
-                regex_by: None,
-            });
+            self.staging.push(Staging::new(host.clone()));
         }
         id
     }
@@ -985,15 +991,8 @@ impl Builder<'_> {
         let table = &self.table;
         let mut staged = self.staging;
         let mut take = |name: &str, id: u32| {
-            let st = &mut staged[id as usize];
-            let empty = Staging {
-                host: RuleHost::Any,
-                exact: Vec::new(),
-                prefix: Vec::new(),
-                regex: Vec::new(),
-                ..*st
-            };
-            compact(name, std::mem::replace(st, empty), table)
+            let st = std::mem::replace(&mut staged[id as usize], Staging::new(RuleHost::Any));
+            compact(name, st, table)
         };
         let exact_hosts = HostTable::new(self.exact_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
         let wildcard_hosts = HostTable::new(self.wildcard_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
