@@ -265,4 +265,32 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(route, benches);
-criterion_main!(route);
+criterion_main!(route, parts_group);
+
+fn parts(c: &mut Criterion) {
+    let reqs = Requests::new(N, 16);
+    let policy = lb_route::PathPolicy::default();
+    let mut g = c.benchmark_group("parts");
+    g.bench_function("parse", |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            black_box(lb_route::Target::parse(reqs.get(k).1, &policy).is_ok())
+        })
+    });
+    g.bench_function("canonical_host", |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            black_box(lb_route::canonical_host(reqs.get(k).0).len())
+        })
+    });
+    g.bench_function("get_only", |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            black_box(reqs.get(k).0.len())
+        })
+    });
+}
+criterion_group!(parts_group, parts);

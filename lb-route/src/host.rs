@@ -97,29 +97,21 @@ pub(crate) fn wildcard_suffix(host: &str) -> Option<&str> {
 /// trailing dot removed, lower-cased. Borrowed when already canonical.
 pub fn canonical_host(authority: &str) -> Cow<'_, str> {
     let b = authority.as_bytes();
-    // One pass: the last ':' and whether any letter is upper-case.
-    let (mut colon, mut upper) = (None, false);
-    for (i, &c) in b.iter().enumerate() {
-        if c == b':' {
-            colon = Some(i);
-        }
-        upper |= c.is_ascii_uppercase();
-    }
-    let host = if b.first() == Some(&b'[') {
+    let end = if b.first() == Some(&b'[') {
         // An IPv6 literal: keep the brackets, drop the port.
-        match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        }
+        b.iter().position(|&c| c == b']').map_or(b.len(), |i| i + 1)
     } else {
         // A port follows the last ':' if only digits do.
-        match colon {
-            Some(i) if b[i + 1..].iter().all(u8::is_ascii_digit) => &authority[..i],
-            _ => authority,
+        let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+        match b.len().checked_sub(digits + 1) {
+            Some(i) if b[i] == b':' => i,
+            _ => b.len(),
         }
     };
+    let host = &authority[..end];
     let host = host.strip_suffix('.').unwrap_or(host);
-    if upper {
+    // Without early exit, so it runs a vector at a time.
+    if host.bytes().fold(false, |upper, c| upper | c.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)

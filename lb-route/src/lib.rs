@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod annotations;
+mod bucket;
 mod class;
 mod host;
 mod ingress;

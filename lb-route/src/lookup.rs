@@ -4,8 +4,9 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::annotations::{Canary, Cors, RouteOptions};
+use crate::bucket::Hit;
 use crate::host::canonical_host;
-use crate::table::{self, BackendPort, IngressRef, PathKind, Route, RouteTable};
+use crate::table::{self, BackendPort, IngressRef, PathKind, RouteTable};
 use crate::target::{Target, TargetError};
 
 /// What the table needs to know about a request.
@@ -117,7 +118,7 @@ impl std::fmt::Display for Quirks {
 /// What the table found for a host and path.
 pub(crate) struct Routed<'t> {
     /// The route, or the default backend that catches the request.
-    pub(crate) route: Option<&'t Route>,
+    pub(crate) route: Option<Hit<'t>>,
     /// The Ingress whose options apply.
     pub(crate) options: u32,
     pub(crate) quirks: Quirks,
@@ -143,10 +144,20 @@ pub struct Forward<'a> {
     /// The Ingress's options the proxy executes (body size, timeouts,
     /// backend protocol …).
     pub options: &'a RouteOptions,
-    /// Headers the proxy adds to the backend's response (CORS).
-    pub response_headers: Vec<(&'static str, String)>,
     /// Whether the backend is the canary alternative of the matched route.
     pub canary: bool,
+}
+
+impl Forward<'_> {
+    /// The headers the proxy adds to the backend's response: CORS, for a
+    /// request with this `Origin` (none when CORS is off or the origin is
+    /// not allowed).
+    pub fn response_headers(&self, origin: Option<&str>) -> Vec<(&'static str, String)> {
+        match &self.options.cors {
+            Some(cors) => cors_headers(cors, origin, false),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// The decision for one request.
@@ -282,7 +293,7 @@ impl RouteTable {
             };
         }
         let hr = self.bucket(&host);
-        let compat = hr.and_then(|h| h.compat.as_deref());
+        let compat = hr.and_then(|h| self.extra(h)).and_then(|x| x.compat.as_ref());
         if let Some(c) = compat
             && c.slash.binary_search_by(|p| (**p).cmp(&*target.path)).is_ok()
         {
@@ -316,29 +327,31 @@ impl RouteTable {
         };
         // The canary alternative, if its rules pick it; the main route's
         // options still apply (as in ingress-nginx).
-        let route = match main.canary.map(|c| &self.routes[c as usize]) {
-            Some(c)
-                if self.options[c.ingress as usize]
+        let canary = main
+            .canary
+            .then(|| self.routes[main.route as usize].canary)
+            .flatten()
+            .map(|c| Hit::of(c, &self.routes[c as usize]))
+            .filter(|c| {
+                self.options[c.ingress as usize]
                     .canary
                     .as_ref()
-                    .is_some_and(|k| picks_canary(k, req)) =>
-            {
-                c
-            }
-            _ => main,
-        };
-        let ingress = self.ingress(route);
-        let port = match &route.backend.port {
-            BackendPort::Number(n) => *n,
-            BackendPort::Unresolved(name) => {
-                let reason = format!("service {} has no port named {name:?}", route.backend.service);
-                *quirks = *quirks | noted;
-                return Decision::Deny {
-                    status: 503,
-                    reason,
-                    ingress: Some(ingress),
-                };
-            }
+                    .is_some_and(|k| picks_canary(k, req))
+            });
+        let route = canary.unwrap_or(main);
+        let ingress = &self.ingresses[route.ingress as usize];
+        let Some(port) = route.port else {
+            let name = match &self.routes[route.route as usize].backend.port {
+                BackendPort::Unresolved(name) => name.as_str(),
+                BackendPort::Number(_) => "",
+            };
+            let reason = format!("service {} has no port named {name:?}", route.service);
+            *quirks = *quirks | noted;
+            return Decision::Deny {
+                status: 503,
+                reason,
+                ingress: Some(ingress),
+            };
         };
         // Plain options have no rewrite and no upstream-vhost: they are
         // not even read.
@@ -350,7 +363,8 @@ impl RouteTable {
                 if main.path.is_empty() {
                     noted = noted | Quirks::ROOT_OPTIONS;
                 }
-                let caps = main.regex.as_ref().and_then(|re| re.captures(&target.path));
+                let regex = self.routes[main.route as usize].regex.as_ref();
+                let caps = regex.and_then(|re| re.captures(&target.path));
                 let mut out = String::with_capacity(t.len() + 16);
                 let mut chars = t.chars().peekable();
                 while let Some(c) = chars.next() {
@@ -378,25 +392,15 @@ impl RouteTable {
         *quirks = *quirks | noted;
         Decision::Forward(Forward {
             ingress,
-            service: &route.backend.service,
-            canary: !std::ptr::eq(route, main),
+            service: route.service,
+            canary: canary.is_some(),
             port,
             upstream_path,
             upstream_host: if plain { None } else { options.upstream_vhost.as_deref() }
                 .or(req.host)
                 .unwrap_or(authority),
-            matched: (!main.path.is_empty()).then_some((&*main.path, main.kind)),
+            matched: (!main.path.is_empty()).then_some((main.path, main.kind)),
             x_forwarded_prefix,
-            response_headers: match (plain, &options.cors) {
-                (false, Some(cors)) => {
-                    let origin = req
-                        .headers
-                        .and_then(|h| h.get(http::header::ORIGIN))
-                        .and_then(|v| v.to_str().ok());
-                    cors_headers(cors, origin, false)
-                }
-                _ => Vec::new(),
-            },
             options,
         })
     }

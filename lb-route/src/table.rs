@@ -13,13 +13,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use std::hash::BuildHasher;
-
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
 use regex::{RegexSet, RegexSetBuilder};
 
 use crate::annotations::{self, RouteOptions};
+use crate::bucket::{Hit, HostRoutes, HostTable, Key};
 use crate::class::{ClassConfig, Mode};
 use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
@@ -132,30 +130,13 @@ pub(crate) struct Route {
     pub(crate) canary: Option<u32>,
 }
 
-/// The routes of one host bucket, laid out for lookup: every key in one
-/// string, the entries in one slice (Exact keys first, then Prefix keys,
-/// each run sorted by [`key_order`]), so a lookup touches few cache lines.
+/// What a host has beside its Exact and Prefix routes.
 #[derive(Debug, Default)]
-pub(crate) struct HostRoutes {
-    /// One allocation (one place in memory for a lookup to load): the
-    /// host name, then the entries ([`ENTRY`] bytes each), then the keys.
-    blob: Box<[u8]>,
-    host_len: u32,
-    /// Exact entries are the first `exact` of `count`, Prefix entries the
-    /// rest.
-    count: u32,
-    exact: u32,
-    /// Bit `n` (31 for 31 and longer) is set when some Exact key, resp.
-    /// Prefix key, has length `n`: most candidate lengths are skipped
-    /// without a search.
-    exact_lens: u32,
-    prefix_lens: u32,
-    /// The `defaultBackend` of the oldest Ingress naming this host.
-    pub(crate) default: Option<u32>,
+pub(crate) struct HostExtra {
     /// Regex routes, if any.
-    regex: Option<Box<RegexRoutes>>,
+    pub(crate) regex: Option<RegexRoutes>,
     /// Set when the host is matched the ingress-nginx way.
-    pub(crate) compat: Option<Box<CompatHost>>,
+    pub(crate) compat: Option<CompatHost>,
 }
 
 /// How a host in [`Mode::IngressNginx`] departs from the spec.
@@ -173,22 +154,6 @@ pub(crate) struct CompatHost {
     /// (the first Ingress that named the host), when they differ from
     /// those of the default backend that serves them.
     pub(crate) root: Option<u32>,
-}
-
-/// Bytes of one encoded [`Entry`]: four little-endian `u32`s.
-const ENTRY: usize = 16;
-
-/// One key of a [`HostRoutes`]: `blob[off..off + len]` leads to `route`.
-/// Prefix keys are paths without their trailing `/` (`""` for `/`), and
-/// lead to the best route for that key.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    off: u32,
-    len: u32,
-    route: u32,
-    /// Length of the rule path (a Prefix key lacks its trailing `/`):
-    /// precedence is decided without reading the route.
-    rule_len: u32,
 }
 
 /// The regex routes of a host.
@@ -235,107 +200,6 @@ impl RegexRoutes {
                 .copied()
                 .find(|&r| stop(r) || regex(r).is_some_and(|x| x.is_match(path))),
         }
-    }
-}
-
-impl HostRoutes {
-    /// The host name (empty for host-less rules).
-    fn name(&self) -> &[u8] {
-        &self.blob[..self.host_len as usize]
-    }
-
-    fn entry(&self, i: usize) -> Entry {
-        let at = self.host_len as usize + i * ENTRY;
-        let word = |k: usize| {
-            let b = &self.blob[at + 4 * k..at + 4 * k + 4];
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-        };
-        Entry {
-            off: word(0),
-            len: word(1),
-            route: word(2),
-            rule_len: word(3),
-        }
-    }
-
-    fn key(&self, e: &Entry) -> &[u8] {
-        &self.blob[e.off as usize..(e.off + e.len) as usize]
-    }
-
-    /// The bit of a key length in `exact_lens` / `prefix_lens`.
-    fn len_bit(len: usize) -> u32 {
-        1 << len.min(31)
-    }
-
-    /// The entry of `key` among the entries `range` (one sorted run).
-    fn find(&self, range: std::ops::Range<u32>, key: &[u8]) -> Option<Entry> {
-        let (mut lo, mut hi) = (range.start as usize, range.end as usize);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let e = self.entry(mid);
-            match (e.len as usize).cmp(&key.len()).then_with(|| self.key(&e).cmp(key)) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(e),
-            }
-        }
-        None
-    }
-
-    /// Lays out a host's name, entries (`(key, rule length, route)`,
-    /// Exact ones first) and keys.
-    fn new(name: &str, exact: usize, entries: &[(&str, usize, u32)]) -> Self {
-        let keys_at = name.len() + entries.len() * ENTRY;
-        let mut blob = Vec::with_capacity(keys_at + entries.iter().map(|e| e.0.len()).sum::<usize>());
-        blob.extend_from_slice(name.as_bytes());
-        let mut off = keys_at;
-        for (key, rule_len, route) in entries {
-            for w in [off, key.len(), *route as usize, *rule_len] {
-                blob.extend_from_slice(&(w as u32).to_le_bytes());
-            }
-            off += key.len();
-        }
-        for (key, _, _) in entries {
-            blob.extend_from_slice(key.as_bytes());
-        }
-        let lens = |run: &[(&str, usize, u32)]| run.iter().fold(0, |m, e| m | Self::len_bit(e.0.len()));
-        Self {
-            host_len: name.len() as u32,
-            count: entries.len() as u32,
-            exact: exact as u32,
-            exact_lens: lens(&entries[..exact]),
-            prefix_lens: lens(&entries[exact..]),
-            blob: blob.into(),
-            default: None,
-            regex: None,
-            compat: None,
-        }
-    }
-}
-
-/// Host buckets by name. The name is read from the bucket itself, so a
-/// lookup follows no pointer to a separate key.
-#[derive(Debug, Default)]
-pub(crate) struct HostTable {
-    table: HashTable<HostRoutes>,
-    hasher: RandomState,
-}
-
-impl HostTable {
-    fn new(buckets: Vec<HostRoutes>) -> Self {
-        let hasher = RandomState::default();
-        let mut table = HashTable::with_capacity(buckets.len());
-        for hr in buckets {
-            let hash = hasher.hash_one(hr.name());
-            table.insert_unique(hash, hr, |h| hasher.hash_one(h.name()));
-        }
-        Self { table, hasher }
-    }
-
-    /// The bucket named `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<&HostRoutes> {
-        let hash = self.hasher.hash_one(name.as_bytes());
-        self.table.find(hash, |hr| hr.name() == name.as_bytes())
     }
 }
 
@@ -387,6 +251,8 @@ pub struct RouteTable {
     pub(crate) exact_hosts: HostTable,
     pub(crate) wildcard_hosts: HostTable,
     pub(crate) any_host: Option<HostRoutes>,
+    /// The hosts' regex and ingress-nginx data, by [`HostRoutes::extra`].
+    pub(crate) extras: Vec<HostExtra>,
     /// The `defaultBackend` of the oldest Ingress without rules.
     pub(crate) catch_all: Option<u32>,
     pub(crate) policy: PathPolicy,
@@ -990,9 +856,10 @@ impl Builder<'_> {
         }
         let table = &self.table;
         let mut staged = self.staging;
+        let mut extras = Vec::new();
         let mut take = |name: &str, id: u32| {
             let st = std::mem::replace(&mut staged[id as usize], Staging::new(RuleHost::Any));
-            compact(name, st, table)
+            compact(name, st, table, &mut extras)
         };
         let exact_hosts = HostTable::new(self.exact_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
         let wildcard_hosts = HostTable::new(self.wildcard_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
@@ -1000,6 +867,7 @@ impl Builder<'_> {
         self.table.exact_hosts = exact_hosts;
         self.table.wildcard_hosts = wildcard_hosts;
         self.table.any_host = any_host;
+        self.table.extras = extras;
         Build {
             table: self.table,
             problems: self.problems,
@@ -1021,7 +889,7 @@ pub(crate) fn plain(o: &RouteOptions) -> bool {
 }
 
 /// What an ingress-nginx host needs beside its spec layout.
-fn compat(st: &Staging, table: &RouteTable) -> Option<Box<CompatHost>> {
+fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
     if st.mode != Mode::IngressNginx {
         return None;
     }
@@ -1074,15 +942,16 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<Box<CompatHost>> {
             None => true,
         }
     });
-    Some(Box::new(CompatHost {
+    Some(CompatHost {
         first_match,
         slash: slash.into(),
         root,
-    }))
+    })
 }
 
-/// Lays a staged host out for lookup.
-fn compact(name: &str, mut st: Staging, table: &RouteTable) -> HostRoutes {
+/// Lays a staged host out for lookup; its regex and ingress-nginx data, if
+/// any, go to `extras`.
+fn compact(name: &str, mut st: Staging, table: &RouteTable, extras: &mut Vec<HostExtra>) -> HostRoutes {
     let compat = compat(&st, table);
     let routes = &table.routes;
     st.exact.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
@@ -1091,19 +960,28 @@ fn compact(name: &str, mut st: Staging, table: &RouteTable) -> HostRoutes {
     st.prefix
         .sort_unstable_by(|a, b| key_order(&a.0, &b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
     st.prefix.dedup_by(|later, first| later.0 == first.0);
-    let entries: Vec<(&str, usize, u32)> = st
+    let keys: Vec<Key<'_>> = st
         .exact
         .iter()
-        .map(|(k, r)| (&**k, k.len(), *r))
-        .chain(st.prefix.iter().map(|(k, len, r)| (&**k, *len, *r)))
+        .map(|(k, r)| Key {
+            key: k,
+            path: k,
+            route: *r,
+        })
+        .chain(st.prefix.iter().map(|(k, _, r)| Key {
+            key: k,
+            path: &routes[*r as usize].path,
+            route: *r,
+        }))
         .collect();
-    let mut hr = HostRoutes::new(name, st.exact.len(), &entries);
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
-    hr.regex = (!st.regex.is_empty()).then(|| Box::new(RegexRoutes::new(st.regex, routes)));
-    hr.default = st.default;
-    hr.compat = compat;
-    hr
+    let regex = (!st.regex.is_empty()).then(|| RegexRoutes::new(st.regex, routes));
+    let extra = (regex.is_some() || compat.is_some()).then(|| {
+        extras.push(HostExtra { regex, compat });
+        extras.len() as u32 - 1
+    });
+    HostRoutes::new(name, st.exact.len(), &keys, routes, st.default, extra)
 }
 
 impl RouteTable {
@@ -1199,91 +1077,65 @@ impl RouteTable {
             .or(self.any_host.as_ref())
     }
 
+    /// What a bucket has beside its Exact and Prefix routes.
+    pub(crate) fn extra(&self, hr: &HostRoutes) -> Option<&HostExtra> {
+        hr.extra().map(|i| &self.extras[i as usize])
+    }
+
     /// The best route for a canonical path in a bucket.
-    pub(crate) fn best(&self, hr: &HostRoutes, path: &str) -> Option<u32> {
-        let (exact, prefix) = (0..hr.exact, hr.exact..hr.count);
-        // (length of the rule path, kind) of the best so far.
-        let mut best: Option<(usize, PathKind, u32)> = if hr.exact_lens & HostRoutes::len_bit(path.len()) != 0 {
-            hr.find(exact, path.as_bytes())
-                .map(|e| (path.len(), PathKind::Exact, e.route))
-        } else {
-            None
+    #[inline]
+    pub(crate) fn best<'t>(&'t self, hr: &'t HostRoutes, path: &str) -> Option<Hit<'t>> {
+        let exact = hr.exact(path);
+        // Precedence: the longer rule path, then Exact before Prefix.
+        let best = match (exact, hr.prefix(path)) {
+            (Some(e), Some(p)) if p.path.len() > e.path.len() => Some(p),
+            (e, p) => e.or(p),
         };
-        if !prefix.is_empty() {
-            // Candidate keys, longest first: the whole path (unless it ends
-            // in '/'), then the path cut at each '/' from the right.
-            let b = path.as_bytes();
-            let mut end = if path.ends_with('/') {
-                path.len() - 1
-            } else {
-                path.len()
-            };
-            loop {
-                if hr.prefix_lens & HostRoutes::len_bit(end) != 0
-                    && let Some(e) = hr.find(prefix.clone(), &path.as_bytes()[..end])
-                {
-                    let cand = (e.rule_len as usize, PathKind::Prefix, e.route);
-                    if best.is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
-                        best = Some(cand);
-                    }
-                    break;
-                }
-                match b[..end].iter().rposition(|&c| c == b'/') {
-                    Some(i) => end = i,
-                    None => break,
-                }
-            }
+        let Some(re) = self.extra(hr).and_then(|x| x.regex.as_ref()) else {
+            return best;
+        };
+        // Regex routes are sorted longest first: the first that matches is
+        // the only candidate, and it must be longer than the best so far
+        // (at equal length, Exact and Prefix win).
+        let beats = |r: u32| best.is_none_or(|b| self.routes[r as usize].path.len() > b.path.len());
+        match re.first(&self.routes, path, |r| !beats(r)).filter(|&r| beats(r)) {
+            Some(r) => Some(Hit::of(r, &self.routes[r as usize])),
+            None => best,
         }
-        if let Some(re) = &hr.regex {
-            // Regex routes are sorted longest first: the first that matches
-            // is the only candidate, and it must be longer than the best so
-            // far (at equal length, Exact and Prefix win).
-            let beats = |r: u32| best.is_none_or(|b| self.routes[r as usize].path.len() > b.0);
-            if let Some(r) = re.first(&self.routes, path, |r| !beats(r)).filter(|&r| beats(r)) {
-                best = Some((self.routes[r as usize].path.len(), PathKind::Regex, r));
-            }
-        }
-        best.map(|b| b.2)
     }
 
     /// Routes a canonical path in a host bucket (`None`: no bucket):
     /// the route (or the default backend that catches it), the Ingress
     /// whose options apply, and the compat quirks that decided it.
-    pub(crate) fn route_for(&self, hr: Option<&HostRoutes>, path: &str) -> Routed<'_> {
+    #[inline]
+    pub(crate) fn route_for<'t>(&'t self, hr: Option<&'t HostRoutes>, path: &str) -> Routed<'t> {
         let mut quirks = Quirks::NONE;
-        let compat = hr.and_then(|h| h.compat.as_deref());
+        let compat = hr.and_then(|h| self.extra(h)).and_then(|x| x.compat.as_ref());
         let found = hr.and_then(|hr| match compat.and_then(|c| c.first_match.as_ref()) {
             Some(fm) => {
                 let first = fm.first(&self.routes, path, |_| false);
-                if first != self.best(hr, path) {
+                if first != self.best(hr, path).map(|h| h.route) {
                     quirks = quirks | Quirks::REGEX_HOST;
                 }
-                first
+                first.map(|r| Hit::of(r, &self.routes[r as usize]))
             }
             None => self.best(hr, path),
         });
         let (route, options) = match found {
-            Some(r) => (Some(r), self.routes[r as usize].ingress),
+            Some(h) => (Some(h), h.ingress),
             None => {
-                let default = hr.and_then(|h| h.default).or(self.catch_all);
+                let default = hr.and_then(|h| h.default()).or(self.catch_all);
+                let default = default.map(|d| Hit::of(d, &self.routes[d as usize]));
                 match (compat.and_then(|c| c.root), default) {
                     (Some(root), _) => {
                         quirks = quirks | Quirks::ROOT_OPTIONS;
                         (default, root)
                     }
-                    (None, Some(d)) => (Some(d), self.routes[d as usize].ingress),
+                    (None, Some(d)) => (Some(d), d.ingress),
                     (None, None) => (None, 0),
                 }
             }
         };
-        Routed {
-            route: route.map(|r| &self.routes[r as usize]),
-            options,
-            quirks,
-        }
-    }
-
-    pub(crate) fn ingress(&self, r: &Route) -> &IngressRef {
-        &self.ingresses[r.ingress as usize]
+        Routed { route, options, quirks }
     }
 }

@@ -88,6 +88,7 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// Parses a request target. `*` (OPTIONS) is taken as `/`.
+    #[inline]
     pub fn parse(raw: &'a str, policy: &PathPolicy) -> Result<Self, TargetError> {
         if raw.len() > policy.max_len {
             return Err(TargetError::TooLong(policy.max_len));
@@ -99,6 +100,8 @@ impl<'a> Target<'a> {
     }
 
     /// Every form of target, with the full canonicalization.
+    #[cold]
+    #[inline(never)]
     fn parse_general(raw: &'a str, policy: &PathPolicy) -> Result<Self, TargetError> {
         if let Some(&b) = raw.as_bytes().iter().find(|&&b| b <= b' ' || b == 0x7f || b == b'#') {
             return Err(TargetError::ForbiddenByte(b));
@@ -149,37 +152,48 @@ impl<'a> Target<'a> {
     /// The common case in one pass: an origin-form target whose path is
     /// plain ASCII without escapes, `//` or anything that may be a dot
     /// segment. `Ok(None)`: take the general road.
+    #[inline]
     fn parse_plain(raw: &'a str) -> Result<Option<Self>, TargetError> {
         let b = raw.as_bytes();
         if b.first() != Some(&b'/') {
             return Ok(None);
         }
-        let mut query_at = None;
-        let mut plain = true;
-        let mut query_escapes = false;
-        let mut prev = 0u8;
-        for (i, &c) in b.iter().enumerate() {
-            if c <= b' ' || c == 0x7f || c == b'#' {
-                return Err(TargetError::ForbiddenByte(c));
+        // The path: stop at '?', at a forbidden byte, or at anything that
+        // needs the general road; a '/' or '.' right after a '/' may begin
+        // an empty or dot segment.
+        let mut after_slash = true;
+        let mut i = 1;
+        let query_at = loop {
+            let Some(&c) = b.get(i) else { break None };
+            let stop = STOP | QUERY | ODD | if after_slash { DOTTY } else { 0 };
+            let k = CLASS[c as usize] & stop;
+            if k != 0 {
+                if k & QUERY != 0 {
+                    break Some(i);
+                }
+                if k & STOP != 0 {
+                    return Err(TargetError::ForbiddenByte(c));
+                }
+                return Ok(None);
             }
-            if query_at.is_some() {
-                query_escapes |= c == b'%';
-            } else if c == b'?' {
-                query_at = Some(i);
-            } else if c == b'%' || c >= 0x80 || (prev == b'/' && (c == b'/' || c == b'.')) {
-                plain = false;
-            }
-            prev = c;
-        }
-        if !plain {
-            return Ok(None);
-        }
+            after_slash = c == b'/';
+            i += 1;
+        };
         let (path, query) = match query_at {
             Some(i) => (&raw[..i], Some(&raw[i + 1..])),
             None => (raw, None),
         };
-        if query_escapes && let Some(q) = query {
-            check_escapes(q)?;
+        if let Some(q) = query {
+            let mut escapes = false;
+            for &c in q.as_bytes() {
+                if CLASS[c as usize] & STOP != 0 {
+                    return Err(TargetError::ForbiddenByte(c));
+                }
+                escapes |= c == b'%';
+            }
+            if escapes {
+                check_escapes(q)?;
+            }
         }
         Ok(Some(Self {
             path: Cow::Borrowed(path),
@@ -199,6 +213,32 @@ impl<'a> Target<'a> {
         }
     }
 }
+
+/// Byte classes of [`Target::parse_plain`]'s scan. Forbidden anywhere:
+/// controls, space, DEL and `#`.
+const STOP: u8 = 1;
+/// `?`: the query begins.
+const QUERY: u8 = 2;
+/// `%` or non-ASCII: the path needs the general road.
+const ODD: u8 = 4;
+/// `/` or `.`: after a `/`, an empty or dot segment may begin.
+const DOTTY: u8 = 8;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            0..=0x20 | 0x7f | b'#' => STOP,
+            b'?' => QUERY,
+            b'%' | 0x80..=0xff => ODD,
+            b'/' | b'.' => DOTTY,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
 
 /// Whether `path` is its own canonical form: ASCII, no escapes, no dot
 /// segments, and (when merging) no empty segment but a final one.

@@ -251,7 +251,7 @@ fn cors_preflight_and_response_headers() {
         r.headers = Some(&headers);
         match t.lookup(&r) {
             Decision::Preflight { headers } => ("preflight".to_string(), headers),
-            Decision::Forward(f) => ("forward".to_string(), f.response_headers),
+            Decision::Forward(f) => ("forward".to_string(), f.response_headers(origin)),
             d => (d.status().to_string(), vec![]),
         }
     };

@@ -1,0 +1,282 @@
+//! One host's Exact and Prefix routes, laid out for lookup, and the hash
+//! table of hosts.
+//!
+//! A lookup of a host not in cache pays a memory fetch for each pointer it
+//! follows, one after the other. So a host's bucket is two allocations,
+//! both addressed from the hash table's slot and fetched side by side:
+//! its text (the host name, the rule paths, the Service names) and its
+//! words (the counts, a search array of keys, and per key what a
+//! forwarding decision needs: the [`Hit`]). The [`Route`] itself, with
+//! its regex and canary, is read only when the hit says it must be.
+
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+
+use crate::table::{BackendPort, PathKind, Route};
+
+/// Words of the header: name length, entry count, Exact entry count, the
+/// two key-length masks, the default backend, the extra-data index.
+const HEADER: usize = 7;
+/// Words of one key in the search array: offset in the text, length.
+const KEY: usize = 2;
+/// Words of one hit: route, Ingress, rule path length, Service offset,
+/// Service length, port and flags.
+const HIT: usize = 6;
+/// "None" in a header word.
+const NONE: u32 = u32::MAX;
+
+/// Hit flags (above the port's 16 bits).
+const PLAIN: u32 = 1 << 16;
+const CANARY: u32 = 1 << 17;
+const UNRESOLVED: u32 = 1 << 18;
+
+/// A matched route as a lookup needs it, read from the bucket (or from the
+/// [`Route`] for regex routes and default backends).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hit<'t> {
+    /// The route's index in the table.
+    pub(crate) route: u32,
+    /// Its Ingress.
+    pub(crate) ingress: u32,
+    /// The rule path as written; empty for a default backend.
+    pub(crate) path: &'t str,
+    pub(crate) kind: PathKind,
+    pub(crate) service: &'t str,
+    /// `None`: a port name the resolver did not know.
+    pub(crate) port: Option<u16>,
+    /// Its Ingress's options ask for nothing but the https redirect.
+    pub(crate) plain: bool,
+    /// It has a canary alternative.
+    pub(crate) canary: bool,
+}
+
+impl<'t> Hit<'t> {
+    /// The hit of route `id`.
+    pub(crate) fn of(id: u32, r: &'t Route) -> Self {
+        Self {
+            route: id,
+            ingress: r.ingress,
+            path: &r.path,
+            kind: r.kind,
+            service: &r.backend.service,
+            port: match r.backend.port {
+                BackendPort::Number(n) => Some(n),
+                BackendPort::Unresolved(_) => None,
+            },
+            plain: r.plain,
+            canary: r.canary.is_some(),
+        }
+    }
+}
+
+/// The Exact and Prefix routes of one host bucket. Exact keys are rule
+/// paths; Prefix keys are rule paths without their trailing `/` (`""` for
+/// `/`), each leading to the best route for that key. Exact keys come
+/// first, then Prefix keys, each run sorted by length, then bytes.
+#[derive(Debug)]
+pub(crate) struct HostRoutes {
+    /// The host name, then each entry's rule path (its key is a prefix of
+    /// it), then each entry's Service name.
+    text: Box<str>,
+    /// [`HEADER`] words, then [`KEY`] words per entry, then [`HIT`] words
+    /// per entry.
+    words: Box<[u32]>,
+}
+
+/// What [`HostRoutes::new`] lays out per key.
+pub(crate) struct Key<'a> {
+    /// The key: an Exact path, or a Prefix path without its trailing `/`.
+    pub(crate) key: &'a str,
+    /// The rule path (the key, or the key and a `/`).
+    pub(crate) path: &'a str,
+    pub(crate) route: u32,
+}
+
+impl HostRoutes {
+    /// Lays out a host: its name, its keys (Exact ones first, each run in
+    /// [`key_order`](crate::table) order), its default backend and the
+    /// index of its extra (regex, ingress-nginx) data.
+    pub(crate) fn new(
+        name: &str,
+        exact: usize,
+        keys: &[Key<'_>],
+        routes: &[Route],
+        default: Option<u32>,
+        extra: Option<u32>,
+    ) -> Self {
+        let service = |k: &Key<'_>| &*routes[k.route as usize].backend.service;
+        let mut text =
+            String::with_capacity(name.len() + keys.iter().map(|k| k.path.len() + service(k).len()).sum::<usize>());
+        text.push_str(name);
+        let mut words = vec![0; HEADER + keys.len() * (KEY + HIT)];
+        let lens = |run: &[Key<'_>]| run.iter().fold(0, |m, k| m | len_bit(k.key.len()));
+        words[..HEADER].copy_from_slice(&[
+            word(name.len()),
+            word(keys.len()),
+            word(exact),
+            lens(&keys[..exact]),
+            lens(&keys[exact..]),
+            default.unwrap_or(NONE),
+            extra.unwrap_or(NONE),
+        ]);
+        let hits_at = HEADER + keys.len() * KEY;
+        for (i, k) in keys.iter().enumerate() {
+            words[HEADER + i * KEY..][..KEY].copy_from_slice(&[word(text.len()), word(k.key.len())]);
+            words[hits_at + i * HIT + 2] = word(k.path.len());
+            text.push_str(k.path);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let r = &routes[k.route as usize];
+            let port = match r.backend.port {
+                BackendPort::Number(n) => u32::from(n),
+                BackendPort::Unresolved(_) => UNRESOLVED,
+            };
+            let flags = if r.plain { PLAIN } else { 0 } | if r.canary.is_some() { CANARY } else { 0 };
+            let hit = &mut words[hits_at + i * HIT..][..HIT];
+            hit[0] = k.route;
+            hit[1] = r.ingress;
+            hit[3] = word(text.len());
+            hit[4] = word(service(k).len());
+            hit[5] = port | flags;
+            text.push_str(service(k));
+        }
+        Self {
+            text: text.into(),
+            words: words.into(),
+        }
+    }
+
+    /// The host name (empty for host-less rules).
+    #[inline]
+    pub(crate) fn name(&self) -> &str {
+        &self.text[..self.words[0] as usize]
+    }
+
+    /// The default backend's route.
+    pub(crate) fn default(&self) -> Option<u32> {
+        Some(self.words[5]).filter(|&w| w != NONE)
+    }
+
+    /// The index of the host's extra data.
+    pub(crate) fn extra(&self) -> Option<u32> {
+        Some(self.words[6]).filter(|&w| w != NONE)
+    }
+
+    fn count(&self) -> usize {
+        self.words[1] as usize
+    }
+
+    fn exact_count(&self) -> usize {
+        self.words[2] as usize
+    }
+
+    /// Entry `i`'s key.
+    #[inline]
+    fn key(&self, i: usize) -> &str {
+        let k = &self.words[HEADER + i * KEY..][..KEY];
+        &self.text[k[0] as usize..][..k[1] as usize]
+    }
+
+    /// Entry `i` as a hit of kind `kind`.
+    #[inline]
+    fn hit(&self, i: usize, kind: PathKind) -> Hit<'_> {
+        let path_at = self.words[HEADER + i * KEY] as usize;
+        let h = &self.words[HEADER + self.count() * KEY + i * HIT..][..HIT];
+        Hit {
+            route: h[0],
+            ingress: h[1],
+            path: &self.text[path_at..][..h[2] as usize],
+            kind,
+            service: &self.text[h[3] as usize..][..h[4] as usize],
+            port: (h[5] & UNRESOLVED == 0).then_some(h[5] as u16),
+            plain: h[5] & PLAIN != 0,
+            canary: h[5] & CANARY != 0,
+        }
+    }
+
+    /// The entry of `key` among the entries `lo..hi` (one sorted run).
+    #[inline]
+    fn find(&self, (mut lo, mut hi): (usize, usize), key: &str) -> Option<usize> {
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let k = self.key(mid);
+            match k.len().cmp(&key.len()).then_with(|| k.cmp(key)) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// The Exact route for a canonical path.
+    #[inline]
+    pub(crate) fn exact(&self, path: &str) -> Option<Hit<'_>> {
+        if self.words[3] & len_bit(path.len()) == 0 {
+            return None;
+        }
+        let i = self.find((0, self.exact_count()), path)?;
+        Some(self.hit(i, PathKind::Exact))
+    }
+
+    /// The Prefix route with the longest key matching a canonical path
+    /// element-wise.
+    #[inline]
+    pub(crate) fn prefix(&self, path: &str) -> Option<Hit<'_>> {
+        let run = (self.exact_count(), self.count());
+        if run.0 == run.1 {
+            return None;
+        }
+        // Candidate keys, longest first: the whole path (unless it ends in
+        // '/'), then the path cut at each '/' from the right.
+        let mut end = path.strip_suffix('/').unwrap_or(path).len();
+        loop {
+            if self.words[4] & len_bit(end) != 0
+                && let Some(i) = self.find(run, &path[..end])
+            {
+                return Some(self.hit(i, PathKind::Prefix));
+            }
+            end = path.as_bytes()[..end].iter().rposition(|&c| c == b'/')?;
+        }
+    }
+}
+
+/// The bit of a key length in the header's masks (31 for 31 and longer):
+/// most candidate lengths are skipped without a search.
+fn len_bit(len: usize) -> u32 {
+    1 << len.min(31)
+}
+
+/// A length or offset as a word (a table past 4 GiB is not built).
+fn word(n: usize) -> u32 {
+    u32::try_from(n).expect("route table larger than 4 GiB")
+}
+
+/// Host buckets by name. The name is compared in the bucket itself, so a
+/// lookup follows no pointer to a separate key.
+#[derive(Debug, Default)]
+pub(crate) struct HostTable {
+    table: HashTable<HostRoutes>,
+    hasher: RandomState,
+}
+
+impl HostTable {
+    pub(crate) fn new(buckets: Vec<HostRoutes>) -> Self {
+        let hasher = RandomState::default();
+        let mut table = HashTable::with_capacity(buckets.len());
+        for hr in buckets {
+            let hash = hasher.hash_one(hr.name());
+            table.insert_unique(hash, hr, |h| hasher.hash_one(h.name()));
+        }
+        Self { table, hasher }
+    }
+
+    /// The bucket named `name`.
+    #[inline]
+    pub(crate) fn get(&self, name: &str) -> Option<&HostRoutes> {
+        let hash = self.hasher.hash_one(name);
+        self.table.find(hash, |hr| hr.name() == name)
+    }
+}
