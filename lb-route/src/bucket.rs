@@ -21,9 +21,9 @@ use crate::table::{BackendPort, PathKind, Route};
 const HEADER: usize = 7;
 /// Words of one key in the search array: offset in the text, length.
 const KEY: usize = 2;
-/// Words of one hit: route, Ingress, rule path length, Service offset,
-/// Service length, port and flags.
-const HIT: usize = 6;
+/// Words of one hit: route, Ingress, option set, rule path length,
+/// Service offset, Service length, port and flags.
+const HIT: usize = 7;
 /// "None" in a header word.
 const NONE: u32 = u32::MAX;
 
@@ -40,6 +40,8 @@ pub(crate) struct Hit<'t> {
     pub(crate) route: u32,
     /// Its Ingress.
     pub(crate) ingress: u32,
+    /// Its Ingress's option set.
+    pub(crate) options: u32,
     /// The rule path as written; empty for a default backend.
     pub(crate) path: &'t str,
     pub(crate) kind: PathKind,
@@ -58,6 +60,7 @@ impl<'t> Hit<'t> {
         Self {
             route: id,
             ingress: r.ingress,
+            options: r.options,
             path: &r.path,
             kind: r.kind,
             service: &r.backend.service,
@@ -124,7 +127,7 @@ impl HostRoutes {
         let hits_at = HEADER + keys.len() * KEY;
         for (i, k) in keys.iter().enumerate() {
             words[HEADER + i * KEY..][..KEY].copy_from_slice(&[word(text.len()), word(k.key.len())]);
-            words[hits_at + i * HIT + 2] = word(k.path.len());
+            words[hits_at + i * HIT + 3] = word(k.path.len());
             text.push_str(k.path);
         }
         for (i, k) in keys.iter().enumerate() {
@@ -137,9 +140,10 @@ impl HostRoutes {
             let hit = &mut words[hits_at + i * HIT..][..HIT];
             hit[0] = k.route;
             hit[1] = r.ingress;
-            hit[3] = word(text.len());
-            hit[4] = word(service(k).len());
-            hit[5] = port | flags;
+            hit[2] = r.options;
+            hit[4] = word(text.len());
+            hit[5] = word(service(k).len());
+            hit[6] = port | flags;
             text.push_str(service(k));
         }
         Self {
@@ -162,6 +166,13 @@ impl HostRoutes {
     /// The index of the host's extra data.
     pub(crate) fn extra(&self) -> Option<u32> {
         Some(self.words[6]).filter(|&w| w != NONE)
+    }
+
+    /// Whether the host is `name`. The text and the words are read side
+    /// by side: neither waits for the other to arrive.
+    #[inline]
+    fn named(&self, name: &str) -> bool {
+        self.text.as_bytes().get(..name.len()) == Some(name.as_bytes()) && self.words[0] as usize == name.len()
     }
 
     fn count(&self) -> usize {
@@ -187,12 +198,13 @@ impl HostRoutes {
         Hit {
             route: h[0],
             ingress: h[1],
-            path: &self.text[path_at..][..h[2] as usize],
+            options: h[2],
+            path: &self.text[path_at..][..h[3] as usize],
             kind,
-            service: &self.text[h[3] as usize..][..h[4] as usize],
-            port: (h[5] & UNRESOLVED == 0).then_some(h[5] as u16),
-            plain: h[5] & PLAIN != 0,
-            canary: h[5] & CANARY != 0,
+            service: &self.text[h[4] as usize..][..h[5] as usize],
+            port: (h[6] & UNRESOLVED == 0).then_some(h[6] as u16),
+            plain: h[6] & PLAIN != 0,
+            canary: h[6] & CANARY != 0,
         }
     }
 
@@ -277,6 +289,6 @@ impl HostTable {
     #[inline]
     pub(crate) fn get(&self, name: &str) -> Option<&HostRoutes> {
         let hash = self.hasher.hash_one(name);
-        self.table.find(hash, |hr| hr.name() == name)
+        self.table.find(hash, |hr| hr.named(name))
     }
 }

@@ -274,9 +274,11 @@ impl RouteTable {
 
     /// The decision; the quirks that made it are added to `quirks`.
     fn decide<'a>(&'a self, req: &Request<'a>, quirks: &mut Quirks) -> Decision<'a> {
-        let target = match Target::parse(req.target, &self.policy) {
+        // Matched in place (moving the parsed target costs a copy).
+        let parsed = Target::parse(req.target, &self.policy);
+        let target = match &parsed {
             Ok(t) => t,
-            Err(e) => return Decision::BadRequest(e),
+            Err(e) => return Decision::BadRequest(e.clone()),
         };
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
         let authority = target.authority.or(req.host).unwrap_or("");
@@ -307,7 +309,10 @@ impl RouteTable {
             return Decision::NotFound;
         }
         let mut noted = routed.quirks;
-        let options = &self.options[routed.options as usize];
+        let options = match routed.route {
+            Some(r) if r.ingress == routed.options => &self.option_sets[r.options as usize],
+            _ => self.options(routed.options),
+        };
         let plain = match routed.route {
             Some(r) if r.ingress == routed.options => r.plain,
             _ => table::plain(options),
@@ -333,7 +338,7 @@ impl RouteTable {
             .flatten()
             .map(|c| Hit::of(c, &self.routes[c as usize]))
             .filter(|c| {
-                self.options[c.ingress as usize]
+                self.options(c.ingress)
                     .canary
                     .as_ref()
                     .is_some_and(|k| picks_canary(k, req))
@@ -418,7 +423,7 @@ impl RouteTable {
         (authority, host): (&str, &str),
         https: bool,
     ) -> Option<Decision<'a>> {
-        let options = &self.options[ingress as usize];
+        let options = self.options(ingress);
         let scheme = if https { "https" } else { "http" };
         if let Some(root) = &options.app_root
             && target.path == "/"

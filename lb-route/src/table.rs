@@ -10,8 +10,9 @@
 //! first. The winner is the longest rule path, Exact before Prefix before
 //! regex at equal length, then the oldest Ingress (§1.4).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::ops::Bound;
 
 use foldhash::fast::RandomState;
 use regex::{RegexSet, RegexSetBuilder};
@@ -128,6 +129,8 @@ pub(crate) struct Route {
     /// The canary alternative of this route (a route of a canary Ingress
     /// for the same host and path), if any.
     pub(crate) canary: Option<u32>,
+    /// Its Ingress's option set.
+    pub(crate) options: u32,
 }
 
 /// What a host has beside its Exact and Prefix routes.
@@ -242,9 +245,12 @@ impl Staging {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub(crate) ingresses: Vec<IngressRef>,
-    /// The options of each Ingress (its annotations), by the same index;
-    /// Ingresses without any share one.
-    pub(crate) options: Vec<Arc<RouteOptions>>,
+    /// The distinct option sets (parsed annotations): Ingresses with the
+    /// same annotations share one, so a lookup mostly finds its options in
+    /// cache.
+    pub(crate) option_sets: Vec<RouteOptions>,
+    /// The option set of each Ingress, by the same index.
+    pub(crate) options_of: Vec<u32>,
     pub(crate) routes: Vec<Route>,
     /// Host buckets by exact name, by wildcard suffix, and the host-less one;
     /// each holds its routes inline (one less pointer to follow per lookup).
@@ -310,8 +316,9 @@ struct Builder<'a> {
     table: RouteTable,
     problems: Vec<Problem>,
     ports: &'a dyn PortResolver,
-    /// The options of an Ingress without annotations.
-    defaults: Arc<RouteOptions>,
+    /// Option sets by a hash of the annotations they come from.
+    sets_by_annotations: HashMap<u64, Vec<u32>>,
+    hasher: RandomState,
     /// The host buckets while building, numbered by the maps below.
     staging: Vec<Staging>,
     exact_ids: HashMap<Box<str>, u32, RandomState>,
@@ -614,13 +621,8 @@ impl Builder<'_> {
             namespace: ns.to_owned(),
             name: ing.metadata.name.clone(),
         });
-        // Most Ingresses ask for the defaults: they share one.
-        let options = if *self.defaults == options {
-            self.defaults.clone()
-        } else {
-            Arc::new(options)
-        };
-        self.table.options.push(options);
+        let set = self.option_set(&ing.metadata.annotations, options);
+        self.table.options_of.push(set);
         for (host, secret) in tls {
             let secret = SecretRef {
                 namespace: ns.to_owned(),
@@ -640,7 +642,7 @@ impl Builder<'_> {
         }
         // Every host a rule names gets its bucket, paths or not: the host
         // is claimed (ingress-nginx renders a server for it).
-        let canary = self.table.options[index as usize].canary.is_some();
+        let canary = self.table.options(index).canary.is_some();
         if canary {
             // A canary claims nothing: its paths attach to other Ingresses'
             // routes; its other settings are not used (as in ingress-nginx).
@@ -674,8 +676,8 @@ impl Builder<'_> {
                 st.regex_by.get_or_insert(index);
             }
         }
-        if self.table.options[index as usize].from_to_www {
-            let code = self.table.options[index as usize].www_redirect_code;
+        if self.table.options(index).from_to_www {
+            let code = self.table.options(index).www_redirect_code;
             for h in &hosts {
                 if let RuleHost::Exact(name) = h {
                     let other = match name.strip_prefix("www.") {
@@ -783,6 +785,27 @@ impl Builder<'_> {
         }
     }
 
+    /// The option set of an Ingress with these annotations and options:
+    /// an equal one parsed before, else a new one.
+    fn option_set(&mut self, annotations: &BTreeMap<String, String>, options: RouteOptions) -> u32 {
+        let ours = annotations
+            .range::<str, _>((Bound::Included(annotations::PREFIX), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(annotations::PREFIX));
+        let mut key = self.hasher.build_hasher();
+        for pair in ours {
+            pair.hash(&mut key);
+        }
+        let key = key.finish();
+        let sets = &mut self.table.option_sets;
+        let ids = self.sets_by_annotations.entry(key).or_default();
+        if let Some(&id) = ids.iter().find(|&&id| sets[id as usize] == options) {
+            return id;
+        }
+        sets.push(options);
+        ids.push(sets.len() as u32 - 1);
+        sets.len() as u32 - 1
+    }
+
     fn push_route(
         &mut self,
         ingress: u32,
@@ -797,7 +820,8 @@ impl Builder<'_> {
             kind,
             backend,
             regex: regex.map(Box::new),
-            plain: plain(&self.table.options[ingress as usize]),
+            options: self.table.options_of[ingress as usize],
+            plain: plain(self.table.options(ingress)),
             canary: None,
         });
         self.table.routes.len() as u32 - 1
@@ -932,9 +956,9 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
     let served_by = st
         .default
         .or(table.catch_all)
-        .map(|d| &table.options[routes[d as usize].ingress as usize]);
+        .map(|d| table.options(routes[d as usize].ingress));
     let root = st.first.filter(|&f| {
-        let theirs = &table.options[f as usize];
+        let theirs = table.options(f);
         match served_by {
             Some(o) => o != theirs,
             // Without a default backend, the answer is a 404 unless the
@@ -1005,7 +1029,8 @@ impl RouteTable {
             problems: Vec::new(),
             ports,
             staging: Vec::new(),
-            defaults: Arc::new(annotations::parse(&Default::default()).options),
+            sets_by_annotations: HashMap::default(),
+            hasher: RandomState::default(),
             exact_ids: HashMap::default(),
             wildcard_ids: HashMap::default(),
             any_id: None,
@@ -1062,6 +1087,11 @@ impl RouteTable {
     /// Whether some Ingress has a certificate for this canonical host.
     pub fn has_certificate(&self, host: &str) -> bool {
         self.tls.covers(host)
+    }
+
+    /// The options of an Ingress.
+    pub(crate) fn options(&self, ingress: u32) -> &RouteOptions {
+        &self.option_sets[self.options_of[ingress as usize] as usize]
     }
 
     /// Number of Ingresses served.

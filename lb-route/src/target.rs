@@ -205,6 +205,7 @@ impl<'a> Target<'a> {
     }
 
     /// The path and query as sent upstream when nothing rewrites them.
+    #[inline]
     pub fn path_and_query(&self) -> Cow<'a, str> {
         match (self.as_sent, self.query) {
             (Some(raw), _) => Cow::Borrowed(raw),
