@@ -318,13 +318,13 @@ impl RouteTable {
             _ => table::plain(options),
         };
         if !plain {
-            if let Some(d) = self.before_forward(routed.options, req, &target, (authority, &host), https) {
+            if let Some(d) = self.before_forward(routed.options, req, target, (authority, &host), https) {
                 *quirks = *quirks | noted;
                 return d;
             }
         } else if options.ssl_redirect && !https && self.has_certificate(&host) {
             *quirks = *quirks | noted;
-            return https_redirect(&host, &target, options);
+            return https_redirect(&host, target, options);
         }
         let Some(main) = routed.route else {
             // The first Ingress's options changed nothing: a plain 404.
