@@ -172,7 +172,8 @@ impl HostRoutes {
     /// by side: neither waits for the other to arrive.
     #[inline]
     fn named(&self, name: &str) -> bool {
-        self.text.as_bytes().get(..name.len()) == Some(name.as_bytes()) && self.words[0] as usize == name.len()
+        let text = self.text.as_bytes().get(..name.len());
+        text.is_some_and(|t| cmp_same_len(t, name.as_bytes()).is_eq()) && self.words[0] as usize == name.len()
     }
 
     fn count(&self) -> usize {
@@ -185,9 +186,9 @@ impl HostRoutes {
 
     /// Entry `i`'s key.
     #[inline]
-    fn key(&self, i: usize) -> &str {
+    fn key(&self, i: usize) -> &[u8] {
         let k = &self.words[HEADER + i * KEY..][..KEY];
-        &self.text[k[0] as usize..][..k[1] as usize]
+        &self.text.as_bytes()[k[0] as usize..][..k[1] as usize]
     }
 
     /// Entry `i` as a hit of kind `kind`.
@@ -214,7 +215,7 @@ impl HostRoutes {
         while lo < hi {
             let mid = (lo + hi) / 2;
             let k = self.key(mid);
-            match k.len().cmp(&key.len()).then_with(|| k.cmp(key)) {
+            match k.len().cmp(&key.len()).then_with(|| cmp_same_len(k, key.as_bytes())) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(mid),
@@ -253,6 +254,27 @@ impl HostRoutes {
             end = path.as_bytes()[..end].iter().rposition(|&c| c == b'/')?;
         }
     }
+}
+
+/// Byte strings of the same length in lexicographic order, eight bytes at
+/// a time: names and keys are short, and a call to `memcmp` costs more
+/// than comparing them here.
+#[inline]
+fn cmp_same_len(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in a8.by_ref().zip(b8.by_ref()) {
+        let word = |c: &[u8]| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (x, y) = (word(x), word(y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    for (x, y) in a8.remainder().iter().zip(b8.remainder()) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    std::cmp::Ordering::Equal
 }
 
 /// The bit of a key length in the header's masks (31 for 31 and longer):
