@@ -37,7 +37,8 @@ pub struct Redirect {
     pub url: String,
 }
 
-/// What the annotations of one Ingress ask for.
+/// What the annotations of one Ingress ask for. The rarer, larger
+/// settings are boxed: the common set stays small to move and compare.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouteOptions {
@@ -80,17 +81,17 @@ pub struct RouteOptions {
     /// `upstream-vhost`: the `Host` sent upstream.
     pub upstream_vhost: Option<String>,
     /// `enable-cors` and `cors-*`.
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     /// `affinity: cookie` and `session-cookie-*`: sticky upstream choice
     /// (the proxy's balancer executes it).
-    pub affinity: Option<Affinity>,
+    pub affinity: Option<Box<Affinity>>,
     /// `auth-type: basic` with `auth-secret` and `auth-realm`.
     pub basic_auth: Option<BasicAuth>,
     /// `auth-url` with `auth-signin` and `auth-response-headers`.
-    pub external_auth: Option<ExternalAuth>,
+    pub external_auth: Option<Box<ExternalAuth>>,
     /// `canary: "true"` and its rules: this Ingress's backends are the
     /// alternatives of the Ingress serving the same host and path.
-    pub canary: Option<Canary>,
+    pub canary: Option<Box<Canary>>,
     /// `from-to-www-redirect`: `www.` + host ↔ host, the form without
     /// rules redirecting to the one with them.
     pub from_to_www: bool,
@@ -585,15 +586,15 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     // The newer name wins when both are given; the temporal redirect wins
     // over the permanent one (as in ingress-nginx).
     o.allow = allowlist.or(whitelist).unwrap_or_default();
-    o.cors = cors_on.then_some(cors);
-    o.affinity = affinity_on.then_some(affinity);
+    o.cors = cors_on.then(|| Box::new(cors));
+    o.affinity = affinity_on.then(|| Box::new(affinity));
     if canary.weight > canary.weight_total {
         p.errors.push((
             format!("{PREFIX}canary-weight"),
             format!("{} is above canary-weight-total {}", canary.weight, canary.weight_total),
         ));
     }
-    o.canary = canary_on.then_some(canary);
+    o.canary = canary_on.then(|| Box::new(canary));
     match (auth_type, auth_secret) {
         (Some(()), Some(secret)) => o.basic_auth = Some(BasicAuth { secret, realm }),
         (Some(()), None) => p.errors.push((
@@ -602,10 +603,12 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
         )),
         _ => {}
     }
-    o.external_auth = auth_url.map(|url| ExternalAuth {
-        url,
-        signin,
-        response_headers: auth_headers,
+    o.external_auth = auth_url.map(|url| {
+        Box::new(ExternalAuth {
+            url,
+            signin,
+            response_headers: auth_headers,
+        })
     });
     o.redirect = match (temporal, permanent) {
         (Some(url), _) => Some(Redirect {
