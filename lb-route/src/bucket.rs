@@ -193,7 +193,7 @@ impl HostRoutes {
 
     /// Entry `i` as a hit of kind `kind`.
     #[inline]
-    fn hit(&self, i: usize, kind: PathKind) -> Hit<'_> {
+    pub(crate) fn hit(&self, i: usize, kind: PathKind) -> Hit<'_> {
         let path_at = self.words[HEADER + i * KEY] as usize;
         let h = &self.words[HEADER + self.count() * KEY + i * HIT..][..HIT];
         Hit {
@@ -224,20 +224,38 @@ impl HostRoutes {
         None
     }
 
-    /// The Exact route for a canonical path.
+    /// The best Exact or Prefix entry for a canonical path: the longer
+    /// rule path, then Exact before Prefix. Entries are handed around as
+    /// indices; [`HostRoutes::hit`] reads the winner once.
     #[inline]
-    pub(crate) fn exact(&self, path: &str) -> Option<Hit<'_>> {
+    pub(crate) fn matching(&self, path: &str) -> Option<(usize, PathKind)> {
+        let exact = self.exact(path);
+        match (exact, self.prefix(path)) {
+            (Some(_), Some(p)) if self.rule_len(p) > path.len() => Some((p, PathKind::Prefix)),
+            (Some(e), _) => Some((e, PathKind::Exact)),
+            (None, p) => p.map(|p| (p, PathKind::Prefix)),
+        }
+    }
+
+    /// The length of entry `i`'s rule path.
+    #[inline]
+    pub(crate) fn rule_len(&self, i: usize) -> usize {
+        self.words[HEADER + self.count() * KEY + i * HIT + 3] as usize
+    }
+
+    /// The Exact entry for a canonical path.
+    #[inline]
+    fn exact(&self, path: &str) -> Option<usize> {
         if self.words[3] & len_bit(path.len()) == 0 {
             return None;
         }
-        let i = self.find((0, self.exact_count()), path)?;
-        Some(self.hit(i, PathKind::Exact))
+        self.find((0, self.exact_count()), path)
     }
 
-    /// The Prefix route with the longest key matching a canonical path
+    /// The Prefix entry with the longest key matching a canonical path
     /// element-wise.
     #[inline]
-    pub(crate) fn prefix(&self, path: &str) -> Option<Hit<'_>> {
+    fn prefix(&self, path: &str) -> Option<usize> {
         let run = (self.exact_count(), self.count());
         if run.0 == run.1 {
             return None;
@@ -249,7 +267,7 @@ impl HostRoutes {
             if self.words[4] & len_bit(end) != 0
                 && let Some(i) = self.find(run, &path[..end])
             {
-                return Some(self.hit(i, PathKind::Prefix));
+                return Some(i);
             }
             end = path.as_bytes()[..end].iter().rposition(|&c| c == b'/')?;
         }

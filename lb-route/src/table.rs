@@ -1122,22 +1122,18 @@ impl RouteTable {
     /// The best route for a canonical path in a bucket.
     #[inline]
     pub(crate) fn best<'t>(&'t self, hr: &'t HostRoutes, path: &str) -> Option<Hit<'t>> {
-        let exact = hr.exact(path);
-        // Precedence: the longer rule path, then Exact before Prefix.
-        let best = match (exact, hr.prefix(path)) {
-            (Some(e), Some(p)) if p.path.len() > e.path.len() => Some(p),
-            (e, p) => e.or(p),
-        };
+        let found = hr.matching(path);
         let Some(re) = self.extra(hr).and_then(|x| x.regex.as_ref()) else {
-            return best;
+            return found.map(|(i, kind)| hr.hit(i, kind));
         };
         // Regex routes are sorted longest first: the first that matches is
         // the only candidate, and it must be longer than the best so far
         // (at equal length, Exact and Prefix win).
-        let beats = |r: u32| best.is_none_or(|b| self.routes[r as usize].path.len() > b.path.len());
+        let best_len = found.map(|(i, _)| hr.rule_len(i));
+        let beats = |r: u32| best_len.is_none_or(|len| self.routes[r as usize].path.len() > len);
         match re.first(&self.routes, path, |r| !beats(r)).filter(|&r| beats(r)) {
             Some(r) => Some(Hit::of(r, &self.routes[r as usize])),
-            None => best,
+            None => found.map(|(i, kind)| hr.hit(i, kind)),
         }
     }
 
