@@ -332,3 +332,107 @@ impl HostTable {
         self.table.find(hash, |hr| hr.named(name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Backend;
+
+    fn route(ingress: u32, path: &str, kind: PathKind, service: &str, port: BackendPort) -> Route {
+        Route {
+            ingress,
+            path: path.into(),
+            kind,
+            backend: Backend {
+                service: service.into(),
+                port,
+            },
+            regex: None,
+            plain: ingress == 0,
+            canary: (ingress == 1).then_some(0),
+            options: ingress + 10,
+        }
+    }
+
+    /// Exact `/healthz`, Prefix `/` and `/api/` (key `/api`), laid out and
+    /// read back.
+    #[test]
+    fn layout_reads_back() {
+        let routes = vec![
+            route(0, "/healthz", PathKind::Exact, "health", BackendPort::Number(8080)),
+            route(1, "/", PathKind::Prefix, "web", BackendPort::Number(80)),
+            route(
+                2,
+                "/api/",
+                PathKind::Prefix,
+                "api",
+                BackendPort::Unresolved("http".into()),
+            ),
+        ];
+        let keys = [
+            Key {
+                key: "/healthz",
+                path: "/healthz",
+                route: 0,
+            },
+            Key {
+                key: "",
+                path: "/",
+                route: 1,
+            },
+            Key {
+                key: "/api",
+                path: "/api/",
+                route: 2,
+            },
+        ];
+        let hr = HostRoutes::new("shop.example.com", 1, &keys, &routes, Some(7), None);
+        assert_eq!(hr.name(), "shop.example.com");
+        assert!(hr.named("shop.example.com"));
+        assert!(!hr.named("shop.example.co") && !hr.named("shop.example.com2") && !hr.named(""));
+        assert_eq!((hr.default(), hr.extra()), (Some(7), None));
+
+        let at = |path: &str| hr.matching(path).map(|(i, kind)| hr.hit(i, kind));
+        let h = at("/healthz").unwrap();
+        assert_eq!((h.route, h.ingress, h.options, h.kind), (0, 0, 10, PathKind::Exact));
+        assert_eq!(
+            (h.path, h.service, h.port, h.plain, h.canary),
+            ("/healthz", "health", Some(8080), true, false)
+        );
+        let h = at("/healthz/x").unwrap();
+        assert_eq!((h.route, h.path, h.kind, h.canary), (1, "/", PathKind::Prefix, true));
+        // The rule path `/api/` is longer than the request `/api`: it wins
+        // over nothing else here, and reports its own path.
+        let h = at("/api").unwrap();
+        assert_eq!((h.route, h.path, h.service, h.port), (2, "/api/", "api", None));
+        assert_eq!(at("/api/v1").unwrap().route, 2);
+        assert_eq!(at("/apis").unwrap().route, 1);
+    }
+
+    #[test]
+    fn no_keys() {
+        let hr = HostRoutes::new("", 0, &[], &[], None, Some(3));
+        assert!(hr.named(""));
+        assert_eq!((hr.default(), hr.extra()), (None, Some(3)));
+        assert!(hr.matching("/").is_none());
+    }
+
+    /// Few distinct bytes, so that equal runs are common; both ends of the
+    /// byte range, so that the order is tested where signedness would show.
+    const BYTES: [u8; 7] = [0, b'/', b'a', b'b', 0x7f, 0x80, 0xff];
+
+    proptest::proptest! {
+        /// The word-at-a-time compare orders like the slices' own `cmp`.
+        #[test]
+        fn compare_matches_slices(
+            pairs in proptest::collection::vec(
+                (proptest::sample::select(BYTES.to_vec()), proptest::sample::select(BYTES.to_vec())),
+                0..40,
+            )
+        ) {
+            let (a, b): (Vec<u8>, Vec<u8>) = pairs.into_iter().unzip();
+            proptest::prop_assert_eq!(cmp_same_len(&a, &b), a.cmp(&b));
+            proptest::prop_assert_eq!(cmp_same_len(&a, &a), std::cmp::Ordering::Equal);
+        }
+    }
+}
