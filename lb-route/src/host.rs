@@ -172,5 +172,30 @@ mod tests {
         assert_eq!(canonical_host("foo.bar.com.:80"), "foo.bar.com");
         assert_eq!(canonical_host("[::1]:8080"), "[::1]");
         assert!(matches!(canonical_host("foo.bar.com"), Cow::Borrowed(_)));
+        assert_eq!(canonical_host("foo.bar.com:"), "foo.bar.com");
+        assert_eq!(canonical_host("a:b:80"), "a:b");
+        assert_eq!(canonical_host("[::1"), "[::1");
+    }
+
+    /// The rules as written: an IPv6 literal up to its `]`; else the port
+    /// after the last `:` when only digits follow; one trailing dot; lower
+    /// case.
+    fn reference(a: &str) -> String {
+        let host = if a.starts_with('[') {
+            a.find(']').map_or(a, |end| &a[..=end])
+        } else {
+            match a.rfind(':') {
+                Some(i) if a[i + 1..].bytes().all(|c| c.is_ascii_digit()) => &a[..i],
+                _ => a,
+            }
+        };
+        host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_host_follows_the_rules(a in "[aZ.:09\\[\\]é]{0,12}") {
+            proptest::prop_assert_eq!(canonical_host(&a), reference(&a));
+        }
     }
 }
