@@ -209,10 +209,10 @@ impl RegexRoutes {
 /// A host bucket while the table is built.
 #[derive(Debug)]
 struct Staging {
-    /// (path, route).
-    exact: Vec<(Box<str>, u32)>,
-    /// (key, path length, route), before the best per key is chosen.
-    prefix: Vec<(Box<str>, usize, u32)>,
+    /// Exact routes.
+    exact: Vec<u32>,
+    /// Prefix routes, before the best per key is chosen.
+    prefix: Vec<u32>,
     regex: Vec<u32>,
     default: Option<u32>,
     /// The host, for reports.
@@ -733,11 +733,8 @@ impl Builder<'_> {
             let route = self.push_route(index, spec.path, spec.kind, spec.backend, spec.regex);
             let st = &mut self.staging[bucket];
             match spec.kind {
-                PathKind::Exact => st.exact.push((spec.path.into(), route)),
-                PathKind::Prefix => {
-                    let key = spec.path.strip_suffix('/').unwrap_or(spec.path);
-                    st.prefix.push((key.into(), spec.path.len(), route));
-                }
+                PathKind::Exact => st.exact.push(route),
+                PathKind::Prefix => st.prefix.push(route),
                 PathKind::Regex => st.regex.push(route),
             }
         }
@@ -747,18 +744,11 @@ impl Builder<'_> {
     fn existing(&self, bucket: usize, spec: &PathSpec<'_>) -> Option<u32> {
         let st = &self.staging[bucket];
         let routes = &self.table.routes;
+        let same = |r: &u32| *routes[*r as usize].path == *spec.path;
         match spec.kind {
-            PathKind::Exact => st.exact.iter().find(|e| *e.0 == *spec.path).map(|e| e.1),
-            PathKind::Prefix => st
-                .prefix
-                .iter()
-                .find(|e| *routes[e.2 as usize].path == *spec.path)
-                .map(|e| e.2),
-            PathKind::Regex => st
-                .regex
-                .iter()
-                .copied()
-                .find(|&r| *routes[r as usize].path == *spec.path),
+            PathKind::Exact => st.exact.iter().copied().find(same),
+            PathKind::Prefix => st.prefix.iter().copied().find(same),
+            PathKind::Regex => st.regex.iter().copied().find(same),
         }
     }
 
@@ -849,7 +839,7 @@ impl Builder<'_> {
     fn regex_host(&mut self, id: usize) {
         let st = &self.staging[id];
         let Some(by) = st.regex_by else { return };
-        let routes = st.exact.iter().map(|e| e.1).chain(st.prefix.iter().map(|e| e.2));
+        let routes = st.exact.iter().chain(&st.prefix).copied();
         let mut changed: Vec<u32> = Vec::new();
         for r in routes {
             let route = &mut self.table.routes[r as usize];
@@ -930,13 +920,7 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
         // ingress-nginx sorts a server's locations by length, longest
         // first, then by path, descending; equal paths keep their order
         // (oldest Ingress first).
-        let mut all: Vec<u32> = st
-            .exact
-            .iter()
-            .map(|e| e.1)
-            .chain(st.prefix.iter().map(|e| e.2))
-            .chain(st.regex.iter().copied())
-            .collect();
+        let mut all: Vec<u32> = st.exact.iter().chain(&st.prefix).chain(&st.regex).copied().collect();
         all.sort_by(|&a, &b| (path(b).len(), path(b)).cmp(&(path(a).len(), path(a))).then(a.cmp(&b)));
         RegexRoutes::new(all, routes)
     });
@@ -944,10 +928,9 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
     // none is `x` exactly (a Prefix `x` also makes an exact location `x`).
     let mut slash: Vec<Box<str>> = Vec::new();
     if first_match.is_none() {
-        let exact = st.exact.iter().map(|e| &*e.0);
-        let prefix = st.prefix.iter().map(|e| path(e.2));
-        let named = |p: &str| st.exact.iter().any(|e| *e.0 == *p) || st.prefix.iter().any(|e| path(e.2) == p);
-        for p in exact.chain(prefix) {
+        let paths = || st.exact.iter().chain(&st.prefix).map(|&r| path(r));
+        let named = |p: &str| paths().any(|q| q == p);
+        for p in paths() {
             if let Some(without) = p.strip_suffix('/')
                 && !without.is_empty()
                 && !named(without)
@@ -985,26 +968,28 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
 fn compact(name: &str, mut st: Staging, table: &RouteTable, extras: &mut Vec<HostExtra>) -> HostRoutes {
     let compat = compat(&st, table);
     let routes = &table.routes;
-    st.exact.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+    let key = |r: u32, kind| {
+        let path = &*routes[r as usize].path;
+        let key = match kind {
+            PathKind::Prefix => path.strip_suffix('/').unwrap_or(path),
+            _ => path,
+        };
+        Key { key, path, route: r }
+    };
+    let mut exact: Vec<Key<'_>> = st.exact.iter().map(|&r| key(r, PathKind::Exact)).collect();
+    exact.sort_unstable_by(|a, b| key_order(a.key, b.key));
     // Per key, the longest path (`/foo/` over `/foo`), then the oldest
     // Ingress (routes are numbered oldest first).
-    st.prefix
-        .sort_unstable_by(|a, b| key_order(&a.0, &b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-    st.prefix.dedup_by(|later, first| later.0 == first.0);
-    let keys: Vec<Key<'_>> = st
-        .exact
-        .iter()
-        .map(|(k, r)| Key {
-            key: k,
-            path: k,
-            route: *r,
-        })
-        .chain(st.prefix.iter().map(|(k, _, r)| Key {
-            key: k,
-            path: &routes[*r as usize].path,
-            route: *r,
-        }))
-        .collect();
+    let mut prefix: Vec<Key<'_>> = st.prefix.iter().map(|&r| key(r, PathKind::Prefix)).collect();
+    prefix.sort_unstable_by(|a, b| {
+        key_order(a.key, b.key)
+            .then(b.path.len().cmp(&a.path.len()))
+            .then(a.route.cmp(&b.route))
+    });
+    prefix.dedup_by(|later, first| later.key == first.key);
+    let exact_count = exact.len();
+    let mut keys = exact;
+    keys.append(&mut prefix);
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
     let regex = (!st.regex.is_empty()).then(|| RegexRoutes::new(st.regex, routes));
@@ -1012,7 +997,7 @@ fn compact(name: &str, mut st: Staging, table: &RouteTable, extras: &mut Vec<Hos
         extras.push(HostExtra { regex, compat });
         extras.len() as u32 - 1
     });
-    HostRoutes::new(name, st.exact.len(), &keys, routes, st.default, extra)
+    HostRoutes::new(name, exact_count, &keys, routes, st.default, extra)
 }
 
 impl RouteTable {
