@@ -44,6 +44,26 @@ fn ingresses(n: usize) -> Vec<Ingress> {
         .collect()
 }
 
+/// `n` Ingresses of 5 paths each (`/t{i}/p0` … Prefix, `/t{i}/p4`
+/// Exact), all on one host: a shared API host many teams add to.
+fn one_host(n: usize) -> Vec<Ingress> {
+    (0..n)
+        .map(|i| {
+            let paths: Vec<serde_json::Value> = (0..5)
+                .map(|p| {
+                    serde_json::json!({"path": format!("/t{i}/p{p}"), "pathType": if p == 4 { "Exact" } else { "Prefix" },
+                        "backend": {"service": {"name": format!("svc{i}"), "port": {"number": 80}}}})
+                })
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("ing{i}"), "namespace": "ns"},
+                "spec": {"ingressClassName": "lb", "rules": [{"host": "api.example.com", "http": {"paths": paths}}]}
+            }))
+            .expect("valid Ingress")
+        })
+        .collect()
+}
+
 fn regex_host(n: usize) -> Vec<Ingress> {
     let paths: Vec<serde_json::Value> = (0..n)
         .map(|i| {
@@ -244,6 +264,26 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("build_10k_ingresses", |b| {
         b.iter(|| black_box(RouteTable::build(&ings, &[], &(), &Config::default())))
+    });
+    let shared = one_host(N);
+    g.bench_function("build_10k_ingresses_one_host", |b| {
+        b.iter(|| black_box(RouteTable::build(&shared, &[], &(), &Config::default())))
+    });
+    let table = RouteTable::build(&shared, &[], &(), &Config::default()).table;
+    assert!(matches!(
+        table.lookup(&Request::get("api.example.com", "/t9999/p2/x")),
+        Decision::Forward(_)
+    ));
+    g.sample_size(100);
+    g.bench_function("lookup_one_host_50k_paths", |b| {
+        let mut k = 0;
+        let targets: Vec<String> = (0..1024)
+            .map(|k| format!("/t{}/p{}/x", (k * 7919) % N, k % 4))
+            .collect();
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            black_box(table.lookup(&Request::get("api.example.com", &targets[k])))
+        })
     });
     g.finish();
 

@@ -10,11 +10,12 @@
 //! first. The winner is the longest rule path, Exact before Prefix before
 //! regex at equal length, then the oldest Ingress (§1.4).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Bound;
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use regex::{RegexSet, RegexSetBuilder};
 
 use crate::annotations::{self, RouteOptions};
@@ -325,6 +326,9 @@ struct Builder<'a> {
     ports: &'a dyn PortResolver,
     /// Option sets by a hash of the annotations they come from.
     sets_by_annotations: HashMap<u64, Vec<u32>>,
+    /// (bucket, route) of every Exact, Prefix and regex route, by bucket,
+    /// kind and path: conflicts are found without a scan.
+    claimed: HashTable<(u32, u32)>,
     hasher: RandomState,
     /// The host buckets while building, numbered by the maps below.
     staging: Vec<Staging>,
@@ -731,6 +735,7 @@ impl Builder<'_> {
                 continue;
             }
             let route = self.push_route(index, spec.path, spec.kind, spec.backend, spec.regex);
+            self.claim(bucket, route);
             let st = &mut self.staging[bucket];
             match spec.kind {
                 PathKind::Exact => st.exact.push(route),
@@ -742,14 +747,21 @@ impl Builder<'_> {
 
     /// The route an earlier Ingress has for this spec's path and kind.
     fn existing(&self, bucket: usize, spec: &PathSpec<'_>) -> Option<u32> {
-        let st = &self.staging[bucket];
         let routes = &self.table.routes;
-        let same = |r: &u32| *routes[*r as usize].path == *spec.path;
-        match spec.kind {
-            PathKind::Exact => st.exact.iter().copied().find(same),
-            PathKind::Prefix => st.prefix.iter().copied().find(same),
-            PathKind::Regex => st.regex.iter().copied().find(same),
-        }
+        let hash = self.hasher.hash_one((bucket as u32, spec.kind, spec.path));
+        let found = self.claimed.find(hash, |&(b, r)| {
+            let route = &routes[r as usize];
+            b as usize == bucket && route.kind == spec.kind && *route.path == *spec.path
+        });
+        found.map(|&(_, r)| r)
+    }
+
+    /// Records that `route` serves its path and kind in `bucket`.
+    fn claim(&mut self, bucket: usize, route: u32) {
+        let (routes, hasher) = (&self.table.routes, &self.hasher);
+        let key = |&(b, r): &(u32, u32)| hasher.hash_one((b, routes[r as usize].kind, &*routes[r as usize].path));
+        let entry = (bucket as u32, route);
+        self.claimed.insert_unique(key(&entry), entry, key);
     }
 
     /// Attaches a canary Ingress's paths to the routes serving the same
@@ -847,10 +859,10 @@ impl Builder<'_> {
             // (ingress-nginx would fail to load).
             let re = PathRegex::compile(&route.path).unwrap_or_else(|_| PathRegex::literal(&route.path));
             route.regex = Some(Box::new(re));
-            if !changed.contains(&route.ingress) {
-                changed.push(route.ingress);
-            }
+            changed.push(route.ingress);
         }
+        changed.sort_unstable();
+        changed.dedup();
         let host = st.host.to_string();
         let by = self.table.ingresses[by as usize].clone();
         for i in changed {
@@ -929,11 +941,11 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
     let mut slash: Vec<Box<str>> = Vec::new();
     if first_match.is_none() {
         let paths = || st.exact.iter().chain(&st.prefix).map(|&r| path(r));
-        let named = |p: &str| paths().any(|q| q == p);
+        let named: HashSet<&str, RandomState> = paths().collect();
         for p in paths() {
             if let Some(without) = p.strip_suffix('/')
                 && !without.is_empty()
-                && !named(without)
+                && !named.contains(without)
             {
                 slash.push(without.into());
             }
@@ -1023,6 +1035,7 @@ impl RouteTable {
             staging: Vec::new(),
             sets_by_annotations: HashMap::default(),
             hasher: RandomState::default(),
+            claimed: HashTable::new(),
             exact_ids: HashMap::default(),
             wildcard_ids: HashMap::default(),
             any_id: None,
