@@ -31,6 +31,7 @@ const NONE: u32 = u32::MAX;
 const PLAIN: u32 = 1 << 16;
 const CANARY: u32 = 1 << 17;
 const UNRESOLVED: u32 = 1 << 18;
+const SSL_REDIRECT: u32 = 1 << 19;
 
 /// A matched route as a lookup needs it, read from the bucket (or from the
 /// [`Route`] for regex routes and default backends).
@@ -50,6 +51,8 @@ pub(crate) struct Hit<'t> {
     pub(crate) port: Option<u16>,
     /// Its Ingress's options ask for nothing but the https redirect.
     pub(crate) plain: bool,
+    /// Its Ingress's `ssl-redirect`.
+    pub(crate) ssl_redirect: bool,
     /// It has a canary alternative.
     pub(crate) canary: bool,
 }
@@ -69,6 +72,7 @@ impl<'t> Hit<'t> {
                 BackendPort::Unresolved(_) => None,
             },
             plain: r.plain,
+            ssl_redirect: r.ssl_redirect,
             canary: r.canary.is_some(),
         }
     }
@@ -136,7 +140,13 @@ impl HostRoutes {
                 BackendPort::Number(n) => u32::from(n),
                 BackendPort::Unresolved(_) => UNRESOLVED,
             };
-            let flags = if r.plain { PLAIN } else { 0 } | if r.canary.is_some() { CANARY } else { 0 };
+            let flags = [
+                (r.plain, PLAIN),
+                (r.canary.is_some(), CANARY),
+                (r.ssl_redirect, SSL_REDIRECT),
+            ]
+            .iter()
+            .fold(0, |f, &(on, flag)| if on { f | flag } else { f });
             let hit = &mut words[hits_at + i * HIT..][..HIT];
             hit[0] = k.route;
             hit[1] = r.ingress;
@@ -205,6 +215,7 @@ impl HostRoutes {
             service: &self.text[h[4] as usize..][..h[5] as usize],
             port: (h[6] & UNRESOLVED == 0).then_some(h[6] as u16),
             plain: h[6] & PLAIN != 0,
+            ssl_redirect: h[6] & SSL_REDIRECT != 0,
             canary: h[6] & CANARY != 0,
         }
     }
@@ -349,6 +360,7 @@ mod tests {
             },
             regex: None,
             plain: ingress == 0,
+            ssl_redirect: ingress == 2,
             canary: (ingress == 1).then_some(0),
             options: ingress + 10,
         }
@@ -399,12 +411,14 @@ mod tests {
             (h.path, h.service, h.port, h.plain, h.canary),
             ("/healthz", "health", Some(8080), true, false)
         );
+        assert!(!h.ssl_redirect);
         let h = at("/healthz/x").unwrap();
         assert_eq!((h.route, h.path, h.kind, h.canary), (1, "/", PathKind::Prefix, true));
         // The rule path `/api/` is longer than the request `/api`: it wins
         // over nothing else here, and reports its own path.
         let h = at("/api").unwrap();
         assert_eq!((h.route, h.path, h.service, h.port), (2, "/api/", "api", None));
+        assert!(h.ssl_redirect && !h.plain && !h.canary);
         assert_eq!(at("/api/v1").unwrap().route, 2);
         assert_eq!(at("/apis").unwrap().route, 1);
     }

@@ -313,16 +313,17 @@ impl RouteTable {
             Some(r) if r.ingress == routed.options => &self.option_sets[r.options as usize],
             _ => self.options(routed.options),
         };
-        let plain = match routed.route {
-            Some(r) if r.ingress == routed.options => r.plain,
-            _ => table::plain(options),
+        // The route knows what a plain forward needs of its options.
+        let (plain, ssl_redirect) = match routed.route {
+            Some(r) if r.ingress == routed.options => (r.plain, r.ssl_redirect),
+            _ => (table::plain(options), options.ssl_redirect),
         };
         if !plain {
             if let Some(d) = self.before_forward(routed.options, req, target, (authority, &host), https) {
                 *quirks = *quirks | noted;
                 return d;
             }
-        } else if options.ssl_redirect && !https && self.has_certificate(&host) {
+        } else if ssl_redirect && !https && self.has_certificate(&host) {
             *quirks = *quirks | noted;
             return https_redirect(&host, target, options);
         }

@@ -127,6 +127,8 @@ pub(crate) struct Route {
     /// The Ingress's options ask for nothing but the https redirect (so a
     /// lookup need not read them).
     pub(crate) plain: bool,
+    /// The Ingress's `ssl-redirect`.
+    pub(crate) ssl_redirect: bool,
     /// The canary alternative of this route (a route of a canary Ingress
     /// for the same host and path), if any.
     pub(crate) canary: Option<u32>,
@@ -831,6 +833,7 @@ impl Builder<'_> {
             regex: regex.map(Box::new),
             options: self.table.options_of[ingress as usize],
             plain: plain(self.table.options(ingress)),
+            ssl_redirect: self.table.options(ingress).ssl_redirect,
             canary: None,
         });
         self.table.routes.len() as u32 - 1
