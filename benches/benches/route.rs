@@ -211,6 +211,24 @@ fn memory_report() {
     drop(build);
 }
 
+/// Benches `f` on the requests in turn (`f` hands its result to
+/// `black_box`).
+fn cycle(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    reqs: &Requests,
+    f: impl Fn(&str, &str),
+) {
+    g.bench_function(name, |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            let (h, p) = reqs.get(k);
+            f(h, p)
+        })
+    });
+}
+
 fn benches(c: &mut Criterion) {
     memory_report();
     let ings = ingresses(N, false);
@@ -224,44 +242,23 @@ fn benches(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("route");
     g.measurement_time(Duration::from_secs(4));
-    g.bench_function("lookup_10k_ingresses", |b| {
-        let mut k = 0;
-        b.iter(|| {
-            k = (k + 1) & 1023;
-            let (h, p) = reqs.get(k);
-            black_box(table.lookup(&Request::get(h, p)))
-        })
+    cycle(&mut g, "lookup_10k_ingresses", &reqs, |h, p| {
+        black_box(table.lookup(&Request::get(h, p)));
     });
     // The same with the requests on 16 hosts: what a lookup costs when its
     // host's routes are in cache, as for a site's busiest hosts.
     let hot = Requests::new(N, 16);
-    g.bench_function("lookup_10k_ingresses_16_hot_hosts", |b| {
-        let mut k = 0;
-        b.iter(|| {
-            k = (k + 1) & 1023;
-            let (h, p) = hot.get(k);
-            black_box(table.lookup(&Request::get(h, p)))
-        })
+    cycle(&mut g, "lookup_10k_ingresses_16_hot_hosts", &hot, |h, p| {
+        black_box(table.lookup(&Request::get(h, p)));
     });
-    // The same with every Ingress's options its own: the options of the
-    // winning route are one more fetch.
+    // The same with no two Ingresses sharing their options.
     let distinct = RouteTable::build(&ingresses(N, true), &[], &(), &Config::default()).table;
-    g.bench_function("lookup_10k_ingresses_distinct_options", |b| {
-        let mut k = 0;
-        b.iter(|| {
-            k = (k + 1) & 1023;
-            let (h, p) = reqs.get(k);
-            black_box(distinct.lookup(&Request::get(h, p)))
-        })
+    cycle(&mut g, "lookup_10k_ingresses_distinct_options", &reqs, |h, p| {
+        black_box(distinct.lookup(&Request::get(h, p)));
     });
     let linear = Linear::new(&ings);
-    g.bench_function("baseline_linear_scan_10k_ingresses", |b| {
-        let mut k = 0;
-        b.iter(|| {
-            k = (k + 1) & 1023;
-            let (h, p) = reqs.get(k);
-            black_box(linear.lookup(h, p))
-        })
+    cycle(&mut g, "baseline_linear_scan_10k_ingresses", &reqs, |h, p| {
+        black_box(linear.lookup(h, p));
     });
     let router = matchit_router(&ings);
     g.bench_function("matchit_10k_ingresses", |b| {
