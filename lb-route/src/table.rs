@@ -369,10 +369,14 @@ struct Compiled<'i> {
 impl Builder<'_> {
     fn host_bucket(&mut self, host: &RuleHost) -> u32 {
         let next = self.staging.len() as u32;
+        let id = |ids: &mut HashMap<Box<str>, u32, RandomState>, name: &str| match ids.get(name) {
+            Some(&id) => id,
+            None => *ids.entry(name.into()).or_insert(next),
+        };
         let id = match host {
             RuleHost::Any => *self.any_id.get_or_insert(next),
-            RuleHost::Exact(h) => *self.exact_ids.entry(h.as_str().into()).or_insert(next),
-            RuleHost::Wildcard(s) => *self.wildcard_ids.entry(s.as_str().into()).or_insert(next),
+            RuleHost::Exact(h) => id(&mut self.exact_ids, h),
+            RuleHost::Wildcard(s) => id(&mut self.wildcard_ids, s),
         };
         if id == next {
             self.staging.push(Staging::new(host.clone()));
@@ -1026,7 +1030,14 @@ impl RouteTable {
             .iter()
             .filter_map(|i| Some((i, config.classes.select(i, classes)?)))
             .collect();
-        ours.sort_by(|a, b| age_key(a.0).cmp(&age_key(b.0)));
+        // Namespace/name is unique: the order is total, an unstable sort
+        // gives the same one.
+        ours.sort_unstable_by(|a, b| age_key(a.0).cmp(&age_key(b.0)));
+        let paths = ours
+            .iter()
+            .flat_map(|(i, _)| &i.spec.rules)
+            .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
+            .sum();
         let mut b = Builder {
             table: RouteTable {
                 policy: config.path_policy,
@@ -1038,8 +1049,8 @@ impl RouteTable {
             staging: Vec::new(),
             sets_by_annotations: HashMap::default(),
             hasher: RandomState::default(),
-            claimed: HashTable::new(),
-            exact_ids: HashMap::default(),
+            claimed: HashTable::with_capacity(paths),
+            exact_ids: HashMap::with_capacity_and_hasher(ours.len(), RandomState::default()),
             wildcard_ids: HashMap::default(),
             any_id: None,
         };
