@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lb_benches::{Counting, live_bytes};
+use lb_benches::{Counting, allocations, live_bytes};
 use lb_route::{Config, Decision, Ingress, Request, RouteTable};
 
 #[global_allocator]
@@ -199,14 +199,15 @@ fn matchit_router(ings: &[Ingress]) -> matchit::Router<String> {
 
 fn memory_report() {
     let ings = ingresses(N, false);
-    let before = live_bytes();
+    let (before, calls) = (live_bytes(), allocations());
     let build = RouteTable::build(&ings, &[], &(), &Config::default());
-    let after = live_bytes();
+    let (after, calls) = (live_bytes(), allocations() - calls);
     assert!(build.problems.is_empty());
     println!(
-        "memory: route table of {N} Ingresses x 5 paths: {} bytes ({} per Ingress)",
+        "memory: route table of {N} Ingresses x 5 paths: {} bytes ({} per Ingress); the build made {calls} allocations ({} per Ingress)",
         after - before,
-        (after - before) / N as isize
+        (after - before) / N as isize,
+        calls / N as isize
     );
     drop(build);
 }

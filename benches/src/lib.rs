@@ -28,10 +28,16 @@ pub fn requests(n: usize, family: Family) -> Vec<Request> {
 pub struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
 
 /// Live heap bytes now (meaningful only with [`Counting`] installed).
 pub fn live_bytes() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// Allocations made so far (meaningful only with [`Counting`] installed).
+pub fn allocations() -> isize {
+    ALLOCATIONS.load(Ordering::Relaxed)
 }
 
 // SAFETY: forwards to the system allocator unchanged; only counts.
@@ -39,6 +45,7 @@ pub fn live_bytes() -> isize {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }

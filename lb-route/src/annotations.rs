@@ -181,6 +181,23 @@ pub struct Affinity {
     pub change_on_failure: bool,
 }
 
+/// ingress-nginx's defaults: cookie `INGRESSCOOKIE`, balanced.
+impl Default for Affinity {
+    fn default() -> Self {
+        Self {
+            cookie_name: "INGRESSCOOKIE".into(),
+            path: None,
+            domain: None,
+            max_age: None,
+            expires: None,
+            secure: None,
+            samesite: None,
+            persistent: false,
+            change_on_failure: false,
+        }
+    }
+}
+
 /// HTTP basic authentication against an htpasswd Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicAuth {
@@ -405,26 +422,22 @@ fn redirect_code(v: &str, lo: u16, hi: u16) -> Result<u16, String> {
 
 /// Reads the annotations of one Ingress (one pass over them).
 pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
+    /// The setting, made with its defaults the first time it is named.
+    fn made<T: Default>(setting: &mut Option<T>) -> &mut T {
+        setting.get_or_insert_with(T::default)
+    }
+
     let mut p = Parsed::default();
     let o = &mut p.options;
     o.ssl_redirect = true;
     o.www_redirect_code = 308;
     let (mut permanent, mut permanent_code, mut temporal, mut temporal_code) = (None, 301, None, 302);
     let (mut whitelist, mut allowlist) = (None, None);
-    let (mut cors_on, mut cors) = (false, Cors::default());
-    let mut affinity_on = false;
-    let mut affinity = Affinity {
-        cookie_name: "INGRESSCOOKIE".into(),
-        path: None,
-        domain: None,
-        max_age: None,
-        expires: None,
-        secure: None,
-        samesite: None,
-        persistent: false,
-        change_on_failure: false,
-    };
-    let (mut auth_type, mut auth_secret, mut realm) = (None, None, "Authentication Required".to_owned());
+    // Settings with defaults that allocate are made when first named: most
+    // Ingresses name none.
+    let (mut cors_on, mut cors) = (false, None::<Cors>);
+    let (mut affinity_on, mut affinity) = (false, None::<Affinity>);
+    let (mut auth_type, mut auth_secret, mut realm) = (None, None, None::<String>);
     let (mut auth_url, mut signin, mut auth_headers) = (None, None, Vec::new());
     let mut canary_on = false;
     let mut canary = Canary {
@@ -482,33 +495,33 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             },
             "affinity-mode" => match v.as_str() {
                 "balanced" | "persistent" => {
-                    affinity.persistent = v == "persistent";
+                    made(&mut affinity).persistent = v == "persistent";
                     Ok(())
                 }
                 _ => Err("is not \"balanced\" or \"persistent\"".into()),
             },
             "session-cookie-name" => tokens(v)
                 .and_then(|_| cookie_value(v))
-                .map(|n| affinity.cookie_name = n),
-            "session-cookie-path" => absolute_path(v).map(|p| affinity.path = Some(p)),
-            "session-cookie-domain" => cookie_value(v).map(|d| affinity.domain = Some(d)),
+                .map(|n| made(&mut affinity).cookie_name = n),
+            "session-cookie-path" => absolute_path(v).map(|p| made(&mut affinity).path = Some(p)),
+            "session-cookie-domain" => cookie_value(v).map(|d| made(&mut affinity).domain = Some(d)),
             "session-cookie-max-age" => v
                 .parse::<u64>()
-                .map(|n| affinity.max_age = Some(n))
+                .map(|n| made(&mut affinity).max_age = Some(n))
                 .map_err(|_| "is not a number of seconds".into()),
             "session-cookie-expires" => v
                 .parse::<u64>()
-                .map(|n| affinity.expires = Some(n))
+                .map(|n| made(&mut affinity).expires = Some(n))
                 .map_err(|_| "is not a number of seconds".into()),
-            "session-cookie-secure" => boolean(v).map(|b| affinity.secure = Some(b)),
+            "session-cookie-secure" => boolean(v).map(|b| made(&mut affinity).secure = Some(b)),
             "session-cookie-samesite" => match v.as_str() {
                 "None" | "Lax" | "Strict" => {
-                    affinity.samesite = Some(v.clone());
+                    made(&mut affinity).samesite = Some(v.clone());
                     Ok(())
                 }
                 _ => Err("is not None, Lax or Strict".into()),
             },
-            "session-cookie-change-on-failure" => boolean(v).map(|b| affinity.change_on_failure = b),
+            "session-cookie-change-on-failure" => boolean(v).map(|b| made(&mut affinity).change_on_failure = b),
             "auth-type" => match v.as_str() {
                 "basic" => {
                     auth_type = Some(());
@@ -527,7 +540,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                 if v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
                     Err("must not contain control characters, '\"' or '\\'".into())
                 } else {
-                    realm = v.clone();
+                    realm = Some(v.clone());
                     Ok(())
                 }
             }
@@ -555,14 +568,14 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                 _ => Err("is not a whole number above 0".into()),
             },
             "enable-cors" => boolean(v).map(|b| cors_on = b),
-            "cors-allow-origin" => origins(v).map(|o| cors.allow_origin = o),
-            "cors-allow-methods" => tokens(v).map(|t| cors.allow_methods = t),
-            "cors-allow-headers" => tokens(v).map(|t| cors.allow_headers = t),
-            "cors-expose-headers" => tokens(v).map(|t| cors.expose_headers = t),
-            "cors-allow-credentials" => boolean(v).map(|b| cors.allow_credentials = b),
+            "cors-allow-origin" => origins(v).map(|o| made(&mut cors).allow_origin = o),
+            "cors-allow-methods" => tokens(v).map(|t| made(&mut cors).allow_methods = t),
+            "cors-allow-headers" => tokens(v).map(|t| made(&mut cors).allow_headers = t),
+            "cors-expose-headers" => tokens(v).map(|t| made(&mut cors).expose_headers = t),
+            "cors-allow-credentials" => boolean(v).map(|b| made(&mut cors).allow_credentials = b),
             "cors-max-age" => match v.parse::<u32>() {
                 Ok(n) => {
-                    cors.max_age = n;
+                    made(&mut cors).max_age = n;
                     Ok(())
                 }
                 Err(_) => Err("is not a number of seconds".into()),
@@ -586,8 +599,8 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     // The newer name wins when both are given; the temporal redirect wins
     // over the permanent one (as in ingress-nginx).
     o.allow = allowlist.or(whitelist).unwrap_or_default();
-    o.cors = cors_on.then(|| Box::new(cors));
-    o.affinity = affinity_on.then(|| Box::new(affinity));
+    o.cors = cors_on.then(|| Box::new(cors.unwrap_or_default()));
+    o.affinity = affinity_on.then(|| Box::new(affinity.unwrap_or_default()));
     if canary.weight > canary.weight_total {
         p.errors.push((
             format!("{PREFIX}canary-weight"),
@@ -596,7 +609,10 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     }
     o.canary = canary_on.then(|| Box::new(canary));
     match (auth_type, auth_secret) {
-        (Some(()), Some(secret)) => o.basic_auth = Some(BasicAuth { secret, realm }),
+        (Some(()), Some(secret)) => {
+            let realm = realm.unwrap_or_else(|| "Authentication Required".into());
+            o.basic_auth = Some(BasicAuth { secret, realm });
+        }
         (Some(()), None) => p.errors.push((
             format!("{PREFIX}auth-type"),
             "\"basic\" needs nginx.ingress.kubernetes.io/auth-secret".into(),

@@ -995,20 +995,28 @@ fn compact(name: &str, mut st: Staging, table: &RouteTable, extras: &mut Vec<Hos
         };
         Key { key, path, route: r }
     };
-    let mut exact: Vec<Key<'_>> = st.exact.iter().map(|&r| key(r, PathKind::Exact)).collect();
+    let exact_count = st.exact.len();
+    let mut keys: Vec<Key<'_>> = Vec::with_capacity(exact_count + st.prefix.len());
+    keys.extend(st.exact.iter().map(|&r| key(r, PathKind::Exact)));
+    keys.extend(st.prefix.iter().map(|&r| key(r, PathKind::Prefix)));
+    let (exact, prefix) = keys.split_at_mut(exact_count);
     exact.sort_unstable_by(|a, b| key_order(a.key, b.key));
     // Per key, the longest path (`/foo/` over `/foo`), then the oldest
-    // Ingress (routes are numbered oldest first).
-    let mut prefix: Vec<Key<'_>> = st.prefix.iter().map(|&r| key(r, PathKind::Prefix)).collect();
+    // Ingress (routes are numbered oldest first); the first of each key
+    // stays.
     prefix.sort_unstable_by(|a, b| {
         key_order(a.key, b.key)
             .then(b.path.len().cmp(&a.path.len()))
             .then(a.route.cmp(&b.route))
     });
-    prefix.dedup_by(|later, first| later.key == first.key);
-    let exact_count = exact.len();
-    let mut keys = exact;
-    keys.append(&mut prefix);
+    let mut kept = exact_count;
+    for i in exact_count..keys.len() {
+        if kept == exact_count || keys[kept - 1].key != keys[i].key {
+            keys.swap(kept, i);
+            kept += 1;
+        }
+    }
+    keys.truncate(kept);
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
     let regex = (!st.regex.is_empty()).then(|| RegexRoutes::new(st.regex, routes));
