@@ -309,17 +309,16 @@ impl RouteTable {
             return Decision::NotFound;
         }
         let mut noted = routed.quirks;
-        let options = match routed.route {
-            Some(r) if r.ingress == routed.options => &self.option_sets[r.options as usize],
-            _ => self.options(routed.options),
-        };
         // The route knows what a plain forward needs of its options.
-        let (plain, ssl_redirect) = match routed.route {
-            Some(r) if r.ingress == routed.options => (r.plain, r.ssl_redirect),
-            _ => (table::plain(options), options.ssl_redirect),
+        let (options, plain, ssl_redirect) = match routed.route {
+            Some(r) if r.ingress == routed.options => (&self.option_sets[r.options as usize], r.plain, r.ssl_redirect),
+            _ => {
+                let options = self.options(routed.options);
+                (options, table::plain(options), options.ssl_redirect)
+            }
         };
         if !plain {
-            if let Some(d) = self.before_forward(routed.options, req, target, (authority, &host), https) {
+            if let Some(d) = self.before_forward(routed.options, options, req, target, (authority, &host), https) {
                 *quirks = *quirks | noted;
                 return d;
             }
@@ -415,16 +414,17 @@ impl RouteTable {
 impl RouteTable {
     /// Redirects and access checks, in the order of ingress-nginx's
     /// phases: server redirects (app-root), location redirects, the https
-    /// redirect, then source ranges.
+    /// redirect, then source ranges; `options` are those of Ingress
+    /// `ingress`.
     fn before_forward<'a>(
         &'a self,
         ingress: u32,
+        options: &RouteOptions,
         req: &Request<'a>,
         target: &Target<'_>,
         (authority, host): (&str, &str),
         https: bool,
     ) -> Option<Decision<'a>> {
-        let options = self.options(ingress);
         let scheme = if https { "https" } else { "http" };
         if let Some(root) = &options.app_root
             && target.path == "/"
