@@ -754,7 +754,7 @@ impl Builder<'_> {
     /// The route an earlier Ingress has for this spec's path and kind.
     fn existing(&self, bucket: usize, spec: &PathSpec<'_>) -> Option<u32> {
         let routes = &self.table.routes;
-        let hash = self.hasher.hash_one((bucket as u32, spec.kind, spec.path));
+        let hash = claim_hash(&self.hasher, bucket as u32, spec.kind, spec.path);
         let found = self.claimed.find(hash, |&(b, r)| {
             let route = &routes[r as usize];
             b as usize == bucket && route.kind == spec.kind && *route.path == *spec.path
@@ -765,7 +765,7 @@ impl Builder<'_> {
     /// Records that `route` serves its path and kind in `bucket`.
     fn claim(&mut self, bucket: usize, route: u32) {
         let (routes, hasher) = (&self.table.routes, &self.hasher);
-        let key = |&(b, r): &(u32, u32)| hasher.hash_one((b, routes[r as usize].kind, &*routes[r as usize].path));
+        let key = |&(b, r): &(u32, u32)| claim_hash(hasher, b, routes[r as usize].kind, &routes[r as usize].path);
         let entry = (bucket as u32, route);
         self.claimed.insert_unique(key(&entry), entry, key);
     }
@@ -913,6 +913,11 @@ impl Builder<'_> {
             problems: self.problems,
         }
     }
+}
+
+/// The hash [`Builder::existing`] finds a claimed (bucket, kind, path) by.
+fn claim_hash(hasher: &RandomState, bucket: u32, kind: PathKind, path: &str) -> u64 {
+    hasher.hash_one((bucket, kind, path))
 }
 
 /// Whether these options ask for nothing but the https redirect (so a
