@@ -15,6 +15,6 @@ fuzz_target!(|data: &[u8]| {
     let dir = std::env::temp_dir().join("lb-fuzz-manifests-empty");
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(mut c) = Controller::new(Options { state_file: Some(dir.join("state.json")), ..Options::new(&dir) }) {
-        let _ = c.reconcile_snapshot(&snap);
+        let _ = c.reconcile_snapshot(&snap, std::time::Instant::now());
     }
 });

@@ -207,6 +207,15 @@ pub struct Allocator {
     /// Reused buffer for the automatic pool order of one request.
     order_buf: Vec<usize>,
     shared: HashMap<Box<str>, BTreeSet<IpAddr>>,
+    /// Addresses held outside this allocator, with their holder, and
+    /// whether the reservation itself marks the address used.
+    reserved: HashMap<IpAddr, Reserved, RandomState>,
+}
+
+#[derive(Debug)]
+struct Reserved {
+    by: Box<str>,
+    taken: bool,
 }
 
 impl Allocator {
@@ -227,6 +236,58 @@ impl Allocator {
     /// The pools in force.
     pub fn pools(&self) -> &PoolSet {
         &self.pools
+    }
+
+    /// Sets the addresses held outside this allocator (e.g. by the
+    /// controller of another `loadBalancerClass` sharing the pools), each
+    /// with a name for its holder. No Service is given a reserved address;
+    /// a Service holding one loses it at the next [`Allocator::sync`]
+    /// (with [`Conflict::Reserved`]). Replaces the previous reservations;
+    /// call it before `sync`.
+    pub fn set_reserved(&mut self, reserved: impl IntoIterator<Item = (IpAddr, String)>) {
+        let new: HashMap<IpAddr, Box<str>, RandomState> =
+            reserved.into_iter().map(|(ip, by)| (ip, by.into_boxed_str())).collect();
+        let old = std::mem::take(&mut self.reserved);
+        for (ip, r) in old {
+            if r.taken
+                && !new.contains_key(&ip)
+                && self.ips.get(ip).is_empty()
+                && let Some((p, e)) = self.pools.locate(ip)
+            {
+                self.spaces[p][e].put_back(to_num(ip));
+            }
+            if r.taken && new.contains_key(&ip) {
+                self.reserved.insert(ip, Reserved { by: r.by, taken: true });
+            }
+        }
+        for (ip, by) in new {
+            if let Some(r) = self.reserved.get_mut(&ip) {
+                r.by = by;
+                continue;
+            }
+            // Holders of a newly reserved address converge again.
+            for &id in self.ips.get(ip).iter() {
+                if let Some(slot) = self.slots[id as usize].as_mut() {
+                    slot.complete = false;
+                }
+            }
+            self.reserved.insert(ip, Reserved { by, taken: false });
+            self.take_reserved(ip);
+        }
+    }
+
+    /// Marks a reserved address used, when it is in a pool and free.
+    fn take_reserved(&mut self, ip: IpAddr) {
+        let Some(r) = self.reserved.get_mut(&ip) else { return };
+        if r.taken {
+            return;
+        }
+        if let Some((p, e)) = self.pools.locate(ip)
+            && self.spaces[p][e].is_free(to_num(ip))
+        {
+            self.spaces[p][e].take(to_num(ip));
+            r.taken = true;
+        }
     }
 
     /// Brings every Service in line with `pools`: Services missing from
@@ -413,6 +474,13 @@ impl Allocator {
             slot.placed = false;
         }
         self.generation = self.generation.wrapping_add(1);
+        let reserved: Vec<IpAddr> = self.reserved.keys().copied().collect();
+        for ip in reserved {
+            if let Some(r) = self.reserved.get_mut(&ip) {
+                r.taken = false;
+            }
+            self.take_reserved(ip);
+        }
     }
 
     fn slot(&self, id: u32) -> &Slot {
@@ -477,7 +545,10 @@ impl Allocator {
             if !self.ips.remove(ip, id) {
                 continue;
             }
-            if let Some((p, e)) = self.pools.locate(ip) {
+            if let Some(r) = self.reserved.get_mut(&ip) {
+                // The reservation keeps it used.
+                r.taken = true;
+            } else if let Some((p, e)) = self.pools.locate(ip) {
                 self.spaces[p][e].put_back(to_num(ip));
             }
             if let Some(k) = &key
@@ -555,6 +626,13 @@ impl Allocator {
                 });
             }
             at = Some(p);
+            if let Some(r) = self.reserved.get(&ip) {
+                return Err(Reason::InUse {
+                    ip,
+                    by: r.by.to_string(),
+                    conflict: Conflict::Reserved,
+                });
+            }
             if !pl.admits(&req.namespace, &req.namespace_labels, &req.labels) {
                 return Err(Reason::PoolDoesNotAdmit(pl.name().into()));
             }

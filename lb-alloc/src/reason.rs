@@ -121,6 +121,8 @@ pub enum Conflict {
     BackendMismatch,
     /// Both use this port.
     Port(Protocol, u16),
+    /// Held outside this allocator (see `Allocator::set_reserved`).
+    Reserved,
 }
 
 impl fmt::Display for Conflict {
@@ -134,6 +136,7 @@ impl fmt::Display for Conflict {
                 f.write_str("externalTrafficPolicy differs, or both are Local with different selectors")
             }
             Conflict::Port(p, n) => write!(f, "both use {p:?}/{n}"),
+            Conflict::Reserved => f.write_str("it is held outside this controller (another loadBalancerClass)"),
         }
     }
 }

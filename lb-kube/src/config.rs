@@ -90,11 +90,22 @@ pub fn pool(p: &IPAddressPool) -> Result<Pool, Vec<(String, String)>> {
     if errors.is_empty() { Ok(pool) } else { Err(errors) }
 }
 
-/// The pools of a snapshot. Pools already in force (`previous`) keep their
-/// addresses when a new pool overlaps them, and an invalid new version of a
-/// pool leaves the previous version in force; otherwise the pool that sorts
-/// first by name wins. Every pool left out is reported.
-pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem>) -> PoolSet {
+/// The pools of a snapshot, and whether they are the whole configuration.
+/// Pools already in force (`previous`) keep their addresses when a new pool
+/// overlaps them, and an invalid new version of a pool leaves the previous
+/// version in force; otherwise the pool that sorts first by name wins. Every
+/// pool left out is reported.
+///
+/// The set is incomplete (`false`) when a pool may be missing from it: a
+/// pool (or the legacy ConfigMap) that does not read and has no earlier
+/// version in force, a pool left out for overlapping, or a snapshot that is
+/// itself incomplete. An incomplete configuration must release nothing.
+pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem>) -> (PoolSet, bool) {
+    let mut complete = snapshot.complete
+        && !snapshot
+            .unreadable
+            .iter()
+            .any(|r| r.kind == "IPAddressPool" || crate::objects::legacy::is_legacy_configmap(r));
     let mut candidates: Vec<(ObjectRef, Pool)> = Vec::new();
     for (origin, obj) in &snapshot.objects {
         let Object::IPAddressPool(p) = obj else { continue };
@@ -109,8 +120,9 @@ pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem
                     origin: origin.clone(),
                     ..Problem::error(Some(r.clone()), Some(field), format!("{msg}{note}"))
                 }));
-                if let Some(kept) = kept {
-                    candidates.push((r, kept));
+                match kept {
+                    Some(kept) => candidates.push((r, kept)),
+                    None => complete = false,
                 }
             }
         }
@@ -124,6 +136,7 @@ pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem
         .map(|(r, p)| (p.name().to_owned(), r.clone()))
         .collect();
     let (set, errors) = PoolSet::build(candidates.into_iter().map(|(_, p)| p));
+    complete &= errors.is_empty();
     for e in errors {
         let r = refs.get(e.pool()).cloned();
         let origin = r.as_ref().and_then(|r| {
@@ -138,5 +151,5 @@ pub fn pools(snapshot: &Snapshot, previous: &PoolSet, problems: &mut Vec<Problem
             ..Problem::error(r, Some("spec.addresses".into()), e.to_string())
         });
     }
-    set
+    (set, complete)
 }

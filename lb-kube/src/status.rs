@@ -2,8 +2,11 @@
 //! file that a restarted controller (and the speaker and proxy) read back,
 //! the way they would read Service status from the API server.
 //!
-//! Default location: `<manifests>/.lb/state.json`. Written atomically
-//! (temporary file + rename), so a crash never leaves half a file.
+//! Default location: `<manifests>/.lb/state.json` (`state.CLASS.json` for
+//! `--lb-class CLASS`: controllers of different classes sharing a directory
+//! each write their own file and read the others' as addresses in use).
+//! Written durably (temporary file, fsync, rename, fsync of the directory),
+//! so a crash never leaves half a file.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,11 +19,32 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct State {
-    /// Format version (1).
+    /// Format version ([`VERSION`]).
     pub version: u32,
+    /// The `--lb-class` of the controller that writes this file (none: the
+    /// controller of Services without a loadBalancerClass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
     /// Status per Service, keyed `namespace/name`.
     pub services: BTreeMap<String, ServiceState>,
 }
+
+impl State {
+    /// An empty state of the current version for `class`.
+    pub fn new(class: Option<String>) -> Self {
+        Self {
+            version: VERSION,
+            load_balancer_class: class,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// The state file format this build reads and writes.
+pub const VERSION: u32 = 1;
+
+/// Largest state file read (bytes), as for manifests.
+pub const MAX_STATE_BYTES: u64 = crate::source::file::MAX_FILE_BYTES;
 
 /// What one Service holds: its `status.loadBalancer.ingress` and
 /// `metallb.io/ip-allocated-from-pool`.
@@ -56,23 +80,68 @@ pub enum StateError {
         /// What is wrong.
         message: String,
     },
+    /// The file belongs to the controller of another loadBalancerClass.
+    #[error(
+        "state file {path} belongs to the controller of {}; give each --lb-class its own state file",
+        class_name(found)
+    )]
+    OtherClass {
+        /// The file.
+        path: PathBuf,
+        /// The class it was written for.
+        found: Option<String>,
+    },
 }
 
-/// The default state file for a manifests directory.
-pub fn default_path(manifests: &Path) -> PathBuf {
-    manifests.join(".lb").join("state.json")
+fn class_name(class: &Option<String>) -> String {
+    match class {
+        Some(c) => format!("loadBalancerClass {c:?}"),
+        None => "Services without a loadBalancerClass".to_owned(),
+    }
 }
 
-/// Reads the state file; a missing file is an empty state.
-pub fn load(path: &Path) -> Result<State, StateError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(State {
-                version: 1,
-                ..State::default()
-            });
+/// The default state file for a manifests directory and `--lb-class`:
+/// `DIR/.lb/state.json`, or `DIR/.lb/state.CLASS.json` with the class's
+/// characters outside `[A-Za-z0-9._-]` percent-encoded.
+pub fn default_path(manifests: &Path, class: Option<&str>) -> PathBuf {
+    let name = match class {
+        None => "state.json".to_owned(),
+        Some(c) => {
+            let mut name = String::from("state.");
+            for b in c.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                    name.push(b as char);
+                } else {
+                    name.push_str(&format!("%{b:02X}"));
+                }
+            }
+            name + ".json"
         }
+    };
+    manifests.join(".lb").join(name)
+}
+
+/// Reads the state file; a missing file is an empty state. A file of
+/// another version, or of another class than `class`, is refused.
+pub fn load(path: &Path, class: Option<&str>) -> Result<State, StateError> {
+    let state = match read(path)? {
+        Some(state) => state,
+        None => return Ok(State::new(class.map(str::to_owned))),
+    };
+    if state.load_balancer_class.as_deref() != class {
+        return Err(StateError::OtherClass {
+            path: path.into(),
+            found: state.load_balancer_class,
+        });
+    }
+    Ok(state)
+}
+
+/// Reads a state file of any class; `None` when it does not exist.
+pub fn read(path: &Path) -> Result<Option<State>, StateError> {
+    let text = match crate::source::file::read_capped(path, MAX_STATE_BYTES) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(StateError::Io {
                 path: path.into(),
@@ -80,26 +149,88 @@ pub fn load(path: &Path) -> Result<State, StateError> {
             });
         }
     };
-    serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+    let corrupt = |message: String| StateError::Corrupt {
         path: path.into(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    // The version first, so a newer format is named as such.
+    let version = serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| corrupt(e.to_string()))?
+        .get("version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(VERSION)) {
+        return Err(corrupt(match version {
+            Some(v) => format!("format version {v}; this build reads version {VERSION}"),
+            None => "no format version".to_owned(),
+        }));
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
 }
 
-/// Writes the state file atomically; does nothing when unchanged.
+/// The other state files beside `own` (`state*.json` in its directory).
+pub fn sibling_paths(own: &Path) -> Vec<PathBuf> {
+    let dir = match own.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name() != own.file_name()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("state") && n.ends_with(".json"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The other controllers' state files beside `own`, with what each holds
+/// or why it cannot be read.
+pub fn siblings(own: &Path) -> Vec<(PathBuf, Result<State, StateError>)> {
+    sibling_paths(own)
+        .into_iter()
+        .filter_map(|p| match read(&p) {
+            Ok(Some(s)) => Some((p, Ok(s))),
+            Ok(None) => None,
+            Err(e) => Some((p, Err(e))),
+        })
+        .collect()
+}
+
+/// Writes the state file durably: a temporary file beside it is written and
+/// flushed to disk, renamed over the file, and the directory flushed, so a
+/// crash or power loss leaves the old or the new file, never half of one.
+/// Does nothing when the content is unchanged.
 pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
+    use std::io::Write;
     let io_err = |source| StateError::Io {
         path: path.into(),
         source,
     };
-    let text = serde_json::to_string_pretty(state).expect("state serializes") + "\n";
-    if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
+    let text = serde_json::to_string_pretty(state).map_err(|e| io_err(io::Error::other(e)))? + "\n";
+    if crate::source::file::read_capped(path, MAX_STATE_BYTES).ok().as_deref() == Some(text.as_str()) {
         return Ok(());
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(io_err)?;
-    std::fs::rename(&tmp, path).map_err(io_err)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut file = std::fs::File::create(&tmp).map_err(io_err)?;
+    file.write_all(text.as_bytes()).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io_err)?;
+    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err)
 }

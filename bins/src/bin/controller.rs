@@ -50,9 +50,14 @@ struct RunArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    /// How often to look for changes in DIR, in milliseconds.
+    /// How often to look for changes in DIR, in milliseconds. A change is
+    /// read once DIR has stayed the same for one such interval.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     poll_ms: u64,
+    /// How long a Service must stay gone from DIR before its addresses are
+    /// released (following DIR; --once releases at once), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    release_delay_ms: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -87,10 +92,19 @@ fn main() -> ExitCode {
         eprintln!("error: --manifests DIR is required (cluster mode is not available yet)");
         return ExitCode::from(2);
     };
+    if cli.run.lb_class.as_deref() == Some("") {
+        eprintln!("error: --lb-class must name a class; leave it out to handle Services without one");
+        return ExitCode::from(2);
+    }
     let options = Options {
         state_file: cli.run.state_file.clone(),
         load_balancer_class: cli.run.lb_class.clone(),
         poll_interval: Duration::from_millis(cli.run.poll_ms.max(50)),
+        release_delay: if cli.run.once {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(cli.run.release_delay_ms)
+        },
         ..Options::new(dir)
     };
     if let Some(Command::Validate) = cli.command {
@@ -123,6 +137,9 @@ fn main() -> ExitCode {
         match cli.run.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
             Output::Text => {
+                for (service, ips) in &report.released {
+                    tracing::info!(service = %service, ips = ?ips, "released");
+                }
                 for s in &report.services {
                     let ips: Vec<String> = s.ips.iter().map(ToString::to_string).collect();
                     let ips = if ips.is_empty() {
@@ -170,6 +187,9 @@ fn main() -> ExitCode {
                     }
                     Severity::Warning => tracing::warn!("{p}"),
                 }
+            }
+            for (service, ips) in &report.released {
+                tracing::info!(service = %service, ips = ?ips, "released");
             }
             for s in &report.services {
                 tracing::info!(service = %format!("{}/{}", s.namespace, s.name), ips = ?s.ips, pool = ?s.pool, warnings = ?s.warnings, "service");

@@ -6,7 +6,7 @@ pub mod metrics;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lb_alloc::{Allocator, Labels, Outcome, PoolSet, Request};
 use serde::Serialize;
@@ -23,12 +23,17 @@ use crate::status::{self, ServiceState, State, StateError};
 pub struct Options {
     /// The manifests directory (file mode).
     pub manifests: PathBuf,
-    /// The state file; default `<manifests>/.lb/state.json`.
+    /// The state file; default `<manifests>/.lb/state.json` (see
+    /// [`status::default_path`]).
     pub state_file: Option<PathBuf>,
     /// Handle Services of this loadBalancerClass only (default: those without one).
     pub load_balancer_class: Option<String>,
     /// How often the directory is checked for changes (live mode).
     pub poll_interval: Duration,
+    /// How long a Service must stay gone from the manifests before its
+    /// addresses are released (live mode), so a file caught half-written
+    /// releases nothing. Zero releases at once (as `--once` does).
+    pub release_delay: Duration,
 }
 
 impl Options {
@@ -39,13 +44,15 @@ impl Options {
             state_file: None,
             load_balancer_class: None,
             poll_interval: Duration::from_millis(500),
+            release_delay: Duration::ZERO,
         }
     }
 
-    fn state_path(&self) -> PathBuf {
+    /// The state file in use.
+    pub fn state_path(&self) -> PathBuf {
         self.state_file
             .clone()
-            .unwrap_or_else(|| status::default_path(&self.manifests))
+            .unwrap_or_else(|| status::default_path(&self.manifests, self.load_balancer_class.as_deref()))
     }
 }
 
@@ -75,6 +82,13 @@ pub struct Report {
     /// Address counts per pool.
     #[serde(skip)]
     pub pool_stats: Vec<lb_alloc::PoolStats>,
+    /// Services that are gone, with the addresses released.
+    #[serde(skip)]
+    pub released: Vec<(String, Vec<IpAddr>)>,
+    /// False when the configuration has errors that no earlier version
+    /// covers: every address is kept as it is and none is given out.
+    #[serde(skip)]
+    pub config_in_force: bool,
 }
 
 /// Why the controller cannot run.
@@ -102,24 +116,54 @@ pub struct Controller {
     alloc: Allocator,
     pools: PoolSet,
     state: State,
+    /// Held Services gone from the manifests, since when.
+    missing_since: HashMap<String, Instant>,
+    /// The other controllers' state files at the last reconcile.
+    siblings: Vec<(PathBuf, Option<(u64, Option<std::time::SystemTime>)>)>,
 }
+
+/// What a Service is kept with when it is not asked for.
+const FROZEN: &str = "the address pool configuration has errors that no earlier version covers: \
+                      addresses are kept as they are and none is given out until it is fixed";
 
 impl Controller {
     /// A controller over `options.manifests`, with the state file loaded.
     pub fn new(options: Options) -> Result<Self, Error> {
-        let state = status::load(&options.state_path())?;
+        let class = options.load_balancer_class.clone();
+        let state = status::load(&options.state_path(), class.as_deref())?;
         Ok(Self {
             source: FileSource::new(&options.manifests),
-            alloc: Allocator::with_class(options.load_balancer_class.clone()),
+            alloc: Allocator::with_class(class),
             pools: PoolSet::default(),
             state,
             options,
+            missing_since: HashMap::new(),
+            siblings: Vec::new(),
         })
     }
 
-    /// Whether the manifests changed since the last reconcile.
+    /// Whether the manifests, or another controller's state file, changed
+    /// since the last reconcile.
     pub fn changed(&self) -> bool {
-        self.source.changed()
+        self.source.changed() || self.siblings != self.siblings_now()
+    }
+
+    fn siblings_now(&self) -> Vec<(PathBuf, Option<(u64, Option<std::time::SystemTime>)>)> {
+        status::sibling_paths(&self.options.state_path())
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).ok().map(|m| (m.len(), m.modified().ok()));
+                (p, m)
+            })
+            .collect()
+    }
+
+    /// When a reconcile is due without any change: the end of a release delay.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.missing_since
+            .values()
+            .map(|&t| t + self.options.release_delay)
+            .min()
     }
 
     /// Reads the manifests, assigns addresses and writes the state file
@@ -129,17 +173,71 @@ impl Controller {
             path: self.options.manifests.clone(),
             source,
         })?;
-        let report = self.reconcile_snapshot(&snapshot);
+        self.siblings = self.siblings_now();
+        let report = self.reconcile_snapshot(&snapshot, Instant::now());
         if !dry_run {
             status::store(&self.options.state_path(), &self.state)?;
         }
         Ok(report)
     }
 
-    /// The reconcile itself, on a snapshot from any source.
-    pub fn reconcile_snapshot(&mut self, snapshot: &Snapshot) -> Report {
+    /// Addresses the other controllers' state files hold, as reservations.
+    /// False when one cannot be read (what it holds is unknown).
+    fn reserve_foreign(&mut self, problems: &mut Vec<Problem>) -> bool {
+        let ours: HashSet<IpAddr> = self
+            .state
+            .services
+            .values()
+            .flat_map(|s| s.ips.iter().copied())
+            .collect();
+        let own_class = self.options.load_balancer_class.clone();
+        let mut reserved = Vec::new();
+        let mut readable = true;
+        for (path, state) in status::siblings(&self.options.state_path()) {
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(Problem::error(
+                        None,
+                        None,
+                        format!("{e}; what it holds is unknown, so no address is given out until it can be read"),
+                    ));
+                    readable = false;
+                    continue;
+                }
+            };
+            if state.load_balancer_class == own_class {
+                problems.push(Problem::warning(
+                    None,
+                    None,
+                    format!(
+                        "state file {} is for this controller's class too and is ignored; remove it if it is stale",
+                        path.display()
+                    ),
+                ));
+                continue;
+            }
+            // Both holding one address (a race at start): the class that
+            // sorts first keeps it, as both controllers agree.
+            let we_win = own_class < state.load_balancer_class;
+            let class = state.load_balancer_class.as_deref().unwrap_or("");
+            for (key, held) in &state.services {
+                for &ip in &held.ips {
+                    if !(we_win && ours.contains(&ip)) {
+                        reserved.push((ip, format!("{key} (loadBalancerClass {class:?})")));
+                    }
+                }
+            }
+        }
+        self.alloc.set_reserved(reserved);
+        readable
+    }
+
+    /// The reconcile itself, on a snapshot from any source, at `now`.
+    pub fn reconcile_snapshot(&mut self, snapshot: &Snapshot, now: Instant) -> Report {
         let mut problems = snapshot.problems.clone();
-        self.pools = config::pools(snapshot, &self.pools, &mut problems);
+        let (pools, pools_complete) = config::pools(snapshot, &self.pools, &mut problems);
+        let foreign_known = self.reserve_foreign(&mut problems);
         let ns_labels: HashMap<String, Labels> = snapshot
             .objects
             .iter()
@@ -147,6 +245,14 @@ impl Controller {
                 Object::Namespace(n) => Some((n.metadata.name.clone()?, n.metadata.labels.clone().unwrap_or_default())),
                 _ => None,
             })
+            .collect();
+        // Who holds what, per the state file: the holder wins over a stale
+        // status in a manifest.
+        let holder_of: HashMap<IpAddr, &str> = self
+            .state
+            .services
+            .iter()
+            .flat_map(|(k, s)| s.ips.iter().map(move |&ip| (ip, k.as_str())))
             .collect();
         let no_labels = Labels::new();
         let mut requests: Vec<Request> = Vec::new();
@@ -161,7 +267,10 @@ impl Controller {
             let key = format!("{ns}/{}", svc.metadata.name.clone().unwrap_or_default());
             let current = match self.state.services.get(&key) {
                 Some(s) => s.ips.clone(),
-                None => service::status_ips(svc),
+                None => service::status_ips(svc)
+                    .into_iter()
+                    .filter(|ip| holder_of.get(ip).is_none_or(|&h| h == key))
+                    .collect(),
             };
             let (mut req, issues) = service::request(svc, ns_labels.get(&ns).unwrap_or(&no_labels), &current);
             let invalid = issues.iter().any(|i| i.error);
@@ -192,20 +301,40 @@ impl Controller {
             }
             requests.push(req);
         }
-        // Services that exist but cannot be read keep what they hold, and so
-        // does everything when a document could not be parsed at all.
-        let seen: HashSet<String> = requests.iter().map(Request::key).collect();
+        // Held Services missing from the snapshot keep what they hold when
+        // they exist but cannot be read, when the snapshot may be missing
+        // objects, or until their release delay has passed.
+        let seen: HashSet<String> = requests
+            .iter()
+            .map(Request::key)
+            .chain(blocked.iter().map(|b| b.2.clone()))
+            .collect();
         let unreadable: HashSet<String> = snapshot
             .unreadable
             .iter()
             .filter(|r| r.kind == "Service")
             .map(|r| format!("{}/{}", r.namespace, r.name))
             .collect();
+        let keep_all = !snapshot.complete || unreadable.iter().any(|k| k.ends_with('/'));
+        self.missing_since
+            .retain(|k, _| !seen.contains(k) && self.state.services.contains_key(k));
         for (key, held) in &self.state.services {
-            let keep = unreadable.contains(key) || !snapshot.complete;
-            if seen.contains(key) || !keep {
+            if seen.contains(key) {
                 continue;
             }
+            let note = if unreadable.contains(key) || keep_all {
+                "manifest could not be read; keeping its addresses".to_owned()
+            } else {
+                let since = *self.missing_since.entry(key.clone()).or_insert(now);
+                let left = (since + self.options.release_delay).saturating_duration_since(now);
+                if left.is_zero() {
+                    continue;
+                }
+                format!(
+                    "gone from the manifests; its addresses are released in {} ms unless it comes back",
+                    left.as_millis()
+                )
+            };
             let (ns, name) = key.split_once('/').unwrap_or(("default", key));
             let mut req = Request::new(ns, name);
             req.cluster_families = held.ips.iter().map(|&ip| lb_alloc::Family::of(ip)).collect();
@@ -217,18 +346,16 @@ impl Controller {
             req.requested_ips = held.ips.clone();
             req.current_ips = held.ips.clone();
             req.load_balancer_class = self.options.load_balancer_class.clone();
-            notes
-                .entry(key.clone())
-                .or_default()
-                .push("manifest could not be read; keeping its addresses".into());
+            notes.entry(key.clone()).or_default().push(note);
             requests.push(req);
         }
+        if !(pools_complete && foreign_known) {
+            return self.hold_everything(requests, blocked, notes, problems);
+        }
+        self.pools = pools;
 
         let sync = self.alloc.sync(&self.pools, &requests);
-        let mut state = State {
-            version: 1,
-            ..State::default()
-        };
+        let mut state = State::new(self.options.load_balancer_class.clone());
         let mut services = Vec::new();
         for (req, res) in requests.iter().zip(&sync.results) {
             let mut warnings = notes.remove(&req.key()).unwrap_or_default();
@@ -262,23 +389,69 @@ impl Controller {
                 warnings,
             });
         }
-        for (namespace, name, key) in blocked {
-            let warnings = notes.remove(&key).unwrap_or_default();
-            services.push(ServiceReport {
-                namespace,
-                name,
-                ips: vec![],
-                pool: None,
-                warnings,
-            });
-        }
+        push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.state = state;
         Report {
             services,
             problems,
             pool_stats: self.alloc.pool_stats(),
+            released: sync.released,
+            config_in_force: true,
         }
+    }
+
+    /// The configuration cannot be trusted: every Service keeps what the
+    /// state file gives it, nothing is released and nothing given out.
+    fn hold_everything(
+        &self,
+        requests: Vec<Request>,
+        blocked: Vec<(String, String, String)>,
+        mut notes: BTreeMap<String, Vec<String>>,
+        problems: Vec<Problem>,
+    ) -> Report {
+        let mut services = Vec::new();
+        for req in requests {
+            if req.load_balancer_class != self.options.load_balancer_class {
+                continue;
+            }
+            let key = req.key();
+            let mut warnings = notes.remove(&key).unwrap_or_default();
+            warnings.push(FROZEN.to_owned());
+            let held = self.state.services.get(&key);
+            services.push(ServiceReport {
+                namespace: req.namespace,
+                name: req.name,
+                ips: held.map(|h| h.ips.clone()).unwrap_or_default(),
+                pool: held.map(|h| h.pool.clone()),
+                warnings,
+            });
+        }
+        push_blocked(&mut services, blocked, &mut notes);
+        services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Report {
+            services,
+            problems,
+            pool_stats: self.alloc.pool_stats(),
+            released: Vec::new(),
+            config_in_force: false,
+        }
+    }
+}
+
+fn push_blocked(
+    services: &mut Vec<ServiceReport>,
+    blocked: Vec<(String, String, String)>,
+    notes: &mut BTreeMap<String, Vec<String>>,
+) {
+    for (namespace, name, key) in blocked {
+        services.push(ServiceReport {
+            namespace,
+            name,
+            ips: vec![],
+            pool: None,
+            warnings: notes.remove(&key).unwrap_or_default(),
+        });
     }
 }
 
@@ -288,8 +461,10 @@ pub fn run_once(options: Options) -> Result<Report, Error> {
 }
 
 /// Follows the manifests directory until `shutdown` resolves: reconciles at
-/// start and on every change; problems are logged, the last good
-/// configuration stays in force. `on_report` sees every report.
+/// start and on every change, once the directory has stayed the same for
+/// one poll interval (an editor's save in several writes is read whole);
+/// problems are logged, the last good configuration stays in force.
+/// `on_report` sees every report.
 pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
@@ -299,17 +474,44 @@ pub async fn run(
     let mut controller = Controller::new(options)?;
     tokio::pin!(shutdown);
     let mut first = true;
+    let mut last_error: Option<String> = None;
     loop {
-        if first || controller.changed() {
+        let due = controller.next_deadline().is_some_and(|t| t <= Instant::now());
+        if first || due || controller.changed() {
+            // Settle: wait until one poll interval passes without a change.
+            while !first && controller.changed() {
+                let before = (controller.source.fingerprint_now(), controller.siblings_now());
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if (controller.source.fingerprint_now(), controller.siblings_now()) == before {
+                    break;
+                }
+            }
             first = false;
             match controller.reconcile(false) {
-                Ok(report) => on_report(&report),
-                Err(e) => tracing::error!(error = %e, "reconcile failed; keeping the last good state"),
+                Ok(report) => {
+                    last_error = None;
+                    on_report(&report)
+                }
+                Err(e) => {
+                    // Said once, not at every poll while it lasts.
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(&text) {
+                        tracing::error!(error = %text, "reconcile failed; keeping the last good state");
+                        last_error = Some(text);
+                    }
+                }
             }
+        }
+        let mut wait = interval;
+        if let Some(t) = controller.next_deadline() {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

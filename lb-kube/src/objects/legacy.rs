@@ -27,6 +27,11 @@ use crate::source::{Origin, Problem};
 /// Namespace and name of the legacy ConfigMap.
 pub const LEGACY_CONFIGMAP: (&str, &str) = ("metallb-system", "config");
 
+/// Whether `r` names the legacy ConfigMap.
+pub fn is_legacy_configmap(r: &ObjectRef) -> bool {
+    r.kind == "ConfigMap" && (r.namespace.as_str(), r.name.as_str()) == LEGACY_CONFIGMAP
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct LegacyConfig {
@@ -123,14 +128,17 @@ fn meta(namespace: &str, name: String) -> ObjectMeta {
     }
 }
 
-/// The objects a legacy ConfigMap stands for; `None` if `cm` is not the
-/// legacy ConfigMap. Problems are added to `problems`; on any error the
-/// whole ConfigMap is left out (v0.12 rejected the whole config too).
-pub fn convert(cm: &ConfigMap, r: &ObjectRef, problems: &mut Vec<Problem>, origin: &Origin) -> Option<Vec<Object>> {
+/// The objects a legacy ConfigMap stands for; none if `cm` is not the
+/// legacy ConfigMap. Errors are added to `problems`; on any error nothing
+/// is returned: the configuration is refused whole (as v0.12 did), and the
+/// caller keeps its last good version.
+pub fn convert(cm: &ConfigMap, r: &ObjectRef, problems: &mut Vec<Problem>, origin: &Origin) -> Vec<Object> {
     if (r.namespace.as_str(), r.name.as_str()) != LEGACY_CONFIGMAP {
-        return None;
+        return Vec::new();
     }
-    let text = cm.data.as_ref()?.get("config")?;
+    let Some(text) = cm.data.as_ref().and_then(|d| d.get("config")) else {
+        return Vec::new();
+    };
     let mut errors = Vec::new();
     let objects = convert_text(text, &r.namespace, &mut errors);
     let failed = !errors.is_empty();
@@ -138,7 +146,7 @@ pub fn convert(cm: &ConfigMap, r: &ObjectRef, problems: &mut Vec<Problem>, origi
         origin: Some(origin.clone()),
         ..Problem::error(Some(r.clone()), Some(field), message)
     }));
-    (!failed).then_some(objects)
+    if failed { Vec::new() } else { objects }
 }
 
 /// Converts the text of the `config` key. Errors are (field, message).

@@ -53,31 +53,112 @@ pub fn parse_document(text: &str) -> Result<Value, String> {
     serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string().lines().take(3).collect::<Vec<_>>().join(" "))
 }
 
-/// The manifest files in `dir`, sorted.
-pub fn manifest_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// One directory entry that looks like a manifest (its name ends in
+/// `.yaml`, `.yml` or `.json` and does not start with `.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The path.
+    pub path: PathBuf,
+    /// Size and modification time of a regular file, or why it cannot be
+    /// read (a dangling symlink, a symlink loop, a fifo, a directory …).
+    pub state: Result<(u64, Option<SystemTime>), String>,
+}
+
+/// The manifest entries of `dir`, sorted by name. Fails only when the
+/// directory itself cannot be listed.
+pub fn manifest_entries(dir: &Path) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
+        let name = entry.file_name();
         let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') || !path.is_file() {
+        if name.to_string_lossy().starts_with('.')
+            || !matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        {
             continue;
         }
-        if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
-            out.push(path);
-        }
+        // metadata() follows symlinks: a dangling one or a loop fails here.
+        let state = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok((m.len(), m.modified().ok())),
+            Ok(m) if m.is_dir() => Err("is a directory".to_owned()),
+            Ok(_) => Err("is not a regular file (a fifo, socket or device)".to_owned()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err("is a dangling symlink".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(Entry { path, state });
     }
-    out.sort();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
+/// The readable manifest files in `dir`, sorted.
+pub fn manifest_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(manifest_entries(dir)?
+        .into_iter()
+        .filter(|e| e.state.is_ok())
+        .map(|e| e.path)
+        .collect())
+}
+
+/// Reads kind, namespace and name from a document that is not valid YAML,
+/// by its top-level `kind:` and the `name:` and `namespace:` directly under
+/// `metadata:`. `None` when any of kind or name cannot be found this way.
+pub fn sniff_identity(doc: &str) -> Option<ObjectRef> {
+    fn scalar(v: &str) -> String {
+        let v = v.split(" #").next().unwrap_or_default().trim();
+        v.trim_matches(|c| c == '"' || c == '\'').to_owned()
+    }
+    let (mut kind, mut name, mut namespace) = (None, None, None);
+    let mut in_meta = false;
+    let mut meta_indent = None;
+    for line in doc.lines() {
+        let body = line.trim_start();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if indent == 0 {
+            in_meta = body.trim_end() == "metadata:";
+            meta_indent = None;
+            if let Some(v) = body.strip_prefix("kind:") {
+                kind.get_or_insert_with(|| scalar(v));
+            }
+            continue;
+        }
+        if !in_meta {
+            continue;
+        }
+        let level = *meta_indent.get_or_insert(indent);
+        if indent != level {
+            continue;
+        }
+        if let Some(v) = body.strip_prefix("name:") {
+            name.get_or_insert_with(|| scalar(v));
+        } else if let Some(v) = body.strip_prefix("namespace:") {
+            namespace.get_or_insert_with(|| scalar(v));
+        }
+    }
+    let (kind, name) = (kind.filter(|k| !k.is_empty())?, name.filter(|n| !n.is_empty())?);
+    let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    Some(ObjectRef { kind, namespace, name })
+}
+
 /// A manifests directory, read into snapshots, remembering the last good
-/// version of every object.
+/// version of every object by its identity (kind, namespace, name).
 #[derive(Debug)]
 pub struct FileSource {
     dir: PathBuf,
-    last_good: HashMap<ObjectRef, Object>,
-    last_good_docs: HashMap<(PathBuf, usize), Vec<Object>>,
-    fingerprint: Option<Vec<(PathBuf, u64, Option<SystemTime>)>>,
+    /// What each object yielded when it last read well: the object, and for
+    /// the legacy ConfigMap its converted objects too.
+    last_good: HashMap<ObjectRef, Vec<Object>>,
+    fingerprint: Option<Vec<Entry>>,
+}
+
+/// The state of one read: the snapshot being built, and where each
+/// identity was first met (duplicates are errors; the first stays).
+struct Reading<'a> {
+    snap: &'a mut Snapshot,
+    seen: HashMap<ObjectRef, Origin>,
 }
 
 impl FileSource {
@@ -86,7 +167,6 @@ impl FileSource {
         Self {
             dir: dir.into(),
             last_good: HashMap::new(),
-            last_good_docs: HashMap::new(),
             fingerprint: None,
         }
     }
@@ -99,65 +179,95 @@ impl FileSource {
     /// Whether any file was added, removed or modified since the last
     /// [`FileSource::read`].
     pub fn changed(&self) -> bool {
-        self.fingerprint.as_ref() != fingerprint(&self.dir).ok().as_ref()
+        self.fingerprint != self.fingerprint_now()
+    }
+
+    /// The directory's manifest entries as they are now (names, sizes,
+    /// modification times), to tell when it has settled.
+    pub fn fingerprint_now(&self) -> Option<Vec<Entry>> {
+        manifest_entries(&self.dir).ok()
     }
 
     /// Reads every manifest into a snapshot. Fails only when the directory
     /// itself cannot be listed.
     pub fn read(&mut self) -> io::Result<Snapshot> {
-        let files = manifest_files(&self.dir)?;
-        self.fingerprint = fingerprint(&self.dir).ok();
+        let entries = manifest_entries(&self.dir)?;
         let mut snap = Snapshot {
             complete: true,
             ..Snapshot::default()
         };
-        for file in files {
-            let text = match read_limited(&file) {
-                Ok(t) => t,
+        let mut reading = Reading {
+            snap: &mut snap,
+            seen: HashMap::new(),
+        };
+        for entry in &entries {
+            let text = match &entry.state {
+                Ok(_) => read_limited(&entry.path).map_err(|e| e.to_string()),
+                Err(why) => Err(why.clone()),
+            };
+            match text {
+                Ok(text) => self.read_file(&mut reading, &entry.path, &text),
                 Err(e) => {
-                    snap.problems.push(Problem {
+                    // What the file held is unknown: nothing may be taken
+                    // as deleted.
+                    reading.snap.problems.push(Problem {
                         origin: Some(Origin {
-                            file: file.clone(),
+                            file: entry.path.clone(),
                             document: 0,
                             line: 0,
                         }),
-                        ..Problem::error(None, None, format!("cannot read file: {e}"))
+                        ..Problem::error(
+                            None,
+                            None,
+                            format!("cannot read file: {e}; nothing it held is released until it can be read"),
+                        )
                     });
-                    snap.complete = false;
-                    continue;
+                    reading.snap.complete = false;
                 }
-            };
-            self.read_text(&mut snap, &file, &text);
+            }
         }
+        // Forget the last good versions of objects that are gone.
+        let seen = reading.seen;
+        self.last_good.retain(|r, _| seen.contains_key(r));
+        self.fingerprint = Some(entries);
         Ok(snap)
     }
 
-    /// Adds the documents of one file's text to `snap`.
+    /// Adds the documents of one file's text to `snap` (duplicates are
+    /// found within this text only).
     pub fn read_text(&mut self, snap: &mut Snapshot, file: &Path, text: &str) {
+        let mut reading = Reading {
+            snap,
+            seen: HashMap::new(),
+        };
+        self.read_file(&mut reading, file, text);
+    }
+
+    fn read_file(&mut self, reading: &mut Reading<'_>, file: &Path, text: &str) {
         for (n, (line, doc)) in split_documents(text).into_iter().enumerate() {
             let origin = Origin {
                 file: file.to_path_buf(),
                 document: n + 1,
                 line,
             };
-            self.read_document(snap, origin, doc);
+            self.read_document(reading, origin, doc);
         }
     }
 
-    fn read_document(&mut self, snap: &mut Snapshot, origin: Origin, doc: &str) {
-        let key = (origin.file.clone(), origin.document);
+    fn read_document(&mut self, reading: &mut Reading<'_>, origin: Origin, doc: &str) {
         let value = match parse_document(doc) {
             Ok(v) => v,
             Err(e) => {
-                let kept = self.last_good_docs.get(&key).cloned();
-                let note = super::kept_note(kept.is_some());
-                snap.problems.push(Problem {
+                let identity = sniff_identity(doc);
+                let kept = identity.as_ref().is_some_and(|r| self.has_last_good(reading, r));
+                let note = super::kept_note(kept);
+                reading.snap.problems.push(Problem {
                     origin: Some(origin.clone()),
-                    ..Problem::error(None, None, format!("invalid YAML: {e}{note}"))
+                    ..Problem::error(identity.clone(), None, format!("invalid YAML: {e}{note}"))
                 });
-                match kept {
-                    Some(objs) => snap.objects.extend(objs.into_iter().map(|o| (Some(origin.clone()), o))),
-                    None => snap.complete = false,
+                match identity {
+                    Some(r) => self.keep(reading, r, &origin),
+                    None => reading.snap.complete = false,
                 }
                 return;
             }
@@ -169,46 +279,96 @@ impl FileSource {
             }
             v => vec![v],
         };
-        let mut good = Vec::new();
         for item in items {
-            let r = ObjectRef::of(&item);
-            match objects::decode(item) {
-                Ok(Some(obj)) => {
-                    let mut objs = vec![obj];
-                    if let Object::ConfigMap(cm) = &objs[0]
-                        && let Some(converted) = objects::legacy::convert(cm, &r, &mut snap.problems, &origin)
-                    {
-                        objs.extend(converted);
-                    }
-                    for obj in objs {
-                        self.last_good.insert(objects::object_ref(&obj), obj.clone());
-                        good.push(obj.clone());
-                        snap.objects.push((Some(origin.clone()), obj));
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let kept = self.last_good.get(&r).cloned();
-                    let note = super::kept_note(kept.is_some());
-                    snap.problems.push(Problem {
-                        origin: Some(origin.clone()),
-                        ..Problem::error(
-                            (!r.kind.is_empty()).then(|| r.clone()),
-                            e.field().map(str::to_owned),
-                            format!("{}{note}", message_without_field(&e)),
-                        )
-                    });
-                    match kept {
-                        Some(obj) => {
-                            good.push(obj.clone());
-                            snap.objects.push((Some(origin.clone()), obj));
-                        }
-                        None => snap.unreadable.push(r),
-                    }
-                }
-            }
+            self.read_item(reading, &origin, item);
         }
-        self.last_good_docs.insert((origin.file, origin.document), good);
+    }
+
+    fn read_item(&mut self, reading: &mut Reading<'_>, origin: &Origin, item: Value) {
+        let r = ObjectRef::of(&item);
+        let decoded = objects::decode(item).map_err(|e| (e.field().map(str::to_owned), message_without_field(&e)));
+        let objs = match decoded {
+            Ok(None) => return,
+            Ok(Some(obj)) => {
+                let mut objs = vec![obj];
+                let mut conversion = Vec::new();
+                if let Object::ConfigMap(cm) = &objs[0] {
+                    objs.extend(objects::legacy::convert(cm, &r, &mut conversion, origin));
+                }
+                if !conversion.is_empty() {
+                    // The legacy configuration does not convert: the
+                    // ConfigMap as a whole keeps its last good version.
+                    let kept = self.has_last_good(reading, &r);
+                    if kept && let Some(last) = conversion.last_mut() {
+                        last.message.push_str(super::kept_note(true));
+                    }
+                    reading.snap.problems.extend(conversion);
+                    self.keep(reading, r, origin);
+                    return;
+                }
+                reading.snap.problems.extend(conversion);
+                objs
+            }
+            Err((field, message)) => {
+                let known = !r.kind.is_empty() && !r.name.is_empty();
+                let kept = known && self.has_last_good(reading, &r);
+                let note = super::kept_note(kept);
+                reading.snap.problems.push(Problem {
+                    origin: Some(origin.clone()),
+                    ..Problem::error(
+                        (!r.kind.is_empty()).then(|| r.clone()),
+                        field,
+                        format!("{message}{note}"),
+                    )
+                });
+                if r.kind.is_empty() {
+                    // Not even the kind is known: it may have held anything.
+                    reading.snap.complete = false;
+                } else {
+                    self.keep(reading, r, origin);
+                }
+                return;
+            }
+        };
+        if let Some(first) = reading.seen.get(&r) {
+            reading.snap.problems.push(Problem {
+                origin: Some(origin.clone()),
+                ..Problem::error(
+                    Some(r.clone()),
+                    None,
+                    format!("defined twice: first at {first}, which stays in force; remove one"),
+                )
+            });
+            return;
+        }
+        reading.seen.insert(r.clone(), origin.clone());
+        reading
+            .snap
+            .objects
+            .extend(objs.iter().map(|o| (Some(origin.clone()), o.clone())));
+        self.last_good.insert(r, objs);
+    }
+
+    /// Whether `r` has a last good version that this read may still use.
+    fn has_last_good(&self, reading: &Reading<'_>, r: &ObjectRef) -> bool {
+        !reading.seen.contains_key(r) && self.last_good.contains_key(r)
+    }
+
+    /// An object that exists but did not read: its last good version stays
+    /// in force; without one it is unreadable (what it holds is kept).
+    fn keep(&mut self, reading: &mut Reading<'_>, r: ObjectRef, origin: &Origin) {
+        if reading.seen.contains_key(&r) {
+            // Already defined (and reported) elsewhere in this read.
+            return;
+        }
+        reading.seen.insert(r.clone(), origin.clone());
+        match self.last_good.get(&r) {
+            Some(objs) => reading
+                .snap
+                .objects
+                .extend(objs.iter().map(|o| (Some(origin.clone()), o.clone()))),
+            None => reading.snap.unreadable.push(r),
+        }
     }
 }
 
@@ -230,25 +390,30 @@ fn message_without_field(e: &objects::DecodeError) -> String {
     }
 }
 
-fn read_limited(path: &Path) -> io::Result<String> {
-    let len = std::fs::metadata(path)?.len();
-    if len > MAX_FILE_BYTES {
+/// Reads a regular file of at most `limit` bytes as UTF-8, without blocking
+/// on anything that is not a regular file.
+pub(crate) fn read_capped(path: &Path, limit: u64) -> io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::other("is not a regular file"));
+    }
+    if meta.len() > limit {
         return Err(io::Error::other(format!(
-            "file is {len} bytes; the limit is {MAX_FILE_BYTES}"
+            "file is {} bytes; the limit is {limit}",
+            meta.len()
         )));
     }
-    let bytes = std::fs::read(path)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::other(format!("file grew past the limit of {limit} bytes")));
+    }
     String::from_utf8(bytes).map_err(|_| io::Error::other("file is not UTF-8"))
 }
 
-fn fingerprint(dir: &Path) -> io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
-    manifest_files(dir)?
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::metadata(&p)?;
-            Ok((p, m.len(), m.modified().ok()))
-        })
-        .collect()
+fn read_limited(path: &Path) -> io::Result<String> {
+    read_capped(path, MAX_FILE_BYTES)
 }
 
 #[cfg(test)]
