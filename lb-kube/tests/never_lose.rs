@@ -1,0 +1,265 @@
+//! MetalLB's promise, in file mode: a bad configuration changes nothing.
+//! Each test holds addresses, does to the directory what users do (typos,
+//! broken YAML, unreadable files, duplicates, half-written saves, a second
+//! controller), and asserts what is still held afterwards.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lb_kube::controller::{Controller, Options, Report};
+use lb_kube::source::Severity;
+use lb_kube::source::file::FileSource;
+
+const POOL: &str = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: pool\n  namespace: metallb-system\nspec:\n  addresses:\n  - 10.0.0.1-10.0.0.9\n";
+
+fn service(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n"
+    )
+}
+
+fn services(names: &[&str]) -> String {
+    names.iter().map(|n| service(n)).collect::<Vec<_>>().join("---\n")
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+fn ips(report: &Report) -> BTreeMap<String, Vec<IpAddr>> {
+    report
+        .services
+        .iter()
+        .map(|s| (format!("{}/{}", s.namespace, s.name), s.ips.clone()))
+        .collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn once(dir: &Path) -> Report {
+    Controller::new(Options::new(dir)).unwrap().reconcile(false).unwrap()
+}
+
+fn state(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(".lb/state.json")).unwrap()
+}
+
+/// Three Services holding .1, .2, .3 in a fresh directory.
+fn held() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "pool.yaml", POOL);
+    write(dir.path(), "svc.yaml", &services(&["a", "b", "c"]));
+    let r = once(dir.path());
+    assert_eq!(
+        ips(&r).into_values().collect::<Vec<_>>(),
+        [vec![ip("10.0.0.1")], vec![ip("10.0.0.2")], vec![ip("10.0.0.3")]]
+    );
+    dir
+}
+
+fn all_held(r: &Report) {
+    assert_eq!(
+        ips(r).into_values().collect::<Vec<_>>(),
+        [vec![ip("10.0.0.1")], vec![ip("10.0.0.2")], vec![ip("10.0.0.3")]],
+        "{r:#?}"
+    );
+}
+
+/// Broken configurations that a restarted controller (`--once`) meets
+/// with no earlier good version known: nothing is released, the state file
+/// is untouched, and fixing the mistake renumbers nobody.
+#[test]
+fn a_configuration_that_cannot_be_read_releases_nothing() {
+    let breakages: [(&str, fn(&Path)); 5] = [
+        ("typo in an address", |d| write(d, "pool.yaml", &POOL.replace("10.0.0.1-", "10.0.0.I-"))),
+        ("YAML syntax error", |d| write(d, "pool.yaml", &POOL.replace("  - 10.0.0.1", "  - [10.0.0.1"))),
+        ("dangling symlink", |d| {
+            std::fs::remove_file(d.join("pool.yaml")).unwrap();
+            std::os::unix::fs::symlink(d.join("gone.yaml"), d.join("pool.yaml")).unwrap();
+        }),
+        ("no kind", |d| write(d, "pool.yaml", &POOL.replace("kind: IPAddressPool\n", ""))),
+        ("legacy ConfigMap that does not convert", |d| {
+            std::fs::remove_file(d.join("pool.yaml")).unwrap();
+            write(
+                d,
+                "config.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config\n  namespace: metallb-system\ndata:\n  config: |\n    address-pools:\n    - name: pool\n      protocl: layer2\n      addresses:\n      - 10.0.0.1-10.0.0.9\n",
+            );
+        }),
+    ];
+    for (what, breakage) in breakages {
+        let dir = held();
+        let before = state(dir.path());
+        breakage(dir.path());
+        // And a new Service arrives meanwhile.
+        write(dir.path(), "svc.yaml", &services(&["a", "b", "c", "d"]));
+        let r = once(dir.path());
+        assert!(
+            r.problems.iter().any(|p| p.severity == Severity::Error),
+            "{what}: reported"
+        );
+        assert!(!r.config_in_force, "{what}");
+        let got = ips(&r);
+        assert_eq!(got["default/a"], [ip("10.0.0.1")], "{what}");
+        assert_eq!(got["default/b"], [ip("10.0.0.2")], "{what}");
+        assert_eq!(got["default/c"], [ip("10.0.0.3")], "{what}");
+        assert!(got["default/d"].is_empty(), "{what}: nothing given out");
+        assert_eq!(state(dir.path()), before, "{what}: state file untouched");
+        // Fixed: everyone keeps their address, the newcomer gets the next.
+        let _ = std::fs::remove_file(dir.path().join("pool.yaml"));
+        let _ = std::fs::remove_file(dir.path().join("config.yaml"));
+        write(dir.path(), "pool.yaml", POOL);
+        let got = ips(&once(dir.path()));
+        assert_eq!(got["default/a"], [ip("10.0.0.1")], "{what}");
+        assert_eq!(got["default/c"], [ip("10.0.0.3")], "{what}");
+        assert_eq!(got["default/d"], [ip("10.0.0.4")], "{what}");
+    }
+}
+
+/// In follow mode a pool that breaks keeps its last good version; one that
+/// never read well freezes the allocation until fixed.
+#[test]
+fn a_broken_pool_keeps_its_last_good_version_in_follow_mode() {
+    let dir = held();
+    let mut c = Controller::new(Options::new(dir.path())).unwrap();
+    all_held(&c.reconcile(false).unwrap());
+    write(dir.path(), "pool.yaml", &POOL.replace("10.0.0.1-", "10.0.0.I-"));
+    let r = c.reconcile(false).unwrap();
+    all_held(&r);
+    assert!(r.config_in_force, "the last good version is in force");
+    assert!(r.problems.iter().any(|p| p.message.contains("keeping its last good version")));
+}
+
+/// Deleting document 1 and breaking document 2 in one save releases the
+/// deleted Service only; the broken one keeps its last good version.
+#[test]
+fn last_good_version_follows_identity_not_position() {
+    let dir = held();
+    let mut c = Controller::new(Options::new(dir.path())).unwrap();
+    all_held(&c.reconcile(false).unwrap());
+    let broken_b = service("b").replace("  ports:\n", "  ports:\n  - [\n");
+    write(dir.path(), "svc.yaml", &format!("{broken_b}---\n{}", service("c")));
+    let r = c.reconcile(false).unwrap();
+    let got = ips(&r);
+    assert!(!got.contains_key("default/a"), "a was deleted: {got:?}");
+    assert_eq!(got["default/b"], [ip("10.0.0.2")]);
+    assert_eq!(got["default/c"], [ip("10.0.0.3")]);
+    assert_eq!(r.released, [("default/a".to_owned(), vec![ip("10.0.0.1")])]);
+}
+
+/// The same object twice: an error naming both places, the first read in
+/// force, one entry in the report.
+#[test]
+fn duplicates_are_errors_naming_both_places() {
+    let dir = held();
+    write(
+        dir.path(),
+        "zz-copy.yaml",
+        &service("a").replace("  ports:\n", "  loadBalancerIP: 10.0.0.7\n  ports:\n"),
+    );
+    let r = once(dir.path());
+    let dup: Vec<_> = r.problems.iter().filter(|p| p.message.contains("defined twice")).collect();
+    assert_eq!(dup.len(), 1, "{:#?}", r.problems);
+    let text = dup[0].to_string();
+    assert!(text.contains("zz-copy.yaml") && text.contains("svc.yaml"), "{text}");
+    assert_eq!(dup[0].severity, Severity::Error);
+    all_held(&r);
+}
+
+/// A file caught half-written (its later Services not there yet) releases
+/// nothing while the release delay runs; the full file then changes nothing.
+#[test]
+fn a_half_written_file_releases_nothing() {
+    let dir = held();
+    let options = Options {
+        release_delay: Duration::from_secs(2),
+        ..Options::new(dir.path())
+    };
+    let mut c = Controller::new(options).unwrap();
+    let mut src = FileSource::new(dir.path());
+    let t0 = Instant::now();
+    all_held(&c.reconcile_snapshot(&src.read().unwrap(), t0));
+    let full = services(&["a", "b", "c"]);
+    write(dir.path(), "svc.yaml", &full[..full.len() / 2]);
+    let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_millis(100));
+    assert!(r.released.is_empty());
+    assert_eq!(ips(&r)["default/c"], [ip("10.0.0.3")], "c is kept while the delay runs");
+    write(dir.path(), "svc.yaml", &full);
+    all_held(&c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_millis(600)));
+    // Gone for longer than the delay: released.
+    write(dir.path(), "svc.yaml", &services(&["a", "b"]));
+    let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_secs(3));
+    assert!(r.released.is_empty());
+    assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(5)));
+    let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_secs(5));
+    assert_eq!(r.released, [("default/c".to_owned(), vec![ip("10.0.0.3")])]);
+}
+
+/// A stale status in a manifest (a `kubectl get -o yaml` dump) does not take
+/// an address the state file gives another Service.
+#[test]
+fn the_holder_wins_over_a_stale_status() {
+    let dir = held();
+    let stale = format!(
+        "{}status:\n  loadBalancer:\n    ingress:\n    - ip: 10.0.0.2\n",
+        service("aa")
+    );
+    write(dir.path(), "aa.yaml", &stale);
+    let got = ips(&once(dir.path()));
+    assert_eq!(got["default/b"], [ip("10.0.0.2")]);
+    assert_eq!(got["default/aa"], [ip("10.0.0.4")]);
+}
+
+/// Two controllers of different loadBalancerClasses on one directory: each
+/// keeps its own state file, neither gives out the other's addresses, and
+/// neither releases the other's.
+#[test]
+fn lb_class_instances_sharing_a_directory_keep_apart() {
+    let dir = held();
+    let classed = |name: &str| service(name).replace("  type: LoadBalancer\n", "  type: LoadBalancer\n  loadBalancerClass: example.com/x\n");
+    write(dir.path(), "x.yaml", &format!("{}---\n{}", classed("x1"), classed("x2")));
+    let x = Options {
+        load_balancer_class: Some("example.com/x".into()),
+        ..Options::new(dir.path())
+    };
+    let rx = Controller::new(x.clone()).unwrap().reconcile(false).unwrap();
+    let gx = ips(&rx);
+    assert_eq!(gx["default/x1"], [ip("10.0.0.4")], "{rx:#?}");
+    assert_eq!(gx["default/x2"], [ip("10.0.0.5")]);
+    assert!(x.state_path().ends_with(".lb/state.example.com%2Fx.json"));
+    // The default controller again: keeps its own, releases nothing of x's,
+    // and a newcomer skips x's addresses.
+    write(dir.path(), "svc.yaml", &services(&["a", "b", "c", "d"]));
+    let r = once(dir.path());
+    let got = ips(&r);
+    assert_eq!(got["default/d"], [ip("10.0.0.6")], "{r:#?}");
+    assert!(got["default/x1"].is_empty(), "not ours");
+    let rx = Controller::new(x).unwrap().reconcile(false).unwrap();
+    assert_eq!(ips(&rx)["default/x1"], [ip("10.0.0.4")]);
+    assert!(state(dir.path()).contains("default/d"));
+}
+
+/// The state file: refused when of an unknown version or not a regular
+/// file (a fifo must not block, /dev/zero must not be read forever).
+#[test]
+fn state_file_is_checked_before_use() {
+    let dir = held();
+    let path = dir.path().join(".lb/state.json");
+    let text = state(dir.path()).replace("\"version\": 1", "\"version\": 2");
+    std::fs::write(&path, text).unwrap();
+    let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("format version 2"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+    let status = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(status.success());
+    let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
