@@ -778,7 +778,12 @@ impl Allocator {
             Err(r @ Reason::OtherClass(_)) => Outcome::Ignored(r),
             Err(r) => Outcome::Pending(r),
         };
-        let now = self.slot(id).ips;
+        // A slot that placed nothing holds nothing, whatever it remembers.
+        let now = if self.slot(id).placed {
+            self.slot(id).ips
+        } else {
+            Ips::default()
+        };
         result.changed = !now.same_set(before.as_slice());
         if let (Some((lost, _)), false) = (&mut result.evicted, result.changed) {
             // Evicted and given the same addresses back: nothing was lost.

@@ -97,6 +97,7 @@ enum Op {
     Reload(PoolSet),
     Upsert(Box<Request>),
     Delete(usize),
+    Reserve(Vec<&'static str>),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -104,6 +105,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => arb_pools().prop_map(Op::Reload),
         4 => (0..10usize).prop_flat_map(arb_request).prop_map(|r| Op::Upsert(Box::new(r))),
         1 => (0..10usize).prop_map(Op::Delete),
+        1 => proptest::sample::subsequence(FIXED_IPS, 0..3).prop_map(Op::Reserve),
     ]
 }
 
@@ -119,6 +121,69 @@ fn still_valid(ips: &[IpAddr], req: &Request, pools: &PoolSet) -> bool {
         && req.requested_pool.as_ref().is_none_or(|n| n == pool.name())
         && (req.requested_ips.is_empty() || ips.iter().collect::<BTreeSet<_>>() == req.requested_ips.iter().collect())
         && (req.policy != FamilyPolicy::SingleStack || ips.iter().all(|&ip| Family::of(ip) == req.cluster_families[0]))
+}
+
+/// The addresses of `pool` that no one holds and that may be given out.
+fn free_addresses(pool: &Pool, used: &BTreeSet<IpAddr>) -> Vec<IpAddr> {
+    let num = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    let mut out = Vec::new();
+    for r in pool.addresses() {
+        for n in num(r.first())..=num(r.last()) {
+            let ip = match r.family() {
+                Family::V4 => IpAddr::from(std::net::Ipv4Addr::from(n as u32)),
+                Family::V6 => IpAddr::from(std::net::Ipv6Addr::from(n)),
+            };
+            if !used.contains(&ip) && !(pool.avoid_buggy_ips() && is_buggy(ip)) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+/// A pending Service that asks for no particular address must not wait
+/// while a pool it may use has a free address of every family it needs.
+fn none_pending_beside_free(
+    pools: &PoolSet,
+    reqs: &[Request],
+    report: &SyncReport,
+    reserved: &BTreeSet<IpAddr>,
+) -> Result<(), TestCaseError> {
+    let mut used: BTreeSet<IpAddr> = report.results.iter().flat_map(|r| r.ips().iter().copied()).collect();
+    used.extend(reserved);
+    for (req, res) in reqs.iter().zip(&report.results) {
+        let Outcome::Pending(why) = &res.outcome else { continue };
+        if !req.requested_ips.is_empty() {
+            continue;
+        }
+        let eligible = pools.pools().iter().filter(|p| {
+            p.admits(&req.namespace, &req.namespace_labels, &req.labels)
+                && match &req.requested_pool {
+                    Some(name) => p.name() == name,
+                    None => p.auto_assign(),
+                }
+        });
+        for pool in eligible {
+            let free = free_addresses(pool, &used);
+            let has = |f: Family| free.iter().any(|&ip| Family::of(ip) == f);
+            let fits = match req.policy {
+                FamilyPolicy::SingleStack => has(req.cluster_families[0]),
+                FamilyPolicy::RequireDualStack => has(Family::V4) && has(Family::V6),
+                _ => has(Family::V4) || has(Family::V6),
+            };
+            prop_assert!(
+                !fits,
+                "{} pending ({}) beside free addresses in {}",
+                req.key(),
+                why,
+                pool.name()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check(pools: &PoolSet, reqs: &[Request], report: &SyncReport) -> Result<(), TestCaseError> {
@@ -165,6 +230,7 @@ proptest! {
         let mut pools = initial;
         let mut reqs: BTreeMap<String, Request> = BTreeMap::new();
         let mut held: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        let mut reserved: BTreeSet<IpAddr> = BTreeSet::new();
         for op in ops {
             let mut touched = None;
             match op {
@@ -178,15 +244,45 @@ proptest! {
                     reqs.remove(&k);
                     reqs.remove(&format!("ns-b/svc{i}"));
                 }
+                Op::Reserve(ips) => {
+                    reserved = ips.iter().map(|i| i.parse().unwrap()).collect();
+                    alloc.set_reserved(reserved.iter().map(|&ip| (ip, "elsewhere".to_owned())));
+                }
             }
             let list: Vec<Request> = reqs.values().cloned().collect();
             let report = alloc.sync(&pools, &list);
             check(&pools, &list, &report)?;
+            none_pending_beside_free(&pools, &list, &report, &reserved)?;
+            for res in &report.results {
+                prop_assert!(res.ips().iter().all(|ip| !reserved.contains(ip)), "{} holds a reserved address", res.service);
+            }
+            // Every address lost is reported: by the Service that lost it,
+            // or as released when the Service is gone.
+            for (key, old) in &held {
+                match list.iter().position(|q| q.key() == *key) {
+                    None => prop_assert!(
+                        report.released.iter().any(|(k, ips)| k == key && ips == old),
+                        "{} deleted holding {:?}: not in released {:?}", key, old, report.released
+                    ),
+                    Some(i) => {
+                        let res = &report.results[i];
+                        let now: BTreeSet<&IpAddr> = res.ips().iter().collect();
+                        if now != old.iter().collect() {
+                            prop_assert!(res.changed, "{} moved from {:?} to {:?} unreported", key, old, res.outcome);
+                        }
+                        if old.iter().any(|ip| !now.contains(ip)) {
+                            prop_assert!(res.evicted.is_some() || touched.as_deref() == Some(key.as_str()),
+                                "{} lost part of {:?} without a reason: {:?}", key, old, res.outcome);
+                        }
+                    }
+                }
+            }
             for (req, res) in list.iter().zip(&report.results) {
                 let key = req.key();
                 if let Some(old) = held.get(&key)
                     && touched.as_deref() != Some(key.as_str())
                     && still_valid(old, req, &pools)
+                    && old.iter().all(|ip| !reserved.contains(ip))
                 {
                     for ip in old {
                         prop_assert!(res.ips().contains(ip), "valid holder {} moved from {:?} to {:?}", key, old, res.outcome);
@@ -198,7 +294,9 @@ proptest! {
             // A restart from status, requests in reverse order, changes nothing.
             let mut restarted: Vec<Request> = list.iter().zip(&report.results).map(|(q, r)| Request { current_ips: r.ips().to_vec(), ..q.clone() }).collect();
             restarted.reverse();
-            let again = Allocator::new().sync(&pools, &restarted);
+            let mut fresh = Allocator::new();
+            fresh.set_reserved(reserved.iter().map(|&ip| (ip, "elsewhere".to_owned())));
+            let again = fresh.sync(&pools, &restarted);
             for (q, r) in restarted.iter().zip(&again.results) {
                 prop_assert_eq!(r.ips(), q.current_ips.as_slice(), "restart moved {}", q.key());
             }

@@ -75,13 +75,19 @@ fn all_held(r: &Report) {
 #[test]
 fn a_configuration_that_cannot_be_read_releases_nothing() {
     let breakages: [(&str, fn(&Path)); 5] = [
-        ("typo in an address", |d| write(d, "pool.yaml", &POOL.replace("10.0.0.1-", "10.0.0.I-"))),
-        ("YAML syntax error", |d| write(d, "pool.yaml", &POOL.replace("  - 10.0.0.1", "  - [10.0.0.1"))),
+        ("typo in an address", |d| {
+            write(d, "pool.yaml", &POOL.replace("10.0.0.1-", "10.0.0.I-"))
+        }),
+        ("YAML syntax error", |d| {
+            write(d, "pool.yaml", &POOL.replace("  - 10.0.0.1", "  - [10.0.0.1"))
+        }),
         ("dangling symlink", |d| {
             std::fs::remove_file(d.join("pool.yaml")).unwrap();
             std::os::unix::fs::symlink(d.join("gone.yaml"), d.join("pool.yaml")).unwrap();
         }),
-        ("no kind", |d| write(d, "pool.yaml", &POOL.replace("kind: IPAddressPool\n", ""))),
+        ("no kind", |d| {
+            write(d, "pool.yaml", &POOL.replace("kind: IPAddressPool\n", ""))
+        }),
         ("legacy ConfigMap that does not convert", |d| {
             std::fs::remove_file(d.join("pool.yaml")).unwrap();
             write(
@@ -131,7 +137,11 @@ fn a_broken_pool_keeps_its_last_good_version_in_follow_mode() {
     let r = c.reconcile(false).unwrap();
     all_held(&r);
     assert!(r.config_in_force, "the last good version is in force");
-    assert!(r.problems.iter().any(|p| p.message.contains("keeping its last good version")));
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.message.contains("keeping its last good version"))
+    );
 }
 
 /// Deleting document 1 and breaking document 2 in one save releases the
@@ -162,7 +172,11 @@ fn duplicates_are_errors_naming_both_places() {
         &service("a").replace("  ports:\n", "  loadBalancerIP: 10.0.0.7\n  ports:\n"),
     );
     let r = once(dir.path());
-    let dup: Vec<_> = r.problems.iter().filter(|p| p.message.contains("defined twice")).collect();
+    let dup: Vec<_> = r
+        .problems
+        .iter()
+        .filter(|p| p.message.contains("defined twice"))
+        .collect();
     assert_eq!(dup.len(), 1, "{:#?}", r.problems);
     let text = dup[0].to_string();
     assert!(text.contains("zz-copy.yaml") && text.contains("svc.yaml"), "{text}");
@@ -220,8 +234,17 @@ fn the_holder_wins_over_a_stale_status() {
 #[test]
 fn lb_class_instances_sharing_a_directory_keep_apart() {
     let dir = held();
-    let classed = |name: &str| service(name).replace("  type: LoadBalancer\n", "  type: LoadBalancer\n  loadBalancerClass: example.com/x\n");
-    write(dir.path(), "x.yaml", &format!("{}---\n{}", classed("x1"), classed("x2")));
+    let classed = |name: &str| {
+        service(name).replace(
+            "  type: LoadBalancer\n",
+            "  type: LoadBalancer\n  loadBalancerClass: example.com/x\n",
+        )
+    };
+    write(
+        dir.path(),
+        "x.yaml",
+        &format!("{}---\n{}", classed("x1"), classed("x2")),
+    );
     let x = Options {
         load_balancer_class: Some("example.com/x".into()),
         ..Options::new(dir.path())
