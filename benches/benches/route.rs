@@ -87,6 +87,24 @@ fn regex_host(n: usize) -> Vec<Ingress> {
     ]
 }
 
+/// `n` Ingresses of one adversarial regex path each on one host (in
+/// ingress-nginx mode): the table keeps within the host's regex budget and
+/// reports the rest.
+fn adversarial_regex_host(n: usize) -> Vec<Ingress> {
+    (0..n)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("adv{i:05}"), "namespace": "default",
+                             "annotations": {"nginx.ingress.kubernetes.io/use-regex": "true"}},
+                "spec": {"ingressClassName": "lb", "rules": [{"host": "adv.example.com", "http": {"paths": [
+                    {"path": format!("/.*[ab]{{1,200}}{i}"), "pathType": "ImplementationSpecific",
+                     "backend": {"service": {"name": format!("svc{i}"), "port": {"number": 80}}}}]}}]}
+            }))
+            .expect("valid Ingress")
+        })
+        .collect()
+}
+
 /// 1,024 requests spread over `hosts` of the `n` hosts, a mix of paths,
 /// every one routed. Their bytes lie back to back in one buffer, read in
 /// order, as a proxy reads requests from its connection buffers: what a
@@ -316,6 +334,23 @@ fn benches(c: &mut Criterion) {
             b.iter(|| black_box(re.lookup(&Request::get("re.example.com", path))))
         });
     }
+    // The per-request bound: 2,000 adversarial regex paths on one host
+    // (unbounded, seconds per lookup), 8 KiB paths that vary so the lazy
+    // DFA keeps building states.
+    let adv = RouteTable::build(&adversarial_regex_host(2000), &[], &(), &Config::default());
+    assert!(!adv.problems.is_empty(), "the budget leaves some out");
+    let adv = adv.table;
+    let paths: Vec<String> = ["ab", "ba", "aab", "abb", "bba", "baa", "abab", "bbaa"]
+        .iter()
+        .map(|u| format!("/{}", u.repeat(8000 / u.len())))
+        .collect();
+    g.bench_function("regex_worst_case_2000_adversarial_8k_path", |b| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) % paths.len();
+            black_box(adv.lookup(&Request::get("adv.example.com", &paths[k])))
+        })
+    });
     g.finish();
 }
 

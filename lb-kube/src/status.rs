@@ -124,9 +124,8 @@ pub fn default_path(manifests: &Path, class: Option<&str>) -> PathBuf {
 /// Reads the state file; a missing file is an empty state. A file of
 /// another version, or of another class than `class`, is refused.
 pub fn load(path: &Path, class: Option<&str>) -> Result<State, StateError> {
-    let state = match read(path)? {
-        Some(state) => state,
-        None => return Ok(State::new(class.map(str::to_owned))),
+    let Some(state) = read(path)? else {
+        return Ok(State::new(class.map(str::to_owned)));
     };
     if state.load_balancer_class.as_deref() != class {
         return Err(StateError::OtherClass {

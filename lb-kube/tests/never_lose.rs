@@ -74,7 +74,8 @@ fn all_held(r: &Report) {
 /// is untouched, and fixing the mistake renumbers nobody.
 #[test]
 fn a_configuration_that_cannot_be_read_releases_nothing() {
-    let breakages: [(&str, fn(&Path)); 5] = [
+    type Breakage = (&'static str, fn(&Path));
+    let breakages: [Breakage; 5] = [
         ("typo in an address", |d| {
             write(d, "pool.yaml", &POOL.replace("10.0.0.1-", "10.0.0.I-"))
         }),

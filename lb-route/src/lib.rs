@@ -44,6 +44,8 @@ pub use host::{HostError, RuleHost, canonical_host};
 pub use ingress::*;
 pub use lookup::{Decision, Forward, Quirks, Request};
 pub use problem::{Problem, Severity};
-pub use table::{Backend, BackendPort, Build, Config, IngressRef, PathKind, PortResolver, RouteTable, USE_REGEX};
+pub use table::{
+    Backend, BackendPort, Build, Config, HOST_REGEX_BUDGET, IngressRef, PathKind, PortResolver, RouteTable, USE_REGEX,
+};
 pub use target::{EncodedSlash, PathPolicy, Target, TargetError};
 pub use tls::SecretRef;

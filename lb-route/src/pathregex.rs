@@ -87,12 +87,13 @@ impl PathRegex {
     }
 
     /// A path matched as the literal text it is (for a plain path whose
-    /// text is not a valid regex).
-    pub(crate) fn literal(path: &str) -> Self {
-        Self {
-            keep: build(&anchored(&regex::escape(path)), path).expect("an escaped literal is a valid regex"),
+    /// text is not a valid regex). Fails only when the path is too long to
+    /// compile within [`SIZE_LIMIT`].
+    pub(crate) fn literal(path: &str) -> Result<Self, String> {
+        Ok(Self {
+            keep: build(&anchored(&regex::escape(path)), path)?,
             exclude: None,
-        }
+        })
     }
 
     /// The anchored pattern, for a `RegexSet` (which is then checked with
@@ -344,7 +345,7 @@ mod tests {
 
     #[test]
     fn literal_paths_match_their_text() {
-        let re = PathRegex::literal("/a[b");
+        let re = PathRegex::literal("/a[b").unwrap();
         assert!(re.is_match("/A[b/c"));
         assert!(!re.is_match("/ab"));
     }

@@ -24,7 +24,7 @@ use crate::class::{ClassConfig, Mode};
 use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
 use crate::lookup::{Quirks, Routed};
-use crate::pathregex::{self, PathRegex};
+use crate::pathregex::PathRegex;
 use crate::problem::{Problem, Severity};
 use crate::target::PathPolicy;
 use crate::tls::{SecretRef, TlsIndex};
@@ -32,8 +32,19 @@ use crate::tls::{SecretRef, TlsIndex};
 /// `nginx.ingress.kubernetes.io/use-regex`.
 pub const USE_REGEX: &str = "nginx.ingress.kubernetes.io/use-regex";
 
-/// Largest compiled size of the set of one host's regex paths.
-const REGEX_SET_SIZE_LIMIT: usize = 64 << 20;
+/// The regex budget of one host: the largest compiled size of the set of
+/// its regex paths, filled oldest Ingress first. It bounds what one request
+/// may cost on the host: 2,000 adversarial regex paths and 8 KiB paths cost
+/// tens of microseconds per lookup within it (bench `regex_worst_case` in
+/// `benches/benches/route.rs`), where unbounded they cost up to seconds.
+/// The Ingress whose regex paths would pass it, and every newer one, is
+/// reported, and its paths on that host are not served.
+pub const HOST_REGEX_BUDGET: usize = 2 << 20;
+
+/// The lazy DFA cache of one host's regex set (per thread that searches
+/// it, allocated as used): large enough that sets within the budget are
+/// matched by the DFA rather than by the slower NFA simulation.
+const REGEX_SET_DFA_CACHE: usize = 4 << 20;
 
 /// Resolves a named Service port to its number (the caller knows the
 /// Services; the table does not).
@@ -172,22 +183,52 @@ pub(crate) struct RegexRoutes {
 }
 
 impl RegexRoutes {
-    /// Orders `routes` as given and compiles their set.
-    fn new(routes: Vec<u32>, table: &[Route]) -> Self {
-        // Each regex compiled alone within its limit; the set gets their
-        // sum, capped. Past the cap, paths are tried one by one.
-        let limit = (pathregex::SIZE_LIMIT * routes.len()).min(REGEX_SET_SIZE_LIMIT);
+    /// Orders `routes` as given and compiles their set within
+    /// [`HOST_REGEX_BUDGET`], filled oldest Ingress first. Returns the
+    /// Ingresses left out: when the set does not fit, the first Ingress
+    /// with whose paths it stops fitting, and every newer one.
+    fn new(mut routes: Vec<u32>, table: &[Route]) -> (Self, Vec<u32>) {
         let regex = |r: &u32| table[*r as usize].regex.as_deref();
-        let set = (routes.len() > 1)
-            .then(|| {
-                RegexSetBuilder::new(routes.iter().filter_map(|r| regex(r).map(PathRegex::pattern)))
-                    .case_insensitive(true)
-                    .size_limit(limit)
-                    .build()
-                    .ok()
-            })
-            .flatten();
-        Self { routes, set }
+        let ingress = |r: &u32| table[*r as usize].ingress;
+        // The set's indices are the routes': every route needs a regex.
+        routes.retain(|r| regex(r).is_some());
+        // The set of the routes of Ingresses up to `upto`, if it fits.
+        let build = |routes: &[u32], upto: u32| {
+            let patterns = routes.iter().filter(|r| ingress(r) <= upto).filter_map(regex);
+            RegexSetBuilder::new(patterns.map(PathRegex::pattern))
+                .case_insensitive(true)
+                .size_limit(HOST_REGEX_BUDGET)
+                .dfa_size_limit(REGEX_SET_DFA_CACHE)
+                .build()
+                .ok()
+        };
+        if routes.len() <= 1 {
+            return (Self { routes, set: None }, Vec::new());
+        }
+        if let Some(set) = build(&routes, u32::MAX) {
+            return (Self { routes, set: Some(set) }, Vec::new());
+        }
+        let mut ids: Vec<u32> = routes.iter().map(ingress).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // The smallest k such that the routes of ids[..=k] do not fit.
+        let (mut lo, mut hi) = (0, ids.len() - 1);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if build(&routes, ids[mid]).is_some() {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let left_out = ids.split_off(lo);
+        routes.retain(|r| ingress(r) < left_out[0]);
+        let set = if routes.len() > 1 {
+            build(&routes, u32::MAX)
+        } else {
+            None
+        };
+        (Self { routes, set }, left_out)
     }
 
     /// The first route whose regex matches `path`, trying them in order
@@ -860,17 +901,29 @@ impl Builder<'_> {
         let Some(by) = st.regex_by else { return };
         let routes = st.exact.iter().chain(&st.prefix).copied();
         let mut changed: Vec<u32> = Vec::new();
+        let mut unmatchable: Vec<(u32, String)> = Vec::new();
         for r in routes {
             let route = &mut self.table.routes[r as usize];
             // A plain path that is no valid regex is matched as its text
             // (ingress-nginx would fail to load).
-            let re = PathRegex::compile(&route.path).unwrap_or_else(|_| PathRegex::literal(&route.path));
-            route.regex = Some(Box::new(re));
+            match PathRegex::compile(&route.path).or_else(|_| PathRegex::literal(&route.path)) {
+                Ok(re) => route.regex = Some(Box::new(re)),
+                Err(e) => unmatchable.push((route.ingress, e)),
+            }
             changed.push(route.ingress);
         }
         changed.sort_unstable();
         changed.dedup();
         let host = st.host.to_string();
+        for (i, e) in unmatchable {
+            let ing = &self.table.ingresses[i as usize];
+            self.problems.push(Problem {
+                severity: Severity::Error,
+                object: format!("Ingress {ing}"),
+                field: "spec.rules".into(),
+                message: format!("host {host} is in ingress-nginx regex mode and {e}; that path is not served there"),
+            });
+        }
         let by = self.table.ingresses[by as usize].clone();
         for i in changed {
             let ing = &self.table.ingresses[i as usize];
@@ -897,9 +950,10 @@ impl Builder<'_> {
         let table = &self.table;
         let mut staged = self.staging;
         let mut extras = Vec::new();
+        let mut over_budget = Vec::new();
         let mut take = |name: &str, id: u32| {
             let st = std::mem::replace(&mut staged[id as usize], Staging::new(RuleHost::Any));
-            compact(name, st, table, &mut extras)
+            compact(name, st, table, &mut extras, &mut over_budget)
         };
         let exact_hosts = HostTable::new(self.exact_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
         let wildcard_hosts = HostTable::new(self.wildcard_ids.into_iter().map(|(h, id)| take(&h, id)).collect());
@@ -908,6 +962,19 @@ impl Builder<'_> {
         self.table.wildcard_hosts = wildcard_hosts;
         self.table.any_host = any_host;
         self.table.extras = extras;
+        for (i, host) in over_budget {
+            let ing = &self.table.ingresses[i as usize];
+            self.problems.push(Problem {
+                severity: Severity::Error,
+                object: format!("Ingress {ing}"),
+                field: "spec.rules".into(),
+                message: format!(
+                    "with this Ingress's paths, the regex paths of host {host} pass the host's regex budget \
+                     ({} MiB compiled); its paths on {host} are not served (fewer or simpler regex paths fit)",
+                    HOST_REGEX_BUDGET >> 20
+                ),
+            });
+        }
         Build {
             table: self.table,
             problems: self.problems,
@@ -934,7 +1001,7 @@ pub(crate) fn plain(o: &RouteOptions) -> bool {
 }
 
 /// What an ingress-nginx host needs beside its spec layout.
-fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
+fn compat(st: &Staging, table: &RouteTable, left_out: &mut Vec<u32>) -> Option<CompatHost> {
     if st.mode != Mode::IngressNginx {
         return None;
     }
@@ -946,7 +1013,9 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
         // (oldest Ingress first).
         let mut all: Vec<u32> = st.exact.iter().chain(&st.prefix).chain(&st.regex).copied().collect();
         all.sort_by(|&a, &b| (path(b).len(), path(b)).cmp(&(path(a).len(), path(a))).then(a.cmp(&b)));
-        RegexRoutes::new(all, routes)
+        let (re, out) = RegexRoutes::new(all, routes);
+        left_out.extend(out);
+        re
     });
     // nginx answers `x` with a 301 to `x/` when a location `x/` exists and
     // none is `x` exactly (a Prefix `x` also makes an exact location `x`).
@@ -989,8 +1058,15 @@ fn compat(st: &Staging, table: &RouteTable) -> Option<CompatHost> {
 
 /// Lays a staged host out for lookup; its regex and ingress-nginx data, if
 /// any, go to `extras`.
-fn compact(name: &str, mut st: Staging, table: &RouteTable, extras: &mut Vec<HostExtra>) -> HostRoutes {
-    let compat = compat(&st, table);
+fn compact(
+    name: &str,
+    mut st: Staging,
+    table: &RouteTable,
+    extras: &mut Vec<HostExtra>,
+    over_budget: &mut Vec<(u32, String)>,
+) -> HostRoutes {
+    let mut left_out = Vec::new();
+    let compat = compat(&st, table, &mut left_out);
     let routes = &table.routes;
     let key = |r: u32, kind| {
         let path = &*routes[r as usize].path;
@@ -1024,7 +1100,14 @@ fn compact(name: &str, mut st: Staging, table: &RouteTable, extras: &mut Vec<Hos
     keys.truncate(kept);
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
-    let regex = (!st.regex.is_empty()).then(|| RegexRoutes::new(st.regex, routes));
+    let regex = (!st.regex.is_empty()).then(|| {
+        let (re, out) = RegexRoutes::new(st.regex, routes);
+        left_out.extend(out);
+        re
+    });
+    left_out.sort_unstable();
+    left_out.dedup();
+    over_budget.extend(left_out.into_iter().map(|i| (i, st.host.to_string())));
     let extra = (regex.is_some() || compat.is_some()).then(|| {
         extras.push(HostExtra { regex, compat });
         extras.len() as u32 - 1

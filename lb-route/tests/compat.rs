@@ -456,3 +456,63 @@ fn negative_lookahead_with_rewrite_keeps_capture_numbers() {
         assert_eq!(go(&t, "/API/Admin/"), "404", "{mode:?}");
     }
 }
+
+/// A plain path too long to compile as a regex, on a regex host: the table
+/// builds (no panic), the path is reported and not served, the rest serve.
+#[test]
+fn a_long_plain_path_on_a_regex_host_is_reported_not_a_panic() {
+    let long = format!("/{}", "x".repeat(200_000));
+    let ings = [
+        ing(
+            "re",
+            1,
+            &[("use-regex", "true")],
+            &[("/api/[0-9]+", "ImplementationSpecific", "api")],
+        ),
+        ing("long", 2, &[], &[(&long, "Exact", "long"), ("/ok", "Prefix", "ok")]),
+    ];
+    let b = build(Mode::IngressNginx, &ings);
+    let errors: Vec<_> = b.problems.iter().filter(|p| p.severity == Severity::Error).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].object.contains("default/long") && errors[0].message.contains("not served"));
+    assert_eq!(go(&b.table, "/api/7"), "api /api/7");
+    assert_eq!(go(&b.table, "/ok/x"), "ok /ok/x");
+    assert_eq!(go(&b.table, &long), "414", "a request this long is refused anyway");
+}
+
+/// One tenant's regex paths cannot make every request on the host costly:
+/// the host's regex set is filled oldest Ingress first within its budget;
+/// the Ingress that passes it and every newer one are reported and not
+/// served there, the older ones keep serving.
+#[test]
+fn regex_paths_past_the_host_budget_are_left_out_newest_first() {
+    let paths: Vec<String> = (0..400).map(|i| format!("/t{i}/.*[ab]{{1,200}}")).collect();
+    let mut ings = vec![ing(
+        "old",
+        1,
+        &[("use-regex", "true")],
+        &[("/old/[0-9]+", "ImplementationSpecific", "old")],
+    )];
+    for (k, chunk) in paths.chunks(50).enumerate() {
+        let p: Vec<(&str, &str, &str)> = chunk
+            .iter()
+            .map(|p| (p.as_str(), "ImplementationSpecific", "t"))
+            .collect();
+        ings.push(ing(&format!("tenant{k}"), 2 + k as u32, &[("use-regex", "true")], &p));
+    }
+    for mode in [Mode::Strict, Mode::IngressNginx] {
+        let b = build(mode, &ings);
+        let out: Vec<&str> = b
+            .problems
+            .iter()
+            .filter(|p| p.message.contains("regex budget"))
+            .map(|p| p.object.as_str())
+            .collect();
+        assert!(!out.is_empty() && out.len() < 8, "{mode:?}: {out:?}");
+        // Newest first: the last tenant is out, the oldest Ingress serves.
+        assert!(out.iter().any(|o| o.contains("tenant7")), "{out:?}");
+        assert!(!out.iter().any(|o| o.contains("default/old")));
+        assert_eq!(go(&b.table, "/old/42"), "old /old/42", "{mode:?}");
+        assert_eq!(go(&b.table, "/t399/ab"), "404", "{mode:?}: tenant7 is out");
+    }
+}

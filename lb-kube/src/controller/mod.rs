@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config;
 use crate::objects::Object;
 use crate::service::{self, FieldIssue};
-use crate::source::file::FileSource;
+use crate::source::file::{Entry, FileSource};
 use crate::source::{Problem, Snapshot};
 use crate::status::{self, ServiceState, State, StateError};
 
@@ -119,7 +119,7 @@ pub struct Controller {
     /// Held Services gone from the manifests, since when.
     missing_since: HashMap<String, Instant>,
     /// The other controllers' state files at the last reconcile.
-    siblings: Vec<(PathBuf, Option<(u64, Option<std::time::SystemTime>)>)>,
+    siblings: Vec<Entry>,
 }
 
 /// What a Service is kept with when it is not asked for.
@@ -148,13 +148,10 @@ impl Controller {
         self.source.changed() || self.siblings != self.siblings_now()
     }
 
-    fn siblings_now(&self) -> Vec<(PathBuf, Option<(u64, Option<std::time::SystemTime>)>)> {
+    fn siblings_now(&self) -> Vec<Entry> {
         status::sibling_paths(&self.options.state_path())
             .into_iter()
-            .map(|p| {
-                let m = std::fs::metadata(&p).ok().map(|m| (m.len(), m.modified().ok()));
-                (p, m)
-            })
+            .map(Entry::stat)
             .collect()
     }
 

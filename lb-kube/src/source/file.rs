@@ -77,6 +77,15 @@ pub fn manifest_entries(dir: &Path) -> io::Result<Vec<Entry>> {
         {
             continue;
         }
+        out.push(Entry::stat(path));
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+impl Entry {
+    /// The entry for `path` as it is now.
+    pub fn stat(path: PathBuf) -> Self {
         // metadata() follows symlinks: a dangling one or a loop fails here.
         let state = match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok((m.len(), m.modified().ok())),
@@ -85,10 +94,8 @@ pub fn manifest_entries(dir: &Path) -> io::Result<Vec<Entry>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err("is a dangling symlink".to_owned()),
             Err(e) => Err(e.to_string()),
         };
-        out.push(Entry { path, state });
+        Entry { path, state }
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
 }
 
 /// The readable manifest files in `dir`, sorted.
