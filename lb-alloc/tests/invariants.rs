@@ -136,7 +136,8 @@ fn free_addresses(pool: &Pool, used: &BTreeSet<IpAddr>) -> Vec<IpAddr> {
                 Family::V4 => IpAddr::from(std::net::Ipv4Addr::from(n as u32)),
                 Family::V6 => IpAddr::from(std::net::Ipv6Addr::from(n)),
             };
-            if !used.contains(&ip) && !(pool.avoid_buggy_ips() && is_buggy(ip)) {
+            let excluded = pool.avoid_buggy_ips() && is_buggy(ip);
+            if !used.contains(&ip) && !excluded {
                 out.push(ip);
             }
         }
