@@ -343,6 +343,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The lookahead translation against a backtracking engine that has
+        /// look-around (fancy-regex, as PCRE would run it): `^L(?!X)B`
+        /// matches the same paths, with the same whole match.
+        #[test]
+        fn lookahead_translation_agrees_with_a_backtracking_engine(
+            prefix in proptest::sample::select(vec!["/", "/a/", "/api/", r"/v1\.0/", "/A-"]),
+            inner in proptest::sample::select(vec!["a", "ab", "a|b", "(a|bc)/", "b.", "[ab]+", "a$", "(?:x)"]),
+            rest in proptest::sample::select(vec!["", ".*", "(.*)", "[a-c]+", "(b|c)/(.*)", "a?b", "$"]),
+            wrap in proptest::bool::ANY,
+            probe in "[aAbBc/.x1]{0,10}",
+        ) {
+            let path = if wrap {
+                format!("{prefix}((?!{inner}){rest})")
+            } else {
+                format!("{prefix}(?!{inner}){rest}")
+            };
+            let ours = PathRegex::compile(&path).unwrap();
+            let reference = fancy_regex::RegexBuilder::new(&format!("(?i)^(?:{path})")).build().unwrap();
+            let want = reference.find(&probe).unwrap().map(|m| m.range());
+            let got = ours.captures(&probe).map(|c| c.get(0).unwrap().range());
+            proptest::prop_assert_eq!(got, want, "{} on {:?}", path, probe);
+        }
+    }
+
     #[test]
     fn literal_paths_match_their_text() {
         let re = PathRegex::literal("/a[b").unwrap();

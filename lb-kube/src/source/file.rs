@@ -23,6 +23,12 @@ use crate::objects::{self, Object, ObjectRef};
 /// Largest manifest file read (bytes); larger files are reported and skipped.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
+/// Most manifest bytes read from one directory: files past it (in name
+/// order) are reported and not read, and nothing is released meanwhile.
+/// Objects in memory take about 30 times their manifests' size (about 4 KB
+/// per Service; README, performance), so this bounds memory near 2 GB.
+pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
+
 /// Splits a YAML stream into documents: (first line number, text).
 pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut docs = Vec::new();
@@ -159,6 +165,7 @@ pub struct FileSource {
     /// the legacy ConfigMap its converted objects too.
     last_good: HashMap<ObjectRef, Vec<Object>>,
     fingerprint: Option<Vec<Entry>>,
+    total_limit: u64,
 }
 
 /// The state of one read: the snapshot being built, and where each
@@ -175,7 +182,15 @@ impl FileSource {
             dir: dir.into(),
             last_good: HashMap::new(),
             fingerprint: None,
+            total_limit: MAX_TOTAL_BYTES,
         }
+    }
+
+    /// The same source with another limit on the bytes read from the
+    /// directory (default [`MAX_TOTAL_BYTES`]).
+    pub fn with_total_limit(mut self, bytes: u64) -> Self {
+        self.total_limit = bytes;
+        self
     }
 
     /// The directory.
@@ -207,9 +222,17 @@ impl FileSource {
             snap: &mut snap,
             seen: HashMap::new(),
         };
+        let mut total = 0u64;
         for entry in &entries {
             let text = match &entry.state {
-                Ok(_) => read_limited(&entry.path).map_err(|e| e.to_string()),
+                Ok((len, _)) if total + len > self.total_limit => Err(format!(
+                    "the directory's manifests pass the total limit of {} bytes with this file",
+                    self.total_limit
+                )),
+                Ok((len, _)) => {
+                    total += len;
+                    read_limited(&entry.path).map_err(|e| e.to_string())
+                }
                 Err(why) => Err(why.clone()),
             };
             match text {
@@ -426,6 +449,23 @@ fn read_limited(path: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_past_the_total_limit_are_reported_and_make_the_view_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n";
+        std::fs::write(dir.path().join("a.yaml"), svc).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), svc.replace("name: a", "name: b")).unwrap();
+        let mut src = FileSource::new(dir.path()).with_total_limit(svc.len() as u64 + 10);
+        let snap = src.read().unwrap();
+        assert_eq!(snap.objects.len(), 1);
+        assert!(!snap.complete, "b.yaml's objects may be missing");
+        let p = &snap.problems[0];
+        assert!(
+            p.to_string().contains("b.yaml") && p.message.contains("total limit"),
+            "{p}"
+        );
+    }
 
     #[test]
     fn splits_documents_with_line_numbers() {
