@@ -332,11 +332,12 @@ pub struct Parsed {
     pub warnings: Vec<Finding>,
 }
 
-fn boolean(v: &str) -> Result<bool, String> {
+/// A boolean as ingress-nginx reads one (Go's `strconv.ParseBool`).
+pub(crate) fn boolean(v: &str) -> Result<bool, String> {
     match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err("is not a boolean (\"true\" or \"false\")".into()),
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err("is not a boolean (true, false, 1, 0, t, f, TRUE, FALSE, True or False)".into()),
     }
 }
 
@@ -386,6 +387,9 @@ fn url(v: &str) -> Result<String, String> {
 /// A path for `rewrite-target`: ingress-nginx's validator
 /// `^/?[-._~a-zA-Z0-9/:$]*$`.
 fn rewrite(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        return Err("is empty; write / to rewrite to the root".into());
+    }
     if v.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/:$".contains(c)) {
         Ok(v.to_owned())
     } else {

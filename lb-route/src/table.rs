@@ -1170,7 +1170,7 @@ impl RouteTable {
             i.metadata
                 .annotations
                 .get(&format!("{}canary", annotations::PREFIX))
-                .is_some_and(|v| v == "true")
+                .is_some_and(|v| annotations::boolean(v) == Ok(true))
         };
         for &(ing, mode) in ours.iter().filter(|i| !is_canary(i.0)) {
             b.add(ing, mode);

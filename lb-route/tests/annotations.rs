@@ -466,3 +466,41 @@ fn from_to_www_redirect() {
     assert_eq!(describe(t.lookup(&Request::get("www.bar.com", "/x"))), "/x");
     assert_eq!(describe(t.lookup(&Request::get("bar.com", "/x"))), "/x");
 }
+
+/// Booleans read as ingress-nginx reads them (Go's strconv.ParseBool), and
+/// an empty rewrite-target refused rather than taken as `/`.
+#[test]
+fn booleans_as_go_parses_them_and_an_empty_rewrite_is_invalid() {
+    for yes in ["1", "t", "T", "TRUE", "true", "True"] {
+        let t = table(
+            &format!(r#"nginx.ingress.kubernetes.io/use-regex: "{yes}""#),
+            &[("/id/[0-9]+", "ImplementationSpecific")],
+            false,
+        );
+        assert_eq!(go(&t, "/id/42"), "/id/42", "{yes}");
+    }
+    for no in ["0", "f", "F", "FALSE", "false", "False"] {
+        let t = table(
+            &format!(r#"nginx.ingress.kubernetes.io/use-regex: "{no}""#),
+            &[("/id", "Prefix")],
+            false,
+        );
+        assert_eq!(go(&t, "/id/42"), "/id/42", "{no}");
+    }
+    let build = |annotations: &str| {
+        let yaml = format!(
+            "metadata: {{name: ing, namespace: default, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: lb\n  rules:\n  - host: h.example.com\n    http:\n      paths:\n      - {{path: /a, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}\n"
+        );
+        let ing: Ingress = serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(&yaml).unwrap()).unwrap();
+        RouteTable::build(&[ing], &[], &(), &Config::default())
+    };
+    for bad in [
+        r#"nginx.ingress.kubernetes.io/use-regex: "yes""#,
+        r#"nginx.ingress.kubernetes.io/ssl-redirect: "on""#,
+        r#"nginx.ingress.kubernetes.io/rewrite-target: """#,
+    ] {
+        let b = build(bad);
+        assert!(b.problems.iter().any(|p| p.severity == Severity::Error), "{bad}: {:?}", b.problems);
+        assert_eq!(describe(b.table.lookup(&Request::get("h.example.com", "/a"))), "404", "{bad}: left out");
+    }
+}
