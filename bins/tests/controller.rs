@@ -41,6 +41,39 @@ fn ips_of(v: &Value) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// One GET on loopback; the whole response.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn copy_examples(to: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for f in ["metallb-pool.yaml", "services.yaml"] {
@@ -248,14 +281,9 @@ fn live_mode_follows_the_directory_and_keeps_the_last_good_config() {
         "{text}"
     );
     // Metrics under MetalLB's names.
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let metrics = http_get(port, "/metrics");
+    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(port, "/readyz").starts_with("HTTP/1.1 200"));
     assert!(
         metrics.contains("metallb_allocator_addresses_in_use_total{pool=\"p\"} 3"),
         "{metrics}"
@@ -279,4 +307,81 @@ fn live_mode_follows_the_directory_and_keeps_the_last_good_config() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success());
+}
+
+/// A metrics address that cannot be bound stops the controller at once,
+/// with the address named, before it touches anything.
+#[test]
+fn an_unbindable_metrics_address_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(bin())
+        .args(["--manifests", dir.path().to_str().unwrap(), "--metrics-listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr), "{err}");
+    assert!(!dir.path().join(".lb/state.json").exists());
+}
+
+/// `--lb-class ""` would mean "Services without a class" to some and
+/// "every Service" to others: it is refused.
+#[test]
+fn an_empty_lb_class_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let out = run(&["--manifests", dir.path().to_str().unwrap(), "--once", "--lb-class", ""]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lb-class"));
+}
+
+/// SIGTERM while the first reconcile of a large directory runs: a clean
+/// exit, and a state file that is whole (or not written at all). Logs on a
+/// pipe carry no colour codes.
+#[test]
+fn sigterm_during_the_first_reconcile_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let many: String = (0..20_000).map(|i| service(&format!("s{i}"), "")).collect();
+    std::fs::write(dir.path().join("many.yaml"), many).unwrap();
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args([
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+        err
+    });
+    // Up (the endpoint answers) but not ready: the first reconcile runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "metrics never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(http_get(port, "/readyz").starts_with("HTTP/1.1 503"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait_exit(&mut child, 60);
+    assert!(status.success(), "{status:?}");
+    if let Ok(text) = std::fs::read_to_string(dir.path().join(".lb/state.json")) {
+        let v: Value = serde_json::from_str(&text).expect("a whole state file");
+        assert_eq!(v["version"], 1);
+    }
+    let err = logs.join().unwrap();
+    assert!(!err.contains('\u{1b}'), "colour codes on a pipe: {err}");
 }

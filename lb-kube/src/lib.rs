@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod metrics;
 pub mod objects;
 pub mod proxy;
 pub mod service;

@@ -500,7 +500,15 @@ fn booleans_as_go_parses_them_and_an_empty_rewrite_is_invalid() {
         r#"nginx.ingress.kubernetes.io/rewrite-target: """#,
     ] {
         let b = build(bad);
-        assert!(b.problems.iter().any(|p| p.severity == Severity::Error), "{bad}: {:?}", b.problems);
-        assert_eq!(describe(b.table.lookup(&Request::get("h.example.com", "/a"))), "404", "{bad}: left out");
+        assert!(
+            b.problems.iter().any(|p| p.severity == Severity::Error),
+            "{bad}: {:?}",
+            b.problems
+        );
+        assert_eq!(
+            describe(b.table.lookup(&Request::get("h.example.com", "/a"))),
+            "404",
+            "{bad}: left out"
+        );
     }
 }

@@ -3,12 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_bins::{LogFormat, init_logging, serve_metrics, shutdown_signal};
-use lb_kube::controller::{self, Options, Report, metrics};
+use lb_bins::{LogFormat, init_logging, shutdown_signal};
+use lb_kube::controller::{self, Options, Report};
 use lb_kube::source::Severity;
 
 /// Assigns external IPs to Kubernetes Services of type LoadBalancer from
@@ -47,7 +46,8 @@ struct RunArgs {
     /// Handle only Services with this spec.loadBalancerClass (default: Services without one).
     #[arg(long, value_name = "CLASS")]
     lb_class: Option<String>,
-    /// Serve Prometheus metrics on this address (GET /metrics).
+    /// Serve Prometheus metrics (/metrics), liveness (/healthz) and
+    /// readiness (/readyz) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// How often to look for changes in DIR, in milliseconds. A change is
@@ -167,38 +167,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let text = Arc::new(Mutex::new(String::new()));
     let result = rt.block_on(async {
-        if let Some(addr) = cli.run.metrics_listen {
-            let text = text.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serve_metrics(addr, text).await {
-                    tracing::error!(error = %e, "metrics server stopped");
-                }
-            });
-        }
-        controller::run(options, shutdown_signal(), |report| {
-            let mut errors = 0;
-            for p in &report.problems {
-                match p.severity {
-                    Severity::Error => {
-                        errors += 1;
-                        tracing::error!("{p}")
-                    }
-                    Severity::Warning => tracing::warn!("{p}"),
-                }
-            }
-            for (service, ips) in &report.released {
-                tracing::info!(service = %service, ips = ?ips, "released");
-            }
-            for s in &report.services {
-                tracing::info!(service = %format!("{}/{}", s.namespace, s.name), ips = ?s.ips, pool = ?s.pool, warnings = ?s.warnings, "service");
-            }
-            if let Ok(mut t) = text.lock() {
-                *t = metrics::render(report, errors == 0);
-            }
-        })
-        .await
+        let shutdown = shutdown_signal();
+        controller::run(options, cli.run.metrics_listen, shutdown).await
     });
     match result {
         Ok(()) => {

@@ -1,92 +1,122 @@
-//! Prometheus text exposition of the controller's counters, under MetalLB's
-//! metric names so existing dashboards keep working.
+//! The controller's metrics, under MetalLB's names so existing dashboards
+//! keep working.
 
-use std::fmt::Write;
-
-use lb_alloc::Family;
+use lb_alloc::Family as IpFamily;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::Report;
 
-fn gauge(out: &mut String, name: &str, help: &str, rows: &[(String, u128)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for (labels, v) in rows {
-        let _ = writeln!(out, "{name}{labels} {v}");
+type Labels = Vec<(&'static str, String)>;
+
+/// The controller's gauges, registered in one registry.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    addresses_total: Family<Labels, Gauge>,
+    addresses_in_use: Family<Labels, Gauge>,
+    ipv4_total: Family<Labels, Gauge>,
+    ipv6_total: Family<Labels, Gauge>,
+    ipv4_in_use: Family<Labels, Gauge>,
+    ipv6_in_use: Family<Labels, Gauge>,
+    services: Family<Labels, Gauge>,
+    config_loaded: Gauge,
+    config_stale: Gauge,
+}
+
+impl Metrics {
+    /// The gauges, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let families = [
+            (
+                "metallb_allocator_addresses_total",
+                "Number of usable IP addresses, per pool",
+                &m.addresses_total,
+            ),
+            (
+                "metallb_allocator_addresses_in_use_total",
+                "Number of IP addresses in use, per pool",
+                &m.addresses_in_use,
+            ),
+            (
+                "metallb_allocator_ipv4_addresses_total",
+                "Number of usable IPv4 addresses, per pool",
+                &m.ipv4_total,
+            ),
+            (
+                "metallb_allocator_ipv6_addresses_total",
+                "Number of usable IPv6 addresses, per pool",
+                &m.ipv6_total,
+            ),
+            (
+                "metallb_allocator_ipv4_addresses_in_use_total",
+                "Number of IPv4 addresses in use, per pool",
+                &m.ipv4_in_use,
+            ),
+            (
+                "metallb_allocator_ipv6_addresses_in_use_total",
+                "Number of IPv6 addresses in use, per pool",
+                &m.ipv6_in_use,
+            ),
+            (
+                "lb_controller_services",
+                "LoadBalancer Services, by whether they hold an address",
+                &m.services,
+            ),
+        ];
+        for (name, help, family) in families {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "metallb_k8s_client_config_loaded_bool",
+            "1 when a configuration was loaded",
+            m.config_loaded.clone(),
+        );
+        registry.register(
+            "metallb_k8s_client_config_stale_bool",
+            "1 when the last configuration had errors and an older one (or none) is in force",
+            m.config_stale.clone(),
+        );
+        m
     }
-}
 
-/// Escapes a label value for the text format.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Renders the metrics for the last report. `config_ok` is false when the
-/// last reconcile found errors (MetalLB's `config_stale_bool`).
-pub fn render(report: &Report, config_ok: bool) -> String {
-    let mut out = String::new();
-    let per = |f: &dyn Fn(&lb_alloc::PoolStats) -> u128| -> Vec<(String, u128)> {
-        report
-            .pool_stats
-            .iter()
-            .map(|s| (format!("{{pool=\"{}\"}}", label(&s.name)), f(s)))
-            .collect()
-    };
-    gauge(
-        &mut out,
-        "metallb_allocator_addresses_total",
-        "Number of usable IP addresses, per pool",
-        &per(&|s| s.total[0] + s.total[1]),
-    );
-    gauge(
-        &mut out,
-        "metallb_allocator_addresses_in_use_total",
-        "Number of IP addresses in use, per pool",
-        &per(&|s| s.in_use[0] + s.in_use[1]),
-    );
-    gauge(
-        &mut out,
-        "metallb_allocator_ipv4_addresses_total",
-        "Number of usable IPv4 addresses, per pool",
-        &per(&|s| s.total[Family::V4.index()]),
-    );
-    gauge(
-        &mut out,
-        "metallb_allocator_ipv6_addresses_total",
-        "Number of usable IPv6 addresses, per pool",
-        &per(&|s| s.total[Family::V6.index()]),
-    );
-    gauge(
-        &mut out,
-        "metallb_allocator_ipv4_addresses_in_use_total",
-        "Number of IPv4 addresses in use, per pool",
-        &per(&|s| s.in_use[Family::V4.index()]),
-    );
-    gauge(
-        &mut out,
-        "metallb_allocator_ipv6_addresses_in_use_total",
-        "Number of IPv6 addresses in use, per pool",
-        &per(&|s| s.in_use[Family::V6.index()]),
-    );
-    let assigned = report.services.iter().filter(|s| !s.ips.is_empty()).count() as u128;
-    gauge(
-        &mut out,
-        "lb_controller_services",
-        "LoadBalancer Services, by whether they hold an address",
-        &[
-            ("{state=\"assigned\"}".into(), assigned),
-            ("{state=\"pending\"}".into(), report.services.len() as u128 - assigned),
-        ],
-    );
-    gauge(
-        &mut out,
-        "metallb_k8s_client_config_loaded_bool",
-        "1 when a configuration was loaded",
-        &[(String::new(), 1)],
-    );
-    gauge(
-        &mut out,
-        "metallb_k8s_client_config_stale_bool",
-        "1 when the last configuration had errors and an older one is in force",
-        &[(String::new(), u128::from(!config_ok))],
-    );
-    out
+    /// Sets every gauge from a report. `config_ok` is false when the
+    /// reconcile found errors (MetalLB's `config_stale_bool`).
+    pub fn update(&self, report: &Report, config_ok: bool) {
+        let gauge = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
+        for f in [
+            &self.addresses_total,
+            &self.addresses_in_use,
+            &self.ipv4_total,
+            &self.ipv6_total,
+            &self.ipv4_in_use,
+            &self.ipv6_in_use,
+        ] {
+            // Pools that are gone leave no stale series.
+            f.clear();
+        }
+        let (v4, v6) = (IpFamily::V4.index(), IpFamily::V6.index());
+        for s in &report.pool_stats {
+            let pool: Labels = vec![("pool", s.name.clone())];
+            self.addresses_total
+                .get_or_create(&pool)
+                .set(gauge(s.total[v4] + s.total[v6]));
+            self.addresses_in_use
+                .get_or_create(&pool)
+                .set(gauge(s.in_use[v4] + s.in_use[v6]));
+            self.ipv4_total.get_or_create(&pool).set(gauge(s.total[v4]));
+            self.ipv6_total.get_or_create(&pool).set(gauge(s.total[v6]));
+            self.ipv4_in_use.get_or_create(&pool).set(gauge(s.in_use[v4]));
+            self.ipv6_in_use.get_or_create(&pool).set(gauge(s.in_use[v6]));
+        }
+        let assigned = report.services.iter().filter(|s| !s.ips.is_empty()).count();
+        let state = |s: &str| -> Labels { vec![("state", s.to_owned())] };
+        self.services.get_or_create(&state("assigned")).set(assigned as i64);
+        self.services
+            .get_or_create(&state("pending"))
+            .set((report.services.len() - assigned) as i64);
+        self.config_loaded.set(i64::from(report.config_in_force));
+        self.config_stale.set(i64::from(!config_ok));
+    }
 }

@@ -15,7 +15,7 @@ use crate::config;
 use crate::objects::Object;
 use crate::service::{self, FieldIssue};
 use crate::source::file::{Entry, FileSource};
-use crate::source::{Problem, Snapshot};
+use crate::source::{Problem, Severity, Snapshot};
 use crate::status::{self, ServiceState, State, StateError};
 
 /// How the controller runs.
@@ -106,6 +106,17 @@ pub enum Error {
     /// The state file cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The metrics address cannot be bound.
+    #[error("--metrics-listen {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A reconcile panicked (a bug; the state file holds the last good state).
+    #[error("internal error: a reconcile panicked")]
+    Panicked,
 }
 
 /// The controller's state between reconciles.
@@ -460,37 +471,73 @@ pub fn run_once(options: Options) -> Result<Report, Error> {
 /// Follows the manifests directory until `shutdown` resolves: reconciles at
 /// start and on every change, once the directory has stayed the same for
 /// one poll interval (an editor's save in several writes is read whole);
-/// problems are logged, the last good configuration stays in force.
-/// `on_report` sees every report.
+/// problems and changed Services are logged, the last good configuration
+/// stays in force. With `metrics_listen`, serves `/metrics`, `/healthz` and
+/// `/readyz` there (ready after the first reconcile); an address that
+/// cannot be bound is an error before anything else is done. File I/O runs
+/// on blocking threads, never on the runtime's workers; a shutdown during a
+/// reconcile lets it finish (its state file is written whole) and returns.
 pub async fn run(
     options: Options,
+    metrics_listen: Option<std::net::SocketAddr>,
     shutdown: impl std::future::Future<Output = ()>,
-    mut on_report: impl FnMut(&Report),
 ) -> Result<(), Error> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let gauges = metrics::Metrics::register(&mut registry);
+    let telemetry = crate::metrics::Telemetry::new(registry);
+    if let Some(addr) = metrics_listen {
+        let listener = crate::metrics::bind(addr)
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            telemetry.clone(),
+            std::future::pending(),
+        ));
+    }
     let interval = options.poll_interval;
-    let mut controller = Controller::new(options)?;
     tokio::pin!(shutdown);
+    let opened = tokio::task::spawn_blocking(move || Controller::new(options));
+    let mut controller = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        c = opened => c.map_err(|_| Error::Panicked)??,
+    };
     let mut first = true;
     let mut last_error: Option<String> = None;
+    let mut logged = Logged::default();
     loop {
-        let due = controller.next_deadline().is_some_and(|t| t <= Instant::now());
-        if first || due || controller.changed() {
+        let (c, due) = blocking(controller, |c| {
+            c.next_deadline().is_some_and(|t| t <= Instant::now()) || c.changed()
+        })
+        .await?;
+        controller = c;
+        if first || due {
             // Settle: wait until one poll interval passes without a change.
-            while !first && controller.changed() {
-                let before = (controller.source.fingerprint_now(), controller.siblings_now());
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                if (controller.source.fingerprint_now(), controller.siblings_now()) == before {
-                    break;
+            if !first {
+                loop {
+                    let (c, before) = blocking(controller, |c| (c.source.fingerprint_now(), c.siblings_now())).await?;
+                    controller = c;
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    let (c, after) = blocking(controller, |c| (c.source.fingerprint_now(), c.siblings_now())).await?;
+                    controller = c;
+                    if after == before {
+                        break;
+                    }
                 }
             }
             first = false;
-            match controller.reconcile(false) {
+            // Not raced against `shutdown`: a reconcile runs to its end.
+            let (c, result) = blocking(controller, |c| c.reconcile(false)).await?;
+            controller = c;
+            match result {
                 Ok(report) => {
                     last_error = None;
-                    on_report(&report)
+                    logged.log(&report);
+                    gauges.update(&report, !report.problems.iter().any(|p| p.severity == Severity::Error));
+                    telemetry.set_ready(true);
                 }
                 Err(e) => {
                     // Said once, not at every poll while it lasts.
@@ -511,4 +558,82 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Runs `f` on the controller on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    mut c: Controller,
+    f: impl FnOnce(&mut Controller) -> T + Send + 'static,
+) -> Result<(Controller, T), Error> {
+    tokio::task::spawn_blocking(move || {
+        let t = f(&mut c);
+        (c, t)
+    })
+    .await
+    .map_err(|_| Error::Panicked)
+}
+
+/// What was last logged, so a reconcile logs what changed, not everything.
+#[derive(Debug, Default)]
+struct Logged {
+    problems: HashSet<String>,
+    services: HashMap<(String, String), ServiceReport>,
+}
+
+impl Logged {
+    fn log(&mut self, report: &Report) {
+        let problems: HashSet<String> = report.problems.iter().map(ToString::to_string).collect();
+        for p in &report.problems {
+            let text = p.to_string();
+            if self.problems.contains(&text) {
+                continue;
+            }
+            match p.severity {
+                Severity::Error => tracing::error!("{text}"),
+                Severity::Warning => tracing::warn!("{text}"),
+            }
+        }
+        self.problems = problems;
+        for (service, ips) in &report.released {
+            tracing::info!(service = %service, ips = %join(ips), "released");
+        }
+        let first = self.services.is_empty();
+        if first {
+            let held = report.services.iter().filter(|s| !s.ips.is_empty()).count();
+            tracing::info!(
+                services = report.services.len(),
+                assigned = held,
+                pending = report.services.len() - held,
+                "reconciled"
+            );
+        }
+        let mut services = HashMap::with_capacity(report.services.len());
+        for s in &report.services {
+            let key = (s.namespace.clone(), s.name.clone());
+            // The first time, only what needs attention; then every change.
+            let changed = if first {
+                !s.warnings.is_empty()
+            } else {
+                self.services.get(&key) != Some(s)
+            };
+            if changed {
+                let service = format!("{}/{}", s.namespace, s.name);
+                let pool = s.pool.as_deref().unwrap_or("");
+                if s.ips.is_empty() {
+                    tracing::info!(service = %service, "no address");
+                } else {
+                    tracing::info!(service = %service, ips = %join(&s.ips), pool = %pool, "assigned");
+                }
+                for w in &s.warnings {
+                    tracing::warn!(service = %service, "{w}");
+                }
+            }
+            services.insert(key, s.clone());
+        }
+        self.services = services;
+    }
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }

@@ -451,6 +451,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_name_cannot_forge_a_log_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x\nerror: forged.yaml"), "kind: [").unwrap();
+        let snap = FileSource::new(dir.path()).read().unwrap();
+        let line = snap.problems[0].to_string();
+        assert!(
+            !line.contains('\n') && line.contains("x\\nerror: forged.yaml"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn files_past_the_total_limit_are_reported_and_make_the_view_incomplete() {
         let dir = tempfile::tempdir().unwrap();
         let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n";

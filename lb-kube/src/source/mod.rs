@@ -3,7 +3,7 @@
 
 pub mod file;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 
 use crate::objects::{Object, ObjectRef};
@@ -77,21 +77,31 @@ impl Problem {
 }
 
 impl fmt::Display for Problem {
+    /// One line: control characters from file or object names and values
+    /// are escaped, so no input can forge a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.severity {
+        let mut line = String::from(match self.severity {
             Severity::Error => "error: ",
             Severity::Warning => "warning: ",
-        })?;
+        });
         if let Some(o) = &self.origin {
-            write!(f, "{o}: ")?;
+            line += &format!("{o}: ");
         }
         if let Some(o) = &self.object {
-            write!(f, "{o}: ")?;
+            line += &format!("{o}: ");
         }
         if let Some(field) = &self.field {
-            write!(f, "{field}: ")?;
+            line += &format!("{field}: ");
         }
-        f.write_str(&self.message)
+        line += &self.message;
+        for c in line.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 
