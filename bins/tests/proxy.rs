@@ -250,3 +250,78 @@ fn an_invalid_route_mode_is_reported_on_its_ingress_class() {
     );
     assert!(stderr.contains("lb.io/route-mode"), "{stderr}");
 }
+
+/// Requests a proxy must refuse are 400 in `explain` too; the scheme is
+/// case-insensitive; `--method` and `--client-ip` explain preflights and
+/// allowlists.
+#[test]
+fn explain_answers_as_a_strict_proxy_would() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for (url, header) in [
+        ("http://user@shop.example.com/", None),
+        ("http://shop.example.com:abc/", None),
+        ("http://shop.example.com:99999/", None),
+        ("http://192.0.2.1/", Some("Host: shop example.com")),
+        ("http://192.0.2.1/", Some("Host: user@shop.example.com")),
+    ] {
+        let extra: Vec<&str> = header.map(|h| vec!["--header", h]).unwrap_or_default();
+        let (v, out) = explain(&dir, url, &extra);
+        assert_eq!(v["status"], 400, "{url} {header:?}: {v}");
+        assert!(out.status.success());
+    }
+    let (v, _) = explain(
+        &dir,
+        "http://192.0.2.1/",
+        &[
+            "--header",
+            "Host: shop.example.com",
+            "--header",
+            "Host: other.example.com",
+        ],
+    );
+    assert_eq!(v["status"], 400, "two Host headers: {v}");
+    let (v, _) = explain(&dir, "HTTP://shop.example.com/api/items", &[]);
+    assert_eq!(v["service"], "api", "{v}");
+
+    // An allowlist and CORS, explained with --client-ip and --method.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("ing.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: guarded\n  annotations:\n    nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8\n    nginx.ingress.kubernetes.io/enable-cors: \"true\"\nspec:\n  ingressClassName: lb\n  rules:\n  - host: g.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n",
+    )
+    .unwrap();
+    let url = "http://g.example.com/";
+    let (v, _) = explain(tmp.path(), url, &["--client-ip", "10.1.2.3"]);
+    assert_eq!(v["status"], 200, "{v}");
+    let (v, _) = explain(tmp.path(), url, &["--client-ip", "192.0.2.7"]);
+    assert_eq!(v["status"], 403, "{v}");
+    let (v, _) = explain(
+        tmp.path(),
+        url,
+        &[
+            "--client-ip",
+            "10.1.2.3",
+            "--method",
+            "OPTIONS",
+            "--header",
+            "Origin: https://app.example.com",
+            "--header",
+            "Access-Control-Request-Method: PUT",
+        ],
+    );
+    assert_eq!(v["status"], 204, "{v}");
+    assert!(v["why"].as_str().unwrap().contains("preflight"), "{v}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args([
+            "explain",
+            "--manifests",
+            tmp.path().to_str().unwrap(),
+            "--url",
+            url,
+            "--method",
+            "GE T",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -118,9 +118,81 @@ pub fn canonical_host(authority: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether `authority` is a valid `Host` (RFC 9110 §7.2: `uri-host
+/// [":" port]`): a registered name of unreserved, percent-encoded and
+/// sub-delimiter characters without `..`, an IPv4 address or a bracketed
+/// IPv6 literal, then an optional port of at most five digits (at most
+/// 65535). No userinfo, no spaces, no control or non-ASCII characters.
+/// The empty string is valid (HTTP/1.0 without a Host header).
+pub fn valid_authority(authority: &str) -> bool {
+    let b = authority.as_bytes();
+    let (host_end, rest) = if b.first() == Some(&b'[') {
+        let Some(close) = b.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let inner = &b[1..close];
+        if inner.is_empty() || !inner.iter().all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.') {
+            return false;
+        }
+        (close + 1, &b[close + 1..])
+    } else {
+        let end = b.iter().rposition(|&c| c == b':').unwrap_or(b.len());
+        let host = &b[..end];
+        let allowed = |c: u8| c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&c);
+        if !host.iter().all(|&c| allowed(c)) || host.windows(2).any(|w| w == b"..") {
+            return false;
+        }
+        (end, &b[end..])
+    };
+    let _ = host_end;
+    match rest {
+        [] => true,
+        [b':', port @ ..] => {
+            port.len() <= 5
+                && port.iter().all(u8::is_ascii_digit)
+                && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorities() {
+        for ok in [
+            "",
+            "h.example.com",
+            "H.EXAMPLE.COM:8080",
+            "10.0.0.1:80",
+            "[::1]",
+            "[fc00::1]:443",
+            "a_b",
+            "h:",
+        ] {
+            assert!(valid_authority(ok), "{ok:?}");
+        }
+        for bad in [
+            "user@h",
+            "h:abc",
+            "h:123456",
+            "h:65536",
+            "h x",
+            "h\tx",
+            "a/b",
+            "a\\b",
+            "a..b",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "é.example",
+            "h:80:80",
+        ] {
+            assert!(!valid_authority(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn rule_hosts() {

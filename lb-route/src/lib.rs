@@ -40,7 +40,7 @@ pub use annotations::{
     Redirect, RouteOptions,
 };
 pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, MODE_ANNOTATION, Mode};
-pub use host::{HostError, RuleHost, canonical_host};
+pub use host::{HostError, RuleHost, canonical_host, valid_authority};
 pub use ingress::*;
 pub use lookup::{Decision, Forward, Quirks, Request};
 pub use problem::{Problem, Severity};

@@ -281,7 +281,11 @@ impl RouteTable {
             Err(e) => return Decision::BadRequest(e.clone()),
         };
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
-        let authority = target.authority.or(req.host).unwrap_or("");
+        let authority = match (target.authority, req.host) {
+            (Some(a), _) => a,
+            (None, Some(h)) if !crate::host::valid_authority(h) => return Decision::BadRequest(TargetError::Host),
+            (None, h) => h.unwrap_or(""),
+        };
         let host = canonical_host(authority);
         let https = req.https || target.https == Some(true);
         let scheme = if https { "https" } else { "http" };

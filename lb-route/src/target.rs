@@ -67,6 +67,9 @@ pub enum TargetError {
     /// The authority of an absolute-form target is malformed.
     #[error("invalid host in the absolute-form target")]
     Authority,
+    /// The `Host` header is malformed (see [`crate::valid_authority`]).
+    #[error("invalid Host header")]
+    Host,
 }
 
 /// A parsed request target, borrowing from the raw one wherever it was
@@ -120,7 +123,7 @@ impl<'a> Target<'a> {
             };
             let end = after.find(['/', '?']).unwrap_or(after.len());
             let authority = &after[..end];
-            if authority.is_empty() || authority.contains('@') {
+            if authority.is_empty() || !crate::host::valid_authority(authority) {
                 return Err(TargetError::Authority);
             }
             (Some(authority), Some(https), &after[end..])

@@ -44,6 +44,13 @@ struct ExplainArgs {
     /// A request header, NAME:VALUE (repeatable); a Host header overrides the URL's host.
     #[arg(long = "header", value_name = "K:V")]
     headers: Vec<String>,
+    /// The request method (OPTIONS with Origin and
+    /// Access-Control-Request-Method headers explains a CORS preflight).
+    #[arg(long, value_name = "METHOD", default_value = "GET")]
+    method: String,
+    /// The client's address, for whitelist-source-range and denylist-source-range.
+    #[arg(long, value_name = "IP")]
+    client_ip: Option<std::net::IpAddr>,
     /// Serve Ingresses whose class is NAME even without an IngressClass of ours.
     #[arg(long, value_name = "NAME", default_value = "lb")]
     ingress_class: String,
@@ -107,7 +114,16 @@ fn main() -> ExitCode {
         },
         ..lb_route::Config::default()
     };
-    let (answer, problems) = match proxy::explain(&args.manifests, &args.url, &args.headers, &config) {
+    let Ok(method) = http::Method::from_bytes(args.method.as_bytes()) else {
+        eprintln!("error: --method {:?} is not an HTTP method", args.method);
+        return ExitCode::from(2);
+    };
+    let ask = proxy::Ask {
+        method,
+        client: args.client_ip,
+        ..proxy::Ask::get(&args.url, &args.headers)
+    };
+    let (answer, problems) = match proxy::explain(&args.manifests, &ask, &config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -133,12 +133,16 @@ pub enum ExplainError {
     },
 }
 
-/// A URL split for the table: https, authority, origin-form target.
+/// A URL split for the table: https, authority, origin-form target. The
+/// scheme is case-insensitive (RFC 3986 §3.1).
 fn split_url(url: &str) -> Option<(bool, &str, &str)> {
-    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
+    let (scheme, rest) = url.split_once("://")?;
+    let https = if scheme.eq_ignore_ascii_case("http") {
+        false
+    } else if scheme.eq_ignore_ascii_case("https") {
+        true
     } else {
-        (true, url.strip_prefix("https://")?)
+        return None;
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, target) = rest.split_at(end);
@@ -148,26 +152,73 @@ fn split_url(url: &str) -> Option<(bool, &str, &str)> {
     Some((https, authority, if target.is_empty() { "/" } else { target }))
 }
 
-/// Decides where `url` goes with the table, as the proxy would.
-pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result<Explain, ExplainError> {
+/// The request's `Host` header as the proxy takes it: `Err` when it is sent
+/// more than once or is not text (the proxy answers 400).
+pub fn host_header(headers: &http::HeaderMap) -> Result<Option<&str>, &'static str> {
+    let mut all = headers.get_all(http::header::HOST).iter();
+    let Some(first) = all.next() else { return Ok(None) };
+    if all.next().is_some() {
+        return Err("more than one Host header");
+    }
+    first.to_str().map(Some).map_err(|_| "a Host header that is not text")
+}
+
+/// What `explain` is asked: a request as a client would send it.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    /// `http://host[:port]/path?query` or `https://…`.
+    pub url: &'a str,
+    /// Request headers, `Name: value`; a Host header overrides the URL's host.
+    pub headers: &'a [String],
+    /// The method (GET by default).
+    pub method: http::Method,
+    /// The client address, for allow and deny lists.
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl<'a> Ask<'a> {
+    /// A GET of `url` with `headers`, from no known client.
+    pub fn get(url: &'a str, headers: &'a [String]) -> Self {
+        Self {
+            url,
+            headers,
+            method: http::Method::GET,
+            client: None,
+        }
+    }
+}
+
+/// Decides where `ask` goes with the table, as the proxy would.
+pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, ExplainError> {
+    let url = ask.url;
     let (https, authority, target) = split_url(url).ok_or_else(|| ExplainError::Url(url.into()))?;
     let mut map = http::HeaderMap::new();
-    for h in headers {
+    for h in ask.headers {
         let (k, v) = h.split_once(':').ok_or_else(|| ExplainError::Header(h.clone()))?;
         let name = http::HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| ExplainError::Header(h.clone()))?;
         let value = http::HeaderValue::from_str(v.trim()).map_err(|_| ExplainError::Header(h.clone()))?;
         map.append(name, value);
     }
-    let host = map
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(authority);
+    let host = match host_header(&map) {
+        Ok(h) => h.unwrap_or(authority),
+        Err(why) => {
+            return Ok(Explain {
+                status: 400,
+                ingress: None,
+                service: None,
+                port: None,
+                upstream_path: None,
+                location: None,
+                why: format!("bad request: {why}"),
+            });
+        }
+    };
     let req = Request {
-        method: &http::Method::GET,
+        method: &ask.method,
         https,
         host: Some(host),
         target,
-        client: None,
+        client: ask.client,
         headers: Some(&map),
         sample: None,
     };
@@ -213,7 +264,7 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
             let headers: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             answer(format!("CORS preflight answered by the proxy ({})", headers.join("; ")))
         }
-        Decision::BadRequest(e) => answer(format!("bad request target: {e}")),
+        Decision::BadRequest(e) => answer(format!("bad request: {e}")),
         _ => answer(format!(
             "no rule and no default backend for host {host:?} and this path"
         )),
@@ -226,18 +277,13 @@ pub fn explain_with(table: &RouteTable, url: &str, headers: &[String]) -> Result
 
 /// Reads `dir` and decides where `url` goes. Returns the answer and every
 /// problem met in the manifests (an invalid Ingress does not route).
-pub fn explain(
-    dir: &Path,
-    url: &str,
-    headers: &[String],
-    config: &lb_route::Config,
-) -> Result<(Explain, Vec<Problem>), ExplainError> {
+pub fn explain(dir: &Path, ask: &Ask<'_>, config: &lb_route::Config) -> Result<(Explain, Vec<Problem>), ExplainError> {
     let snap = FileSource::new(dir).read().map_err(|source| ExplainError::Read {
         dir: dir.display().to_string(),
         source,
     })?;
     let (table, mut problems) = routes(&snap, config);
-    let answer = explain_with(&table, url, headers)?;
+    let answer = explain_with(&table, ask)?;
     let mut all = snap.problems;
     all.append(&mut problems);
     Ok((answer, all))
