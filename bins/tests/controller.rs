@@ -385,3 +385,63 @@ fn sigterm_during_the_first_reconcile_exits_cleanly() {
     let err = logs.join().unwrap();
     assert!(!err.contains('\u{1b}'), "colour codes on a pipe: {err}");
 }
+
+/// `validate` stands in for the API server: names, ports, protocols and
+/// types it would refuse are errors naming the field; what the Services
+/// would meet (a pool that does not exist, an address held by another,
+/// old and new annotations that disagree) are warnings.
+#[test]
+fn validate_checks_what_the_api_server_would() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    for (doc, field) in [
+        (service("Web", ""), "metadata.name"),
+        (
+            service("web", "").replace("namespace: default", "namespace: Bad_NS"),
+            "metadata.namespace",
+        ),
+        (
+            service("web", "").replace("port: 80", "port: 70000"),
+            "spec.ports[0].port",
+        ),
+        (
+            service("web", "").replace("  - port: 80", "  - port: 80\n    protocol: HTTP"),
+            "spec.ports[0].protocol",
+        ),
+        (
+            service("web", "").replace("type: LoadBalancer", "type: Loadbalancer"),
+            "spec.type",
+        ),
+        (
+            service("web", "").replace("  ports:", "  loadBalancerIP: 192.168.001.210\n  ports:"),
+            "spec.loadBalancerIP",
+        ),
+    ] {
+        std::fs::write(dir.path().join("bad.yaml"), &doc).unwrap();
+        let out = run(&["validate", "--manifests", dir.path().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{field}: {err}");
+        assert!(
+            err.contains("bad.yaml:2 (document 1)") && err.contains(field),
+            "{field}: {err}"
+        );
+    }
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        service(
+            "web",
+            "  annotations:\n    metallb.io/address-pool: nope\n    metallb.universe.tf/address-pool: first-pool\n",
+        ) + &service("db", "  annotations:\n    metallb.io/loadBalancerIPs: 192.168.1.210\n")
+            + &service("db2", "  annotations:\n    metallb.io/loadBalancerIPs: 192.168.1.210\n"),
+    )
+    .unwrap();
+    let out = run(&["validate", "--manifests", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"nope\" does not exist"), "{err}");
+    assert!(
+        err.contains("metallb.universe.tf/address-pool") && err.contains("differs"),
+        "{err}"
+    );
+    assert!(err.contains("192.168.1.210 is in use by default/db"), "{err}");
+    assert_eq!(err.matches("differs from").count(), 1, "said once: {err}");
+}

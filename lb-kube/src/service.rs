@@ -62,6 +62,15 @@ pub fn request(svc: &Service, namespace_labels: &Labels, current: &[IpAddr]) -> 
         let (name, value) = names
             .iter()
             .find_map(|n| annotations.get(*n).map(|v| (*n, v.clone())))?;
+        if let (Some(new), Some(old)) = (annotations.get(names[0]), annotations.get(names[1]))
+            && new != old
+        {
+            issues.push(FieldIssue {
+                field: format!("metadata.annotations[{}]", names[1]),
+                message: format!("differs from {} ({new:?}), which is the one used", names[0]),
+                error: false,
+            });
+        }
         if name != names[0] {
             issues.push(FieldIssue {
                 field: format!("metadata.annotations[{name}]"),

@@ -115,7 +115,24 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        if print_problems(&report) {
+        let errors = print_problems(&report);
+        // What the Services would meet: a pool that does not exist, an
+        // address another Service holds, and the like.
+        for s in &report.services {
+            for w in &s.warnings {
+                // Field problems were printed above already.
+                let said = report.problems.iter().any(|p| {
+                    p.object
+                        .as_ref()
+                        .is_some_and(|o| o.kind == "Service" && o.namespace == s.namespace && o.name == s.name)
+                        && p.field.as_ref().is_some_and(|f| *w == format!("{f}: {}", p.message))
+                });
+                if !said {
+                    eprintln!("warning: Service {}/{}: {w}", s.namespace, s.name);
+                }
+            }
+        }
+        if errors {
             return ExitCode::FAILURE;
         }
         println!(

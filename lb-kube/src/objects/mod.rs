@@ -8,6 +8,7 @@
 
 pub mod legacy;
 pub mod metallb;
+pub mod validate;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -197,6 +198,7 @@ pub fn decode(mut value: Value) -> Result<Option<Object>, DecodeError> {
             });
         }
     };
+    validate::check(&object)?;
     Ok(Some(object))
 }
 
