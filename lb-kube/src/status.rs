@@ -233,3 +233,48 @@ pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
     std::fs::rename(&tmp, path).map_err(io_err)?;
     std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err)
 }
+
+/// The file backend of the status sink: the controller's state file,
+/// written whole and durably on every change.
+#[derive(Debug)]
+pub struct FileStatus {
+    path: PathBuf,
+    state: State,
+}
+
+impl FileStatus {
+    /// Opens the state file of the controller of `class`, checking it: a
+    /// missing file is empty; one of another version or class is refused.
+    pub fn open(path: impl Into<PathBuf>, class: Option<&str>) -> Result<Self, StateError> {
+        let path = path.into();
+        let state = load(&path, class)?;
+        Ok(Self { path, state })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl crate::source::StatusSink for FileStatus {
+    type Error = StateError;
+
+    fn current(&self) -> &BTreeMap<String, ServiceState> {
+        &self.state.services
+    }
+
+    fn apply(&mut self, changes: &[(String, Option<ServiceState>)]) -> Result<(), StateError> {
+        for (key, status) in changes {
+            match status {
+                Some(s) => {
+                    self.state.services.insert(key.clone(), s.clone());
+                }
+                None => {
+                    self.state.services.remove(key);
+                }
+            }
+        }
+        store(&self.path, &self.state)
+    }
+}

@@ -14,9 +14,9 @@ use serde::Serialize;
 use crate::config;
 use crate::objects::Object;
 use crate::service::{self, FieldIssue};
-use crate::source::file::{Entry, FileSource};
-use crate::source::{Problem, Severity, Snapshot};
-use crate::status::{self, ServiceState, State, StateError};
+use crate::source::file::FileSource;
+use crate::source::{Problem, Severity, Snapshot, Source, StatusSink};
+use crate::status::{self, FileStatus, ServiceState, StateError};
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -119,18 +119,25 @@ pub enum Error {
     Panicked,
 }
 
-/// The controller's state between reconciles.
+/// The controller's state between reconciles: a source of views, a sink
+/// for status, and the allocator. Generic over both so the same code runs
+/// on files, on the API server, or in memory (tests).
 #[derive(Debug)]
-pub struct Controller {
+pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     options: Options,
-    source: FileSource,
+    source: S,
+    sink: K,
     alloc: Allocator,
     pools: PoolSet,
-    state: State,
+    /// What each Service holds, as last decided.
+    held: BTreeMap<String, ServiceState>,
+    /// Decided changes not yet written to the sink (a failed write is
+    /// retried with the next).
+    unsaved: BTreeMap<String, Option<ServiceState>>,
     /// Held Services gone from the manifests, since when.
     missing_since: HashMap<String, Instant>,
-    /// The other controllers' state files at the last reconcile.
-    siblings: Vec<Entry>,
+    /// The source's version at the last read.
+    read_version: Option<u64>,
 }
 
 /// What a Service is kept with when it is not asked for.
@@ -138,32 +145,46 @@ const FROZEN: &str = "the address pool configuration has errors that no earlier 
                       addresses are kept as they are and none is given out until it is fixed";
 
 impl Controller {
-    /// A controller over `options.manifests`, with the state file loaded.
+    /// A controller over `options.manifests`, with the state file loaded
+    /// (its Services keep what it holds).
     pub fn new(options: Options) -> Result<Self, Error> {
         let class = options.load_balancer_class.clone();
-        let state = status::load(&options.state_path(), class.as_deref())?;
-        Ok(Self {
-            source: FileSource::new(&options.manifests),
+        let path = options.state_path();
+        let sink = FileStatus::open(&path, class.as_deref())?;
+        let source = FileSource::new(&options.manifests).with_status_file(path);
+        Ok(Self::with(options, source, sink))
+    }
+}
+
+impl<S: Source, K: StatusSink> Controller<S, K>
+where
+    Error: From<K::Error>,
+{
+    /// A controller reading views from `source` and writing status to
+    /// `sink`; what the sink holds is what each Service holds at start.
+    pub fn with(options: Options, source: S, sink: K) -> Self {
+        let class = options.load_balancer_class.clone();
+        Self {
+            held: sink.current().clone(),
+            source,
+            sink,
             alloc: Allocator::with_class(class),
             pools: PoolSet::default(),
-            state,
             options,
+            unsaved: BTreeMap::new(),
             missing_since: HashMap::new(),
-            siblings: Vec::new(),
-        })
+            read_version: None,
+        }
     }
 
-    /// Whether the manifests, or another controller's state file, changed
-    /// since the last reconcile.
+    /// The status sink.
+    pub fn sink(&self) -> &K {
+        &self.sink
+    }
+
+    /// Whether the view may have changed since the last reconcile.
     pub fn changed(&self) -> bool {
-        self.source.changed() || self.siblings != self.siblings_now()
-    }
-
-    fn siblings_now(&self) -> Vec<Entry> {
-        status::sibling_paths(&self.options.state_path())
-            .into_iter()
-            .map(Entry::stat)
-            .collect()
+        self.read_version != Some(self.source.version())
     }
 
     /// When a reconcile is due without any change: the end of a release delay.
@@ -174,63 +195,37 @@ impl Controller {
             .min()
     }
 
-    /// Reads the manifests, assigns addresses and writes the state file
-    /// (unless `dry_run`).
+    /// Reads the view, assigns addresses and writes the status (unless
+    /// `dry_run`).
     pub fn reconcile(&mut self, dry_run: bool) -> Result<Report, Error> {
-        let snapshot = self.source.read().map_err(|source| Error::Manifests {
-            path: self.options.manifests.clone(),
-            source,
+        let version = self.source.version();
+        let snapshot = self.source.view().map_err(|e| match e {
+            crate::source::SourceError::Directory { path, source } => Error::Manifests { path, source },
         })?;
-        self.siblings = self.siblings_now();
+        self.read_version = Some(version);
         let report = self.reconcile_snapshot(&snapshot, Instant::now());
-        if !dry_run {
-            status::store(&self.options.state_path(), &self.state)?;
+        if !dry_run && !self.unsaved.is_empty() {
+            let changes: Vec<(String, Option<ServiceState>)> =
+                self.unsaved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            self.sink.apply(&changes)?;
+            self.unsaved.clear();
         }
         Ok(report)
     }
 
-    /// Addresses the other controllers' state files hold, as reservations.
-    /// False when one cannot be read (what it holds is unknown).
-    fn reserve_foreign(&mut self, problems: &mut Vec<Problem>) -> bool {
-        let ours: HashSet<IpAddr> = self
-            .state
-            .services
-            .values()
-            .flat_map(|s| s.ips.iter().copied())
-            .collect();
-        let own_class = self.options.load_balancer_class.clone();
+    /// Addresses the other controllers hold (the view's status of other
+    /// classes), as reservations. False when some status is unknown.
+    fn reserve_foreign(&mut self, snapshot: &Snapshot) -> bool {
+        let ours: HashSet<IpAddr> = self.held.values().flat_map(|s| s.ips.iter().copied()).collect();
+        let own_class = &self.options.load_balancer_class;
         let mut reserved = Vec::new();
-        let mut readable = true;
-        for (path, state) in status::siblings(&self.options.state_path()) {
-            let state = match state {
-                Ok(s) => s,
-                Err(e) => {
-                    problems.push(Problem::error(
-                        None,
-                        None,
-                        format!("{e}; what it holds is unknown, so no address is given out until it can be read"),
-                    ));
-                    readable = false;
-                    continue;
-                }
-            };
-            if state.load_balancer_class == own_class {
-                problems.push(Problem::warning(
-                    None,
-                    None,
-                    format!(
-                        "state file {} is for this controller's class too and is ignored; remove it if it is stale",
-                        path.display()
-                    ),
-                ));
-                continue;
-            }
-            // Both holding one address (a race at start): the class that
-            // sorts first keeps it, as both controllers agree.
-            let we_win = own_class < state.load_balancer_class;
-            let class = state.load_balancer_class.as_deref().unwrap_or("");
-            for (key, held) in &state.services {
-                for &ip in &held.ips {
+        for (key, entries) in &snapshot.status {
+            for h in entries.iter().filter(|h| h.class != *own_class) {
+                // Both holding one address (a race at start): the class
+                // that sorts first keeps it, as both controllers agree.
+                let we_win = *own_class < h.class;
+                let class = h.class.as_deref().unwrap_or("");
+                for &ip in &h.state.ips {
                     if !(we_win && ours.contains(&ip)) {
                         reserved.push((ip, format!("{key} (loadBalancerClass {class:?})")));
                     }
@@ -238,14 +233,14 @@ impl Controller {
             }
         }
         self.alloc.set_reserved(reserved);
-        readable
+        snapshot.status_complete
     }
 
     /// The reconcile itself, on a snapshot from any source, at `now`.
     pub fn reconcile_snapshot(&mut self, snapshot: &Snapshot, now: Instant) -> Report {
         let mut problems = snapshot.problems.clone();
         let (pools, pools_complete) = config::pools(snapshot, &self.pools, &mut problems);
-        let foreign_known = self.reserve_foreign(&mut problems);
+        let foreign_known = self.reserve_foreign(snapshot);
         let ns_labels: HashMap<String, Labels> = snapshot
             .objects
             .iter()
@@ -257,8 +252,7 @@ impl Controller {
         // Who holds what, per the state file: the holder wins over a stale
         // status in a manifest.
         let holder_of: HashMap<IpAddr, &str> = self
-            .state
-            .services
+            .held
             .iter()
             .flat_map(|(k, s)| s.ips.iter().map(move |&ip| (ip, k.as_str())))
             .collect();
@@ -273,7 +267,7 @@ impl Controller {
             }
             let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             let key = format!("{ns}/{}", svc.metadata.name.clone().unwrap_or_default());
-            let current = match self.state.services.get(&key) {
+            let current = match self.held.get(&key) {
                 Some(s) => s.ips.clone(),
                 None => service::status_ips(svc)
                     .into_iter()
@@ -325,8 +319,8 @@ impl Controller {
             .collect();
         let keep_all = !snapshot.complete || unreadable.iter().any(|k| k.ends_with('/'));
         self.missing_since
-            .retain(|k, _| !seen.contains(k) && self.state.services.contains_key(k));
-        for (key, held) in &self.state.services {
+            .retain(|k, _| !seen.contains(k) && self.held.contains_key(k));
+        for (key, held) in &self.held {
             if seen.contains(key) {
                 continue;
             }
@@ -363,7 +357,7 @@ impl Controller {
         self.pools = pools;
 
         let sync = self.alloc.sync(&self.pools, &requests);
-        let mut state = State::new(self.options.load_balancer_class.clone());
+        let mut state = BTreeMap::new();
         let mut services = Vec::new();
         for (req, res) in requests.iter().zip(&sync.results) {
             let mut warnings = notes.remove(&req.key()).unwrap_or_default();
@@ -374,7 +368,7 @@ impl Controller {
             warnings.extend(res.warnings.iter().map(ToString::to_string));
             let (ips, pool) = match &res.outcome {
                 Outcome::Assigned(a) => {
-                    state.services.insert(
+                    state.insert(
                         req.key(),
                         ServiceState {
                             ips: a.ips.clone(),
@@ -399,7 +393,19 @@ impl Controller {
         }
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        self.state = state;
+        for (key, old) in &self.held {
+            if !state.contains_key(key) {
+                self.unsaved.insert(key.clone(), None);
+            } else if state.get(key) != Some(old) {
+                self.unsaved.insert(key.clone(), state.get(key).cloned());
+            }
+        }
+        for (key, new) in &state {
+            if !self.held.contains_key(key) {
+                self.unsaved.insert(key.clone(), Some(new.clone()));
+            }
+        }
+        self.held = state;
         Report {
             services,
             problems,
@@ -426,7 +432,7 @@ impl Controller {
             let key = req.key();
             let mut warnings = notes.remove(&key).unwrap_or_default();
             warnings.push(FROZEN.to_owned());
-            let held = self.state.services.get(&key);
+            let held = self.held.get(&key);
             services.push(ServiceReport {
                 namespace: req.namespace,
                 name: req.name,
@@ -515,13 +521,13 @@ pub async fn run(
             // Settle: wait until one poll interval passes without a change.
             if !first {
                 loop {
-                    let (c, before) = blocking(controller, |c| (c.source.fingerprint_now(), c.siblings_now())).await?;
+                    let (c, before) = blocking(controller, |c| c.source.version()).await?;
                     controller = c;
                     tokio::select! {
                         _ = &mut shutdown => return Ok(()),
                         _ = tokio::time::sleep(interval) => {}
                     }
-                    let (c, after) = blocking(controller, |c| (c.source.fingerprint_now(), c.siblings_now())).await?;
+                    let (c, after) = blocking(controller, |c| c.source.version()).await?;
                     controller = c;
                     if after == before {
                         break;
@@ -636,4 +642,10 @@ impl Logged {
 
 fn join(ips: &[IpAddr]) -> String {
     ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
     version = "v1beta1",
     kind = "IPAddressPool",
     namespaced,
-    status = "IPAddressPoolStatus"
+    status = "IPAddressPoolStatus",
+    derive = "PartialEq"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
@@ -67,7 +68,13 @@ pub struct IPAddressPoolStatus {
 
 /// `L2Advertisement.spec`: which pools are announced by ARP/NDP, from where.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "metallb.io", version = "v1beta1", kind = "L2Advertisement", namespaced)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "L2Advertisement",
+    namespaced,
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementSpec {
     /// Pools by name (both lists empty: every pool).
@@ -101,7 +108,13 @@ pub struct PreferredNodeSelector {
 
 /// `BGPAdvertisement.spec`: which pools are announced by BGP, and how.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "metallb.io", version = "v1beta1", kind = "BGPAdvertisement", namespaced)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "BGPAdvertisement",
+    namespaced,
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BGPAdvertisementSpec {
     /// IPv4 prefix length announced (default 32).
@@ -146,7 +159,13 @@ pub struct SecretReference {
 
 /// `BGPPeer.spec` (v1beta2, the storage version): one BGP session.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "metallb.io", version = "v1beta2", kind = "BGPPeer", namespaced)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta2",
+    kind = "BGPPeer",
+    namespaced,
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {
     /// Local AS.
@@ -220,7 +239,13 @@ pub mod v1beta1 {
 
     /// `BGPPeer.spec` as v1beta1 wrote it.
     #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-    #[kube(group = "metallb.io", version = "v1beta1", kind = "BGPPeer", namespaced)]
+    #[kube(
+        group = "metallb.io",
+        version = "v1beta1",
+        kind = "BGPPeer",
+        namespaced,
+        derive = "PartialEq"
+    )]
     #[serde(rename_all = "camelCase")]
     pub struct BGPPeerSpec {
         /// Local AS.
@@ -283,7 +308,13 @@ pub mod v1beta1 {
 
 /// `Community.spec`: named BGP community values.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "metallb.io", version = "v1beta1", kind = "Community", namespaced)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "Community",
+    namespaced,
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct CommunitySpec {
     /// The aliases.
@@ -302,7 +333,13 @@ pub struct CommunityAlias {
 
 /// `BFDProfile.spec`: BFD timers.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "metallb.io", version = "v1beta1", kind = "BFDProfile", namespaced)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "BFDProfile",
+    namespaced,
+    derive = "PartialEq"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BFDProfileSpec {
     /// ms, 10..60000.

@@ -19,7 +19,7 @@ use serde_json::Value;
 pub use metallb::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
 /// One object of a kind lb reads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 #[allow(missing_docs)]
 pub enum Object {
@@ -50,6 +50,28 @@ pub struct ObjectRef {
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
+}
+
+impl Object {
+    /// The object's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Service(_) => "Service",
+            Object::Namespace(_) => "Namespace",
+            Object::Node(_) => "Node",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::Secret(_) => "Secret",
+            Object::Ingress(_) => "Ingress",
+            Object::IngressClass(_) => "IngressClass",
+            Object::IPAddressPool(_) => "IPAddressPool",
+            Object::L2Advertisement(_) => "L2Advertisement",
+            Object::BGPAdvertisement(_) => "BGPAdvertisement",
+            Object::BGPPeer(_) => "BGPPeer",
+            Object::Community(_) => "Community",
+            Object::BFDProfile(_) => "BFDProfile",
+        }
+    }
 }
 
 impl ObjectRef {

@@ -10,7 +10,7 @@
 //! before goes bad, its last good version stays in force (and the problem
 //! says so), so a typo never takes an address away.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -61,7 +61,7 @@ pub fn parse_document(text: &str) -> Result<Value, String> {
 
 /// One directory entry that looks like a manifest (its name ends in
 /// `.yaml`, `.yml` or `.json` and does not start with `.`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// The path.
     pub path: PathBuf,
@@ -166,13 +166,51 @@ pub struct FileSource {
     last_good: HashMap<ObjectRef, Vec<Object>>,
     fingerprint: Option<Vec<Entry>>,
     total_limit: u64,
+    /// The state file whose directory holds the controllers' status.
+    status_file: Option<PathBuf>,
+    objects_version: u64,
+    endpoints_version: u64,
 }
 
-/// The state of one read: the snapshot being built, and where each
-/// identity was first met (duplicates are errors; the first stays).
+/// The state of one read: the snapshot being built, where each identity
+/// was first met (duplicates are errors; the first stays), and what changed.
 struct Reading<'a> {
     snap: &'a mut Snapshot,
     seen: HashMap<ObjectRef, Origin>,
+    endpoints: BTreeMap<ObjectRef, Object>,
+    objects_changed: bool,
+    endpoints_changed: bool,
+}
+
+impl<'a> Reading<'a> {
+    fn new(snap: &'a mut Snapshot) -> Self {
+        Self {
+            snap,
+            seen: HashMap::new(),
+            endpoints: BTreeMap::new(),
+            objects_changed: false,
+            endpoints_changed: false,
+        }
+    }
+
+    /// Puts read objects in the view (EndpointSlices apart).
+    fn push(&mut self, origin: &Origin, objs: &[Object]) {
+        for o in objs {
+            if let Object::EndpointSlice(_) = o {
+                self.endpoints.insert(objects::object_ref(o), o.clone());
+            } else {
+                self.snap.objects.push((Some(origin.clone()), o.clone()));
+            }
+        }
+    }
+
+    fn changed(&mut self, kind: &str) {
+        if kind == "EndpointSlice" {
+            self.endpoints_changed = true;
+        } else {
+            self.objects_changed = true;
+        }
+    }
 }
 
 impl FileSource {
@@ -183,7 +221,19 @@ impl FileSource {
             last_good: HashMap::new(),
             fingerprint: None,
             total_limit: MAX_TOTAL_BYTES,
+            status_file: None,
+            objects_version: 0,
+            endpoints_version: 0,
         }
+    }
+
+    /// The same source, also reading Service status from the state file
+    /// `path` and the other controllers' state files beside it
+    /// (`state*.json`), as Service status would be read from the API
+    /// server.
+    pub fn with_status_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.status_file = Some(path.into());
+        self
     }
 
     /// The same source with another limit on the bytes read from the
@@ -214,14 +264,8 @@ impl FileSource {
     /// itself cannot be listed.
     pub fn read(&mut self) -> io::Result<Snapshot> {
         let entries = manifest_entries(&self.dir)?;
-        let mut snap = Snapshot {
-            complete: true,
-            ..Snapshot::default()
-        };
-        let mut reading = Reading {
-            snap: &mut snap,
-            seen: HashMap::new(),
-        };
+        let mut snap = Snapshot::empty();
+        let mut reading = Reading::new(&mut snap);
         let mut total = 0u64;
         for entry in &entries {
             let text = match &entry.state {
@@ -257,8 +301,28 @@ impl FileSource {
             }
         }
         // Forget the last good versions of objects that are gone.
-        let seen = reading.seen;
-        self.last_good.retain(|r, _| seen.contains_key(r));
+        let seen = std::mem::take(&mut reading.seen);
+        let mut gone = Vec::new();
+        self.last_good.retain(|r, _| {
+            let keep = seen.contains_key(r);
+            if !keep {
+                gone.push(r.kind.clone());
+            }
+            keep
+        });
+        for kind in gone {
+            reading.changed(&kind);
+        }
+        let (objects_changed, endpoints_changed) = (reading.objects_changed, reading.endpoints_changed);
+        let endpoints = std::mem::take(&mut reading.endpoints);
+        self.objects_version += u64::from(objects_changed || self.fingerprint.is_none());
+        self.endpoints_version += u64::from(endpoints_changed || self.fingerprint.is_none());
+        snap.endpoints = std::sync::Arc::new(endpoints);
+        snap.objects_version = self.objects_version;
+        snap.endpoints_version = self.endpoints_version;
+        if let Some(own) = &self.status_file {
+            read_status(&mut snap, own);
+        }
         self.fingerprint = Some(entries);
         Ok(snap)
     }
@@ -266,11 +330,11 @@ impl FileSource {
     /// Adds the documents of one file's text to `snap` (duplicates are
     /// found within this text only).
     pub fn read_text(&mut self, snap: &mut Snapshot, file: &Path, text: &str) {
-        let mut reading = Reading {
-            snap,
-            seen: HashMap::new(),
-        };
+        let mut reading = Reading::new(snap);
         self.read_file(&mut reading, file, text);
+        let endpoints = std::mem::take(&mut reading.endpoints);
+        let all = std::sync::Arc::make_mut(&mut snap.endpoints);
+        all.extend(endpoints);
     }
 
     fn read_file(&mut self, reading: &mut Reading<'_>, file: &Path, text: &str) {
@@ -372,11 +436,11 @@ impl FileSource {
             return;
         }
         reading.seen.insert(r.clone(), origin.clone());
-        reading
-            .snap
-            .objects
-            .extend(objs.iter().map(|o| (Some(origin.clone()), o.clone())));
-        self.last_good.insert(r, objs);
+        reading.push(origin, &objs);
+        if self.last_good.get(&r) != Some(&objs) {
+            reading.changed(&r.kind);
+            self.last_good.insert(r, objs);
+        }
     }
 
     /// Whether `r` has a last good version that this read may still use.
@@ -393,22 +457,69 @@ impl FileSource {
         }
         reading.seen.insert(r.clone(), origin.clone());
         match self.last_good.get(&r) {
-            Some(objs) => reading
-                .snap
-                .objects
-                .extend(objs.iter().map(|o| (Some(origin.clone()), o.clone()))),
+            Some(objs) => reading.push(origin, objs),
             None => reading.snap.unreadable.push(r),
         }
+    }
+}
+
+/// Reads the controllers' status (the state file `own` and the state
+/// files beside it) into the view.
+fn read_status(snap: &mut Snapshot, own: &Path) {
+    let own_state = match crate::status::read(own) {
+        Ok(s) => s.map(|s| (own.to_path_buf(), Ok(s))),
+        Err(e) => Some((own.to_path_buf(), Err(e))),
+    };
+    for (path, state) in own_state.into_iter().chain(crate::status::siblings(own)) {
+        match state {
+            Ok(state) => {
+                for (key, held) in state.services {
+                    snap.status.entry(key).or_default().push(super::HeldStatus {
+                        class: state.load_balancer_class.clone(),
+                        state: held,
+                    });
+                }
+            }
+            Err(e) => {
+                snap.problems.push(Problem {
+                    origin: Some(Origin {
+                        file: path,
+                        document: 0,
+                        line: 0,
+                    }),
+                    ..Problem::error(None, None, format!("{e}; what it holds is unknown"))
+                });
+                snap.status_complete = false;
+            }
+        }
+    }
+}
+
+impl super::Source for FileSource {
+    fn view(&mut self) -> Result<Snapshot, super::SourceError> {
+        self.read().map_err(|source| super::SourceError::Directory {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    fn version(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.fingerprint_now().hash(&mut h);
+        if let Some(own) = &self.status_file {
+            for p in std::iter::once(own.clone()).chain(crate::status::sibling_paths(own)) {
+                Entry::stat(p).hash(&mut h);
+            }
+        }
+        h.finish()
     }
 }
 
 /// Parses the text of one manifest file into a snapshot (no directory, no
 /// last good versions): what `validate` does for one file.
 pub fn parse_manifests(file: &Path, text: &str) -> Snapshot {
-    let mut snap = Snapshot {
-        complete: true,
-        ..Snapshot::default()
-    };
+    let mut snap = Snapshot::empty();
     FileSource::new(".").read_text(&mut snap, file, text);
     snap
 }

@@ -1,12 +1,25 @@
-//! Where objects come from: one snapshot of the cluster, with every problem
-//! found on the way, named by file, document, object and field.
+//! Where objects come from: the seam every component is written against.
+//!
+//! A [`Source`] yields [`Snapshot`]s: consistent views of the cluster (the
+//! objects by kind and identity, the problems found reading them, whether
+//! the view is complete and synced, the status the controller has written,
+//! and the EndpointSlices apart, with versions that tell a consumer what
+//! changed). A [`StatusSink`] takes the controller's per-Service status
+//! changes. The file backend ([`file::FileSource`], [`crate::status::FileStatus`])
+//! is the first; an in-memory one ([`memory::MemorySource`]) drives tests;
+//! the kube-rs backend plugs in behind the same traits.
 
 pub mod file;
+pub mod memory;
 
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::objects::{Object, ObjectRef};
+use crate::status::ServiceState;
 
 /// Where a document was read.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,24 +118,130 @@ impl fmt::Display for Problem {
     }
 }
 
-/// The objects in force, and the problems met reading them.
+/// The objects in force, and the problems met reading them: one
+/// consistent view of the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// The objects, in a stable order (file, then document).
+    /// The objects, in a stable order (file, then document), EndpointSlices
+    /// excepted (see [`Snapshot::endpoints`]).
     pub objects: Vec<(Option<Origin>, Object)>,
     /// Problems, in the same order.
     pub problems: Vec<Problem>,
     /// Objects that exist but could not be read (and have no last good
     /// version): what they hold must be kept, not released.
     pub unreadable: Vec<ObjectRef>,
-    /// False when a document could not even be parsed and no last good
-    /// version exists: objects may be missing, so nothing is released.
+    /// False when something could not be read at all and nothing is known
+    /// of it: objects may be missing, so nothing is released.
     pub complete: bool,
+    /// True once every kind has been read (listed) at least once.
+    pub synced: bool,
+    /// Service status written by the controllers, by `namespace/name`: one
+    /// entry per controller (loadBalancerClass) that holds addresses for it.
+    pub status: BTreeMap<String, Vec<HeldStatus>>,
+    /// False when some status could not be read: what it holds is unknown.
+    pub status_complete: bool,
+    /// The EndpointSlices, by namespace and name: a change to them alone
+    /// moves only [`Snapshot::endpoints_version`], so consumers that do not
+    /// need endpoints (the controller, a route table) need not rebuild.
+    pub endpoints: Arc<BTreeMap<ObjectRef, Object>>,
+    /// Moves whenever anything but the endpoints changed.
+    pub objects_version: u64,
+    /// Moves whenever the endpoints changed.
+    pub endpoints_version: u64,
+}
+
+/// One controller's status for a Service: what `status.loadBalancer` and
+/// `metallb.io/ip-allocated-from-pool` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldStatus {
+    /// The loadBalancerClass of the controller that wrote it.
+    pub class: Option<String>,
+    /// What it holds.
+    pub state: ServiceState,
 }
 
 impl Snapshot {
+    /// An empty, complete, synced view.
+    pub fn empty() -> Self {
+        Self {
+            complete: true,
+            synced: true,
+            status_complete: true,
+            ..Self::default()
+        }
+    }
+
     /// Whether any problem is an error.
     pub fn has_errors(&self) -> bool {
         self.problems.iter().any(|p| p.severity == Severity::Error)
     }
+
+    /// The object with this identity, if in force.
+    pub fn get(&self, r: &ObjectRef) -> Option<&Object> {
+        if r.kind == "EndpointSlice" {
+            return self.endpoints.get(r);
+        }
+        self.objects
+            .iter()
+            .map(|(_, o)| o)
+            .find(|o| crate::objects::object_ref(o) == *r)
+    }
+
+    /// The objects of one kind (`Service`, `IPAddressPool`, …).
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Object> + 'a {
+        self.objects.iter().map(|(_, o)| o).filter(move |o| o.kind() == kind)
+    }
+
+    /// What the controller of `class` holds for `key` (`namespace/name`).
+    pub fn status_of(&self, key: &str, class: Option<&str>) -> Option<&ServiceState> {
+        self.status
+            .get(key)?
+            .iter()
+            .find(|h| h.class.as_deref() == class)
+            .map(|h| &h.state)
+    }
+}
+
+/// Why a source cannot give a view at all (a missing directory, an API
+/// server that cannot be reached); problems with single objects are
+/// [`Problem`]s in the view instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The manifests directory cannot be listed.
+    #[error("manifests directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Where views of the cluster come from. Level-triggered: a consumer reads
+/// the whole current view whenever [`Source::version`] moves, and the
+/// version stays put while nothing changes, so a consumer can wait for it
+/// to settle before acting (a file saved in two writes is read whole).
+pub trait Source: Send {
+    /// The current view. May block on I/O: call it off the runtime's
+    /// worker threads.
+    fn view(&mut self) -> Result<Snapshot, SourceError>;
+
+    /// A cheap token that differs from the last one whenever the view may
+    /// have changed. May block briefly (file metadata).
+    fn version(&self) -> u64;
+}
+
+/// Takes the controller's status changes: the state file in file mode,
+/// status subresource patches in cluster mode.
+pub trait StatusSink: Send {
+    /// Why a write failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// What the controller holds now, by `namespace/name`, as last written.
+    fn current(&self) -> &BTreeMap<String, ServiceState>;
+
+    /// Applies per-Service changes: `Some` sets a Service's status, `None`
+    /// clears it. Durable when it returns `Ok`.
+    fn apply(&mut self, changes: &[(String, Option<ServiceState>)]) -> Result<(), Self::Error>;
 }

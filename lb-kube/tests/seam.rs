@@ -1,0 +1,108 @@
+//! The source/status seam: the controller driven by an in-memory backend,
+//! status read back through the file source as Service status, and
+//! endpoint churn kept apart from everything else.
+
+use std::collections::BTreeMap;
+
+use lb_kube::controller::{Controller, Options};
+use lb_kube::objects;
+use lb_kube::source::file::FileSource;
+use lb_kube::source::memory::{MemorySource, MemoryStatus};
+use lb_kube::source::{Snapshot, Source};
+use lb_kube::status::ServiceState;
+
+fn object(yaml: &str) -> objects::Object {
+    let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+    objects::decode(v).unwrap().unwrap()
+}
+
+fn view(services: &[&str]) -> Snapshot {
+    let mut s = Snapshot::empty();
+    s.objects.push((
+        None,
+        object("apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p, namespace: metallb-system}\nspec: {addresses: [10.0.0.0/29]}\n"),
+    ));
+    for name in services {
+        s.objects.push((
+            None,
+            object(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{type: LoadBalancer, ports: [{{port: 80}}]}}\n"
+            )),
+        ));
+    }
+    s
+}
+
+#[test]
+fn the_controller_runs_on_an_in_memory_backend_and_writes_only_changes() {
+    let held = BTreeMap::from([(
+        "default/b".to_owned(),
+        ServiceState {
+            ips: vec!["10.0.0.5".parse().unwrap()],
+            pool: "p".into(),
+        },
+    )]);
+    let mut c = Controller::with(
+        Options::new("unused"),
+        MemorySource::new(view(&["a", "b"])),
+        MemoryStatus::new(held),
+    );
+    let r = c.reconcile(false).unwrap();
+    assert_eq!(
+        r.services[1].ips,
+        ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()],
+        "b keeps what the sink held"
+    );
+    assert_eq!(c.sink().batches.len(), 1);
+    assert_eq!(c.sink().batches[0].len(), 1, "only a is new: {:?}", c.sink().batches);
+    assert_eq!(c.sink().batches[0][0].0, "default/a");
+    // Nothing changed: nothing written.
+    c.reconcile(false).unwrap();
+    assert_eq!(c.sink().batches.len(), 1);
+    assert!(!c.changed());
+}
+
+#[test]
+fn status_is_in_the_view_and_endpoints_change_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pool.yaml"),
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p, namespace: metallb-system}\nspec: {addresses: [10.0.0.0/29]}\n",
+    )
+    .unwrap();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n";
+    let slice = |ip: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nendpoints: [{{addresses: [{ip}]}}]\n"
+        )
+    };
+    std::fs::write(dir.path().join("web.yaml"), format!("{svc}---\n{}", slice("10.1.0.1"))).unwrap();
+    Controller::new(Options::new(dir.path()))
+        .unwrap()
+        .reconcile(false)
+        .unwrap();
+
+    let mut src = FileSource::new(dir.path()).with_status_file(dir.path().join(".lb/state.json"));
+    let v1 = src.view().unwrap();
+    let held = v1.status_of("default/web", None).expect("status in the view");
+    assert_eq!(held.ips, ["10.0.0.0".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(v1.endpoints.len(), 1);
+    assert!(v1.of_kind("EndpointSlice").next().is_none(), "endpoints are apart");
+
+    // Endpoint churn moves only the endpoints version.
+    let before = src.version();
+    std::fs::write(dir.path().join("web.yaml"), format!("{svc}---\n{}", slice("10.1.0.2"))).unwrap();
+    assert_ne!(src.version(), before);
+    let v2 = src.view().unwrap();
+    assert_eq!(v2.objects_version, v1.objects_version);
+    assert_ne!(v2.endpoints_version, v1.endpoints_version);
+    // A Service change moves only the objects version.
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        format!("{}---\n{}", svc.replace("port: 80", "port: 81"), slice("10.1.0.2")),
+    )
+    .unwrap();
+    let v3 = src.view().unwrap();
+    assert_ne!(v3.objects_version, v2.objects_version);
+    assert_eq!(v3.endpoints_version, v2.endpoints_version);
+}
