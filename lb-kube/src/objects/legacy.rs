@@ -155,7 +155,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
     let value = match crate::source::file::parse_document(text) {
         Ok(v) => v,
         Err(e) => {
-            errors.push((field(""), format!("invalid YAML: {e}")));
+            errors.push((field(""), e));
             return Vec::new();
         }
     };

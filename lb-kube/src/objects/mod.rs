@@ -90,7 +90,11 @@ impl ObjectRef {
 
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        if self.name.is_empty() {
+            write!(f, "{} (no name) in {}", self.kind, self.namespace)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -267,9 +271,23 @@ pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeE
     // serde_ignored writes `?` for an Option layer: not part of the field path.
     let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string().replace(".?", "").replace("?.", ""));
     let de = serde_ignored::Deserializer::new(value, &mut note);
-    let t: T = serde_path_to_error::deserialize(de).map_err(|e| DecodeError::Field {
-        field: e.path().to_string(),
-        message: e.inner().to_string(),
+    let t: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let message = e.inner().to_string();
+        // A missing top-level field: name it as the field.
+        let field = match e.path().to_string() {
+            p if p == "." => message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+                .unwrap_or(".")
+                .to_owned(),
+            p => p,
+        };
+        let message = if field != "." && message.starts_with("missing field") {
+            "is required".to_owned()
+        } else {
+            message
+        };
+        DecodeError::Field { field, message }
     })?;
     // `status` of objects read from files is not ours to judge; apiVersion
     // and kind were checked by `decode` (kube's derived types skip them).

@@ -54,9 +54,44 @@ pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-/// Parses one YAML document into JSON.
+/// Parses one YAML document into JSON. Errors are one line, with line
+/// numbers counted from 1 at the document's first line.
 pub fn parse_document(text: &str) -> Result<Value, String> {
-    serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string().lines().take(3).collect::<Vec<_>>().join(" "))
+    parse_at(text, 1, false)
+}
+
+/// Parses one document that starts on line `first_line` of its file (JSON
+/// when `json`), naming lines of the file in errors.
+fn parse_at(text: &str, first_line: usize, json: bool) -> Result<Value, String> {
+    if json {
+        return serde_json::from_str::<Value>(text).map_err(|e| {
+            let line = e.line() + first_line - 1;
+            let what = e.to_string();
+            let what = what.split(" at line ").next().unwrap_or_default();
+            format!("invalid JSON at line {line} column {}: {what}", e.column())
+        });
+    }
+    serde_saphyr::from_str::<Value>(text).map_err(|e| yaml_error(&e.to_string(), first_line))
+}
+
+/// The YAML parser's message, as one line a user can act on: the file's line
+/// number, no source snippet, no parser option names.
+fn yaml_error(raw: &str, first_line: usize) -> String {
+    let first = raw.lines().next().unwrap_or_default();
+    let first = first.split("  -->").next().unwrap_or_default().trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = first.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    if first.contains("budget") {
+        return "invalid YAML: the document is too large or too deeply nested (aliases included)".into();
+    }
+    // "line N column M: what" with N counted within the document.
+    if let Some(rest) = first.strip_prefix("line ")
+        && let Some((n, rest)) = rest.split_once(' ')
+        && let Ok(n) = n.parse::<usize>()
+    {
+        return format!("invalid YAML at line {} {rest}", n + first_line - 1);
+    }
+    format!("invalid YAML: {first}")
 }
 
 /// One directory entry that looks like a manifest (its name ends in
@@ -349,7 +384,8 @@ impl FileSource {
     }
 
     fn read_document(&mut self, reading: &mut Reading<'_>, origin: Origin, doc: &str) {
-        let value = match parse_document(doc) {
+        let json = origin.file.extension().is_some_and(|e| e == "json");
+        let value = match parse_at(doc, origin.line, json) {
             Ok(v) => v,
             Err(e) => {
                 let identity = sniff_identity(doc);
@@ -357,7 +393,7 @@ impl FileSource {
                 let note = super::kept_note(kept);
                 reading.snap.problems.push(Problem {
                     origin: Some(origin.clone()),
-                    ..Problem::error(identity.clone(), None, format!("invalid YAML: {e}{note}"))
+                    ..Problem::error(identity.clone(), None, format!("{e}{note}"))
                 });
                 match identity {
                     Some(r) => self.keep(reading, r, &origin),
@@ -367,14 +403,28 @@ impl FileSource {
             }
         };
         // A `kind: List` (kubectl get -o yaml) holds its objects in `items`.
-        let items = match value {
-            Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
-                m.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+        let (items, listed) = match value {
+            Value::Object(mut m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
+                let items = match m.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                };
+                (items, true)
             }
-            v => vec![v],
+            v => (vec![v], false),
         };
-        for item in items {
+        for (i, item) in items.into_iter().enumerate() {
+            let before = reading.snap.problems.len();
             self.read_item(reading, &origin, item);
+            if listed {
+                // Name the item: `items[3].spec.ports[0].port`.
+                for p in &mut reading.snap.problems[before..] {
+                    p.field = Some(match p.field.take() {
+                        Some(f) => format!("items[{i}].{f}"),
+                        None => format!("items[{i}]"),
+                    });
+                }
+            }
         }
     }
 
