@@ -35,7 +35,7 @@ fuzz_target!(|input: Input| {
         http: Some(HttpIngressRuleValue { paths: vec![path] }),
     }];
     let mode = if input.compat { Mode::IngressNginx } else { Mode::Strict };
-    let config = Config { classes: ClassConfig { mode, ..ClassConfig::default() }, ..Config::default() };
+    let config = Config::default().with_classes(ClassConfig::default().with_mode(mode));
     let built = RouteTable::build(&[ing], &[], &(), &config);
     let accepted = built.problems.iter().all(|p| p.severity == Severity::Warning);
     let reference = regex::RegexBuilder::new(&format!("^(?:{})", input.pattern))

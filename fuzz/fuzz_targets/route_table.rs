@@ -93,10 +93,7 @@ fuzz_target!(|input: Input| {
         .collect();
     let ports = |_: &str, _: &str, name: &str| (name.len() == 4).then_some(8080);
     let mode = if input.compat { Mode::IngressNginx } else { Mode::Strict };
-    let config = Config {
-        classes: ClassConfig { mode, ..ClassConfig::default() },
-        ..Config::default()
-    };
+    let config = Config::default().with_classes(ClassConfig::default().with_mode(mode));
     let build = RouteTable::build(&ingresses, &[], &ports, &config);
     for (i, (host, target)) in input.requests.iter().take(16).enumerate() {
         let mut req = Request::get(host, target);

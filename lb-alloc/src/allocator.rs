@@ -16,8 +16,8 @@ use std::sync::Arc;
 use crate::addr::{Family, is_buggy, to_num};
 use crate::holders::HolderMap;
 use crate::pool::PoolSet;
-use crate::reason::{Conflict, Reason};
-use crate::request::{Port, Request, Want};
+use crate::reason::{Conflict, Need, Reason};
+use crate::request::{Port, Request, ServiceKey, Want};
 use crate::space::Space;
 use crate::visit::sort_visits;
 
@@ -99,6 +99,7 @@ struct Slot {
 
 /// The addresses one Service was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Assignment {
     /// The addresses, one per family, in the order they were assigned.
     pub ips: Vec<IpAddr>,
@@ -121,9 +122,10 @@ pub enum Outcome {
 
 /// The result for one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceResult {
-    /// `namespace/name`.
-    pub service: String,
+    /// The Service.
+    pub service: ServiceKey,
     /// What it holds now, or why it holds nothing.
     pub outcome: Outcome,
     /// Whether its addresses differ from those it held (or had in status) before.
@@ -147,16 +149,18 @@ impl ServiceResult {
 
 /// What a [`Allocator::sync`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncReport {
     /// One result per request, in the order the requests were given.
     pub results: Vec<ServiceResult>,
     /// Services that were held before and are gone now, with the addresses
     /// freed.
-    pub released: Vec<(String, Vec<IpAddr>)>,
+    pub released: Vec<(ServiceKey, Vec<IpAddr>)>,
 }
 
 /// Address counts of one pool, per family (index 0 IPv4, 1 IPv6).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// The pool.
     pub name: String,
@@ -214,7 +218,7 @@ pub struct Allocator {
 
 #[derive(Debug)]
 struct Reserved {
-    by: Box<str>,
+    by: ServiceKey,
     taken: bool,
 }
 
@@ -244,9 +248,8 @@ impl Allocator {
     /// a Service holding one loses it at the next [`Allocator::sync`]
     /// (with [`Conflict::Reserved`]). Replaces the previous reservations;
     /// call it before `sync`.
-    pub fn set_reserved(&mut self, reserved: impl IntoIterator<Item = (IpAddr, String)>) {
-        let new: HashMap<IpAddr, Box<str>, RandomState> =
-            reserved.into_iter().map(|(ip, by)| (ip, by.into_boxed_str())).collect();
+    pub fn set_reserved(&mut self, reserved: impl IntoIterator<Item = (IpAddr, ServiceKey)>) {
+        let new: HashMap<IpAddr, ServiceKey, RandomState> = reserved.into_iter().collect();
         let old = std::mem::take(&mut self.reserved);
         for (ip, r) in old {
             if r.taken
@@ -315,9 +318,9 @@ impl Allocator {
         let mut report = SyncReport::default();
         for id in 0..self.slots.len() as u32 {
             if self.slots[id as usize].as_ref().is_some_and(|s| s.seen != self.epoch) {
-                let name = String::from(&*self.slot(id).name);
+                let key = ServiceKey::from_joined(&self.slot(id).name);
                 if let Some(ips) = self.remove_slot(id) {
-                    report.released.push((name, ips));
+                    report.released.push((key, ips));
                 }
             }
         }
@@ -583,7 +586,7 @@ impl Allocator {
             if let Some(conflict) = conflict {
                 return Err(Reason::InUse {
                     ip,
-                    by: String::from(&*holder.name),
+                    by: ServiceKey::from_joined(&holder.name),
                     conflict,
                 });
             }
@@ -629,7 +632,7 @@ impl Allocator {
             if let Some(r) = self.reserved.get(&ip) {
                 return Err(Reason::InUse {
                     ip,
-                    by: r.by.to_string(),
+                    by: r.by.clone(),
                     conflict: Conflict::Reserved,
                 });
             }
@@ -715,14 +718,13 @@ impl Allocator {
             }
         }
         let need = match want {
-            Want::One(f) => f.to_string(),
-            Want::Both => "IPv4 and IPv6".to_owned(),
-            Want::Prefer(_) => "IPv4 or IPv6".to_owned(),
+            Want::One(f) => Need::One(f),
+            Want::Both => Need::Both,
+            Want::Prefer(_) => Need::Either,
         };
-        let names: Vec<&str> = pools.iter().map(|&p| self.pools.pools()[p].name()).collect();
         Err(Reason::Exhausted {
             need,
-            pools: names.join(", "),
+            pools: pools.iter().map(|&p| self.pools.pools()[p].name().to_owned()).collect(),
         })
     }
 
@@ -730,7 +732,7 @@ impl Allocator {
         let slot = self.slot(id);
         if slot.placed && slot.complete && slot.generation == self.generation && slot.fingerprint == print {
             return ServiceResult {
-                service: String::from(&*slot.name),
+                service: ServiceKey::from_joined(&slot.name),
                 outcome: Outcome::Assigned(Assignment {
                     ips: slot.ips.to_vec(),
                     pool: self.pools.pools()[slot.pool as usize].name().to_owned(),
@@ -756,7 +758,7 @@ impl Allocator {
             slot.complete = false;
         }
         let mut result = ServiceResult {
-            service: String::from(&*self.slot(id).name),
+            service: ServiceKey::from_joined(&self.slot(id).name),
             outcome: Outcome::Pending(Reason::NoPools),
             changed: false,
             evicted: None,

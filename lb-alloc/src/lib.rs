@@ -26,6 +26,6 @@ mod visit;
 pub use addr::{AddrRange, AddressError, Family, is_buggy};
 pub use allocator::{Allocator, Assignment, Outcome, PoolStats, ServiceResult, SyncReport};
 pub use pool::{Pool, PoolError, PoolSet, ServiceAllocation};
-pub use reason::{Conflict, Reason};
-pub use request::{FamilyPolicy, Port, Protocol, Request};
+pub use reason::{Conflict, Need, Reason};
+pub use request::{FamilyPolicy, Port, Protocol, Request, ServiceKey};
 pub use selector::{LabelSelector, Labels, Operator, Requirement, SelectorError};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::addr::Family;
-use crate::request::Protocol;
+use crate::request::{Protocol, ServiceKey};
 
 /// Why a Service got no address, lost one, or got fewer than it asked for.
 /// Each variant names the pool, address or Service concerned.
@@ -18,12 +18,12 @@ pub enum Reason {
     #[error("no pool with autoAssign serves this Service (check the pools' autoAssign and serviceAllocation)")]
     NoEligiblePool,
     /// Every eligible pool is out of addresses of the needed families.
-    #[error("no available {need} address in pool(s) {pools}")]
+    #[error("no available {need} address in pool(s) {}", .pools.join(", "))]
     Exhausted {
-        /// What was needed: "IPv4", "IPv6", or "IPv4 and IPv6".
-        need: String,
-        /// The pools tried, comma separated.
-        pools: String,
+        /// What was needed.
+        need: Need,
+        /// The pools tried, in the order tried.
+        pools: Vec<String>,
     },
     /// `metallb.io/address-pool` names no pool.
     #[error("requested pool {0:?} does not exist")]
@@ -69,8 +69,8 @@ pub enum Reason {
     InUse {
         /// The address.
         ip: IpAddr,
-        /// `namespace/name` of the holder.
-        by: String,
+        /// The holder.
+        by: ServiceKey,
         /// Why sharing is not allowed.
         conflict: Conflict,
     },
@@ -109,6 +109,28 @@ pub enum Reason {
     SecondFamilyUnavailable(Family, String),
 }
 
+/// The families a Service needed when none could be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Need {
+    /// One address of this family.
+    One(Family),
+    /// One of each family.
+    Both,
+    /// One of either family.
+    Either,
+}
+
+impl fmt::Display for Need {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Need::One(family) => write!(f, "{family}"),
+            Need::Both => f.write_str("IPv4 and IPv6"),
+            Need::Either => f.write_str("IPv4 or IPv6"),
+        }
+    }
+}
+
 /// Why two Services may not share an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -136,7 +158,7 @@ impl fmt::Display for Conflict {
                 f.write_str("externalTrafficPolicy differs, or both are Local with different selectors")
             }
             Conflict::Port(p, n) => write!(f, "both use {p:?}/{n}"),
-            Conflict::Reserved => f.write_str("it is held outside this controller (another loadBalancerClass)"),
+            Conflict::Reserved => f.write_str("it is held by another controller (another loadBalancerClass)"),
         }
     }
 }

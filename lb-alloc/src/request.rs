@@ -41,10 +41,43 @@ pub struct Port {
     pub port: u16,
 }
 
+/// A Service's identity: its namespace and name (shown `namespace/name`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ServiceKey {
+    /// The key of `namespace/name`.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Splits `namespace/name` (names and namespaces hold no `/`).
+    pub(crate) fn from_joined(joined: &str) -> Self {
+        let (namespace, name) = joined.split_once('/').unwrap_or(("", joined));
+        Self::new(namespace, name)
+    }
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Everything the allocator needs to know about one Service.
 ///
-/// Built by the caller from a Service object; no Kubernetes types here.
+/// Built by the caller from a Service object (no Kubernetes types here):
+/// [`Request::new`], then the `with_*` methods or field assignments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Request {
     /// `metadata.namespace`.
     pub namespace: String,
@@ -110,9 +143,73 @@ impl Request {
         }
     }
 
-    /// `namespace/name`.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+    /// The Service's identity.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(self.namespace.clone(), self.name.clone())
+    }
+
+    /// With the families of `spec.clusterIPs`, primary first.
+    pub fn with_cluster_families(mut self, families: Vec<Family>) -> Self {
+        self.cluster_families = families;
+        self
+    }
+
+    /// With `spec.ipFamilyPolicy`.
+    pub fn with_policy(mut self, policy: FamilyPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// With the Service's labels and its namespace's labels.
+    pub fn with_labels(mut self, labels: Labels, namespace_labels: Labels) -> Self {
+        self.labels = labels;
+        self.namespace_labels = namespace_labels;
+        self
+    }
+
+    /// Asking for these addresses (at most one per family).
+    pub fn with_requested_ips(mut self, ips: Vec<IpAddr>) -> Self {
+        self.requested_ips = ips;
+        self
+    }
+
+    /// Asking for this pool.
+    pub fn with_requested_pool(mut self, pool: impl Into<String>) -> Self {
+        self.requested_pool = Some(pool.into());
+        self
+    }
+
+    /// Sharing with this key, these ports and this backend key (see the
+    /// fields).
+    pub fn with_sharing(mut self, key: impl Into<String>, ports: Vec<Port>, backend_key: impl Into<String>) -> Self {
+        self.sharing_key = Some(key.into());
+        self.ports = ports;
+        self.backend_key = backend_key.into();
+        self
+    }
+
+    /// With the Service's ports.
+    pub fn with_ports(mut self, ports: Vec<Port>) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// Of this `spec.loadBalancerClass`.
+    pub fn with_class(mut self, class: impl Into<String>) -> Self {
+        self.load_balancer_class = Some(class.into());
+        self
+    }
+
+    /// Holding these addresses now (`status.loadBalancer.ingress`).
+    pub fn with_current_ips(mut self, ips: Vec<IpAddr>) -> Self {
+        self.current_ips = ips;
+        self
+    }
+
+    /// Created at `created` (any monotonic key; older wins conflicts).
+    pub fn with_created(mut self, created: i64) -> Self {
+        self.created = Some(created);
+        self
     }
 
     pub(crate) fn want(&self) -> Result<Want, Reason> {

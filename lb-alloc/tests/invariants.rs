@@ -229,8 +229,8 @@ proptest! {
     fn random_histories_keep_the_rules(initial in arb_pools(), ops in proptest::collection::vec(arb_op(), 1..40)) {
         let mut alloc = Allocator::new();
         let mut pools = initial;
-        let mut reqs: BTreeMap<String, Request> = BTreeMap::new();
-        let mut held: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        let mut reqs: BTreeMap<ServiceKey, Request> = BTreeMap::new();
+        let mut held: BTreeMap<ServiceKey, Vec<IpAddr>> = BTreeMap::new();
         let mut reserved: BTreeSet<IpAddr> = BTreeSet::new();
         for op in ops {
             let mut touched = None;
@@ -241,13 +241,12 @@ proptest! {
                     reqs.insert(r.key(), *r);
                 }
                 Op::Delete(i) => {
-                    let k = format!("ns-a/svc{i}");
-                    reqs.remove(&k);
-                    reqs.remove(&format!("ns-b/svc{i}"));
+                    reqs.remove(&ServiceKey::new("ns-a", format!("svc{i}")));
+                    reqs.remove(&ServiceKey::new("ns-b", format!("svc{i}")));
                 }
                 Op::Reserve(ips) => {
                     reserved = ips.iter().map(|i| i.parse().unwrap()).collect();
-                    alloc.set_reserved(reserved.iter().map(|&ip| (ip, "elsewhere".to_owned())));
+                    alloc.set_reserved(reserved.iter().map(|&ip| (ip, ServiceKey::new("other", "elsewhere"))));
                 }
             }
             let list: Vec<Request> = reqs.values().cloned().collect();
@@ -272,7 +271,7 @@ proptest! {
                             prop_assert!(res.changed, "{} moved from {:?} to {:?} unreported", key, old, res.outcome);
                         }
                         if old.iter().any(|ip| !now.contains(ip)) {
-                            prop_assert!(res.evicted.is_some() || touched.as_deref() == Some(key.as_str()),
+                            prop_assert!(res.evicted.is_some() || touched.as_ref() == Some(key),
                                 "{} lost part of {:?} without a reason: {:?}", key, old, res.outcome);
                         }
                     }
@@ -281,7 +280,7 @@ proptest! {
             for (req, res) in list.iter().zip(&report.results) {
                 let key = req.key();
                 if let Some(old) = held.get(&key)
-                    && touched.as_deref() != Some(key.as_str())
+                    && touched.as_ref() != Some(&key)
                     && still_valid(old, req, &pools)
                     && old.iter().all(|ip| !reserved.contains(ip))
                 {
@@ -293,10 +292,10 @@ proptest! {
             held = list.iter().zip(&report.results).filter(|(_, r)| !r.ips().is_empty()).map(|(q, r)| (q.key(), r.ips().to_vec())).collect();
 
             // A restart from status, requests in reverse order, changes nothing.
-            let mut restarted: Vec<Request> = list.iter().zip(&report.results).map(|(q, r)| Request { current_ips: r.ips().to_vec(), ..q.clone() }).collect();
+            let mut restarted: Vec<Request> = list.iter().zip(&report.results).map(|(q, r)| q.clone().with_current_ips(r.ips().to_vec())).collect();
             restarted.reverse();
             let mut fresh = Allocator::new();
-            fresh.set_reserved(reserved.iter().map(|&ip| (ip, "elsewhere".to_owned())));
+            fresh.set_reserved(reserved.iter().map(|&ip| (ip, ServiceKey::new("other", "elsewhere"))));
             let again = fresh.sync(&pools, &restarted);
             for (q, r) in restarted.iter().zip(&again.results) {
                 prop_assert_eq!(r.ips(), q.current_ips.as_slice(), "restart moved {}", q.key());

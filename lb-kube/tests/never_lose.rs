@@ -159,7 +159,10 @@ fn last_good_version_follows_identity_not_position() {
     assert!(!got.contains_key("default/a"), "a was deleted: {got:?}");
     assert_eq!(got["default/b"], [ip("10.0.0.2")]);
     assert_eq!(got["default/c"], [ip("10.0.0.3")]);
-    assert_eq!(r.released, [("default/a".to_owned(), vec![ip("10.0.0.1")])]);
+    assert_eq!(
+        r.released,
+        [(lb_alloc::ServiceKey::new("default", "a"), vec![ip("10.0.0.1")])]
+    );
 }
 
 /// The same object twice: an error naming both places, the first read in
@@ -211,7 +214,10 @@ fn a_half_written_file_releases_nothing() {
     assert!(r.released.is_empty());
     assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(5)));
     let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_secs(5));
-    assert_eq!(r.released, [("default/c".to_owned(), vec![ip("10.0.0.3")])]);
+    assert_eq!(
+        r.released,
+        [(lb_alloc::ServiceKey::new("default", "c"), vec![ip("10.0.0.3")])]
+    );
 }
 
 /// A stale status in a manifest (a `kubectl get -o yaml` dump) does not take

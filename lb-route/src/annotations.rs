@@ -32,7 +32,7 @@ pub enum BackendProtocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
     /// The status.
-    pub code: u16,
+    pub code: http::StatusCode,
     /// The `Location`, verbatim.
     pub url: String,
 }
@@ -96,7 +96,7 @@ pub struct RouteOptions {
     /// rules redirecting to the one with them.
     pub from_to_www: bool,
     /// `http-redirect-code` for that redirect (default 308).
-    pub www_redirect_code: u16,
+    pub www_redirect_code: http::StatusCode,
 }
 
 /// When a request goes to the canary backend (ingress-nginx's order: the
@@ -417,9 +417,9 @@ fn ranges(v: &str) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-fn redirect_code(v: &str, lo: u16, hi: u16) -> Result<u16, String> {
-    match v.parse::<u16>() {
-        Ok(c) if (lo..=hi).contains(&c) => Ok(c),
+fn redirect_code(v: &str, lo: u16, hi: u16) -> Result<http::StatusCode, String> {
+    match v.parse::<u16>().map(http::StatusCode::from_u16) {
+        Ok(Ok(c)) if (lo..=hi).contains(&c.as_u16()) => Ok(c),
         _ => Err(format!("is not a redirect status ({lo} to {hi})")),
     }
 }
@@ -434,8 +434,9 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     let mut p = Parsed::default();
     let o = &mut p.options;
     o.ssl_redirect = true;
-    o.www_redirect_code = 308;
-    let (mut permanent, mut permanent_code, mut temporal, mut temporal_code) = (None, 301, None, 302);
+    o.www_redirect_code = http::StatusCode::PERMANENT_REDIRECT;
+    let (mut permanent, mut permanent_code, mut temporal, mut temporal_code) =
+        (None, http::StatusCode::MOVED_PERMANENTLY, None, http::StatusCode::FOUND);
     let (mut whitelist, mut allowlist) = (None, None);
     // Settings with defaults that allocate are made when first named: most
     // Ingresses name none.
@@ -687,7 +688,7 @@ mod tests {
         assert_eq!(
             o.redirect,
             Some(Redirect {
-                code: 308,
+                code: http::StatusCode::PERMANENT_REDIRECT,
                 url: "https://example.com/new".into()
             })
         );
@@ -703,7 +704,7 @@ mod tests {
         assert_eq!(
             p.options.redirect,
             Some(Redirect {
-                code: 302,
+                code: http::StatusCode::FOUND,
                 url: "http://b.example".into()
             })
         );

@@ -54,8 +54,10 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// How Ingresses are picked.
+/// How Ingresses are picked: `ClassConfig::default()`, then the `with_*`
+/// methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClassConfig {
     /// `spec.controller` of our IngressClasses.
     pub controller: String,
@@ -67,6 +69,32 @@ pub struct ClassConfig {
     /// The mode of Ingresses whose class has no IngressClass object of
     /// ours that says otherwise (the `class` name, class-less Ingresses).
     pub mode: Mode,
+}
+
+impl ClassConfig {
+    /// With this class name (`--ingress-class`).
+    pub fn with_class(mut self, class: impl Into<String>) -> Self {
+        self.class = class.into();
+        self
+    }
+
+    /// Serving Ingresses without a class (or not).
+    pub fn with_watch_without_class(mut self, on: bool) -> Self {
+        self.watch_without_class = on;
+        self
+    }
+
+    /// With this default mode.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// With this `spec.controller` for our IngressClasses.
+    pub fn with_controller(mut self, controller: impl Into<String>) -> Self {
+        self.controller = controller.into();
+        self
+    }
 }
 
 impl Default for ClassConfig {

@@ -41,9 +41,12 @@ pub use annotations::{
 };
 pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, MODE_ANNOTATION, Mode};
 pub use host::{HostError, RuleHost, canonical_host, valid_authority};
-pub use ingress::*;
+pub use ingress::{
+    HttpIngressPath, HttpIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTls, ObjectMeta, ServiceBackendPort, TypedLocalObjectReference,
+};
 pub use lookup::{Decision, Forward, Quirks, Request};
-pub use problem::{Problem, Severity};
+pub use problem::{Problem, Severity, Subject};
 pub use table::{
     Backend, BackendPort, Build, Config, HOST_REGEX_BUDGET, IngressRef, PathKind, PortResolver, RouteTable, USE_REGEX,
 };

@@ -8,9 +8,12 @@ use crate::bucket::Hit;
 use crate::host::canonical_host;
 use crate::table::{self, BackendPort, IngressRef, PathKind, RouteTable};
 use crate::target::{Target, TargetError};
+use http::StatusCode;
 
-/// What the table needs to know about a request.
+/// What the table needs to know about a request: [`Request::get`] or
+/// [`Request::new`], then the `with_*` methods.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Request<'a> {
     /// The method.
     pub method: &'a http::Method,
@@ -32,15 +35,45 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// A plain-http GET of `target` with `Host: host`.
     pub fn get(host: &'a str, target: &'a str) -> Self {
+        Self::new(&http::Method::GET, Some(host), target)
+    }
+
+    /// A plain-http request of `target` with `method` and the `Host`
+    /// header `host` (`None` when absent).
+    pub fn new(method: &'a http::Method, host: Option<&'a str>, target: &'a str) -> Self {
         Self {
-            method: &http::Method::GET,
+            method,
             https: false,
-            host: Some(host),
+            host,
             target,
             client: None,
             headers: None,
             sample: None,
         }
+    }
+
+    /// Over TLS (or not).
+    pub fn with_https(mut self, https: bool) -> Self {
+        self.https = https;
+        self
+    }
+
+    /// From this client address (for allow and deny lists).
+    pub fn with_client(mut self, client: IpAddr) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// With these headers (for CORS, canary and affinity).
+    pub fn with_headers(mut self, headers: &'a http::HeaderMap) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+
+    /// With a uniformly random sample for `canary-weight`.
+    pub fn with_sample(mut self, sample: u32) -> Self {
+        self.sample = Some(sample);
+        self
     }
 }
 
@@ -169,7 +202,7 @@ pub enum Decision<'a> {
     /// Answer with a redirect.
     Redirect {
         /// 301, 302, 307, 308 …
-        status: u16,
+        status: StatusCode,
         /// The `Location`.
         location: String,
     },
@@ -177,7 +210,7 @@ pub enum Decision<'a> {
     /// backend's port name is unknown).
     Deny {
         /// The status.
-        status: u16,
+        status: StatusCode,
         /// The Ingress that decided, if any.
         ingress: Option<&'a IngressRef>,
         /// Why.
@@ -197,14 +230,14 @@ pub enum Decision<'a> {
 impl Decision<'_> {
     /// The HTTP status the proxy answers with (200 for a forward: the
     /// backend's own status is what the client gets).
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         match self {
-            Decision::Forward(_) => 200,
-            Decision::Preflight { .. } => 204,
+            Decision::Forward(_) => StatusCode::OK,
+            Decision::Preflight { .. } => StatusCode::NO_CONTENT,
             Decision::Redirect { status, .. } | Decision::Deny { status, .. } => *status,
-            Decision::BadRequest(TargetError::TooLong(_)) => 414,
-            Decision::BadRequest(_) => 400,
-            Decision::NotFound => 404,
+            Decision::BadRequest(TargetError::TooLong(_)) => StatusCode::URI_TOO_LONG,
+            Decision::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Decision::NotFound => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -230,7 +263,7 @@ impl RouteTable {
     ///     }
     ///     other => panic!("{other:?}"),
     /// }
-    /// assert_eq!(build.table.lookup(&Request::get("shop.example.com", "/cartography")).status(), 404);
+    /// assert_eq!(build.table.lookup(&Request::get("shop.example.com", "/cartography")).status(), 404u16);
     /// ```
     pub fn lookup<'a>(&'a self, req: &Request<'a>) -> Decision<'a> {
         let mut quirks = Quirks::NONE;
@@ -251,7 +284,7 @@ impl RouteTable {
     ///     {"path": "/testpath", "pathType": "Prefix", "backend": {"service": {"name": "old", "port": {"number": 80}}}}
     ///   ]}}]}
     /// }"#).unwrap();
-    /// let config = |mode| Config { classes: ClassConfig { mode, ..ClassConfig::default() }, ..Config::default() };
+    /// let config = |mode| Config::default().with_classes(ClassConfig::default().with_mode(mode));
     /// let req = Request::get("old.example.com", "/testpathology");
     /// // The spec: Prefix is element-wise, so no match.
     /// let strict = RouteTable::build(&[ing.clone()], &[], &(), &config(Mode::Strict)).table;
@@ -306,7 +339,10 @@ impl RouteTable {
             let query = target.query.map(|q| format!("?{q}")).unwrap_or_default();
             let location = format!("{scheme}://{host}{}/{query}", target.path);
             *quirks = *quirks | Quirks::TRAILING_SLASH_REDIRECT;
-            return Decision::Redirect { status: 301, location };
+            return Decision::Redirect {
+                status: StatusCode::MOVED_PERMANENTLY,
+                location,
+            };
         }
         let routed = self.route_for(hr, &target.path);
         if routed.route.is_none() && !routed.quirks.contains(Quirks::ROOT_OPTIONS) {
@@ -357,7 +393,7 @@ impl RouteTable {
             let reason = format!("service {} has no port named {name:?}", route.service);
             *quirks = *quirks | noted;
             return Decision::Deny {
-                status: 503,
+                status: StatusCode::SERVICE_UNAVAILABLE,
                 reason,
                 ingress: Some(ingress),
             };
@@ -434,7 +470,7 @@ impl RouteTable {
             && target.path == "/"
         {
             return Some(Decision::Redirect {
-                status: 302,
+                status: StatusCode::FOUND,
                 location: format!("{scheme}://{authority}{root}"),
             });
         }
@@ -462,7 +498,7 @@ impl RouteTable {
             });
             if !allowed {
                 return Some(Decision::Deny {
-                    status: 403,
+                    status: StatusCode::FORBIDDEN,
                     ingress: Some(&self.ingresses[ingress as usize]),
                     reason: "client address not allowed by the Ingress's source ranges".into(),
                 });
@@ -481,7 +517,7 @@ fn https_redirect<'a>(host: &str, target: &Target<'_>, options: &RouteOptions) -
         _ => &uri,
     };
     Decision::Redirect {
-        status: 308,
+        status: StatusCode::PERMANENT_REDIRECT,
         location: format!("https://{host}{uri}"),
     }
 }

@@ -25,7 +25,7 @@ use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
 use crate::lookup::{Quirks, Routed};
 use crate::pathregex::PathRegex;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Problem, Severity, Subject};
 use crate::target::PathPolicy;
 use crate::tls::{SecretRef, TlsIndex};
 
@@ -67,8 +67,10 @@ impl<F: Fn(&str, &str, &str) -> Option<u16>> PortResolver for F {
     }
 }
 
-/// How a table is built and requests are read.
+/// How a table is built and requests are read: `Config::default()`, then
+/// the `with_*` methods.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Config {
     /// Which Ingresses are ours.
     pub classes: ClassConfig,
@@ -77,6 +79,26 @@ pub struct Config {
     /// The certificate for handshakes without SNI or with a name no
     /// Ingress has one for.
     pub default_certificate: Option<SecretRef>,
+}
+
+impl Config {
+    /// With these class rules.
+    pub fn with_classes(mut self, classes: ClassConfig) -> Self {
+        self.classes = classes;
+        self
+    }
+
+    /// With this path policy.
+    pub fn with_path_policy(mut self, policy: PathPolicy) -> Self {
+        self.path_policy = policy;
+        self
+    }
+
+    /// With this default certificate.
+    pub fn with_default_certificate(mut self, secret: SecretRef) -> Self {
+        self.default_certificate = Some(secret);
+        self
+    }
 }
 
 /// How a rule path matches.
@@ -309,11 +331,12 @@ pub struct RouteTable {
     pub(crate) tls: TlsIndex,
     /// `from-to-www-redirect`: a host no rule names → (the host to
     /// redirect to, status).
-    pub(crate) www: HashMap<Box<str>, (Box<str>, u16), RandomState>,
+    pub(crate) www: HashMap<Box<str>, (Box<str>, http::StatusCode), RandomState>,
 }
 
 /// The result of [`RouteTable::build`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Build {
     /// The table of every valid Ingress of ours.
     pub table: RouteTable,
@@ -605,8 +628,11 @@ impl Builder<'_> {
         for (field, message) in warnings {
             self.problems.push(Problem {
                 severity: Severity::Warning,
-                object: format!("Ingress {ns}/{}", ing.metadata.name),
-                field,
+                object: Subject::Ingress(IngressRef {
+                    namespace: ns.to_owned(),
+                    name: ing.metadata.name.clone(),
+                }),
+                field: crate::problem::field(field),
                 message,
             });
         }
@@ -652,7 +678,12 @@ impl Builder<'_> {
 
     fn add(&mut self, ing: &Ingress, mode: Mode) {
         let ns = ing.metadata.namespace();
-        let object = || format!("Ingress {ns}/{}", ing.metadata.name);
+        let object = || {
+            Subject::Ingress(IngressRef {
+                namespace: ns.to_owned(),
+                name: ing.metadata.name.clone(),
+            })
+        };
         let Compiled {
             regexy,
             options,
@@ -667,7 +698,7 @@ impl Builder<'_> {
                     self.problems.push(Problem {
                         severity: Severity::Error,
                         object: object(),
-                        field,
+                        field: crate::problem::field(field),
                         message,
                     });
                 }
@@ -691,7 +722,7 @@ impl Builder<'_> {
                 self.problems.push(Problem {
                     severity: Severity::Warning,
                     object: object(),
-                    field: "spec.tls".into(),
+                    field: crate::problem::field("spec.tls"),
                     message: format!(
                         "host {host} already has a certificate from the older Ingress {by}; secret {secret} is not used for it"
                     ),
@@ -719,7 +750,7 @@ impl Builder<'_> {
                 self.problems.push(Problem {
                     severity: Severity::Warning,
                     object: object(),
-                    field: "spec.ingressClassName".into(),
+                    field: crate::problem::field("spec.ingressClassName"),
                     message: format!(
                         "host {host} is matched in {} mode, as the class of the older Ingress {by} asks; not in {} mode",
                         theirs.as_str(),
@@ -813,7 +844,7 @@ impl Builder<'_> {
 
     /// Attaches a canary Ingress's paths to the routes serving the same
     /// host, path and type.
-    fn add_canary(&mut self, index: u32, hosts: &[RuleHost], specs: Vec<PathSpec<'_>>, object: impl Fn() -> String) {
+    fn add_canary(&mut self, index: u32, hosts: &[RuleHost], specs: Vec<PathSpec<'_>>, object: impl Fn() -> Subject) {
         for spec in specs {
             let host = &hosts[spec.host];
             let bucket = match host {
@@ -834,7 +865,7 @@ impl Builder<'_> {
                 None => self.problems.push(Problem {
                     severity: Severity::Warning,
                     object: object(),
-                    field,
+                    field: crate::problem::field(field),
                     message: format!("canary for {what}, but no other Ingress serves it; not used"),
                 }),
             }
@@ -884,12 +915,12 @@ impl Builder<'_> {
         self.table.routes.len() as u32 - 1
     }
 
-    fn conflict(&mut self, object: String, field: &str, what: &str, winner: u32) {
+    fn conflict(&mut self, object: Subject, field: &str, what: &str, winner: u32) {
         let by = &self.table.ingresses[self.table.routes[winner as usize].ingress as usize];
         self.problems.push(Problem {
             severity: Severity::Warning,
             object,
-            field: field.to_owned(),
+            field: crate::problem::field(field.to_owned()),
             message: format!("{what} is already routed by the older Ingress {by}; this one is not used for it"),
         });
     }
@@ -919,8 +950,8 @@ impl Builder<'_> {
             let ing = &self.table.ingresses[i as usize];
             self.problems.push(Problem {
                 severity: Severity::Error,
-                object: format!("Ingress {ing}"),
-                field: "spec.rules".into(),
+                object: Subject::Ingress(ing.clone()),
+                field: crate::problem::field("spec.rules"),
                 message: format!("host {host} is in ingress-nginx regex mode and {e}; that path is not served there"),
             });
         }
@@ -929,8 +960,8 @@ impl Builder<'_> {
             let ing = &self.table.ingresses[i as usize];
             self.problems.push(Problem {
                 severity: Severity::Warning,
-                object: format!("Ingress {ing}"),
-                field: "spec.rules".into(),
+                object: Subject::Ingress(ing.clone()),
+                field: crate::problem::field("spec.rules"),
                 message: format!(
                     "host {host} is in ingress-nginx regex mode (Ingress {by} uses use-regex or rewrite-target): \
                      the Exact and Prefix paths of this Ingress there match as case-insensitive prefix regexes, \
@@ -966,8 +997,8 @@ impl Builder<'_> {
             let ing = &self.table.ingresses[i as usize];
             self.problems.push(Problem {
                 severity: Severity::Error,
-                object: format!("Ingress {ing}"),
-                field: "spec.rules".into(),
+                object: Subject::Ingress(ing.clone()),
+                field: crate::problem::field("spec.rules"),
                 message: format!(
                     "with this Ingress's paths, the regex paths of host {host} pass the host's regex budget \
                      ({} MiB compiled); its paths on {host} are not served (fewer or simpler regex paths fit)",
@@ -1156,8 +1187,8 @@ impl RouteTable {
             {
                 b.problems.push(Problem {
                     severity: Severity::Error,
-                    object: format!("IngressClass {}", c.metadata.name),
-                    field: format!("metadata.annotations[{:?}]", crate::class::MODE_ANNOTATION),
+                    object: Subject::IngressClass(c.metadata.name.clone()),
+                    field: crate::problem::field(format!("metadata.annotations[{:?}]", crate::class::MODE_ANNOTATION)),
                     message: format!(
                         "{message}; its Ingresses are matched in {} mode",
                         config.classes.mode.as_str()

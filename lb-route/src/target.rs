@@ -20,8 +20,10 @@ pub enum EncodedSlash {
     Decode,
 }
 
-/// How request paths are made canonical.
+/// How request paths are made canonical: `PathPolicy::default()`, then
+/// the `with_*` methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PathPolicy {
     /// `%2F` / `%5C` handling.
     pub encoded_slash: EncodedSlash,
@@ -29,6 +31,26 @@ pub struct PathPolicy {
     pub merge_slashes: bool,
     /// Longest accepted request target, in bytes.
     pub max_len: usize,
+}
+
+impl PathPolicy {
+    /// With this handling of `%2F` and `%5C`.
+    pub fn with_encoded_slash(mut self, e: EncodedSlash) -> Self {
+        self.encoded_slash = e;
+        self
+    }
+
+    /// Merging runs of `/` (or not).
+    pub fn with_merge_slashes(mut self, on: bool) -> Self {
+        self.merge_slashes = on;
+        self
+    }
+
+    /// With this longest accepted target, in bytes.
+    pub fn with_max_len(mut self, bytes: usize) -> Self {
+        self.max_len = bytes;
+        self
+    }
 }
 
 impl Default for PathPolicy {

@@ -31,13 +31,7 @@ fn with_default(mut i: Ingress, svc: &str) -> Ingress {
 }
 
 fn build(mode: Mode, ingresses: &[Ingress]) -> Build {
-    let config = Config {
-        classes: ClassConfig {
-            mode,
-            ..ClassConfig::default()
-        },
-        ..Config::default()
-    };
+    let config = Config::default().with_classes(ClassConfig::default().with_mode(mode));
     RouteTable::build(ingresses, &[], &(), &config)
 }
 
@@ -59,8 +53,8 @@ fn go(t: &RouteTable, target: &str) -> String {
 fn describe(d: Decision<'_>) -> String {
     match d {
         Decision::Forward(f) => format!("{} {}", f.service, f.upstream_path),
-        Decision::Redirect { status, location } => format!("{status} {location}"),
-        d => d.status().to_string(),
+        Decision::Redirect { status, location } => format!("{} {location}", status.as_u16()),
+        d => d.status().as_u16().to_string(),
     }
 }
 
@@ -120,9 +114,11 @@ fn path_priority_docs_example() {
     let b = build(Mode::IngressNginx, &ings);
     // The plain Ingress is told its paths changed meaning.
     assert!(
-        b.problems.iter().any(|p| p.object == "Ingress default/ing-1"
-            && p.message.contains("regex mode")
-            && p.message.contains("default/ing-2")),
+        b.problems
+            .iter()
+            .any(|p| p.object.to_string() == "Ingress default/ing-1"
+                && p.message.contains("regex mode")
+                && p.message.contains("default/ing-2")),
         "{:?}",
         b.problems
     );
@@ -287,10 +283,7 @@ fn trailing_slash_paths_redirect_requests_without_it() {
     assert_eq!(go(&t, "/aaa/bbb"), "301 http://h.example.com/aaa/bbb/");
     assert_eq!(go(&t, "/aaa/bbb?q=1"), "301 http://h.example.com/aaa/bbb/?q=1");
     assert_eq!(
-        describe(t.lookup(&Request {
-            https: true,
-            ..Request::get("H.example.com:8443", "/foo")
-        })),
+        describe(t.lookup(&Request::get("H.example.com:8443", "/foo").with_https(true))),
         "301 https://h.example.com/foo/"
     );
     assert_eq!(quirks(&t, "/foo"), Quirks::TRAILING_SLASH_REDIRECT);
@@ -328,14 +321,10 @@ fn requests_matching_no_path_take_the_first_ingress_annotations() {
     ];
     let t = table(Mode::IngressNginx, &ings);
     let from = |ip: &str, target: &'static str| {
-        let client = Some(ip.parse().unwrap());
-        t.lookup_traced(&Request {
-            client,
-            ..Request::get("h.example.com", target)
-        })
+        t.lookup_traced(&Request::get("h.example.com", target).with_client(ip.parse().unwrap()))
     };
     let (d, q) = from("192.168.1.1", "/other");
-    assert_eq!(d.status(), 403);
+    assert_eq!(d.status(), 403u16);
     assert_eq!(q, Quirks::ROOT_OPTIONS);
     let (d, q) = from("10.1.1.1", "/other");
     assert_eq!(describe(d), "fallback /other");
@@ -344,10 +333,7 @@ fn requests_matching_no_path_take_the_first_ingress_annotations() {
     assert_eq!(describe(from("192.168.1.1", "/open").0), "open /open");
     // Strict: the catch-all's own (empty) options.
     let strict = table(Mode::Strict, &ings);
-    let d = strict.lookup(&Request {
-        client: Some("192.168.1.1".parse().unwrap()),
-        ..Request::get("h.example.com", "/other")
-    });
+    let d = strict.lookup(&Request::get("h.example.com", "/other").with_client("192.168.1.1".parse().unwrap()));
     assert_eq!(describe(d), "fallback /other");
 
     // The default backend of an Ingress with a rewrite is rewritten too.
@@ -408,9 +394,12 @@ fn the_mode_is_chosen_per_ingress_class() {
     let b = RouteTable::build(std::slice::from_ref(&rewrite), &classes, &(), &Config::default());
     assert_eq!(go(&b.table, "/testpathology"), "404");
     let p = &b.problems[0];
-    assert_eq!((p.severity, p.object.as_str()), (Severity::Error, "IngressClass typo"));
+    assert_eq!(
+        (p.severity, p.object.to_string().as_str()),
+        (Severity::Error, "IngressClass typo")
+    );
     assert!(
-        p.field.contains(MODE_ANNOTATION) && p.message.contains("\"nginx\""),
+        p.field.as_deref().is_some_and(|f| f.contains(MODE_ANNOTATION)) && p.message.contains("\"nginx\""),
         "{p}"
     );
 
@@ -429,7 +418,7 @@ fn the_mode_is_chosen_per_ingress_class() {
     let p = b
         .problems
         .iter()
-        .find(|p| p.object == "Ingress default/newer")
+        .find(|p| p.object.to_string() == "Ingress default/newer")
         .expect("the newer Ingress is told");
     assert!(
         p.message.contains("strict mode") && p.message.contains("default/older"),
@@ -474,7 +463,7 @@ fn a_long_plain_path_on_a_regex_host_is_reported_not_a_panic() {
     let b = build(Mode::IngressNginx, &ings);
     let errors: Vec<_> = b.problems.iter().filter(|p| p.severity == Severity::Error).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].object.contains("default/long") && errors[0].message.contains("not served"));
+    assert!(errors[0].object.to_string().contains("default/long") && errors[0].message.contains("not served"));
     assert_eq!(go(&b.table, "/api/7"), "api /api/7");
     assert_eq!(go(&b.table, "/ok/x"), "ok /ok/x");
     assert_eq!(go(&b.table, &long), "414", "a request this long is refused anyway");
@@ -502,11 +491,11 @@ fn regex_paths_past_the_host_budget_are_left_out_newest_first() {
     }
     for mode in [Mode::Strict, Mode::IngressNginx] {
         let b = build(mode, &ings);
-        let out: Vec<&str> = b
+        let out: Vec<String> = b
             .problems
             .iter()
             .filter(|p| p.message.contains("regex budget"))
-            .map(|p| p.object.as_str())
+            .map(|p| p.object.to_string())
             .collect();
         assert!(!out.is_empty() && out.len() < 8, "{mode:?}: {out:?}");
         // Newest first: the last tenant is out, the oldest Ingress serves.

@@ -27,7 +27,7 @@ fn build_with(yaml: &str, ports: &dyn PortResolver) -> Build {
 fn go(t: &RouteTable, host: &str, target: &str) -> String {
     match t.lookup(&Request::get(host, target)) {
         Decision::Forward(f) => format!("{} -> {}:{} {}", f.ingress.name, f.service, f.port, f.upstream_path),
-        d => d.status().to_string(),
+        d => d.status().as_u16().to_string(),
     }
 }
 
@@ -35,7 +35,7 @@ fn go(t: &RouteTable, host: &str, target: &str) -> String {
 fn svc(t: &RouteTable, host: &str, target: &str) -> String {
     match t.lookup(&Request::get(host, target)) {
         Decision::Forward(f) => f.service.to_owned(),
-        d => d.status().to_string(),
+        d => d.status().as_u16().to_string(),
     }
 }
 
@@ -172,7 +172,7 @@ spec:
     assert_eq!(go(t, "anything.example", "/x?y=1"), "catch-all -> echo:8080 /x?y=1");
     assert_eq!(svc(t, "", "/"), "echo");
     assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
-    assert!(b.problems[0].object.contains("later-catch-all"));
+    assert!(b.problems[0].object.to_string().contains("later-catch-all"));
     assert!(b.problems[0].message.contains("older Ingress default/catch-all"));
     // An Ingress's defaultBackend serves its own hosts' unmatched paths.
     assert_eq!(svc(t, "shop.example.com", "/cart/1"), "cart");
@@ -199,10 +199,10 @@ fn conflicts_go_to_the_oldest_ingress() {
     .join("\n---\n");
     let b = build(&yaml);
     assert_eq!(svc(&b.table, "app.example.com", "/api/v1"), "older");
-    let losers: Vec<&str> = b.problems.iter().map(|p| p.object.as_str()).collect();
+    let losers: Vec<String> = b.problems.iter().map(|p| p.object.to_string()).collect();
     assert_eq!(losers, ["Ingress default/b-newer", "Ingress default/no-time"]);
     assert!(b.problems.iter().all(|p| p.severity == Severity::Warning));
-    assert_eq!(b.problems[0].field, "spec.rules[0].http.paths[0]");
+    assert_eq!(b.problems[0].field.as_deref(), Some("spec.rules[0].http.paths[0]"));
     // Equal times: by namespace/name, whatever the input order.
     let same = [
         mk("b", Some("2024-01-01T00:00:00Z"), "b"),
@@ -306,13 +306,13 @@ fn a_bad_ingress_disables_only_itself() {
             .iter()
             .find(|p| p.severity == Severity::Error)
             .unwrap_or_else(|| panic!("{name}: {:?}", b.problems));
-        assert_eq!(p.object, format!("Ingress default/{name}"));
-        assert_eq!(p.field, field, "{name}: {p}");
+        assert_eq!(p.object.to_string(), format!("Ingress default/{name}"));
+        assert_eq!(p.field.as_deref(), Some(field), "{name}: {p}");
     }
     // Neither rules nor default backend.
     let empty = "kind: Ingress\nmetadata: {name: empty}\nspec: {ingressClassName: lb}";
     let b = build(empty);
-    assert_eq!(b.problems[0].field, "spec");
+    assert_eq!(b.problems[0].field.as_deref(), Some("spec"));
 }
 
 #[test]
@@ -426,16 +426,16 @@ spec:
     assert!(t.has_certificate("foo.bar.com") && t.has_certificate("x.bar.com") && !t.has_certificate("bar.com"));
     // The newer Ingress's claim on foo.bar.com is reported, not used.
     assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
-    assert!(b.problems[0].object.ends_with("shop/new") && b.problems[0].message.contains("older Ingress shop/old"));
+    assert!(
+        b.problems[0].object.to_string().ends_with("shop/new")
+            && b.problems[0].message.contains("older Ingress shop/old")
+    );
 
     // A default certificate serves the rest.
-    let config = Config {
-        default_certificate: Some(SecretRef {
-            namespace: "lb".into(),
-            name: "default".into(),
-        }),
-        ..Config::default()
-    };
+    let config = Config::default().with_default_certificate(SecretRef {
+        namespace: "lb".into(),
+        name: "default".into(),
+    });
     let ings: Vec<Ingress> = yaml
         .split("\n---\n")
         .map(|d| serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(d).unwrap()).unwrap())
@@ -452,7 +452,7 @@ spec:
     let b = build(&bad);
     let p = b.problems.iter().find(|p| p.severity == Severity::Error).unwrap();
     assert_eq!(
-        (p.object.as_str(), p.field.as_str()),
-        ("Ingress shop/old", "spec.tls[0].hosts[0]")
+        (p.object.to_string().as_str(), p.field.as_deref()),
+        ("Ingress shop/old", Some("spec.tls[0].hosts[0]"))
     );
 }

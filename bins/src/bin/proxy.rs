@@ -94,26 +94,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let Command::Explain(args) = cli.command;
-    let config = lb_route::Config {
-        classes: lb_route::ClassConfig {
-            class: args.ingress_class.clone(),
-            watch_without_class: args.watch_ingress_without_class,
-            mode: match args.route_mode {
-                RouteMode::Strict => lb_route::Mode::Strict,
-                RouteMode::IngressNginx => lb_route::Mode::IngressNginx,
-            },
-            ..lb_route::ClassConfig::default()
-        },
-        path_policy: lb_route::PathPolicy {
-            encoded_slash: match args.encoded_slash {
+    let config = lb_route::Config::default()
+        .with_classes(
+            lb_route::ClassConfig::default()
+                .with_class(args.ingress_class.clone())
+                .with_watch_without_class(args.watch_ingress_without_class)
+                .with_mode(match args.route_mode {
+                    RouteMode::Strict => lb_route::Mode::Strict,
+                    RouteMode::IngressNginx => lb_route::Mode::IngressNginx,
+                }),
+        )
+        .with_path_policy(
+            lb_route::PathPolicy::default().with_encoded_slash(match args.encoded_slash {
                 EncodedSlashArg::Reject => lb_route::EncodedSlash::Reject,
                 EncodedSlashArg::Keep => lb_route::EncodedSlash::Keep,
                 EncodedSlashArg::Decode => lb_route::EncodedSlash::Decode,
-            },
-            ..lb_route::PathPolicy::default()
-        },
-        ..lb_route::Config::default()
-    };
+            }),
+        );
     let Ok(method) = http::Method::from_bytes(args.method.as_bytes()) else {
         eprintln!("error: --method {:?} is not an HTTP method", args.method);
         return ExitCode::from(2);

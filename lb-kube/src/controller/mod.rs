@@ -84,7 +84,7 @@ pub struct Report {
     pub pool_stats: Vec<lb_alloc::PoolStats>,
     /// Services that are gone, with the addresses released.
     #[serde(skip)]
-    pub released: Vec<(String, Vec<IpAddr>)>,
+    pub released: Vec<(lb_alloc::ServiceKey, Vec<IpAddr>)>,
     /// False when the configuration has errors that no earlier version
     /// covers: every address is kept as it is and none is given out.
     #[serde(skip)]
@@ -224,10 +224,10 @@ where
                 // Both holding one address (a race at start): the class
                 // that sorts first keeps it, as both controllers agree.
                 let we_win = *own_class < h.class;
-                let class = h.class.as_deref().unwrap_or("");
+                let (ns, name) = key.split_once('/').unwrap_or(("", key));
                 for &ip in &h.state.ips {
                     if !(we_win && ours.contains(&ip)) {
-                        reserved.push((ip, format!("{key} (loadBalancerClass {class:?})")));
+                        reserved.push((ip, lb_alloc::ServiceKey::new(ns, name)));
                     }
                 }
             }
@@ -308,7 +308,7 @@ where
         // objects, or until their release delay has passed.
         let seen: HashSet<String> = requests
             .iter()
-            .map(Request::key)
+            .map(key_of)
             .chain(blocked.iter().map(|b| b.2.clone()))
             .collect();
         let unreadable: HashSet<String> = snapshot
@@ -360,7 +360,7 @@ where
         let mut state = BTreeMap::new();
         let mut services = Vec::new();
         for (req, res) in requests.iter().zip(&sync.results) {
-            let mut warnings = notes.remove(&req.key()).unwrap_or_default();
+            let mut warnings = notes.remove(&key_of(req)).unwrap_or_default();
             if let Some((ips, why)) = &res.evicted {
                 let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
                 warnings.push(format!("released {}: {why}", ips.join(", ")));
@@ -369,7 +369,7 @@ where
             let (ips, pool) = match &res.outcome {
                 Outcome::Assigned(a) => {
                     state.insert(
-                        req.key(),
+                        key_of(req),
                         ServiceState {
                             ips: a.ips.clone(),
                             pool: a.pool.clone(),
@@ -429,7 +429,7 @@ where
             if req.load_balancer_class != self.options.load_balancer_class {
                 continue;
             }
-            let key = req.key();
+            let key = key_of(&req);
             let mut warnings = notes.remove(&key).unwrap_or_default();
             warnings.push(FROZEN.to_owned());
             let held = self.held.get(&key);
@@ -451,6 +451,11 @@ where
             config_in_force: false,
         }
     }
+}
+
+/// A Service's key in the status (`namespace/name`).
+fn key_of(req: &Request) -> String {
+    req.key().to_string()
 }
 
 fn push_blocked(

@@ -71,21 +71,30 @@ pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Pr
         .problems
         .into_iter()
         .map(|p| {
-            // "Ingress ns/name" or "IngressClass name".
-            let (kind, id) = p.object.split_once(' ').unwrap_or(("", &p.object));
-            let (ns, name) = id.split_once('/').unwrap_or(("", id));
+            let object = match &p.object {
+                lb_route::Subject::Ingress(i) => ObjectRef {
+                    kind: "Ingress".into(),
+                    namespace: i.namespace.clone(),
+                    name: i.name.clone(),
+                },
+                lb_route::Subject::IngressClass(name) => ObjectRef {
+                    kind: "IngressClass".into(),
+                    namespace: String::new(),
+                    name: name.clone(),
+                },
+                other => ObjectRef {
+                    kind: other.to_string(),
+                    ..ObjectRef::default()
+                },
+            };
             Problem {
                 severity: match p.severity {
                     lb_route::Severity::Error => Severity::Error,
                     lb_route::Severity::Warning => Severity::Warning,
                 },
-                origin: origins.get(&p.object).cloned().flatten(),
-                object: Some(ObjectRef {
-                    kind: kind.into(),
-                    namespace: ns.into(),
-                    name: name.into(),
-                }),
-                field: (!p.field.is_empty()).then_some(p.field),
+                origin: origins.get(&p.object.to_string()).cloned().flatten(),
+                object: Some(object),
+                field: p.field,
                 message: p.message,
             }
         })
@@ -213,19 +222,16 @@ pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, Explai
             });
         }
     };
-    let req = Request {
-        method: &ask.method,
-        https,
-        host: Some(host),
-        target,
-        client: ask.client,
-        headers: Some(&map),
-        sample: None,
-    };
+    let mut req = Request::new(&ask.method, Some(host), target)
+        .with_https(https)
+        .with_headers(&map);
+    if let Some(client) = ask.client {
+        req = req.with_client(client);
+    }
     let (decision, quirks) = table.lookup_traced(&req);
     // Every answer but a forward names no backend.
     let answer = |why: String| Explain {
-        status: decision.status(),
+        status: decision.status().as_u16(),
         ingress: None,
         service: None,
         port: None,
