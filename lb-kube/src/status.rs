@@ -163,9 +163,20 @@ pub fn read(path: &Path) -> Result<Option<State>, StateError> {
             None => "no format version".to_owned(),
         }));
     }
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| corrupt(e.to_string()))
+    let state: State = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    for (key, held) in &state.services {
+        let v4 = held.ips.iter().filter(|ip| ip.is_ipv4()).count();
+        if v4 > 1 || held.ips.len() - v4 > 1 {
+            return Err(corrupt(format!(
+                "{key} holds {} addresses of one family",
+                held.ips.len()
+            )));
+        }
+        if key.split('/').count() != 2 {
+            return Err(corrupt(format!("{key:?} is not namespace/name")));
+        }
+    }
+    Ok(Some(state))
 }
 
 /// The other state files beside `own` (`state*.json` in its directory).

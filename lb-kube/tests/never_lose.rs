@@ -145,8 +145,10 @@ fn a_broken_pool_keeps_its_last_good_version_in_follow_mode() {
     );
 }
 
-/// Deleting document 1 and breaking document 2 in one save releases the
-/// deleted Service only; the broken one keeps its last good version.
+/// Deleting document 1 and breaking document 2 in one save: the broken one
+/// keeps its last good version (by identity, not position), and the deleted
+/// one is not resurrected — but a file with an error releases nothing it
+/// held, so its address waits until the file reads well again.
 #[test]
 fn last_good_version_follows_identity_not_position() {
     let dir = held();
@@ -154,38 +156,101 @@ fn last_good_version_follows_identity_not_position() {
     all_held(&c.reconcile(false).unwrap());
     let broken_b = service("b").replace("  ports:\n", "  ports:\n  - [\n");
     write(dir.path(), "svc.yaml", &format!("{broken_b}---\n{}", service("c")));
+    let mut src = FileSource::new(dir.path());
+    let view = src.read().unwrap();
+    assert!(view.get(&ref_of("a")).is_none(), "a is not resurrected");
     let r = c.reconcile(false).unwrap();
-    let got = ips(&r);
-    assert!(!got.contains_key("default/a"), "a was deleted: {got:?}");
-    assert_eq!(got["default/b"], [ip("10.0.0.2")]);
-    assert_eq!(got["default/c"], [ip("10.0.0.3")]);
+    all_held(&r);
+    assert!(r.released.is_empty());
+    // Fixed: now a is released, and only a.
+    write(dir.path(), "svc.yaml", &services(&["b", "c"]));
+    let r = c.reconcile(false).unwrap();
     assert_eq!(
         r.released,
         [(lb_alloc::ServiceKey::new("default", "a"), vec![ip("10.0.0.1")])]
     );
+    assert_eq!(ips(&r)["default/b"], [ip("10.0.0.2")]);
 }
 
-/// The same object twice: an error naming both places, the first read in
-/// force, one entry in the report.
+fn ref_of(name: &str) -> lb_kube::objects::ObjectRef {
+    lb_kube::objects::ObjectRef {
+        kind: "Service".into(),
+        namespace: "default".into(),
+        name: name.into(),
+    }
+}
+
+/// The same object twice: an error naming both places, and neither copy
+/// changes anything: the version in force stays (here a copy that sorts
+/// first would move `a`, and a copy that is not a LoadBalancer would
+/// release it), for Services and for pools alike.
 #[test]
-fn duplicates_are_errors_naming_both_places() {
+fn duplicates_are_errors_and_change_nothing() {
     let dir = held();
-    write(
-        dir.path(),
-        "zz-copy.yaml",
-        &service("a").replace("  ports:\n", "  loadBalancerIP: 10.0.0.7\n  ports:\n"),
-    );
+    let mut c = Controller::new(Options::new(dir.path())).unwrap();
+    all_held(&c.reconcile(false).unwrap());
+    for (file, text) in [
+        (
+            "0-copy.yaml",
+            service("a").replace("  ports:\n", "  loadBalancerIP: 10.0.0.7\n  ports:\n"),
+        ),
+        ("0-copy.yaml", service("a").replace("LoadBalancer", "ClusterIP")),
+        ("0-pool.yaml", POOL.replace("10.0.0.1-10.0.0.9", "10.0.1.0/24")),
+    ] {
+        write(dir.path(), file, &text);
+        for r in [c.reconcile(false).unwrap(), once(dir.path())] {
+            let dup: Vec<_> = r
+                .problems
+                .iter()
+                .filter(|p| p.message.contains("defined twice"))
+                .collect();
+            assert_eq!(dup.len(), 1, "{:#?}", r.problems);
+            let text = dup[0].to_string();
+            assert!(text.contains(file) && text.contains(".yaml:1"), "{text}");
+            assert_eq!(dup[0].severity, Severity::Error);
+            all_held(&r);
+        }
+        std::fs::remove_file(dir.path().join(file)).unwrap();
+    }
+    // A duplicate with no version in force (both new): nothing given to it.
+    write(dir.path(), "new1.yaml", &service("z"));
+    write(dir.path(), "new2.yaml", &service("z"));
     let r = once(dir.path());
-    let dup: Vec<_> = r
-        .problems
-        .iter()
-        .filter(|p| p.message.contains("defined twice"))
-        .collect();
-    assert_eq!(dup.len(), 1, "{:#?}", r.problems);
-    let text = dup[0].to_string();
-    assert!(text.contains("zz-copy.yaml") && text.contains("svc.yaml"), "{text}");
-    assert_eq!(dup[0].severity, Severity::Error);
-    all_held(&r);
+    assert!(ips(&r).get("default/z").is_none_or(Vec::is_empty), "{r:#?}");
+}
+
+/// A file cut short (or with any error) releases nothing it held: the
+/// Services whose documents come after the break keep their addresses.
+#[test]
+fn a_truncated_file_releases_nothing_it_held() {
+    let dir = held();
+    let full = services(&["a", "b", "c"]);
+    for cut in [full.find("type: L").unwrap() + 7, full.find("name: b").unwrap() + 4] {
+        write(dir.path(), "svc.yaml", &full[..cut]);
+        let r = once(dir.path());
+        assert!(r.problems.iter().any(|p| p.severity == Severity::Error));
+        all_held(&r);
+        assert!(r.released.is_empty());
+    }
+}
+
+/// The legacy ConfigMap without its `config` key (a typo) is an error, not
+/// a configuration without pools.
+#[test]
+fn a_legacy_configmap_without_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config\n  namespace: metallb-system\ndata:\n  config: |\n    address-pools:\n    - name: pool\n      protocol: layer2\n      addresses:\n      - 10.0.0.1-10.0.0.9\n";
+    write(dir.path(), "config.yaml", cm);
+    write(dir.path(), "svc.yaml", &services(&["a"]));
+    assert_eq!(ips(&once(dir.path()))["default/a"], [ip("10.0.0.1")]);
+    write(dir.path(), "config.yaml", &cm.replace("  config: |", "  confg: |"));
+    let r = once(dir.path());
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.severity == Severity::Error && p.message.contains("no `config` key"))
+    );
+    assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")]);
 }
 
 /// A file caught half-written (its later Services not there yet) releases
@@ -279,10 +344,15 @@ fn lb_class_instances_sharing_a_directory_keep_apart() {
 fn state_file_is_checked_before_use() {
     let dir = held();
     let path = dir.path().join(".lb/state.json");
-    let text = state(dir.path()).replace("\"version\": 1", "\"version\": 2");
+    let good = state(dir.path());
+    let text = good.replace("\"version\": 1", "\"version\": 2");
     std::fs::write(&path, text).unwrap();
     let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
     assert!(e.contains("format version 2"), "{e}");
+    let text = good.replace("\"10.0.0.1\"", "\"10.0.0.1\", \"10.0.0.8\"");
+    std::fs::write(&path, text).unwrap();
+    let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("default/a holds 2 addresses of one family"), "{e}");
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
     let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();

@@ -317,7 +317,7 @@ where
             .filter(|r| r.kind == "Service")
             .map(|r| format!("{}/{}", r.namespace, r.name))
             .collect();
-        let keep_all = !snapshot.complete || unreadable.iter().any(|k| k.ends_with('/'));
+        let keep_all = !snapshot.complete || !snapshot.releasable || unreadable.iter().any(|k| k.ends_with('/'));
         self.missing_since
             .retain(|k, _| !seen.contains(k) && self.held.contains_key(k));
         for (key, held) in &self.held {
@@ -351,6 +351,10 @@ where
             notes.entry(key.clone()).or_default().push(note);
             requests.push(req);
         }
+        // A file with errors whose earlier content is unknown may have held
+        // a pool that Services hold addresses from: then nothing changes.
+        let held_pool_missing = self.held.values().any(|h| pools.get(&h.pool).is_none());
+        let pools_complete = pools_complete && (snapshot.releasable || !held_pool_missing);
         if !(pools_complete && foreign_known) {
             return self.hold_everything(requests, blocked, notes, problems);
         }

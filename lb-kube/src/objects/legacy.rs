@@ -137,6 +137,15 @@ pub fn convert(cm: &ConfigMap, r: &ObjectRef, problems: &mut Vec<Problem>, origi
         return Vec::new();
     }
     let Some(text) = cm.data.as_ref().and_then(|d| d.get("config")) else {
+        // A typo in the key would silently remove every pool.
+        problems.push(Problem {
+            origin: Some(origin.clone()),
+            ..Problem::error(
+                Some(r.clone()),
+                Some("data".into()),
+                "the legacy MetalLB ConfigMap has no `config` key; write the configuration under data.config",
+            )
+        });
         return Vec::new();
     };
     let mut errors = Vec::new();

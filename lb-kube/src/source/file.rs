@@ -199,6 +199,9 @@ pub struct FileSource {
     /// What each object yielded when it last read well: the object, and for
     /// the legacy ConfigMap its converted objects too.
     last_good: HashMap<ObjectRef, Vec<Object>>,
+    /// The identities each file held at the last read (while a file has
+    /// errors, also those it held before them).
+    file_ids: HashMap<PathBuf, Vec<ObjectRef>>,
     fingerprint: Option<Vec<Entry>>,
     total_limit: u64,
     /// The state file whose directory holds the controllers' status.
@@ -207,44 +210,68 @@ pub struct FileSource {
     endpoints_version: u64,
 }
 
-/// The state of one read: the snapshot being built, where each identity
-/// was first met (duplicates are errors; the first stays), and what changed.
+/// What one read found of one identity.
+enum Found {
+    /// Read well: the objects it yields.
+    Good(Vec<Object>),
+    /// Exists, but did not read: its last good version stays in force, and
+    /// without one it is unreadable (what it holds is kept).
+    Broken,
+}
+
+/// One read in progress: what was found, in order, and what went wrong.
 struct Reading<'a> {
     snap: &'a mut Snapshot,
-    seen: HashMap<ObjectRef, Origin>,
-    endpoints: BTreeMap<ObjectRef, Object>,
-    objects_changed: bool,
-    endpoints_changed: bool,
+    found: Vec<(ObjectRef, Origin, Found)>,
+    /// Where each identity was first found.
+    first: HashMap<ObjectRef, Origin>,
+    /// Identities found more than once.
+    conflicted: Vec<ObjectRef>,
+    /// Files with an error in this read.
+    broken_files: std::collections::HashSet<PathBuf>,
+    /// The identities found in each file.
+    file_ids: HashMap<PathBuf, Vec<ObjectRef>>,
 }
 
 impl<'a> Reading<'a> {
     fn new(snap: &'a mut Snapshot) -> Self {
         Self {
             snap,
-            seen: HashMap::new(),
-            endpoints: BTreeMap::new(),
-            objects_changed: false,
-            endpoints_changed: false,
+            found: Vec::new(),
+            first: HashMap::new(),
+            conflicted: Vec::new(),
+            broken_files: std::collections::HashSet::new(),
+            file_ids: HashMap::new(),
         }
     }
 
-    /// Puts read objects in the view (EndpointSlices apart).
-    fn push(&mut self, origin: &Origin, objs: &[Object]) {
-        for o in objs {
-            if let Object::EndpointSlice(_) = o {
-                self.endpoints.insert(objects::object_ref(o), o.clone());
-            } else {
-                self.snap.objects.push((Some(origin.clone()), o.clone()));
+    fn broken(&mut self, origin: &Origin) {
+        self.broken_files.insert(origin.file.clone());
+    }
+
+    /// Records what was found of `r`. The same identity twice is an error
+    /// naming both places; neither copy is taken as it is (see `finish`).
+    fn record(&mut self, r: ObjectRef, origin: &Origin, found: Found) {
+        self.file_ids.entry(origin.file.clone()).or_default().push(r.clone());
+        if let Some(first) = self.first.get(&r) {
+            self.snap.problems.push(Problem {
+                origin: Some(origin.clone()),
+                ..Problem::error(
+                    Some(r.clone()),
+                    None,
+                    format!(
+                        "defined twice (also at {first}); until one is removed, the version in force stays \
+                         (if none was, what it holds is kept and nothing is given to it)"
+                    ),
+                )
+            });
+            if !self.conflicted.contains(&r) {
+                self.conflicted.push(r);
             }
+            return;
         }
-    }
-
-    fn changed(&mut self, kind: &str) {
-        if kind == "EndpointSlice" {
-            self.endpoints_changed = true;
-        } else {
-            self.objects_changed = true;
-        }
+        self.first.insert(r.clone(), origin.clone());
+        self.found.push((r, origin.clone(), found));
     }
 }
 
@@ -254,6 +281,7 @@ impl FileSource {
         Self {
             dir: dir.into(),
             last_good: HashMap::new(),
+            file_ids: HashMap::new(),
             fingerprint: None,
             total_limit: MAX_TOTAL_BYTES,
             status_file: None,
@@ -335,24 +363,10 @@ impl FileSource {
                 }
             }
         }
-        // Forget the last good versions of objects that are gone.
-        let seen = std::mem::take(&mut reading.seen);
-        let mut gone = Vec::new();
-        self.last_good.retain(|r, _| {
-            let keep = seen.contains_key(r);
-            if !keep {
-                gone.push(r.kind.clone());
-            }
-            keep
-        });
-        for kind in gone {
-            reading.changed(&kind);
-        }
-        let (objects_changed, endpoints_changed) = (reading.objects_changed, reading.endpoints_changed);
-        let endpoints = std::mem::take(&mut reading.endpoints);
-        self.objects_version += u64::from(objects_changed || self.fingerprint.is_none());
-        self.endpoints_version += u64::from(endpoints_changed || self.fingerprint.is_none());
-        snap.endpoints = std::sync::Arc::new(endpoints);
+        let first_read = self.fingerprint.is_none();
+        let (objects_changed, endpoints_changed) = self.finish(reading);
+        self.objects_version += u64::from(objects_changed || first_read);
+        self.endpoints_version += u64::from(endpoints_changed || first_read);
         snap.objects_version = self.objects_version;
         snap.endpoints_version = self.endpoints_version;
         if let Some(own) = &self.status_file {
@@ -362,17 +376,98 @@ impl FileSource {
         Ok(snap)
     }
 
-    /// Adds the documents of one file's text to `snap` (duplicates are
+    /// Reads the documents of one file's text into `snap` (duplicates are
     /// found within this text only).
     pub fn read_text(&mut self, snap: &mut Snapshot, file: &Path, text: &str) {
         let mut reading = Reading::new(snap);
         self.read_file(&mut reading, file, text);
-        let endpoints = std::mem::take(&mut reading.endpoints);
-        let all = std::sync::Arc::make_mut(&mut snap.endpoints);
-        all.extend(endpoints);
+        self.finish(reading);
+    }
+
+    /// Puts what a read found into its snapshot and remembers it. Returns
+    /// whether objects other than EndpointSlices, and EndpointSlices,
+    /// changed since the last read.
+    fn finish(&mut self, reading: Reading<'_>) -> (bool, bool) {
+        let Reading {
+            snap,
+            found,
+            first,
+            conflicted,
+            broken_files,
+            mut file_ids,
+        } = reading;
+        let mut good: HashMap<ObjectRef, Vec<Object>> = HashMap::with_capacity(found.len());
+        let mut endpoints = BTreeMap::new();
+        let mut put = |origin: &Origin, objs: &[Object], snap: &mut Snapshot| {
+            for o in objs {
+                if let Object::EndpointSlice(_) = o {
+                    endpoints.insert(objects::object_ref(o), o.clone());
+                } else {
+                    snap.objects.push((Some(origin.clone()), o.clone()));
+                }
+            }
+        };
+        for (r, origin, found) in found {
+            let conflict = conflicted.contains(&r);
+            match found {
+                Found::Good(objs) if !conflict => {
+                    put(&origin, &objs, snap);
+                    good.insert(r, objs);
+                }
+                // Broken, or defined twice: the version in force stays.
+                _ => match self.last_good.get(&r) {
+                    Some(objs) => {
+                        put(&origin, objs, snap);
+                        good.insert(r, objs.clone());
+                    }
+                    None => snap.unreadable.push(r),
+                },
+            }
+        }
+        // A file with an error releases nothing it held: objects it held
+        // before and that are gone now are not in the view, but what they
+        // hold is kept until the file reads well again.
+        for file in &broken_files {
+            let Some(before) = self.file_ids.get(file).cloned() else {
+                // What it held before is unknown.
+                snap.releasable = false;
+                continue;
+            };
+            let now = file_ids.entry(file.clone()).or_default();
+            for r in before {
+                if !first.contains_key(&r) && !now.contains(&r) {
+                    if let Some(objs) = self.last_good.get(&r) {
+                        good.insert(r.clone(), objs.clone());
+                    }
+                    snap.unreadable.push(r.clone());
+                    now.push(r);
+                }
+            }
+        }
+        let mut changed = (false, false);
+        let mut mark = |kind: &str| {
+            if kind == "EndpointSlice" {
+                changed.1 = true;
+            } else {
+                changed.0 = true;
+            }
+        };
+        for (r, objs) in &good {
+            if self.last_good.get(r) != Some(objs) {
+                mark(&r.kind);
+            }
+        }
+        for r in self.last_good.keys().filter(|r| !good.contains_key(*r)) {
+            mark(&r.kind);
+        }
+        snap.endpoints = std::sync::Arc::new(endpoints);
+        self.last_good = good;
+        self.file_ids = file_ids;
+        changed
     }
 
     fn read_file(&mut self, reading: &mut Reading<'_>, file: &Path, text: &str) {
+        reading.file_ids.entry(file.to_path_buf()).or_default();
         for (n, (line, doc)) in split_documents(text).into_iter().enumerate() {
             let origin = Origin {
                 file: file.to_path_buf(),
@@ -388,15 +483,16 @@ impl FileSource {
         let value = match parse_at(doc, origin.line, json) {
             Ok(v) => v,
             Err(e) => {
+                reading.broken(&origin);
                 let identity = sniff_identity(doc);
-                let kept = identity.as_ref().is_some_and(|r| self.has_last_good(reading, r));
+                let kept = identity.as_ref().is_some_and(|r| self.in_force(reading, r));
                 let note = super::kept_note(kept);
                 reading.snap.problems.push(Problem {
                     origin: Some(origin.clone()),
                     ..Problem::error(identity.clone(), None, format!("{e}{note}"))
                 });
                 match identity {
-                    Some(r) => self.keep(reading, r, &origin),
+                    Some(r) => reading.record(r, &origin, Found::Broken),
                     None => reading.snap.complete = false,
                 }
                 return;
@@ -431,32 +527,33 @@ impl FileSource {
     fn read_item(&mut self, reading: &mut Reading<'_>, origin: &Origin, item: Value) {
         let r = ObjectRef::of(&item);
         let decoded = objects::decode(item).map_err(|e| (e.field().map(str::to_owned), message_without_field(&e)));
-        let objs = match decoded {
-            Ok(None) => return,
+        match decoded {
+            Ok(None) => {}
             Ok(Some(obj)) => {
                 let mut objs = vec![obj];
                 let mut conversion = Vec::new();
                 if let Object::ConfigMap(cm) = &objs[0] {
                     objs.extend(objects::legacy::convert(cm, &r, &mut conversion, origin));
                 }
-                if !conversion.is_empty() {
-                    // The legacy configuration does not convert: the
-                    // ConfigMap as a whole keeps its last good version.
-                    let kept = self.has_last_good(reading, &r);
-                    if kept && let Some(last) = conversion.last_mut() {
-                        last.message.push_str(super::kept_note(true));
-                    }
-                    reading.snap.problems.extend(conversion);
-                    self.keep(reading, r, origin);
+                if conversion.is_empty() {
+                    reading.record(r, origin, Found::Good(objs));
                     return;
                 }
+                // The legacy configuration does not convert: the ConfigMap
+                // as a whole keeps its last good version.
+                reading.broken(origin);
+                if self.in_force(reading, &r)
+                    && let Some(last) = conversion.last_mut()
+                {
+                    last.message.push_str(super::kept_note(true));
+                }
                 reading.snap.problems.extend(conversion);
-                objs
+                reading.record(r, origin, Found::Broken);
             }
             Err((field, message)) => {
+                reading.broken(origin);
                 let known = !r.kind.is_empty() && !r.name.is_empty();
-                let kept = known && self.has_last_good(reading, &r);
-                let note = super::kept_note(kept);
+                let note = super::kept_note(known && self.in_force(reading, &r));
                 reading.snap.problems.push(Problem {
                     origin: Some(origin.clone()),
                     ..Problem::error(
@@ -469,47 +566,15 @@ impl FileSource {
                     // Not even the kind is known: it may have held anything.
                     reading.snap.complete = false;
                 } else {
-                    self.keep(reading, r, origin);
+                    reading.record(r, origin, Found::Broken);
                 }
-                return;
             }
-        };
-        if let Some(first) = reading.seen.get(&r) {
-            reading.snap.problems.push(Problem {
-                origin: Some(origin.clone()),
-                ..Problem::error(
-                    Some(r.clone()),
-                    None,
-                    format!("defined twice: first at {first}, which stays in force; remove one"),
-                )
-            });
-            return;
-        }
-        reading.seen.insert(r.clone(), origin.clone());
-        reading.push(origin, &objs);
-        if self.last_good.get(&r) != Some(&objs) {
-            reading.changed(&r.kind);
-            self.last_good.insert(r, objs);
         }
     }
 
-    /// Whether `r` has a last good version that this read may still use.
-    fn has_last_good(&self, reading: &Reading<'_>, r: &ObjectRef) -> bool {
-        !reading.seen.contains_key(r) && self.last_good.contains_key(r)
-    }
-
-    /// An object that exists but did not read: its last good version stays
-    /// in force; without one it is unreadable (what it holds is kept).
-    fn keep(&mut self, reading: &mut Reading<'_>, r: ObjectRef, origin: &Origin) {
-        if reading.seen.contains_key(&r) {
-            // Already defined (and reported) elsewhere in this read.
-            return;
-        }
-        reading.seen.insert(r.clone(), origin.clone());
-        match self.last_good.get(&r) {
-            Some(objs) => reading.push(origin, objs),
-            None => reading.snap.unreadable.push(r),
-        }
+    /// Whether `r` has a last good version that stays in force in this read.
+    fn in_force(&self, reading: &Reading<'_>, r: &ObjectRef) -> bool {
+        !reading.first.contains_key(r) && self.last_good.contains_key(r)
     }
 }
 

@@ -133,6 +133,10 @@ pub struct Snapshot {
     /// False when something could not be read at all and nothing is known
     /// of it: objects may be missing, so nothing is released.
     pub complete: bool,
+    /// False when something with errors was read whose earlier content is
+    /// unknown (a file with an error, read for the first time): objects
+    /// missing from the view may only be cut off, so none is released.
+    pub releasable: bool,
     /// True once every kind has been read (listed) at least once.
     pub synced: bool,
     /// Service status written by the controllers, by `namespace/name`: one
@@ -165,6 +169,7 @@ impl Snapshot {
     pub fn empty() -> Self {
         Self {
             complete: true,
+            releasable: true,
             synced: true,
             status_complete: true,
             ..Self::default()
