@@ -416,6 +416,11 @@ fn validate_checks_what_the_api_server_would() {
             service("web", "").replace("  ports:", "  loadBalancerIP: 192.168.001.210\n  ports:"),
             "spec.loadBalancerIP",
         ),
+        (
+            service("web", "").replace("  ports:", "  loadBalancerClass: \"\"\n  ports:"),
+            "spec.loadBalancerClass",
+        ),
+        (service("web", "").replace("  ports:\n  - port: 80\n", ""), "spec.ports"),
     ] {
         std::fs::write(dir.path().join("bad.yaml"), &doc).unwrap();
         let out = run(&["validate", "--manifests", dir.path().to_str().unwrap()]);

@@ -282,6 +282,14 @@ fn explain_answers_as_a_strict_proxy_would() {
     assert_eq!(v["status"], 400, "two Host headers: {v}");
     let (v, _) = explain(&dir, "HTTP://shop.example.com/api/items", &[]);
     assert_eq!(v["service"], "api", "{v}");
+    let (v, _) = explain(&dir, "http://shop.example.com/api/items?x=1#frag", &[]);
+    assert_eq!(
+        (v["status"].as_u64(), v["upstream_path"].as_str()),
+        (Some(200), Some("/api/items?x=1")),
+        "{v}"
+    );
+    let (v, _) = explain(&dir, "http://user@shop.example.com/", &[]);
+    assert!(v["why"].as_str().unwrap().contains("in the URL"), "{v}");
 
     // An allowlist and CORS, explained with --client-ip and --method.
     let tmp = tempfile::tempdir().unwrap();

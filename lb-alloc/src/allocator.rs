@@ -807,12 +807,8 @@ impl Allocator {
             }
         };
         if req.load_balancer_class != self.class {
-            evict(
-                out,
-                before,
-                Reason::OtherClass(req.load_balancer_class.clone().unwrap_or_default()),
-            );
-            return Err(Reason::OtherClass(req.load_balancer_class.clone().unwrap_or_default()));
+            evict(out, before, Reason::OtherClass(req.load_balancer_class.clone()));
+            return Err(Reason::OtherClass(req.load_balancer_class.clone()));
         }
         let checked = req.want().and_then(|w| req.check_requested(w).map(|_| w));
         let want = match checked {

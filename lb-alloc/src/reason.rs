@@ -92,9 +92,13 @@ pub enum Reason {
     /// No cluster IP family known.
     #[error("the Service has no cluster IP family")]
     NoClusterIp,
-    /// The Service names another loadBalancerClass.
-    #[error("loadBalancerClass {0:?} is handled by another controller")]
-    OtherClass(String),
+    /// The Service's loadBalancerClass (`None`: it has none) is another
+    /// controller's.
+    #[error("{} handled by another controller", match .0 {
+        Some(c) => format!("loadBalancerClass {c:?} is"),
+        None => "Services without a loadBalancerClass are".to_owned(),
+    })]
+    OtherClass(Option<String>),
     /// A held address no longer matches the Service's families.
     #[error("{0} no longer matches the Service's IP families")]
     FamilyChanged(IpAddr),

@@ -397,9 +397,12 @@ where
         }
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut released = Vec::new();
         for (key, old) in &self.held {
             if !state.contains_key(key) {
                 self.unsaved.insert(key.clone(), None);
+                let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                released.push((lb_alloc::ServiceKey::new(ns, name), old.ips.clone()));
             } else if state.get(key) != Some(old) {
                 self.unsaved.insert(key.clone(), state.get(key).cloned());
             }
@@ -414,7 +417,7 @@ where
             services,
             problems,
             pool_stats: self.alloc.pool_stats(),
-            released: sync.released,
+            released,
             config_in_force: true,
         }
     }
@@ -549,7 +552,9 @@ pub async fn run(
             controller = c;
             match result {
                 Ok(report) => {
-                    last_error = None;
+                    if last_error.take().is_some() {
+                        tracing::info!("reconciling again");
+                    }
                     logged.log(&report);
                     gauges.update(&report, !report.problems.iter().any(|p| p.severity == Severity::Error));
                     telemetry.set_ready(true);
@@ -603,9 +608,14 @@ impl Logged {
             if self.problems.contains(&text) {
                 continue;
             }
+            // The level says error or warning; the text need not again.
+            let plain = text
+                .strip_prefix("error: ")
+                .or_else(|| text.strip_prefix("warning: "))
+                .unwrap_or(&text);
             match p.severity {
-                Severity::Error => tracing::error!("{text}"),
-                Severity::Warning => tracing::warn!("{text}"),
+                Severity::Error => tracing::error!("{plain}"),
+                Severity::Warning => tracing::warn!("{plain}"),
             }
         }
         self.problems = problems;
@@ -625,20 +635,20 @@ impl Logged {
         let mut services = HashMap::with_capacity(report.services.len());
         for s in &report.services {
             let key = (s.namespace.clone(), s.name.clone());
-            // The first time, only what needs attention; then every change.
-            let changed = if first {
-                !s.warnings.is_empty()
-            } else {
-                self.services.get(&key) != Some(s)
-            };
-            if changed {
-                let service = format!("{}/{}", s.namespace, s.name);
+            // The first time, only what needs attention; then what changed:
+            // the addresses, and the warnings, each on its own.
+            let before = self.services.get(&key);
+            let service = format!("{}/{}", s.namespace, s.name);
+            let moved = before.is_none_or(|b| (&b.ips, &b.pool) != (&s.ips, &s.pool));
+            if !first && moved {
                 let pool = s.pool.as_deref().unwrap_or("");
                 if s.ips.is_empty() {
                     tracing::info!(service = %service, "no address");
                 } else {
                     tracing::info!(service = %service, ips = %join(&s.ips), pool = %pool, "assigned");
                 }
+            }
+            if before.is_none_or(|b| b.warnings != s.warnings) {
                 for w in &s.warnings {
                     tracing::warn!(service = %service, "{w}");
                 }

@@ -265,6 +265,24 @@ fn strip_namespace(mut value: Value) -> Value {
     value
 }
 
+/// A serde message in the words of the manifest, not of Rust types:
+/// `expected i32` is "expected an integer", `expected ServiceSpec` is
+/// "expected a mapping".
+fn plain_serde_message(message: &str) -> String {
+    let Some((head, expected)) = message.split_once(", expected ") else {
+        return message.to_owned();
+    };
+    let expected = match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" => "an integer",
+        "f32" | "f64" => "a number",
+        "a boolean" | "a string" | "a sequence" | "a map" => expected,
+        e if e.starts_with(|c: char| c.is_ascii_uppercase()) && !e.contains(' ') => "a mapping",
+        e if e.starts_with("struct ") || e.starts_with("a map") => "a mapping",
+        e => e,
+    };
+    format!("{head}, expected {expected}")
+}
+
 /// Strict typed decoding: the path of a bad field, and every unknown field.
 pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeError> {
     let mut unknown = Vec::new();
@@ -285,7 +303,7 @@ pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeE
         let message = if field != "." && message.starts_with("missing field") {
             "is required".to_owned()
         } else {
-            message
+            plain_serde_message(&message)
         };
         DecodeError::Field { field, message }
     })?;

@@ -91,6 +91,17 @@ fn service(svc: &Service) -> Result<(), DecodeError> {
             format!("{t:?} is not one of ClusterIP, NodePort, LoadBalancer, ExternalName"),
         ));
     }
+    if spec.load_balancer_class.as_deref() == Some("") {
+        return Err(err(
+            "spec.loadBalancerClass",
+            "must not be empty (leave it out for the default controller)",
+        ));
+    }
+    let external_name = spec.type_.as_deref() == Some("ExternalName");
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    if !external_name && !headless && spec.ports.as_ref().is_none_or(Vec::is_empty) {
+        return Err(err("spec.ports", "is required (at least one port)"));
+    }
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         if !(1..=65535).contains(&p.port) {
             return Err(err(

@@ -199,8 +199,23 @@ impl<'a> Ask<'a> {
 
 /// Decides where `ask` goes with the table, as the proxy would.
 pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, ExplainError> {
-    let url = ask.url;
+    // A client never sends the fragment.
+    let url = ask.url.split('#').next().unwrap_or_default();
     let (https, authority, target) = split_url(url).ok_or_else(|| ExplainError::Url(url.into()))?;
+    let bad = |why: String| Explain {
+        status: 400,
+        ingress: None,
+        service: None,
+        port: None,
+        upstream_path: None,
+        location: None,
+        why,
+    };
+    if !lb_route::valid_authority(authority) {
+        return Ok(bad(format!(
+            "bad request: invalid host {authority:?} in the URL (userinfo, a bad port or a character a Host may not hold)"
+        )));
+    }
     let mut map = http::HeaderMap::new();
     for h in ask.headers {
         let (k, v) = h.split_once(':').ok_or_else(|| ExplainError::Header(h.clone()))?;
@@ -210,17 +225,7 @@ pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, Explai
     }
     let host = match host_header(&map) {
         Ok(h) => h.unwrap_or(authority),
-        Err(why) => {
-            return Ok(Explain {
-                status: 400,
-                ingress: None,
-                service: None,
-                port: None,
-                upstream_path: None,
-                location: None,
-                why: format!("bad request: {why}"),
-            });
-        }
+        Err(why) => return Ok(bad(format!("bad request: {why}"))),
     };
     let mut req = Request::new(&ask.method, Some(host), target)
         .with_https(https)
@@ -248,7 +253,10 @@ pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, Explai
                         PathKind::Prefix => "Prefix",
                         PathKind::Regex => "regex",
                     };
-                    format!("host {host:?} matched {kind} path {path:?} of Ingress {}", f.ingress)
+                    format!(
+                        "host \"{host}\" matched {kind} path \"{path}\" of Ingress {}",
+                        f.ingress
+                    )
                 }
                 None => format!("no path matched; default backend of Ingress {}", f.ingress),
             },

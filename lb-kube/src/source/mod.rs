@@ -34,6 +34,10 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            // The file as a whole.
+            return write!(f, "{}", self.file.display());
+        }
         write!(f, "{}:{} (document {})", self.file.display(), self.line, self.document)
     }
 }
