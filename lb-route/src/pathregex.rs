@@ -11,8 +11,9 @@
 
 use regex::{Captures, Regex, RegexBuilder};
 
-/// Largest compiled size of one regex path (bytes of the compiled program).
-pub(crate) const SIZE_LIMIT: usize = 1 << 20;
+/// Largest compiled size of one regex path (bytes of the compiled program):
+/// ample for any real path, and small enough that refusing one is quick.
+pub(crate) const SIZE_LIMIT: usize = 256 << 10;
 
 /// A compiled regex path.
 #[derive(Debug, Clone)]

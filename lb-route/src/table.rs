@@ -207,9 +207,10 @@ pub(crate) struct RegexRoutes {
 impl RegexRoutes {
     /// Orders `routes` as given and compiles their set within
     /// [`HOST_REGEX_BUDGET`], filled oldest Ingress first. Returns the
-    /// Ingresses left out: when the set does not fit, the first Ingress
-    /// with whose paths it stops fitting, and every newer one.
-    fn new(mut routes: Vec<u32>, table: &[Route]) -> (Self, Vec<u32>) {
+    /// Ingresses left out (when the set does not fit, the first Ingress
+    /// with whose paths it stops fitting, and every newer one) and their
+    /// routes.
+    fn new(mut routes: Vec<u32>, table: &[Route]) -> (Self, (Vec<u32>, Vec<u32>)) {
         let regex = |r: &u32| table[*r as usize].regex.as_deref();
         let ingress = |r: &u32| table[*r as usize].ingress;
         // The set's indices are the routes': every route needs a regex.
@@ -225,10 +226,10 @@ impl RegexRoutes {
                 .ok()
         };
         if routes.len() <= 1 {
-            return (Self { routes, set: None }, Vec::new());
+            return (Self { routes, set: None }, Default::default());
         }
         if let Some(set) = build(&routes, u32::MAX) {
-            return (Self { routes, set: Some(set) }, Vec::new());
+            return (Self { routes, set: Some(set) }, Default::default());
         }
         let mut ids: Vec<u32> = routes.iter().map(ingress).collect();
         ids.sort_unstable();
@@ -244,13 +245,9 @@ impl RegexRoutes {
             }
         }
         let left_out = ids.split_off(lo);
-        routes.retain(|r| ingress(r) < left_out[0]);
-        let set = if routes.len() > 1 {
-            build(&routes, u32::MAX)
-        } else {
-            None
-        };
-        (Self { routes, set }, left_out)
+        let (kept, dropped): (Vec<u32>, Vec<u32>) = routes.into_iter().partition(|r| ingress(r) < left_out[0]);
+        let set = if kept.len() > 1 { build(&kept, u32::MAX) } else { None };
+        (Self { routes: kept, set }, (left_out, dropped))
     }
 
     /// The first route whose regex matches `path`, trying them in order
@@ -981,7 +978,7 @@ impl Builder<'_> {
         let table = &self.table;
         let mut staged = self.staging;
         let mut extras = Vec::new();
-        let mut over_budget = Vec::new();
+        let mut over_budget = (Vec::new(), Vec::new());
         let mut take = |name: &str, id: u32| {
             let st = std::mem::replace(&mut staged[id as usize], Staging::new(RuleHost::Any));
             compact(name, st, table, &mut extras, &mut over_budget)
@@ -993,6 +990,12 @@ impl Builder<'_> {
         self.table.wildcard_hosts = wildcard_hosts;
         self.table.any_host = any_host;
         self.table.extras = extras;
+        let (over_budget, dropped) = over_budget;
+        // Routes left out of a host's regex set are never matched: free
+        // their compiled regexes, so what is kept stays within the budgets.
+        for r in dropped {
+            self.table.routes[r as usize].regex = None;
+        }
         for (i, host) in over_budget {
             let ing = &self.table.ingresses[i as usize];
             self.problems.push(Problem {
@@ -1032,7 +1035,7 @@ pub(crate) fn plain(o: &RouteOptions) -> bool {
 }
 
 /// What an ingress-nginx host needs beside its spec layout.
-fn compat(st: &Staging, table: &RouteTable, left_out: &mut Vec<u32>) -> Option<CompatHost> {
+fn compat(st: &Staging, table: &RouteTable, left_out: &mut (Vec<u32>, Vec<u32>)) -> Option<CompatHost> {
     if st.mode != Mode::IngressNginx {
         return None;
     }
@@ -1044,8 +1047,9 @@ fn compat(st: &Staging, table: &RouteTable, left_out: &mut Vec<u32>) -> Option<C
         // (oldest Ingress first).
         let mut all: Vec<u32> = st.exact.iter().chain(&st.prefix).chain(&st.regex).copied().collect();
         all.sort_by(|&a, &b| (path(b).len(), path(b)).cmp(&(path(a).len(), path(a))).then(a.cmp(&b)));
-        let (re, out) = RegexRoutes::new(all, routes);
-        left_out.extend(out);
+        let (re, (ingresses, dropped)) = RegexRoutes::new(all, routes);
+        left_out.0.extend(ingresses);
+        left_out.1.extend(dropped);
         re
     });
     // nginx answers `x` with a 301 to `x/` when a location `x/` exists and
@@ -1094,9 +1098,9 @@ fn compact(
     mut st: Staging,
     table: &RouteTable,
     extras: &mut Vec<HostExtra>,
-    over_budget: &mut Vec<(u32, String)>,
+    over_budget: &mut (Vec<(u32, String)>, Vec<u32>),
 ) -> HostRoutes {
-    let mut left_out = Vec::new();
+    let mut left_out = (Vec::new(), Vec::new());
     let compat = compat(&st, table, &mut left_out);
     let routes = &table.routes;
     let key = |r: u32, kind| {
@@ -1132,13 +1136,17 @@ fn compact(
     st.regex
         .sort_by_key(|&r| (std::cmp::Reverse(routes[r as usize].path.len()), r));
     let regex = (!st.regex.is_empty()).then(|| {
-        let (re, out) = RegexRoutes::new(st.regex, routes);
-        left_out.extend(out);
+        let (re, (ingresses, dropped)) = RegexRoutes::new(st.regex, routes);
+        left_out.0.extend(ingresses);
+        left_out.1.extend(dropped);
         re
     });
-    left_out.sort_unstable();
-    left_out.dedup();
-    over_budget.extend(left_out.into_iter().map(|i| (i, st.host.to_string())));
+    left_out.0.sort_unstable();
+    left_out.0.dedup();
+    over_budget
+        .0
+        .extend(left_out.0.into_iter().map(|i| (i, st.host.to_string())));
+    over_budget.1.extend(left_out.1);
     let extra = (regex.is_some() || compat.is_some()).then(|| {
         extras.push(HostExtra { regex, compat });
         extras.len() as u32 - 1
