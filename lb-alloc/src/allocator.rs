@@ -686,7 +686,10 @@ impl Allocator {
             .filter(|k| !k.is_empty())
             .and_then(|k| self.shared.get(k))
         {
-            for &ip in set.iter().filter(|&&ip| Family::of(ip) == f) {
+            for &ip in set
+                .iter()
+                .filter(|&&ip| Family::of(ip) == f && !self.reserved.contains_key(&ip))
+            {
                 let Some((q, e)) = self.pools.locate(ip) else { continue };
                 let pos = (e, to_num(ip));
                 if q == p && best.is_none_or(|b| pos < b) && self.may_share(id, req, ip).is_ok() {

@@ -233,7 +233,13 @@ pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).map_err(io_err)?;
+        // The new directory's entry must survive a power loss too.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io_err)?;
+        }
+    }
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);

@@ -267,8 +267,13 @@ fn a_half_written_file_releases_nothing() {
     let t0 = Instant::now();
     all_held(&c.reconcile_snapshot(&src.read().unwrap(), t0));
     let full = services(&["a", "b", "c"]);
-    write(dir.path(), "svc.yaml", &full[..full.len() / 2]);
+    // Cut at a document boundary: valid YAML, c simply not written yet.
+    write(dir.path(), "svc.yaml", &services(&["a", "b"]));
     let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_millis(100));
+    assert!(
+        !r.problems.iter().any(|p| p.severity == Severity::Error),
+        "a valid file"
+    );
     assert!(r.released.is_empty());
     assert_eq!(ips(&r)["default/c"], [ip("10.0.0.3")], "c is kept while the delay runs");
     write(dir.path(), "svc.yaml", &full);
@@ -362,4 +367,77 @@ fn state_file_is_checked_before_use() {
     assert!(status.success());
     let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
     assert!(e.contains("not a regular file"), "{e}");
+}
+
+/// A Service kept while its manifest cannot be read is held with its last
+/// request, sharing key, labels and all: sharing and selector-restricted
+/// pools do not evict it (nor its healthy neighbour).
+#[test]
+fn kept_services_keep_their_sharing_and_their_restricted_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pool.yaml",
+        &POOL.replace(
+            "spec:\n",
+            "spec:\n  serviceAllocation:\n    serviceSelectors:\n    - matchLabels: {team: a}\n",
+        ),
+    );
+    let shared = |name: &str, port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{team: a}}\n  annotations:\n    metallb.io/allow-shared-ip: k\nspec:\n  type: LoadBalancer\n  ports:\n  - port: {port}\n"
+        )
+    };
+    let both = format!("{}---\n{}", shared("a", 80), shared("b", 443));
+    write(dir.path(), "svc.yaml", &both);
+    let mut c = Controller::new(Options {
+        release_delay: Duration::from_secs(60),
+        ..Options::new(dir.path())
+    })
+    .unwrap();
+    let r = c.reconcile(false).unwrap();
+    assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")]);
+    assert_eq!(ips(&r)["default/b"], [ip("10.0.0.1")], "shared");
+    // b's document cut off mid-way, then a's document gone (release delay).
+    for text in [both[..both.len() - 20].to_owned(), shared("b", 443)] {
+        write(dir.path(), "svc.yaml", &text);
+        let r = c.reconcile(false).unwrap();
+        assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")], "{r:#?}");
+        assert_eq!(ips(&r)["default/b"], [ip("10.0.0.1")], "{r:#?}");
+        assert!(r.released.is_empty());
+    }
+}
+
+/// A Service whose fields go bad keeps its last valid request: a typo in
+/// its family policy does not drop its IPv6 address.
+#[test]
+fn an_invalid_service_keeps_its_last_valid_request() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pool.yaml",
+        &POOL.replace(
+            "  - 10.0.0.1-10.0.0.9\n",
+            "  - 10.0.0.1-10.0.0.9\n  - fc00::1-fc00::9\n",
+        ),
+    );
+    let dual = service("d").replace(
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n",
+    );
+    write(dir.path(), "svc.yaml", &dual);
+    let mut c = Controller::new(Options::new(dir.path())).unwrap();
+    let want = vec![ip("10.0.0.1"), ip("fc00::1")];
+    assert_eq!(ips(&c.reconcile(false).unwrap())["default/d"], want);
+    write(
+        dir.path(),
+        "svc.yaml",
+        &dual.replace("RequireDualStack", "RequireDualStak"),
+    );
+    let r = c.reconcile(false).unwrap();
+    assert!(r.problems.iter().any(|p| p.severity == Severity::Error));
+    assert_eq!(ips(&r)["default/d"], want, "{r:#?}");
+    // And a fresh controller (no memory of its request) carries it as is.
+    let r = once(dir.path());
+    assert_eq!(ips(&r)["default/d"], want, "{r:#?}");
 }

@@ -314,11 +314,12 @@ impl RouteTable {
             Err(e) => return Decision::BadRequest(e.clone()),
         };
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
-        let authority = match (target.authority, req.host) {
-            (Some(a), _) => a,
-            (None, Some(h)) if !crate::host::valid_authority(h) => return Decision::BadRequest(TargetError::Host),
-            (None, h) => h.unwrap_or(""),
-        };
+        // An invalid Host is a 400 even when the target names the host
+        // (RFC 9112 §3.2).
+        if req.host.is_some_and(|h| !crate::host::valid_authority(h)) {
+            return Decision::BadRequest(TargetError::Host);
+        }
+        let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
         let https = req.https || target.https == Some(true);
         let scheme = if https { "https" } else { "http" };

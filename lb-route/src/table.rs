@@ -1141,6 +1141,12 @@ fn compact(
         left_out.1.extend(dropped);
         re
     });
+    // A route still in one of the host's sets keeps its regex.
+    let kept = |r: &u32| {
+        let in_set = |re: Option<&RegexRoutes>| re.is_some_and(|re| re.routes.contains(r));
+        in_set(regex.as_ref()) || in_set(compat.as_ref().and_then(|c| c.first_match.as_ref()))
+    };
+    left_out.1.retain(|r| !kept(r));
     left_out.0.sort_unstable();
     left_out.0.dedup();
     over_budget

@@ -101,10 +101,10 @@ impl Metrics {
             let pool: Labels = vec![("pool", s.name.clone())];
             self.addresses_total
                 .get_or_create(&pool)
-                .set(gauge(s.total[v4] + s.total[v6]));
+                .set(gauge(s.total[v4].saturating_add(s.total[v6])));
             self.addresses_in_use
                 .get_or_create(&pool)
-                .set(gauge(s.in_use[v4] + s.in_use[v6]));
+                .set(gauge(s.in_use[v4].saturating_add(s.in_use[v6])));
             self.ipv4_total.get_or_create(&pool).set(gauge(s.total[v4]));
             self.ipv6_total.get_or_create(&pool).set(gauge(s.total[v6]));
             self.ipv4_in_use.get_or_create(&pool).set(gauge(s.in_use[v4]));

@@ -106,6 +106,9 @@ pub enum Error {
     /// The state file cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The source cannot give a view.
+    #[error(transparent)]
+    Source(crate::source::SourceError),
     /// The metrics address cannot be bound.
     #[error("--metrics-listen {addr}: {source}")]
     Metrics {
@@ -114,6 +117,10 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+    /// The status sink failed to write (the changes are retried with the
+    /// next reconcile).
+    #[error("writing status: {0}")]
+    Sink(Box<dyn std::error::Error + Send + Sync>),
     /// A reconcile panicked (a bug; the state file holds the last good state).
     #[error("internal error: a reconcile panicked")]
     Panicked,
@@ -136,6 +143,11 @@ pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     unsaved: BTreeMap<String, Option<ServiceState>>,
     /// Held Services gone from the manifests, since when.
     missing_since: HashMap<String, Instant>,
+    /// The last request read well for each Service: what a Service that
+    /// cannot be read now is held with, so nothing about it changes.
+    last_requests: HashMap<String, Request>,
+    /// When the last reconcile ran.
+    last_now: Option<Instant>,
     /// The source's version at the last read.
     read_version: Option<u64>,
 }
@@ -156,10 +168,7 @@ impl Controller {
     }
 }
 
-impl<S: Source, K: StatusSink> Controller<S, K>
-where
-    Error: From<K::Error>,
-{
+impl<S: Source, K: StatusSink> Controller<S, K> {
     /// A controller reading views from `source` and writing status to
     /// `sink`; what the sink holds is what each Service holds at start.
     pub fn with(options: Options, source: S, sink: K) -> Self {
@@ -173,6 +182,8 @@ where
             options,
             unsaved: BTreeMap::new(),
             missing_since: HashMap::new(),
+            last_requests: HashMap::new(),
+            last_now: None,
             read_version: None,
         }
     }
@@ -201,21 +212,22 @@ where
         let version = self.source.version();
         let snapshot = self.source.view().map_err(|e| match e {
             crate::source::SourceError::Directory { path, source } => Error::Manifests { path, source },
+            other => Error::Source(other),
         })?;
         self.read_version = Some(version);
         let report = self.reconcile_snapshot(&snapshot, Instant::now());
         if !dry_run && !self.unsaved.is_empty() {
             let changes: Vec<(String, Option<ServiceState>)> =
                 self.unsaved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            self.sink.apply(&changes)?;
+            self.sink.apply(&changes).map_err(|e| Error::Sink(Box::new(e)))?;
             self.unsaved.clear();
         }
         Ok(report)
     }
 
     /// Addresses the other controllers hold (the view's status of other
-    /// classes), as reservations. False when some status is unknown.
-    fn reserve_foreign(&mut self, snapshot: &Snapshot) -> bool {
+    /// classes), as reservations.
+    fn foreign(&self, snapshot: &Snapshot) -> Vec<(IpAddr, lb_alloc::ServiceKey)> {
         let ours: HashSet<IpAddr> = self.held.values().flat_map(|s| s.ips.iter().copied()).collect();
         let own_class = &self.options.load_balancer_class;
         let mut reserved = Vec::new();
@@ -232,15 +244,18 @@ where
                 }
             }
         }
-        self.alloc.set_reserved(reserved);
-        snapshot.status_complete
+        reserved
     }
 
     /// The reconcile itself, on a snapshot from any source, at `now`.
     pub fn reconcile_snapshot(&mut self, snapshot: &Snapshot, now: Instant) -> Report {
         let mut problems = snapshot.problems.clone();
         let (pools, pools_complete) = config::pools(snapshot, &self.pools, &mut problems);
-        let foreign_known = self.reserve_foreign(snapshot);
+        let foreign_known = snapshot.status_complete;
+        self.last_now = Some(now);
+        // Services held without a request this round (they cannot be read
+        // and none was read before): their status is carried as it is.
+        let mut carried: BTreeMap<String, ServiceState> = BTreeMap::new();
         let ns_labels: HashMap<String, Labels> = snapshot
             .objects
             .iter()
@@ -260,6 +275,7 @@ where
         let mut requests: Vec<Request> = Vec::new();
         let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut blocked: Vec<(String, String, String)> = Vec::new();
+        let mut fresh: HashMap<String, Request> = HashMap::new();
         for (origin, obj) in &snapshot.objects {
             let Object::Service(svc) = obj else { continue };
             if !service::is_load_balancer(svc) {
@@ -274,7 +290,7 @@ where
                     .filter(|ip| holder_of.get(ip).is_none_or(|&h| h == key))
                     .collect(),
             };
-            let (mut req, issues) = service::request(svc, ns_labels.get(&ns).unwrap_or(&no_labels), &current);
+            let (req, issues) = service::request(svc, ns_labels.get(&ns).unwrap_or(&no_labels), &current);
             let invalid = issues.iter().any(|i| i.error);
             for FieldIssue { field, message, error } in issues {
                 let r = Some(crate::objects::object_ref(obj));
@@ -293,14 +309,20 @@ where
                     .push(format!("{field}: {message}"));
             }
             if invalid {
-                // Keep what it holds; ask for nothing new until it is fixed.
-                if current.is_empty() {
-                    blocked.push((req.namespace.clone(), req.name.clone(), key.clone()));
-                    continue;
+                // Nothing about it changes until it is fixed: the last valid
+                // request stays in force, or what it holds is carried.
+                if let Some(last) = self.last_requests.get(&key) {
+                    let mut last = last.clone();
+                    last.current_ips = current;
+                    requests.push(last);
+                } else if let Some(held) = self.held.get(&key) {
+                    carried.insert(key, held.clone());
+                } else {
+                    blocked.push((req.namespace.clone(), req.name.clone(), key));
                 }
-                req.requested_ips = current.clone();
-                req.requested_pool = None;
+                continue;
             }
+            fresh.insert(key, req.clone());
             requests.push(req);
         }
         // Held Services missing from the snapshot keep what they hold when
@@ -310,6 +332,7 @@ where
             .iter()
             .map(key_of)
             .chain(blocked.iter().map(|b| b.2.clone()))
+            .chain(carried.keys().cloned())
             .collect();
         let unreadable: HashSet<String> = snapshot
             .unreadable
@@ -325,6 +348,8 @@ where
                 continue;
             }
             let note = if unreadable.contains(key) || keep_all {
+                // Kept for as long as it cannot be read, not on a timer.
+                self.missing_since.remove(key);
                 "manifest could not be read; keeping its addresses".to_owned()
             } else {
                 let since = *self.missing_since.entry(key.clone()).or_insert(now);
@@ -337,26 +362,42 @@ where
                     left.as_millis()
                 )
             };
-            let (ns, name) = key.split_once('/').unwrap_or(("default", key));
-            let mut req = Request::new(ns, name);
-            req.cluster_families = held.ips.iter().map(|&ip| lb_alloc::Family::of(ip)).collect();
-            req.policy = if held.ips.len() == 2 {
-                lb_alloc::FamilyPolicy::RequireDualStack
-            } else {
-                lb_alloc::FamilyPolicy::SingleStack
-            };
-            req.requested_ips = held.ips.clone();
-            req.current_ips = held.ips.clone();
-            req.load_balancer_class = self.options.load_balancer_class.clone();
             notes.entry(key.clone()).or_default().push(note);
-            requests.push(req);
+            // Its last request, as it was: labels, sharing key, ports and
+            // all, so the allocator keeps it exactly where it is.
+            match self.last_requests.get(key) {
+                Some(last) => {
+                    let mut last = last.clone();
+                    last.current_ips = held.ips.clone();
+                    requests.push(last);
+                }
+                None => {
+                    carried.insert(key.clone(), held.clone());
+                }
+            }
         }
+        // What nobody may take: the other controllers' addresses, and those
+        // of carried Services (unless a Service that reads well shares them).
+        let mut reserved = self.foreign(snapshot);
+        let requested: HashSet<String> = requests.iter().map(key_of).collect();
+        for (key, held) in &carried {
+            let shared = |ip: &IpAddr| {
+                self.held
+                    .iter()
+                    .any(|(k, h)| k != key && requested.contains(k) && h.ips.contains(ip))
+            };
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            for ip in held.ips.iter().filter(|ip| !shared(ip)) {
+                reserved.push((*ip, lb_alloc::ServiceKey::new(ns, name)));
+            }
+        }
+        self.alloc.set_reserved(reserved);
         // A file with errors whose earlier content is unknown may have held
         // a pool that Services hold addresses from: then nothing changes.
         let held_pool_missing = self.held.values().any(|h| pools.get(&h.pool).is_none());
         let pools_complete = pools_complete && (snapshot.releasable || !held_pool_missing);
         if !(pools_complete && foreign_known) {
-            return self.hold_everything(requests, blocked, notes, problems);
+            return self.hold_everything(requests, carried, blocked, notes, problems);
         }
         self.pools = pools;
 
@@ -395,8 +436,15 @@ where
                 warnings,
             });
         }
+        push_carried(&mut services, &carried, &mut notes, None);
+        state.extend(carried);
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        // Remember the requests read well; forget those of Services that
+        // hold nothing any more.
+        self.last_requests.extend(fresh);
+        self.last_requests
+            .retain(|k, _| state.contains_key(k) || requested.contains(k));
         let mut released = Vec::new();
         for (key, old) in &self.held {
             if !state.contains_key(key) {
@@ -427,6 +475,7 @@ where
     fn hold_everything(
         &self,
         requests: Vec<Request>,
+        carried: BTreeMap<String, ServiceState>,
         blocked: Vec<(String, String, String)>,
         mut notes: BTreeMap<String, Vec<String>>,
         problems: Vec<Problem>,
@@ -448,6 +497,7 @@ where
                 warnings,
             });
         }
+        push_carried(&mut services, &carried, &mut notes, Some(FROZEN));
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Report {
@@ -463,6 +513,27 @@ where
 /// A Service's key in the status (`namespace/name`).
 fn key_of(req: &Request) -> String {
     req.key().to_string()
+}
+
+/// Services whose status is carried as it is (see `reconcile_snapshot`).
+fn push_carried(
+    services: &mut Vec<ServiceReport>,
+    carried: &BTreeMap<String, ServiceState>,
+    notes: &mut BTreeMap<String, Vec<String>>,
+    extra: Option<&str>,
+) {
+    for (key, held) in carried {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let mut warnings = notes.remove(key).unwrap_or_default();
+        warnings.extend(extra.map(str::to_owned));
+        services.push(ServiceReport {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            ips: held.ips.clone(),
+            pool: Some(held.pool.clone()),
+            warnings,
+        });
+    }
 }
 
 fn push_blocked(
@@ -532,7 +603,9 @@ pub async fn run(
         if first || due {
             // Settle: wait until one poll interval passes without a change.
             if !first {
-                loop {
+                // At most ten intervals: a directory that never settles is
+                // read anyway.
+                for _ in 0..10 {
                     let (c, before) = blocking(controller, |c| c.source.version()).await?;
                     controller = c;
                     tokio::select! {
@@ -557,7 +630,7 @@ pub async fn run(
                     }
                     logged.log(&report);
                     gauges.update(&report, !report.problems.iter().any(|p| p.severity == Severity::Error));
-                    telemetry.set_ready(true);
+                    telemetry.set_ready(report.config_in_force);
                 }
                 Err(e) => {
                     // Said once, not at every poll while it lasts.
@@ -661,10 +734,4 @@ impl Logged {
 
 fn join(ips: &[IpAddr]) -> String {
     ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
-}
-
-impl From<std::convert::Infallible> for Error {
-    fn from(never: std::convert::Infallible) -> Self {
-        match never {}
-    }
 }

@@ -586,6 +586,7 @@ fn read_status(snap: &mut Snapshot, own: &Path) {
         Err(e) => Some((own.to_path_buf(), Err(e))),
     };
     for (path, state) in own_state.into_iter().chain(crate::status::siblings(own)) {
+        let is_own = path == own;
         match state {
             Ok(state) => {
                 for (key, held) in state.services {
@@ -604,7 +605,11 @@ fn read_status(snap: &mut Snapshot, own: &Path) {
                     }),
                     ..Problem::error(None, None, format!("{e}; what it holds is unknown"))
                 });
-                snap.status_complete = false;
+                // The controller's own file is its own to rewrite; the
+                // others' addresses are unknown.
+                if !is_own {
+                    snap.status_complete = false;
+                }
             }
         }
     }

@@ -225,6 +225,9 @@ pub enum SourceError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another backend's failure (an API server that cannot be reached).
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where views of the cluster come from. Level-triggered: a consumer reads
