@@ -164,7 +164,7 @@ fn invalid_manifests_name_file_document_object_and_field() {
     assert!(err.contains(&format!("{name}:7 (document 2): IPAddressPool metallb-system/bad: spec.addresses[1]: bare address 10.0.2.7 is not allowed; write a single address as 10.0.2.7/32")), "{err}");
     assert!(
         err.contains(&format!(
-            "{name}:13 (document 3): Service default/typo: spec.tpye: unknown field(s) spec.tpye"
+            "{name}:13 (document 3): Service default/typo: spec.tpye: unknown field"
         )),
         "{err}"
     );

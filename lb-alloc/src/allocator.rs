@@ -318,7 +318,7 @@ impl Allocator {
         let mut report = SyncReport::default();
         for id in 0..self.slots.len() as u32 {
             if self.slots[id as usize].as_ref().is_some_and(|s| s.seen != self.epoch) {
-                let key = ServiceKey::from_joined(&self.slot(id).name);
+                let key = ServiceKey::from_shared(&self.slot(id).name);
                 if let Some(ips) = self.remove_slot(id) {
                     report.released.push((key, ips));
                 }
@@ -586,7 +586,7 @@ impl Allocator {
             if let Some(conflict) = conflict {
                 return Err(Reason::InUse {
                     ip,
-                    by: ServiceKey::from_joined(&holder.name),
+                    by: ServiceKey::from_shared(&holder.name),
                     conflict,
                 });
             }
@@ -735,7 +735,7 @@ impl Allocator {
         let slot = self.slot(id);
         if slot.placed && slot.complete && slot.generation == self.generation && slot.fingerprint == print {
             return ServiceResult {
-                service: ServiceKey::from_joined(&slot.name),
+                service: ServiceKey::from_shared(&slot.name),
                 outcome: Outcome::Assigned(Assignment {
                     ips: slot.ips.to_vec(),
                     pool: self.pools.pools()[slot.pool as usize].name().to_owned(),
@@ -761,7 +761,7 @@ impl Allocator {
             slot.complete = false;
         }
         let mut result = ServiceResult {
-            service: ServiceKey::from_joined(&self.slot(id).name),
+            service: ServiceKey::from_shared(&self.slot(id).name),
             outcome: Outcome::Pending(Reason::NoPools),
             changed: false,
             evicted: None,

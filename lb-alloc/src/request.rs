@@ -2,6 +2,7 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::addr::Family;
 use crate::reason::Reason;
@@ -41,34 +42,63 @@ pub struct Port {
     pub port: u16,
 }
 
-/// A Service's identity: its namespace and name (shown `namespace/name`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A Service's identity: its namespace and name, shown `namespace/name`.
+/// Cheap to clone (one shared string). Kubernetes names and namespaces hold
+/// no `/`, and the allocator tells Services apart by the joined form.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
-    /// `metadata.namespace`.
-    pub namespace: String,
-    /// `metadata.name`.
-    pub name: String,
+    joined: Arc<str>,
+    slash: usize,
 }
 
 impl ServiceKey {
     /// The key of `namespace/name`.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
+        let (namespace, name) = (namespace.as_ref(), name.as_ref());
+        let mut joined = String::with_capacity(namespace.len() + 1 + name.len());
+        joined.push_str(namespace);
+        joined.push('/');
+        joined.push_str(name);
         Self {
-            namespace: namespace.into(),
-            name: name.into(),
+            joined: joined.into(),
+            slash: namespace.len(),
         }
     }
 
-    /// Splits `namespace/name` (names and namespaces hold no `/`).
-    pub(crate) fn from_joined(joined: &str) -> Self {
-        let (namespace, name) = joined.split_once('/').unwrap_or(("", joined));
-        Self::new(namespace, name)
+    /// A key sharing the allocator's `namespace/name` string.
+    pub(crate) fn from_shared(joined: &Arc<str>) -> Self {
+        Self {
+            slash: joined.find('/').unwrap_or(0),
+            joined: joined.clone(),
+        }
+    }
+
+    /// `metadata.namespace`.
+    pub fn namespace(&self) -> &str {
+        &self.joined[..self.slash]
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        self.joined.get(self.slash + 1..).unwrap_or_default()
+    }
+}
+
+impl Default for ServiceKey {
+    fn default() -> Self {
+        Self::new("", "")
     }
 }
 
 impl std::fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        f.write_str(&self.joined)
+    }
+}
+
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", &*self.joined)
     }
 }
 

@@ -536,7 +536,7 @@ fn restart_from_status_changes_nothing() {
         second
             .results
             .iter()
-            .filter(|r| r.service.name != "late")
+            .filter(|r| r.service.name() != "late")
             .all(|r| !r.changed)
     );
     // Restart: a fresh allocator fed the status, requests in reverse order.
@@ -550,7 +550,7 @@ fn restart_from_status_changes_nothing() {
         assert!(!r.changed, "{} moved: {:?}", r.service, r.outcome);
         assert_eq!(
             Some(r.ips().to_vec()),
-            a.assignment("default", &r.service.name).map(|x| x.ips)
+            a.assignment("default", r.service.name()).map(|x| x.ips)
         );
     }
     assert_eq!(first.results.len(), 50);

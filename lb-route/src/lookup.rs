@@ -314,13 +314,23 @@ impl RouteTable {
             Err(e) => return Decision::BadRequest(e.clone()),
         };
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
-        // An invalid Host is a 400 even when the target names the host
-        // (RFC 9112 §3.2).
-        if req.host.is_some_and(|h| !crate::host::valid_authority(h)) {
-            return Decision::BadRequest(TargetError::Host);
-        }
         let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
+        // A malformed Host is a 400 (also when the target names the host,
+        // RFC 9112 §3.2). A host that is a rule's exact host (or its www
+        // twin) is a valid name by construction: only its port is checked,
+        // which keeps the common request off the full scan.
+        let exact = self.exact_hosts.get(&host);
+        let named = exact.is_some() || (!self.www.is_empty() && self.www.contains_key(host.as_ref()));
+        let valid = if named {
+            crate::host::valid_port(authority)
+        } else {
+            crate::host::valid_authority(authority)
+        };
+        let host_header_bad = target.authority.is_some() && req.host.is_some_and(|h| !crate::host::valid_authority(h));
+        if !valid || host_header_bad {
+            return Decision::BadRequest(TargetError::Host);
+        }
         let https = req.https || target.https == Some(true);
         let scheme = if https { "https" } else { "http" };
         if !self.www.is_empty()
@@ -332,7 +342,7 @@ impl RouteTable {
                 location,
             };
         }
-        let hr = self.bucket(&host);
+        let hr = exact.or_else(|| self.bucket_beyond_exact(&host));
         let compat = hr.and_then(|h| self.extra(h)).and_then(|x| x.compat.as_ref());
         if let Some(c) = compat
             && c.slash.binary_search_by(|p| (**p).cmp(&*target.path)).is_ok()

@@ -1260,10 +1260,10 @@ impl RouteTable {
     }
 
     /// The host bucket a canonical host selects.
-    pub(crate) fn bucket(&self, host: &str) -> Option<&HostRoutes> {
-        self.exact_hosts
-            .get(host)
-            .or_else(|| wildcard_suffix(host).and_then(|s| self.wildcard_hosts.get(s)))
+    /// The wildcard bucket covering `host`, else the host-less one.
+    pub(crate) fn bucket_beyond_exact(&self, host: &str) -> Option<&HostRoutes> {
+        wildcard_suffix(host)
+            .and_then(|s| self.wildcard_hosts.get(s))
             .or(self.any_host.as_ref())
     }
 

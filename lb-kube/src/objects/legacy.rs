@@ -174,7 +174,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
     let cfg: Box<LegacyConfig> = match typed(value) {
         Ok(c) => c,
         Err(e) => {
-            errors.push((field(e.field().unwrap_or("")), super::DecodeError::to_string(&e)));
+            errors.push((field(e.field().unwrap_or("")), e.message()));
             return Vec::new();
         }
     };

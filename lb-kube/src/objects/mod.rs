@@ -132,6 +132,16 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// What is wrong, without the field [`DecodeError::field`] names.
+    pub fn message(&self) -> String {
+        match self {
+            DecodeError::Field { message, .. } => message.clone(),
+            DecodeError::UnknownFields(f) if f.len() == 1 => "unknown field".into(),
+            DecodeError::UnknownFields(f) => format!("unknown field (also unknown: {})", f[1..].join(", ")),
+            other => other.to_string(),
+        }
+    }
+
     /// The field the error is about, if one.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -265,6 +275,32 @@ fn strip_namespace(mut value: Value) -> Value {
     value
 }
 
+/// A field path as Kubernetes writes it: list indices in brackets
+/// (`spec.ports[0].port`, not `spec.ports.0.port`) and annotation and label
+/// keys whole (`metadata.annotations[metallb.io/address-pool]`).
+fn field_path(path: &str) -> String {
+    for map in ["metadata.annotations.", "metadata.labels.", "data."] {
+        if let Some(key) = path.strip_prefix(map)
+            && !key.is_empty()
+            && map != "data."
+        {
+            return format!("{}[{key}]", &map[..map.len() - 1]);
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, part) in path.split('.').enumerate() {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && i > 0 {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if i > 0 {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// A serde message in the words of the manifest, not of Rust types:
 /// `expected i32` is "expected an integer", `expected ServiceSpec` is
 /// "expected a mapping".
@@ -287,12 +323,13 @@ fn plain_serde_message(message: &str) -> String {
 pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeError> {
     let mut unknown = Vec::new();
     // serde_ignored writes `?` for an Option layer: not part of the field path.
-    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string().replace(".?", "").replace("?.", ""));
+    let mut note =
+        |path: serde_ignored::Path<'_>| unknown.push(field_path(&path.to_string().replace(".?", "").replace("?.", "")));
     let de = serde_ignored::Deserializer::new(value, &mut note);
     let t: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let message = e.inner().to_string();
         // A missing top-level field: name it as the field.
-        let field = match e.path().to_string() {
+        let field = match field_path(&e.path().to_string()) {
             p if p == "." => message
                 .strip_prefix("missing field `")
                 .and_then(|m| m.strip_suffix('`'))

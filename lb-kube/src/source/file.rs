@@ -645,10 +645,7 @@ pub fn parse_manifests(file: &Path, text: &str) -> Snapshot {
 }
 
 fn message_without_field(e: &objects::DecodeError) -> String {
-    match e {
-        objects::DecodeError::Field { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
+    e.message()
 }
 
 /// Reads a regular file of at most `limit` bytes as UTF-8, without blocking
