@@ -25,8 +25,8 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// Most manifest bytes read from one directory: files past it (in name
 /// order) are reported and not read, and nothing is released meanwhile.
-/// Objects in memory take about 30 times their manifests' size (about 4 KB
-/// per Service; README, performance), so this bounds memory near 2 GB.
+/// The controller holds about 42 times its manifests' size (5.4 KB per
+/// Service; `benches/footprint.sh`), so this bounds it near 2.7 GB.
 pub const MAX_TOTAL_BYTES: u64 = 64 << 20;
 
 /// Splits a YAML stream into documents: (first line number, text).
