@@ -441,3 +441,34 @@ fn an_invalid_service_keeps_its_last_valid_request() {
     let r = once(dir.path());
     assert_eq!(ips(&r)["default/d"], want, "{r:#?}");
 }
+
+/// A pool gone from the manifests (a pools file caught cut at a document
+/// boundary) stays in force for the release delay: its Services keep their
+/// addresses, and only a pool that stays gone releases them.
+#[test]
+fn a_vanished_pool_stays_in_force_for_the_release_delay() {
+    let dir = held();
+    let second = POOL
+        .replace("name: pool", "name: other")
+        .replace("10.0.0.1-10.0.0.9", "10.0.1.1-10.0.1.9");
+    write(dir.path(), "pool.yaml", &format!("{second}---\n{POOL}"));
+    let options = Options {
+        release_delay: Duration::from_secs(2),
+        ..Options::new(dir.path())
+    };
+    let mut c = Controller::new(options).unwrap();
+    let mut src = FileSource::new(dir.path());
+    let t0 = Instant::now();
+    all_held(&c.reconcile_snapshot(&src.read().unwrap(), t0));
+    write(dir.path(), "pool.yaml", &second);
+    let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_millis(300));
+    all_held(&r);
+    assert!(r.problems.iter().any(|p| p.message.contains("stays in force")));
+    let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_secs(3));
+    assert!(
+        ips(&r)["default/a"]
+            .iter()
+            .all(|ip| ip.to_string().starts_with("10.0.1.")),
+        "{r:#?}"
+    );
+}

@@ -143,6 +143,8 @@ pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     unsaved: BTreeMap<String, Option<ServiceState>>,
     /// Held Services gone from the manifests, since when.
     missing_since: HashMap<String, Instant>,
+    /// Pools in force gone from the manifests, since when.
+    pool_missing_since: HashMap<String, Instant>,
     /// The last request read well for each Service: what a Service that
     /// cannot be read now is held with, so nothing about it changes.
     last_requests: HashMap<String, Request>,
@@ -182,6 +184,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             options,
             unsaved: BTreeMap::new(),
             missing_since: HashMap::new(),
+            pool_missing_since: HashMap::new(),
             last_requests: HashMap::new(),
             last_now: None,
             read_version: None,
@@ -202,6 +205,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.missing_since
             .values()
+            .chain(self.pool_missing_since.values())
             .map(|&t| t + self.options.release_delay)
             .min()
     }
@@ -223,6 +227,45 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             self.unsaved.clear();
         }
         Ok(report)
+    }
+
+    /// Pools in force that are gone from the view stay in force for the
+    /// release delay (a pools file caught cut short releases nothing).
+    fn keep_vanished_pools(&mut self, pools: &mut PoolSet, now: Instant, problems: &mut Vec<Problem>) {
+        let delay = self.options.release_delay;
+        let gone: Vec<lb_alloc::Pool> = self
+            .pools
+            .pools()
+            .iter()
+            .filter(|p| pools.get(p.name()).is_none())
+            .cloned()
+            .collect();
+        self.pool_missing_since
+            .retain(|name, _| gone.iter().any(|p| p.name() == name));
+        if delay.is_zero() || gone.is_empty() {
+            return;
+        }
+        let mut kept = Vec::new();
+        for pool in gone {
+            let since = *self.pool_missing_since.entry(pool.name().to_owned()).or_insert(now);
+            let left = (since + delay).saturating_duration_since(now);
+            if !left.is_zero() {
+                problems.push(Problem::warning(
+                    None,
+                    None,
+                    format!(
+                        "pool {:?} is gone from the manifests; it stays in force for {} ms unless it comes back",
+                        pool.name(),
+                        left.as_millis()
+                    ),
+                ));
+                kept.push(pool);
+            }
+        }
+        let (with_kept, errors) = PoolSet::build(pools.pools().iter().cloned().chain(kept));
+        if errors.is_empty() {
+            *pools = with_kept;
+        }
     }
 
     /// Addresses the other controllers hold (the view's status of other
@@ -250,7 +293,8 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
     /// The reconcile itself, on a snapshot from any source, at `now`.
     pub fn reconcile_snapshot(&mut self, snapshot: &Snapshot, now: Instant) -> Report {
         let mut problems = snapshot.problems.clone();
-        let (pools, pools_complete) = config::pools(snapshot, &self.pools, &mut problems);
+        let (mut pools, pools_complete) = config::pools(snapshot, &self.pools, &mut problems);
+        self.keep_vanished_pools(&mut pools, now, &mut problems);
         let foreign_known = snapshot.status_complete;
         self.last_now = Some(now);
         // Services held without a request this round (they cannot be read
@@ -584,13 +628,30 @@ pub async fn run(
             std::future::pending(),
         ));
     }
-    let interval = options.poll_interval;
     tokio::pin!(shutdown);
     let opened = tokio::task::spawn_blocking(move || Controller::new(options));
-    let mut controller = tokio::select! {
+    let controller = tokio::select! {
         _ = &mut shutdown => return Ok(()),
         c = opened => c.map_err(|_| Error::Panicked)??,
     };
+    follow(controller, gauges, telemetry, shutdown).await
+}
+
+/// The loop of [`run`], on any source and sink: reconciles at start and
+/// whenever the source's version moves (once it has settled) or a release
+/// is due, until `shutdown` resolves.
+pub async fn follow<S, K>(
+    mut controller: Controller<S, K>,
+    gauges: metrics::Metrics,
+    telemetry: std::sync::Arc<crate::metrics::Telemetry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error>
+where
+    S: Source + 'static,
+    K: StatusSink + 'static,
+{
+    let interval = controller.options.poll_interval;
+    tokio::pin!(shutdown);
     let mut first = true;
     let mut last_error: Option<String> = None;
     let mut logged = Logged::default();
@@ -654,10 +715,15 @@ pub async fn run(
 }
 
 /// Runs `f` on the controller on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    mut c: Controller,
-    f: impl FnOnce(&mut Controller) -> T + Send + 'static,
-) -> Result<(Controller, T), Error> {
+async fn blocking<S, K, T>(
+    mut c: Controller<S, K>,
+    f: impl FnOnce(&mut Controller<S, K>) -> T + Send + 'static,
+) -> Result<(Controller<S, K>, T), Error>
+where
+    S: Source + 'static,
+    K: StatusSink + 'static,
+    T: Send + 'static,
+{
     tokio::task::spawn_blocking(move || {
         let t = f(&mut c);
         (c, t)
