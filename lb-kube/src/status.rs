@@ -282,16 +282,7 @@ impl crate::source::StatusSink for FileStatus {
     }
 
     fn apply(&mut self, changes: &[(String, Option<ServiceState>)]) -> Result<(), StateError> {
-        for (key, status) in changes {
-            match status {
-                Some(s) => {
-                    self.state.services.insert(key.clone(), s.clone());
-                }
-                None => {
-                    self.state.services.remove(key);
-                }
-            }
-        }
+        crate::source::apply_changes(&mut self.state.services, changes);
         store(&self.path, &self.state)
     }
 }

@@ -253,19 +253,26 @@ fn a_legacy_configmap_without_config_is_an_error() {
     assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")]);
 }
 
+/// A controller following `dir` with a 2 s release delay, its own view of
+/// the directory, and the time of its first reconcile (which holds .1–.3).
+fn following(dir: &Path) -> (Controller, FileSource, Instant) {
+    let options = Options {
+        release_delay: Duration::from_secs(2),
+        ..Options::new(dir)
+    };
+    let mut c = Controller::new(options).unwrap();
+    let mut src = FileSource::new(dir);
+    let t0 = Instant::now();
+    all_held(&c.reconcile_snapshot(&src.read().unwrap(), t0));
+    (c, src, t0)
+}
+
 /// A file caught half-written (its later Services not there yet) releases
 /// nothing while the release delay runs; the full file then changes nothing.
 #[test]
 fn a_half_written_file_releases_nothing() {
     let dir = held();
-    let options = Options {
-        release_delay: Duration::from_secs(2),
-        ..Options::new(dir.path())
-    };
-    let mut c = Controller::new(options).unwrap();
-    let mut src = FileSource::new(dir.path());
-    let t0 = Instant::now();
-    all_held(&c.reconcile_snapshot(&src.read().unwrap(), t0));
+    let (mut c, mut src, t0) = following(dir.path());
     let full = services(&["a", "b", "c"]);
     // Cut at a document boundary: valid YAML, c simply not written yet.
     write(dir.path(), "svc.yaml", &services(&["a", "b"]));
@@ -452,14 +459,7 @@ fn a_vanished_pool_stays_in_force_for_the_release_delay() {
         .replace("name: pool", "name: other")
         .replace("10.0.0.1-10.0.0.9", "10.0.1.1-10.0.1.9");
     write(dir.path(), "pool.yaml", &format!("{second}---\n{POOL}"));
-    let options = Options {
-        release_delay: Duration::from_secs(2),
-        ..Options::new(dir.path())
-    };
-    let mut c = Controller::new(options).unwrap();
-    let mut src = FileSource::new(dir.path());
-    let t0 = Instant::now();
-    all_held(&c.reconcile_snapshot(&src.read().unwrap(), t0));
+    let (mut c, mut src, t0) = following(dir.path());
     write(dir.path(), "pool.yaml", &second);
     let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_millis(300));
     all_held(&r);

@@ -122,14 +122,16 @@ pub fn canonical_host(authority: &str) -> Cow<'_, str> {
 /// five digits and at most 65535. For an authority whose host is known to
 /// be a valid name.
 pub(crate) fn valid_port(authority: &str) -> bool {
-    match authority.rsplit_once(':') {
-        None => true,
-        Some((_, port)) => {
-            port.len() <= 5
-                && port.bytes().all(|d| d.is_ascii_digit())
-                && port.bytes().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
-        }
-    }
+    authority
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port_ok(port.as_bytes()))
+}
+
+/// A port: at most five digits (possibly none), at most 65535.
+fn port_ok(port: &[u8]) -> bool {
+    port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
 }
 
 /// Bytes a registered name may hold: unreserved, `%` (escapes) and
@@ -185,11 +187,7 @@ pub fn valid_authority(authority: &str) -> bool {
     let _ = host_end;
     match rest {
         [] => true,
-        [b':', port @ ..] => {
-            port.len() <= 5
-                && port.iter().all(u8::is_ascii_digit)
-                && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
-        }
+        [b':', port @ ..] => port_ok(port),
         _ => false,
     }
 }

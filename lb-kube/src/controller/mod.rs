@@ -279,10 +279,9 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 // Both holding one address (a race at start): the class
                 // that sorts first keeps it, as both controllers agree.
                 let we_win = *own_class < h.class;
-                let (ns, name) = key.split_once('/').unwrap_or(("", key));
                 for &ip in &h.state.ips {
                     if !(we_win && ours.contains(&ip)) {
-                        reserved.push((ip, lb_alloc::ServiceKey::new(ns, name)));
+                        reserved.push((ip, service_key(key)));
                     }
                 }
             }
@@ -430,9 +429,8 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                     .iter()
                     .any(|(k, h)| k != key && requested.contains(k) && h.ips.contains(ip))
             };
-            let (ns, name) = key.split_once('/').unwrap_or(("", key));
             for ip in held.ips.iter().filter(|ip| !shared(ip)) {
-                reserved.push((*ip, lb_alloc::ServiceKey::new(ns, name)));
+                reserved.push((*ip, service_key(key)));
             }
         }
         self.alloc.set_reserved(reserved);
@@ -493,8 +491,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         for (key, old) in &self.held {
             if !state.contains_key(key) {
                 self.unsaved.insert(key.clone(), None);
-                let (ns, name) = key.split_once('/').unwrap_or(("", key));
-                released.push((lb_alloc::ServiceKey::new(ns, name), old.ips.clone()));
+                released.push((service_key(key), old.ips.clone()));
             } else if state.get(key) != Some(old) {
                 self.unsaved.insert(key.clone(), state.get(key).cloned());
             }
@@ -559,6 +556,12 @@ fn key_of(req: &Request) -> String {
     req.key().to_string()
 }
 
+/// The Service a status key (`namespace/name`) names.
+fn service_key(key: &str) -> lb_alloc::ServiceKey {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    lb_alloc::ServiceKey::new(namespace, name)
+}
+
 /// Services whose status is carried as it is (see `reconcile_snapshot`).
 fn push_carried(
     services: &mut Vec<ServiceReport>,
@@ -567,12 +570,12 @@ fn push_carried(
     extra: Option<&str>,
 ) {
     for (key, held) in carried {
-        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let k = service_key(key);
         let mut warnings = notes.remove(key).unwrap_or_default();
         warnings.extend(extra.map(str::to_owned));
         services.push(ServiceReport {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            namespace: k.namespace().to_owned(),
+            name: k.name().to_owned(),
             ips: held.ips.clone(),
             pool: Some(held.pool.clone()),
             warnings,

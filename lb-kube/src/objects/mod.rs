@@ -136,8 +136,10 @@ impl DecodeError {
     pub fn message(&self) -> String {
         match self {
             DecodeError::Field { message, .. } => message.clone(),
-            DecodeError::UnknownFields(f) if f.len() == 1 => "unknown field".into(),
-            DecodeError::UnknownFields(f) => format!("unknown field (also unknown: {})", f[1..].join(", ")),
+            DecodeError::UnknownFields(f) => match f.get(1..) {
+                Some(rest) if !rest.is_empty() => format!("unknown field (also unknown: {})", rest.join(", ")),
+                _ => "unknown field".into(),
+            },
             other => other.to_string(),
         }
     }

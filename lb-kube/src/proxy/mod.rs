@@ -122,6 +122,21 @@ pub struct Explain {
     pub why: String,
 }
 
+impl Explain {
+    /// An answer of the proxy's own: `status`, no backend.
+    fn without_backend(status: u16, why: String) -> Self {
+        Self {
+            status,
+            ingress: None,
+            service: None,
+            port: None,
+            upstream_path: None,
+            location: None,
+            why,
+        }
+    }
+}
+
 /// Why `explain` could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -202,15 +217,7 @@ pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, Explai
     // A client never sends the fragment.
     let url = ask.url.split('#').next().unwrap_or_default();
     let (https, authority, target) = split_url(url).ok_or_else(|| ExplainError::Url(url.into()))?;
-    let bad = |why: String| Explain {
-        status: 400,
-        ingress: None,
-        service: None,
-        port: None,
-        upstream_path: None,
-        location: None,
-        why,
-    };
+    let bad = |why: String| Explain::without_backend(400, why);
     if !lb_route::valid_authority(authority) {
         return Ok(bad(format!(
             "bad request: invalid host {authority:?} in the URL (userinfo, a bad port or a character a Host may not hold)"
@@ -235,15 +242,7 @@ pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, Explai
     }
     let (decision, quirks) = table.lookup_traced(&req);
     // Every answer but a forward names no backend.
-    let answer = |why: String| Explain {
-        status: decision.status().as_u16(),
-        ingress: None,
-        service: None,
-        port: None,
-        upstream_path: None,
-        location: None,
-        why,
-    };
+    let answer = |why: String| Explain::without_backend(decision.status().as_u16(), why);
     let mut explained = match &decision {
         Decision::Forward(f) => Explain {
             why: match &f.matched {

@@ -202,7 +202,8 @@ pub struct FileSource {
     /// The identities each file held at the last read (while a file has
     /// errors, also those it held before them).
     file_ids: HashMap<PathBuf, Vec<ObjectRef>>,
-    fingerprint: Option<Vec<Entry>>,
+    /// Whether the directory was read before (the first read is a change).
+    read_once: bool,
     total_limit: u64,
     /// The state file whose directory holds the controllers' status.
     status_file: Option<PathBuf>,
@@ -282,7 +283,7 @@ impl FileSource {
             dir: dir.into(),
             last_good: HashMap::new(),
             file_ids: HashMap::new(),
-            fingerprint: None,
+            read_once: false,
             total_limit: MAX_TOTAL_BYTES,
             status_file: None,
             objects_version: 0,
@@ -309,12 +310,6 @@ impl FileSource {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Whether any file was added, removed or modified since the last
-    /// [`FileSource::read`].
-    pub fn changed(&self) -> bool {
-        self.fingerprint != self.fingerprint_now()
     }
 
     /// The directory's manifest entries as they are now (names, sizes,
@@ -363,7 +358,7 @@ impl FileSource {
                 }
             }
         }
-        let first_read = self.fingerprint.is_none();
+        let first_read = !self.read_once;
         let (objects_changed, endpoints_changed) = self.finish(reading);
         self.objects_version += u64::from(objects_changed || first_read);
         self.endpoints_version += u64::from(endpoints_changed || first_read);
@@ -372,7 +367,7 @@ impl FileSource {
         if let Some(own) = &self.status_file {
             read_status(&mut snap, own);
         }
-        self.fingerprint = Some(entries);
+        self.read_once = true;
         Ok(snap)
     }
 

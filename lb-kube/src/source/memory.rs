@@ -64,16 +64,7 @@ impl super::StatusSink for MemoryStatus {
     }
 
     fn apply(&mut self, changes: &[(String, Option<crate::status::ServiceState>)]) -> Result<(), Self::Error> {
-        for (k, v) in changes {
-            match v {
-                Some(s) => {
-                    self.current.insert(k.clone(), s.clone());
-                }
-                None => {
-                    self.current.remove(k);
-                }
-            }
-        }
+        super::apply_changes(&mut self.current, changes);
         self.batches.push(changes.to_vec());
         Ok(())
     }

@@ -257,3 +257,17 @@ pub trait StatusSink: Send {
     /// clears it. Durable when it returns `Ok`.
     fn apply(&mut self, changes: &[(String, Option<ServiceState>)]) -> Result<(), Self::Error>;
 }
+
+/// Applies per-Service status changes to a map (what a sink keeps in memory).
+pub fn apply_changes(map: &mut BTreeMap<String, ServiceState>, changes: &[(String, Option<ServiceState>)]) {
+    for (key, status) in changes {
+        match status {
+            Some(s) => {
+                map.insert(key.clone(), s.clone());
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+    }
+}
