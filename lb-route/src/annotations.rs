@@ -122,31 +122,35 @@ pub struct Canary {
 
 /// A regex over a header value (linear time, bounded size).
 #[derive(Debug, Clone)]
-pub struct HeaderPattern(regex::Regex);
+pub struct HeaderPattern {
+    pattern: Box<str>,
+    regex: regex_automata::meta::Regex,
+}
 
 impl HeaderPattern {
     /// Compiles `pattern`; look-around and oversized patterns are refused.
     pub fn new(pattern: &str) -> Result<Self, String> {
-        regex::RegexBuilder::new(pattern)
-            .size_limit(crate::pathregex::SIZE_LIMIT)
-            .build()
-            .map(HeaderPattern)
-            .map_err(|e| {
-                format!(
-                    "is not a supported regex (linear-time, no look-around): {}",
-                    e.to_string().lines().last().unwrap_or_default()
-                )
+        crate::pathregex::build(pattern, false)
+            .map(|regex| HeaderPattern {
+                pattern: pattern.into(),
+                regex,
             })
+            .map_err(|e| format!("is not a supported regex (linear-time, no look-around): {e}"))
     }
 
     /// Whether the pattern occurs in `value`.
     pub fn is_match(&self, value: &str) -> bool {
-        self.0.is_match(value)
+        self.regex.is_match(value)
     }
 
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.pattern
+    }
+
+    /// The heap bytes the compiled pattern holds.
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.pattern.len() + self.regex.memory_usage()
     }
 }
 

@@ -48,7 +48,8 @@ pub use ingress::{
 pub use lookup::{Decision, Forward, Quirks, Request};
 pub use problem::{Problem, Severity, Subject};
 pub use table::{
-    Backend, BackendPort, Build, Config, HOST_REGEX_BUDGET, IngressRef, PathKind, PortResolver, RouteTable, USE_REGEX,
+    Backend, BackendPort, Build, Config, HOST_REGEX_BUDGET, IngressRef, PathKind, PortResolver, RouteTable,
+    TABLE_REGEX_BUDGET, USE_REGEX,
 };
 pub use target::{EncodedSlash, PathPolicy, Target, TargetError};
 pub use tls::SecretRef;

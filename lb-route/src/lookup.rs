@@ -428,7 +428,7 @@ impl RouteTable {
                         ('$', Some(n)) if n > 0 => {
                             chars.next();
                             if let Some(m) = caps.as_ref().and_then(|c| c.get(n as usize)) {
-                                out.push_str(m.as_str());
+                                out.push_str(&m);
                             }
                         }
                         _ => out.push(c),

@@ -9,16 +9,54 @@
 //! become empty groups, so `$1`…`$9` keep their numbers for
 //! `rewrite-target`. Every other look-around is refused with an error.
 
-use regex::{Captures, Regex, RegexBuilder};
+use regex_automata::meta::{self, Regex};
+use regex_automata::util::{captures::Captures, syntax};
 
 /// Largest compiled size of one regex path (bytes of the compiled program):
 /// ample for any real path, and small enough that refusing one is quick.
 pub(crate) const SIZE_LIMIT: usize = 256 << 10;
 
+/// A linear-time regex over bytes, as nginx's PCRE runs one (no UTF mode):
+/// `.` and `[^…]` match one byte, `\w`, `\d`, `\s` and case folding are
+/// ASCII. That is also what keeps it small: a Unicode case-insensitive `\w`
+/// alone compiles to 56 KiB, its ASCII form to a few hundred bytes. Built
+/// on the `regex` crate's own engine, used directly so its heap size can be
+/// accounted, with a size limit on what it compiles to. Errors say what is
+/// wrong ("invalid: …", "too large …").
+pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Regex, String> {
+    Regex::builder()
+        .syntax(bytes_syntax().case_insensitive(case_insensitive))
+        .configure(
+            meta::Config::new()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(SIZE_LIMIT))
+                .onepass_size_limit(Some(SIZE_LIMIT)),
+        )
+        .build(pattern)
+        .map_err(|e| match e.size_limit() {
+            Some(n) => format!("too large (limit {n} bytes compiled)"),
+            None => format!("invalid: {}", last_line(&e.to_string())),
+        })
+}
+
+/// The syntax of [`build`]: bytes, ASCII classes.
+pub(crate) fn bytes_syntax() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+/// The last line of a multi-line parser message (the earlier ones repeat
+/// the pattern and point into it).
+fn last_line(message: &str) -> &str {
+    message.lines().last().unwrap_or_default()
+}
+
 /// A compiled regex path.
 #[derive(Debug, Clone)]
 pub(crate) struct PathRegex {
-    /// The path (with any lookahead removed), anchored.
+    /// The path (with any lookahead removed), anchored, as text for the
+    /// host's set.
+    pattern: Box<str>,
+    /// The same, compiled.
     keep: Regex,
     /// What the translated negative lookahead refuses, anchored.
     exclude: Option<Regex>,
@@ -29,18 +67,10 @@ fn anchored(path: &str) -> String {
     format!("^(?:{path})")
 }
 
-fn build(pattern: &str, path: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(true)
-        .size_limit(SIZE_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(n) => format!("regex {path:?} is too large (limit {n} bytes compiled)"),
-            e => format!(
-                "regex {path:?} is invalid: {}",
-                e.to_string().lines().last().unwrap_or_default()
-            ),
-        })
+/// A regex path's pattern, compiled case-insensitively; errors name the
+/// path.
+fn build_path(pattern: &str, path: &str) -> Result<Regex, String> {
+    build(pattern, true).map_err(|e| format!("regex {path:?} is {e}"))
 }
 
 impl PathRegex {
@@ -55,10 +85,7 @@ impl PathRegex {
                     "look-around is not supported (linear-time regex only)",
                 ));
             }
-            return Ok(Self {
-                keep: build(&anchored(path), path)?,
-                exclude: None,
-            });
+            return Self::new(anchored(path), None, path);
         };
         let tokens = tokenize(path).map_err(|e| format!("regex {path:?} is invalid: {e}"))?;
         let close = matching(&tokens, at).ok_or_else(|| format!("regex {path:?} is invalid: unclosed group"))?;
@@ -81,26 +108,34 @@ impl PathRegex {
             .filter(|t| t.at > at && t.at < close && t.kind == Kind::Capture)
             .count();
         let keep = format!("{}{}{rest}", &path[..at], "()".repeat(groups));
-        Ok(Self {
-            keep: build(&anchored(&keep), path)?,
-            exclude: Some(build(&format!("^(?:{literal}(?:{inner}))"), path)?),
-        })
+        Self::new(anchored(&keep), Some(format!("^(?:{literal}(?:{inner}))")), path)
     }
 
     /// A path matched as the literal text it is (for a plain path whose
     /// text is not a valid regex). Fails only when the path is too long to
     /// compile within [`SIZE_LIMIT`].
     pub(crate) fn literal(path: &str) -> Result<Self, String> {
+        Self::new(anchored(&regex::escape(path)), None, path)
+    }
+
+    fn new(keep: String, exclude: Option<String>, path: &str) -> Result<Self, String> {
+        let exclude = exclude.map(|x| build_path(&x, path)).transpose()?;
         Ok(Self {
-            keep: build(&anchored(&regex::escape(path)), path)?,
-            exclude: None,
+            keep: build_path(&keep, path)?,
+            pattern: keep.into(),
+            exclude,
         })
     }
 
     /// The anchored pattern, for a `RegexSet` (which is then checked with
     /// [`PathRegex::excludes`]).
     pub(crate) fn pattern(&self) -> &str {
-        self.keep.as_str()
+        &self.pattern
+    }
+
+    /// The heap bytes this regex holds (its search caches apart).
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.pattern.len() + self.keep.memory_usage() + self.exclude.as_ref().map_or(0, Regex::memory_usage)
     }
 
     /// Whether the translated lookahead refuses `path`.
@@ -114,11 +149,30 @@ impl PathRegex {
     }
 
     /// The groups of a match (`$1`…`$9`).
-    pub(crate) fn captures<'p>(&self, path: &'p str) -> Option<Captures<'p>> {
+    pub(crate) fn captures<'p>(&self, path: &'p str) -> Option<Groups<'p>> {
         if self.excludes(path) {
             return None;
         }
-        self.keep.captures(path)
+        let mut caps = self.keep.create_captures();
+        self.keep.captures(path, &mut caps);
+        caps.is_match().then_some(Groups { path, caps })
+    }
+}
+
+/// The groups of a regex path's match.
+#[derive(Debug)]
+pub(crate) struct Groups<'p> {
+    path: &'p str,
+    caps: Captures,
+}
+
+impl<'p> Groups<'p> {
+    /// Group `n` (0 is the whole match), if it took part in the match. A
+    /// group that ends inside a multi-byte character (`.` matches one byte)
+    /// has that character's bytes as U+FFFD.
+    pub(crate) fn get(&self, n: usize) -> Option<std::borrow::Cow<'p, str>> {
+        let span = self.caps.get_group(n)?;
+        Some(String::from_utf8_lossy(&self.path.as_bytes()[span.range()]))
     }
 }
 
@@ -262,9 +316,8 @@ mod tests {
 
     fn caps(re: &PathRegex, path: &str) -> Option<Vec<String>> {
         re.captures(path).map(|c| {
-            c.iter()
-                .skip(1)
-                .map(|m| m.map_or(String::new(), |m| m.as_str().to_owned()))
+            (1..re.keep.captures_len())
+                .map(|n| c.get(n).unwrap_or_default().into_owned())
                 .collect()
         })
     }
@@ -337,8 +390,12 @@ mod tests {
                 let _ = re.captures(&probe);
                 if !path.contains("(?!") {
                     // Without a lookahead it is the plain anchored regex.
-                    let plain = RegexBuilder::new(&anchored(&path)).case_insensitive(true).build().unwrap();
-                    proptest::prop_assert_eq!(re.is_match(&probe), plain.is_match(&probe));
+                    let plain = regex::bytes::RegexBuilder::new(&anchored(&path))
+                        .unicode(false)
+                        .case_insensitive(true)
+                        .build()
+                        .unwrap();
+                    proptest::prop_assert_eq!(re.is_match(&probe), plain.is_match(probe.as_bytes()));
                 }
             }
         }
@@ -364,7 +421,7 @@ mod tests {
             let ours = PathRegex::compile(&path).unwrap();
             let reference = fancy_regex::RegexBuilder::new(&format!("(?i)^(?:{path})")).build().unwrap();
             let want = reference.find(&probe).unwrap().map(|m| m.range());
-            let got = ours.captures(&probe).map(|c| c.get(0).unwrap().range());
+            let got = ours.captures(&probe).map(|c| c.caps.get_group(0).unwrap().range());
             proptest::prop_assert_eq!(got, want, "{} on {:?}", path, probe);
         }
     }

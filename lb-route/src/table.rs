@@ -16,7 +16,7 @@ use std::ops::Bound;
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
-use regex::{RegexSet, RegexSetBuilder};
+use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use crate::annotations::{self, RouteOptions};
 use crate::bucket::{Hit, HostRoutes, HostTable, Key};
@@ -45,6 +45,17 @@ pub const HOST_REGEX_BUDGET: usize = 2 << 20;
 /// it, allocated as used): large enough that sets within the budget are
 /// matched by the DFA rather than by the slower NFA simulation.
 const REGEX_SET_DFA_CACHE: usize = 4 << 20;
+
+/// Heap bytes all the regexes of a table may hold once compiled (regex
+/// paths, Exact and Prefix paths on ingress-nginx regex hosts, canary header
+/// patterns), filled oldest Ingress first (Exact and Prefix paths that a
+/// regex host turns into regexes come after all regex paths): it bounds what a table costs to
+/// build and hold, however many regex Ingresses and hosts there are. An
+/// Ingress whose regexes would pass it is reported and not used (its Exact
+/// and Prefix paths on a regex host: those paths are not served there). A
+/// typical regex path takes a few KiB; 2,000 paths that each compile to the
+/// per-regex limit (256 KiB) would take 500 MiB without it.
+pub const TABLE_REGEX_BUDGET: usize = 64 << 20;
 
 /// Resolves a named Service port to its number (the caller knows the
 /// Services; the table does not).
@@ -219,6 +230,7 @@ impl RegexRoutes {
         let build = |routes: &[u32], upto: u32| {
             let patterns = routes.iter().filter(|r| ingress(r) <= upto).filter_map(regex);
             RegexSetBuilder::new(patterns.map(PathRegex::pattern))
+                .unicode(false)
                 .case_insensitive(true)
                 .size_limit(HOST_REGEX_BUDGET)
                 .dfa_size_limit(REGEX_SET_DFA_CACHE)
@@ -256,7 +268,7 @@ impl RegexRoutes {
         let regex = |r: u32| table[r as usize].regex.as_deref();
         match &self.set {
             Some(set) => set
-                .matches(path)
+                .matches(path.as_bytes())
                 .iter()
                 .map(|i| self.routes[i])
                 .find(|&r| !regex(r).is_some_and(|x| x.excludes(path))),
@@ -398,6 +410,9 @@ struct Builder<'a> {
     exact_ids: HashMap<Box<str>, u32, RandomState>,
     wildcard_ids: HashMap<Box<str>, u32, RandomState>,
     any_id: Option<u32>,
+    /// Heap bytes of the regexes compiled so far (see
+    /// [`TABLE_REGEX_BUDGET`]).
+    regex_memory: usize,
 }
 
 /// What one valid path of an Ingress compiles to, before insertion.
@@ -507,6 +522,18 @@ impl Builder<'_> {
         errors.extend(parsed.errors.iter().map(|(k, m)| (field(k), m.clone())));
         warnings.extend(parsed.warnings.iter().map(|(k, m)| (field(k), m.clone())));
         let options = parsed.options;
+        // Heap bytes of this Ingress's regexes, charged to the table's
+        // budget if the Ingress is used.
+        let mut spent = 0;
+        if let Some(p) = options.canary.as_ref().and_then(|c| c.by_header_pattern.as_ref()) {
+            spent = p.memory_usage();
+            if self.regex_memory + spent > TABLE_REGEX_BUDGET {
+                errors.push((
+                    field(&format!("{}canary-by-header-pattern", annotations::PREFIX)),
+                    over_table_budget(),
+                ));
+            }
+        }
         // rewrite-target implies regex paths, as in ingress-nginx (for this
         // Ingress's ImplementationSpecific paths only, in strict mode).
         let use_regex = options.use_regex || options.rewrite_target.is_some();
@@ -588,7 +615,8 @@ impl Builder<'_> {
                 let checked = match kind {
                     PathKind::Regex => {
                         if text.starts_with('/') {
-                            PathRegex::compile(text).map(|re| regex = Some(re))
+                            self.compile_regex(text, PathRegex::compile, &mut spent)
+                                .map(|re| regex = Some(re))
                         } else {
                             Err(format!("{text:?} must start with '/'"))
                         }
@@ -659,6 +687,7 @@ impl Builder<'_> {
             }
         }
         if errors.is_empty() {
+            self.regex_memory += spent;
             Ok(Compiled {
                 regexy: use_regex
                     && (options.use_regex || specs.iter().any(|s| Some(s.path) != options.rewrite_target.as_deref())),
@@ -671,6 +700,25 @@ impl Builder<'_> {
         } else {
             Err(errors)
         }
+    }
+
+    /// Compiles a regex if the table's budget has room for it, adding its
+    /// heap bytes to `spent`.
+    fn compile_regex(
+        &self,
+        path: &str,
+        compile: impl Fn(&str) -> Result<PathRegex, String>,
+        spent: &mut usize,
+    ) -> Result<PathRegex, String> {
+        if self.regex_memory + *spent > TABLE_REGEX_BUDGET {
+            return Err(over_table_budget());
+        }
+        let re = compile(path)?;
+        *spent += re.memory_usage();
+        if self.regex_memory + *spent > TABLE_REGEX_BUDGET {
+            return Err(over_table_budget());
+        }
+        Ok(re)
     }
 
     fn add(&mut self, ing: &Ingress, mode: Mode) {
@@ -930,15 +978,20 @@ impl Builder<'_> {
         let routes = st.exact.iter().chain(&st.prefix).copied();
         let mut changed: Vec<u32> = Vec::new();
         let mut unmatchable: Vec<(u32, String)> = Vec::new();
+        // A plain path that is no valid regex is matched as its text
+        // (ingress-nginx would fail to load).
+        let compile = |p: &str| PathRegex::compile(p).or_else(|_| PathRegex::literal(p));
         for r in routes {
-            let route = &mut self.table.routes[r as usize];
-            // A plain path that is no valid regex is matched as its text
-            // (ingress-nginx would fail to load).
-            match PathRegex::compile(&route.path).or_else(|_| PathRegex::literal(&route.path)) {
-                Ok(re) => route.regex = Some(Box::new(re)),
-                Err(e) => unmatchable.push((route.ingress, e)),
+            let route = &self.table.routes[r as usize];
+            let (ingress, mut spent) = (route.ingress, 0);
+            match self.compile_regex(&route.path, compile, &mut spent) {
+                Ok(re) => {
+                    self.table.routes[r as usize].regex = Some(Box::new(re));
+                    self.regex_memory += spent;
+                }
+                Err(e) => unmatchable.push((ingress, e)),
             }
-            changed.push(route.ingress);
+            changed.push(ingress);
         }
         changed.sort_unstable();
         changed.dedup();
@@ -1014,6 +1067,15 @@ impl Builder<'_> {
             problems: self.problems,
         }
     }
+}
+
+/// Why an Ingress's regexes are not compiled.
+fn over_table_budget() -> String {
+    format!(
+        "the regexes of older Ingresses fill the route table's regex budget ({} MiB compiled); \
+         this Ingress's regexes are not compiled (fewer or simpler regex paths fit)",
+        TABLE_REGEX_BUDGET >> 20
+    )
 }
 
 /// The hash [`Builder::existing`] finds a claimed (bucket, kind, path) by.
@@ -1194,6 +1256,7 @@ impl RouteTable {
             exact_ids: HashMap::with_capacity_and_hasher(ours.len(), RandomState::default()),
             wildcard_ids: HashMap::default(),
             any_id: None,
+            regex_memory: 0,
         };
         for c in classes {
             if config.classes.selects_class(c)

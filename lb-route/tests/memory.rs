@@ -1,0 +1,92 @@
+//! What building a table may hold: the regex budgets bound the heap however
+//! many regex Ingresses and hosts there are. The heap of this test binary is
+//! capped, so passing a bound aborts the test.
+
+use cap::Cap;
+use lb_route::*;
+use serde_json::json;
+
+#[global_allocator]
+static HEAP: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+
+/// Heap the tests below may use on top of what they had before building:
+/// the table's regex budget, twice (individual regexes and the host sets
+/// made of them), and room for the table and the Ingresses themselves.
+const ALLOWED: usize = 2 * TABLE_REGEX_BUDGET + (48 << 20);
+
+/// `n` Ingresses with one regex path each (`use-regex`), on `hosts` hosts. Each path compiles to about 160 KiB (within the
+/// per-regex limit): 2,000 of them would hold 320 MiB.
+fn heavy(n: usize, hosts: usize) -> Vec<Ingress> {
+    (0..n)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("heavy{i:05}"), "namespace": "default",
+                             "creationTimestamp": format!("2026-01-01T{:02}:{:02}:{:02}Z", i / 3600, i / 60 % 60, i % 60),
+                             "annotations": {"nginx.ingress.kubernetes.io/use-regex": "true"}},
+                "spec": {"ingressClassName": "lb", "rules": [{"host": format!("h{}.example.com", i % hosts), "http": {"paths": [
+                    {"path": format!(r"/\w{{1,1000}}-{i}/"), "pathType": "ImplementationSpecific",
+                     "backend": {"service": {"name": "svc", "port": {"number": 80}}}}]}}]}
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Builds with the heap capped; one build at a time (the cap is the
+/// process's).
+fn build_capped(ingresses: &[Ingress]) -> Build {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    HEAP.set_limit(HEAP.allocated() + ALLOWED).unwrap();
+    let build = RouteTable::build(ingresses, &[], &(), &Config::default());
+    HEAP.set_limit(usize::MAX).unwrap();
+    build
+}
+
+fn over_budget(b: &Build) -> Vec<String> {
+    b.problems
+        .iter()
+        .filter(|p| p.message.contains("budget"))
+        .map(|p| p.object.to_string())
+        .collect()
+}
+
+fn served(t: &RouteTable, host: &str, path: &str) -> bool {
+    matches!(t.lookup(&Request::get(host, path)), Decision::Forward(_))
+}
+
+/// One host: the host's set budget keeps the oldest Ingresses; the table's
+/// budget keeps the newer ones from being compiled at all.
+#[test]
+fn thousands_of_heavy_regex_paths_on_one_host_stay_within_the_budgets() {
+    let ingresses = heavy(2000, 1);
+    let b = build_capped(&ingresses);
+    let left_out = over_budget(&b);
+    assert!(!left_out.is_empty(), "some Ingresses pass a budget and are reported");
+    assert!(
+        !left_out.contains(&"Ingress default/heavy00000".to_owned()),
+        "{left_out:?}"
+    );
+    assert!(served(&b.table, "h0.example.com", "/abc-0/"));
+    assert!(!served(&b.table, "h0.example.com", "/abc-1999/"));
+}
+
+/// One regex path on each of many hosts: no host's set is over its budget,
+/// the table's budget bounds them all, oldest first.
+#[test]
+fn heavy_regex_paths_on_many_hosts_stay_within_the_table_budget() {
+    let ingresses = heavy(2000, 2000);
+    let b = build_capped(&ingresses);
+    let left_out = over_budget(&b);
+    assert!(!left_out.is_empty(), "the table's budget is reached and reported");
+    assert!(
+        !left_out.contains(&"Ingress default/heavy00000".to_owned()),
+        "{left_out:?}"
+    );
+    assert!(
+        left_out.contains(&"Ingress default/heavy01999".to_owned()),
+        "{left_out:?}"
+    );
+    assert!(served(&b.table, "h0.example.com", "/abc-0/"));
+    assert!(!served(&b.table, "h1999.example.com", "/abc-1999/"));
+}
