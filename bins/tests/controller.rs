@@ -338,6 +338,38 @@ fn an_empty_lb_class_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--lb-class"));
 }
 
+/// A second controller on a directory a running one writes exits with an
+/// error instead of overwriting its state file; `validate` still works.
+#[test]
+fn a_second_controller_on_one_state_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let mut child = Command::new(bin())
+        .args(["--manifests", d, "--poll-ms", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.path().join(".lb/state.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !state.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held = std::fs::read_to_string(&state).unwrap();
+    let out = run(&["--manifests", d, "--once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in use by another lb-controller"), "{stderr}");
+    let out = run(&["--manifests", d, "validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), held);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(&["--manifests", d, "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// SIGTERM while the first reconcile of a large directory runs: a clean
 /// exit, and a state file that is whole (or not written at all). Logs on a
 /// pipe carry no colour codes.

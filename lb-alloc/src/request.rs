@@ -65,6 +65,13 @@ impl ServiceKey {
         }
     }
 
+    /// The key written `namespace/name` (both parts non-empty, one `/`), as
+    /// [`ServiceKey`]'s `Display` shows it.
+    pub fn parse(joined: &str) -> Option<Self> {
+        let (namespace, name) = joined.split_once('/')?;
+        (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then(|| Self::new(namespace, name))
+    }
+
     /// A key sharing the allocator's `namespace/name` string.
     pub(crate) fn from_shared(joined: &Arc<str>) -> Self {
         Self {
@@ -93,6 +100,23 @@ impl Default for ServiceKey {
 impl std::fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.joined)
+    }
+}
+
+/// Written as the string `namespace/name`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for ServiceKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.joined)
+    }
+}
+
+/// Read from the string `namespace/name` (see [`ServiceKey::parse`]).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for ServiceKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let joined = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&joined).ok_or_else(|| serde::de::Error::custom(format_args!("{joined:?} is not namespace/name")))
     }
 }
 

@@ -590,3 +590,16 @@ fn counters_per_pool_and_family() {
     assert_eq!(s.in_use, [2, 1], "a shared address counts once");
     assert_eq!(s.available(Family::V4), 252);
 }
+
+/// A Service key reads back from the `namespace/name` it is shown as, and
+/// nothing else is one.
+#[test]
+fn service_keys_parse_from_what_they_display() {
+    let k = ServiceKey::new("team-a", "web");
+    assert_eq!(k.to_string(), "team-a/web");
+    assert_eq!(ServiceKey::parse("team-a/web"), Some(k.clone()));
+    assert_eq!((k.namespace(), k.name()), ("team-a", "web"));
+    for bad in ["", "web", "/web", "team-a/", "a/b/c", "/"] {
+        assert_eq!(ServiceKey::parse(bad), None, "{bad:?}");
+    }
+}

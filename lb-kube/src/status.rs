@@ -13,6 +13,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use lb_alloc::ServiceKey;
 use serde::{Deserialize, Serialize};
 
 /// The state file's content.
@@ -25,8 +26,8 @@ pub struct State {
     /// controller of Services without a loadBalancerClass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_class: Option<String>,
-    /// Status per Service, keyed `namespace/name`.
-    pub services: BTreeMap<String, ServiceState>,
+    /// Status per Service (keyed `namespace/name` in the file).
+    pub services: BTreeMap<ServiceKey, ServiceState>,
 }
 
 impl State {
@@ -90,6 +91,17 @@ pub enum StateError {
         path: PathBuf,
         /// The class it was written for.
         found: Option<String>,
+    },
+    /// Another controller writes this file (it holds the lock beside it).
+    #[error(
+        "state file {path} is in use by another lb-controller (it holds {}); run one controller per --lb-class and state file",
+        lock.display()
+    )]
+    Locked {
+        /// The state file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
     },
 }
 
@@ -172,9 +184,6 @@ pub fn read(path: &Path) -> Result<Option<State>, StateError> {
                 held.ips.len()
             )));
         }
-        if key.split('/').count() != 2 {
-            return Err(corrupt(format!("{key:?} is not namespace/name")));
-        }
     }
     Ok(Some(state))
 }
@@ -252,20 +261,73 @@ pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
 }
 
 /// The file backend of the status sink: the controller's state file,
-/// written whole and durably on every change.
+/// written whole and durably on every change, by one controller at a time
+/// (an advisory lock on `STATE.lock` beside it, held until the sink is
+/// dropped or the process exits).
 #[derive(Debug)]
 pub struct FileStatus {
     path: PathBuf,
     state: State,
+    /// The lock, once taken.
+    lock: Option<std::fs::File>,
 }
 
 impl FileStatus {
-    /// Opens the state file of the controller of `class`, checking it: a
-    /// missing file is empty; one of another version or class is refused.
+    /// Opens the state file of the controller of `class` to write it:
+    /// takes its lock (refused while another controller holds it), then
+    /// checks it: a missing file is empty; one of another version or class
+    /// is refused.
     pub fn open(path: impl Into<PathBuf>, class: Option<&str>) -> Result<Self, StateError> {
+        let mut sink = Self::open_read_only(path, class)?;
+        sink.lock()?;
+        sink.state = load(&sink.path, class)?;
+        Ok(sink)
+    }
+
+    /// Opens the state file without its lock, to read it (dry runs while a
+    /// controller runs); the lock is taken at the first write.
+    pub fn open_read_only(path: impl Into<PathBuf>, class: Option<&str>) -> Result<Self, StateError> {
         let path = path.into();
         let state = load(&path, class)?;
-        Ok(Self { path, state })
+        Ok(Self {
+            path,
+            state,
+            lock: None,
+        })
+    }
+
+    /// Takes the lock beside the state file, creating its directory.
+    fn lock(&mut self) -> Result<(), StateError> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let lock = self.path.with_file_name(name);
+        let io_err = |source| StateError::Io {
+            path: lock.clone(),
+            source,
+        };
+        if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.lock = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+                path: self.path.clone(),
+                lock,
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
+        }
     }
 
     /// The file.
@@ -277,11 +339,12 @@ impl FileStatus {
 impl crate::source::StatusSink for FileStatus {
     type Error = StateError;
 
-    fn current(&self) -> &BTreeMap<String, ServiceState> {
+    fn current(&self) -> &BTreeMap<ServiceKey, ServiceState> {
         &self.state.services
     }
 
-    fn apply(&mut self, changes: &[(String, Option<ServiceState>)]) -> Result<(), StateError> {
+    fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), StateError> {
+        self.lock()?;
         crate::source::apply_changes(&mut self.state.services, changes);
         store(&self.path, &self.state)
     }

@@ -44,6 +44,15 @@ fn once(dir: &Path) -> Report {
     Controller::new(Options::new(dir)).unwrap().reconcile(false).unwrap()
 }
 
+/// A fresh controller's dry run beside a running one (which holds the
+/// state file's lock).
+fn dry(dir: &Path) -> Report {
+    Controller::read_only(Options::new(dir))
+        .unwrap()
+        .reconcile(true)
+        .unwrap()
+}
+
 fn state(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(".lb/state.json")).unwrap()
 }
@@ -198,7 +207,7 @@ fn duplicates_are_errors_and_change_nothing() {
         ("0-pool.yaml", POOL.replace("10.0.0.1-10.0.0.9", "10.0.1.0/24")),
     ] {
         write(dir.path(), file, &text);
-        for r in [c.reconcile(false).unwrap(), once(dir.path())] {
+        for r in [c.reconcile(false).unwrap(), dry(dir.path())] {
             let dup: Vec<_> = r
                 .problems
                 .iter()
@@ -212,6 +221,7 @@ fn duplicates_are_errors_and_change_nothing() {
         }
         std::fs::remove_file(dir.path().join(file)).unwrap();
     }
+    drop(c);
     // A duplicate with no version in force (both new): nothing given to it.
     write(dir.path(), "new1.yaml", &service("z"));
     write(dir.path(), "new2.yaml", &service("z"));
@@ -365,6 +375,11 @@ fn state_file_is_checked_before_use() {
     std::fs::write(&path, text).unwrap();
     let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
     assert!(e.contains("default/a holds 2 addresses of one family"), "{e}");
+    for bad in ["default", "default/a/b", "/a", "default/"] {
+        std::fs::write(&path, good.replace("\"default/a\"", &format!("{bad:?}"))).unwrap();
+        let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
+        assert!(e.contains(&format!("{bad:?} is not namespace/name")), "{e}");
+    }
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
     let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
@@ -445,6 +460,7 @@ fn an_invalid_service_keeps_its_last_valid_request() {
     assert!(r.problems.iter().any(|p| p.severity == Severity::Error));
     assert_eq!(ips(&r)["default/d"], want, "{r:#?}");
     // And a fresh controller (no memory of its request) carries it as is.
+    drop(c);
     let r = once(dir.path());
     assert_eq!(ips(&r)["default/d"], want, "{r:#?}");
 }
@@ -471,4 +487,29 @@ fn a_vanished_pool_stays_in_force_for_the_release_delay() {
             .all(|ip| ip.to_string().starts_with("10.0.1.")),
         "{r:#?}"
     );
+}
+
+/// Two controllers of one class on one state file would overwrite each
+/// other's addresses: the second is refused while the first runs; a dry run
+/// beside it reads the file without the lock; once the first is gone, the
+/// next starts.
+#[test]
+fn one_controller_writes_a_state_file() {
+    let dir = held();
+    let first = Controller::new(Options::new(dir.path())).unwrap();
+    let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("in use by another lb-controller"), "{e}");
+    assert!(e.contains("state.json.lock"), "{e}");
+    let mut dry = Controller::read_only(Options::new(dir.path())).unwrap();
+    let r = dry.reconcile(true).unwrap();
+    assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")]);
+    // Another class has its own file and lock.
+    let other = Options {
+        load_balancer_class: Some("x".into()),
+        ..Options::new(dir.path())
+    };
+    Controller::new(other).unwrap();
+    drop(first);
+    let r = once(dir.path());
+    assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")]);
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use lb_alloc::ServiceKey;
 use lb_kube::controller::{Controller, Options};
 use lb_kube::objects;
 use lb_kube::source::file::FileSource;
@@ -36,7 +37,7 @@ fn view(services: &[&str]) -> Snapshot {
 #[test]
 fn the_controller_runs_on_an_in_memory_backend_and_writes_only_changes() {
     let held = BTreeMap::from([(
-        "default/b".to_owned(),
+        ServiceKey::new("default", "b"),
         ServiceState {
             ips: vec!["10.0.0.5".parse().unwrap()],
             pool: "p".into(),
@@ -55,7 +56,7 @@ fn the_controller_runs_on_an_in_memory_backend_and_writes_only_changes() {
     );
     assert_eq!(c.sink().batches.len(), 1);
     assert_eq!(c.sink().batches[0].len(), 1, "only a is new: {:?}", c.sink().batches);
-    assert_eq!(c.sink().batches[0][0].0, "default/a");
+    assert_eq!(c.sink().batches[0][0].0, ServiceKey::new("default", "a"));
     // Nothing changed: nothing written.
     c.reconcile(false).unwrap();
     assert_eq!(c.sink().batches.len(), 1);
@@ -84,7 +85,9 @@ fn status_is_in_the_view_and_endpoints_change_apart() {
 
     let mut src = FileSource::new(dir.path()).with_status_file(dir.path().join(".lb/state.json"));
     let v1 = src.view().unwrap();
-    let held = v1.status_of("default/web", None).expect("status in the view");
+    let held = v1
+        .status_of(&ServiceKey::new("default", "web"), None)
+        .expect("status in the view");
     assert_eq!(held.ips, ["10.0.0.0".parse::<std::net::IpAddr>().unwrap()]);
     assert_eq!(v1.endpoints.len(), 1);
     assert!(v1.of_kind("EndpointSlice").next().is_none(), "endpoints are apart");

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         ..Options::new(dir)
     };
     if let Some(Command::Validate) = cli.command {
-        let report = match controller::Controller::new(options).and_then(|mut c| c.reconcile(true)) {
+        let report = match controller::Controller::read_only(options).and_then(|mut c| c.reconcile(true)) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lb_alloc::{Allocator, Labels, Outcome, PoolSet, Request};
+use lb_alloc::{Allocator, Labels, Outcome, PoolSet, Request, ServiceKey};
 use serde::Serialize;
 
 use crate::config;
@@ -137,17 +137,17 @@ pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     alloc: Allocator,
     pools: PoolSet,
     /// What each Service holds, as last decided.
-    held: BTreeMap<String, ServiceState>,
+    held: BTreeMap<ServiceKey, ServiceState>,
     /// Decided changes not yet written to the sink (a failed write is
     /// retried with the next).
-    unsaved: BTreeMap<String, Option<ServiceState>>,
+    unsaved: BTreeMap<ServiceKey, Option<ServiceState>>,
     /// Held Services gone from the manifests, since when.
-    missing_since: HashMap<String, Instant>,
+    missing_since: HashMap<ServiceKey, Instant>,
     /// Pools in force gone from the manifests, since when.
     pool_missing_since: HashMap<String, Instant>,
     /// The last request read well for each Service: what a Service that
     /// cannot be read now is held with, so nothing about it changes.
-    last_requests: HashMap<String, Request>,
+    last_requests: HashMap<ServiceKey, Request>,
     /// When the last reconcile ran.
     last_now: Option<Instant>,
     /// The source's version at the last read.
@@ -159,12 +159,21 @@ const FROZEN: &str = "the address pool configuration has errors that no earlier 
                       addresses are kept as they are and none is given out until it is fixed";
 
 impl Controller {
-    /// A controller over `options.manifests`, with the state file loaded
-    /// (its Services keep what it holds).
+    /// A controller over `options.manifests`, with the state file locked
+    /// (one controller writes it; another is refused) and loaded (its
+    /// Services keep what it holds).
     pub fn new(options: Options) -> Result<Self, Error> {
-        let class = options.load_balancer_class.clone();
         let path = options.state_path();
-        let sink = FileStatus::open(&path, class.as_deref())?;
+        let sink = FileStatus::open(&path, options.load_balancer_class.as_deref())?;
+        let source = FileSource::new(&options.manifests).with_status_file(path);
+        Ok(Self::with(options, source, sink))
+    }
+
+    /// A controller for dry runs ([`Controller::reconcile`] with `dry_run`)
+    /// beside a running one: the state file is read without its lock.
+    pub fn read_only(options: Options) -> Result<Self, Error> {
+        let path = options.state_path();
+        let sink = FileStatus::open_read_only(&path, options.load_balancer_class.as_deref())?;
         let source = FileSource::new(&options.manifests).with_status_file(path);
         Ok(Self::with(options, source, sink))
     }
@@ -221,7 +230,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         self.read_version = Some(version);
         let report = self.reconcile_snapshot(&snapshot, Instant::now());
         if !dry_run && !self.unsaved.is_empty() {
-            let changes: Vec<(String, Option<ServiceState>)> =
+            let changes: Vec<(ServiceKey, Option<ServiceState>)> =
                 self.unsaved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             self.sink.apply(&changes).map_err(|e| Error::Sink(Box::new(e)))?;
             self.unsaved.clear();
@@ -270,7 +279,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
 
     /// Addresses the other controllers hold (the view's status of other
     /// classes), as reservations.
-    fn foreign(&self, snapshot: &Snapshot) -> Vec<(IpAddr, lb_alloc::ServiceKey)> {
+    fn foreign(&self, snapshot: &Snapshot) -> Vec<(IpAddr, ServiceKey)> {
         let ours: HashSet<IpAddr> = self.held.values().flat_map(|s| s.ips.iter().copied()).collect();
         let own_class = &self.options.load_balancer_class;
         let mut reserved = Vec::new();
@@ -281,7 +290,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 let we_win = *own_class < h.class;
                 for &ip in &h.state.ips {
                     if !(we_win && ours.contains(&ip)) {
-                        reserved.push((ip, service_key(key)));
+                        reserved.push((ip, key.clone()));
                     }
                 }
             }
@@ -298,7 +307,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         self.last_now = Some(now);
         // Services held without a request this round (they cannot be read
         // and none was read before): their status is carried as it is.
-        let mut carried: BTreeMap<String, ServiceState> = BTreeMap::new();
+        let mut carried: BTreeMap<ServiceKey, ServiceState> = BTreeMap::new();
         let ns_labels: HashMap<String, Labels> = snapshot
             .objects
             .iter()
@@ -309,28 +318,28 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             .collect();
         // Who holds what, per the state file: the holder wins over a stale
         // status in a manifest.
-        let holder_of: HashMap<IpAddr, &str> = self
+        let holder_of: HashMap<IpAddr, &ServiceKey> = self
             .held
             .iter()
-            .flat_map(|(k, s)| s.ips.iter().map(move |&ip| (ip, k.as_str())))
+            .flat_map(|(k, s)| s.ips.iter().map(move |&ip| (ip, k)))
             .collect();
         let no_labels = Labels::new();
         let mut requests: Vec<Request> = Vec::new();
-        let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut blocked: Vec<(String, String, String)> = Vec::new();
-        let mut fresh: HashMap<String, Request> = HashMap::new();
+        let mut notes: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
+        let mut blocked: Vec<ServiceKey> = Vec::new();
+        let mut fresh: HashMap<ServiceKey, Request> = HashMap::new();
         for (origin, obj) in &snapshot.objects {
             let Object::Service(svc) = obj else { continue };
             if !service::is_load_balancer(svc) {
                 continue;
             }
             let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            let key = format!("{ns}/{}", svc.metadata.name.clone().unwrap_or_default());
+            let key = ServiceKey::new(&ns, svc.metadata.name.as_deref().unwrap_or_default());
             let current = match self.held.get(&key) {
                 Some(s) => s.ips.clone(),
                 None => service::status_ips(svc)
                     .into_iter()
-                    .filter(|ip| holder_of.get(ip).is_none_or(|&h| h == key))
+                    .filter(|ip| holder_of.get(ip).is_none_or(|&h| *h == key))
                     .collect(),
             };
             let (req, issues) = service::request(svc, ns_labels.get(&ns).unwrap_or(&no_labels), &current);
@@ -361,7 +370,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 } else if let Some(held) = self.held.get(&key) {
                     carried.insert(key, held.clone());
                 } else {
-                    blocked.push((req.namespace.clone(), req.name.clone(), key));
+                    blocked.push(key);
                 }
                 continue;
             }
@@ -371,19 +380,20 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         // Held Services missing from the snapshot keep what they hold when
         // they exist but cannot be read, when the snapshot may be missing
         // objects, or until their release delay has passed.
-        let seen: HashSet<String> = requests
+        let seen: HashSet<ServiceKey> = requests
             .iter()
-            .map(key_of)
-            .chain(blocked.iter().map(|b| b.2.clone()))
+            .map(Request::key)
+            .chain(blocked.iter().cloned())
             .chain(carried.keys().cloned())
             .collect();
-        let unreadable: HashSet<String> = snapshot
+        let unreadable: HashSet<ServiceKey> = snapshot
             .unreadable
             .iter()
             .filter(|r| r.kind == "Service")
-            .map(|r| format!("{}/{}", r.namespace, r.name))
+            .map(|r| ServiceKey::new(&r.namespace, &r.name))
             .collect();
-        let keep_all = !snapshot.complete || !snapshot.releasable || unreadable.iter().any(|k| k.ends_with('/'));
+        // A Service that cannot be read whose name is unknown may be any.
+        let keep_all = !snapshot.complete || !snapshot.releasable || unreadable.iter().any(|k| k.name().is_empty());
         self.missing_since
             .retain(|k, _| !seen.contains(k) && self.held.contains_key(k));
         for (key, held) in &self.held {
@@ -422,7 +432,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         // What nobody may take: the other controllers' addresses, and those
         // of carried Services (unless a Service that reads well shares them).
         let mut reserved = self.foreign(snapshot);
-        let requested: HashSet<String> = requests.iter().map(key_of).collect();
+        let requested: HashSet<ServiceKey> = requests.iter().map(Request::key).collect();
         for (key, held) in &carried {
             let shared = |ip: &IpAddr| {
                 self.held
@@ -430,7 +440,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                     .any(|(k, h)| k != key && requested.contains(k) && h.ips.contains(ip))
             };
             for ip in held.ips.iter().filter(|ip| !shared(ip)) {
-                reserved.push((*ip, service_key(key)));
+                reserved.push((*ip, key.clone()));
             }
         }
         self.alloc.set_reserved(reserved);
@@ -447,7 +457,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         let mut state = BTreeMap::new();
         let mut services = Vec::new();
         for (req, res) in requests.iter().zip(&sync.results) {
-            let mut warnings = notes.remove(&key_of(req)).unwrap_or_default();
+            let mut warnings = notes.remove(&req.key()).unwrap_or_default();
             if let Some((ips, why)) = &res.evicted {
                 let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
                 warnings.push(format!("released {}: {why}", ips.join(", ")));
@@ -456,7 +466,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             let (ips, pool) = match &res.outcome {
                 Outcome::Assigned(a) => {
                     state.insert(
-                        key_of(req),
+                        req.key(),
                         ServiceState {
                             ips: a.ips.clone(),
                             pool: a.pool.clone(),
@@ -491,7 +501,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         for (key, old) in &self.held {
             if !state.contains_key(key) {
                 self.unsaved.insert(key.clone(), None);
-                released.push((service_key(key), old.ips.clone()));
+                released.push((key.clone(), old.ips.clone()));
             } else if state.get(key) != Some(old) {
                 self.unsaved.insert(key.clone(), state.get(key).cloned());
             }
@@ -516,9 +526,9 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
     fn hold_everything(
         &self,
         requests: Vec<Request>,
-        carried: BTreeMap<String, ServiceState>,
-        blocked: Vec<(String, String, String)>,
-        mut notes: BTreeMap<String, Vec<String>>,
+        carried: BTreeMap<ServiceKey, ServiceState>,
+        blocked: Vec<ServiceKey>,
+        mut notes: BTreeMap<ServiceKey, Vec<String>>,
         problems: Vec<Problem>,
     ) -> Report {
         let mut services = Vec::new();
@@ -526,7 +536,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             if req.load_balancer_class != self.options.load_balancer_class {
                 continue;
             }
-            let key = key_of(&req);
+            let key = req.key();
             let mut warnings = notes.remove(&key).unwrap_or_default();
             warnings.push(FROZEN.to_owned());
             let held = self.held.get(&key);
@@ -551,27 +561,15 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
     }
 }
 
-/// A Service's key in the status (`namespace/name`).
-fn key_of(req: &Request) -> String {
-    req.key().to_string()
-}
-
-/// The Service a status key (`namespace/name`) names.
-fn service_key(key: &str) -> lb_alloc::ServiceKey {
-    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-    lb_alloc::ServiceKey::new(namespace, name)
-}
-
 /// Services whose status is carried as it is (see `reconcile_snapshot`).
 fn push_carried(
     services: &mut Vec<ServiceReport>,
-    carried: &BTreeMap<String, ServiceState>,
-    notes: &mut BTreeMap<String, Vec<String>>,
+    carried: &BTreeMap<ServiceKey, ServiceState>,
+    notes: &mut BTreeMap<ServiceKey, Vec<String>>,
     extra: Option<&str>,
 ) {
-    for (key, held) in carried {
-        let k = service_key(key);
-        let mut warnings = notes.remove(key).unwrap_or_default();
+    for (k, held) in carried {
+        let mut warnings = notes.remove(k).unwrap_or_default();
         warnings.extend(extra.map(str::to_owned));
         services.push(ServiceReport {
             namespace: k.namespace().to_owned(),
@@ -585,13 +583,13 @@ fn push_carried(
 
 fn push_blocked(
     services: &mut Vec<ServiceReport>,
-    blocked: Vec<(String, String, String)>,
-    notes: &mut BTreeMap<String, Vec<String>>,
+    blocked: Vec<ServiceKey>,
+    notes: &mut BTreeMap<ServiceKey, Vec<String>>,
 ) {
-    for (namespace, name, key) in blocked {
+    for key in blocked {
         services.push(ServiceReport {
-            namespace,
-            name,
+            namespace: key.namespace().to_owned(),
+            name: key.name().to_owned(),
             ips: vec![],
             pool: None,
             warnings: notes.remove(&key).unwrap_or_default(),

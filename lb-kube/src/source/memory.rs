@@ -1,6 +1,7 @@
 //! An in-memory source: a view set by hand, for tests and for embedders
 //! that hold their objects themselves.
 
+use lb_alloc::ServiceKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Snapshot, Source, SourceError};
@@ -41,14 +42,14 @@ impl Source for MemorySource {
 /// A status sink in memory, recording every batch of changes it was given.
 #[derive(Debug, Default)]
 pub struct MemoryStatus {
-    current: std::collections::BTreeMap<String, crate::status::ServiceState>,
+    current: std::collections::BTreeMap<ServiceKey, crate::status::ServiceState>,
     /// Every batch applied, in order.
-    pub batches: Vec<Vec<(String, Option<crate::status::ServiceState>)>>,
+    pub batches: Vec<Vec<(ServiceKey, Option<crate::status::ServiceState>)>>,
 }
 
 impl MemoryStatus {
     /// A sink that holds `current` at start.
-    pub fn new(current: std::collections::BTreeMap<String, crate::status::ServiceState>) -> Self {
+    pub fn new(current: std::collections::BTreeMap<ServiceKey, crate::status::ServiceState>) -> Self {
         Self {
             current,
             batches: Vec::new(),
@@ -59,11 +60,11 @@ impl MemoryStatus {
 impl super::StatusSink for MemoryStatus {
     type Error = std::convert::Infallible;
 
-    fn current(&self) -> &std::collections::BTreeMap<String, crate::status::ServiceState> {
+    fn current(&self) -> &std::collections::BTreeMap<ServiceKey, crate::status::ServiceState> {
         &self.current
     }
 
-    fn apply(&mut self, changes: &[(String, Option<crate::status::ServiceState>)]) -> Result<(), Self::Error> {
+    fn apply(&mut self, changes: &[(ServiceKey, Option<crate::status::ServiceState>)]) -> Result<(), Self::Error> {
         super::apply_changes(&mut self.current, changes);
         self.batches.push(changes.to_vec());
         Ok(())

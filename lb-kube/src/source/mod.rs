@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::objects::{Object, ObjectRef};
 use crate::status::ServiceState;
+pub use lb_alloc::ServiceKey;
 
 /// Where a document was read.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -143,9 +144,9 @@ pub struct Snapshot {
     pub releasable: bool,
     /// True once every kind has been read (listed) at least once.
     pub synced: bool,
-    /// Service status written by the controllers, by `namespace/name`: one
-    /// entry per controller (loadBalancerClass) that holds addresses for it.
-    pub status: BTreeMap<String, Vec<HeldStatus>>,
+    /// Service status written by the controllers, by Service: one entry
+    /// per controller (loadBalancerClass) that holds addresses for it.
+    pub status: BTreeMap<ServiceKey, Vec<HeldStatus>>,
     /// False when some status could not be read: what it holds is unknown.
     pub status_complete: bool,
     /// The EndpointSlices, by namespace and name: a change to them alone
@@ -201,8 +202,8 @@ impl Snapshot {
         self.objects.iter().map(|(_, o)| o).filter(move |o| o.kind() == kind)
     }
 
-    /// What the controller of `class` holds for `key` (`namespace/name`).
-    pub fn status_of(&self, key: &str, class: Option<&str>) -> Option<&ServiceState> {
+    /// What the controller of `class` holds for the Service `key`.
+    pub fn status_of(&self, key: &ServiceKey, class: Option<&str>) -> Option<&ServiceState> {
         self.status
             .get(key)?
             .iter()
@@ -250,16 +251,16 @@ pub trait StatusSink: Send {
     /// Why a write failed.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// What the controller holds now, by `namespace/name`, as last written.
-    fn current(&self) -> &BTreeMap<String, ServiceState>;
+    /// What the controller holds now, by Service, as last written.
+    fn current(&self) -> &BTreeMap<ServiceKey, ServiceState>;
 
     /// Applies per-Service changes: `Some` sets a Service's status, `None`
     /// clears it. Durable when it returns `Ok`.
-    fn apply(&mut self, changes: &[(String, Option<ServiceState>)]) -> Result<(), Self::Error>;
+    fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), Self::Error>;
 }
 
 /// Applies per-Service status changes to a map (what a sink keeps in memory).
-pub fn apply_changes(map: &mut BTreeMap<String, ServiceState>, changes: &[(String, Option<ServiceState>)]) {
+pub fn apply_changes(map: &mut BTreeMap<ServiceKey, ServiceState>, changes: &[(ServiceKey, Option<ServiceState>)]) {
     for (key, status) in changes {
         match status {
             Some(s) => {
