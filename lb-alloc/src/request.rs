@@ -115,7 +115,7 @@ impl serde::Serialize for ServiceKey {
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for ServiceKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let joined = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let joined = String::deserialize(deserializer)?;
         Self::parse(&joined).ok_or_else(|| serde::de::Error::custom(format_args!("{joined:?} is not namespace/name")))
     }
 }

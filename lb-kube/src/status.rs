@@ -92,6 +92,28 @@ pub enum StateError {
         /// The class it was written for.
         found: Option<String>,
     },
+    /// The lock file beside the state file cannot be opened or locked.
+    #[error("lock file {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The sink was opened read-only (a dry run): it writes nothing.
+    #[error("state file {path} was opened read-only (a dry run); nothing is written")]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A Service key that would not read back (not `namespace/name`).
+    #[error("state file {path}: cannot hold {key:?} (not namespace/name)")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
     /// Another controller writes this file (it holds the lock beside it).
     #[error(
         "state file {path} is in use by another lb-controller (it holds {}); run one controller per --lb-class and state file",
@@ -242,13 +264,7 @@ pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if !dir.is_dir() {
-        std::fs::create_dir_all(&dir).map_err(io_err)?;
-        // The new directory's entry must survive a power loss too.
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io_err)?;
-        }
-    }
+    create_dir_durably(&dir).map_err(io_err)?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
@@ -260,6 +276,19 @@ pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
     std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err)
 }
 
+/// Creates `dir` if missing, with its entry flushed to disk in its parent,
+/// so a file written into it survives a power loss.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// The file backend of the status sink: the controller's state file,
 /// written whole and durably on every change, by one controller at a time
 /// (an advisory lock on `STATE.lock` beside it, held until the sink is
@@ -268,7 +297,7 @@ pub fn store(path: &Path, state: &State) -> Result<(), StateError> {
 pub struct FileStatus {
     path: PathBuf,
     state: State,
-    /// The lock, once taken.
+    /// The lock, held while the sink lives; none when opened read-only.
     lock: Option<std::fs::File>,
 }
 
@@ -278,14 +307,18 @@ impl FileStatus {
     /// checks it: a missing file is empty; one of another version or class
     /// is refused.
     pub fn open(path: impl Into<PathBuf>, class: Option<&str>) -> Result<Self, StateError> {
-        let mut sink = Self::open_read_only(path, class)?;
-        sink.lock()?;
-        sink.state = load(&sink.path, class)?;
-        Ok(sink)
+        let path = path.into();
+        let lock = lock(&path)?;
+        let state = load(&path, class)?;
+        Ok(Self {
+            path,
+            state,
+            lock: Some(lock),
+        })
     }
 
-    /// Opens the state file without its lock, to read it (dry runs while a
-    /// controller runs); the lock is taken at the first write.
+    /// Opens the state file without its lock, to read it (dry runs beside
+    /// a running controller); writing to it is refused.
     pub fn open_read_only(path: impl Into<PathBuf>, class: Option<&str>) -> Result<Self, StateError> {
         let path = path.into();
         let state = load(&path, class)?;
@@ -294,40 +327,6 @@ impl FileStatus {
             state,
             lock: None,
         })
-    }
-
-    /// Takes the lock beside the state file, creating its directory.
-    fn lock(&mut self) -> Result<(), StateError> {
-        if self.lock.is_some() {
-            return Ok(());
-        }
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
-        let lock = self.path.with_file_name(name);
-        let io_err = |source| StateError::Io {
-            path: lock.clone(),
-            source,
-        };
-        if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock)
-            .map_err(io_err)?;
-        match file.try_lock() {
-            Ok(()) => {
-                self.lock = Some(file);
-                Ok(())
-            }
-            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
-                path: self.path.clone(),
-                lock,
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_err(e)),
-        }
     }
 
     /// The file.
@@ -344,8 +343,66 @@ impl crate::source::StatusSink for FileStatus {
     }
 
     fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), StateError> {
-        self.lock()?;
+        if self.lock.is_none() {
+            return Err(StateError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        if let Some((key, _)) = changes
+            .iter()
+            .find(|(k, _)| ServiceKey::parse(&k.to_string()).as_ref() != Some(k))
+        {
+            return Err(StateError::BadKey {
+                path: self.path.clone(),
+                key: key.to_string(),
+            });
+        }
         crate::source::apply_changes(&mut self.state.services, changes);
         store(&self.path, &self.state)
+    }
+}
+
+/// Takes the advisory lock `STATE.lock` beside a state file (creating its
+/// directory), for as long as the returned file is open. Advisory and
+/// local: it keeps two controllers on one host from writing one file, it is
+/// not leader election.
+fn lock(state: &Path) -> Result<std::fs::File, StateError> {
+    let Some(name) = state.file_name() else {
+        return Err(StateError::Io {
+            path: state.into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+        });
+    };
+    let mut name = name.to_os_string();
+    name.push(".lock");
+    let path = state.with_file_name(name);
+    let lock_err = |source| StateError::Lock {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        create_dir_durably(dir).map_err(lock_err)?;
+    }
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .create(write)
+            .truncate(false)
+            .write(write)
+            .read(!write)
+            .open(&path)
+    };
+    // A lock file left by another user: a read handle can lock it too.
+    let file = match open(true) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open(false),
+        other => other,
+    }
+    .map_err(lock_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+            path: state.into(),
+            lock: path.clone(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
     }
 }

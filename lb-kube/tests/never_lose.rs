@@ -503,6 +503,12 @@ fn one_controller_writes_a_state_file() {
     let mut dry = Controller::read_only(Options::new(dir.path())).unwrap();
     let r = dry.reconcile(true).unwrap();
     assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")]);
+    // It writes nothing, even when asked to.
+    write(dir.path(), "svc.yaml", &services(&["a", "b", "c", "new"]));
+    let before = state(dir.path());
+    let e = dry.reconcile(false).unwrap_err().to_string();
+    assert!(e.contains("read-only"), "{e}");
+    assert_eq!(state(dir.path()), before);
     // Another class has its own file and lock.
     let other = Options {
         load_balancer_class: Some("x".into()),

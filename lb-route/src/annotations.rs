@@ -120,20 +120,28 @@ pub struct Canary {
     pub weight_total: u32,
 }
 
-/// A regex over a header value (linear time, bounded size).
-#[derive(Debug, Clone)]
+/// A regex over a header value (linear time, bounded size; over bytes,
+/// ASCII classes, as ingress-nginx's Lua matches it).
+#[derive(Clone)]
 pub struct HeaderPattern {
     pattern: Box<str>,
     regex: regex_automata::meta::Regex,
+}
+
+/// The pattern, not the compiled program.
+impl std::fmt::Debug for HeaderPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HeaderPattern").field(&self.pattern).finish()
+    }
 }
 
 impl HeaderPattern {
     /// Compiles `pattern`; look-around and oversized patterns are refused.
     pub fn new(pattern: &str) -> Result<Self, String> {
         crate::pathregex::build(pattern, false)
-            .map(|regex| HeaderPattern {
+            .map(|c| HeaderPattern {
                 pattern: pattern.into(),
-                regex,
+                regex: c.regex,
             })
             .map_err(|e| format!("is not a supported regex (linear-time, no look-around): {e}"))
     }

@@ -16,27 +16,73 @@ use regex_automata::util::{captures::Captures, syntax};
 /// ample for any real path, and small enough that refusing one is quick.
 pub(crate) const SIZE_LIMIT: usize = 256 << 10;
 
+/// The lazy DFA cache of one regex (per thread that searches it, allocated
+/// as used). Beyond it the engine falls back to its NFA simulation: still
+/// linear, only slower.
+const DFA_CACHE: usize = 256 << 10;
+
+/// A compiled regex and the pattern it was compiled from.
+#[derive(Clone)]
+pub(crate) struct Compiled {
+    /// The pattern as compiled (see [`build`] for when it differs from the
+    /// one given).
+    pub(crate) pattern: Box<str>,
+    pub(crate) regex: Regex,
+}
+
 /// A linear-time regex over bytes, as nginx's PCRE runs one (no UTF mode):
 /// `.` and `[^…]` match one byte, `\w`, `\d`, `\s` and case folding are
 /// ASCII. That is also what keeps it small: a Unicode case-insensitive `\w`
-/// alone compiles to 56 KiB, its ASCII form to a few hundred bytes. Built
-/// on the `regex` crate's own engine, used directly so its heap size can be
-/// accounted, with a size limit on what it compiles to. Errors say what is
-/// wrong ("invalid: …", "too large …").
-pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Regex, String> {
-    Regex::builder()
-        .syntax(bytes_syntax().case_insensitive(case_insensitive))
-        .configure(
-            meta::Config::new()
-                .utf8_empty(false)
-                .nfa_size_limit(Some(SIZE_LIMIT))
-                .onepass_size_limit(Some(SIZE_LIMIT)),
-        )
-        .build(pattern)
-        .map_err(|e| match e.size_limit() {
-            Some(n) => format!("too large (limit {n} bytes compiled)"),
-            None => format!("invalid: {}", last_line(&e.to_string())),
-        })
+/// alone compiles to 56 KiB, its ASCII form to under 3 KiB. A pattern that
+/// needs Unicode to compile at all (a non-ASCII character in a class, a
+/// `\p{…}` class) is compiled in Unicode mode instead (`(?u:…)`): paths
+/// and header values are ASCII by the time they are matched, so the two
+/// modes agree on them. Built on the `regex` crate's own engine, used
+/// directly so its heap size can be accounted, with a size limit on what it
+/// compiles to. Errors say what is wrong ("invalid: …", "too large …").
+pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Compiled, String> {
+    let compile = |p: &str| {
+        Regex::builder()
+            .syntax(bytes_syntax().case_insensitive(case_insensitive))
+            .configure(
+                meta::Config::new()
+                    .utf8_empty(false)
+                    .nfa_size_limit(Some(SIZE_LIMIT))
+                    .onepass_size_limit(Some(SIZE_LIMIT))
+                    .hybrid_cache_capacity(DFA_CACHE),
+            )
+            .build(p)
+            .map_err(Box::new)
+    };
+    let first = match compile(pattern) {
+        Ok(regex) => {
+            return Ok(Compiled {
+                pattern: pattern.into(),
+                regex,
+            });
+        }
+        Err(e) => e,
+    };
+    if first.syntax_error().is_some() {
+        let unicode = format!("(?u:{pattern})");
+        if let Ok(regex) = compile(&unicode) {
+            return Ok(Compiled {
+                pattern: unicode.into(),
+                regex,
+            });
+        }
+    }
+    Err(match (first.size_limit(), first.syntax_error()) {
+        (Some(n), _) => format!("too large (limit {n} bytes compiled)"),
+        (None, Some(e)) => format!("invalid: {}", last_line(&e.to_string())),
+        (None, None) => {
+            let mut message = format!("invalid: {first}");
+            if let Some(cause) = std::error::Error::source(&first) {
+                message = format!("{message}: {cause}");
+            }
+            message
+        }
+    })
 }
 
 /// The syntax of [`build`]: bytes, ASCII classes.
@@ -51,15 +97,22 @@ fn last_line(message: &str) -> &str {
 }
 
 /// A compiled regex path.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct PathRegex {
-    /// The path (with any lookahead removed), anchored, as text for the
-    /// host's set.
+    /// The path (with any lookahead removed), anchored, as compiled: the
+    /// text for the host's set.
     pattern: Box<str>,
     /// The same, compiled.
     keep: Regex,
     /// What the translated negative lookahead refuses, anchored.
     exclude: Option<Regex>,
+}
+
+/// The pattern, not the compiled program.
+impl std::fmt::Debug for PathRegex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PathRegex").field(&self.pattern).finish()
+    }
 }
 
 /// The pattern a regex path compiles to: anchored at the start only.
@@ -69,7 +122,7 @@ fn anchored(path: &str) -> String {
 
 /// A regex path's pattern, compiled case-insensitively; errors name the
 /// path.
-fn build_path(pattern: &str, path: &str) -> Result<Regex, String> {
+fn build_path(pattern: &str, path: &str) -> Result<Compiled, String> {
     build(pattern, true).map_err(|e| format!("regex {path:?} is {e}"))
 }
 
@@ -120,10 +173,11 @@ impl PathRegex {
 
     fn new(keep: String, exclude: Option<String>, path: &str) -> Result<Self, String> {
         let exclude = exclude.map(|x| build_path(&x, path)).transpose()?;
+        let keep = build_path(&keep, path)?;
         Ok(Self {
-            keep: build_path(&keep, path)?,
-            pattern: keep.into(),
-            exclude,
+            pattern: keep.pattern,
+            keep: keep.regex,
+            exclude: exclude.map(|x| x.regex),
         })
     }
 
@@ -389,8 +443,11 @@ mod tests {
                 let _ = re.is_match(&probe);
                 let _ = re.captures(&probe);
                 if !path.contains("(?!") {
-                    // Without a lookahead it is the plain anchored regex.
-                    let plain = regex::bytes::RegexBuilder::new(&anchored(&path))
+                    // Without a lookahead it is the plain anchored regex
+                    // (in Unicode mode if it needs it, as the host's set).
+                    let unicode = format!("(?u:{})", anchored(&path));
+                    proptest::prop_assert!(re.pattern() == anchored(&path) || re.pattern() == unicode);
+                    let plain = regex::bytes::RegexBuilder::new(re.pattern())
                         .unicode(false)
                         .case_insensitive(true)
                         .build()
@@ -424,6 +481,42 @@ mod tests {
             let got = ours.captures(&probe).map(|c| c.caps.get_group(0).unwrap().range());
             proptest::prop_assert_eq!(got, want, "{} on {:?}", path, probe);
         }
+    }
+
+    /// Invalid paths say what is wrong, as the parser words it.
+    #[test]
+    fn errors_name_their_cause() {
+        for (path, cause) in [
+            ("/a(", "unclosed group"),
+            ("/a[", "unclosed character class"),
+            ("/a{2,1}", "repetition"),
+            ("/a{99999}", "too large"),
+            ("/\\q", "unrecognized escape"),
+        ] {
+            let e = PathRegex::compile(path).unwrap_err();
+            assert!(e.contains(cause), "{path}: {e}");
+        }
+        let e = super::build("(?<=a)b", false).err().unwrap();
+        assert!(e.contains("look-around"), "{e}");
+    }
+
+    /// Patterns that only compile in Unicode mode (a non-ASCII character in
+    /// a class, `\p{…}`) are compiled in it: on ASCII paths both modes
+    /// agree.
+    #[test]
+    fn unicode_only_patterns_still_compile() {
+        let re = PathRegex::compile("/[é-ü]?x/\\pL+").unwrap();
+        assert!(re.is_match("/x/abc"));
+        assert!(re.is_match("/X/Q"));
+        assert!(!re.is_match("/x/1"));
+        assert!(re.pattern().starts_with("(?u:"));
+        // The host's set compiles what the regex compiled.
+        let set = regex::bytes::RegexSetBuilder::new([re.pattern()])
+            .unicode(false)
+            .case_insensitive(true)
+            .build()
+            .unwrap();
+        assert!(set.is_match(b"/x/abc"));
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl RegexRoutes {
                 .matches(path.as_bytes())
                 .iter()
                 .map(|i| self.routes[i])
-                .find(|&r| !regex(r).is_some_and(|x| x.excludes(path))),
+                .find(|&r| regex(r).is_some_and(|x| !x.excludes(path))),
             None => self
                 .routes
                 .iter()
@@ -413,6 +413,8 @@ struct Builder<'a> {
     /// Heap bytes of the regexes compiled so far (see
     /// [`TABLE_REGEX_BUDGET`]).
     regex_memory: usize,
+    /// Heap bytes of each used Ingress's own regexes, by Ingress index.
+    regex_spent: Vec<usize>,
 }
 
 /// What one valid path of an Ingress compiles to, before insertion.
@@ -431,6 +433,8 @@ struct PathSpec<'i> {
 /// What a valid Ingress compiles to.
 struct Compiled<'i> {
     options: RouteOptions,
+    /// Heap bytes of its regexes.
+    regex_memory: usize,
     /// `use-regex`, or a rewrite to somewhere else than a path: what turns
     /// a whole host into regex paths in ingress-nginx.
     regexy: bool,
@@ -525,12 +529,15 @@ impl Builder<'_> {
         // Heap bytes of this Ingress's regexes, charged to the table's
         // budget if the Ingress is used.
         let mut spent = 0;
+        // Once past the budget, the Ingress is not used: reported once.
+        let mut over_budget = false;
         if let Some(p) = options.canary.as_ref().and_then(|c| c.by_header_pattern.as_ref()) {
             spent = p.memory_usage();
             if self.regex_memory + spent > TABLE_REGEX_BUDGET {
+                over_budget = true;
                 errors.push((
                     field(&format!("{}canary-by-header-pattern", annotations::PREFIX)),
-                    over_table_budget(),
+                    over_table_budget(spent, self.regex_memory, "this Ingress is not used"),
                 ));
             }
         }
@@ -613,14 +620,20 @@ impl Builder<'_> {
                 };
                 let mut regex = None;
                 let checked = match kind {
-                    PathKind::Regex => {
-                        if text.starts_with('/') {
-                            self.compile_regex(text, PathRegex::compile, &mut spent)
-                                .map(|re| regex = Some(re))
-                        } else {
-                            Err(format!("{text:?} must start with '/'"))
+                    PathKind::Regex if !text.starts_with('/') => Err(format!("{text:?} must start with '/'")),
+                    // Already reported: the Ingress is not used.
+                    PathKind::Regex if over_budget => continue,
+                    PathKind::Regex => match self.compile_regex(text, PathRegex::compile, &mut spent) {
+                        Ok(re) => {
+                            regex = Some(re);
+                            Ok(())
                         }
-                    }
+                        Err(Refused::Invalid(e)) => Err(e),
+                        Err(Refused::OverBudget(need)) => {
+                            over_budget = true;
+                            Err(over_table_budget(need, self.regex_memory, "this Ingress is not used"))
+                        }
+                    },
                     _ if implementation_specific => {
                         // Taken as Prefix: it must be a plain path then.
                         check_spec_path(text)
@@ -689,6 +702,7 @@ impl Builder<'_> {
         if errors.is_empty() {
             self.regex_memory += spent;
             Ok(Compiled {
+                regex_memory: spent,
                 regexy: use_regex
                     && (options.use_regex || specs.iter().any(|s| Some(s.path) != options.rewrite_target.as_deref())),
                 options,
@@ -702,23 +716,15 @@ impl Builder<'_> {
         }
     }
 
-    /// Compiles a regex if the table's budget has room for it, adding its
-    /// heap bytes to `spent`.
+    /// Compiles a regex if the table's budget (of which `used` is taken)
+    /// has room for it, adding its heap bytes to `spent`.
     fn compile_regex(
         &self,
         path: &str,
         compile: impl Fn(&str) -> Result<PathRegex, String>,
         spent: &mut usize,
-    ) -> Result<PathRegex, String> {
-        if self.regex_memory + *spent > TABLE_REGEX_BUDGET {
-            return Err(over_table_budget());
-        }
-        let re = compile(path)?;
-        *spent += re.memory_usage();
-        if self.regex_memory + *spent > TABLE_REGEX_BUDGET {
-            return Err(over_table_budget());
-        }
-        Ok(re)
+    ) -> Result<PathRegex, Refused> {
+        within_budget(self.regex_memory, path, compile, spent)
     }
 
     fn add(&mut self, ing: &Ingress, mode: Mode) {
@@ -730,6 +736,7 @@ impl Builder<'_> {
             })
         };
         let Compiled {
+            regex_memory,
             regexy,
             options,
             hosts,
@@ -755,6 +762,7 @@ impl Builder<'_> {
             namespace: ns.to_owned(),
             name: ing.metadata.name.clone(),
         });
+        self.regex_spent.push(regex_memory);
         let set = self.option_set(&ing.metadata.annotations, options);
         self.table.options_of.push(set);
         for (host, secret) in tls {
@@ -970,41 +978,16 @@ impl Builder<'_> {
         });
     }
 
-    /// Turns every path of an ingress-nginx regex host into a regex, and
-    /// tells the Ingresses whose Exact and Prefix paths it changes.
-    fn regex_host(&mut self, id: usize) {
+    /// The Exact and Prefix routes an ingress-nginx regex host turns into
+    /// regexes; tells the Ingresses whose paths it changes.
+    fn regex_host(&mut self, id: usize) -> Vec<u32> {
         let st = &self.staging[id];
-        let Some(by) = st.regex_by else { return };
-        let routes = st.exact.iter().chain(&st.prefix).copied();
-        let mut changed: Vec<u32> = Vec::new();
-        let mut unmatchable: Vec<(u32, String)> = Vec::new();
-        // A plain path that is no valid regex is matched as its text
-        // (ingress-nginx would fail to load).
-        let compile = |p: &str| PathRegex::compile(p).or_else(|_| PathRegex::literal(p));
-        for r in routes {
-            let route = &self.table.routes[r as usize];
-            let (ingress, mut spent) = (route.ingress, 0);
-            match self.compile_regex(&route.path, compile, &mut spent) {
-                Ok(re) => {
-                    self.table.routes[r as usize].regex = Some(Box::new(re));
-                    self.regex_memory += spent;
-                }
-                Err(e) => unmatchable.push((ingress, e)),
-            }
-            changed.push(ingress);
-        }
+        let Some(by) = st.regex_by else { return Vec::new() };
+        let routes: Vec<u32> = st.exact.iter().chain(&st.prefix).copied().collect();
+        let mut changed: Vec<u32> = routes.iter().map(|&r| self.table.routes[r as usize].ingress).collect();
         changed.sort_unstable();
         changed.dedup();
         let host = st.host.to_string();
-        for (i, e) in unmatchable {
-            let ing = &self.table.ingresses[i as usize];
-            self.problems.push(Problem {
-                severity: Severity::Error,
-                object: Subject::Ingress(ing.clone()),
-                field: crate::problem::field("spec.rules"),
-                message: format!("host {host} is in ingress-nginx regex mode and {e}; that path is not served there"),
-            });
-        }
         let by = self.table.ingresses[by as usize].clone();
         for i in changed {
             let ing = &self.table.ingresses[i as usize];
@@ -1019,15 +1002,84 @@ impl Builder<'_> {
                 ),
             });
         }
+        routes
+    }
+
+    /// Compiles the regexes regex hosts need (`conversions`) within the
+    /// table's regex budget, filled oldest Ingress first together with the
+    /// regex paths compiled with their Ingresses: an Ingress's regex paths,
+    /// then its converted paths. What does not fit is reported (once per
+    /// Ingress) and not served.
+    fn charge_regexes(&mut self, mut conversions: Vec<u32>) {
+        let routes = &self.table.routes;
+        conversions.sort_unstable_by_key(|&r| (routes[r as usize].ingress, r));
+        // A plain path that is no valid regex is matched as its text
+        // (ingress-nginx would fail to load).
+        let compile = |p: &str| PathRegex::compile(p).or_else(|_| PathRegex::literal(p));
+        let mut used = 0usize;
+        let mut next = 0;
+        let mut drop_paths = vec![false; self.table.ingresses.len()];
+        let mut reports: Vec<(u32, String)> = Vec::new();
+        for (i, drop) in drop_paths.iter_mut().enumerate() {
+            let own = self.regex_spent.get(i).copied().unwrap_or(0);
+            if used + own > TABLE_REGEX_BUDGET {
+                *drop = true;
+                reports.push((i as u32, over_table_budget(own, used, "its regex paths are not served")));
+            } else {
+                used += own;
+            }
+            let mut spent = 0;
+            let mut full = false;
+            while let Some(&r) = conversions.get(next) {
+                let route = &self.table.routes[r as usize];
+                if route.ingress as usize != i {
+                    break;
+                }
+                next += 1;
+                if full {
+                    continue;
+                }
+                match within_budget(used, &route.path, compile, &mut spent) {
+                    Ok(re) => self.table.routes[r as usize].regex = Some(Box::new(re)),
+                    Err(Refused::Invalid(e)) => reports.push((
+                        i as u32,
+                        format!("its path {:?} on a regex host {e}; it is not served there", route.path),
+                    )),
+                    Err(Refused::OverBudget(need)) => {
+                        full = true;
+                        reports.push((
+                            i as u32,
+                            over_table_budget(need, used, "some of its paths on regex hosts are not served"),
+                        ));
+                    }
+                }
+            }
+            used += spent;
+        }
+        for route in &mut self.table.routes {
+            if route.kind == PathKind::Regex && drop_paths[route.ingress as usize] {
+                route.regex = None;
+            }
+        }
+        for (i, message) in reports {
+            self.problems.push(Problem {
+                severity: Severity::Error,
+                object: Subject::Ingress(self.table.ingresses[i as usize].clone()),
+                field: crate::problem::field("spec.rules"),
+                message,
+            });
+        }
     }
 
     fn finish(mut self) -> Build {
         // A www redirect never shadows a host some rule names.
         let named = &self.exact_ids;
         self.table.www.retain(|alt, _| !named.contains_key(alt));
+        let mut conversions = Vec::new();
         for id in 0..self.staging.len() {
-            self.regex_host(id);
+            conversions.extend(self.regex_host(id));
         }
+        self.charge_regexes(conversions);
         let table = &self.table;
         let mut staged = self.staging;
         let mut extras = Vec::new();
@@ -1069,11 +1121,42 @@ impl Builder<'_> {
     }
 }
 
-/// Why an Ingress's regexes are not compiled.
-fn over_table_budget() -> String {
+/// Why a regex was not compiled.
+enum Refused {
+    /// It is not a valid (or small enough) regex: the message says why.
+    Invalid(String),
+    /// The table's regex budget has no room for it: the Ingress's regexes
+    /// need this many bytes with it (or more: it was not compiled).
+    OverBudget(usize),
+}
+
+/// Compiles a regex if the table's budget (of which `used` is taken by
+/// others) has room for it, adding its heap bytes to `spent`.
+fn within_budget(
+    used: usize,
+    path: &str,
+    compile: impl Fn(&str) -> Result<PathRegex, String>,
+    spent: &mut usize,
+) -> Result<PathRegex, Refused> {
+    if used + *spent > TABLE_REGEX_BUDGET {
+        return Err(Refused::OverBudget(*spent));
+    }
+    let re = compile(path).map_err(Refused::Invalid)?;
+    if used + *spent + re.memory_usage() > TABLE_REGEX_BUDGET {
+        return Err(Refused::OverBudget(*spent + re.memory_usage()));
+    }
+    *spent += re.memory_usage();
+    Ok(re)
+}
+
+/// Why an Ingress's regexes (`need` bytes, so far) do not fit beside the
+/// `used` bytes of older Ingresses, and what follows.
+fn over_table_budget(need: usize, used: usize, outcome: &str) -> String {
     format!(
-        "the regexes of older Ingresses fill the route table's regex budget ({} MiB compiled); \
-         this Ingress's regexes are not compiled (fewer or simpler regex paths fit)",
+        "its regexes need {} KiB compiled, and {} KiB of the route table's regex budget \
+         ({} MiB, filled oldest Ingress first) is left: {outcome} (fewer or simpler regex paths fit)",
+        need.div_ceil(1024),
+        TABLE_REGEX_BUDGET.saturating_sub(used) / 1024,
         TABLE_REGEX_BUDGET >> 20
     )
 }
@@ -1257,6 +1340,7 @@ impl RouteTable {
             wildcard_ids: HashMap::default(),
             any_id: None,
             regex_memory: 0,
+            regex_spent: Vec::new(),
         };
         for c in classes {
             if config.classes.selects_class(c)

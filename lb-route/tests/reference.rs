@@ -233,11 +233,13 @@ fn nginx_reference(spec: &Spec, host: &str, path: &str) -> String {
     if regex_host {
         locations.sort_by(|a, b| (b.0.len(), b.0).cmp(&(a.0.len(), a.0)));
         let hit = locations.into_iter().find(|(p, _)| {
-            regex::RegexBuilder::new(&format!("^(?:{p})"))
+            // nginx's PCRE without UTF mode: bytes, ASCII classes.
+            regex::bytes::RegexBuilder::new(&format!("^(?:{p})"))
+                .unicode(false)
                 .case_insensitive(true)
                 .build()
                 .unwrap()
-                .is_match(path)
+                .is_match(path.as_bytes())
         });
         return match hit {
             Some((_, service)) => service,

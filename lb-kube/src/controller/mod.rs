@@ -170,7 +170,8 @@ impl Controller {
     }
 
     /// A controller for dry runs ([`Controller::reconcile`] with `dry_run`)
-    /// beside a running one: the state file is read without its lock.
+    /// beside a running one: the state file is read without its lock, and
+    /// a reconcile that would write fails.
     pub fn read_only(options: Options) -> Result<Self, Error> {
         let path = options.state_path();
         let sink = FileStatus::open_read_only(&path, options.load_balancer_class.as_deref())?;
