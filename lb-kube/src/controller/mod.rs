@@ -121,6 +121,9 @@ pub enum Error {
     /// next reconcile).
     #[error("writing status: {0}")]
     Sink(Box<dyn std::error::Error + Send + Sync>),
+    /// The API server cannot be reached or configured.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A reconcile panicked (a bug; the state file holds the last good state).
     #[error("internal error: a reconcile panicked")]
     Panicked,
@@ -617,10 +620,26 @@ pub async fn run(
     metrics_listen: Option<std::net::SocketAddr>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    let (gauges, telemetry) = serve_metrics(metrics_listen).await?;
+    tokio::pin!(shutdown);
+    let opened = tokio::task::spawn_blocking(move || Controller::new(options));
+    let controller = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        c = opened => c.map_err(|_| Error::Panicked)??,
+    };
+    follow(controller, gauges, telemetry, shutdown).await
+}
+
+/// The controller's gauges and the telemetry behind `/metrics`, `/healthz`
+/// and `/readyz`, served on `listen` when given (an address that cannot be
+/// bound is an error).
+async fn serve_metrics(
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(metrics::Metrics, std::sync::Arc<crate::metrics::Telemetry>), Error> {
     let mut registry = prometheus_client::registry::Registry::default();
     let gauges = metrics::Metrics::register(&mut registry);
     let telemetry = crate::metrics::Telemetry::new(registry);
-    if let Some(addr) = metrics_listen {
+    if let Some(addr) = listen {
         let listener = crate::metrics::bind(addr)
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
@@ -630,13 +649,83 @@ pub async fn run(
             std::future::pending(),
         ));
     }
+    Ok((gauges, telemetry))
+}
+
+/// Where cluster mode finds its API server and objects.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Cluster {
+    /// A kubeconfig file; none: `$KUBECONFIG`, `~/.kube/config`, then the
+    /// in-cluster configuration.
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the metallb.io objects (MetalLB's `--namespace`).
+    pub namespace: String,
+}
+
+impl Cluster {
+    /// The API server of `kubeconfig` (or the usual places), metallb.io
+    /// objects in `namespace`.
+    pub fn new(kubeconfig: Option<PathBuf>, namespace: impl Into<String>) -> Self {
+        Self {
+            kubeconfig,
+            namespace: namespace.into(),
+        }
+    }
+
+    /// A client for the API server.
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Cluster(e.to_string()))?;
+                kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| Error::Cluster(e.to_string()))?
+            }
+            None => kube::Config::infer().await.map_err(|e| Error::Cluster(e.to_string()))?,
+        };
+        kube::Client::try_from(config).map_err(|e| Error::Cluster(e.to_string()))
+    }
+}
+
+/// Cluster mode: [`run`] on the API server. Watches Services, Namespaces
+/// and the metallb.io objects; once every watch has listed once, reads
+/// what every Service's status holds (so holders keep their addresses),
+/// then reconciles on every change and writes status through the status
+/// subresource.
+pub async fn run_cluster(
+    options: Options,
+    cluster: Cluster,
+    metrics_listen: Option<std::net::SocketAddr>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    use crate::source::cluster::{KubeSource, controller_watches};
+    use crate::source::cluster_status::KubeStatus;
+    let (gauges, telemetry) = serve_metrics(metrics_listen).await?;
     tokio::pin!(shutdown);
-    let opened = tokio::task::spawn_blocking(move || Controller::new(options));
-    let controller = tokio::select! {
-        _ = &mut shutdown => return Ok(()),
-        c = opened => c.map_err(|_| Error::Panicked)??,
-    };
-    follow(controller, gauges, telemetry, shutdown).await
+    let client = cluster.client().await?;
+    let mut source = KubeSource::start(client.clone(), controller_watches(&cluster.namespace));
+    let mut changes = source.subscribe();
+    while !source.synced() {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = changes.changed() => {}
+        }
+    }
+    let (source, view) = tokio::task::spawn_blocking(move || {
+        let view = source.view();
+        (source, view)
+    })
+    .await
+    .map_err(|_| Error::Panicked)?;
+    let view = view.map_err(Error::Source)?;
+    let sink = KubeStatus::new(
+        client,
+        tokio::runtime::Handle::current(),
+        &view,
+        options.load_balancer_class.as_deref(),
+    );
+    follow(Controller::with(options, source, sink), gauges, telemetry, shutdown).await
 }
 
 /// The loop of [`run`], on any source and sink: reconciles at start and

@@ -132,14 +132,14 @@ fn meta(namespace: &str, name: String) -> ObjectMeta {
 /// legacy ConfigMap. Errors are added to `problems`; on any error nothing
 /// is returned: the configuration is refused whole (as v0.12 did), and the
 /// caller keeps its last good version.
-pub fn convert(cm: &ConfigMap, r: &ObjectRef, problems: &mut Vec<Problem>, origin: &Origin) -> Vec<Object> {
+pub fn convert(cm: &ConfigMap, r: &ObjectRef, problems: &mut Vec<Problem>, origin: Option<&Origin>) -> Vec<Object> {
     if (r.namespace.as_str(), r.name.as_str()) != LEGACY_CONFIGMAP {
         return Vec::new();
     }
     let Some(text) = cm.data.as_ref().and_then(|d| d.get("config")) else {
         // A typo in the key would silently remove every pool.
         problems.push(Problem {
-            origin: Some(origin.clone()),
+            origin: origin.cloned(),
             ..Problem::error(
                 Some(r.clone()),
                 Some("data".into()),
@@ -152,7 +152,7 @@ pub fn convert(cm: &ConfigMap, r: &ObjectRef, problems: &mut Vec<Problem>, origi
     let objects = convert_text(text, &r.namespace, &mut errors);
     let failed = !errors.is_empty();
     problems.extend(errors.into_iter().map(|(field, message)| Problem {
-        origin: Some(origin.clone()),
+        origin: origin.cloned(),
         ..Problem::error(Some(r.clone()), Some(field), message)
     }));
     if failed { Vec::new() } else { objects }

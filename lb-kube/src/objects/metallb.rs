@@ -364,3 +364,44 @@ pub struct BFDProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ttl: Option<u32>,
 }
+
+/// The metallb.io CustomResourceDefinitions, one per kind, as our types
+/// define them (BGPPeer serves v1beta1 and v1beta2, stored as v1beta2).
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt as _;
+    let peer = kube::core::crd::merge_crds(vec![v1beta1::BGPPeer::crd(), BGPPeer::crd()], "v1beta2")
+        .unwrap_or_else(|_| BGPPeer::crd());
+    vec![
+        BFDProfile::crd(),
+        BGPAdvertisement::crd(),
+        peer,
+        Community::crd(),
+        IPAddressPool::crd(),
+        L2Advertisement::crd(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every kind has its CRD; BGPPeer serves both versions, stores v1beta2.
+    #[test]
+    fn crds_cover_every_kind_and_both_peer_versions() {
+        let crds = super::crds();
+        let kinds: Vec<&str> = crds.iter().map(|c| c.spec.names.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "BFDProfile",
+                "BGPAdvertisement",
+                "BGPPeer",
+                "Community",
+                "IPAddressPool",
+                "L2Advertisement"
+            ]
+        );
+        let peer = &crds[2].spec.versions;
+        let mut versions: Vec<(&str, bool)> = peer.iter().map(|v| (v.name.as_str(), v.storage)).collect();
+        versions.sort_unstable();
+        assert_eq!(versions, [("v1beta1", false), ("v1beta2", true)]);
+    }
+}

@@ -174,8 +174,27 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Decodes one object. `Ok(None)`: a group lb does not read (skipped).
-pub fn decode(mut value: Value) -> Result<Option<Object>, DecodeError> {
+/// How strictly [`decode_as`] reads fields it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fields {
+    /// Unknown fields are errors, as `kubectl apply --validate=strict`
+    /// reports them (file mode: a typo must not pass silently).
+    Strict,
+    /// Unknown fields are ignored (objects from an API server, which has
+    /// validated them against its own, possibly newer, schema).
+    Lenient,
+}
+
+/// Decodes one object strictly. `Ok(None)`: a group lb does not read
+/// (skipped).
+pub fn decode(value: Value) -> Result<Option<Object>, DecodeError> {
+    decode_as(value, Fields::Strict)
+}
+
+/// Decodes one object, reading unknown fields as `fields` says.
+pub fn decode_as(mut value: Value, fields: Fields) -> Result<Option<Object>, DecodeError> {
+    let strict = fields == Fields::Strict;
     let obj = value.as_object().ok_or(DecodeError::NotAnObject)?;
     let api_version = obj
         .get("apiVersion")
@@ -208,27 +227,27 @@ pub fn decode(mut value: Value) -> Result<Option<Object>, DecodeError> {
             .or_insert_with(|| Value::String("default".into()));
     }
     let object = match (api_version.as_str(), kind.as_str()) {
-        (_, "Service") => Object::Service(typed(value)?),
-        (_, "Namespace") => Object::Namespace(typed(strip_namespace(value))?),
-        (_, "Node") => Object::Node(typed(strip_namespace(value))?),
-        (_, "ConfigMap") => Object::ConfigMap(typed(value)?),
-        (_, "Secret") => Object::Secret(typed(value)?),
-        (_, "EndpointSlice") => Object::EndpointSlice(typed(value)?),
-        (_, "Ingress") => Object::Ingress(typed(value)?),
-        (_, "IngressClass") => Object::IngressClass(typed(strip_namespace(value))?),
-        ("metallb.io/v1beta1", "IPAddressPool") => Object::IPAddressPool(typed(value)?),
-        ("metallb.io/v1beta1", "L2Advertisement") => Object::L2Advertisement(typed(value)?),
-        ("metallb.io/v1beta1", "BGPAdvertisement") => Object::BGPAdvertisement(typed(value)?),
-        ("metallb.io/v1beta2", "BGPPeer") => Object::BGPPeer(typed(value)?),
+        (_, "Service") => Object::Service(typed_as(value, strict)?),
+        (_, "Namespace") => Object::Namespace(typed_as(strip_namespace(value), strict)?),
+        (_, "Node") => Object::Node(typed_as(strip_namespace(value), strict)?),
+        (_, "ConfigMap") => Object::ConfigMap(typed_as(value, strict)?),
+        (_, "Secret") => Object::Secret(typed_as(value, strict)?),
+        (_, "EndpointSlice") => Object::EndpointSlice(typed_as(value, strict)?),
+        (_, "Ingress") => Object::Ingress(typed_as(value, strict)?),
+        (_, "IngressClass") => Object::IngressClass(typed_as(strip_namespace(value), strict)?),
+        ("metallb.io/v1beta1", "IPAddressPool") => Object::IPAddressPool(typed_as(value, strict)?),
+        ("metallb.io/v1beta1", "L2Advertisement") => Object::L2Advertisement(typed_as(value, strict)?),
+        ("metallb.io/v1beta1", "BGPAdvertisement") => Object::BGPAdvertisement(typed_as(value, strict)?),
+        ("metallb.io/v1beta2", "BGPPeer") => Object::BGPPeer(typed_as(value, strict)?),
         ("metallb.io/v1beta1", "BGPPeer") => {
-            let old: Box<metallb::v1beta1::BGPPeer> = typed(value)?;
+            let old: Box<metallb::v1beta1::BGPPeer> = typed_as(value, strict)?;
             Object::BGPPeer(Box::new(BGPPeer {
                 metadata: old.metadata,
                 spec: old.spec.into(),
             }))
         }
-        ("metallb.io/v1beta1", "Community") => Object::Community(typed(value)?),
-        ("metallb.io/v1beta1", "BFDProfile") => Object::BFDProfile(typed(value)?),
+        ("metallb.io/v1beta1", "Community") => Object::Community(typed_as(value, strict)?),
+        ("metallb.io/v1beta1", "BFDProfile") => Object::BFDProfile(typed_as(value, strict)?),
         _ => {
             return Err(DecodeError::Field {
                 field: "apiVersion".into(),
@@ -323,6 +342,11 @@ fn plain_serde_message(message: &str) -> String {
 
 /// Strict typed decoding: the path of a bad field, and every unknown field.
 pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeError> {
+    typed_as(value, true)
+}
+
+/// Decodes `value` as `T`; with `strict`, unknown fields are an error.
+fn typed_as<T: DeserializeOwned>(value: Value, strict: bool) -> Result<Box<T>, DecodeError> {
     let mut unknown = Vec::new();
     // serde_ignored writes `?` for an Option layer: not part of the field path.
     let mut note =
@@ -348,7 +372,7 @@ pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeE
     })?;
     // `status` of objects read from files is not ours to judge; apiVersion
     // and kind were checked by `decode` (kube's derived types skip them).
-    unknown.retain(|p| !(p.starts_with("status") || p == "apiVersion" || p == "kind"));
+    unknown.retain(|p| strict && !(p.starts_with("status") || p == "apiVersion" || p == "kind"));
     if unknown.is_empty() {
         Ok(Box::new(t))
     } else {

@@ -528,7 +528,7 @@ impl FileSource {
                 let mut objs = vec![obj];
                 let mut conversion = Vec::new();
                 if let Object::ConfigMap(cm) = &objs[0] {
-                    objs.extend(objects::legacy::convert(cm, &r, &mut conversion, origin));
+                    objs.extend(objects::legacy::convert(cm, &r, &mut conversion, Some(origin)));
                 }
                 if conversion.is_empty() {
                     reading.record(r, origin, Found::Good(objs));

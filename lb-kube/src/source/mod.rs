@@ -9,6 +9,8 @@
 //! is the first; an in-memory one ([`memory::MemorySource`]) drives tests;
 //! the kube-rs backend plugs in behind the same traits.
 
+pub mod cluster;
+pub mod cluster_status;
 pub mod file;
 pub mod memory;
 

@@ -1,0 +1,447 @@
+//! The cluster backend of the source seam: kube-rs watches on a Kubernetes
+//! API server, yielding the same [`Snapshot`]s (objects, problems, status)
+//! as the file backend.
+//!
+//! One watcher task per kind keeps that kind's objects (as the API server
+//! sent them) in a shared store and moves a version counter on every
+//! change; [`KubeSource::view`] decodes what changed since the last view
+//! (objects are cached per `resourceVersion`, so an edit to one Service
+//! decodes one Service), keeps each object's last good version when a new
+//! one does not decode, and reads Service status from the Services
+//! themselves (`status.loadBalancer.ingress` and
+//! `metallb.io/ip-allocated-from-pool`). A kind is synced once its watch has
+//! listed everything once; the view is synced when every kind is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+
+use super::{HeldStatus, Problem, Snapshot, Source, SourceError};
+use crate::objects::legacy::LEGACY_CONFIGMAP;
+use crate::objects::{self, Fields, Object, ObjectRef};
+use crate::objects::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::status::ServiceState;
+
+/// A kind to watch, and where.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    resource: ApiResource,
+    /// `None`: all namespaces (or a cluster-scoped kind).
+    namespace: Option<String>,
+    /// Only objects with this name (the legacy ConfigMap).
+    name: Option<String>,
+}
+
+impl Watch {
+    /// Every object of `K`, in every namespace.
+    pub fn all<K: kube::Resource<DynamicType = ()>>() -> Self {
+        Self {
+            resource: ApiResource::erase::<K>(&()),
+            namespace: None,
+            name: None,
+        }
+    }
+
+    /// The objects of `K` in `namespace`.
+    pub fn namespaced<K: kube::Resource<DynamicType = ()>>(namespace: &str) -> Self {
+        Self {
+            namespace: Some(namespace.to_owned()),
+            ..Self::all::<K>()
+        }
+    }
+
+    /// Only the object named `name` (in the namespace given).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// The kind watched.
+    pub fn kind(&self) -> &str {
+        &self.resource.kind
+    }
+}
+
+/// What the controller reads: Services, Namespaces (for pool namespace
+/// selectors), the metallb.io kinds in `metallb_namespace` and the legacy
+/// ConfigMap there.
+pub fn controller_watches(metallb_namespace: &str) -> Vec<Watch> {
+    let mut w = vec![Watch::all::<Service>(), Watch::all::<Namespace>()];
+    w.extend(metallb_watches(metallb_namespace));
+    w
+}
+
+/// Every kind lb reads (speaker and proxy need the rest).
+pub fn all_watches(metallb_namespace: &str) -> Vec<Watch> {
+    let mut w = controller_watches(metallb_namespace);
+    w.extend([
+        Watch::all::<Node>(),
+        Watch::all::<EndpointSlice>(),
+        Watch::all::<Ingress>(),
+        Watch::all::<IngressClass>(),
+        Watch::all::<Secret>(),
+    ]);
+    w
+}
+
+fn metallb_watches(ns: &str) -> Vec<Watch> {
+    vec![
+        Watch::namespaced::<IPAddressPool>(ns),
+        Watch::namespaced::<L2Advertisement>(ns),
+        Watch::namespaced::<BGPAdvertisement>(ns),
+        Watch::namespaced::<BGPPeer>(ns),
+        Watch::namespaced::<Community>(ns),
+        Watch::namespaced::<BFDProfile>(ns),
+        Watch::namespaced::<ConfigMap>(LEGACY_CONFIGMAP.0).named(LEGACY_CONFIGMAP.1),
+    ]
+}
+
+/// One kind's objects as the API server last sent them.
+#[derive(Debug, Default)]
+struct KindStore {
+    objects: BTreeMap<ObjectRef, Arc<Value>>,
+    /// Objects of a re-list in progress (replacing `objects` when done).
+    listing: Option<BTreeMap<ObjectRef, Arc<Value>>>,
+    /// Listed completely at least once.
+    synced: bool,
+    /// The last watch error, while it lasts.
+    error: Option<String>,
+}
+
+/// A kind's store as a view reads it.
+struct KindCopy {
+    kind: String,
+    objects: Vec<(ObjectRef, Arc<Value>)>,
+    synced: bool,
+    error: Option<String>,
+}
+
+/// What the watcher tasks share with the source.
+#[derive(Debug)]
+struct Shared {
+    kinds: Mutex<Vec<KindStore>>,
+    /// Moves on every change to any kind but EndpointSlices.
+    objects_version: AtomicU64,
+    /// Moves on every change to EndpointSlices.
+    endpoints_version: AtomicU64,
+    /// Counts changes, for those who wait for the next one.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// A decoded object, for the `resourceVersion` it was decoded from.
+#[derive(Debug)]
+struct Decoded {
+    resource_version: String,
+    /// The objects it yields (a legacy ConfigMap yields its pools too), or
+    /// the problems that keep it from being used.
+    result: Result<Vec<Object>, Vec<Problem>>,
+}
+
+/// The kube-rs backend of [`Source`]. Dropping it stops its watches.
+#[derive(Debug)]
+pub struct KubeSource {
+    shared: Arc<Shared>,
+    watches: Vec<Watch>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    decoded: HashMap<ObjectRef, Decoded>,
+    last_good: HashMap<ObjectRef, Vec<Object>>,
+}
+
+impl KubeSource {
+    /// Starts watching `watches` through `client` (on the current tokio
+    /// runtime).
+    pub fn start(client: kube::Client, watches: Vec<Watch>) -> Self {
+        let shared = Arc::new(Shared {
+            kinds: Mutex::new(watches.iter().map(|_| KindStore::default()).collect()),
+            objects_version: AtomicU64::new(0),
+            endpoints_version: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
+        });
+        let tasks = watches
+            .iter()
+            .enumerate()
+            .map(|(i, w)| tokio::spawn(watch(client.clone(), w.clone(), i, shared.clone())))
+            .collect();
+        Self {
+            shared,
+            watches,
+            tasks,
+            decoded: HashMap::new(),
+            last_good: HashMap::new(),
+        }
+    }
+
+    /// A receiver that sees every change to the watched kinds
+    /// (`changed().await` resolves after the next one).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Whether every watch has listed its kind once.
+    pub fn synced(&self) -> bool {
+        lock(&self.shared.kinds).iter().all(|k| k.synced)
+    }
+
+    fn decode(&mut self, r: &ObjectRef, value: &Arc<Value>) -> &Decoded {
+        let rv = value
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let fresh = self.decoded.get(r).is_none_or(|d| d.resource_version != rv);
+        if fresh {
+            let result = decode_one(r, Value::clone(value));
+            self.decoded.insert(
+                r.clone(),
+                Decoded {
+                    resource_version: rv.to_owned(),
+                    result,
+                },
+            );
+        }
+        &self.decoded[r]
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Decodes one object as the API server sent it (unknown fields ignored:
+/// the server validated them), converting the legacy ConfigMap.
+fn decode_one(r: &ObjectRef, value: Value) -> Result<Vec<Object>, Vec<Problem>> {
+    match objects::decode_as(value, Fields::Lenient) {
+        Ok(None) => Ok(Vec::new()),
+        Ok(Some(obj)) => {
+            let mut objs = vec![obj];
+            let mut problems = Vec::new();
+            if let Object::ConfigMap(cm) = &objs[0] {
+                let converted = objects::legacy::convert(cm, r, &mut problems, None);
+                objs.extend(converted);
+            }
+            if problems.is_empty() { Ok(objs) } else { Err(problems) }
+        }
+        Err(e) => Err(vec![Problem::error(
+            Some(r.clone()),
+            e.field().map(str::to_owned),
+            e.message(),
+        )]),
+    }
+}
+
+impl Source for KubeSource {
+    fn view(&mut self) -> Result<Snapshot, SourceError> {
+        let mut snap = Snapshot::empty();
+        // The versions before reading: a change during the read moves them
+        // again, so it is read next time.
+        snap.objects_version = self.shared.objects_version.load(Ordering::Acquire);
+        snap.endpoints_version = self.shared.endpoints_version.load(Ordering::Acquire);
+        // Copied out under the lock (cheap: shared values), decoded after.
+        let kinds: Vec<KindCopy> = {
+            let kinds = lock(&self.shared.kinds);
+            self.watches
+                .iter()
+                .zip(kinds.iter())
+                .map(|(w, k)| KindCopy {
+                    kind: w.kind().to_owned(),
+                    objects: k.objects.iter().map(|(r, v)| (r.clone(), v.clone())).collect(),
+                    synced: k.synced,
+                    error: k.error.clone(),
+                })
+                .collect()
+        };
+        let mut endpoints = BTreeMap::new();
+        let mut good: HashMap<ObjectRef, Vec<Object>> = HashMap::new();
+        for KindCopy {
+            kind,
+            objects,
+            synced,
+            error,
+        } in kinds
+        {
+            snap.synced &= synced;
+            if let Some(e) = error {
+                snap.problems.push(Problem::warning(
+                    None,
+                    None,
+                    format!("watching {kind}: {e}; retrying, the last objects listed stay in force"),
+                ));
+            }
+            for (r, value) in objects {
+                let result = match &self.decode(&r, &value).result {
+                    Ok(objs) => Ok(objs.clone()),
+                    Err(problems) => Err(problems.clone()),
+                };
+                let objs = match result {
+                    Ok(objs) => objs,
+                    Err(mut problems) => {
+                        let kept = self.last_good.get(&r).cloned();
+                        if kept.is_some()
+                            && let Some(last) = problems.last_mut()
+                        {
+                            last.message.push_str(super::kept_note(true));
+                        }
+                        snap.problems.extend(problems);
+                        match kept {
+                            Some(objs) => objs,
+                            None => {
+                                snap.unreadable.push(r);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                for o in &objs {
+                    match o {
+                        Object::EndpointSlice(_) => {
+                            endpoints.insert(objects::object_ref(o), o.clone());
+                        }
+                        Object::Service(svc) => {
+                            held_status(&mut snap, svc);
+                            snap.objects.push((None, o.clone()));
+                        }
+                        _ => snap.objects.push((None, o.clone())),
+                    }
+                }
+                good.insert(r, objs);
+            }
+        }
+        self.decoded
+            .retain(|r, _| good.contains_key(r) || snap.unreadable.contains(r));
+        self.last_good = good;
+        snap.endpoints = Arc::new(endpoints);
+        Ok(snap)
+    }
+
+    fn version(&self) -> u64 {
+        // Both counters only grow: their sum moves whenever either does.
+        self.shared.objects_version.load(Ordering::Acquire) + self.shared.endpoints_version.load(Ordering::Acquire)
+    }
+}
+
+/// Puts what a Service's own status says it holds into the view's status.
+fn held_status(snap: &mut Snapshot, svc: &Service) {
+    let ips = crate::service::status_ips(svc);
+    if ips.is_empty() {
+        return;
+    }
+    let key = lb_alloc::ServiceKey::new(
+        svc.metadata.namespace.as_deref().unwrap_or("default"),
+        svc.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let pool = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::service::IP_ALLOCATED_FROM_POOL))
+        .cloned()
+        .unwrap_or_default();
+    let class = svc.spec.as_ref().and_then(|s| s.load_balancer_class.clone());
+    snap.status.entry(key).or_default().push(HeldStatus {
+        class,
+        state: ServiceState { ips, pool },
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking watcher task cannot leave the store half-updated (every
+    // update is one insert or swap): the data stays usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The identity and stored form of an object from the API server: the
+/// kind and apiVersion filled in (list items lack them), managedFields
+/// dropped (large, and not read).
+fn stored(resource: &ApiResource, obj: DynamicObject) -> Option<(ObjectRef, Arc<Value>)> {
+    let mut value = serde_json::to_value(obj).ok()?;
+    let map = value.as_object_mut()?;
+    map.insert("apiVersion".into(), Value::String(resource.api_version.clone()));
+    map.insert("kind".into(), Value::String(resource.kind.clone()));
+    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    Some((ObjectRef::of(&value), Arc::new(value)))
+}
+
+/// Follows one kind until aborted: a list, then watch events, re-listing
+/// (with backoff) whenever the watch breaks.
+async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>) {
+    let api: Api<DynamicObject> = match &w.namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &w.resource),
+        None => Api::all_with(client, &w.resource),
+    };
+    let mut config = watcher::Config::default();
+    if let Some(name) = &w.name {
+        config = config.fields(&format!("metadata.name={name}"));
+    }
+    let endpoints = w.resource.kind == "EndpointSlice";
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let mut moved = false;
+        {
+            let mut kinds = lock(&shared.kinds);
+            let Some(store) = kinds.get_mut(index) else { return };
+            match event {
+                Ok(Event::Init) => {
+                    store.listing = Some(BTreeMap::new());
+                    store.error = None;
+                }
+                Ok(Event::InitApply(obj)) => {
+                    if let (Some(listing), Some((r, v))) = (store.listing.as_mut(), stored(&w.resource, obj)) {
+                        listing.insert(r, v);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    if let Some(listing) = store.listing.take() {
+                        store.objects = listing;
+                    }
+                    store.synced = true;
+                    moved = true;
+                }
+                Ok(Event::Apply(obj)) => {
+                    if let Some((r, v)) = stored(&w.resource, obj) {
+                        store.objects.insert(r, v);
+                        moved = true;
+                    }
+                    store.error = None;
+                }
+                Ok(Event::Delete(obj)) => {
+                    if let Some((r, _)) = stored(&w.resource, obj) {
+                        store.objects.remove(&r);
+                        moved = true;
+                    }
+                    store.error = None;
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if store.error.as_deref() != Some(&text) {
+                        tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
+                        store.error = Some(text);
+                        moved = true;
+                    }
+                }
+            }
+        }
+        if moved {
+            let counter = if endpoints {
+                &shared.endpoints_version
+            } else {
+                &shared.objects_version
+            };
+            counter.fetch_add(1, Ordering::AcqRel);
+            shared.changes.send_modify(|n| *n += 1);
+        }
+    }
+}
