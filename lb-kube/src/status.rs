@@ -307,7 +307,7 @@ impl FileStatus {
     /// checks it: a missing file is empty; one of another version or class
     /// is refused.
     pub fn open(path: impl Into<PathBuf>, class: Option<&str>) -> Result<Self, StateError> {
-        let path = path.into();
+        let path = resolve(&path.into());
         let lock = lock(&path)?;
         let state = load(&path, class)?;
         Ok(Self {
@@ -320,7 +320,7 @@ impl FileStatus {
     /// Opens the state file without its lock, to read it (dry runs beside
     /// a running controller); writing to it is refused.
     pub fn open_read_only(path: impl Into<PathBuf>, class: Option<&str>) -> Result<Self, StateError> {
-        let path = path.into();
+        let path = resolve(&path.into());
         let state = load(&path, class)?;
         Ok(Self {
             path,
@@ -343,9 +343,18 @@ impl crate::source::StatusSink for FileStatus {
     }
 
     fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), StateError> {
-        if self.lock.is_none() {
+        let Some(held) = &self.lock else {
             return Err(StateError::ReadOnly {
                 path: self.path.clone(),
+            });
+        };
+        // A lock file removed (or replaced) while we run lets another
+        // controller take a new one: stop writing rather than race it.
+        let lock_path = lock_path(&self.path);
+        if !same_file(held, &lock_path) {
+            return Err(StateError::Lock {
+                path: lock_path,
+                source: io::Error::other("removed or replaced while this controller held it; restart it"),
             });
         }
         if let Some((key, _)) = changes
@@ -367,21 +376,25 @@ impl crate::source::StatusSink for FileStatus {
 /// local: it keeps two controllers on one host from writing one file, it is
 /// not leader election.
 fn lock(state: &Path) -> Result<std::fs::File, StateError> {
-    let Some(name) = state.file_name() else {
+    if state.file_name().is_none() {
         return Err(StateError::Io {
             path: state.into(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
         });
-    };
-    let mut name = name.to_os_string();
-    name.push(".lock");
-    let path = state.with_file_name(name);
+    }
+    let path = lock_path(state);
     let lock_err = |source| StateError::Lock {
         path: path.clone(),
         source,
     };
     if let Some(dir) = path.parent() {
         create_dir_durably(dir).map_err(lock_err)?;
+    }
+    // Opening a fifo would block forever; a directory cannot be locked.
+    if let Ok(meta) = std::fs::metadata(&path)
+        && !meta.is_file()
+    {
+        return Err(lock_err(io::Error::other("not a regular file")));
     }
     let open = |write: bool| {
         std::fs::OpenOptions::new()
@@ -398,11 +411,57 @@ fn lock(state: &Path) -> Result<std::fs::File, StateError> {
     }
     .map_err(lock_err)?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        // Locked, and still the file at that path (not one removed while
+        // this was opening it).
+        Ok(()) if same_file(&file, &path) => Ok(file),
+        Ok(()) => Err(lock_err(io::Error::other("replaced while being locked; try again"))),
         Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
             path: state.into(),
             lock: path.clone(),
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
+    }
+}
+
+/// The lock file of a state file: `STATE.lock` beside it.
+fn lock_path(state: &Path) -> PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    state.with_file_name(name)
+}
+
+/// Whether `path` is (still) the file `file` has open.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// The state file a path names, symlinks followed (to the last link's
+/// target, which need not exist yet): writing replaces that file, not the
+/// link, and the lock sits beside it, so every path to one state file
+/// shares one lock.
+pub fn resolve(path: &Path) -> PathBuf {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&path) {
+            Ok(target) => {
+                path = match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    // Its directory, resolved too (`..` and links in it), when it exists.
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => match std::fs::canonicalize(dir) {
+            Ok(dir) => dir.join(name),
+            Err(_) => path,
+        },
+        _ => path,
     }
 }

@@ -519,3 +519,64 @@ fn one_controller_writes_a_state_file() {
     let r = once(dir.path());
     assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")]);
 }
+
+/// A state file reached through a symlink (a persistent volume) is written
+/// through it, and shares its lock with every other path to it.
+#[test]
+fn a_symlinked_state_file_is_written_through_the_link() {
+    let dir = held();
+    let persist = tempfile::tempdir().unwrap();
+    let real = persist.path().join("state.json");
+    std::fs::rename(dir.path().join(".lb/state.json"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join(".lb/state.json")).unwrap();
+    write(dir.path(), "svc.yaml", &services(&["a", "b", "c", "d"]));
+    let r = once(dir.path());
+    assert_eq!(ips(&r)["default/a"], [ip("10.0.0.1")], "read through the link");
+    let link = std::fs::symlink_metadata(dir.path().join(".lb/state.json")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link stays a link");
+    assert!(
+        std::fs::read_to_string(&real).unwrap().contains("default/d"),
+        "written through"
+    );
+    // Another path to the same file meets the same lock.
+    let other = persist.path().join("other-link.json");
+    std::os::unix::fs::symlink(&real, &other).unwrap();
+    let first = Controller::new(Options::new(dir.path())).unwrap();
+    let via_other = Options {
+        state_file: Some(other),
+        ..Options::new(dir.path())
+    };
+    let e = Controller::new(via_other).unwrap_err().to_string();
+    assert!(e.contains("in use by another lb-controller"), "{e}");
+    drop(first);
+}
+
+/// A lock file removed while a controller holds it (another may now take
+/// a new one) stops its writes; a lock path that is not a regular file is
+/// refused rather than opened (a fifo would block); a --state-file whose
+/// directory does not exist is refused.
+#[test]
+fn the_lock_and_the_state_path_are_checked() {
+    let dir = held();
+    let mut c = Controller::new(Options::new(dir.path())).unwrap();
+    std::fs::remove_file(dir.path().join(".lb/state.json.lock")).unwrap();
+    write(dir.path(), "svc.yaml", &services(&["a", "b", "c", "d"]));
+    let e = c.reconcile(false).unwrap_err().to_string();
+    assert!(e.contains("removed or replaced"), "{e}");
+    assert!(!state(dir.path()).contains("default/d"));
+    drop(c);
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join(".lb/state.json.lock"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let e = Controller::new(Options::new(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let typo = Options {
+        state_file: Some(dir.path().join("no-such-dir/state.json")),
+        ..Options::new(dir.path())
+    };
+    let e = Controller::new(typo).unwrap_err().to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    assert!(!dir.path().join("no-such-dir").exists());
+}

@@ -109,3 +109,64 @@ fn status_is_in_the_view_and_endpoints_change_apart() {
     assert_ne!(v3.objects_version, v2.objects_version);
     assert_eq!(v3.endpoints_version, v2.endpoints_version);
 }
+
+/// A sink that fails its first writes, then takes them.
+#[derive(Debug, Default)]
+struct Flaky {
+    failures_left: usize,
+    current: BTreeMap<ServiceKey, ServiceState>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<ServiceKey>>>,
+}
+
+impl lb_kube::source::StatusSink for Flaky {
+    type Error = std::io::Error;
+
+    fn current(&self) -> &BTreeMap<ServiceKey, ServiceState> {
+        &self.current
+    }
+
+    fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), Self::Error> {
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Err(std::io::Error::other("disk full"));
+        }
+        lb_kube::source::apply_changes(&mut self.current, changes);
+        let mut written = self.written.lock().unwrap();
+        written.extend(changes.iter().map(|(k, _)| k.clone()));
+        Ok(())
+    }
+}
+
+/// A status write that fails is retried at the next poll, with nothing
+/// else changing, until it succeeds.
+#[test]
+fn a_failed_status_write_is_retried_without_any_change() {
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Flaky {
+        failures_left: 2,
+        written: written.clone(),
+        ..Flaky::default()
+    };
+    let options = Options {
+        poll_interval: std::time::Duration::from_millis(20),
+        ..Options::new("unused")
+    };
+    let c = Controller::with(options, MemorySource::new(view(&["a"])), sink);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let gauges = lb_kube::controller::metrics::Metrics::register(&mut registry);
+    let telemetry = lb_kube::metrics::Telemetry::new(registry);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let done = written.clone();
+    rt.block_on(lb_kube::controller::follow(c, gauges, telemetry, async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while done.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }))
+    .unwrap();
+    assert_eq!(*written.lock().unwrap(), [ServiceKey::new("default", "a")]);
+}

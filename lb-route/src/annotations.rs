@@ -402,11 +402,24 @@ fn rewrite(v: &str) -> Result<String, String> {
     if v.is_empty() {
         return Err("is empty; write / to rewrite to the root".into());
     }
-    if v.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/:$".contains(c)) {
-        Ok(v.to_owned())
-    } else {
-        Err("may hold only letters, digits, '-', '.', '_', '~', '/', ':' and '$1'…'$9'".into())
+    if !v.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/:$".contains(c)) {
+        return Err("may hold only letters, digits, '-', '.', '_', '~', '/', ':' and '$1'…'$9'".into());
     }
+    // `$` only as `$1`…`$9`: nginx variables ($host, $request_uri) and
+    // `$0` are not what lb substitutes.
+    let b = v.as_bytes();
+    if b.iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'$' && !matches!(b.get(i + 1), Some(b'1'..=b'9')))
+    {
+        return Err("uses '$' other than as '$1'…'$9' (nginx variables are not supported)".into());
+    }
+    // nginx answers a rewrite to `http://…` with a redirect, not a proxied
+    // path: that is permanent-redirect's job.
+    if v.contains("://") {
+        return Err("is a URL; a rewrite target is a path (for a redirect use permanent-redirect)".into());
+    }
+    Ok(v.to_owned())
 }
 
 fn absolute_path(v: &str) -> Result<String, String> {
@@ -668,6 +681,20 @@ mod tests {
                 .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
                 .collect(),
         )
+    }
+
+    /// rewrite-target substitutes `$1`…`$9` only and is a path: other `$`
+    /// forms and URLs are refused, not forwarded as text.
+    #[test]
+    fn rewrite_targets_are_paths_with_numbered_groups_only() {
+        for bad in ["/y/$0", "/y/$host", "/y/$", "http://evil.com/$1"] {
+            let p = parse_pairs(&[("rewrite-target", bad)]);
+            assert_eq!(p.errors.len(), 1, "{bad}: {:?}", p.errors);
+        }
+        for good in ["/$1", "/y/$2/$9", "/"] {
+            let p = parse_pairs(&[("rewrite-target", good)]);
+            assert!(p.errors.is_empty(), "{good}: {:?}", p.errors);
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Compiled, S
             .build(p)
             .map_err(Box::new)
     };
-    let first = match compile(pattern) {
+    let mut failed = match compile(pattern) {
         Ok(regex) => {
             return Ok(Compiled {
                 pattern: pattern.into(),
@@ -63,15 +63,21 @@ pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Compiled, S
         }
         Err(e) => e,
     };
-    if first.syntax_error().is_some() {
+    if failed.syntax_error().is_some() {
         let unicode = format!("(?u:{pattern})");
-        if let Ok(regex) = compile(&unicode) {
-            return Ok(Compiled {
-                pattern: unicode.into(),
-                regex,
-            });
+        match compile(&unicode) {
+            Ok(regex) => {
+                return Ok(Compiled {
+                    pattern: unicode.into(),
+                    regex,
+                });
+            }
+            // What the Unicode form needs (a smaller size, a known
+            // property) is what to fix.
+            Err(e) => failed = e,
         }
     }
+    let first = failed;
     Err(match (first.size_limit(), first.syntax_error()) {
         (Some(n), _) => format!("too large (limit {n} bytes compiled)"),
         (None, Some(e)) => format!("invalid: {}", last_line(&e.to_string())),
@@ -131,6 +137,7 @@ impl PathRegex {
     /// prefix is translated; other look-around is an error).
     pub(crate) fn compile(path: &str) -> Result<Self, String> {
         let lookaround = |p: &str| p.contains("(?=") || p.contains("(?<=") || p.contains("(?<!");
+        let tokens = tokenize(path).map_err(|e| unsupported(path, e))?;
         let Some(at) = path.find("(?!") else {
             if lookaround(path) {
                 return Err(unsupported(
@@ -138,9 +145,8 @@ impl PathRegex {
                     "look-around is not supported (linear-time regex only)",
                 ));
             }
-            return Self::new(anchored(path), None, path);
+            return Self::new(path, None, path);
         };
-        let tokens = tokenize(path).map_err(|e| format!("regex {path:?} is invalid: {e}"))?;
         let close = matching(&tokens, at).ok_or_else(|| format!("regex {path:?} is invalid: unclosed group"))?;
         let inner = &path[at + 3..close];
         let rest = &path[close + 1..];
@@ -148,6 +154,13 @@ impl PathRegex {
             return Err(unsupported(
                 path,
                 "only one negative lookahead, and no other look-around, is supported",
+            ));
+        }
+        if alternation_around(&tokens, at, close) || matches!(rest.bytes().next(), Some(b'*' | b'+' | b'?' | b'{')) {
+            return Err(unsupported(
+                path,
+                "a negative lookahead is supported only when it applies to the whole path: not repeated, \
+                 and not inside one branch of an alternation",
             ));
         }
         let literal = literal_prefix(path, &tokens, at).ok_or_else(|| {
@@ -161,19 +174,34 @@ impl PathRegex {
             .filter(|t| t.at > at && t.at < close && t.kind == Kind::Capture)
             .count();
         let keep = format!("{}{}{rest}", &path[..at], "()".repeat(groups));
-        Self::new(anchored(&keep), Some(format!("^(?:{literal}(?:{inner}))")), path)
+        Self::new(&keep, Some(&format!("{literal}(?:{inner})")), path)
     }
 
     /// A path matched as the literal text it is (for a plain path whose
     /// text is not a valid regex). Fails only when the path is too long to
     /// compile within [`SIZE_LIMIT`].
     pub(crate) fn literal(path: &str) -> Result<Self, String> {
-        Self::new(anchored(&regex::escape(path)), None, path)
+        Self::new(&regex::escape(path), None, path)
     }
 
-    fn new(keep: String, exclude: Option<String>, path: &str) -> Result<Self, String> {
-        let exclude = exclude.map(|x| build_path(&x, path)).transpose()?;
-        let keep = build_path(&keep, path)?;
+    /// Compiles `keep` (and `exclude`), each anchored at the start. Each
+    /// must be a regex on its own first: `/x)|(.*` must not close the
+    /// anchoring group and match anywhere.
+    fn new(keep: &str, exclude: Option<&str>, path: &str) -> Result<Self, String> {
+        for p in std::iter::once(keep).chain(exclude) {
+            let parses = |config: syntax::Config| {
+                syntax::parse_with(p, &config.case_insensitive(true))
+                    .map(|_| ())
+                    .map_err(|e| last_line(&e.to_string()).to_owned())
+            };
+            // The Unicode form's error is the one to fix (the bytes form
+            // says only "Unicode not allowed" for `\p{Nope}`).
+            if parses(bytes_syntax()).is_err() {
+                parses(syntax::Config::new().utf8(false)).map_err(|e| format!("regex {path:?} is invalid: {e}"))?;
+            }
+        }
+        let exclude = exclude.map(|x| build_path(&anchored(x), path)).transpose()?;
+        let keep = build_path(&anchored(keep), path)?;
         Ok(Self {
             pattern: keep.pattern,
             keep: keep.regex,
@@ -242,6 +270,8 @@ enum Kind {
     /// `(?:`, `(?i)`, look-around …
     OpenOther,
     Close,
+    /// `|`.
+    Bar,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -250,7 +280,9 @@ struct Token {
     kind: Kind,
 }
 
-/// The parentheses of a pattern, escapes and classes skipped.
+/// The parentheses and `|` of a pattern, escapes and classes skipped.
+/// PCRE syntax that the linear-time engine would read with another meaning
+/// (possessive quantifiers) or not at all (atomic groups) is an error.
 fn tokenize(p: &str) -> Result<Vec<Token>, &'static str> {
     let b = p.as_bytes();
     let mut out = Vec::new();
@@ -277,6 +309,13 @@ fn tokenize(p: &str) -> Result<Vec<Token>, &'static str> {
                     return Err("unclosed character class");
                 }
             }
+            b'*' | b'+' | b'?' | b'}'
+                if b.get(i + 1) == Some(&b'+') && !(b[i] == b'?' && i > 0 && b[i - 1] == b'(') =>
+            {
+                return Err("possessive quantifiers (a++, a*+, a?+, a{n}+) are not supported");
+            }
+            b'(' if p[i + 1..].starts_with("?>") => return Err("atomic groups (?>…) are not supported"),
+            b'|' => out.push(Token { at: i, kind: Kind::Bar }),
             b'(' => {
                 let rest = &p[i + 1..];
                 let capture = !rest.starts_with('?')
@@ -303,16 +342,44 @@ fn matching(tokens: &[Token], open: usize) -> Option<usize> {
     let start = tokens.iter().position(|t| t.at == open)?;
     let mut depth = 0usize;
     for t in &tokens[start..] {
-        if t.kind == Kind::Close {
-            depth -= 1;
-            if depth == 0 {
-                return Some(t.at);
+        match t.kind {
+            Kind::Close => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(t.at);
+                }
             }
-        } else {
-            depth += 1;
+            Kind::Capture | Kind::OpenOther => depth += 1,
+            Kind::Bar => {}
         }
     }
     None
+}
+
+/// Whether an alternation (`|`) outside the group `open..=close` has that
+/// group in one of its branches (at the top level, or in a group that
+/// encloses it): then what the group refuses is not refused for the whole
+/// path.
+fn alternation_around(tokens: &[Token], open: usize, close: usize) -> bool {
+    let mut stack: Vec<usize> = Vec::new();
+    for t in tokens {
+        match t.kind {
+            Kind::Capture | Kind::OpenOther => stack.push(t.at),
+            Kind::Close => {
+                stack.pop();
+            }
+            Kind::Bar if t.at > open && t.at < close => {}
+            Kind::Bar => match stack.last() {
+                None => return true,
+                Some(&o) => {
+                    if o < open && matching(tokens, o).is_none_or(|c| c > close) {
+                        return true;
+                    }
+                }
+            },
+        }
+    }
+    false
 }
 
 /// `path[..at]` as a regex without its group openers, if it is a literal
@@ -419,7 +486,7 @@ mod tests {
             ("/a/(?!b)(?!c)", "only one negative lookahead"),
             ("/a/.*(?!b)", "literal prefix"),
             ("/a/((?!b).)*", "literal prefix"),
-            ("/a/(x|(?!b))", "literal prefix"),
+            ("/a/(x|(?!b))", "alternation"),
             ("/(?i)a/(?!b)", "literal prefix"),
             ("/a/(?!b", "unclosed"),
         ] {
@@ -498,6 +565,35 @@ mod tests {
         }
         let e = super::build("(?<=a)b", false).err().unwrap();
         assert!(e.contains("look-around"), "{e}");
+    }
+
+    /// A path is a regex on its own: it cannot close the group that
+    /// anchors it and match anywhere (`/x)|(.*`), and PCRE syntax the
+    /// engine would read otherwise is refused, as are lookaheads whose
+    /// translation would not hold.
+    #[test]
+    fn paths_cannot_escape_their_anchor_or_change_meaning() {
+        for (path, why) in [
+            ("/x)|(?:/admin", "unopened group"),
+            ("/x)|(.*", "unopened group"),
+            ("/x/(?!a))|(.*", "alternation"),
+            ("/x/(?!a)b)|(.*", "alternation"),
+            ("/a++a", "possessive"),
+            ("/a*+a", "possessive"),
+            ("/a{2}+", "possessive"),
+            ("/(?>a+)a", "atomic"),
+            ("/x/((?!a).*)|/x/(a.*)", "alternation"),
+            ("/(?:a/(?!x)|a/x)(.*)", "alternation"),
+            ("/api/(?!x)*(.*)", "repeated"),
+            ("/\\p{Nope}", "Unicode property not found"),
+        ] {
+            let e = PathRegex::compile(path).unwrap_err();
+            assert!(e.contains(why), "{path}: {e}");
+        }
+        // Lazy quantifiers and alternations beside the lookahead are fine.
+        assert!(PathRegex::compile("/a+?b").is_ok());
+        assert!(PathRegex::compile("/a/(?!x)(b|c)").is_ok());
+        assert!(PathRegex::compile("/(?!(api|static)/)([^/]+)/(.*)").is_ok());
     }
 
     /// Patterns that only compile in Unicode mode (a non-ASCII character in

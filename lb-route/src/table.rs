@@ -618,6 +618,24 @@ impl Builder<'_> {
                     }
                     Some(t) => t,
                 };
+                if !text.is_ascii() {
+                    // Requests are matched in their canonical, percent-
+                    // encoded form (non-ASCII bytes as %XX).
+                    let encoded: String = text
+                        .chars()
+                        .map(|c| match c.is_ascii() {
+                            true => c.to_string(),
+                            false => c.to_string().bytes().map(|b| format!("%{b:02X}")).collect(),
+                        })
+                        .collect();
+                    warnings.push((
+                        format!("{}.path", field()),
+                        format!(
+                            "holds non-ASCII characters, which a request path never does (requests are matched \
+                             percent-encoded): write {encoded:?}"
+                        ),
+                    ));
+                }
                 let mut regex = None;
                 let checked = match kind {
                     PathKind::Regex if !text.starts_with('/') => Err(format!("{text:?} must start with '/'")),

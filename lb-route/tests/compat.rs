@@ -505,3 +505,20 @@ fn regex_paths_past_the_host_budget_are_left_out_newest_first() {
         assert_eq!(go(&b.table, "/t399/ab"), "404", "{mode:?}: tenant7 is out");
     }
 }
+
+/// A path that would close the regex's anchoring group (`)|(.*`) is not
+/// a regex of its own: on a regex host it is matched as its text, and
+/// cannot capture other Ingresses' requests.
+#[test]
+fn a_path_cannot_escape_its_regex_anchor() {
+    let old = ing(
+        "old",
+        1,
+        &[("use-regex", "true")],
+        &[("/api/(.*)", "ImplementationSpecific", "api")],
+    );
+    let evil = ing("evil", 2, &[], &[("/zzzzzzzzzzz)|(.*", "Prefix", "evil")]);
+    let t = build(Mode::IngressNginx, &[old, evil]).table;
+    assert_eq!(go(&t, "/api/foo"), "api /api/foo");
+    assert_eq!(go(&t, "/zzzzzzzzzzz)|(.*/x"), "evil /zzzzzzzzzzz)|(.*/x");
+}

@@ -456,3 +456,21 @@ spec:
         ("Ingress shop/old", Some("spec.tls[0].hosts[0]"))
     );
 }
+
+/// A rule path with non-ASCII characters never matches a request (they
+/// arrive percent-encoded): the Ingress is told how to write it.
+#[test]
+fn non_ascii_rule_paths_are_reported_with_their_encoded_form() {
+    let ing: Ingress = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cafe", "namespace": "default"},
+        "spec": {"ingressClassName": "lb", "rules": [{"host": "h.example.com", "http": {"paths": [
+            {"path": "/café", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"number": 80}}}}]}}]}
+    }))
+    .unwrap();
+    let b = RouteTable::build(&[ing], &[], &(), &Config::default());
+    assert!(
+        b.problems.iter().any(|p| p.message.contains("\"/caf%C3%A9\"")),
+        "{:?}",
+        b.problems
+    );
+}

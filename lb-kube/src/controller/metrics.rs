@@ -81,7 +81,13 @@ impl Metrics {
         m
     }
 
-    /// Sets every gauge from a report. `config_ok` is false when the
+    /// Marks the configuration in force as stale (or not): a status
+    /// write failed.
+    pub fn set_stale(&self, stale: bool) {
+        self.config_stale.set(i64::from(stale));
+    }
+
+    /// Sets every gauge from a report; `config_ok` is false when the
     /// reconcile found errors (MetalLB's `config_stale_bool`).
     pub fn update(&self, report: &Report, config_ok: bool) {
         let gauge = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);

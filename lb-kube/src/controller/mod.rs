@@ -157,6 +157,26 @@ pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     read_version: Option<u64>,
 }
 
+/// The state file of `options`, symlinks resolved. A `--state-file` whose
+/// directory does not exist is refused (a typo would start from nothing
+/// and renumber every Service); the default `.lb` is created as needed.
+fn checked_state_path(options: &Options) -> Result<PathBuf, Error> {
+    let path = status::resolve(&options.state_path());
+    if let Some(explicit) = &options.state_file
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Error::State(StateError::Io {
+            path: explicit.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("its directory {} does not exist", dir.display()),
+            ),
+        }));
+    }
+    Ok(path)
+}
+
 /// What a Service is kept with when it is not asked for.
 const FROZEN: &str = "the address pool configuration has errors that no earlier version covers: \
                       addresses are kept as they are and none is given out until it is fixed";
@@ -166,7 +186,7 @@ impl Controller {
     /// (one controller writes it; another is refused) and loaded (its
     /// Services keep what it holds).
     pub fn new(options: Options) -> Result<Self, Error> {
-        let path = options.state_path();
+        let path = checked_state_path(&options)?;
         let sink = FileStatus::open(&path, options.load_balancer_class.as_deref())?;
         let source = FileSource::new(&options.manifests).with_status_file(path);
         Ok(Self::with(options, source, sink))
@@ -176,7 +196,7 @@ impl Controller {
     /// beside a running one: the state file is read without its lock, and
     /// a reconcile that would write fails.
     pub fn read_only(options: Options) -> Result<Self, Error> {
-        let path = options.state_path();
+        let path = checked_state_path(&options)?;
         let sink = FileStatus::open_read_only(&path, options.load_balancer_class.as_deref())?;
         let source = FileSource::new(&options.manifests).with_status_file(path);
         Ok(Self::with(options, source, sink))
@@ -212,6 +232,12 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
     /// Whether the view may have changed since the last reconcile.
     pub fn changed(&self) -> bool {
         self.read_version != Some(self.source.version())
+    }
+
+    /// Whether decided status changes wait to be written (a write failed):
+    /// the next reconcile retries them.
+    pub fn unsaved(&self) -> bool {
+        !self.unsaved.is_empty()
     }
 
     /// When a reconcile is due without any change: the end of a release delay.
@@ -748,7 +774,7 @@ where
     let mut logged = Logged::default();
     loop {
         let (c, due) = blocking(controller, |c| {
-            c.next_deadline().is_some_and(|t| t <= Instant::now()) || c.changed()
+            c.next_deadline().is_some_and(|t| t <= Instant::now()) || c.changed() || c.unsaved()
         })
         .await?;
         controller = c;
@@ -785,6 +811,10 @@ where
                     telemetry.set_ready(report.config_in_force);
                 }
                 Err(e) => {
+                    // What is in force is not what the status says: stale,
+                    // not ready, until a write succeeds.
+                    gauges.set_stale(true);
+                    telemetry.set_ready(false);
                     // Said once, not at every poll while it lasts.
                     let text = e.to_string();
                     if last_error.as_deref() != Some(&text) {

@@ -103,6 +103,10 @@ pub struct Entry {
     /// Size and modification time of a regular file, or why it cannot be
     /// read (a dangling symlink, a symlink loop, a fifo, a directory …).
     pub state: Result<(u64, Option<SystemTime>), String>,
+    /// Inode and status-change time: a file replaced by one of the same
+    /// size with its old modification time kept (`cp -p`, `touch -r`)
+    /// still differs here.
+    pub changed: Option<(u64, i64, i64)>,
 }
 
 /// The manifest entries of `dir`, sorted by name. Fails only when the
@@ -128,14 +132,17 @@ impl Entry {
     /// The entry for `path` as it is now.
     pub fn stat(path: PathBuf) -> Self {
         // metadata() follows symlinks: a dangling one or a loop fails here.
-        let state = match std::fs::metadata(&path) {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&path);
+        let changed = meta.as_ref().ok().map(|m| (m.ino(), m.ctime(), m.ctime_nsec()));
+        let state = match meta {
             Ok(m) if m.is_file() => Ok((m.len(), m.modified().ok())),
             Ok(m) if m.is_dir() => Err("is a directory".to_owned()),
             Ok(_) => Err("is not a regular file (a fifo, socket or device)".to_owned()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err("is a dangling symlink".to_owned()),
             Err(e) => Err(e.to_string()),
         };
-        Entry { path, state }
+        Entry { path, state, changed }
     }
 }
 
