@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Service;
 use lb_kube::controller::{Cluster, Options, run_cluster};
 use support::apiserver::ApiServer;
 
@@ -30,14 +31,26 @@ spec:
 
 /// The first ingress IP of a Service, `ipMode` and pool annotation.
 fn status_of(api: &ApiServer, name: &str) -> (String, String, String) {
-    let get = |path: &str| {
-        api.kubectl(&["get", "service", name, "-o", &format!("jsonpath={{{path}}}")])
-            .unwrap_or_default()
-    };
+    let name = name.to_owned();
+    let svc = api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        services.get(&name).await.ok()
+    });
+    let Some(svc) = svc else { return Default::default() };
+    let ingress = svc
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .and_then(|i| i.into_iter().next());
+    let pool = svc
+        .metadata
+        .annotations
+        .and_then(|a| a.get("metallb.io/ip-allocated-from-pool").cloned())
+        .unwrap_or_default();
     (
-        get(".status.loadBalancer.ingress[0].ip"),
-        get(".status.loadBalancer.ingress[0].ipMode"),
-        get(".metadata.annotations.metallb\\.io/ip-allocated-from-pool"),
+        ingress.as_ref().and_then(|i| i.ip.clone()).unwrap_or_default(),
+        ingress.and_then(|i| i.ip_mode).unwrap_or_default(),
+        pool,
     )
 }
 
@@ -115,9 +128,6 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
         api.apply(&serde_json::to_string(&crd).unwrap());
     }
     api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: metallb-system}\n");
-    wait_for("the IPAddressPool CRD", || {
-        api.kubectl(&["get", "ipaddresspools", "-A"]).is_ok()
-    });
     api.apply(POOL);
     api.apply(&service("a"));
     let c = Running::start(&api);
@@ -143,8 +153,18 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
         assert_eq!(status_of(&api, name).0, ip, "{name}");
     }
     // A Service that stops being a LoadBalancer loses its address.
-    api.kubectl(&["patch", "service", "b", "-p", r#"{"spec":{"type":"ClusterIP"}}"#])
-        .unwrap();
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        let patch = serde_json::json!({"spec": {"type": "ClusterIP"}});
+        services
+            .patch(
+                "b",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    });
     wait_for("b's address released", || status_of(&api, "b").0.is_empty());
     c.stop();
 }

@@ -16,11 +16,15 @@ use lb_kube::source::Severity;
 ///
 /// File mode: --manifests DIR is the cluster. Addresses are written to a state
 /// file (default DIR/.lb/state.json) so a restart keeps every address.
+///
+/// Cluster mode (without --manifests): watches the API server given by
+/// --kubeconfig, else $KUBECONFIG or ~/.kube/config, else the in-cluster
+/// configuration, and writes Service status there.
 #[derive(Parser, Debug)]
 #[command(
     name = "lb-controller",
     version,
-    after_help = "Examples:\n  lb-controller --manifests examples/ --once --output json\n  lb-controller validate --manifests examples/\n  lb-controller --manifests /etc/lb --metrics-listen 127.0.0.1:9120"
+    after_help = "Examples:\n  lb-controller --manifests examples/ --once --output json\n  lb-controller validate --manifests examples/\n  lb-controller --manifests /etc/lb --metrics-listen 127.0.0.1:9120\n  lb-controller --kubeconfig ~/.kube/config --metrics-listen 127.0.0.1:9120"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -58,6 +62,12 @@ struct RunArgs {
     /// released (following DIR; --once releases at once), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     release_delay_ms: u64,
+    /// Cluster mode: the kubeconfig of the API server.
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Cluster mode: the namespace of the metallb.io objects.
+    #[arg(long, value_name = "NS", default_value = "metallb-system")]
+    namespace: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -88,14 +98,13 @@ fn print_problems(report: &Report) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.run.log_format);
-    let Some(dir) = cli.run.manifests.clone() else {
-        eprintln!("error: --manifests DIR is required (cluster mode is not available yet)");
-        return ExitCode::from(2);
-    };
     if cli.run.lb_class.as_deref() == Some("") {
         eprintln!("error: --lb-class must name a class; leave it out to handle Services without one");
         return ExitCode::from(2);
     }
+    let Some(dir) = cli.run.manifests.clone() else {
+        return cluster_mode(&cli);
+    };
     let options = Options {
         state_file: cli.run.state_file.clone(),
         load_balancer_class: cli.run.lb_class.clone(),
@@ -188,6 +197,48 @@ fn main() -> ExitCode {
         let shutdown = shutdown_signal();
         controller::run(options, cli.run.metrics_listen, shutdown).await
     });
+    match result {
+        Ok(()) => {
+            tracing::info!("shut down");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs on the API server until a shutdown signal.
+fn cluster_mode(cli: &Cli) -> ExitCode {
+    if cli.run.once || cli.command.is_some() || cli.run.state_file.is_some() {
+        eprintln!("error: --once, validate and --state-file need --manifests DIR (file mode)");
+        return ExitCode::from(2);
+    }
+    let options = Options {
+        load_balancer_class: cli.run.lb_class.clone(),
+        poll_interval: Duration::from_millis(cli.run.poll_ms.clamp(10, 500)),
+        release_delay: Duration::from_millis(cli.run.release_delay_ms),
+        ..Options::new("")
+    };
+    let cluster = controller::Cluster::new(cli.run.kubeconfig.clone(), cli.run.namespace.clone());
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(controller::run_cluster(
+        options,
+        cluster,
+        cli.run.metrics_listen,
+        shutdown_signal(),
+    ));
     match result {
         Ok(()) => {
             tracing::info!("shut down");

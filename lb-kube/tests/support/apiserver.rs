@@ -22,6 +22,7 @@ pub struct ApiServer {
     etcd_ports: (u16, u16),
     token: String,
     assets: PathBuf,
+    runtime: tokio::runtime::Runtime,
 }
 
 fn free_port() -> u16 {
@@ -125,15 +126,19 @@ impl ApiServer {
             etcd_ports: (free_port(), free_port()),
             token,
             assets,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
         };
         server.port = free_port();
         server.url = format!("https://127.0.0.1:{}", server.port);
-        server.run();
+        server.launch();
         Some(server)
     }
 
     /// Starts both processes and waits until the API server is ready.
-    fn run(&mut self) {
+    fn launch(&mut self) {
         self.spawn_etcd();
         self.spawn_apiserver();
         std::fs::write(self.dir.path().join("kubeconfig"), self.kubeconfig_text()).unwrap();
@@ -233,11 +238,7 @@ impl ApiServer {
                     );
                 }
             }
-            if self
-                .kubectl(&["get", "--raw", "/readyz"])
-                .map(|o| o.trim() == "ok")
-                .unwrap_or(false)
-            {
+            if self.ready() {
                 return;
             }
             assert!(Instant::now() < deadline, "kube-apiserver not ready in 90 s");
@@ -250,40 +251,69 @@ impl ApiServer {
         self.dir.path().join("kubeconfig")
     }
 
-    /// Runs kubectl against this server (stdout, or the error).
-    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .output()
-            .map_err(|e| format!("kubectl: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+    /// A client for this server.
+    pub fn client(&self) -> kube::Client {
+        let path = self.kubeconfig();
+        self.runtime.block_on(async move {
+            let file = kube::config::Kubeconfig::read_from(path).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
+            kube::Client::try_from(config).unwrap()
+        })
     }
 
-    /// Applies YAML (kubectl apply -f -).
-    pub fn apply(&self, yaml: &str) {
-        use std::io::Write as _;
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// Whether `/readyz` answers `ok`.
+    fn ready(&self) -> bool {
+        let client = self.client();
+        self.runtime.block_on(async move {
+            let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
+            tokio::time::timeout(Duration::from_secs(2), client.request_text(req))
+                .await
+                .is_ok_and(|r| r.is_ok_and(|t| t.trim() == "ok"))
+        })
+    }
+
+    /// Runs `f` with a client on this server's runtime.
+    pub fn run<T, F: std::future::Future<Output = T>>(&self, f: impl FnOnce(kube::Client) -> F) -> T {
+        let client = self.client();
+        self.runtime.block_on(f(client))
+    }
+
+    /// Applies each object of a YAML or JSON stream (server-side apply).
+    pub fn apply(&self, text: &str) {
+        use kube::api::{Api, DynamicObject, Patch, PatchParams};
+        for (_, doc) in lb_kube::source::file::split_documents(text) {
+            let value = lb_kube::source::file::parse_document(doc).unwrap();
+            if value.is_null() {
+                continue;
+            }
+            let obj: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+            let types = obj.types.clone().expect("apiVersion and kind");
+            let gvk = kube::core::GroupVersionKind::try_from(&types).unwrap();
+            let name = obj.metadata.name.clone().unwrap();
+            let namespace = obj.metadata.namespace.clone();
+            self.run(|client| async move {
+                // A CRD just created may take a moment to be served.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let (resource, caps) = loop {
+                    match kube::discovery::pinned_kind(&client, &gvk).await {
+                        Ok(found) => break found,
+                        Err(e) if Instant::now() > deadline => panic!("{gvk:?}: {e}"),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
+                let api: Api<DynamicObject> = match caps.scope {
+                    kube::discovery::Scope::Namespaced => {
+                        Api::namespaced_with(client, namespace.as_deref().unwrap_or("default"), &resource)
+                    }
+                    kube::discovery::Scope::Cluster => Api::all_with(client, &resource),
+                };
+                api.patch(&name, &PatchParams::apply("lb-test").force(), &Patch::Apply(&value))
+                    .await
+                    .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+            });
+        }
     }
 
     /// Stops the API server (etcd keeps its data) and starts it again on
