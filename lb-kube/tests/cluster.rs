@@ -54,6 +54,12 @@ fn status_of(api: &ApiServer, name: &str) -> (String, String, String) {
     )
 }
 
+fn deploy(file: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file)
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -70,7 +76,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(api: &ApiServer) -> Self {
+    fn start(kubeconfig: &std::path::Path) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -82,7 +88,7 @@ impl Running {
             release_delay: Duration::from_millis(500),
             ..Options::new("unused")
         };
-        let cluster = Cluster::new(Some(api.kubeconfig()), "metallb-system");
+        let cluster = Cluster::new(Some(kubeconfig.to_path_buf()), "metallb-system");
         let task = runtime.spawn(run_cluster(options, cluster, None, async {
             let _ = stopped.await;
         }));
@@ -124,13 +130,15 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
     let Some(mut api) = ApiServer::start("services_get_addresses_in_status_and_keep_them_across_restarts") else {
         return;
     };
-    for crd in lb_kube::objects::metallb::crds() {
-        api.apply(&serde_json::to_string(&crd).unwrap());
+    // What `kubectl apply -f deploy/` installs, but the Deployment (no
+    // kubelet here): the controller runs in the test as its ServiceAccount.
+    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
     }
-    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: metallb-system}\n");
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
     api.apply(POOL);
     api.apply(&service("a"));
-    let c = Running::start(&api);
+    let c = Running::start(&kubeconfig);
     wait_for("a's address", || status_of(&api, "a").0 == "10.0.0.1");
     let (ip, mode, pool) = status_of(&api, "a");
     assert_eq!((ip.as_str(), mode.as_str(), pool.as_str()), ("10.0.0.1", "VIP", "p"));
@@ -140,7 +148,7 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
     c.stop();
     // Restart over the same cluster: nothing moves; a newcomer gets the next.
     api.apply(&service("c"));
-    let c = Running::start(&api);
+    let c = Running::start(&kubeconfig);
     wait_for("c's address", || status_of(&api, "c").0 == "10.0.0.3");
     assert_eq!(status_of(&api, "a").0, "10.0.0.1");
     assert_eq!(status_of(&api, "b").0, "10.0.0.2");

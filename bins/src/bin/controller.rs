@@ -78,6 +78,9 @@ enum Command {
     /// Check the manifests and exit: non-zero, with file, document, object
     /// and field of each problem, when any is invalid.
     Validate,
+    /// Print the metallb.io CustomResourceDefinitions lb reads (YAML, as
+    /// deploy/crds.yaml holds them).
+    Crds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +101,10 @@ fn print_problems(report: &Report) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.run.log_format);
+    if let Some(Command::Crds) = cli.command {
+        print!("{}", lb_kube::objects::metallb::crds_yaml());
+        return ExitCode::SUCCESS;
+    }
     if cli.run.lb_class.as_deref() == Some("") {
         eprintln!("error: --lb-class must name a class; leave it out to handle Services without one");
         return ExitCode::from(2);

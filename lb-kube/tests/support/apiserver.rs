@@ -199,6 +199,11 @@ impl ApiServer {
     }
 
     fn kubeconfig_text(&self) -> String {
+        self.kubeconfig_for(&self.token)
+    }
+
+    /// A kubeconfig for this server authenticating with `token`.
+    fn kubeconfig_for(&self, token: &str) -> String {
         use std::io::Write as _;
         let ca = std::fs::read(self.dir.path().join("ca.crt")).unwrap();
         let mut b64 = Vec::new();
@@ -218,8 +223,37 @@ impl ApiServer {
              current-context: lb-test\n",
             self.url,
             String::from_utf8(b64).unwrap().trim(),
-            self.token
+            token
         )
+    }
+
+    /// A kubeconfig that acts as the ServiceAccount `namespace/name` (a
+    /// token from the TokenRequest API): what its RBAC allows, and nothing
+    /// more.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let token = self.run(|client| async move {
+            let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client, &namespace);
+            accounts
+                .create_token_request(&name, &kube::api::PostParams::default(), &request)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.token)
+                .unwrap()
+        });
+        let path = self.dir.path().join(format!("kubeconfig-{}", rand_u64()));
+        std::fs::write(&path, self.kubeconfig_for(&token)).unwrap();
+        path
     }
 
     /// Waits (up to 90 s) until `/readyz` answers 200.
