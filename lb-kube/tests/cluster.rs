@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
-use lb_kube::controller::{Cluster, Options, run_cluster};
+use lb_kube::controller::{Cluster, Lease, Options, run_cluster};
 use support::apiserver::ApiServer;
 
 const POOL: &str = "apiVersion: metallb.io/v1beta1
@@ -77,6 +77,12 @@ struct Running {
 
 impl Running {
     fn start(kubeconfig: &std::path::Path) -> Self {
+        Self::start_as(kubeconfig, None)
+    }
+
+    /// A replica electing its leader on the Lease `lb-controller` as
+    /// `identity`, or writing alone.
+    fn start_as(kubeconfig: &std::path::Path, identity: Option<&str>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -88,7 +94,12 @@ impl Running {
             release_delay: Duration::from_millis(500),
             ..Options::new("unused")
         };
-        let cluster = Cluster::new(Some(kubeconfig.to_path_buf()), "metallb-system");
+        let mut cluster = Cluster::new(Some(kubeconfig.to_path_buf()), "metallb-system");
+        if let Some(id) = identity {
+            let mut lease = Lease::new("lb-controller", id);
+            lease.duration = LEASE;
+            cluster = cluster.with_lease(lease);
+        }
         let task = runtime.spawn(run_cluster(options, cluster, None, async {
             let _ = stopped.await;
         }));
@@ -175,4 +186,79 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
     });
     wait_for("b's address released", || status_of(&api, "b").0.is_empty());
     c.stop();
+}
+
+/// Who wrote a Service's status (the field managers of its status).
+/// The leader Lease's duration in these tests (shorter than the default
+/// 15 s, to keep them quick).
+const LEASE: Duration = Duration::from_secs(6);
+
+fn status_writers(api: &ApiServer, name: &str) -> Vec<String> {
+    let name = name.to_owned();
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        let svc = services.get(&name).await.unwrap();
+        svc.metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.subresource.as_deref() == Some("status"))
+            .filter_map(|f| f.manager)
+            .collect()
+    })
+}
+
+fn lease_holder(api: &ApiServer) -> String {
+    api.run(|client| async move {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client, "metallb-system");
+        leases
+            .get("lb-controller")
+            .await
+            .ok()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    })
+}
+
+/// Two replicas: one leads and writes, the other stands by and writes
+/// nothing; when the leader stops, the standby takes over and writes.
+#[test]
+fn two_replicas_elect_one_writer() {
+    let Some(api) = ApiServer::start("two_replicas_elect_one_writer") else {
+        return;
+    };
+    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
+    }
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
+    api.apply(POOL);
+    let a = Running::start_as(&kubeconfig, Some("replica-a"));
+    let b = Running::start_as(&kubeconfig, Some("replica-b"));
+    api.apply(&service("s1"));
+    wait_for("s1's address", || status_of(&api, "s1").0 == "10.0.0.1");
+    let leader = lease_holder(&api);
+    assert!(leader == "replica-a" || leader == "replica-b", "{leader:?}");
+    assert_eq!(status_writers(&api, "s1"), [format!("lb-controller/{leader}")]);
+    // The leader stops (releasing the Lease); the standby takes over.
+    let (stopped, standby) = if leader == "replica-a" { (a, b) } else { (b, a) };
+    let takeover = Instant::now();
+    stopped.stop();
+    api.apply(&service("s2"));
+    wait_for("s2's address", || status_of(&api, "s2").0 == "10.0.0.2");
+    let took = takeover.elapsed();
+    let other = if leader == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+    assert_eq!(lease_holder(&api), other);
+    assert_eq!(status_writers(&api, "s2"), [format!("lb-controller/{other}")]);
+    assert_eq!(status_of(&api, "s1").0, "10.0.0.1", "nothing moved at the takeover");
+    // A standby waits out the Lease it last saw, then takes it: within the
+    // duration, plus a reconcile.
+    assert!(took < LEASE + Duration::from_secs(3), "took over in {took:?}");
+    eprintln!("takeover after a graceful stop: {took:?}");
+    standby.stop();
 }

@@ -65,9 +65,17 @@ struct RunArgs {
     /// Cluster mode: the kubeconfig of the API server.
     #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
     kubeconfig: Option<PathBuf>,
-    /// Cluster mode: the namespace of the metallb.io objects.
+    /// Cluster mode: the namespace of the metallb.io objects and of the
+    /// leader Lease.
     #[arg(long, value_name = "NS", default_value = "metallb-system")]
     namespace: String,
+    /// Cluster mode: the Lease replicas elect their leader on (only the
+    /// leader writes). Identity: $POD_NAME, else the host name and PID.
+    #[arg(long, value_name = "NAME", default_value = "lb-controller")]
+    lease: String,
+    /// Cluster mode: write without electing a leader (one replica only).
+    #[arg(long)]
+    no_leader_election: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -228,7 +236,17 @@ fn cluster_mode(cli: &Cli) -> ExitCode {
         release_delay: Duration::from_millis(cli.run.release_delay_ms),
         ..Options::new("")
     };
-    let cluster = controller::Cluster::new(cli.run.kubeconfig.clone(), cli.run.namespace.clone());
+    let mut cluster = controller::Cluster::new(cli.run.kubeconfig.clone(), cli.run.namespace.clone());
+    if !cli.run.no_leader_election {
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+        cluster = cluster.with_lease(controller::Lease::new(cli.run.lease.clone(), identity));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

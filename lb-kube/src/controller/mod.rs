@@ -124,6 +124,9 @@ pub enum Error {
     /// The API server cannot be reached or configured.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// This replica led and lost its Lease: it stopped writing.
+    #[error("lost the leader Lease; stopped writing (restart to stand by)")]
+    LostLease,
     /// A reconcile panicked (a bug; the state file holds the last good state).
     #[error("internal error: a reconcile panicked")]
     Panicked,
@@ -685,18 +688,54 @@ pub struct Cluster {
     /// A kubeconfig file; none: `$KUBECONFIG`, `~/.kube/config`, then the
     /// in-cluster configuration.
     pub kubeconfig: Option<PathBuf>,
-    /// The namespace of the metallb.io objects (MetalLB's `--namespace`).
+    /// The namespace of the metallb.io objects (MetalLB's `--namespace`),
+    /// and of the leader Lease.
     pub namespace: String,
+    /// Leader election: replicas compete for this Lease and only its holder
+    /// writes. None: this replica writes alone.
+    pub lease: Option<Lease>,
+}
+
+/// Leader election on a `coordination.k8s.io` Lease.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The Lease's name (in [`Cluster::namespace`]).
+    pub name: String,
+    /// This replica's identity (the Pod's name in a cluster).
+    pub identity: String,
+    /// How long a holder that stops renewing keeps the Lease: a standby
+    /// takes over within it.
+    pub duration: Duration,
+}
+
+impl Lease {
+    /// The Lease `name`, held by `identity`, for 15 s after each renewal
+    /// (renewed 5 s before it runs out).
+    pub fn new(name: impl Into<String>, identity: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Cluster {
     /// The API server of `kubeconfig` (or the usual places), metallb.io
-    /// objects in `namespace`.
+    /// objects in `namespace`, no leader election.
     pub fn new(kubeconfig: Option<PathBuf>, namespace: impl Into<String>) -> Self {
         Self {
             kubeconfig,
             namespace: namespace.into(),
+            lease: None,
         }
+    }
+
+    /// The same, electing a leader on `lease`.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// A client for the API server.
@@ -715,10 +754,13 @@ impl Cluster {
 }
 
 /// Cluster mode: [`run`] on the API server. Watches Services, Namespaces
-/// and the metallb.io objects; once every watch has listed once, reads
-/// what every Service's status holds (so holders keep their addresses),
-/// then reconciles on every change and writes status through the status
-/// subresource.
+/// and the metallb.io objects; once every watch has listed once (and, with
+/// a [`Lease`], once this replica leads), reads what every Service's status
+/// holds (so holders keep their addresses), then reconciles on every change
+/// and writes status through the status subresource. A leader that loses
+/// its Lease stops at once ([`Error::LostLease`]): restarted, it stands by.
+/// On shutdown a leader releases its Lease, so a standby takes over without
+/// waiting for it to run out.
 pub async fn run_cluster(
     options: Options,
     cluster: Cluster,
@@ -730,6 +772,7 @@ pub async fn run_cluster(
     let (gauges, telemetry) = serve_metrics(metrics_listen).await?;
     tokio::pin!(shutdown);
     let client = cluster.client().await?;
+    // Standbys keep their watches current, so a takeover starts warm.
     let mut source = KubeSource::start(client.clone(), controller_watches(&cluster.namespace));
     let mut changes = source.subscribe();
     while !source.synced() {
@@ -738,6 +781,33 @@ pub async fn run_cluster(
             _ = changes.changed() => {}
         }
     }
+    let mut leading = None;
+    if let Some(lease) = &cluster.lease {
+        let secs = lease.duration.as_secs().max(3);
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.name)
+            .with_namespace(&cluster.namespace)
+            .with_identity(&lease.identity)
+            .with_field_manager(format!("lb-controller/{}", lease.identity))
+            .with_duration(secs)
+            .with_grace((secs / 3).max(1))
+            .build()
+            .await
+            .map_err(|e| Error::Cluster(format!("Lease {}: {e}", lease.name)))?;
+        let (mut held, task) = manager.watch().await;
+        tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting to lead");
+        while !*held.borrow_and_update() {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                changed = held.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::Cluster(format!("Lease {}: the election stopped", lease.name)));
+                    }
+                }
+            }
+        }
+        tracing::info!(lease = %lease.name, identity = %lease.identity, "leading");
+        leading = Some((held, task));
+    }
     let (source, view) = tokio::task::spawn_blocking(move || {
         let view = source.view();
         (source, view)
@@ -745,13 +815,38 @@ pub async fn run_cluster(
     .await
     .map_err(|_| Error::Panicked)?;
     let view = view.map_err(Error::Source)?;
+    let manager = match &cluster.lease {
+        Some(l) => format!("lb-controller/{}", l.identity),
+        None => "lb-controller".to_owned(),
+    };
     let sink = KubeStatus::new(
         client,
         tokio::runtime::Handle::current(),
         &view,
         options.load_balancer_class.as_deref(),
-    );
-    follow(Controller::with(options, source, sink), gauges, telemetry, shutdown).await
+    )
+    .with_field_manager(manager);
+    let controller = Controller::with(options, source, sink);
+    let Some((mut held, task)) = leading else {
+        return follow(controller, gauges, telemetry, shutdown).await;
+    };
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = &mut shutdown => {}
+            _ = held.wait_for(|leads| !leads) => lost_flag.store(true, std::sync::atomic::Ordering::Release),
+        }
+        // Dropping the receiver ends the election: the Lease is released.
+        drop(held);
+    };
+    let result = follow(controller, gauges, telemetry, stop).await;
+    // The election task releases the Lease once its channel is closed.
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    if lost.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Error::LostLease);
+    }
+    result
 }
 
 /// The loop of [`run`], on any source and sink: reconciles at start and

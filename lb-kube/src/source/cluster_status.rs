@@ -37,6 +37,7 @@ pub struct KubeStatus {
     client: kube::Client,
     runtime: tokio::runtime::Handle,
     current: BTreeMap<ServiceKey, ServiceState>,
+    field_manager: String,
 }
 
 impl std::fmt::Debug for KubeStatus {
@@ -65,12 +66,25 @@ impl KubeStatus {
             client,
             runtime,
             current,
+            field_manager: "lb-controller".to_owned(),
         }
+    }
+
+    /// The same, writing as `manager` (the field manager the API server
+    /// records: which replica wrote what).
+    pub fn with_field_manager(mut self, manager: impl Into<String>) -> Self {
+        self.field_manager = manager.into();
+        self
     }
 
     /// Writes one Service's status and annotation; a Service gone
     /// meanwhile needs nothing.
-    async fn write(client: kube::Client, key: ServiceKey, state: Option<ServiceState>) -> Result<(), kube::Error> {
+    async fn write(
+        client: kube::Client,
+        manager: String,
+        key: ServiceKey,
+        state: Option<ServiceState>,
+    ) -> Result<(), kube::Error> {
         let api: Api<Service> = Api::namespaced(client, key.namespace());
         let (ingress, pool) = match &state {
             Some(s) => (
@@ -79,7 +93,10 @@ impl KubeStatus {
             ),
             None => (serde_json::Value::Null, serde_json::Value::Null),
         };
-        let pp = PatchParams::default();
+        let pp = PatchParams {
+            field_manager: Some(manager),
+            ..PatchParams::default()
+        };
         let status = json!({"status": {"loadBalancer": {"ingress": ingress}}});
         let annotation = json!({"metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}}});
         let result = async {
@@ -107,8 +124,8 @@ impl StatusSink for KubeStatus {
         let results: Vec<(usize, Result<(), kube::Error>)> = self.runtime.block_on(
             futures::stream::iter(changes.iter().cloned().enumerate())
                 .map(|(i, (key, state))| {
-                    let client = client.clone();
-                    async move { (i, Self::write(client, key, state).await) }
+                    let (client, manager) = (client.clone(), self.field_manager.clone());
+                    async move { (i, Self::write(client, manager, key, state).await) }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect(),
