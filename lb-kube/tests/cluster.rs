@@ -185,7 +185,55 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
             .unwrap();
     });
     wait_for("b's address released", || status_of(&api, "b").0.is_empty());
+    // The pool counts what is held.
+    wait_for("the pool's status", || pool_status(&api) == (3, 6));
+    assert!(events(&api, "a").contains(&("IPAllocated".into(), "Assigned IP [10.0.0.1] from pool p".into())));
+    // A pool edit that drops a held address moves its Service, and says so.
+    api.apply(&POOL.replace("10.0.0.1-10.0.0.9", "10.0.0.3-10.0.0.9"));
+    wait_for("a moved", || status_of(&api, "a").0 == "10.0.0.5");
+    assert_eq!(status_of(&api, "c").0, "10.0.0.3");
+    wait_for("the ClearAssignment event", || {
+        events(&api, "a")
+            .iter()
+            .any(|(reason, note)| reason == "ClearAssignment" && note.contains("10.0.0.1"))
+    });
+    // A Service the pools cannot serve says why.
+    api.apply(&service("big").replace(
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  loadBalancerIP: 10.9.9.9\n",
+    ));
+    wait_for("the AllocationFailed event", || {
+        events(&api, "big")
+            .iter()
+            .any(|(reason, _)| reason == "AllocationFailed")
+    });
     c.stop();
+}
+
+/// `status.assignedIPv4` and `availableIPv4` of the pool `p`.
+fn pool_status(api: &ApiServer) -> (i64, i64) {
+    api.run(|client| async move {
+        let pools: kube::Api<lb_kube::objects::IPAddressPool> = kube::Api::namespaced(client, "metallb-system");
+        let status = pools.get("p").await.ok().and_then(|p| p.status).unwrap_or_default();
+        (status.assigned_ipv4, status.available_ipv4)
+    })
+}
+
+/// The (reason, note) of the events about a Service.
+fn events(api: &ApiServer, name: &str) -> Vec<(String, String)> {
+    let name = name.to_owned();
+    api.run(|client| async move {
+        let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(client, "default");
+        events
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    })
 }
 
 /// Who wrote a Service's status (the field managers of its status).

@@ -268,6 +268,9 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             self.sink.apply(&changes).map_err(|e| Error::Sink(Box::new(e)))?;
             self.unsaved.clear();
         }
+        if !dry_run {
+            self.sink.report(&report);
+        }
         Ok(report)
     }
 
@@ -824,6 +827,7 @@ pub async fn run_cluster(
         tokio::runtime::Handle::current(),
         &view,
         options.load_balancer_class.as_deref(),
+        &cluster.namespace,
     )
     .with_field_manager(manager);
     let controller = Controller::with(options, source, sink);

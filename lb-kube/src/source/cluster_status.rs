@@ -10,7 +10,15 @@ use kube::api::{Api, Patch, PatchParams};
 use lb_alloc::ServiceKey;
 use serde_json::json;
 
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType};
+
 use super::{Snapshot, StatusSink};
+use crate::controller::Report;
+use crate::objects::IPAddressPool;
+use crate::objects::metallb::IPAddressPoolStatus;
 use crate::service::IP_ALLOCATED_FROM_POOL;
 use crate::status::ServiceState;
 
@@ -38,6 +46,14 @@ pub struct KubeStatus {
     runtime: tokio::runtime::Handle,
     current: BTreeMap<ServiceKey, ServiceState>,
     field_manager: String,
+    /// Where the metallb.io objects live (pool status is written there).
+    namespace: String,
+    recorder: kube::runtime::events::Recorder,
+    /// What each Service's last event said, so an unchanged state is not
+    /// reported again at every reconcile.
+    told: HashMap<ServiceKey, String>,
+    /// Each pool's status as last written.
+    pools: HashMap<String, IPAddressPoolStatus>,
 }
 
 impl std::fmt::Debug for KubeStatus {
@@ -52,7 +68,13 @@ impl KubeStatus {
     /// A sink for the controller of `class`, holding what the Services'
     /// own status says (read from a synced view first, so holders keep
     /// their addresses).
-    pub fn new(client: kube::Client, runtime: tokio::runtime::Handle, view: &Snapshot, class: Option<&str>) -> Self {
+    pub fn new(
+        client: kube::Client,
+        runtime: tokio::runtime::Handle,
+        view: &Snapshot,
+        class: Option<&str>,
+        namespace: &str,
+    ) -> Self {
         let current = view
             .status
             .iter()
@@ -62,19 +84,88 @@ impl KubeStatus {
                     .map(|h| (k.clone(), h.state.clone()))
             })
             .collect();
+        let reporter = kube::runtime::events::Reporter {
+            controller: "lb-controller".into(),
+            instance: None,
+        };
         Self {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client,
             runtime,
             current,
             field_manager: "lb-controller".to_owned(),
+            namespace: namespace.to_owned(),
+            told: HashMap::new(),
+            pools: HashMap::new(),
         }
     }
 
     /// The same, writing as `manager` (the field manager the API server
-    /// records: which replica wrote what).
+    /// records: which replica wrote what; also the events' instance).
     pub fn with_field_manager(mut self, manager: impl Into<String>) -> Self {
         self.field_manager = manager.into();
+        self.recorder = kube::runtime::events::Recorder::new(
+            self.client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "lb-controller".into(),
+                instance: Some(self.field_manager.clone()),
+            },
+        );
         self
+    }
+
+    /// The events a report calls for, with MetalLB's reasons: one per
+    /// change of what a Service holds or why it holds nothing.
+    fn events(&mut self, report: &Report) -> Vec<(ServiceKey, Event)> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for s in &report.services {
+            let key = ServiceKey::new(&s.namespace, &s.name);
+            seen.insert(key.clone());
+            let mut events = Vec::new();
+            for w in s.warnings.iter().filter(|w| w.starts_with("released ")) {
+                events.push(event(EventType::Normal, "ClearAssignment", w.clone()));
+            }
+            if s.ips.is_empty() {
+                if let Some(why) = s.warnings.iter().rfind(|w| !w.starts_with("released ")) {
+                    events.push(event(EventType::Warning, "AllocationFailed", why.clone()));
+                }
+            } else {
+                let ips: Vec<String> = s.ips.iter().map(ToString::to_string).collect();
+                let note = format!(
+                    "Assigned IP [{}] from pool {}",
+                    ips.join(", "),
+                    s.pool.as_deref().unwrap_or("-")
+                );
+                events.push(event(EventType::Normal, "IPAllocated", note));
+            }
+            let said: String = events.iter().map(|e| e.note.as_deref().unwrap_or_default()).collect();
+            if self.told.get(&key) != Some(&said) {
+                self.told.insert(key.clone(), said);
+                out.extend(events.into_iter().map(|e| (key.clone(), e)));
+            }
+        }
+        self.told.retain(|k, _| seen.contains(k));
+        out
+    }
+
+    /// The pool status each pool's counters call for, where it changed.
+    fn pool_status(&mut self, report: &Report) -> Vec<(String, IPAddressPoolStatus)> {
+        let count = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        for p in &report.pool_stats {
+            let status = IPAddressPoolStatus {
+                assigned_ipv4: count(p.in_use[0]),
+                assigned_ipv6: count(p.in_use[1]),
+                available_ipv4: count(p.available(lb_alloc::Family::V4)),
+                available_ipv6: count(p.available(lb_alloc::Family::V6)),
+            };
+            if self.pools.get(&p.name) != Some(&status) {
+                self.pools.insert(p.name.clone(), status.clone());
+                out.push((p.name.clone(), status));
+            }
+        }
+        out
     }
 
     /// Writes one Service's status and annotation; a Service gone
@@ -97,13 +188,13 @@ impl KubeStatus {
             field_manager: Some(manager),
             ..PatchParams::default()
         };
-        let status = json!({"status": {"loadBalancer": {"ingress": ingress}}});
-        let annotation = json!({"metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}}});
-        let result = async {
-            api.patch_status(key.name(), &pp, &Patch::Merge(&status)).await?;
-            api.patch(key.name(), &pp, &Patch::Merge(&annotation)).await
-        }
-        .await;
+        // One call, as MetalLB makes it: the status subresource takes the
+        // annotation too.
+        let patch = json!({
+            "metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}},
+            "status": {"loadBalancer": {"ingress": ingress}},
+        });
+        let result = api.patch_status(key.name(), &pp, &Patch::Merge(&patch)).await;
         match result {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e),
@@ -112,8 +203,65 @@ impl KubeStatus {
     }
 }
 
+/// An event of `reason` saying `note`.
+fn event(type_: EventType, reason: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        // Events hold at most 1 kB of note.
+        note: Some(note.chars().take(1000).collect()),
+        action: "Allocate".into(),
+        secondary: None,
+    }
+}
+
 impl StatusSink for KubeStatus {
     type Error = KubeStatusError;
+
+    fn report(&mut self, report: &Report) {
+        let events = self.events(report);
+        let pools = self.pool_status(report);
+        if events.is_empty() && pools.is_empty() {
+            return;
+        }
+        let (recorder, client, namespace) = (&self.recorder, self.client.clone(), self.namespace.clone());
+        let failures: Vec<String> = self.runtime.block_on(async move {
+            let mut failures = Vec::new();
+            let published = futures::stream::iter(events)
+                .map(|(key, ev)| async move {
+                    let reference = ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Service".into()),
+                        namespace: Some(key.namespace().to_owned()),
+                        name: Some(key.name().to_owned()),
+                        ..ObjectReference::default()
+                    };
+                    recorder
+                        .publish(&ev, &reference)
+                        .await
+                        .map_err(|e| format!("event on {key}: {e}"))
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            failures.extend(published.into_iter().filter_map(Result::err));
+            let api: Api<IPAddressPool> = Api::namespaced(client, &namespace);
+            for (name, status) in pools {
+                let patch = json!({"status": status});
+                if let Err(e) = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    failures.push(format!("status of IPAddressPool {name}: {e}"));
+                }
+            }
+            failures
+        });
+        if let Some(first) = failures.first() {
+            // Best effort: said once per reconcile that meets it.
+            tracing::warn!(failed = failures.len(), first = %first, "reporting to the API server");
+        }
+    }
 
     fn current(&self) -> &BTreeMap<ServiceKey, ServiceState> {
         &self.current

@@ -259,6 +259,14 @@ pub trait StatusSink: Send {
     /// Applies per-Service changes: `Some` sets a Service's status, `None`
     /// clears it. Durable when it returns `Ok`.
     fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), Self::Error>;
+
+    /// Takes what a reconcile found beyond per-Service status (pending
+    /// Services and why, pool usage, configuration problems), for a backend
+    /// that reports them (events and pool status in cluster mode). Best
+    /// effort: a backend logs what it cannot write. Default: nothing.
+    fn report(&mut self, report: &crate::controller::Report) {
+        let _ = report;
+    }
 }
 
 /// Applies per-Service status changes to a map (what a sink keeps in memory).
