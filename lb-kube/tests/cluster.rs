@@ -197,6 +197,19 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
             .iter()
             .any(|(reason, note)| reason == "ClearAssignment" && note.contains("10.0.0.1"))
     });
+    // An invalid pool is reported; the last good one stays in force.
+    wait_for("a valid configuration", || configuration_state(&api).0 == "Valid");
+    api.apply(&POOL.replace("10.0.0.1-10.0.0.9", "10.0.0.3-10.0.0.999"));
+    wait_for("an invalid configuration", || configuration_state(&api).0 == "Invalid");
+    let (_, summary) = configuration_state(&api);
+    assert!(summary.contains("IPAddressPool metallb-system/p"), "{summary}");
+    api.apply(&service("e"));
+    wait_for("e's address from the pool in force", || {
+        status_of(&api, "e").0 == "10.0.0.6"
+    });
+    assert_eq!(status_of(&api, "a").0, "10.0.0.5");
+    api.apply(&POOL.replace("10.0.0.1-10.0.0.9", "10.0.0.3-10.0.0.9"));
+    wait_for("a valid configuration again", || configuration_state(&api).0 == "Valid");
     // A Service the pools cannot serve says why.
     api.apply(&service("big").replace(
         "  type: LoadBalancer\n",
@@ -309,4 +322,22 @@ fn two_replicas_elect_one_writer() {
     assert!(took < LEASE + Duration::from_secs(3), "took over in {took:?}");
     eprintln!("takeover after a graceful stop: {took:?}");
     standby.stop();
+}
+
+/// `result` and `errorSummary` of the ConfigurationState `controller`.
+fn configuration_state(api: &ApiServer) -> (String, String) {
+    api.run(|client| async move {
+        let states: kube::Api<lb_kube::objects::metallb::ConfigurationState> =
+            kube::Api::namespaced(client, "metallb-system");
+        let status = states
+            .get("controller")
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .unwrap_or_default();
+        (
+            status.result.unwrap_or_default(),
+            status.error_summary.unwrap_or_default(),
+        )
+    })
 }

@@ -365,6 +365,31 @@ pub struct BFDProfileSpec {
     pub minimum_ttl: Option<u32>,
 }
 
+/// `ConfigurationState`: whether a component's configuration is in force
+/// (MetalLB's, written by the controller as `controller`). No spec.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "ConfigurationState",
+    namespaced,
+    status = "ConfigurationStateStatus",
+    derive = "PartialEq"
+)]
+pub struct ConfigurationStateSpec {}
+
+/// `ConfigurationState.status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationStateStatus {
+    /// `Valid`, `Invalid` or `Unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// What is wrong, when invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_summary: Option<String>,
+}
+
 /// The metallb.io CustomResourceDefinitions, one per kind, as our types
 /// define them (BGPPeer serves v1beta1 and v1beta2, stored as v1beta2).
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
@@ -376,6 +401,7 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
         BGPAdvertisement::crd(),
         peer,
         Community::crd(),
+        ConfigurationState::crd(),
         IPAddressPool::crd(),
         L2Advertisement::crd(),
     ]

@@ -186,6 +186,10 @@ pub enum Fields {
     Lenient,
 }
 
+/// metallb.io kinds that hold status written by MetalLB's components (or
+/// lb's), read by nobody as configuration: skipped.
+const STATUS_KINDS: &[&str] = &["ConfigurationState", "ServiceL2Status", "ServiceBGPStatus"];
+
 /// Decodes one object strictly. `Ok(None)`: a group lb does not read
 /// (skipped).
 pub fn decode(value: Value) -> Result<Option<Object>, DecodeError> {
@@ -213,6 +217,10 @@ pub fn decode_as(mut value: Value, fields: Fields) -> Result<Option<Object>, Dec
     };
     if !kinds.contains(&kind.as_str()) {
         if group == "v1" && api_version != "v1" {
+            return Ok(None);
+        }
+        // Status objects components write, not configuration.
+        if group == "metallb.io" && STATUS_KINDS.contains(&kind.as_str()) {
             return Ok(None);
         }
         return Err(DecodeError::UnknownKind {

@@ -18,8 +18,9 @@ use kube::runtime::events::{Event, EventType};
 use super::{Snapshot, StatusSink};
 use crate::controller::Report;
 use crate::objects::IPAddressPool;
-use crate::objects::metallb::IPAddressPoolStatus;
+use crate::objects::metallb::{ConfigurationState, ConfigurationStateStatus, IPAddressPoolStatus};
 use crate::service::IP_ALLOCATED_FROM_POOL;
+use crate::source::Severity;
 use crate::status::ServiceState;
 
 /// Patches in flight at once (the API server is the floor: one connection
@@ -54,6 +55,8 @@ pub struct KubeStatus {
     told: HashMap<ServiceKey, String>,
     /// Each pool's status as last written.
     pools: HashMap<String, IPAddressPoolStatus>,
+    /// The ConfigurationState `controller` as last written.
+    state: Option<ConfigurationStateStatus>,
 }
 
 impl std::fmt::Debug for KubeStatus {
@@ -97,6 +100,7 @@ impl KubeStatus {
             namespace: namespace.to_owned(),
             told: HashMap::new(),
             pools: HashMap::new(),
+            state: None,
         }
     }
 
@@ -147,6 +151,38 @@ impl KubeStatus {
         }
         self.told.retain(|k, _| seen.contains(k));
         out
+    }
+
+    /// The ConfigurationState a report calls for, if it changed: Invalid
+    /// with the errors (the last good configuration stays in force), or
+    /// Valid.
+    fn configuration_state(&mut self, report: &Report) -> Option<ConfigurationStateStatus> {
+        let errors: Vec<String> = report
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        let state = if errors.is_empty() {
+            ConfigurationStateStatus {
+                result: Some("Valid".into()),
+                error_summary: None,
+            }
+        } else {
+            let mut summary = errors.join("; ");
+            if summary.len() > 4000 {
+                summary = summary.chars().take(4000).collect::<String>() + " …";
+            }
+            ConfigurationStateStatus {
+                result: Some("Invalid".into()),
+                error_summary: Some(summary),
+            }
+        };
+        if self.state.as_ref() == Some(&state) {
+            return None;
+        }
+        self.state = Some(state.clone());
+        Some(state)
     }
 
     /// The pool status each pool's counters call for, where it changed.
@@ -221,9 +257,11 @@ impl StatusSink for KubeStatus {
     fn report(&mut self, report: &Report) {
         let events = self.events(report);
         let pools = self.pool_status(report);
-        if events.is_empty() && pools.is_empty() {
+        let state = self.configuration_state(report);
+        if events.is_empty() && pools.is_empty() && state.is_none() {
             return;
         }
+        let manager = self.field_manager.clone();
         let (recorder, client, namespace) = (&self.recorder, self.client.clone(), self.namespace.clone());
         let failures: Vec<String> = self.runtime.block_on(async move {
             let mut failures = Vec::new();
@@ -245,6 +283,25 @@ impl StatusSink for KubeStatus {
                 .collect::<Vec<_>>()
                 .await;
             failures.extend(published.into_iter().filter_map(Result::err));
+            if let Some(state) = state {
+                let api: Api<ConfigurationState> = Api::namespaced(client.clone(), &namespace);
+                let object = json!({
+                    "apiVersion": "metallb.io/v1beta1",
+                    "kind": "ConfigurationState",
+                    "metadata": {"name": "controller", "labels": {"metallb.io/component-type": "controller"}},
+                    "spec": {},
+                });
+                let pp = PatchParams::apply(&manager).force();
+                let written = async {
+                    api.patch("controller", &pp, &Patch::Apply(&object)).await?;
+                    let status = json!({"status": state});
+                    api.patch_status("controller", &PatchParams::default(), &Patch::Merge(&status))
+                        .await
+                };
+                if let Err(e) = written.await {
+                    failures.push(format!("ConfigurationState controller: {e}"));
+                }
+            }
             let api: Api<IPAddressPool> = Api::namespaced(client, &namespace);
             for (name, status) in pools {
                 let patch = json!({"status": status});
