@@ -436,6 +436,7 @@ mod tests {
                 "BGPAdvertisement",
                 "BGPPeer",
                 "Community",
+                "ConfigurationState",
                 "IPAddressPool",
                 "L2Advertisement"
             ]
