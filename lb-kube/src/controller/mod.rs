@@ -867,6 +867,9 @@ where
     K: StatusSink + 'static,
 {
     let interval = controller.options.poll_interval;
+    // A source that announces its changes is followed as they come, and
+    // its changes are whole (no settling).
+    let mut changes = controller.source.changes();
     tokio::pin!(shutdown);
     let mut first = true;
     let mut last_error: Option<String> = None;
@@ -879,7 +882,7 @@ where
         controller = c;
         if first || due {
             // Settle: wait until one poll interval passes without a change.
-            if !first {
+            if !first && changes.is_none() {
                 // At most ten intervals: a directory that never settles is
                 // read anyway.
                 for _ in 0..10 {
@@ -927,9 +930,21 @@ where
         if let Some(t) = controller.next_deadline() {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
+        let announced = async {
+            match &mut changes {
+                // A closed channel (the source is gone) falls back to polling.
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
+            _ = announced => {}
         }
     }
 }

@@ -325,6 +325,10 @@ impl Source for KubeSource {
         Ok(snap)
     }
 
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.subscribe())
+    }
+
     fn version(&self) -> u64 {
         // Both counters only grow: their sum moves whenever either does.
         self.shared.objects_version.load(Ordering::Acquire) + self.shared.endpoints_version.load(Ordering::Acquire)

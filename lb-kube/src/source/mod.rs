@@ -245,6 +245,14 @@ pub trait Source: Send {
     /// A cheap token that differs from the last one whenever the view may
     /// have changed. May block briefly (file metadata).
     fn version(&self) -> u64;
+
+    /// For a source that announces its changes (an API server's watches):
+    /// a receiver that sees each one, so consumers follow them as they come
+    /// instead of polling, and need not wait for them to settle (each is
+    /// whole). Default: none (poll [`Source::version`]).
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Takes the controller's status changes: the state file in file mode,
