@@ -258,12 +258,10 @@ fn cluster_mode(cli: &Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = rt.block_on(controller::run_cluster(
-        options,
-        cluster,
-        cli.run.metrics_listen,
-        shutdown_signal(),
-    ));
+    let metrics = cli.run.metrics_listen;
+    // The signal handler needs the runtime: made inside it.
+    let result =
+        rt.block_on(async move { controller::run_cluster(options, cluster, metrics, shutdown_signal()).await });
     match result {
         Ok(()) => {
             tracing::info!("shut down");
