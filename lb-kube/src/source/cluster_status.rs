@@ -50,9 +50,13 @@ pub struct KubeStatus {
     /// Where the metallb.io objects live (pool status is written there).
     namespace: String,
     recorder: kube::runtime::events::Recorder,
-    /// What each Service's last event said, so an unchanged state is not
-    /// reported again at every reconcile.
+    /// Why each pending Service holds nothing, as last said, so an
+    /// unchanged reason is not reported again at every reconcile.
     told: HashMap<ServiceKey, String>,
+    /// Services whose status was written since the last report.
+    written: std::collections::HashSet<ServiceKey>,
+    /// The report being written in the background, if any.
+    reporting: Option<tokio::task::JoinHandle<()>>,
     /// Each pool's status as last written.
     pools: HashMap<String, IPAddressPoolStatus>,
     /// The ConfigurationState `controller` as last written.
@@ -99,6 +103,8 @@ impl KubeStatus {
             field_manager: "lb-controller".to_owned(),
             namespace: namespace.to_owned(),
             told: HashMap::new(),
+            written: std::collections::HashSet::new(),
+            reporting: None,
             pools: HashMap::new(),
             state: None,
         }
@@ -118,35 +124,46 @@ impl KubeStatus {
         self
     }
 
-    /// The events a report calls for, with MetalLB's reasons: one per
-    /// change of what a Service holds or why it holds nothing.
+    /// The events a report calls for, with MetalLB's reasons:
+    /// `IPAllocated` for a Service whose status was just written with
+    /// addresses, `ClearAssignment` when an address is taken back,
+    /// `AllocationFailed` when the reason a Service holds nothing changes.
+    /// A restart over assigned Services says nothing.
     fn events(&mut self, report: &Report) -> Vec<(ServiceKey, Event)> {
+        let written = std::mem::take(&mut self.written);
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for s in &report.services {
             let key = ServiceKey::new(&s.namespace, &s.name);
             seen.insert(key.clone());
-            let mut events = Vec::new();
             for w in s.warnings.iter().filter(|w| w.starts_with("released ")) {
-                events.push(event(EventType::Normal, "ClearAssignment", w.clone()));
+                out.push((key.clone(), event(EventType::Normal, "ClearAssignment", w.clone())));
             }
-            if s.ips.is_empty() {
-                if let Some(why) = s.warnings.iter().rfind(|w| !w.starts_with("released ")) {
-                    events.push(event(EventType::Warning, "AllocationFailed", why.clone()));
+            let why = match s.ips.is_empty() {
+                true => s.warnings.iter().rfind(|w| !w.starts_with("released ")).cloned(),
+                false => None,
+            };
+            if let Some(why) = &why
+                && self.told.get(&key) != Some(why)
+            {
+                out.push((key.clone(), event(EventType::Warning, "AllocationFailed", why.clone())));
+            }
+            match why {
+                Some(why) => {
+                    self.told.insert(key.clone(), why);
                 }
-            } else {
+                None => {
+                    self.told.remove(&key);
+                }
+            }
+            if !s.ips.is_empty() && written.contains(&key) {
                 let ips: Vec<String> = s.ips.iter().map(ToString::to_string).collect();
                 let note = format!(
                     "Assigned IP [{}] from pool {}",
                     ips.join(", "),
                     s.pool.as_deref().unwrap_or("-")
                 );
-                events.push(event(EventType::Normal, "IPAllocated", note));
-            }
-            let said: String = events.iter().map(|e| e.note.as_deref().unwrap_or_default()).collect();
-            if self.told.get(&key) != Some(&said) {
-                self.told.insert(key.clone(), said);
-                out.extend(events.into_iter().map(|e| (key.clone(), e)));
+                out.push((key.clone(), event(EventType::Normal, "IPAllocated", note)));
             }
         }
         self.told.retain(|k, _| seen.contains(k));
@@ -262,8 +279,15 @@ impl StatusSink for KubeStatus {
             return;
         }
         let manager = self.field_manager.clone();
-        let (recorder, client, namespace) = (&self.recorder, self.client.clone(), self.namespace.clone());
-        let failures: Vec<String> = self.runtime.block_on(async move {
+        let (recorder, client, namespace) = (self.recorder.clone(), self.client.clone(), self.namespace.clone());
+        // Off the reconcile's path (status is what Services wait for), one
+        // report after the other (a pool's counters never go back in time).
+        let previous = self.reporting.take();
+        self.reporting = Some(self.runtime.spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let recorder = &recorder;
             let mut failures = Vec::new();
             let published = futures::stream::iter(events)
                 .map(|(key, ev)| async move {
@@ -312,12 +336,11 @@ impl StatusSink for KubeStatus {
                     failures.push(format!("status of IPAddressPool {name}: {e}"));
                 }
             }
-            failures
-        });
-        if let Some(first) = failures.first() {
-            // Best effort: said once per reconcile that meets it.
-            tracing::warn!(failed = failures.len(), first = %first, "reporting to the API server");
-        }
+            if let Some(first) = failures.first() {
+                // Best effort: said once per report that meets it.
+                tracing::warn!(failed = failures.len(), first = %first, "reporting to the API server");
+            }
+        }));
     }
 
     fn current(&self) -> &BTreeMap<ServiceKey, ServiceState> {
@@ -340,6 +363,10 @@ impl StatusSink for KubeStatus {
             let (key, state) = &changes[i];
             match result {
                 Ok(()) => match state {
+                    Some(s) if !s.ips.is_empty() => {
+                        self.written.insert(key.clone());
+                        self.current.insert(key.clone(), s.clone());
+                    }
                     Some(s) => {
                         self.current.insert(key.clone(), s.clone());
                     }
