@@ -27,6 +27,16 @@ use crate::status::ServiceState;
 /// per patch would leave it idle between round trips).
 const CONCURRENCY: usize = 8;
 
+/// Events in flight at once: they come after the status they tell of, in
+/// the background, and must not slow the status writes of the next
+/// reconcile down.
+const EVENTS_IN_FLIGHT: usize = 1;
+
+/// `IPAllocated` events one report publishes at most: a first start over
+/// thousands of Services logs the rest as a count instead of doubling the
+/// API server's work.
+const MAX_ALLOCATED_EVENTS: usize = 100;
+
 /// Why a status write failed.
 #[derive(Debug, thiserror::Error)]
 #[error("writing the status of {failed} Service(s), first {first}: {error}")]
@@ -131,6 +141,7 @@ impl KubeStatus {
     /// A restart over assigned Services says nothing.
     fn events(&mut self, report: &Report) -> Vec<(ServiceKey, Event)> {
         let written = std::mem::take(&mut self.written);
+        let mut allocated = 0usize;
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for s in &report.services {
@@ -157,6 +168,10 @@ impl KubeStatus {
                 }
             }
             if !s.ips.is_empty() && written.contains(&key) {
+                allocated += 1;
+                if allocated > MAX_ALLOCATED_EVENTS {
+                    continue;
+                }
                 let ips: Vec<String> = s.ips.iter().map(ToString::to_string).collect();
                 let note = format!(
                     "Assigned IP [{}] from pool {}",
@@ -167,6 +182,13 @@ impl KubeStatus {
             }
         }
         self.told.retain(|k, _| seen.contains(k));
+        if allocated > MAX_ALLOCATED_EVENTS {
+            tracing::info!(
+                assigned = allocated,
+                events = MAX_ALLOCATED_EVENTS,
+                "addresses assigned; IPAllocated events for the first ones only"
+            );
+        }
         out
     }
 
@@ -303,7 +325,7 @@ impl StatusSink for KubeStatus {
                         .await
                         .map_err(|e| format!("event on {key}: {e}"))
                 })
-                .buffer_unordered(CONCURRENCY)
+                .buffer_unordered(EVENTS_IN_FLIGHT)
                 .collect::<Vec<_>>()
                 .await;
             failures.extend(published.into_iter().filter_map(Result::err));
