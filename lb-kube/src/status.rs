@@ -366,8 +366,12 @@ impl crate::source::StatusSink for FileStatus {
                 key: key.to_string(),
             });
         }
-        crate::source::apply_changes(&mut self.state.services, changes);
-        store(&self.path, &self.state)
+        // In memory only once it is on disk: `current` is what the file holds.
+        let mut next = self.state.clone();
+        crate::source::apply_changes(&mut next.services, changes);
+        store(&self.path, &next)?;
+        self.state = next;
+        Ok(())
     }
 }
 

@@ -171,6 +171,16 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
     for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
         assert_eq!(status_of(&api, name).0, ip, "{name}");
     }
+    // A Service deleted and created again under its name at once (within
+    // the release delay) shows its address again.
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        services.delete("c", &Default::default()).await.unwrap();
+    });
+    api.apply(&service("c"));
+    wait_for("c's address after its re-creation", || {
+        status_of(&api, "c").0 == "10.0.0.3"
+    });
     // A Service that stops being a LoadBalancer loses its address.
     api.run(|client| async move {
         let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
@@ -243,7 +253,13 @@ fn events(api: &ApiServer, name: &str) -> Vec<(String, String)> {
             .map(|l| l.items)
             .unwrap_or_default()
             .into_iter()
+            // Named, and with its uid (what `kubectl describe` selects by).
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()))
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.uid.as_deref().is_some_and(|u| !u.is_empty()))
+            })
             .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
             .collect()
     })

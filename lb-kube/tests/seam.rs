@@ -34,20 +34,26 @@ fn view(services: &[&str]) -> Snapshot {
     s
 }
 
+/// The controller on an in-memory backend writes only what the Services'
+/// status does not show: b's status shows what the sink holds, a's shows
+/// nothing (this view never changes), so a is written, and written again
+/// at the next reconcile, until its status shows it.
 #[test]
-fn the_controller_runs_on_an_in_memory_backend_and_writes_only_changes() {
-    let held = BTreeMap::from([(
+fn the_controller_runs_on_an_in_memory_backend_and_writes_what_status_does_not_show() {
+    let b_state = ServiceState {
+        ips: vec!["10.0.0.5".parse().unwrap()],
+        pool: "p".into(),
+    };
+    let held = BTreeMap::from([(ServiceKey::new("default", "b"), b_state.clone())]);
+    let mut v = view(&["a", "b"]);
+    v.status.insert(
         ServiceKey::new("default", "b"),
-        ServiceState {
-            ips: vec!["10.0.0.5".parse().unwrap()],
-            pool: "p".into(),
-        },
-    )]);
-    let mut c = Controller::with(
-        Options::new("unused"),
-        MemorySource::new(view(&["a", "b"])),
-        MemoryStatus::new(held),
+        vec![lb_kube::source::HeldStatus {
+            class: None,
+            state: b_state,
+        }],
     );
+    let mut c = Controller::with(Options::new("unused"), MemorySource::new(v), MemoryStatus::new(held));
     let r = c.reconcile(false).unwrap();
     assert_eq!(
         r.services[1].ips,
@@ -57,9 +63,11 @@ fn the_controller_runs_on_an_in_memory_backend_and_writes_only_changes() {
     assert_eq!(c.sink().batches.len(), 1);
     assert_eq!(c.sink().batches[0].len(), 1, "only a is new: {:?}", c.sink().batches);
     assert_eq!(c.sink().batches[0][0].0, ServiceKey::new("default", "a"));
-    // Nothing changed: nothing written.
+    // a's status still does not show it: written again; b never.
     c.reconcile(false).unwrap();
-    assert_eq!(c.sink().batches.len(), 1);
+    assert_eq!(c.sink().batches.len(), 2);
+    assert_eq!(c.sink().batches[1].len(), 1);
+    assert_eq!(c.sink().batches[1][0].0, ServiceKey::new("default", "a"));
     assert!(!c.changed());
 }
 

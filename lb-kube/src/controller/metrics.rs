@@ -116,12 +116,15 @@ impl Metrics {
             self.ipv4_in_use.get_or_create(&pool).set(gauge(s.in_use[v4]));
             self.ipv6_in_use.get_or_create(&pool).set(gauge(s.in_use[v6]));
         }
-        let assigned = report.services.iter().filter(|s| !s.ips.is_empty()).count();
+        // Another class's Services are neither assigned nor pending here.
+        let ours = report.services.iter().filter(|s| s.ours);
+        let (assigned, pending) = ours.fold((0i64, 0i64), |(a, p), s| match s.ips.is_empty() {
+            false => (a + 1, p),
+            true => (a, p + 1),
+        });
         let state = |s: &str| -> Labels { vec![("state", s.to_owned())] };
-        self.services.get_or_create(&state("assigned")).set(assigned as i64);
-        self.services
-            .get_or_create(&state("pending"))
-            .set((report.services.len() - assigned) as i64);
+        self.services.get_or_create(&state("assigned")).set(assigned);
+        self.services.get_or_create(&state("pending")).set(pending);
         self.config_loaded.set(i64::from(report.config_in_force));
         self.config_stale.set(i64::from(!config_ok));
     }

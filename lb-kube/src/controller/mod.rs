@@ -69,6 +69,12 @@ pub struct ServiceReport {
     pub pool: Option<String>,
     /// Why there are no (or fewer) addresses, and other things to fix.
     pub warnings: Vec<String>,
+    /// Whether this controller handles it (false: another loadBalancerClass's).
+    #[serde(skip)]
+    pub ours: bool,
+    /// `metadata.uid`, when the Service was read (events name it).
+    #[serde(skip)]
+    pub uid: Option<String>,
 }
 
 /// The result of one reconcile.
@@ -265,8 +271,12 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         if !dry_run && !self.unsaved.is_empty() {
             let changes: Vec<(ServiceKey, Option<ServiceState>)> =
                 self.unsaved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            self.sink.apply(&changes).map_err(|e| Error::Sink(Box::new(e)))?;
-            self.unsaved.clear();
+            let written = self.sink.apply(&changes);
+            // What was written is done, even when some writes failed (one
+            // Service's failure must not hold the others back).
+            let current = self.sink.current();
+            self.unsaved.retain(|k, v| current.get(k) != v.as_ref());
+            written.map_err(|e| Error::Sink(Box::new(e)))?;
         }
         if !dry_run {
             self.sink.report(&report);
@@ -364,6 +374,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         let mut notes: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
         let mut blocked: Vec<ServiceKey> = Vec::new();
         let mut fresh: HashMap<ServiceKey, Request> = HashMap::new();
+        let mut uids: HashMap<ServiceKey, String> = HashMap::new();
         for (origin, obj) in &snapshot.objects {
             let Object::Service(svc) = obj else { continue };
             if !service::is_load_balancer(svc) {
@@ -371,6 +382,9 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             }
             let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             let key = ServiceKey::new(&ns, svc.metadata.name.as_deref().unwrap_or_default());
+            if let Some(uid) = &svc.metadata.uid {
+                uids.insert(key.clone(), uid.clone());
+            }
             let current = match self.held.get(&key) {
                 Some(s) => s.ips.clone(),
                 None => service::status_ips(svc)
@@ -522,12 +536,24 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 ips,
                 pool,
                 warnings,
+                ours: !matches!(res.outcome, Outcome::Ignored(_)),
+                uid: uids.get(&req.key()).cloned(),
             });
         }
         push_carried(&mut services, &carried, &mut notes, None);
         state.extend(carried);
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        // What a Service's status shows must be what it holds: one that
+        // shows otherwise (recreated under its name, its status edited or
+        // cleared, a write that failed) is written again.
+        let own = self.options.load_balancer_class.as_deref();
+        for key in fresh.keys() {
+            let want = state.get(key);
+            if !same_status(want, snapshot.status_of(key, own)) && !self.unsaved.contains_key(key) {
+                self.unsaved.insert(key.clone(), want.cloned());
+            }
+        }
         // Remember the requests read well; forget those of Services that
         // hold nothing any more.
         self.last_requests.extend(fresh);
@@ -582,6 +608,8 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 ips: held.map(|h| h.ips.clone()).unwrap_or_default(),
                 pool: held.map(|h| h.pool.clone()),
                 warnings,
+                ours: true,
+                uid: None,
             });
         }
         push_carried(&mut services, &carried, &mut notes, Some(FROZEN));
@@ -594,6 +622,21 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             released: Vec::new(),
             config_in_force: false,
         }
+    }
+}
+
+/// Whether a Service's status shows what it holds (addresses in any order,
+/// and the pool).
+fn same_status(want: Option<&ServiceState>, have: Option<&ServiceState>) -> bool {
+    match (want, have) {
+        (None, None) => true,
+        (Some(w), Some(h)) => {
+            let (mut a, mut b) = (w.ips.clone(), h.ips.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b && w.pool == h.pool
+        }
+        _ => false,
     }
 }
 
@@ -613,6 +656,8 @@ fn push_carried(
             ips: held.ips.clone(),
             pool: Some(held.pool.clone()),
             warnings,
+            ours: true,
+            uid: None,
         });
     }
 }
@@ -629,6 +674,8 @@ fn push_blocked(
             ips: vec![],
             pool: None,
             warnings: notes.remove(&key).unwrap_or_default(),
+            ours: true,
+            uid: None,
         });
     }
 }
@@ -797,6 +844,8 @@ pub async fn run_cluster(
             .await
             .map_err(|e| Error::Cluster(format!("Lease {}: {e}", lease.name)))?;
         let (mut held, task) = manager.watch().await;
+        // A standby is ready: synced, and able to take over.
+        telemetry.set_ready(true);
         tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting to lead");
         while !*held.borrow_and_update() {
             tokio::select! {
@@ -830,6 +879,10 @@ pub async fn run_cluster(
         &cluster.namespace,
     )
     .with_field_manager(manager);
+    let sink = match &cluster.lease {
+        Some(l) => sink.with_fence(l.name.clone(), l.identity.clone()),
+        None => sink,
+    };
     let controller = Controller::with(options, source, sink);
     let Some((mut held, task)) = leading else {
         return follow(controller, gauges, telemetry, shutdown).await;

@@ -67,6 +67,9 @@ pub struct KubeStatus {
     written: std::collections::HashSet<ServiceKey>,
     /// The report being written in the background, if any.
     reporting: Option<tokio::task::JoinHandle<()>>,
+    /// With leader election: the Lease (name, holder identity) that must
+    /// still name this replica before each batch of writes.
+    fence: Option<(String, String)>,
     /// Each pool's status as last written.
     pools: HashMap<String, IPAddressPoolStatus>,
     /// The ConfigurationState `controller` as last written.
@@ -115,6 +118,7 @@ impl KubeStatus {
             told: HashMap::new(),
             written: std::collections::HashSet::new(),
             reporting: None,
+            fence: None,
             pools: HashMap::new(),
             state: None,
         }
@@ -134,21 +138,51 @@ impl KubeStatus {
         self
     }
 
+    /// The same, writing only while the Lease `lease` (in the metallb.io
+    /// namespace) names `identity`: checked on the API server before each
+    /// batch, so a replica that lost it, or cannot reach the server,
+    /// writes nothing.
+    pub fn with_fence(mut self, lease: impl Into<String>, identity: impl Into<String>) -> Self {
+        self.fence = Some((lease.into(), identity.into()));
+        self
+    }
+
+    /// Whether this replica may write now (see [`KubeStatus::with_fence`]).
+    async fn fenced(client: kube::Client, namespace: &str, fence: &(String, String)) -> Result<(), kube::Error> {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let leases: Api<Lease> = Api::namespaced(client, namespace);
+        let lease = tokio::time::timeout(WRITE_TIMEOUT, leases.get(&fence.0))
+            .await
+            .map_err(|_| timed_out("reading the leader Lease"))??;
+        let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+        if holder == fence.1 {
+            Ok(())
+        } else {
+            Err(kube::Error::Service(
+                format!("the leader Lease {} is held by {holder:?}, not this replica", fence.0).into(),
+            ))
+        }
+    }
+
     /// The events a report calls for, with MetalLB's reasons:
     /// `IPAllocated` for a Service whose status was just written with
     /// addresses, `ClearAssignment` when an address is taken back,
     /// `AllocationFailed` when the reason a Service holds nothing changes.
     /// A restart over assigned Services says nothing.
-    fn events(&mut self, report: &Report) -> Vec<(ServiceKey, Event)> {
+    fn events(&mut self, report: &Report) -> Vec<(ServiceKey, Option<String>, Event)> {
         let written = std::mem::take(&mut self.written);
         let mut allocated = 0usize;
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for s in &report.services {
+        for s in report.services.iter().filter(|s| s.ours) {
             let key = ServiceKey::new(&s.namespace, &s.name);
             seen.insert(key.clone());
             for w in s.warnings.iter().filter(|w| w.starts_with("released ")) {
-                out.push((key.clone(), event(EventType::Normal, "ClearAssignment", w.clone())));
+                out.push((
+                    key.clone(),
+                    s.uid.clone(),
+                    event(EventType::Normal, "ClearAssignment", w.clone()),
+                ));
             }
             let why = match s.ips.is_empty() {
                 true => s.warnings.iter().rfind(|w| !w.starts_with("released ")).cloned(),
@@ -157,7 +191,11 @@ impl KubeStatus {
             if let Some(why) = &why
                 && self.told.get(&key) != Some(why)
             {
-                out.push((key.clone(), event(EventType::Warning, "AllocationFailed", why.clone())));
+                out.push((
+                    key.clone(),
+                    s.uid.clone(),
+                    event(EventType::Warning, "AllocationFailed", why.clone()),
+                ));
             }
             match why {
                 Some(why) => {
@@ -178,7 +216,11 @@ impl KubeStatus {
                     ips.join(", "),
                     s.pool.as_deref().unwrap_or("-")
                 );
-                out.push((key.clone(), event(EventType::Normal, "IPAllocated", note)));
+                out.push((
+                    key.clone(),
+                    s.uid.clone(),
+                    event(EventType::Normal, "IPAllocated", note),
+                ));
             }
         }
         self.told.retain(|k, _| seen.contains(k));
@@ -269,13 +311,25 @@ impl KubeStatus {
             "metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}},
             "status": {"loadBalancer": {"ingress": ingress}},
         });
-        let result = api.patch_status(key.name(), &pp, &Patch::Merge(&patch)).await;
+        let result =
+            match tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(key.name(), &pp, &Patch::Merge(&patch))).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out("writing status")),
+            };
         match result {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e),
             Ok(_) => Ok(()),
         }
     }
+}
+
+/// How long one write may take: a request on a dead connection must not
+/// hold the controller (or its step-down) for the kernel's TCP timeout.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn timed_out(what: &str) -> kube::Error {
+    kube::Error::Service(format!("{what}: no answer in {} s", WRITE_TIMEOUT.as_secs()).into())
 }
 
 /// An event of `reason` saying `note`.
@@ -312,18 +366,20 @@ impl StatusSink for KubeStatus {
             let recorder = &recorder;
             let mut failures = Vec::new();
             let published = futures::stream::iter(events)
-                .map(|(key, ev)| async move {
+                .map(|(key, uid, ev)| async move {
+                    // With the uid, `kubectl describe service` shows it.
                     let reference = ObjectReference {
                         api_version: Some("v1".into()),
                         kind: Some("Service".into()),
                         namespace: Some(key.namespace().to_owned()),
                         name: Some(key.name().to_owned()),
+                        uid,
                         ..ObjectReference::default()
                     };
-                    recorder
-                        .publish(&ev, &reference)
-                        .await
-                        .map_err(|e| format!("event on {key}: {e}"))
+                    match tokio::time::timeout(WRITE_TIMEOUT, recorder.publish(&ev, &reference)).await {
+                        Ok(r) => r.map_err(|e| format!("event on {key}: {e}")),
+                        Err(_) => Err(format!("event on {key}: no answer in {} s", WRITE_TIMEOUT.as_secs())),
+                    }
                 })
                 .buffer_unordered(EVENTS_IN_FLIGHT)
                 .collect::<Vec<_>>()
@@ -371,6 +427,18 @@ impl StatusSink for KubeStatus {
 
     fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), KubeStatusError> {
         let client = self.client.clone();
+        if let (Some(fence), Some((first, _))) = (&self.fence, changes.first()) {
+            let checked = self
+                .runtime
+                .block_on(Self::fenced(client.clone(), &self.namespace, fence));
+            if let Err(error) = checked {
+                return Err(KubeStatusError {
+                    failed: changes.len(),
+                    first: first.clone(),
+                    error,
+                });
+            }
+        }
         let results: Vec<(usize, Result<(), kube::Error>)> = self.runtime.block_on(
             futures::stream::iter(changes.iter().cloned().enumerate())
                 .map(|(i, (key, state))| {
