@@ -357,3 +357,21 @@ fn configuration_state(api: &ApiServer) -> (String, String) {
         )
     })
 }
+
+/// Without the metallb.io CRDs the controller still starts (those kinds
+/// are synced empty and reported) and says why Services get nothing.
+#[test]
+fn missing_crds_do_not_stall_the_controller() {
+    let Some(api) = ApiServer::start("missing_crds_do_not_stall_the_controller") else {
+        return;
+    };
+    api.apply(&service("lonely"));
+    let c = Running::start(&api.kubeconfig());
+    wait_for("lonely's AllocationFailed event", || {
+        events(&api, "lonely")
+            .iter()
+            .any(|(reason, _)| reason == "AllocationFailed")
+    });
+    assert_eq!(status_of(&api, "lonely").0, "");
+    c.stop();
+}

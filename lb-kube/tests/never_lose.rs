@@ -580,3 +580,19 @@ fn the_lock_and_the_state_path_are_checked() {
     assert!(e.contains("does not exist"), "{e}");
     assert!(!dir.path().join("no-such-dir").exists());
 }
+
+/// Every pool gone at once (a pruned directory, an uninstalled chart):
+/// like MetalLB, nothing is released or given out until a pool exists.
+#[test]
+fn no_pool_at_all_keeps_every_address() {
+    let dir = held();
+    std::fs::remove_file(dir.path().join("pool.yaml")).unwrap();
+    let r = once(dir.path());
+    assert_eq!(
+        ips(&r).into_values().collect::<Vec<_>>(),
+        [vec![ip("10.0.0.1")], vec![ip("10.0.0.2")], vec![ip("10.0.0.3")]],
+        "{r:#?}"
+    );
+    assert!(r.problems.iter().any(|p| p.message.contains("no address pool")));
+    assert!(state(dir.path()).contains("10.0.0.3"));
+}

@@ -501,6 +501,18 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         if !(pools_complete && foreign_known) {
             return self.hold_everything(requests, carried, blocked, notes, problems);
         }
+        // No pool at all while Services hold addresses (every pool deleted
+        // at once: a pruned GitOps directory, an uninstalled chart): like
+        // MetalLB, change nothing until a pool exists again.
+        if pools.is_empty() && !self.held.is_empty() {
+            let mut problems = problems;
+            problems.push(Problem::warning(
+                None,
+                None,
+                "no address pool is defined: every address is kept as it is, and none given out, until one is",
+            ));
+            return self.hold_everything(requests, carried, blocked, notes, problems);
+        }
         self.pools = pools;
 
         let sync = self.alloc.sync(&self.pools, &requests);
@@ -808,9 +820,10 @@ impl Cluster {
 /// a [`Lease`], once this replica leads), reads what every Service's status
 /// holds (so holders keep their addresses), then reconciles on every change
 /// and writes status through the status subresource. A leader that loses
-/// its Lease stops at once ([`Error::LostLease`]): restarted, it stands by.
-/// On shutdown a leader releases its Lease, so a standby takes over without
-/// waiting for it to run out.
+/// its Lease stops ([`Error::LostLease`]): restarted, it stands by. Every
+/// batch of writes first checks on the API server that the Lease still
+/// names this replica. On shutdown a leader releases its Lease; a standby
+/// takes over at the latest when the Lease it last saw runs out.
 pub async fn run_cluster(
     options: Options,
     cluster: Cluster,
@@ -858,6 +871,15 @@ pub async fn run_cluster(
             }
         }
         tracing::info!(lease = %lease.name, identity = %lease.identity, "leading");
+        // Decide on a store that follows the server: wait out failing
+        // watches (they re-list when the server answers again).
+        while !source.healthy() {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
         leading = Some((held, task));
     }
     let (source, view) = tokio::task::spawn_blocking(move || {

@@ -101,8 +101,12 @@ fn metallb_watches(ns: &str) -> Vec<Watch> {
         Watch::namespaced::<BGPPeer>(ns),
         Watch::namespaced::<Community>(ns),
         Watch::namespaced::<BFDProfile>(ns),
-        Watch::namespaced::<ConfigMap>(LEGACY_CONFIGMAP.0).named(LEGACY_CONFIGMAP.1),
     ]
+    .into_iter()
+    // The legacy ConfigMap is read where MetalLB read it, and only when
+    // that is the namespace lb is given (its Role grants no other).
+    .chain((ns == LEGACY_CONFIGMAP.0).then(|| Watch::namespaced::<ConfigMap>(ns).named(LEGACY_CONFIGMAP.1)))
+    .collect()
 }
 
 /// One kind's objects as the API server last sent them.
@@ -115,6 +119,8 @@ struct KindStore {
     synced: bool,
     /// The last watch error, while it lasts.
     error: Option<String>,
+    /// The server does not serve the kind (404 on list): no objects.
+    missing: bool,
 }
 
 /// A kind's store as a view reads it.
@@ -123,6 +129,7 @@ struct KindCopy {
     objects: Vec<(ObjectRef, Arc<Value>)>,
     synced: bool,
     error: Option<String>,
+    missing: bool,
 }
 
 /// What the watcher tasks share with the source.
@@ -189,6 +196,13 @@ impl KubeSource {
     /// Whether every watch has listed its kind once.
     pub fn synced(&self) -> bool {
         lock(&self.shared.kinds).iter().all(|k| k.synced)
+    }
+
+    /// Whether every watch has listed once and none is failing now: what
+    /// a standby waits for before it takes over, so it does not decide on
+    /// a store that stopped following the server.
+    pub fn healthy(&self) -> bool {
+        lock(&self.shared.kinds).iter().all(|k| k.synced && k.error.is_none())
     }
 
     fn decode(&mut self, r: &ObjectRef, value: &Arc<Value>) -> &Decoded {
@@ -259,6 +273,7 @@ impl Source for KubeSource {
                     objects: k.objects.iter().map(|(r, v)| (r.clone(), v.clone())).collect(),
                     synced: k.synced,
                     error: k.error.clone(),
+                    missing: k.missing,
                 })
                 .collect()
         };
@@ -269,8 +284,18 @@ impl Source for KubeSource {
             objects,
             synced,
             error,
+            missing,
         } in kinds
         {
+            if missing {
+                snap.problems.push(Problem::warning(
+                    None,
+                    None,
+                    format!(
+                        "the API server does not serve {kind} (is its CRD installed? kubectl apply -f deploy/crds.yaml)"
+                    ),
+                ));
+            }
             snap.synced &= synced;
             if let Some(e) = error {
                 snap.problems.push(Problem::warning(
@@ -401,6 +426,7 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
                 Ok(Event::Init) => {
                     store.listing = Some(BTreeMap::new());
                     store.error = None;
+                    store.missing = false;
                 }
                 Ok(Event::InitApply(obj)) => {
                     if let (Some(listing), Some((r, v))) = (store.listing.as_mut(), stored(&w.resource, obj)) {
@@ -429,11 +455,25 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
                     store.error = None;
                 }
                 Err(e) => {
-                    let text = e.to_string();
-                    if store.error.as_deref() != Some(&text) {
-                        tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
-                        store.error = Some(text);
-                        moved = true;
+                    // A kind the server does not serve (its CRD is not
+                    // installed) has no objects: synced empty, and said.
+                    if let watcher::Error::InitialListFailed(kube::Error::Api(ae)) = &e
+                        && ae.code == 404
+                    {
+                        if !store.missing {
+                            tracing::warn!(kind = %w.resource.kind, "not served by the API server (CRD not installed?)");
+                            store.synced = true;
+                            store.missing = true;
+                            store.objects.clear();
+                            moved = true;
+                        }
+                    } else {
+                        let text = e.to_string();
+                        if store.error.as_deref() != Some(&text) {
+                            tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
+                            store.error = Some(text);
+                            moved = true;
+                        }
                     }
                 }
             }

@@ -32,9 +32,9 @@ const CONCURRENCY: usize = 8;
 /// reconcile down.
 const EVENTS_IN_FLIGHT: usize = 1;
 
-/// `IPAllocated` events one report publishes at most: a first start over
-/// thousands of Services logs the rest as a count instead of doubling the
-/// API server's work.
+/// `IPAllocated` (and `AllocationFailed`) events one report publishes at
+/// most: a first start over thousands of Services logs the rest as a count
+/// instead of doubling the API server's work.
 const MAX_ALLOCATED_EVENTS: usize = 100;
 
 /// Why a status write failed.
@@ -172,6 +172,7 @@ impl KubeStatus {
     fn events(&mut self, report: &Report) -> Vec<(ServiceKey, Option<String>, Event)> {
         let written = std::mem::take(&mut self.written);
         let mut allocated = 0usize;
+        let mut failed_events = 0usize;
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for s in report.services.iter().filter(|s| s.ours) {
@@ -190,7 +191,9 @@ impl KubeStatus {
             };
             if let Some(why) = &why
                 && self.told.get(&key) != Some(why)
+                && failed_events < MAX_ALLOCATED_EVENTS
             {
+                failed_events += 1;
                 out.push((
                     key.clone(),
                     s.uid.clone(),
@@ -238,10 +241,13 @@ impl KubeStatus {
     /// with the errors (the last good configuration stays in force), or
     /// Valid.
     fn configuration_state(&mut self, report: &Report) -> Option<ConfigurationStateStatus> {
+        // The configuration's errors, not those of users' Services (which
+        // their events tell, in their own namespaces).
         let errors: Vec<String> = report
             .problems
             .iter()
             .filter(|p| p.severity == Severity::Error)
+            .filter(|p| p.object.as_ref().is_none_or(|o| o.kind != "Service"))
             .map(ToString::to_string)
             .collect();
         let state = if errors.is_empty() {
@@ -252,7 +258,12 @@ impl KubeStatus {
         } else {
             let mut summary = errors.join("; ");
             if summary.len() > 4000 {
-                summary = summary.chars().take(4000).collect::<String>() + " …";
+                let mut end = 4000;
+                while !summary.is_char_boundary(end) {
+                    end -= 1;
+                }
+                summary.truncate(end);
+                summary.push_str(" …");
             }
             ConfigurationStateStatus {
                 result: Some("Invalid".into()),
@@ -338,7 +349,15 @@ fn event(type_: EventType, reason: &str, note: String) -> Event {
         type_,
         reason: reason.into(),
         // Events hold at most 1 kB of note.
-        note: Some(note.chars().take(1000).collect()),
+        note: Some({
+            let mut note = note;
+            let mut end = note.len().min(1000);
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+            note
+        }),
         action: "Allocate".into(),
         secondary: None,
     }
