@@ -401,7 +401,26 @@ fn stored(resource: &ApiResource, obj: DynamicObject) -> Option<(ObjectRef, Arc<
     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
     }
+    // The status of metallb.io objects (pool counters, …) is what lb and
+    // MetalLB write, not configuration: not kept, so writing it changes
+    // nothing here.
+    if resource.group == "metallb.io" {
+        map.remove("status");
+    }
     Some((ObjectRef::of(&value), Arc::new(value)))
+}
+
+/// Whether two stored forms of an object differ only in
+/// `metadata.resourceVersion` (an echo of a write to what is not kept).
+fn same_content(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        v
+    };
+    strip(a) == strip(b)
 }
 
 /// Follows one kind until aborted: a list, then watch events, re-listing
@@ -442,8 +461,9 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
                 }
                 Ok(Event::Apply(obj)) => {
                     if let Some((r, v)) = stored(&w.resource, obj) {
+                        // An echo that changes nothing kept moves nothing.
+                        moved = store.objects.get(&r).is_none_or(|old| !same_content(old, &v));
                         store.objects.insert(r, v);
-                        moved = true;
                     }
                     store.error = None;
                 }
