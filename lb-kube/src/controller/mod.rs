@@ -642,11 +642,10 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
 fn same_status(want: Option<&ServiceState>, have: Option<&ServiceState>) -> bool {
     match (want, have) {
         (None, None) => true,
+        // At most one address per family: the same length and every one
+        // found is the same set.
         (Some(w), Some(h)) => {
-            let (mut a, mut b) = (w.ips.clone(), h.ips.clone());
-            a.sort_unstable();
-            b.sort_unstable();
-            a == b && w.pool == h.pool
+            w.pool == h.pool && w.ips.len() == h.ips.len() && w.ips.iter().all(|ip| h.ips.contains(ip))
         }
         _ => false,
     }

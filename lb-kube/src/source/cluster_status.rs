@@ -71,9 +71,9 @@ pub struct KubeStatus {
     /// still name this replica before each batch of writes.
     fence: Option<(String, String)>,
     /// Each pool's status as last written.
-    pools: HashMap<String, IPAddressPoolStatus>,
+    pools: Shared<HashMap<String, IPAddressPoolStatus>>,
     /// The ConfigurationState `controller` as last written.
-    state: Option<ConfigurationStateStatus>,
+    state: Shared<Option<ConfigurationStateStatus>>,
 }
 
 impl std::fmt::Debug for KubeStatus {
@@ -119,8 +119,8 @@ impl KubeStatus {
             written: std::collections::HashSet::new(),
             reporting: None,
             fence: None,
-            pools: HashMap::new(),
-            state: None,
+            pools: Shared::default(),
+            state: Shared::default(),
         }
     }
 
@@ -270,10 +270,11 @@ impl KubeStatus {
                 error_summary: Some(summary),
             }
         };
-        if self.state.as_ref() == Some(&state) {
+        let mut last = lock(&self.state);
+        if last.as_ref() == Some(&state) {
             return None;
         }
-        self.state = Some(state.clone());
+        *last = Some(state.clone());
         Some(state)
     }
 
@@ -288,8 +289,9 @@ impl KubeStatus {
                 available_ipv4: count(p.available(lb_alloc::Family::V4)),
                 available_ipv6: count(p.available(lb_alloc::Family::V6)),
             };
-            if self.pools.get(&p.name) != Some(&status) {
-                self.pools.insert(p.name.clone(), status.clone());
+            let mut last = lock(&self.pools);
+            if last.get(&p.name) != Some(&status) {
+                last.insert(p.name.clone(), status.clone());
                 out.push((p.name.clone(), status));
             }
         }
@@ -343,6 +345,13 @@ fn timed_out(what: &str) -> kube::Error {
     kube::Error::Service(format!("{what}: no answer in {} s", WRITE_TIMEOUT.as_secs()).into())
 }
 
+/// A value the sink and its report task share.
+type Shared<T> = std::sync::Arc<std::sync::Mutex<T>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An event of `reason` saying `note`.
 fn event(type_: EventType, reason: &str, note: String) -> Event {
     Event {
@@ -374,6 +383,7 @@ impl StatusSink for KubeStatus {
             return;
         }
         let manager = self.field_manager.clone();
+        let (written_pools, written_state) = (self.pools.clone(), self.state.clone());
         let (recorder, client, namespace) = (self.recorder.clone(), self.client.clone(), self.namespace.clone());
         // Off the reconcile's path (status is what Services wait for), one
         // report after the other (a pool's counters never go back in time).
@@ -421,6 +431,8 @@ impl StatusSink for KubeStatus {
                 };
                 if let Err(e) = written.await {
                     failures.push(format!("ConfigurationState controller: {e}"));
+                    // Not written: the next report writes it again.
+                    *lock(&written_state) = None;
                 }
             }
             let api: Api<IPAddressPool> = Api::namespaced(client, &namespace);
@@ -431,6 +443,7 @@ impl StatusSink for KubeStatus {
                     .await
                 {
                     failures.push(format!("status of IPAddressPool {name}: {e}"));
+                    lock(&written_pools).remove(&name);
                 }
             }
             if let Some(first) = failures.first() {
