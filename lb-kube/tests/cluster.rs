@@ -220,6 +220,7 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
     assert_eq!(status_of(&api, "a").0, "10.0.0.5");
     api.apply(&POOL.replace("10.0.0.1-10.0.0.9", "10.0.0.3-10.0.0.9"));
     wait_for("a valid configuration again", || configuration_state(&api).0 == "Valid");
+    assert_eq!(configuration_state(&api).1, "", "the old errors are cleared");
     // A Service the pools cannot serve says why.
     api.apply(&service("big").replace(
         "  type: LoadBalancer\n",

@@ -596,3 +596,50 @@ fn no_pool_at_all_keeps_every_address() {
     assert!(r.problems.iter().any(|p| p.message.contains("no address pool")));
     assert!(state(dir.path()).contains("10.0.0.3"));
 }
+
+/// Pools deleted one after the other (`kubectl delete --all`) and put back
+/// one after the other: no Service is released or moved — the pools go
+/// together after one delay, and come back with the delay again.
+#[test]
+fn pools_deleted_and_restored_one_by_one_move_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = |name: &str, range: &str| {
+        format!(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}, namespace: metallb-system}}\nspec:\n  addresses: [{range}]\n  autoAssign: {}\n",
+            name == "a"
+        )
+    };
+    write(dir.path(), "pa.yaml", &pool("a", "10.0.0.1-10.0.0.9"));
+    write(dir.path(), "pb.yaml", &pool("b", "10.0.1.1-10.0.1.9"));
+    let pinned = service("pinned").replace(
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  loadBalancerIP: 10.0.1.5\n",
+    );
+    write(dir.path(), "svc.yaml", &(service("x") + "---\n" + &pinned));
+    let options = || Options {
+        release_delay: std::time::Duration::from_millis(300),
+        ..Options::new(dir.path())
+    };
+    let mut c = Controller::new(options()).unwrap();
+    let before = ips(&c.reconcile(false).unwrap());
+    assert_eq!(before["default/pinned"], [ip("10.0.1.5")]);
+    // Deleted a few ms apart.
+    std::fs::remove_file(dir.path().join("pa.yaml")).unwrap();
+    c.reconcile(false).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::fs::remove_file(dir.path().join("pb.yaml")).unwrap();
+    c.reconcile(false).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(280));
+    // a's delay alone has passed, not b's: both are still in force.
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Both gone: no pool at all, everything kept.
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before);
+    // Back one by one: a first.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    write(dir.path(), "pa.yaml", &pool("a", "10.0.0.1-10.0.0.9"));
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before, "b's holder waits for b");
+    write(dir.path(), "pb.yaml", &pool("b", "10.0.1.1-10.0.1.9"));
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before);
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before);
+}

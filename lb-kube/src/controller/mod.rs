@@ -157,6 +157,8 @@ pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     missing_since: HashMap<ServiceKey, Instant>,
     /// Pools in force gone from the manifests, since when.
     pool_missing_since: HashMap<String, Instant>,
+    /// The last reconcile found no pool at all and kept everything.
+    no_pool: bool,
     /// The last request read well for each Service: what a Service that
     /// cannot be read now is held with, so nothing about it changes.
     last_requests: HashMap<ServiceKey, Request>,
@@ -227,6 +229,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             unsaved: BTreeMap::new(),
             missing_since: HashMap::new(),
             pool_missing_since: HashMap::new(),
+            no_pool: false,
             last_requests: HashMap::new(),
             last_now: None,
             read_version: None,
@@ -251,6 +254,11 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
 
     /// When a reconcile is due without any change: the end of a release delay.
     pub fn next_deadline(&self) -> Option<Instant> {
+        // Holding everything for want of any pool: only a change (a pool
+        // coming back) can end it.
+        if self.no_pool {
+            return None;
+        }
         self.missing_since
             .values()
             .chain(self.pool_missing_since.values())
@@ -300,10 +308,23 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         if delay.is_zero() || gone.is_empty() {
             return;
         }
+        // Coming back from no pool at all: the pools still missing are
+        // given the delay again (a directory or a List applied pool by
+        // pool must not lose what the later pools hold).
+        if std::mem::take(&mut self.no_pool) {
+            for t in self.pool_missing_since.values_mut() {
+                *t = now;
+            }
+        }
+        for pool in &gone {
+            self.pool_missing_since.entry(pool.name().to_owned()).or_insert(now);
+        }
+        // One delay for all, from the latest to go: pools deleted one after
+        // the other in one command stay, or go, together.
+        let latest = self.pool_missing_since.values().max().copied().unwrap_or(now);
+        let left = (latest + delay).saturating_duration_since(now);
         let mut kept = Vec::new();
         for pool in gone {
-            let since = *self.pool_missing_since.entry(pool.name().to_owned()).or_insert(now);
-            let left = (since + delay).saturating_duration_since(now);
             if !left.is_zero() {
                 problems.push(Problem::warning(
                     None,
@@ -505,6 +526,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         // at once: a pruned GitOps directory, an uninstalled chart): like
         // MetalLB, change nothing until a pool exists again.
         if pools.is_empty() && !self.held.is_empty() {
+            self.no_pool = true;
             let mut problems = problems;
             problems.push(Problem::warning(
                 None,

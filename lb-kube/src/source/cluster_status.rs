@@ -27,6 +27,9 @@ use crate::status::ServiceState;
 /// per patch would leave it idle between round trips).
 const CONCURRENCY: usize = 8;
 
+/// Writes between two checks of the leader Lease.
+const FENCED_SLICE: usize = 32;
+
 /// Events in flight at once: they come after the status they tell of, in
 /// the background, and must not slow the status writes of the next
 /// reconcile down.
@@ -425,9 +428,13 @@ impl StatusSink for KubeStatus {
                 let pp = PatchParams::apply(&manager).force();
                 let written = async {
                     api.patch("controller", &pp, &Patch::Apply(&object)).await?;
-                    let status = json!({"status": state});
-                    api.patch_status("controller", &PatchParams::default(), &Patch::Merge(&status))
-                        .await
+                    // Explicit nulls: a merge patch leaves out what it omits.
+                    let status = json!({"status": {"result": state.result, "errorSummary": state.error_summary}});
+                    let pp = PatchParams {
+                        field_manager: Some(manager.clone()),
+                        ..PatchParams::default()
+                    };
+                    api.patch_status("controller", &pp, &Patch::Merge(&status)).await
                 };
                 if let Err(e) = written.await {
                     failures.push(format!("ConfigurationState controller: {e}"));
@@ -438,12 +445,18 @@ impl StatusSink for KubeStatus {
             let api: Api<IPAddressPool> = Api::namespaced(client, &namespace);
             for (name, status) in pools {
                 let patch = json!({"status": status});
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    failures.push(format!("status of IPAddressPool {name}: {e}"));
-                    lock(&written_pools).remove(&name);
+                let pp = PatchParams {
+                    field_manager: Some(manager.clone()),
+                    ..PatchParams::default()
+                };
+                match api.patch_status(&name, &pp, &Patch::Merge(&patch)).await {
+                    // A pool deleted meanwhile has no status to write.
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        failures.push(format!("status of IPAddressPool {name}: {e}"));
+                        lock(&written_pools).remove(&name);
+                    }
+                    Ok(_) => {}
                 }
             }
             if let Some(first) = failures.first() {
@@ -459,27 +472,42 @@ impl StatusSink for KubeStatus {
 
     fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), KubeStatusError> {
         let client = self.client.clone();
-        if let (Some(fence), Some((first, _))) = (&self.fence, changes.first()) {
-            let checked = self
-                .runtime
-                .block_on(Self::fenced(client.clone(), &self.namespace, fence));
-            if let Err(error) = checked {
-                return Err(KubeStatusError {
-                    failed: changes.len(),
-                    first: first.clone(),
-                    error,
-                });
+        let (fence, namespace, manager) = (self.fence.clone(), self.namespace.clone(), self.field_manager.clone());
+        // With a fence, the Lease is checked again before each slice of
+        // writes: a leader stopped mid-batch (and replaced meanwhile) writes
+        // at most one slice more, not the rest of its batch.
+        let slice = if fence.is_some() {
+            FENCED_SLICE
+        } else {
+            changes.len().max(1)
+        };
+        let results: Vec<(usize, Result<(), kube::Error>)> = self.runtime.block_on(async move {
+            let mut results = Vec::with_capacity(changes.len());
+            for (n, part) in changes.chunks(slice).enumerate() {
+                let base = n * slice;
+                if let Some(fence) = &fence
+                    && let Err(e) = Self::fenced(client.clone(), &namespace, fence).await
+                {
+                    // The rest is not written; the first of it carries why.
+                    results.push((base, Err(e)));
+                    break;
+                }
+                let written: Vec<(usize, Result<(), kube::Error>)> =
+                    futures::stream::iter(part.iter().cloned().enumerate())
+                        .map(|(i, (key, state))| {
+                            let (client, manager) = (client.clone(), manager.clone());
+                            async move { (base + i, Self::write(client, manager, key, state).await) }
+                        })
+                        .buffer_unordered(CONCURRENCY)
+                        .collect()
+                        .await;
+                results.extend(written);
             }
-        }
-        let results: Vec<(usize, Result<(), kube::Error>)> = self.runtime.block_on(
-            futures::stream::iter(changes.iter().cloned().enumerate())
-                .map(|(i, (key, state))| {
-                    let (client, manager) = (client.clone(), self.field_manager.clone());
-                    async move { (i, Self::write(client, manager, key, state).await) }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect(),
-        );
+            results
+        });
+        // Changes never tried (after a failed fence check) count as failed.
+        let tried: std::collections::HashSet<usize> = results.iter().map(|(i, _)| *i).collect();
+        let untried = (0..changes.len()).filter(|i| !tried.contains(i)).count();
         let mut failed: Vec<(usize, kube::Error)> = Vec::new();
         for (i, result) in results {
             let (key, state) = &changes[i];
@@ -500,7 +528,7 @@ impl StatusSink for KubeStatus {
             }
         }
         failed.sort_by_key(|(i, _)| *i);
-        let count = failed.len();
+        let count = failed.len() + untried;
         match failed.into_iter().next() {
             None => Ok(()),
             Some((i, error)) => Err(KubeStatusError {
