@@ -471,15 +471,28 @@ fn an_invalid_service_keeps_its_last_valid_request() {
 #[test]
 fn a_vanished_pool_stays_in_force_for_the_release_delay() {
     let dir = held();
+    // (Named to sort after the vanished one, which a newcomer would take
+    // first if it still gave out addresses.)
     let second = POOL
-        .replace("name: pool", "name: other")
+        .replace("name: pool", "name: zz-other")
         .replace("10.0.0.1-10.0.0.9", "10.0.1.1-10.0.1.9");
     write(dir.path(), "pool.yaml", &format!("{second}---\n{POOL}"));
     let (mut c, mut src, t0) = following(dir.path());
     write(dir.path(), "pool.yaml", &second);
+    // A newcomer meanwhile: the vanished pool keeps its holders only.
+    write(dir.path(), "svc.yaml", &services(&["a", "b", "c", "d"]));
     let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_millis(300));
-    all_held(&r);
+    let got = ips(&r);
+    for (name, held) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
+        assert_eq!(got[&format!("default/{name}")], [ip(held)], "{r:#?}");
+    }
     assert!(r.problems.iter().any(|p| p.message.contains("stays in force")));
+    assert!(
+        ips(&r)["default/d"]
+            .iter()
+            .all(|ip| ip.to_string().starts_with("10.0.1.")),
+        "{r:#?}"
+    );
     let r = c.reconcile_snapshot(&src.read().unwrap(), t0 + Duration::from_secs(3));
     assert!(
         ips(&r)["default/a"]

@@ -335,7 +335,8 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                         left.as_millis()
                     ),
                 ));
-                kept.push(pool);
+                // It keeps its holders; it gives out nothing new.
+                kept.push(pool.with_auto_assign(false));
             }
         }
         let (with_kept, errors) = PoolSet::build(pools.pools().iter().cloned().chain(kept));
