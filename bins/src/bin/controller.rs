@@ -212,16 +212,7 @@ fn main() -> ExitCode {
         let shutdown = shutdown_signal();
         controller::run(options, cli.run.metrics_listen, shutdown).await
     });
-    match result {
-        Ok(()) => {
-            tracing::info!("shut down");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    exit_code(result)
 }
 
 /// Runs on the API server until a shutdown signal.
@@ -262,6 +253,12 @@ fn cluster_mode(cli: &Cli) -> ExitCode {
     // The signal handler needs the runtime: made inside it.
     let result =
         rt.block_on(async move { controller::run_cluster(options, cluster, metrics, shutdown_signal()).await });
+    exit_code(result)
+}
+
+/// How a run that follows until a shutdown signal ends: 0 when it stopped
+/// cleanly, 2 (with the error) otherwise.
+fn exit_code(result: Result<(), controller::Error>) -> ExitCode {
     match result {
         Ok(()) => {
             tracing::info!("shut down");

@@ -860,11 +860,8 @@ pub async fn run_cluster(
     // Standbys keep their watches current, so a takeover starts warm.
     let mut source = KubeSource::start(client.clone(), controller_watches(&cluster.namespace));
     let mut changes = source.subscribe();
-    while !source.synced() {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            _ = changes.changed() => {}
-        }
+    if !until(|| source.synced(), &mut changes, shutdown.as_mut()).await {
+        return Ok(());
     }
     let mut leading = None;
     if let Some(lease) = &cluster.lease {
@@ -895,12 +892,8 @@ pub async fn run_cluster(
         tracing::info!(lease = %lease.name, identity = %lease.identity, "leading");
         // Decide on a store that follows the server: wait out failing
         // watches (they re-list when the server answers again).
-        while !source.healthy() {
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
+        if !until(|| source.healthy(), &mut changes, shutdown.as_mut()).await {
+            return Ok(());
         }
         leading = Some((held, task));
     }
@@ -948,6 +941,23 @@ pub async fn run_cluster(
         return Err(Error::LostLease);
     }
     result
+}
+
+/// Waits until `ready` holds, looking again at each change of the source
+/// (and every 200 ms); false when `shutdown` comes first.
+async fn until<F: std::future::Future<Output = ()>>(
+    ready: impl Fn() -> bool,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    mut shutdown: std::pin::Pin<&mut F>,
+) -> bool {
+    while !ready() {
+        tokio::select! {
+            _ = &mut shutdown => return false,
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    true
 }
 
 /// The loop of [`run`], on any source and sink: reconciles at start and

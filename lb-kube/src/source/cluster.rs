@@ -25,7 +25,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
-use super::{HeldStatus, Problem, Snapshot, Source, SourceError};
+use super::{HeldStatus, Problem, Snapshot, Source, SourceError, lock};
 use crate::objects::legacy::LEGACY_CONFIGMAP;
 use crate::objects::{self, Fields, Object, ObjectRef};
 use crate::objects::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
@@ -382,12 +382,6 @@ fn held_status(snap: &mut Snapshot, svc: &Service) {
         class,
         state: ServiceState { ips, pool },
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panicking watcher task cannot leave the store half-updated (every
-    // update is one insert or swap): the data stays usable.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The identity and stored form of an object from the API server: the

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 
-use super::{Snapshot, StatusSink};
+use super::{Snapshot, StatusSink, lock};
 use crate::controller::Report;
 use crate::objects::IPAddressPool;
 use crate::objects::metallb::{ConfigurationState, ConfigurationStateStatus, IPAddressPoolStatus};
@@ -107,12 +107,8 @@ impl KubeStatus {
                     .map(|h| (k.clone(), h.state.clone()))
             })
             .collect();
-        let reporter = kube::runtime::events::Reporter {
-            controller: "lb-controller".into(),
-            instance: None,
-        };
         Self {
-            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
+            recorder: recorder(client.clone(), None),
             client,
             runtime,
             current,
@@ -131,13 +127,7 @@ impl KubeStatus {
     /// records: which replica wrote what; also the events' instance).
     pub fn with_field_manager(mut self, manager: impl Into<String>) -> Self {
         self.field_manager = manager.into();
-        self.recorder = kube::runtime::events::Recorder::new(
-            self.client.clone(),
-            kube::runtime::events::Reporter {
-                controller: "lb-controller".into(),
-                instance: Some(self.field_manager.clone()),
-            },
-        );
+        self.recorder = recorder(self.client.clone(), Some(self.field_manager.clone()));
         self
     }
 
@@ -154,9 +144,7 @@ impl KubeStatus {
     async fn fenced(client: kube::Client, namespace: &str, fence: &(String, String)) -> Result<(), kube::Error> {
         use k8s_openapi::api::coordination::v1::Lease;
         let leases: Api<Lease> = Api::namespaced(client, namespace);
-        let lease = tokio::time::timeout(WRITE_TIMEOUT, leases.get(&fence.0))
-            .await
-            .map_err(|_| timed_out("reading the leader Lease"))??;
+        let lease = bounded("reading the leader Lease", leases.get(&fence.0)).await?;
         let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
         if holder == fence.1 {
             Ok(())
@@ -261,12 +249,7 @@ impl KubeStatus {
         } else {
             let mut summary = errors.join("; ");
             if summary.len() > 4000 {
-                let mut end = 4000;
-                while !summary.is_char_boundary(end) {
-                    end -= 1;
-                }
-                summary.truncate(end);
-                summary.push_str(" …");
+                summary = truncated(summary, 4000) + " …";
             }
             ConfigurationStateStatus {
                 result: Some("Invalid".into()),
@@ -327,11 +310,11 @@ impl KubeStatus {
             "metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}},
             "status": {"loadBalancer": {"ingress": ingress}},
         });
-        let result =
-            match tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(key.name(), &pp, &Patch::Merge(&patch))).await {
-                Ok(r) => r,
-                Err(_) => Err(timed_out("writing status")),
-            };
+        let result = bounded(
+            "writing status",
+            api.patch_status(key.name(), &pp, &Patch::Merge(&patch)),
+        )
+        .await;
         match result {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e),
@@ -344,16 +327,40 @@ impl KubeStatus {
 /// hold the controller (or its step-down) for the kernel's TCP timeout.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn timed_out(what: &str) -> kube::Error {
-    kube::Error::Service(format!("{what}: no answer in {} s", WRITE_TIMEOUT.as_secs()).into())
+/// `request`, failed with an error naming `what` when it takes longer
+/// than [`WRITE_TIMEOUT`].
+async fn bounded<T>(
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(WRITE_TIMEOUT, request).await.unwrap_or_else(|_| {
+        Err(kube::Error::Service(
+            format!("{what}: no answer in {} s", WRITE_TIMEOUT.as_secs()).into(),
+        ))
+    })
+}
+
+/// The events recorder of lb-controller (`instance`: which replica).
+fn recorder(client: kube::Client, instance: Option<String>) -> kube::runtime::events::Recorder {
+    let reporter = kube::runtime::events::Reporter {
+        controller: "lb-controller".into(),
+        instance,
+    };
+    kube::runtime::events::Recorder::new(client, reporter)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
 }
 
 /// A value the sink and its report task share.
 type Shared<T> = std::sync::Arc<std::sync::Mutex<T>>;
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// An event of `reason` saying `note`.
 fn event(type_: EventType, reason: &str, note: String) -> Event {
@@ -361,15 +368,7 @@ fn event(type_: EventType, reason: &str, note: String) -> Event {
         type_,
         reason: reason.into(),
         // Events hold at most 1 kB of note.
-        note: Some({
-            let mut note = note;
-            let mut end = note.len().min(1000);
-            while !note.is_char_boundary(end) {
-                end -= 1;
-            }
-            note.truncate(end);
-            note
-        }),
+        note: Some(truncated(note, 1000)),
         action: "Allocate".into(),
         secondary: None,
     }
@@ -408,10 +407,9 @@ impl StatusSink for KubeStatus {
                         uid,
                         ..ObjectReference::default()
                     };
-                    match tokio::time::timeout(WRITE_TIMEOUT, recorder.publish(&ev, &reference)).await {
-                        Ok(r) => r.map_err(|e| format!("event on {key}: {e}")),
-                        Err(_) => Err(format!("event on {key}: no answer in {} s", WRITE_TIMEOUT.as_secs())),
-                    }
+                    bounded("publishing an event", recorder.publish(&ev, &reference))
+                        .await
+                        .map_err(|e| format!("event on {key}: {e}"))
                 })
                 .buffer_unordered(EVENTS_IN_FLIGHT)
                 .collect::<Vec<_>>()

@@ -277,6 +277,13 @@ pub trait StatusSink: Send {
     }
 }
 
+/// Locks a mutex the cluster backend shares between its tasks. Every update
+/// under it is one insert, remove or swap, so a task that panicked holding
+/// it left the data whole: it stays usable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Applies per-Service status changes to a map (what a sink keeps in memory).
 pub fn apply_changes(map: &mut BTreeMap<ServiceKey, ServiceState>, changes: &[(ServiceKey, Option<ServiceState>)]) {
     for (key, status) in changes {
