@@ -117,11 +117,8 @@ impl Metrics {
             self.ipv6_in_use.get_or_create(&pool).set(gauge(s.in_use[v6]));
         }
         // Another class's Services are neither assigned nor pending here.
-        let ours = report.services.iter().filter(|s| s.ours);
-        let (assigned, pending) = ours.fold((0i64, 0i64), |(a, p), s| match s.ips.is_empty() {
-            false => (a + 1, p),
-            true => (a, p + 1),
-        });
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (assigned, pending) = (count(report.assigned), count(report.pending));
         let state = |s: &str| -> Labels { vec![("state", s.to_owned())] };
         self.services.get_or_create(&state("assigned")).set(assigned);
         self.services.get_or_create(&state("pending")).set(pending);

@@ -95,6 +95,17 @@ pub struct Report {
     /// covers: every address is kept as it is and none is given out.
     #[serde(skip)]
     pub config_in_force: bool,
+    /// True when only some Services changed and only they were looked at:
+    /// `services` holds those alone, every other Service is as the last
+    /// report said. `problems`, `pool_stats` and the counts are whole.
+    #[serde(skip)]
+    pub partial: bool,
+    /// This controller's Services holding addresses.
+    #[serde(skip)]
+    pub assigned: usize,
+    /// This controller's Services holding none.
+    #[serde(skip)]
+    pub pending: usize,
 }
 
 /// Why the controller cannot run.
@@ -166,7 +177,41 @@ pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     last_now: Option<Instant>,
     /// The source's version at the last read.
     read_version: Option<u64>,
+    /// What the last whole reconcile leaves for following Service changes
+    /// one by one; `None` when the next reconcile must be whole.
+    follow: Option<Follow>,
 }
+
+/// What a whole reconcile leaves for the Service changes that follow it,
+/// so a change to one Service costs that Service (not 10,000 re-read):
+/// incremental updates live here, in the controller, because only it knows
+/// which changes a single Service's request and assignment can absorb (the
+/// source only knows what changed; lb-alloc assigns one Service in place).
+#[derive(Debug, Default)]
+struct Follow {
+    /// Every Namespace's labels (pool namespace selectors).
+    ns_labels: HashMap<String, Labels>,
+    /// Services whose status is carried as it is, or that cannot be read:
+    /// a change to them needs a whole reconcile.
+    frozen: HashSet<ServiceKey>,
+    /// Addresses other controllers hold, and those of carried Services:
+    /// the allocator's reservations.
+    foreign: Vec<(IpAddr, ServiceKey)>,
+    carried: Vec<(IpAddr, ServiceKey)>,
+    /// The problems beside those of Services' own fields, and those.
+    problems: Vec<Problem>,
+    service_problems: HashMap<ServiceKey, Vec<Problem>>,
+    /// This controller's Services in the last report: whether each holds
+    /// addresses.
+    listed: HashMap<ServiceKey, bool>,
+    /// When the last whole reconcile ran: one runs at least every
+    /// [`WHOLE_EVERY`] while changes come.
+    at: Option<Instant>,
+}
+
+/// How long Service changes are followed one by one before a whole
+/// reconcile runs again anyway.
+const WHOLE_EVERY: Duration = Duration::from_secs(600);
 
 /// The state file of `options`, symlinks resolved. A `--state-file` whose
 /// directory does not exist is refused (a typo would start from nothing
@@ -233,12 +278,18 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             last_requests: HashMap::new(),
             last_now: None,
             read_version: None,
+            follow: None,
         }
     }
 
     /// The status sink.
     pub fn sink(&self) -> &K {
         &self.sink
+    }
+
+    /// The source (to feed an in-memory one).
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
     }
 
     /// Whether the view may have changed since the last reconcile.
@@ -269,13 +320,20 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
     /// Reads the view, assigns addresses and writes the status (unless
     /// `dry_run`).
     pub fn reconcile(&mut self, dry_run: bool) -> Result<Report, Error> {
-        let version = self.source.version();
-        let snapshot = self.source.view().map_err(|e| match e {
-            crate::source::SourceError::Directory { path, source } => Error::Manifests { path, source },
-            other => Error::Source(other),
-        })?;
-        self.read_version = Some(version);
-        let report = self.reconcile_snapshot(&snapshot, Instant::now());
+        let now = Instant::now();
+        let followed = if dry_run { None } else { self.reconcile_changes(now) };
+        let report = match followed {
+            Some(report) => report,
+            None => {
+                let version = self.source.version();
+                let snapshot = self.source.view().map_err(|e| match e {
+                    crate::source::SourceError::Directory { path, source } => Error::Manifests { path, source },
+                    other => Error::Source(other),
+                })?;
+                self.read_version = Some(version);
+                self.reconcile_snapshot(&snapshot, now)
+            }
+        };
         if !dry_run && !self.unsaved.is_empty() {
             let changes: Vec<(ServiceKey, Option<ServiceState>)> =
                 self.unsaved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -290,6 +348,190 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             self.sink.report(&report);
         }
         Ok(report)
+    }
+
+    /// Follows the source's changes since the last read, Service by
+    /// Service, when they are changes a single Service's update absorbs: a
+    /// new Service, or one whose request is unchanged (its status written
+    /// back, a label no pool selects on), or one pending; another
+    /// controller's addresses that no holder here and no waiting Service
+    /// cares about. `None`: a whole reconcile is needed (configuration,
+    /// Namespaces, a Service gone or edited so that it may give up an
+    /// address another Service waits for, anything on hold).
+    fn reconcile_changes(&mut self, now: Instant) -> Option<Report> {
+        let follow = self.follow.as_ref()?;
+        if follow
+            .at
+            .is_none_or(|t| now.saturating_duration_since(t) >= WHOLE_EVERY)
+        {
+            return None;
+        }
+        let delta = self.source.delta(self.read_version?)?;
+        // Everything is looked at before anything changes: a change this
+        // path cannot take leaves the state as it was.
+        let mut foreign = follow.foreign.clone();
+        let mut foreign_changed = false;
+        let mut services = Vec::new();
+        for change in &delta.changes {
+            match change.object.kind.as_str() {
+                "Service" => {}
+                // Kinds the controller does not read.
+                "EndpointSlice" | "Node" | "Ingress" | "IngressClass" | "Secret" => continue,
+                _ => return None,
+            }
+            let key = ServiceKey::new(&change.object.namespace, &change.object.name);
+            if follow.frozen.contains(&key) {
+                return None;
+            }
+            let Ok(objects) = &change.now else { return None };
+            let holder = |ip: &IpAddr| !self.alloc.holders(*ip).is_empty();
+            let mut theirs = Vec::new();
+            self.foreign_of(&key, &change.status, holder, &mut theirs);
+            let before: Vec<(IpAddr, ServiceKey)> = foreign.iter().filter(|(_, k)| *k == key).cloned().collect();
+            if before != theirs {
+                // Another controller taking an address held here, or giving
+                // one back that a waiting Service may take: whole.
+                let taken = theirs
+                    .iter()
+                    .any(|(ip, _)| holder(ip) && !before.iter().any(|(b, _)| b == ip));
+                let given_back = before.iter().any(|(ip, _)| {
+                    !theirs.iter().any(|(t, _)| t == ip) && self.pools.pools().iter().any(|p| p.contains(*ip))
+                });
+                if taken || given_back {
+                    return None;
+                }
+                foreign.retain(|(_, k)| *k != key);
+                foreign.extend(theirs);
+                foreign_changed = true;
+            }
+            let known = self.held.contains_key(&key)
+                || self.last_requests.contains_key(&key)
+                || follow.listed.contains_key(&key);
+            match objects.first() {
+                Some(Object::Service(svc)) if service::is_load_balancer(svc) => services.push((key, svc, change)),
+                // Gone, or no longer a LoadBalancer: releasing it is a
+                // whole reconcile's (delays, waiting Services).
+                _ if known => return None,
+                _ => {}
+            }
+        }
+        let no_labels = Labels::new();
+        let mut requests = Vec::with_capacity(services.len());
+        for (key, svc, change) in services {
+            let name = key.to_string();
+            let current = match self.held.get(&key) {
+                Some(s) => s.ips.clone(),
+                None => service::status_ips(svc)
+                    .into_iter()
+                    .filter(|ip| self.alloc.holders(*ip).iter().all(|h| *h == name))
+                    .collect(),
+            };
+            let labels = follow.ns_labels.get(key.namespace()).unwrap_or(&no_labels);
+            let (req, issues) = service::request(svc, labels, &current);
+            if issues.iter().any(|i| i.error) {
+                return None;
+            }
+            // A holder whose request changed may give up an address.
+            if self.held.contains_key(&key)
+                && self
+                    .last_requests
+                    .get(&key)
+                    .is_none_or(|last| *last != req.clone().with_current_ips(last.current_ips.clone()))
+            {
+                return None;
+            }
+            let own = change
+                .status
+                .iter()
+                .find(|h| h.class == self.options.load_balancer_class)
+                .map(|h| h.state.clone());
+            requests.push((key, svc.metadata.uid.clone(), change.object.clone(), req, issues, own));
+        }
+
+        let mut follow = self.follow.take()?;
+        if foreign_changed {
+            self.alloc.set_reserved(foreign.iter().chain(&follow.carried).cloned());
+            follow.foreign = foreign;
+        }
+        self.read_version = Some(delta.version);
+        self.last_now = Some(now);
+        let mut whole = false;
+        let mut reports = Vec::with_capacity(requests.len());
+        for (key, uid, object, req, issues, shown) in requests {
+            let res = self.alloc.assign(&req);
+            let new = match &res.outcome {
+                Outcome::Assigned(a) => Some(ServiceState {
+                    ips: a.ips.clone(),
+                    pool: a.pool.clone(),
+                }),
+                _ => None,
+            };
+            let old = self.held.get(&key);
+            // An address given up may go to a Service waiting for one.
+            whole |= res.evicted.is_some()
+                || old.is_some_and(|o| o.ips.iter().any(|ip| new.as_ref().is_none_or(|n| !n.ips.contains(ip))));
+            if old != new.as_ref() || (!same_status(new.as_ref(), shown.as_ref()) && !self.unsaved.contains_key(&key)) {
+                self.unsaved.insert(key.clone(), new.clone());
+            }
+            match &new {
+                Some(n) => self.held.insert(key.clone(), n.clone()),
+                None => self.held.remove(&key),
+            };
+            let mut warnings = Vec::new();
+            let mut problems = Vec::new();
+            for FieldIssue { field, message, .. } in issues {
+                warnings.push(format!("{field}: {message}"));
+                problems.push(Problem::warning(Some(object.clone()), Some(field), message));
+            }
+            match problems.is_empty() {
+                true => follow.service_problems.remove(&key),
+                false => follow.service_problems.insert(key.clone(), problems),
+            };
+            if let Some((ips, why)) = &res.evicted {
+                warnings.push(format!("released {}: {why}", join(ips)));
+            }
+            warnings.extend(res.warnings.iter().map(ToString::to_string));
+            if let Outcome::Pending(why) | Outcome::Ignored(why) = &res.outcome {
+                warnings.push(why.to_string());
+            }
+            let ours = !matches!(res.outcome, Outcome::Ignored(_));
+            match ours {
+                true => follow.listed.insert(key.clone(), new.is_some()),
+                false => follow.listed.remove(&key),
+            };
+            self.last_requests.insert(key.clone(), req);
+            reports.push(ServiceReport {
+                namespace: key.namespace().to_owned(),
+                name: key.name().to_owned(),
+                ips: new.as_ref().map(|n| n.ips.clone()).unwrap_or_default(),
+                pool: new.map(|n| n.pool),
+                warnings,
+                ours,
+                uid,
+            });
+        }
+        let problems = follow
+            .problems
+            .iter()
+            .chain(follow.service_problems.values().flatten())
+            .cloned()
+            .collect();
+        let (assigned, pending) = counts(&follow.listed);
+        self.follow = Some(follow);
+        if whole {
+            return None;
+        }
+        reports.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Some(Report {
+            services: reports,
+            problems,
+            pool_stats: self.alloc.pool_stats(),
+            released: Vec::new(),
+            config_in_force: true,
+            partial: true,
+            assigned,
+            pending,
+        })
     }
 
     /// Pools in force that are gone from the view stay in force for the
@@ -349,25 +591,38 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
     /// classes), as reservations.
     fn foreign(&self, snapshot: &Snapshot) -> Vec<(IpAddr, ServiceKey)> {
         let ours: HashSet<IpAddr> = self.held.values().flat_map(|s| s.ips.iter().copied()).collect();
-        let own_class = &self.options.load_balancer_class;
         let mut reserved = Vec::new();
         for (key, entries) in &snapshot.status {
-            for h in entries.iter().filter(|h| h.class != *own_class) {
-                // Both holding one address (a race at start): the class
-                // that sorts first keeps it, as both controllers agree.
-                let we_win = *own_class < h.class;
-                for &ip in &h.state.ips {
-                    if !(we_win && ours.contains(&ip)) {
-                        reserved.push((ip, key.clone()));
-                    }
-                }
-            }
+            self.foreign_of(key, entries, |ip| ours.contains(ip), &mut reserved);
         }
         reserved
     }
 
+    /// The addresses other controllers hold for the Service `key`, per its
+    /// status `entries`; `ours` tells the addresses this one holds.
+    fn foreign_of(
+        &self,
+        key: &ServiceKey,
+        entries: &[crate::source::HeldStatus],
+        ours: impl Fn(&IpAddr) -> bool,
+        reserved: &mut Vec<(IpAddr, ServiceKey)>,
+    ) {
+        let own_class = &self.options.load_balancer_class;
+        for h in entries.iter().filter(|h| h.class != *own_class) {
+            // Both holding one address (a race at start): the class
+            // that sorts first keeps it, as both controllers agree.
+            let we_win = *own_class < h.class;
+            for &ip in &h.state.ips {
+                if !(we_win && ours(&ip)) {
+                    reserved.push((ip, key.clone()));
+                }
+            }
+        }
+    }
+
     /// The reconcile itself, on a snapshot from any source, at `now`.
     pub fn reconcile_snapshot(&mut self, snapshot: &Snapshot, now: Instant) -> Report {
+        self.follow = None;
         let mut problems = snapshot.problems.clone();
         let (mut pools, pools_complete) = config::pools(snapshot, &self.pools, &mut problems);
         self.keep_vanished_pools(&mut pools, now, &mut problems);
@@ -397,6 +652,8 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         let mut blocked: Vec<ServiceKey> = Vec::new();
         let mut fresh: HashMap<ServiceKey, Request> = HashMap::new();
         let mut uids: HashMap<ServiceKey, String> = HashMap::new();
+        let base_problems = problems.clone();
+        let mut service_problems: HashMap<ServiceKey, Vec<Problem>> = HashMap::new();
         for (origin, obj) in &snapshot.objects {
             let Object::Service(svc) = obj else { continue };
             if !service::is_load_balancer(svc) {
@@ -423,10 +680,12 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 } else {
                     Problem::warning(r, Some(field.clone()), message.clone())
                 };
-                problems.push(Problem {
+                let p = Problem {
                     origin: origin.clone(),
                     ..p
-                });
+                };
+                service_problems.entry(key.clone()).or_default().push(p.clone());
+                problems.push(p);
                 notes
                     .entry(key.clone())
                     .or_default()
@@ -503,8 +762,9 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         }
         // What nobody may take: the other controllers' addresses, and those
         // of carried Services (unless a Service that reads well shares them).
-        let mut reserved = self.foreign(snapshot);
+        let foreign = self.foreign(snapshot);
         let requested: HashSet<ServiceKey> = requests.iter().map(Request::key).collect();
+        let mut carried_reserved = Vec::new();
         for (key, held) in &carried {
             let shared = |ip: &IpAddr| {
                 self.held
@@ -512,10 +772,11 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                     .any(|(k, h)| k != key && requested.contains(k) && h.ips.contains(ip))
             };
             for ip in held.ips.iter().filter(|ip| !shared(ip)) {
-                reserved.push((*ip, key.clone()));
+                carried_reserved.push((*ip, key.clone()));
             }
         }
-        self.alloc.set_reserved(reserved);
+        self.alloc
+            .set_reserved(foreign.iter().chain(&carried_reserved).cloned());
         // A file with errors whose earlier content is unknown may have held
         // a pool that Services hold addresses from: then nothing changes.
         let held_pool_missing = self.held.values().any(|h| pools.get(&h.pool).is_none());
@@ -576,6 +837,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             });
         }
         push_carried(&mut services, &carried, &mut notes, None);
+        let frozen: HashSet<ServiceKey> = carried.keys().chain(&blocked).cloned().collect();
         state.extend(carried);
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -609,12 +871,45 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             }
         }
         self.held = state;
+        let listed: HashMap<ServiceKey, bool> = services
+            .iter()
+            .filter(|s| s.ours)
+            .map(|s| (ServiceKey::new(&s.namespace, &s.name), !s.ips.is_empty()))
+            .collect();
+        let (assigned, pending) = counts(&listed);
+        // Changes to Services alone can be followed one by one from here,
+        // unless something is on hold: a view that may miss objects,
+        // Services that cannot be read, releases waiting for their delay.
+        // Nor when the other controllers' addresses reserved here depended
+        // on what this reconcile gave up (an address both claimed, lost
+        // here: it is reserved from the next reconcile on).
+        let whole = snapshot.complete
+            && snapshot.releasable
+            && unreadable.is_empty()
+            && self.missing_since.is_empty()
+            && self.pool_missing_since.is_empty()
+            && self.foreign(snapshot) == foreign;
+        if whole {
+            self.follow = Some(Follow {
+                ns_labels,
+                frozen,
+                foreign,
+                carried: carried_reserved,
+                problems: base_problems,
+                service_problems,
+                listed,
+                at: Some(now),
+            });
+        }
         Report {
             services,
             problems,
             pool_stats: self.alloc.pool_stats(),
             released,
             config_in_force: true,
+            partial: false,
+            assigned,
+            pending,
         }
     }
 
@@ -650,14 +945,24 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         push_carried(&mut services, &carried, &mut notes, Some(FROZEN));
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let assigned = services.iter().filter(|s| !s.ips.is_empty()).count();
         Report {
+            pending: services.len() - assigned,
+            assigned,
             services,
             problems,
             pool_stats: self.alloc.pool_stats(),
             released: Vec::new(),
             config_in_force: false,
+            partial: false,
         }
     }
+}
+
+/// How many of the listed Services hold addresses, and how many none.
+fn counts(listed: &HashMap<ServiceKey, bool>) -> (usize, usize) {
+    let assigned = listed.values().filter(|&&a| a).count();
+    (assigned, listed.len() - assigned)
 }
 
 /// Whether a Service's status shows what it holds (addresses in any order,
@@ -1103,7 +1408,9 @@ impl Logged {
         for (service, ips) in &report.released {
             tracing::info!(service = %service, ips = %join(ips), "released");
         }
-        let first = self.services.is_empty();
+        // A partial report tells the Services it looked at; the others
+        // are as they were.
+        let first = self.services.is_empty() && !report.partial;
         if first {
             let held = report.services.iter().filter(|s| !s.ips.is_empty()).count();
             tracing::info!(
@@ -1113,7 +1420,7 @@ impl Logged {
                 "reconciled"
             );
         }
-        let mut services = HashMap::with_capacity(report.services.len());
+        let mut whole = (!report.partial).then(|| HashMap::with_capacity(report.services.len()));
         for s in &report.services {
             let key = (s.namespace.clone(), s.name.clone());
             // The first time, only what needs attention; then what changed:
@@ -1134,9 +1441,14 @@ impl Logged {
                     tracing::warn!(service = %service, "{w}");
                 }
             }
-            services.insert(key, s.clone());
+            match &mut whole {
+                Some(services) => services.insert(key, s.clone()),
+                None => self.services.insert(key, s.clone()),
+            };
         }
-        self.services = services;
+        if let Some(services) = whole {
+            self.services = services;
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! `metallb.io/ip-allocated-from-pool`). A kind is synced once its watch has
 //! listed everything once; the view is synced when every kind is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +25,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
-use super::{HeldStatus, Problem, Snapshot, Source, SourceError, lock};
+use super::{Change, Delta, HeldStatus, Problem, Snapshot, Source, SourceError, lock};
 use crate::objects::legacy::LEGACY_CONFIGMAP;
 use crate::objects::{self, Fields, Object, ObjectRef};
 use crate::objects::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
@@ -132,10 +132,54 @@ struct KindCopy {
     missing: bool,
 }
 
+/// The changes of the last while, for [`Source::delta`].
+#[derive(Debug, Default)]
+struct ChangeLog {
+    /// The version each change moved the source to, the kind (an index
+    /// into the watches) and the object changed; `None`: more than one
+    /// object may have changed (a re-list, a watch failing or recovering).
+    entries: VecDeque<(u64, usize, Option<ObjectRef>)>,
+    /// Changes up to this version are no longer in `entries`.
+    dropped_through: u64,
+}
+
+/// How many changes the log keeps: a consumer further behind reads the
+/// whole view.
+const LOG_CAPACITY: usize = 4096;
+
+impl ChangeLog {
+    fn push(&mut self, version: u64, kind: usize, object: Option<ObjectRef>) {
+        if self.entries.len() == LOG_CAPACITY
+            && let Some((v, _, _)) = self.entries.pop_front()
+        {
+            self.dropped_through = v;
+        }
+        self.entries.push_back((version, kind, object));
+    }
+
+    /// The objects changed after `since`, each once, or `None` when that
+    /// cannot be told.
+    fn since(&self, since: u64) -> Option<Vec<(usize, ObjectRef)>> {
+        if since < self.dropped_through {
+            return None;
+        }
+        let mut out = std::collections::HashSet::new();
+        for (v, kind, object) in self.entries.iter().rev() {
+            if *v <= since {
+                break;
+            }
+            out.insert((*kind, object.clone()?));
+        }
+        Some(out.into_iter().collect())
+    }
+}
+
 /// What the watcher tasks share with the source.
 #[derive(Debug)]
 struct Shared {
+    /// Each kind's store; the versions move and the log grows under it.
     kinds: Mutex<Vec<KindStore>>,
+    log: Mutex<ChangeLog>,
     /// Moves on every change to any kind but EndpointSlices.
     objects_version: AtomicU64,
     /// Moves on every change to EndpointSlices.
@@ -150,7 +194,7 @@ struct Decoded {
     resource_version: String,
     /// The objects it yields (a legacy ConfigMap yields its pools too), or
     /// the problems that keep it from being used.
-    result: Result<Vec<Object>, Vec<Problem>>,
+    result: Result<Arc<Vec<Object>>, Vec<Problem>>,
 }
 
 /// The kube-rs backend of [`Source`]. Dropping it stops its watches.
@@ -160,7 +204,7 @@ pub struct KubeSource {
     watches: Vec<Watch>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     decoded: HashMap<ObjectRef, Decoded>,
-    last_good: HashMap<ObjectRef, Vec<Object>>,
+    last_good: HashMap<ObjectRef, Arc<Vec<Object>>>,
 }
 
 impl KubeSource {
@@ -169,6 +213,7 @@ impl KubeSource {
     pub fn start(client: kube::Client, watches: Vec<Watch>) -> Self {
         let shared = Arc::new(Shared {
             kinds: Mutex::new(watches.iter().map(|_| KindStore::default()).collect()),
+            log: Mutex::new(ChangeLog::default()),
             objects_version: AtomicU64::new(0),
             endpoints_version: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
@@ -212,7 +257,7 @@ impl KubeSource {
             .unwrap_or_default();
         let fresh = self.decoded.get(r).is_none_or(|d| d.resource_version != rv);
         if fresh {
-            let result = decode_one(r, Value::clone(value));
+            let result = decode_one(r, Value::clone(value)).map(Arc::new);
             self.decoded.insert(
                 r.clone(),
                 Decoded {
@@ -278,7 +323,7 @@ impl Source for KubeSource {
                 .collect()
         };
         let mut endpoints = BTreeMap::new();
-        let mut good: HashMap<ObjectRef, Vec<Object>> = HashMap::new();
+        let mut good: HashMap<ObjectRef, Arc<Vec<Object>>> = HashMap::new();
         for KindCopy {
             kind,
             objects,
@@ -305,10 +350,7 @@ impl Source for KubeSource {
                 ));
             }
             for (r, value) in objects {
-                let result = match &self.decode(&r, &value).result {
-                    Ok(objs) => Ok(objs.clone()),
-                    Err(problems) => Err(problems.clone()),
-                };
+                let result = self.decode(&r, &value).result.clone();
                 let objs = match result {
                     Ok(objs) => objs,
                     Err(mut problems) => {
@@ -328,13 +370,15 @@ impl Source for KubeSource {
                         }
                     }
                 };
-                for o in &objs {
+                for o in objs.iter() {
                     match o {
                         Object::EndpointSlice(_) => {
                             endpoints.insert(objects::object_ref(o), o.clone());
                         }
                         Object::Service(svc) => {
-                            held_status(&mut snap, svc);
+                            if let Some((key, held)) = held_status(svc) {
+                                snap.status.entry(key).or_default().push(held);
+                            }
                             snap.objects.push((None, o.clone()));
                         }
                         _ => snap.objects.push((None, o.clone())),
@@ -354,17 +398,64 @@ impl Source for KubeSource {
         Some(self.subscribe())
     }
 
+    fn delta(&mut self, since: u64) -> Option<Delta> {
+        let (version, changed) = {
+            let kinds = lock(&self.shared.kinds);
+            let log = lock(&self.shared.log);
+            let version = self.shared.objects_version.load(Ordering::Acquire)
+                + self.shared.endpoints_version.load(Ordering::Acquire);
+            let changed: Vec<(ObjectRef, Option<Arc<Value>>)> = log
+                .since(since)?
+                .into_iter()
+                .map(|(kind, r)| {
+                    let value = kinds.get(kind).and_then(|k| k.objects.get(&r)).cloned();
+                    (r, value)
+                })
+                .collect();
+            (version, changed)
+        };
+        let mut changes = Vec::with_capacity(changed.len());
+        for (r, value) in changed {
+            let now = match value {
+                None => {
+                    self.decoded.remove(&r);
+                    self.last_good.remove(&r);
+                    Ok(Vec::new())
+                }
+                Some(value) => match self.decode(&r, &value).result.clone() {
+                    Ok(objs) => {
+                        self.last_good.insert(r.clone(), objs.clone());
+                        Ok(objs.to_vec())
+                    }
+                    Err(problems) => Err(problems),
+                },
+            };
+            let status = match &now {
+                Ok(objs) => objs
+                    .iter()
+                    .filter_map(|o| match o {
+                        Object::Service(svc) => held_status(svc).map(|(_, h)| h),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            changes.push(Change { object: r, now, status });
+        }
+        Some(Delta { version, changes })
+    }
+
     fn version(&self) -> u64 {
         // Both counters only grow: their sum moves whenever either does.
         self.shared.objects_version.load(Ordering::Acquire) + self.shared.endpoints_version.load(Ordering::Acquire)
     }
 }
 
-/// Puts what a Service's own status says it holds into the view's status.
-fn held_status(snap: &mut Snapshot, svc: &Service) {
+/// What a Service's own status says it holds, for the view's status.
+fn held_status(svc: &Service) -> Option<(lb_alloc::ServiceKey, HeldStatus)> {
     let ips = crate::service::status_ips(svc);
     if ips.is_empty() {
-        return;
+        return None;
     }
     let key = lb_alloc::ServiceKey::new(
         svc.metadata.namespace.as_deref().unwrap_or("default"),
@@ -378,10 +469,13 @@ fn held_status(snap: &mut Snapshot, svc: &Service) {
         .cloned()
         .unwrap_or_default();
     let class = svc.spec.as_ref().and_then(|s| s.load_balancer_class.clone());
-    snap.status.entry(key).or_default().push(HeldStatus {
-        class,
-        state: ServiceState { ips, pool },
-    });
+    Some((
+        key,
+        HeldStatus {
+            class,
+            state: ServiceState { ips, pool },
+        },
+    ))
 }
 
 /// The identity and stored form of an object from the API server: the
@@ -407,14 +501,25 @@ fn stored(resource: &ApiResource, obj: DynamicObject) -> Option<(ObjectRef, Arc<
 /// Whether two stored forms of an object differ only in
 /// `metadata.resourceVersion` (an echo of a write to what is not kept).
 fn same_content(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("resourceVersion");
-        }
-        v
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
+    let meta_same = |x: &Value, y: &Value| match (x.as_object(), y.as_object()) {
+        (Some(x), Some(y)) => {
+            let rest = |m: &'_ serde_json::Map<String, Value>| m.len() - usize::from(m.contains_key("resourceVersion"));
+            rest(x) == rest(y)
+                && x.iter()
+                    .filter(|(k, _)| *k != "resourceVersion")
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => x == y,
+    };
+    a.len() == b.len()
+        && a.iter().all(|(k, v)| match b.get(k) {
+            Some(w) if k == "metadata" => meta_same(v, w),
+            Some(w) => v == w,
+            None => false,
+        })
 }
 
 /// Follows one kind until aborted: a list, then watch events, re-listing
@@ -431,74 +536,85 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
     let endpoints = w.resource.kind == "EndpointSlice";
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
-        let mut moved = false;
-        {
-            let mut kinds = lock(&shared.kinds);
-            let Some(store) = kinds.get_mut(index) else { return };
-            match event {
-                Ok(Event::Init) => {
-                    store.listing = Some(BTreeMap::new());
-                    store.error = None;
-                    store.missing = false;
+        let mut kinds = lock(&shared.kinds);
+        let Some(store) = kinds.get_mut(index) else { return };
+        // What moved: one object (`Some(Some)`), or possibly many.
+        let mut moved: Option<Option<ObjectRef>> = None;
+        match event {
+            Ok(Event::Init) => {
+                store.listing = Some(BTreeMap::new());
+                store.error = None;
+                store.missing = false;
+            }
+            Ok(Event::InitApply(obj)) => {
+                if let (Some(listing), Some((r, v))) = (store.listing.as_mut(), stored(&w.resource, obj)) {
+                    listing.insert(r, v);
                 }
-                Ok(Event::InitApply(obj)) => {
-                    if let (Some(listing), Some((r, v))) = (store.listing.as_mut(), stored(&w.resource, obj)) {
-                        listing.insert(r, v);
+            }
+            Ok(Event::InitDone) => {
+                if let Some(listing) = store.listing.take() {
+                    store.objects = listing;
+                }
+                store.synced = true;
+                moved = Some(None);
+            }
+            Ok(Event::Apply(obj)) => {
+                if let Some((r, v)) = stored(&w.resource, obj) {
+                    // An echo that changes nothing kept moves nothing.
+                    if store.objects.get(&r).is_none_or(|old| !same_content(old, &v)) {
+                        moved = Some(Some(r.clone()));
                     }
+                    store.objects.insert(r, v);
                 }
-                Ok(Event::InitDone) => {
-                    if let Some(listing) = store.listing.take() {
-                        store.objects = listing;
+                if store.error.take().is_some() {
+                    moved = Some(None);
+                }
+            }
+            Ok(Event::Delete(obj)) => {
+                if let Some((r, _)) = stored(&w.resource, obj) {
+                    store.objects.remove(&r);
+                    moved = Some(Some(r));
+                }
+                if store.error.take().is_some() {
+                    moved = Some(None);
+                }
+            }
+            Err(e) => {
+                // A kind the server does not serve (its CRD is not
+                // installed) has no objects: synced empty, and said.
+                if let watcher::Error::InitialListFailed(kube::Error::Api(ae)) = &e
+                    && ae.code == 404
+                {
+                    if !store.missing {
+                        tracing::warn!(kind = %w.resource.kind, "not served by the API server (CRD not installed?)");
+                        store.synced = true;
+                        store.missing = true;
+                        store.objects.clear();
+                        moved = Some(None);
                     }
-                    store.synced = true;
-                    moved = true;
-                }
-                Ok(Event::Apply(obj)) => {
-                    if let Some((r, v)) = stored(&w.resource, obj) {
-                        // An echo that changes nothing kept moves nothing.
-                        moved = store.objects.get(&r).is_none_or(|old| !same_content(old, &v));
-                        store.objects.insert(r, v);
-                    }
-                    store.error = None;
-                }
-                Ok(Event::Delete(obj)) => {
-                    if let Some((r, _)) = stored(&w.resource, obj) {
-                        store.objects.remove(&r);
-                        moved = true;
-                    }
-                    store.error = None;
-                }
-                Err(e) => {
-                    // A kind the server does not serve (its CRD is not
-                    // installed) has no objects: synced empty, and said.
-                    if let watcher::Error::InitialListFailed(kube::Error::Api(ae)) = &e
-                        && ae.code == 404
-                    {
-                        if !store.missing {
-                            tracing::warn!(kind = %w.resource.kind, "not served by the API server (CRD not installed?)");
-                            store.synced = true;
-                            store.missing = true;
-                            store.objects.clear();
-                            moved = true;
-                        }
-                    } else {
-                        let text = e.to_string();
-                        if store.error.as_deref() != Some(&text) {
-                            tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
-                            store.error = Some(text);
-                            moved = true;
-                        }
+                } else {
+                    let text = e.to_string();
+                    if store.error.as_deref() != Some(&text) {
+                        tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
+                        store.error = Some(text);
+                        moved = Some(None);
                     }
                 }
             }
         }
-        if moved {
+        if let Some(object) = moved {
+            // Moved and logged under the stores' lock: versions and log
+            // entries keep one order.
             let counter = if endpoints {
                 &shared.endpoints_version
             } else {
                 &shared.objects_version
             };
             counter.fetch_add(1, Ordering::AcqRel);
+            let version =
+                shared.objects_version.load(Ordering::Acquire) + shared.endpoints_version.load(Ordering::Acquire);
+            lock(&shared.log).push(version, index, object);
+            drop(kinds);
             shared.changes.send_modify(|n| *n += 1);
         }
     }

@@ -217,7 +217,10 @@ impl KubeStatus {
                 ));
             }
         }
-        self.told.retain(|k, _| seen.contains(k));
+        // A partial report looked at some Services only.
+        if !report.partial {
+            self.told.retain(|k, _| seen.contains(k));
+        }
         if allocated > MAX_ALLOCATED_EVENTS {
             tracing::info!(
                 assigned = allocated,

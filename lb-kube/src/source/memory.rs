@@ -2,15 +2,22 @@
 //! that hold their objects themselves.
 
 use lb_alloc::ServiceKey;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Snapshot, Source, SourceError};
+use super::{Change, Delta, Snapshot, Source, SourceError};
+use crate::objects::{Object, ObjectRef, object_ref};
 
-/// A source whose view is whatever was last [`MemorySource::set`].
+/// A source whose view is whatever was last [`MemorySource::set`]. It
+/// tells what changed between views ([`Source::delta`]) when only objects
+/// and Service status did, as the API server's watches do.
 #[derive(Debug, Default)]
 pub struct MemorySource {
     view: Snapshot,
     version: AtomicU64,
+    /// With deltas: each version's changed objects (`None`: more than
+    /// objects changed).
+    log: Option<Vec<(u64, Option<Vec<ObjectRef>>)>>,
 }
 
 impl MemorySource {
@@ -19,14 +26,68 @@ impl MemorySource {
         Self {
             view,
             version: AtomicU64::new(1),
+            log: None,
         }
+    }
+
+    /// The same, telling what changed between the views set.
+    pub fn with_deltas(mut self) -> Self {
+        self.log = Some(Vec::new());
+        self
     }
 
     /// Replaces the view (and moves the version).
     pub fn set(&mut self, view: Snapshot) {
+        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(log) = &mut self.log {
+            log.push((version, changed(&self.view, &view)));
+        }
         self.view = view;
-        self.version.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The objects that differ between two views, or `None` when more than
+/// objects and their status does (or an identity is doubled).
+fn changed(old: &Snapshot, new: &Snapshot) -> Option<Vec<ObjectRef>> {
+    let same_rest = old.problems == new.problems
+        && old.unreadable == new.unreadable
+        && (old.complete, old.releasable, old.synced, old.status_complete)
+            == (new.complete, new.releasable, new.synced, new.status_complete);
+    if !same_rest {
+        return None;
+    }
+    let index = |v: &Snapshot| -> Option<HashMap<ObjectRef, Object>> {
+        let mut m = HashMap::new();
+        for (_, o) in &v.objects {
+            if m.insert(object_ref(o), o.clone()).is_some() {
+                return None;
+            }
+        }
+        Some(m)
+    };
+    let (a, b) = (index(old)?, index(new)?);
+    let mut out: Vec<ObjectRef> = a
+        .iter()
+        .filter(|(r, o)| b.get(*r) != Some(*o))
+        .map(|(r, _)| r.clone())
+        .chain(b.keys().filter(|r| !a.contains_key(*r)).cloned())
+        .collect();
+    for key in old.status.keys().chain(new.status.keys()) {
+        if old.status.get(key) != new.status.get(key) {
+            let r = ObjectRef {
+                kind: "Service".into(),
+                namespace: key.namespace().into(),
+                name: key.name().into(),
+            };
+            if !b.contains_key(&r) && !a.contains_key(&r) {
+                return None;
+            }
+            out.push(r);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 impl Source for MemorySource {
@@ -36,6 +97,44 @@ impl Source for MemorySource {
 
     fn version(&self) -> u64 {
         self.version.load(Ordering::Relaxed)
+    }
+
+    fn delta(&mut self, since: u64) -> Option<Delta> {
+        let mut refs = Vec::new();
+        for (v, changed) in self.log.as_ref()? {
+            if *v > since {
+                refs.extend(changed.as_ref()?.iter().cloned());
+            }
+        }
+        refs.sort();
+        refs.dedup();
+        let changes = refs
+            .into_iter()
+            .map(|r| {
+                let now: Vec<Object> = self
+                    .view
+                    .objects
+                    .iter()
+                    .map(|(_, o)| o)
+                    .filter(|o| object_ref(o) == r)
+                    .cloned()
+                    .collect();
+                let key = ServiceKey::new(&r.namespace, &r.name);
+                let status = match r.kind.as_str() {
+                    "Service" => self.view.status.get(&key).cloned().unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                Change {
+                    object: r,
+                    now: Ok(now),
+                    status,
+                }
+            })
+            .collect();
+        Some(Delta {
+            version: self.version(),
+            changes,
+        })
     }
 }
 

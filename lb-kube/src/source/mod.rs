@@ -253,6 +253,40 @@ pub trait Source: Send {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// The objects changed since the view or delta read at version `since`
+    /// (a [`Source::version`] or [`Delta::version`]), for consumers that
+    /// follow changes instead of re-reading everything. `None` when the
+    /// source cannot tell, or when something beyond single objects changed
+    /// (a re-list, a watch failing or recovering): read the whole view.
+    /// Default: `None`.
+    fn delta(&mut self, since: u64) -> Option<Delta> {
+        let _ = since;
+        None
+    }
+}
+
+/// What changed since a version: each object that changed, as it is now.
+#[derive(Debug, Clone, Default)]
+pub struct Delta {
+    /// The version this delta reaches (give it to the next
+    /// [`Source::delta`]).
+    pub version: u64,
+    /// One entry per object changed, in no particular order.
+    pub changes: Vec<Change>,
+}
+
+/// One object changed, as it is now.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Which object.
+    pub object: ObjectRef,
+    /// What it yields now (empty: it is gone), or the problems that keep
+    /// it from being read.
+    pub now: Result<Vec<Object>, Vec<Problem>>,
+    /// For a Service: the status the controllers wrote for it, as
+    /// [`Snapshot::status`] would hold it.
+    pub status: Vec<HeldStatus>,
 }
 
 /// Takes the controller's status changes: the state file in file mode,
