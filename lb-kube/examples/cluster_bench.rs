@@ -16,6 +16,10 @@
 //! 4. one new Service at a time, 20 times: create to status seen, against
 //!    one bare status patch;
 //! 5. the controller's resident memory.
+//!
+//! `LB_BENCH_LEASE=1` runs the controller with leader election, as
+//! `deploy/` does (each batch of writes then checks the Lease first, or
+//! relies on a check less than a second old).
 
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;
@@ -94,10 +98,14 @@ fn controller(kubeconfig: &std::path::Path, port: u16) -> std::process::Child {
         "build it first: cargo build --release -p lb-bins ({})",
         bin.display()
     );
+    // LB_BENCH_LEASE=1: with leader election, as deploy/ runs it.
+    let lease = std::env::var_os("LB_BENCH_LEASE").is_some_and(|v| v == "1");
     std::process::Command::new(bin)
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--no-leader-election", "--metrics-listen", &format!("127.0.0.1:{port}")])
+        .args(if lease { vec![] } else { vec!["--no-leader-election"] })
+        .env("POD_NAME", "bench")
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -572,7 +572,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                     None,
                     None,
                     format!(
-                        "pool {:?} is gone from the manifests; it stays in force for {} ms unless it comes back",
+                        "pool {:?} was deleted; it stays in force for {} ms unless it comes back",
                         pool.name(),
                         left.as_millis()
                     ),
@@ -734,7 +734,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             let note = if unreadable.contains(key) || keep_all {
                 // Kept for as long as it cannot be read, not on a timer.
                 self.missing_since.remove(key);
-                "manifest could not be read; keeping its addresses".to_owned()
+                "it could not be read; keeping its addresses".to_owned()
             } else {
                 let since = *self.missing_since.entry(key.clone()).or_insert(now);
                 let left = (since + self.options.release_delay).saturating_duration_since(now);
@@ -742,7 +742,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                     continue;
                 }
                 format!(
-                    "gone from the manifests; its addresses are released in {} ms unless it comes back",
+                    "deleted; its addresses are released in {} ms unless it comes back",
                     left.as_millis()
                 )
             };

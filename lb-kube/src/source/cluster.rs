@@ -543,7 +543,9 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
         match event {
             Ok(Event::Init) => {
                 store.listing = Some(BTreeMap::new());
-                store.error = None;
+                if store.error.take().is_some() {
+                    tracing::info!(kind = %w.resource.kind, "watch recovered; listing again");
+                }
                 store.missing = false;
             }
             Ok(Event::InitApply(obj)) => {
@@ -567,6 +569,7 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
                     store.objects.insert(r, v);
                 }
                 if store.error.take().is_some() {
+                    tracing::info!(kind = %w.resource.kind, "watch recovered");
                     moved = Some(None);
                 }
             }
@@ -576,6 +579,7 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
                     moved = Some(Some(r));
                 }
                 if store.error.take().is_some() {
+                    tracing::info!(kind = %w.resource.kind, "watch recovered");
                     moved = Some(None);
                 }
             }
@@ -592,13 +596,13 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
                         store.objects.clear();
                         moved = Some(None);
                     }
-                } else {
+                } else if store.error.is_none() {
+                    // Said once while it lasts (retries fail with ever
+                    // different words), and once when it recovers.
                     let text = e.to_string();
-                    if store.error.as_deref() != Some(&text) {
-                        tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
-                        store.error = Some(text);
-                        moved = Some(None);
-                    }
+                    tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
+                    store.error = Some(text);
+                    moved = Some(None);
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! `metallb.io/ip-allocated-from-pool` annotation, as MetalLB writes them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Service;
@@ -27,8 +28,13 @@ use crate::status::ServiceState;
 /// per patch would leave it idle between round trips).
 const CONCURRENCY: usize = 8;
 
-/// Writes between two checks of the leader Lease.
+/// Writes between two looks at whether the last check of the leader Lease
+/// still stands.
 const FENCED_SLICE: usize = 32;
+
+/// How long one check of the leader Lease stands for the writes after it
+/// (a new Service's status is then one round trip, not two).
+const FENCE_REUSE: Duration = Duration::from_secs(1);
 
 /// Events in flight at once: they come after the status they tell of, in
 /// the background, and must not slow the status writes of the next
@@ -73,6 +79,8 @@ pub struct KubeStatus {
     /// With leader election: the Lease (name, holder identity) that must
     /// still name this replica before each batch of writes.
     fence: Option<(String, String)>,
+    /// Until when the last fence check stands (see [`KubeStatus::fenced`]).
+    fenced_until: Option<std::time::Instant>,
     /// Each pool's status as last written.
     pools: Shared<HashMap<String, IPAddressPoolStatus>>,
     /// The ConfigurationState `controller` as last written.
@@ -118,6 +126,7 @@ impl KubeStatus {
             written: std::collections::HashSet::new(),
             reporting: None,
             fence: None,
+            fenced_until: None,
             pools: Shared::default(),
             state: Shared::default(),
         }
@@ -140,19 +149,38 @@ impl KubeStatus {
         self
     }
 
-    /// Whether this replica may write now (see [`KubeStatus::with_fence`]).
-    async fn fenced(client: kube::Client, namespace: &str, fence: &(String, String)) -> Result<(), kube::Error> {
+    /// Whether this replica may write now (see [`KubeStatus::with_fence`]),
+    /// and until when writes need no new check: at most [`FENCE_REUSE`]
+    /// after this one began, and never past the Lease's last renewal plus
+    /// two thirds of its duration (a standby takes it only once the whole
+    /// duration has run out; the clocks agree well within the third left).
+    /// A process stopped and resumed finds its monotonic clock moved on and
+    /// checks again.
+    async fn fenced(
+        client: kube::Client,
+        namespace: &str,
+        fence: &(String, String),
+    ) -> Result<std::time::Instant, kube::Error> {
         use k8s_openapi::api::coordination::v1::Lease;
+        let start = std::time::Instant::now();
         let leases: Api<Lease> = Api::namespaced(client, namespace);
         let lease = bounded("reading the leader Lease", leases.get(&fence.0)).await?;
-        let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-        if holder == fence.1 {
-            Ok(())
-        } else {
-            Err(kube::Error::Service(
+        let spec = lease.spec.unwrap_or_default();
+        let holder = spec.holder_identity.unwrap_or_default();
+        if holder != fence.1 {
+            return Err(kube::Error::Service(
                 format!("the leader Lease {} is held by {holder:?}, not this replica", fence.0).into(),
-            ))
+            ));
         }
+        let safe_ms = match (spec.renew_time, spec.lease_duration_seconds) {
+            (Some(renewed), Some(secs)) => {
+                let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+                renewed.0.as_millisecond() + i64::from(secs) * 2000 / 3 - now
+            }
+            _ => 0,
+        };
+        let safe = Duration::from_millis(u64::try_from(safe_ms).unwrap_or(0));
+        Ok(start + safe.min(FENCE_REUSE))
     }
 
     /// The events a report calls for, with MetalLB's reasons:
@@ -482,16 +510,23 @@ impl StatusSink for KubeStatus {
         } else {
             changes.len().max(1)
         };
-        let results: Vec<(usize, Result<(), kube::Error>)> = self.runtime.block_on(async move {
-            let mut results = Vec::with_capacity(changes.len());
+        let mut fenced_until = self.fenced_until.take();
+        let (results, fenced_until) = self.runtime.block_on(async move {
+            let mut results: Vec<(usize, Result<(), kube::Error>)> = Vec::with_capacity(changes.len());
             for (n, part) in changes.chunks(slice).enumerate() {
                 let base = n * slice;
                 if let Some(fence) = &fence
-                    && let Err(e) = Self::fenced(client.clone(), &namespace, fence).await
+                    && fenced_until.is_none_or(|t| t <= std::time::Instant::now())
                 {
-                    // The rest is not written; the first of it carries why.
-                    results.push((base, Err(e)));
-                    break;
+                    match Self::fenced(client.clone(), &namespace, fence).await {
+                        Ok(until) => fenced_until = Some(until),
+                        Err(e) => {
+                            // The rest is not written; the first of it carries why.
+                            fenced_until = None;
+                            results.push((base, Err(e)));
+                            break;
+                        }
+                    }
                 }
                 let written: Vec<(usize, Result<(), kube::Error>)> =
                     futures::stream::iter(part.iter().cloned().enumerate())
@@ -504,8 +539,9 @@ impl StatusSink for KubeStatus {
                         .await;
                 results.extend(written);
             }
-            results
+            (results, fenced_until)
         });
+        self.fenced_until = fenced_until;
         // Changes never tried (after a failed fence check) count as failed.
         let tried: std::collections::HashSet<usize> = results.iter().map(|(i, _)| *i).collect();
         let untried = (0..changes.len()).filter(|i| !tried.contains(i)).count();
