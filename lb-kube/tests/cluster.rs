@@ -231,7 +231,39 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
             .iter()
             .any(|(reason, _)| reason == "AllocationFailed")
     });
+    // Dual stack (the API server has both Service families): a Service
+    // that requires both gets one address of each in its status, from a
+    // pool with both.
+    api.apply(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: dual, namespace: metallb-system}\n\
+         spec: {addresses: [10.0.1.0/30, 'fd00:1::/126'], serviceAllocation: {namespaces: [dual]}}\n",
+    );
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: dual}\n");
+    api.apply(&service("ds").replace("namespace: default", "namespace: dual").replace(
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv6, IPv4]\n",
+    ));
+    wait_for("ds's two addresses", || ingress_ips(&api, "dual", "ds").len() == 2);
+    let mut ips = ingress_ips(&api, "dual", "ds");
+    ips.sort();
+    assert_eq!(ips, ["10.0.1.0", "fd00:1::"]);
     c.stop();
+}
+
+/// Every ingress IP of a Service's status.
+fn ingress_ips(api: &ApiServer, namespace: &str, name: &str) -> Vec<String> {
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, &namespace);
+        let svc = services.get(&name).await.ok();
+        svc.and_then(|s| s.status)
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip)
+            .collect()
+    })
 }
 
 /// `status.assignedIPv4` and `availableIPv4` of the pool `p`.

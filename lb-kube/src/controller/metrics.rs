@@ -87,6 +87,14 @@ impl Metrics {
         self.config_stale.set(i64::from(stale));
     }
 
+    /// A standby replica whose watches have listed the configuration: it
+    /// counts as loaded (MetalLB's alert on `config_loaded_bool 0` must not
+    /// fire for every standby); the leader tells whether it is valid.
+    pub fn set_standby(&self) {
+        self.config_loaded.set(1);
+        self.config_stale.set(0);
+    }
+
     /// Sets every gauge from a report; `config_ok` is false when the
     /// reconcile found errors (MetalLB's `config_stale_bool`).
     pub fn update(&self, report: &Report, config_ok: bool) {

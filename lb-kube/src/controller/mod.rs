@@ -1168,6 +1168,13 @@ pub async fn run_cluster(
     if !until(|| source.synced(), &mut changes, shutdown.as_mut()).await {
         return Ok(());
     }
+    // A namespace that does not exist reads as one without pools: said.
+    if !source.has("Namespace", &cluster.namespace) {
+        tracing::warn!(
+            namespace = %cluster.namespace,
+            "the namespace of the address pools does not exist (--namespace); no pool is read until it does"
+        );
+    }
     let mut leading = None;
     if let Some(lease) = &cluster.lease {
         let secs = lease.duration.as_secs().max(3);
@@ -1183,6 +1190,7 @@ pub async fn run_cluster(
         let (mut held, task) = manager.watch().await;
         // A standby is ready: synced, and able to take over.
         telemetry.set_ready(true);
+        gauges.set_standby();
         tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting to lead");
         while !*held.borrow_and_update() {
             tokio::select! {

@@ -238,6 +238,17 @@ impl KubeSource {
         self.shared.changes.subscribe()
     }
 
+    /// Whether an object of `kind` named `name` is in the store (any
+    /// namespace).
+    pub fn has(&self, kind: &str, name: &str) -> bool {
+        let kinds = lock(&self.shared.kinds);
+        self.watches
+            .iter()
+            .zip(kinds.iter())
+            .filter(|(w, _)| w.kind() == kind)
+            .any(|(_, k)| k.objects.keys().any(|r| r.name == name))
+    }
+
     /// Whether every watch has listed its kind once.
     pub fn synced(&self) -> bool {
         lock(&self.shared.kinds).iter().all(|k| k.synced)

@@ -184,7 +184,8 @@ impl ApiServer {
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                 format!("--service-account-key-file={}", p("sa.pub")),
                 format!("--service-account-signing-key-file={}", p("sa.key")),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                // Dual stack, as most clusters that need IPv6 run it.
+                "--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/112".into(),
                 "--authorization-mode=RBAC".into(),
                 "--endpoint-reconciler-type=none".into(),
                 "--disable-admission-plugins=ServiceAccount".into(),
