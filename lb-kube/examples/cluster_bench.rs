@@ -17,6 +17,7 @@
 //!    one bare status patch;
 //! 5. the controller's resident memory.
 //!
+//! `LB_BENCH_LOG=FILE` appends the controller's log to FILE.
 //! `LB_BENCH_LEASE=1` runs the controller with leader election, as
 //! `deploy/` does (each batch of writes then checks the Lease first, or
 //! relies on a check less than a second old).
@@ -67,17 +68,22 @@ async fn assigned(api: &Api<Service>) -> usize {
         .unwrap_or(0)
 }
 
-/// Patches the status of `names` (an address each, or cleared), 8 in flight.
+/// Patches the status of `names` (an address each, or cleared), 8 in
+/// flight, as lb-controller patches them (status and pool annotation).
 async fn patch_all(api: &Api<Service>, names: &[String], set: bool) -> Duration {
     let start = Instant::now();
     futures::stream::iter(names.iter().enumerate())
         .map(|(i, name)| async move {
-            let ingress = if set {
-                json!([{"ip": ip(i)}])
+            let (ingress, pool) = if set {
+                (json!([{"ip": ip(i)}]), json!("p"))
             } else {
-                serde_json::Value::Null
+                (serde_json::Value::Null, serde_json::Value::Null)
             };
-            let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+            // The patch lb-controller sends: status and the pool annotation.
+            let patch = json!({
+                "metadata": {"annotations": {"metallb.io/ip-allocated-from-pool": pool}},
+                "status": {"loadBalancer": {"ingress": ingress}},
+            });
             api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map(|_| ())
@@ -107,7 +113,15 @@ fn controller(kubeconfig: &std::path::Path, port: u16) -> std::process::Child {
         .env("POD_NAME", "bench")
         .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // LB_BENCH_LOG=FILE: the controller's log, appended there.
+        .stderr(match std::env::var_os("LB_BENCH_LOG") {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from),
+            None => std::process::Stdio::null(),
+        })
         .spawn()
         .unwrap()
 }
@@ -277,14 +291,22 @@ fn main() {
             // Seen through a watch (as the controller sees its changes),
             // not by polling, which would add its own interval.
             let params = kube::api::WatchParams::default().fields(&format!("metadata.name={name}"));
-            let version = api.list_metadata(&ListParams::default().limit(1)).await.unwrap().metadata.resource_version.unwrap_or_default();
+            let version = api
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+                .unwrap()
+                .metadata
+                .resource_version
+                .unwrap_or_default();
             let mut seen = api.watch(&params, &version).await.unwrap().boxed();
             api.create(&PostParams::default(), &service(&name)).await.unwrap();
             // From the Service's existence (the create answered), as the
             // bare patch is timed from its request.
             let start = Instant::now();
             while let Some(event) = seen.try_next().await.unwrap() {
-                let kube::api::WatchEvent::Modified(s) = event else { continue };
+                let kube::api::WatchEvent::Modified(s) = event else {
+                    continue;
+                };
                 let has = s
                     .status
                     .and_then(|s| s.load_balancer)

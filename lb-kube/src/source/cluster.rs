@@ -492,20 +492,24 @@ fn held_status(svc: &Service) -> Option<(lb_alloc::ServiceKey, HeldStatus)> {
 /// The identity and stored form of an object from the API server: the
 /// kind and apiVersion filled in (list items lack them), managedFields
 /// dropped (large, and not read).
-fn stored(resource: &ApiResource, obj: DynamicObject) -> Option<(ObjectRef, Arc<Value>)> {
-    let mut value = serde_json::to_value(obj).ok()?;
-    let map = value.as_object_mut()?;
+fn stored(resource: &ApiResource, mut obj: DynamicObject) -> Option<(ObjectRef, Arc<Value>)> {
+    // Dropped before anything is copied: most of a written object's bytes.
+    obj.metadata.managed_fields = None;
+    // The body is kept as it was received; only the metadata is typed.
+    let mut map = match obj.data {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    map.insert("metadata".into(), serde_json::to_value(&obj.metadata).ok()?);
     map.insert("apiVersion".into(), Value::String(resource.api_version.clone()));
     map.insert("kind".into(), Value::String(resource.kind.clone()));
-    if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
-    }
     // The status of metallb.io objects (pool counters, …) is what lb and
     // MetalLB write, not configuration: not kept, so writing it changes
     // nothing here.
     if resource.group == "metallb.io" {
         map.remove("status");
     }
+    let value = Value::Object(map);
     Some((ObjectRef::of(&value), Arc::new(value)))
 }
 

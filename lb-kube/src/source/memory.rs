@@ -18,6 +18,8 @@ pub struct MemorySource {
     /// With deltas: each version's changed objects (`None`: more than
     /// objects changed).
     log: Option<Vec<(u64, Option<Vec<ObjectRef>>)>>,
+    /// With deltas: where each object is in the view.
+    index: HashMap<ObjectRef, Vec<usize>>,
 }
 
 impl MemorySource {
@@ -27,12 +29,14 @@ impl MemorySource {
             view,
             version: AtomicU64::new(1),
             log: None,
+            index: HashMap::new(),
         }
     }
 
     /// The same, telling what changed between the views set.
     pub fn with_deltas(mut self) -> Self {
         self.log = Some(Vec::new());
+        self.index = index(&self.view);
         self
     }
 
@@ -41,9 +45,18 @@ impl MemorySource {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(log) = &mut self.log {
             log.push((version, changed(&self.view, &view)));
+            self.index = index(&view);
         }
         self.view = view;
     }
+}
+
+fn index(view: &Snapshot) -> HashMap<ObjectRef, Vec<usize>> {
+    let mut index: HashMap<ObjectRef, Vec<usize>> = HashMap::new();
+    for (i, (_, o)) in view.objects.iter().enumerate() {
+        index.entry(object_ref(o)).or_default().push(i);
+    }
+    index
 }
 
 /// The objects that differ between two views, or `None` when more than
@@ -112,12 +125,12 @@ impl Source for MemorySource {
             .into_iter()
             .map(|r| {
                 let now: Vec<Object> = self
-                    .view
-                    .objects
-                    .iter()
-                    .map(|(_, o)| o)
-                    .filter(|o| object_ref(o) == r)
-                    .cloned()
+                    .index
+                    .get(&r)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|&i| self.view.objects.get(i))
+                    .map(|(_, o)| o.clone())
                     .collect();
                 let key = ServiceKey::new(&r.namespace, &r.name);
                 let status = match r.kind.as_str() {
