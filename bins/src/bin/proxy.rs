@@ -10,17 +10,21 @@ use lb_kube::proxy;
 use lb_kube::source::Severity;
 
 /// Routes HTTP and HTTPS by Kubernetes Ingress rules (spec-exact matching,
-/// ingress-nginx annotations), reading Ingresses, IngressClasses and
-/// Services from a directory of manifests.
+/// ingress-nginx annotations), reading Ingresses, IngressClasses, Services
+/// and EndpointSlices from a directory of manifests.
 #[derive(Parser, Debug)]
 #[command(
     name = "lb-proxy",
     version,
-    after_help = "Examples:\n  lb-proxy explain --manifests examples/ --url http://shop.example.com/cart --output json\n  lb-proxy explain --manifests examples/ --url http://10.0.0.1/ --header 'Host: shop.example.com'"
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  lb-proxy --manifests examples/ --http-listen 127.0.0.1:8080\n  lb-proxy explain --manifests examples/ --url http://shop.example.com/cart --output json\n  lb-proxy explain --manifests examples/ --url http://10.0.0.1/ --header 'Host: shop.example.com'"
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -31,6 +35,69 @@ enum Command {
     /// Print where a request for URL would go (Ingress, Service, port,
     /// upstream path) or what the proxy would answer instead, and why.
     Explain(ExplainArgs),
+}
+
+/// Serving: the default when no subcommand is given.
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Directory of Kubernetes manifests (YAML/JSON, multi-document) that
+    /// is the cluster; followed for changes.
+    #[arg(long, value_name = "DIR", required = true)]
+    manifests: Option<PathBuf>,
+    /// Serve plain HTTP on ADDR (repeatable).
+    #[arg(long = "http-listen", value_name = "ADDR", required = true)]
+    http_listen: Vec<std::net::SocketAddr>,
+    /// Trust X-Forwarded-* headers from clients in CIDR (repeatable);
+    /// other clients' are overwritten.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted: Vec<ipnet::IpNet>,
+    /// Seconds in-flight requests get to finish at shutdown.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    drain_seconds: u64,
+    #[command(flatten)]
+    route: RouteArgs,
+}
+
+/// Which Ingresses are served, and how they match.
+#[derive(clap::Args, Debug)]
+struct RouteArgs {
+    /// Serve Ingresses whose class is NAME even without an IngressClass of ours.
+    #[arg(long, value_name = "NAME", default_value = "lb")]
+    ingress_class: String,
+    /// Also serve Ingresses that name no class at all.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
+    /// How Ingresses are matched unless their IngressClass says otherwise
+    /// (annotation lb.io/route-mode): the Kubernetes spec, or
+    /// ingress-nginx's behaviour for users migrating from it.
+    #[arg(long, value_enum, default_value_t = RouteMode::Strict)]
+    route_mode: RouteMode,
+    /// What an encoded slash (%2F, %5C) in a request path does: 400, kept
+    /// as data, or decoded into a separator (as nginx does).
+    #[arg(long, value_enum, default_value_t = EncodedSlashArg::Reject)]
+    encoded_slash: EncodedSlashArg,
+}
+
+impl RouteArgs {
+    fn config(&self) -> lb_route::Config {
+        lb_route::Config::default()
+            .with_classes(
+                lb_route::ClassConfig::default()
+                    .with_class(self.ingress_class.clone())
+                    .with_watch_without_class(self.watch_ingress_without_class)
+                    .with_mode(match self.route_mode {
+                        RouteMode::Strict => lb_route::Mode::Strict,
+                        RouteMode::IngressNginx => lb_route::Mode::IngressNginx,
+                    }),
+            )
+            .with_path_policy(
+                lb_route::PathPolicy::default().with_encoded_slash(match self.encoded_slash {
+                    EncodedSlashArg::Reject => lb_route::EncodedSlash::Reject,
+                    EncodedSlashArg::Keep => lb_route::EncodedSlash::Keep,
+                    EncodedSlashArg::Decode => lb_route::EncodedSlash::Decode,
+                }),
+            )
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -51,21 +118,8 @@ struct ExplainArgs {
     /// The client's address, for whitelist-source-range and denylist-source-range.
     #[arg(long, value_name = "IP")]
     client_ip: Option<std::net::IpAddr>,
-    /// Serve Ingresses whose class is NAME even without an IngressClass of ours.
-    #[arg(long, value_name = "NAME", default_value = "lb")]
-    ingress_class: String,
-    /// Also serve Ingresses that name no class at all.
-    #[arg(long)]
-    watch_ingress_without_class: bool,
-    /// How Ingresses are matched unless their IngressClass says otherwise
-    /// (annotation lb.io/route-mode): the Kubernetes spec, or
-    /// ingress-nginx's behaviour for users migrating from it.
-    #[arg(long, value_enum, default_value_t = RouteMode::Strict)]
-    route_mode: RouteMode,
-    /// What an encoded slash (%2F, %5C) in a request path does: 400, kept
-    /// as data, or decoded into a separator (as nginx does).
-    #[arg(long, value_enum, default_value_t = EncodedSlashArg::Reject)]
-    encoded_slash: EncodedSlashArg,
+    #[command(flatten)]
+    route: RouteArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -93,24 +147,48 @@ enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let Command::Explain(args) = cli.command;
-    let config = lb_route::Config::default()
-        .with_classes(
-            lb_route::ClassConfig::default()
-                .with_class(args.ingress_class.clone())
-                .with_watch_without_class(args.watch_ingress_without_class)
-                .with_mode(match args.route_mode {
-                    RouteMode::Strict => lb_route::Mode::Strict,
-                    RouteMode::IngressNginx => lb_route::Mode::IngressNginx,
-                }),
-        )
-        .with_path_policy(
-            lb_route::PathPolicy::default().with_encoded_slash(match args.encoded_slash {
-                EncodedSlashArg::Reject => lb_route::EncodedSlash::Reject,
-                EncodedSlashArg::Keep => lb_route::EncodedSlash::Keep,
-                EncodedSlashArg::Decode => lb_route::EncodedSlash::Decode,
-            }),
-        );
+    match cli.command {
+        Some(Command::Explain(args)) => explain(args),
+        None => serve(cli.serve),
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+fn serve(args: ServeArgs) -> ExitCode {
+    let Some(dir) = args.manifests else {
+        eprintln!("error: --manifests DIR is required");
+        return ExitCode::from(2);
+    };
+    let mut options = lb_kube::proxy::serve::Options::new(args.http_listen);
+    options.route = args.route.config();
+    options.trusted = args.trusted;
+    options.drain = std::time::Duration::from_secs(args.drain_seconds);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = lb_bins::shutdown_signal();
+        let source = lb_kube::source::file::FileSource::new(&dir);
+        lb_kube::proxy::serve::run(source, options, shutdown).await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("shut down");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    let config = args.route.config();
     let Ok(method) = http::Method::from_bytes(args.method.as_bytes()) else {
         eprintln!("error: --method {:?} is not an HTTP method", args.method);
         return ExitCode::from(2);

@@ -1,5 +1,10 @@
 //! The proxy side of lb-kube: Ingresses from a snapshot compiled into an
-//! `lb-route` table, and `explain` (where would this URL go, and why).
+//! `lb-route` table, `explain` (where would this URL go, and why), and the
+//! serving proxy ([`serve`]) that executes those decisions.
+
+pub mod endpoints;
+mod forward;
+pub mod serve;
 
 use std::collections::HashMap;
 use std::path::Path;

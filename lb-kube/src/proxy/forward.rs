@@ -1,0 +1,539 @@
+//! One request: routed by the table, answered by the proxy itself
+//! (redirects, denials, CORS preflights, 4xx) or forwarded to an endpoint
+//! of the backend Service over a keep-alive connection pool.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lb_route::Decision;
+
+use super::serve::{Limits, Options, Served};
+
+/// A body of either side, boxed.
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What every request on one listener shares.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) served: Arc<ArcSwap<Served>>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) trusted: Arc<Vec<ipnet::IpNet>>,
+    /// The listener's port (`X-Forwarded-Port`).
+    pub(crate) port: u16,
+    /// Whether the listener speaks TLS.
+    pub(crate) https: bool,
+}
+
+/// The keep-alive connection pool to the backends.
+pub(crate) struct Upstream {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Upstream {
+    pub(crate) fn new(options: &Options) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.limits.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { client }
+    }
+}
+
+/// Open connections, per client address and in all.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+}
+
+/// One admitted connection; dropping it frees its place.
+pub(crate) struct Slot {
+    conns: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Connections {
+    /// A place for a connection from `ip`, unless a cap is reached.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = per_ip.entry(ip).or_default();
+        if *n >= limits.connections_per_ip || self.total.load(Ordering::Relaxed) >= limits.connections {
+            tracing::warn!(client = %ip, "connection refused: over the connection caps");
+            return None;
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            conns: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per_ip = self.conns.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        self.conns.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a forward needs once the request is taken apart (the decision
+/// borrows the request).
+struct Target {
+    ingress: String,
+    namespace: String,
+    service: String,
+    port: u16,
+    upstream_path: String,
+    upstream_host: String,
+    x_forwarded_prefix: Option<String>,
+    body_limit: u64,
+    read_timeout: Duration,
+    cors: Vec<(&'static str, String)>,
+}
+
+/// Answers one request.
+pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let served = ctx.served.load_full();
+    let method = req.method().clone();
+    let client = client_address(&ctx, peer.ip(), req.headers());
+    let request_id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
+        Some(v) => v.clone(),
+        None => new_request_id(),
+    };
+    // The request as the access log names it.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let (response, routed) = match route(&ctx, &served, client, &req) {
+        Err(answer) => (answer, None),
+        Ok(target) => {
+            let routed = (target.ingress.clone(), format!("{}/{}", target.namespace, target.service));
+            let (response, upstream) = forward(&ctx, &served, peer, client, &request_id, target, req).await;
+            (response, Some((routed, upstream)))
+        }
+    };
+    let mut response = response;
+    response
+        .headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("lb"));
+    let status = response.status().as_u16();
+    let (ingress, service, upstream) = match &routed {
+        Some(((i, s), u)) => (i.as_str(), s.as_str(), u.map(|a| a.to_string()).unwrap_or_default()),
+        None => ("", "", String::new()),
+    };
+    tracing::info!(
+        target: "lb_proxy::access",
+        client = %client,
+        method = %method,
+        path = %path,
+        status,
+        ingress,
+        service,
+        upstream = %upstream,
+        request_id = request_id.to_str().unwrap_or_default(),
+        duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    response
+}
+
+/// Decides where `req` goes: a [`Target`] to forward to, or the proxy's
+/// own answer.
+fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>) -> Result<Target, Response<Body>> {
+    // Framing hyper leaves to the application: a length beside a
+    // transfer coding is a smuggling vector (RFC 9112 §6.1): refused.
+    if req.headers().contains_key(header::TRANSFER_ENCODING) && req.headers().contains_key(header::CONTENT_LENGTH) {
+        return Err(close(own(StatusCode::BAD_REQUEST, "bad request: Content-Length with Transfer-Encoding")));
+    }
+    let host = match super::host_header(req.headers()) {
+        Ok(Some(h)) => Some(h),
+        Ok(None) => req.uri().authority().map(|a| a.as_str()),
+        Err(why) => return Err(own(StatusCode::BAD_REQUEST, &format!("bad request: {why}"))),
+    };
+    // HTTP/2 (and an absolute-form HTTP/1 target) carry the authority in
+    // the URI; the table takes the path and query with the host apart.
+    let target = match req.uri().path_and_query() {
+        Some(pq) => pq.as_str(),
+        None if req.method() == Method::OPTIONS => "*",
+        None => "/",
+    };
+    let ask = lb_route::Request::new(req.method(), host, target)
+        .with_https(ctx.https)
+        .with_client(client)
+        .with_headers(req.headers())
+        .with_sample(random() as u32);
+    match served.table.lookup(&ask) {
+        Decision::Forward(f) => {
+            let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+            let cors = f.response_headers(origin);
+            Ok(Target {
+                ingress: f.ingress.to_string(),
+                namespace: f.ingress.namespace.clone(),
+                service: f.service.to_owned(),
+                port: f.port,
+                upstream_path: f.upstream_path.into_owned(),
+                upstream_host: f.upstream_host.to_owned(),
+                x_forwarded_prefix: f.x_forwarded_prefix.map(str::to_owned),
+                body_limit: f.options.proxy_body_size.unwrap_or(ctx.limits.default_body),
+                read_timeout: f.options.read_timeout.unwrap_or(ctx.limits.read_timeout),
+                cors,
+            })
+        }
+        Decision::Redirect { status, location } => {
+            let mut r = own(status, "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Err(r)
+        }
+        Decision::Preflight { headers } => {
+            let mut r = own(StatusCode::NO_CONTENT, "");
+            for (k, v) in headers {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    r.headers_mut().insert(HeaderName::from_static(k), v);
+                }
+            }
+            Err(r)
+        }
+        other => {
+            let status = other.status();
+            let why = match &other {
+                Decision::Deny { reason, .. } => reason.clone(),
+                Decision::BadRequest(e) => format!("bad request: {e}"),
+                _ => status.canonical_reason().unwrap_or_default().to_owned(),
+            };
+            tracing::debug!(status = status.as_u16(), why = %why, "answered by the proxy");
+            Err(own(status, status.canonical_reason().unwrap_or_default()))
+        }
+    }
+}
+
+/// Sends the request to an endpoint of the target's Service; a connect
+/// failure tries the next endpoint when the request can be sent again
+/// (idempotent, no body). Returns the response and the endpoint used.
+async fn forward(
+    ctx: &Context,
+    served: &Served,
+    peer: SocketAddr,
+    client: IpAddr,
+    request_id: &HeaderValue,
+    target: Target,
+    req: Request<Incoming>,
+) -> (Response<Body>, Option<SocketAddr>) {
+    let Some(backends) = served.endpoints.get(&target.namespace, &target.service, target.port) else {
+        tracing::warn!(service = %format!("{}/{}", target.namespace, target.service), port = target.port, "no ready endpoint");
+        return (own(StatusCode::SERVICE_UNAVAILABLE, "no endpoint is ready"), None);
+    };
+    let (mut parts, body) = req.into_parts();
+    let length = content_length(&parts.headers);
+    // `proxy-body-size: 0` is no limit, as in nginx.
+    let limit = target.body_limit;
+    if limit != 0 && length.is_some_and(|n| n > limit) {
+        return (close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")), None);
+    }
+    let bodiless = length == Some(0) || (length.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING));
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    let replayable = bodiless && idempotent;
+    let upgrade = upgrade_of(&parts.headers);
+    let client_upgrade = upgrade.is_some().then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    let mut headers = upstream_headers(ctx, &parts, peer, client, request_id, &target, upgrade.as_ref());
+    let mut body = Some(match (bodiless, limit) {
+        (true, _) => Empty::new().map_err(|e| match e {}).boxed(),
+        (false, 0) => body.map_err(|e| Box::new(e) as BoxError).boxed(),
+        (false, n) => Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX)).boxed(),
+    });
+    let tries = if replayable { backends.addrs().len().min(3) } else { 1 };
+    let start = backends.start();
+    for n in 0..tries {
+        let Some(addr) = backends.at(start, n) else { break };
+        let uri = format!("http://{addr}{}", target.upstream_path);
+        let mut up = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = up.headers_mut() {
+            *h = if n + 1 < tries { headers.clone() } else { std::mem::take(&mut headers) };
+        }
+        let this_body = match body.take() {
+            Some(b) if n + 1 >= tries || !replayable => b,
+            _ => Empty::new().map_err(|e| match e {}).boxed(),
+        };
+        if replayable && body.is_none() {
+            body = Some(Empty::new().map_err(|e| match e {}).boxed());
+        }
+        let Ok(up) = up.body(this_body) else {
+            return (own(StatusCode::BAD_REQUEST, "bad request"), None);
+        };
+        let result = tokio::time::timeout(target.read_timeout, ctx.upstream.client.request(up)).await;
+        match result {
+            Err(_) => {
+                tracing::warn!(upstream = %addr, after = ?target.read_timeout, "backend did not answer in time");
+                return (own(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"), Some(addr));
+            }
+            Ok(Err(e)) if e.is_connect() && n + 1 < tries => {
+                tracing::warn!(upstream = %addr, error = %e, "connecting to the backend failed; trying the next endpoint");
+            }
+            Ok(Err(e)) => {
+                if too_large(&e) {
+                    return (close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")), Some(addr));
+                }
+                let timed_out = e.is_connect() && std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("timed out"));
+                tracing::warn!(upstream = %addr, error = %e, "the backend failed");
+                return match timed_out {
+                    true => (own(StatusCode::GATEWAY_TIMEOUT, "connecting to the backend timed out"), Some(addr)),
+                    false => (own(StatusCode::BAD_GATEWAY, "the backend failed"), Some(addr)),
+                };
+            }
+            Ok(Ok(mut response)) => {
+                let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                if upgraded && let (Some(client_side), Some(kind)) = (client_upgrade, upgrade.as_ref()) {
+                    tunnel(client_side, hyper::upgrade::on(&mut response), addr);
+                    let (mut parts, _) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    parts.headers.insert(header::UPGRADE, kind.clone());
+                    return (Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed()), Some(addr));
+                }
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                for (k, v) in &target.cors {
+                    if let Ok(v) = HeaderValue::from_str(v) {
+                        parts.headers.insert(HeaderName::from_static(k), v);
+                    }
+                }
+                let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+                return (Response::from_parts(parts, body), Some(addr));
+            }
+        }
+    }
+    (own(StatusCode::BAD_GATEWAY, "no endpoint could be reached"), None)
+}
+
+/// Joins the client's and the backend's upgraded connections (WebSocket
+/// and the like), once the backend has agreed with a 101.
+fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade, addr: SocketAddr) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
+            tracing::debug!(upstream = %addr, "an upgrade did not complete");
+            return;
+        };
+        let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+            tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
+        }
+    });
+}
+
+/// Whether a client error is the request body going over its limit.
+fn too_large(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The headers sent upstream: the client's, hop-by-hop ones removed, the
+/// forwarding headers set (the client's kept only when it is trusted).
+fn upstream_headers(
+    ctx: &Context,
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+    client: IpAddr,
+    request_id: &HeaderValue,
+    target: &Target,
+    upgrade: Option<&HeaderValue>,
+) -> HeaderMap {
+    let mut h = parts.headers.clone();
+    strip_hop_by_hop(&mut h);
+    let trusted = is_trusted(ctx, peer.ip());
+    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&target.upstream_host) {
+        h.insert(header::HOST, v);
+    }
+    let xff = match (trusted, parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
+        (true, Some(prior)) => format!("{prior}, {}", peer.ip()),
+        _ => peer.ip().to_string(),
+    };
+    set(&mut h, "x-forwarded-for", &xff);
+    set(&mut h, "x-real-ip", &client.to_string());
+    let scheme = if ctx.https { "https" } else { "http" };
+    if !(trusted && h.contains_key("x-forwarded-proto")) {
+        set(&mut h, "x-forwarded-proto", scheme);
+    }
+    if !(trusted && h.contains_key("x-forwarded-host")) {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default()
+            .to_owned();
+        set(&mut h, "x-forwarded-host", &host);
+    }
+    if !(trusted && h.contains_key("x-forwarded-port")) {
+        set(&mut h, "x-forwarded-port", &ctx.port.to_string());
+    }
+    set(&mut h, "x-scheme", scheme);
+    h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    match &target.x_forwarded_prefix {
+        Some(p) => set(&mut h, "x-forwarded-prefix", p),
+        None => {
+            h.remove("x-forwarded-prefix");
+        }
+    }
+    if let Some(kind) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, kind.clone());
+    }
+    h
+}
+
+/// The headers that concern one connection, not the message (RFC 9110
+/// §7.6.1), and those the `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` with
+/// an `Upgrade` header), over HTTP/1.1.
+fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
+    let asks = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn is_trusted(ctx: &Context, ip: IpAddr) -> bool {
+    ctx.trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// The client: the peer, or — from a trusted peer — the first address of
+/// `X-Forwarded-For`.
+fn client_address(ctx: &Context, peer: IpAddr, h: &HeaderMap) -> IpAddr {
+    if !is_trusted(ctx, peer) {
+        return peer;
+    }
+    h.get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
+/// A client's `X-Request-ID` is kept when it is short and plain.
+fn valid_request_id(v: &HeaderValue) -> bool {
+    v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+/// 32 hex digits, as ingress-nginx's `$req_id`.
+fn new_request_id() -> HeaderValue {
+    let s = format!("{:016x}{:016x}", random(), random());
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A fast per-thread generator (xorshift64*), seeded from the standard
+/// library's random keys: for canary samples and request IDs, not secrets.
+fn random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher as _, Hasher as _};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x6c62);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+/// An answer of the proxy's own.
+fn own(status: StatusCode, text: &str) -> Response<Body> {
+    let body = if text.is_empty() {
+        String::new()
+    } else {
+        format!("{text}\n")
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    if !text.is_empty() {
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    r
+}
+
+/// The same, closing the connection after it (the request's framing
+/// cannot be trusted to find the next one).
+fn close(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}

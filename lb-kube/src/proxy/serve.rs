@@ -1,0 +1,331 @@
+//! The serving proxy: listeners, connections (HTTP/1.1, and HTTP/2 with
+//! prior knowledge), the route table and endpoints swapped in whole on
+//! every change, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::endpoints::Endpoints;
+use super::forward::{self, Upstream};
+use crate::source::{Problem, Severity, Snapshot, Source};
+
+/// How the proxy serves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Plain-HTTP listeners.
+    pub http_listen: Vec<SocketAddr>,
+    /// Which Ingresses are served, and how paths are matched.
+    pub route: lb_route::Config,
+    /// Clients whose `X-Forwarded-*` headers are trusted (other clients'
+    /// are overwritten).
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Limits and timeouts against slow or greedy clients.
+    pub limits: Limits,
+    /// How often a source without change notifications is looked at.
+    pub poll_interval: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain: Duration,
+}
+
+impl Options {
+    /// Serving plain HTTP on `listen`, defaults otherwise.
+    pub fn new(listen: Vec<SocketAddr>) -> Self {
+        Self {
+            http_listen: listen,
+            route: lb_route::Config::default(),
+            trusted: Vec::new(),
+            limits: Limits::default(),
+            poll_interval: Duration::from_millis(500),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Bounds on what one client may hold or send.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Time to send a whole request head (slowloris).
+    pub header_timeout: Duration,
+    /// Bytes of request head (line and headers) held at most.
+    pub max_head_bytes: usize,
+    /// Request headers at most.
+    pub max_headers: usize,
+    /// Open connections per client address.
+    pub connections_per_ip: usize,
+    /// Open connections in all.
+    pub connections: usize,
+    /// Body size when the Ingress does not say (`proxy-body-size`;
+    /// ingress-nginx's default is 1 MiB).
+    pub default_body: u64,
+    /// Time to connect to a backend when the Ingress does not say.
+    pub connect_timeout: Duration,
+    /// Time for a backend to answer when the Ingress does not say.
+    pub read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(60),
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            connections_per_ip: 1024,
+            connections: 16_384,
+            default_body: 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What requests are routed with: swapped whole on every change.
+#[derive(Debug)]
+pub struct Served {
+    /// The route table (shared with the next [`Served`] when only
+    /// endpoints change).
+    pub table: Arc<lb_route::RouteTable>,
+    /// The endpoints of every Service port.
+    pub endpoints: Endpoints,
+}
+
+/// Why the proxy cannot serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A listener cannot be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The source cannot give a first view.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// A table build panicked (a bug).
+    #[error("internal error: building the route table panicked")]
+    Panicked,
+}
+
+/// Builds what a view serves: the route table (problems returned) and the
+/// endpoints.
+pub fn served(view: &Snapshot, route: &lb_route::Config) -> (Served, Vec<Problem>) {
+    let (table, problems) = super::routes(view, route);
+    let endpoints = Endpoints::build(&view.objects, &view.endpoints);
+    let table = Arc::new(table);
+    (Served { table, endpoints }, problems)
+}
+
+/// Serves until `shutdown` resolves: binds every listener (an address that
+/// cannot be bound is an error before anything is served), builds the first
+/// table, then follows the source — a change to anything but endpoints
+/// builds a new table off the serving threads, a change to endpoints alone
+/// only new endpoints, and either is swapped in whole: in-flight requests
+/// finish on what they started with. On shutdown, stops accepting and
+/// gives in-flight requests [`Options::drain`] to finish.
+pub async fn run<S: Source + 'static>(
+    mut source: S,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let mut listeners = Vec::new();
+    for &addr in &options.http_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })?;
+        tracing::info!(addr = %l.local_addr().unwrap_or(addr), "serving HTTP");
+        listeners.push(l);
+    }
+    let route = options.route.clone();
+    let (source_back, first) = tokio::task::spawn_blocking(move || {
+        let version = source.version();
+        let view = source.view();
+        (source, view.map(|v| (version, v)))
+    })
+    .await
+    .map_err(|_| Error::Panicked)?;
+    source = source_back;
+    let (mut version, view) = first?;
+    let (built, problems) = served(&view, &route);
+    log_problems(&problems, &mut Vec::new());
+    let mut logged: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    tracing::info!(endpoints = built.endpoints.len(), "route table built");
+    let current = Arc::new(ArcSwap::from_pointee(built));
+    let mut objects_version = view.objects_version;
+    let upstream = Arc::new(Upstream::new(&options));
+    let limits = Arc::new(options.limits.clone());
+    let conns = Arc::new(forward::Connections::default());
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let mut accepts = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for listener in listeners {
+        let ctx = forward::Context {
+            served: current.clone(),
+            upstream: upstream.clone(),
+            limits: limits.clone(),
+            trusted: Arc::new(options.trusted.clone()),
+            port: listener.local_addr().map(|a| a.port()).unwrap_or_default(),
+            https: false,
+        };
+        accepts.spawn(accept_loop(
+            listener,
+            ctx,
+            conns.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let mut changes = source.changes();
+    tokio::pin!(shutdown);
+    loop {
+        let announced = async {
+            match &mut changes {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => tokio::time::sleep(options.poll_interval).await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = announced => {}
+        }
+        let (back, moved) = tokio::task::spawn_blocking(move || {
+            let v = source.version();
+            (source, v)
+        })
+        .await
+        .map_err(|_| Error::Panicked)?;
+        source = back;
+        if moved == version {
+            continue;
+        }
+        let route = route.clone();
+        let previous = current.load_full();
+        let started = Instant::now();
+        let (back, rebuilt) = tokio::task::spawn_blocking(move || {
+            let view = source.view();
+            let rebuilt = view.map(|view| {
+                let whole = view.objects_version != objects_version;
+                let (built, problems) = if whole {
+                    served(&view, &route)
+                } else {
+                    // Endpoints alone changed: the table stays.
+                    let endpoints = Endpoints::build(&view.objects, &view.endpoints);
+                    let table = previous.table.clone();
+                    (Served { table, endpoints }, Vec::new())
+                };
+                (moved, view.objects_version, whole, built, problems)
+            });
+            (source, rebuilt)
+        })
+        .await
+        .map_err(|_| Error::Panicked)?;
+        source = back;
+        match rebuilt {
+            Ok((v, objects, whole, built, problems)) => {
+                version = v;
+                objects_version = objects;
+                current.store(Arc::new(built));
+                if whole {
+                    log_problems(&problems, &mut logged);
+                    tracing::info!(took = ?started.elapsed(), "route table swapped");
+                } else {
+                    tracing::debug!(took = ?started.elapsed(), "endpoints swapped");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the configuration; the last good table keeps serving"),
+        }
+    }
+    // Stop accepting, then let what is in flight finish, within the bound.
+    let _ = stop_tx.send(true);
+    while accepts.join_next().await.is_some() {}
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!("drained"),
+            _ = tokio::time::sleep(options.drain) => tracing::warn!(after = ?options.drain, "drain bound reached; closing the rest"),
+        }
+    }
+    Ok(())
+}
+
+/// Logs the problems not logged before (a reload says what changed).
+fn log_problems(problems: &[Problem], logged: &mut Vec<String>) {
+    let now: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    for (p, text) in problems.iter().zip(&now) {
+        if logged.contains(text) {
+            continue;
+        }
+        match p.severity {
+            Severity::Error => tracing::error!("{text}"),
+            Severity::Warning => tracing::warn!("{text}"),
+        }
+    }
+    *logged = now;
+}
+
+/// Accepts connections until told to stop, each served on its own task.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    ctx: forward::Context,
+    conns: Arc<forward::Connections>,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.limits.header_timeout)
+        .max_buf_size(ctx.limits.max_head_bytes.max(8192))
+        .max_headers(ctx.limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(ctx.limits.max_head_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: pause, not end.
+                tracing::warn!(error = %e, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = conns.admit(peer.ip(), &ctx.limits) else {
+            // Over the caps: closed at once.
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let builder = builder.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, std::convert::Infallible>(forward::handle(ctx, peer, req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
