@@ -54,6 +54,10 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     drain_seconds: u64,
+    /// Seconds a client has to send a whole request head (ingress-nginx's
+    /// client-header-timeout); slower clients are cut off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    client_header_timeout: u64,
     #[command(flatten)]
     route: RouteArgs,
 }
@@ -163,6 +167,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     options.route = args.route.config();
     options.trusted = args.trusted;
     options.drain = std::time::Duration::from_secs(args.drain_seconds);
+    options.limits.header_timeout = std::time::Duration::from_secs(args.client_header_timeout.max(1));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

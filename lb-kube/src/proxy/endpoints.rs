@@ -69,8 +69,12 @@ impl Endpoints {
         for (_, o) in objects {
             let Object::Service(svc) = o else { continue };
             let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-            let Some(name) = svc.metadata.name.as_deref() else { continue };
-            let Some(slices) = by_service.get(&(ns, name)) else { continue };
+            let Some(name) = svc.metadata.name.as_deref() else {
+                continue;
+            };
+            let Some(slices) = by_service.get(&(ns, name)) else {
+                continue;
+            };
             for port in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                 let Ok(number) = u16::try_from(port.port) else { continue };
                 let wanted = port.name.as_deref().unwrap_or_default();
@@ -79,7 +83,11 @@ impl Endpoints {
                     if slice.address_type == "FQDN" {
                         continue;
                     }
-                    let target = slice.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or_default() == wanted);
+                    let target = slice
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref().unwrap_or_default() == wanted);
                     let Some(target) = target.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
                         continue;
                     };

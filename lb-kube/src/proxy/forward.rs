@@ -90,7 +90,11 @@ impl Connections {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut per_ip = self.conns.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut per_ip = self
+            .conns
+            .per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -133,9 +137,12 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let (response, routed) = match route(&ctx, &served, client, &req) {
-        Err(answer) => (answer, None),
-        Ok(target) => {
-            let routed = (target.ingress.clone(), format!("{}/{}", target.namespace, target.service));
+        Routed::Answer(answer) => (answer, None),
+        Routed::To(target) => {
+            let routed = (
+                target.ingress.clone(),
+                format!("{}/{}", target.namespace, target.service),
+            );
             let (response, upstream) = forward(&ctx, &served, peer, client, &request_id, target, req).await;
             (response, Some((routed, upstream)))
         }
@@ -164,18 +171,23 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
     response
 }
 
+/// Where a request goes.
+enum Routed {
+    /// To a backend.
+    To(Target),
+    /// Nowhere: the proxy answers.
+    Answer(Response<Body>),
+}
+
 /// Decides where `req` goes: a [`Target`] to forward to, or the proxy's
 /// own answer.
-fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>) -> Result<Target, Response<Body>> {
-    // Framing hyper leaves to the application: a length beside a
-    // transfer coding is a smuggling vector (RFC 9112 §6.1): refused.
-    if req.headers().contains_key(header::TRANSFER_ENCODING) && req.headers().contains_key(header::CONTENT_LENGTH) {
-        return Err(close(own(StatusCode::BAD_REQUEST, "bad request: Content-Length with Transfer-Encoding")));
-    }
+fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>) -> Routed {
+    // Framing (a length beside a transfer coding and the like) was
+    // checked on the bytes, before the parser: see `guard`.
     let host = match super::host_header(req.headers()) {
         Ok(Some(h)) => Some(h),
         Ok(None) => req.uri().authority().map(|a| a.as_str()),
-        Err(why) => return Err(own(StatusCode::BAD_REQUEST, &format!("bad request: {why}"))),
+        Err(why) => return Routed::Answer(own(StatusCode::BAD_REQUEST, &format!("bad request: {why}"))),
     };
     // HTTP/2 (and an absolute-form HTTP/1 target) carry the authority in
     // the URI; the table takes the path and query with the host apart.
@@ -193,7 +205,7 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
         Decision::Forward(f) => {
             let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
             let cors = f.response_headers(origin);
-            Ok(Target {
+            Routed::To(Target {
                 ingress: f.ingress.to_string(),
                 namespace: f.ingress.namespace.clone(),
                 service: f.service.to_owned(),
@@ -211,7 +223,7 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            Err(r)
+            Routed::Answer(r)
         }
         Decision::Preflight { headers } => {
             let mut r = own(StatusCode::NO_CONTENT, "");
@@ -220,7 +232,7 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
                     r.headers_mut().insert(HeaderName::from_static(k), v);
                 }
             }
-            Err(r)
+            Routed::Answer(r)
         }
         other => {
             let status = other.status();
@@ -230,7 +242,7 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
                 _ => status.canonical_reason().unwrap_or_default().to_owned(),
             };
             tracing::debug!(status = status.as_u16(), why = %why, "answered by the proxy");
-            Err(own(status, status.canonical_reason().unwrap_or_default()))
+            Routed::Answer(own(status, status.canonical_reason().unwrap_or_default()))
         }
     }
 }
@@ -256,7 +268,10 @@ async fn forward(
     // `proxy-body-size: 0` is no limit, as in nginx.
     let limit = target.body_limit;
     if limit != 0 && length.is_some_and(|n| n > limit) {
-        return (close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")), None);
+        return (
+            close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+            None,
+        );
     }
     let bodiless = length == Some(0) || (length.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING));
     let idempotent = matches!(
@@ -265,7 +280,10 @@ async fn forward(
     );
     let replayable = bodiless && idempotent;
     let upgrade = upgrade_of(&parts.headers);
-    let client_upgrade = upgrade.is_some().then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    let client_upgrade = upgrade
+        .is_some()
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     let mut headers = upstream_headers(ctx, &parts, peer, client, request_id, &target, upgrade.as_ref());
     let mut body = Some(match (bodiless, limit) {
         (true, _) => Empty::new().map_err(|e| match e {}).boxed(),
@@ -279,7 +297,11 @@ async fn forward(
         let uri = format!("http://{addr}{}", target.upstream_path);
         let mut up = Request::builder().method(parts.method.clone()).uri(uri);
         if let Some(h) = up.headers_mut() {
-            *h = if n + 1 < tries { headers.clone() } else { std::mem::take(&mut headers) };
+            *h = if n + 1 < tries {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
         }
         let this_body = match body.take() {
             Some(b) if n + 1 >= tries || !replayable => b,
@@ -295,19 +317,29 @@ async fn forward(
         match result {
             Err(_) => {
                 tracing::warn!(upstream = %addr, after = ?target.read_timeout, "backend did not answer in time");
-                return (own(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"), Some(addr));
+                return (
+                    own(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"),
+                    Some(addr),
+                );
             }
             Ok(Err(e)) if e.is_connect() && n + 1 < tries => {
                 tracing::warn!(upstream = %addr, error = %e, "connecting to the backend failed; trying the next endpoint");
             }
             Ok(Err(e)) => {
                 if too_large(&e) {
-                    return (close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")), Some(addr));
+                    return (
+                        close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+                        Some(addr),
+                    );
                 }
-                let timed_out = e.is_connect() && std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("timed out"));
+                let timed_out = e.is_connect()
+                    && std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("timed out"));
                 tracing::warn!(upstream = %addr, error = %e, "the backend failed");
                 return match timed_out {
-                    true => (own(StatusCode::GATEWAY_TIMEOUT, "connecting to the backend timed out"), Some(addr)),
+                    true => (
+                        own(StatusCode::GATEWAY_TIMEOUT, "connecting to the backend timed out"),
+                        Some(addr),
+                    ),
                     false => (own(StatusCode::BAD_GATEWAY, "the backend failed"), Some(addr)),
                 };
             }
@@ -317,9 +349,14 @@ async fn forward(
                     tunnel(client_side, hyper::upgrade::on(&mut response), addr);
                     let (mut parts, _) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                     parts.headers.insert(header::UPGRADE, kind.clone());
-                    return (Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed()), Some(addr));
+                    return (
+                        Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed()),
+                        Some(addr),
+                    );
                 }
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -385,7 +422,10 @@ fn upstream_headers(
     if let Ok(v) = HeaderValue::from_str(&target.upstream_host) {
         h.insert(header::HOST, v);
     }
-    let xff = match (trusted, parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
+    let xff = match (
+        trusted,
+        parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prior)) => format!("{prior}, {}", peer.ip()),
         _ => peer.ip().to_string(),
     };
@@ -485,7 +525,10 @@ fn client_address(ctx: &Context, peer: IpAddr, h: &HeaderMap) -> IpAddr {
 
 /// A client's `X-Request-ID` is kept when it is short and plain.
 fn valid_request_id(v: &HeaderValue) -> bool {
-    v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    v.len() <= 128
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
 /// 32 hex digits, as ingress-nginx's `$req_id`.
@@ -525,8 +568,10 @@ fn own(status: StatusCode, text: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
     *r.status_mut() = status;
     if !text.is_empty() {
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
     }
     r
 }
@@ -534,6 +579,7 @@ fn own(status: StatusCode, text: &str) -> Response<Body> {
 /// The same, closing the connection after it (the request's framing
 /// cannot be trusted to find the next one).
 fn close(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }

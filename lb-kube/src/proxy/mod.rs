@@ -4,6 +4,8 @@
 
 pub mod endpoints;
 mod forward;
+pub mod framing;
+mod guard;
 pub mod serve;
 
 use std::collections::HashMap;

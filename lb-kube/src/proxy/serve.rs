@@ -313,13 +313,17 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let (max_head, head_timeout) = (ctx.limits.max_head_bytes, ctx.limits.header_timeout);
         let ctx = ctx.clone();
         let builder = builder.clone();
         let service = hyper::service::service_fn(move |req| {
             let ctx = ctx.clone();
             async move { Ok::<_, std::convert::Infallible>(forward::handle(ctx, peer, req).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let stream = super::guard::Guarded::new(stream, max_head, head_timeout, peer);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _slot = slot;

@@ -1,0 +1,369 @@
+//! lb-proxy serving, end to end: the binary and lb-echo backends on
+//! loopback, manifests written by each test (Services, EndpointSlices
+//! naming 127.0.0.x addresses, Ingresses).
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Children stopped (by PID, SIGKILL) when the test ends.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An lb-echo answering as `service`/`pod` on `ip:port`.
+fn echo(procs: &mut Procs, ip: &str, port: u16, service: &str, pod: &str) {
+    let addr = format!("{ip}:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_lb-echo"))
+        .args(["--listen", &addr, "--service", service, "--pod", pod])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    procs.0.push(child);
+    wait_listening(&addr);
+}
+
+/// lb-proxy over `dir`; its port.
+fn proxy(procs: &mut Procs, dir: &Path, extra: &[&str]) -> u16 {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(["--manifests", dir.to_str().unwrap(), "--http-listen", &addr])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    procs.0.push(child);
+    wait_listening(&addr);
+    port
+}
+
+/// A Service with one named port, and its EndpointSlice listing `ips` on
+/// `target`.
+fn backend(name: &str, port: u16, target: u16, ips: &[&str]) -> String {
+    let endpoints: String = ips
+        .iter()
+        .map(|ip| format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  ports: [{{name: http, port: {port}, targetPort: {target}}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {target}, protocol: TCP}}]\nendpoints:\n{endpoints}"
+    )
+}
+
+const CLASS: &str =
+    "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: lb}\nspec: {controller: lb.io/ingress}\n";
+
+/// An Ingress for `host` with (path, service) Prefix rules, annotations
+/// given as YAML flow pairs.
+fn ingress(name: &str, host: &str, paths: &[(&str, &str)], annotations: &str) -> String {
+    let rules: String = paths
+        .iter()
+        .map(|(path, svc)| {
+            format!(
+                "      - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port: {{name: http}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations: {{{annotations}}}\n\
+         spec:\n  ingressClassName: lb\n  rules:\n  - host: {host}\n    http:\n      paths:\n{rules}"
+    )
+}
+
+/// One HTTP/1.1 request as raw bytes; the whole answer (the connection is
+/// closed after it).
+fn raw(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A GET for `host` and `path`: status, head, body.
+fn get(port: u16, host: &str, path: &str, headers: &str) -> (u16, String, String) {
+    let answer = raw(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"),
+    );
+    split(&answer)
+}
+
+fn split(answer: &str) -> (u16, String, String) {
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The JSON lb-echo answered with.
+fn echoed(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+fn header<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+    v["headers"][name][0].as_str()
+}
+
+#[test]
+fn requests_go_by_host_and_path_to_the_services_endpoints_with_forwarding_headers() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let api_target = free_port();
+    echo(&mut procs, "127.0.0.2", api_target, "api", "api-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            backend("api", 8080, api_target, &["127.0.0.2"]),
+            ingress("shop", "shop.example.com", &[("/", "web"), ("/api", "api")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+
+    let (status, head, body) = get(port, "shop.example.com", "/api/items?x=1", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("server: lb"), "{head}");
+    let v = echoed(&body);
+    assert_eq!(v["service"], "api");
+    assert_eq!(v["target"], "/api/items?x=1");
+    assert_eq!(
+        header(&v, "host"),
+        Some("shop.example.com"),
+        "Host as the client sent it"
+    );
+    assert_eq!(header(&v, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header(&v, "x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(header(&v, "x-forwarded-proto"), Some("http"));
+    assert_eq!(header(&v, "x-forwarded-host"), Some("shop.example.com"));
+    assert_eq!(header(&v, "x-forwarded-port"), Some(port.to_string().as_str()));
+    assert_eq!(header(&v, "x-request-id").map(str::len), Some(32));
+
+    let (_, _, body) = get(port, "shop.example.com", "/cart", "");
+    assert_eq!(echoed(&body)["service"], "web");
+
+    // Forwarded headers from an untrusted client are overwritten; the
+    // headers Connection names (hop-by-hop) are not forwarded.
+    let (_, _, body) = get(
+        port,
+        "shop.example.com",
+        "/",
+        "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Secret: 1\r\nConnection: X-Secret\r\n",
+    );
+    let v = echoed(&body);
+    assert_eq!(header(&v, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header(&v, "x-forwarded-proto"), Some("http"));
+    assert_eq!(header(&v, "x-secret"), None, "{v}");
+    assert_eq!(header(&v, "connection"), None);
+
+    // Unknown host: 404 from the proxy.
+    let (status, _, _) = get(port, "other.example.com", "/", "");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    for (i, ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
+        echo(&mut procs, ip, target, "web", &format!("web-{i}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            // 127.0.0.4 listens nowhere: connecting to it fails.
+            backend("web", 80, target, &["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]),
+            backend("empty", 80, target, &[]),
+            ingress("shop", "shop.example.com", &[("/", "web"), ("/empty", "empty")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let mut pods = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..40 {
+        let (status, head, body) = get(port, "shop.example.com", "/", "");
+        assert_eq!(status, 200, "a GET is retried on the next endpoint: {head}");
+        *pods
+            .entry(echoed(&body)["pod"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert!(pods.values().all(|&n| n >= 10), "round robin: {pods:?}");
+    let (status, _, _) = get(port, "shop.example.com", "/empty", "");
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn the_proxy_answers_redirects_body_limits_and_bad_framing_itself() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress(
+                "small",
+                "small.example.com",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/proxy-body-size: \"10\"",
+            ),
+            ingress(
+                "moved",
+                "moved.example.com",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/permanent-redirect: \"https://new.example.com/\"",
+            ),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let (status, head, _) = get(port, "moved.example.com", "/x", "");
+    assert_eq!(status, 301);
+    assert!(head.contains("location: https://new.example.com/"), "{head}");
+    // Within the limit, forwarded; over it, 413 before the backend.
+    let small = |body: &str| {
+        split(&raw(
+            port,
+            &format!(
+                "POST / HTTP/1.1\r\nHost: small.example.com\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        ))
+    };
+    let (status, _, body) = small("0123456789");
+    assert_eq!(status, 200);
+    assert_eq!(echoed(&body)["body_bytes"], 10);
+    assert_eq!(small("0123456789a").0, 413);
+    // Smuggling vectors: a length beside a transfer coding, two lengths.
+    for bad in [
+        "POST / HTTP/1.1\r\nHost: small.example.com\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: small.example.com\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        "GET / HTTP/1.1\r\nHost: small.example.com\r\nX-A: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: small.example.com\r\nX-A: a\0b\r\n\r\n",
+        "GET / HTTP/1.1\nHost: small.example.com\n\n",
+        // After a good request on the same connection, too.
+        "GET / HTTP/1.1\r\nHost: small.example.com\r\n\r\nPOST / HTTP/1.1\r\nHost: small.example.com\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let answer = raw(port, bad);
+        // The last answer on the connection is the refusal, and it closes.
+        let last = answer.rfind("HTTP/1.1 ").map_or(answer.as_str(), |i| &answer[i..]);
+        let (status, head, _) = split(last);
+        assert_eq!(status, 400, "{bad:?} → {answer}");
+        assert!(head.contains("connection: close"), "{head}");
+    }
+}
+
+#[test]
+fn a_slow_client_is_cut_off_by_the_header_timeout() {
+    let mut procs = Procs(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), CLASS).unwrap();
+    let port = proxy(&mut procs, dir.path(), &["--client-header-timeout", "1"]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Never finishes its head: the proxy closes within the timeout (and
+    // some slack), not when the client gives up.
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "cut off after {took:?}");
+    assert!(took >= Duration::from_millis(900), "not before the timeout: {took:?}");
+}
+
+#[test]
+fn a_reload_swaps_routes_without_failing_a_request() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    echo(&mut procs, "127.0.0.2", target, "api", "api-0");
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        CLASS.to_owned(),
+        backend("web", 80, target, &["127.0.0.1"]),
+        backend("api", 80, target, &["127.0.0.2"]),
+    ]
+    .join("---\n");
+    std::fs::write(dir.path().join("base.yaml"), &base).unwrap();
+    std::fs::write(
+        dir.path().join("shop.yaml"),
+        ingress("shop", "shop.example.com", &[("/", "web")], ""),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    // Load from another thread while the Ingress is rewritten ten times.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, head, _) = get(port, "shop.example.com", "/", "");
+                if status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(head);
+                }
+            }
+            (ok, failed)
+        })
+    };
+    for i in 0..10 {
+        let svc = if i % 2 == 0 { "api" } else { "web" };
+        let tmp = dir.path().join(".shop.tmp");
+        std::fs::write(&tmp, ingress("shop", "shop.example.com", &[("/", svc)], "")).unwrap();
+        std::fs::rename(&tmp, dir.path().join("shop.yaml")).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "{} failed: {:?}", failed.len(), failed.first());
+    assert!(ok > 50, "only {ok} requests");
+    // The last version routes: web.
+    let (_, _, body) = get(port, "shop.example.com", "/", "");
+    assert_eq!(echoed(&body)["service"], "web");
+}

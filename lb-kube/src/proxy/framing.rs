@@ -1,0 +1,541 @@
+//! Strict HTTP/1.1 request framing, checked on the bytes a client sends
+//! before the HTTP parser sees them (sans I/O: bytes in, bytes out).
+//!
+//! hyper accepts some messages RFC 9112 lets a server reject and a proxy
+//! should: a `Content-Length` beside a `Transfer-Encoding` (hyper drops the
+//! length and keeps the connection open), which is the classic request
+//! smuggling vector. The [`Framer`] follows the request stream (each head,
+//! then its body by length or chunk by chunk) and refuses, on the first
+//! offence:
+//! - a bare LF or a bare CR where a line must end in CRLF;
+//! - obsolete line folding (a header line starting with a space or tab);
+//! - a header name that is not a token, or a header value with a control
+//!   character (NUL, …; a tab is fine);
+//! - `Content-Length` that is not digits, or more than one of them;
+//! - `Content-Length` with `Transfer-Encoding`; a `Transfer-Encoding` other
+//!   than `chunked`, or on HTTP/1.0;
+//! - a chunk size that is not hexadecimal or overflows, a chunk not
+//!   followed by CRLF;
+//! - a head longer than the limit.
+//!
+//! Heads are held until complete and checked whole; bodies pass as they
+//! come. After an upgrade request (or CONNECT), or the HTTP/2 preface, the
+//! rest of the stream is not HTTP/1 and passes unchecked.
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A line ended in LF alone, or a CR was not followed by LF.
+    #[error("a line not ended by CRLF (bare LF or CR)")]
+    BareLineEnd,
+    /// A header line started with whitespace (obs-fold).
+    #[error("obsolete line folding")]
+    ObsFold,
+    /// A header name with a character a token may not hold.
+    #[error("an invalid header name")]
+    HeaderName,
+    /// A control character in the request line or a header value.
+    #[error("a control character in the request head")]
+    Control,
+    /// `Content-Length` is not a number.
+    #[error("an invalid Content-Length")]
+    Length,
+    /// `Content-Length` more than once (or a list).
+    #[error("more than one Content-Length")]
+    DuplicateLength,
+    /// `Content-Length` and `Transfer-Encoding` together.
+    #[error("Content-Length with Transfer-Encoding")]
+    LengthWithCoding,
+    /// A transfer coding other than `chunked` (or on HTTP/1.0).
+    #[error("a Transfer-Encoding other than chunked")]
+    Coding,
+    /// A malformed chunk size line, or chunk data not ended by CRLF.
+    #[error("malformed chunked body")]
+    Chunk,
+    /// The head is longer than the limit.
+    #[error("request head too large")]
+    TooLarge,
+}
+
+/// Where the stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Collecting a head.
+    Head,
+    /// A body of this many bytes left, then (if `then_opaque`) opaque.
+    Fixed { left: u64, then_opaque: bool },
+    /// A chunked body.
+    Chunked(Chunk),
+    /// Not HTTP/1 any more (upgraded, CONNECT, HTTP/2): unchecked.
+    Opaque,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// The size line: digits seen, value so far, in an extension, CR seen.
+    Size {
+        digits: u8,
+        value: u64,
+        ext: bool,
+        cr: bool,
+    },
+    /// Data bytes left.
+    Data(u64),
+    /// The CR after the data.
+    DataCr,
+    /// The LF after the data.
+    DataLf,
+    /// Trailer lines: bytes on this line, CR seen.
+    Trailer { len: usize, cr: bool },
+}
+
+/// The HTTP/2 connection preface (prior knowledge, RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Follows one connection's request stream.
+#[derive(Debug)]
+pub struct Framer {
+    state: State,
+    head: Vec<u8>,
+    max_head: usize,
+}
+
+impl Framer {
+    /// A framer refusing heads longer than `max_head` bytes.
+    pub fn new(max_head: usize) -> Self {
+        Self {
+            state: State::Head,
+            head: Vec::new(),
+            max_head,
+        }
+    }
+
+    /// Whether part of a request head has come and the rest is awaited.
+    pub fn in_head(&self) -> bool {
+        self.state == State::Head && !self.head.is_empty()
+    }
+
+    /// Takes bytes the client sent; appends to `out` those that may go on
+    /// to the parser (complete, checked heads; body bytes as they come).
+    /// On a violation, `out` holds what went before the offending message
+    /// and the framer must not be fed again.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), Violation> {
+        while !input.is_empty() {
+            match self.state {
+                State::Opaque => {
+                    out.extend_from_slice(input);
+                    return Ok(());
+                }
+                State::Fixed { left, then_opaque } => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                    out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    let left = left - n as u64;
+                    self.state = match (left, then_opaque) {
+                        (0, true) => State::Opaque,
+                        (0, false) => State::Head,
+                        _ => State::Fixed { left, then_opaque },
+                    };
+                }
+                State::Chunked(chunk) => {
+                    let used = self.chunked(chunk, input, out)?;
+                    input = &input[used..];
+                }
+                State::Head => {
+                    let used = self.head_bytes(input, out)?;
+                    input = &input[used..];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects head bytes; on the end of the head, checks it and sets the
+    /// body's framing. Returns the bytes used.
+    fn head_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Violation> {
+        for (i, &b) in input.iter().enumerate() {
+            let prev = self.head.last().copied();
+            if b == b'\n' && prev != Some(b'\r') {
+                return Err(Violation::BareLineEnd);
+            }
+            if prev == Some(b'\r') && b != b'\n' {
+                return Err(Violation::BareLineEnd);
+            }
+            self.head.push(b);
+            if self.head.len() > self.max_head {
+                return Err(Violation::TooLarge);
+            }
+            // Empty lines before a request line are ignored (RFC 9112 §2.2).
+            if self.head == b"\r\n" {
+                out.extend_from_slice(&self.head);
+                self.head.clear();
+                continue;
+            }
+            if self.head.len() == H2_PREFACE.len() && self.head == H2_PREFACE {
+                out.append(&mut self.head);
+                self.state = State::Opaque;
+                return Ok(i + 1);
+            }
+            if self.head.ends_with(b"\r\n\r\n") {
+                let framing = check_head(&self.head)?;
+                out.append(&mut self.head);
+                self.state = framing;
+                return Ok(i + 1);
+            }
+        }
+        Ok(input.len())
+    }
+
+    /// Follows a chunked body. Returns the bytes used.
+    fn chunked(&mut self, mut chunk: Chunk, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Violation> {
+        let mut used = 0;
+        while used < input.len() {
+            if let Chunk::Data(left) = chunk {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len() - used);
+                out.extend_from_slice(&input[used..used + n]);
+                used += n;
+                let left = left - n as u64;
+                chunk = if left == 0 { Chunk::DataCr } else { Chunk::Data(left) };
+                continue;
+            }
+            let b = input[used];
+            used += 1;
+            out.push(b);
+            chunk = match chunk {
+                Chunk::Size { cr: true, .. } if b != b'\n' => return Err(Violation::Chunk),
+                Chunk::Size {
+                    cr: true,
+                    digits,
+                    value,
+                    ..
+                } => match (digits, value) {
+                    (0, _) => return Err(Violation::Chunk),
+                    (_, 0) => Chunk::Trailer { len: 0, cr: false },
+                    (_, n) => Chunk::Data(n),
+                },
+                Chunk::Size { ext, .. } if b == b'\n' => {
+                    let _ = ext;
+                    return Err(Violation::BareLineEnd);
+                }
+                Chunk::Size { digits, value, ext, .. } if b == b'\r' => Chunk::Size {
+                    digits,
+                    value,
+                    ext,
+                    cr: true,
+                },
+                Chunk::Size {
+                    digits,
+                    value,
+                    ext: true,
+                    ..
+                } => {
+                    if b != b'\t' && (b < 0x20 || b == 0x7f) {
+                        return Err(Violation::Chunk);
+                    }
+                    Chunk::Size {
+                        digits,
+                        value,
+                        ext: true,
+                        cr: false,
+                    }
+                }
+                Chunk::Size { digits, value, .. } => match b {
+                    b';' | b' ' | b'\t' if digits > 0 => Chunk::Size {
+                        digits,
+                        value,
+                        ext: true,
+                        cr: false,
+                    },
+                    _ => {
+                        let d = (b as char).to_digit(16).ok_or(Violation::Chunk)?;
+                        // 15 hex digits: sizes up to 2^60, far past any body.
+                        if digits >= 15 {
+                            return Err(Violation::Chunk);
+                        }
+                        Chunk::Size {
+                            digits: digits + 1,
+                            value: value * 16 + u64::from(d),
+                            ext: false,
+                            cr: false,
+                        }
+                    }
+                },
+                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+                Chunk::DataLf if b == b'\n' => Chunk::Size {
+                    digits: 0,
+                    value: 0,
+                    ext: false,
+                    cr: false,
+                },
+                Chunk::DataCr | Chunk::DataLf => return Err(Violation::Chunk),
+                Chunk::Trailer { cr: true, len } => {
+                    if b != b'\n' {
+                        return Err(Violation::BareLineEnd);
+                    }
+                    if len == 0 {
+                        self.state = State::Head;
+                        return Ok(used);
+                    }
+                    Chunk::Trailer { len: 0, cr: false }
+                }
+                Chunk::Trailer { len, .. } => match b {
+                    b'\r' => Chunk::Trailer { len, cr: true },
+                    b'\n' => return Err(Violation::BareLineEnd),
+                    _ if len >= self.max_head => return Err(Violation::TooLarge),
+                    _ => Chunk::Trailer {
+                        len: len + 1,
+                        cr: false,
+                    },
+                },
+                Chunk::Data(_) => chunk,
+            };
+        }
+        self.state = State::Chunked(chunk);
+        Ok(used)
+    }
+}
+
+/// Whether `b` may be in a header name (RFC 9110 tchar).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Checks a whole head (ending in CRLF CRLF); returns how its body is
+/// framed.
+fn check_head(head: &[u8]) -> Result<State, Violation> {
+    let body = &head[..head.len() - 4];
+    let mut lines = body.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    if request_line.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(Violation::Control);
+    }
+    let http10 = request_line.ends_with(b"HTTP/1.0");
+    let connect = request_line.starts_with(b"CONNECT ");
+    let mut length: Option<u64> = None;
+    let mut coding = false;
+    let mut upgrade = false;
+    let mut connection_upgrade = false;
+    for line in lines {
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            return Err(Violation::ObsFold);
+        }
+        let colon = line.iter().position(|&b| b == b':').ok_or(Violation::HeaderName)?;
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty() || !name.iter().all(|&b| tchar(b)) {
+            return Err(Violation::HeaderName);
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(Violation::Control);
+        }
+        let value = value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return Err(Violation::DuplicateLength);
+            }
+            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(Violation::Length);
+            }
+            length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            if length.is_none() {
+                return Err(Violation::Length);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // One coding, chunked, once: what nginx accepts too.
+            if coding || http10 || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(Violation::Coding);
+            }
+            coding = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection_upgrade |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+        }
+    }
+    if coding && length.is_some() {
+        return Err(Violation::LengthWithCoding);
+    }
+    let then_opaque = connect || (upgrade && connection_upgrade);
+    Ok(match (coding, length) {
+        (true, _) => State::Chunked(Chunk::Size {
+            digits: 0,
+            value: 0,
+            ext: false,
+            cr: false,
+        }),
+        (false, Some(n)) if n > 0 => State::Fixed { left: n, then_opaque },
+        _ if then_opaque => State::Opaque,
+        _ => State::Head,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(input: &[u8]) -> (Vec<u8>, Result<(), Violation>) {
+        let mut f = Framer::new(64 * 1024);
+        let mut out = Vec::new();
+        let r = f.feed(input, &mut out);
+        (out, r)
+    }
+
+    #[test]
+    fn good_requests_pass_whole() {
+        let reqs: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\nX-Tab: a\tb\r\n\r\n",
+        ];
+        for r in reqs {
+            let (out, res) = run(r);
+            assert_eq!(res, Ok(()), "{}", String::from_utf8_lossy(r));
+            assert_eq!(&out, r);
+        }
+    }
+
+    #[test]
+    fn smuggling_vectors_are_refused() {
+        let cases: &[(&[u8], Violation)] = &[
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Violation::LengthWithCoding,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                Violation::LengthWithCoding,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+                Violation::DuplicateLength,
+            ),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n", Violation::Length),
+            (b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n", Violation::Length),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Violation::Coding,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Violation::Coding,
+            ),
+            (b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", Violation::ObsFold),
+            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", Violation::BareLineEnd),
+            (b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", Violation::BareLineEnd),
+            (b"GET / HTTP/1.1\r\nX-A: a\0b\r\n\r\n", Violation::Control),
+            (b"GET / HTTP/1.1\r\nX A: b\r\n\r\n", Violation::HeaderName),
+            (b"GET / HTTP/1.1\r\nX-A : b\r\n\r\n", Violation::HeaderName),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                Violation::Chunk,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
+                Violation::Chunk,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+                Violation::Chunk,
+            ),
+        ];
+        for (input, want) in cases {
+            let (out, res) = run(input);
+            assert_eq!(res, Err(*want), "{}", String::from_utf8_lossy(input));
+            // Nothing of an offending head went on (a body's head did, and
+            // its body up to the fault).
+            if *want != Violation::Chunk {
+                assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_request_after_a_good_one_is_checked_too() {
+        let (out, res) = run(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(res, Err(Violation::LengthWithCoding));
+        assert_eq!(out, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused() {
+        let mut f = Framer::new(100);
+        let mut out = Vec::new();
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(200));
+        assert_eq!(f.feed(long.as_bytes(), &mut out), Err(Violation::TooLarge));
+    }
+
+    #[test]
+    fn upgrades_and_h2_pass_unchecked_after_their_head() {
+        let (out, res) = run(b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x00\x01binary\n");
+        assert_eq!(res, Ok(()));
+        assert!(out.ends_with(b"\x00\x01binary\n"));
+        let (_, res) = run(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04");
+        assert_eq!(res, Ok(()));
+    }
+
+    /// A request stream the reference model frames: heads of plain
+    /// headers, bodies by length or in chunks.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let body = proptest::collection::vec(any::<u8>(), 0..40);
+        let request =
+            (body, any::<bool>(), proptest::collection::vec(1usize..8, 0..4)).prop_map(|(body, chunked, cuts)| {
+                let mut r = b"POST /p HTTP/1.1\r\nHost: a\r\n".to_vec();
+                if chunked {
+                    r.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    let mut rest = &body[..];
+                    for c in cuts {
+                        let n = c.min(rest.len());
+                        if n == 0 {
+                            break;
+                        }
+                        r.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                        r.extend_from_slice(&rest[..n]);
+                        r.extend_from_slice(b"\r\n");
+                        rest = &rest[n..];
+                    }
+                    if !rest.is_empty() {
+                        r.extend_from_slice(format!("{:X}\r\n", rest.len()).as_bytes());
+                        r.extend_from_slice(rest);
+                        r.extend_from_slice(b"\r\n");
+                    }
+                    r.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    r.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                    r.extend_from_slice(&body);
+                }
+                r
+            });
+        proptest::collection::vec(request, 1..4).prop_map(|rs| rs.concat())
+    }
+
+    proptest! {
+        /// Well-framed streams pass byte for byte, however they are cut
+        /// into reads.
+        #[test]
+        fn well_framed_streams_pass_unchanged_in_any_pieces(s in stream(), cuts in proptest::collection::vec(1usize..64, 0..20)) {
+            let mut f = Framer::new(64 * 1024);
+            let mut out = Vec::new();
+            let mut rest = &s[..];
+            for c in cuts {
+                let n = c.min(rest.len());
+                f.feed(&rest[..n], &mut out).unwrap();
+                rest = &rest[n..];
+            }
+            f.feed(rest, &mut out).unwrap();
+            prop_assert_eq!(out, s);
+            prop_assert_eq!(f.state, State::Head);
+        }
+
+        /// Any input: no panic, and what goes on is a prefix of it.
+        #[test]
+        fn any_bytes_give_a_prefix_or_a_violation(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let (out, _) = run(&input);
+            prop_assert!(input.starts_with(&out));
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! A client connection with its request stream checked by a [`Framer`]
+//! before hyper parses it. On a violation, what went before passes, then a
+//! request line hyper itself refuses: hyper answers 400 in order (after any
+//! response still owed) and closes the connection.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::framing::Framer;
+
+/// What replaces an offending message: a method with a control character,
+/// which hyper answers with 400 Bad Request and a close.
+const POISON: &[u8] = b"\x01 / HTTP/1.1\r\n\r\n";
+
+/// A connection whose reads go through a [`Framer`].
+pub(crate) struct Guarded<S> {
+    inner: S,
+    framer: Framer,
+    /// Bytes read from the client, not yet checked.
+    staging: Box<[u8]>,
+    /// Checked bytes not yet handed to the parser, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// A violation was met: nothing more is read.
+    poisoned: bool,
+    peer: std::net::SocketAddr,
+    /// How long a started head may take to complete, and when the one
+    /// being collected must be complete.
+    head_timeout: std::time::Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Guarded<S> {
+    pub(crate) fn new(
+        inner: S,
+        max_head: usize,
+        head_timeout: std::time::Duration,
+        peer: std::net::SocketAddr,
+    ) -> Self {
+        Self {
+            head_timeout,
+            deadline: None,
+            inner,
+            framer: Framer::new(max_head),
+            staging: vec![0; 16 * 1024].into_boxed_slice(),
+            out: Vec::new(),
+            out_pos: 0,
+            poisoned: false,
+            peer,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.poisoned {
+                // End of stream: hyper answers what it has, then closes.
+                return Poll::Ready(Ok(()));
+            }
+            // A head started and not finished in time (slowloris): the
+            // connection ends (the parser never saw a byte of it).
+            if let Some(deadline) = this.deadline.as_mut()
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                tracing::debug!(client = %this.peer, "request head not complete in time; closing");
+                this.poisoned = true;
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request head timeout",
+                )));
+            }
+            let mut staging = ReadBuf::new(&mut this.staging);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut staging))?;
+            let read = staging.filled();
+            if read.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if let Err(v) = this.framer.feed(read, &mut this.out) {
+                tracing::debug!(client = %this.peer, violation = %v, "request refused");
+                this.out.extend_from_slice(POISON);
+                this.poisoned = true;
+            }
+            match (this.framer.in_head(), this.deadline.is_some()) {
+                (true, false) => this.deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout))),
+                (false, true) => this.deadline = None,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
