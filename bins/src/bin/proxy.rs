@@ -51,6 +51,9 @@ struct ServeArgs {
     /// other clients' are overwritten.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     trusted: Vec<ipnet::IpNet>,
+    /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     drain_seconds: u64,
@@ -166,6 +169,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut options = lb_kube::proxy::serve::Options::new(args.http_listen);
     options.route = args.route.config();
     options.trusted = args.trusted;
+    options.metrics_listen = args.metrics_listen;
     options.drain = std::time::Duration::from_secs(args.drain_seconds);
     options.limits.header_timeout = std::time::Duration::from_secs(args.client_header_timeout.max(1));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -37,6 +37,7 @@ pub(crate) struct Context {
     pub(crate) port: u16,
     /// Whether the listener speaks TLS.
     pub(crate) https: bool,
+    pub(crate) metrics: super::metrics::Metrics,
 }
 
 /// The keep-alive connection pool to the backends.
@@ -143,7 +144,16 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
                 target.ingress.clone(),
                 format!("{}/{}", target.namespace, target.service),
             );
-            let (response, upstream) = forward(&ctx, &served, peer, client, &request_id, target, req).await;
+            let (response, upstream, failure) = forward(&ctx, &served, peer, client, &request_id, target, req).await;
+            if let Some(kind) = failure {
+                ctx.metrics
+                    .upstream_errors
+                    .get_or_create(&super::metrics::UpstreamLabels {
+                        service: routed.1.clone(),
+                        kind,
+                    })
+                    .inc();
+            }
             (response, Some((routed, upstream)))
         }
     };
@@ -152,6 +162,8 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("lb"));
     let status = response.status().as_u16();
+    let took = started.elapsed();
+    ctx.metrics.duration.observe(took.as_secs_f64());
     let (ingress, service, upstream) = match &routed {
         Some(((i, s), u)) => (i.as_str(), s.as_str(), u.map(|a| a.to_string()).unwrap_or_default()),
         None => ("", "", String::new()),
@@ -166,8 +178,16 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
         service,
         upstream = %upstream,
         request_id = request_id.to_str().unwrap_or_default(),
-        duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     );
+    ctx.metrics
+        .requests
+        .get_or_create(&super::metrics::RequestLabels {
+            ingress: ingress.to_owned(),
+            service: service.to_owned(),
+            status,
+        })
+        .inc();
     response
 }
 
@@ -258,10 +278,10 @@ async fn forward(
     request_id: &HeaderValue,
     target: Target,
     req: Request<Incoming>,
-) -> (Response<Body>, Option<SocketAddr>) {
+) -> (Response<Body>, Option<SocketAddr>, Option<&'static str>) {
     let Some(backends) = served.endpoints.get(&target.namespace, &target.service, target.port) else {
         tracing::warn!(service = %format!("{}/{}", target.namespace, target.service), port = target.port, "no ready endpoint");
-        return (own(StatusCode::SERVICE_UNAVAILABLE, "no endpoint is ready"), None);
+        return (own(StatusCode::SERVICE_UNAVAILABLE, "no endpoint is ready"), None, Some("no_endpoint"));
     };
     let (mut parts, body) = req.into_parts();
     let length = content_length(&parts.headers);
@@ -270,6 +290,7 @@ async fn forward(
     if limit != 0 && length.is_some_and(|n| n > limit) {
         return (
             close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+            None,
             None,
         );
     }
@@ -311,7 +332,7 @@ async fn forward(
             body = Some(Empty::new().map_err(|e| match e {}).boxed());
         }
         let Ok(up) = up.body(this_body) else {
-            return (own(StatusCode::BAD_REQUEST, "bad request"), None);
+            return (own(StatusCode::BAD_REQUEST, "bad request"), None, None);
         };
         let result = tokio::time::timeout(target.read_timeout, ctx.upstream.client.request(up)).await;
         match result {
@@ -320,6 +341,7 @@ async fn forward(
                 return (
                     own(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"),
                     Some(addr),
+                    Some("timeout"),
                 );
             }
             Ok(Err(e)) if e.is_connect() && n + 1 < tries => {
@@ -330,6 +352,7 @@ async fn forward(
                     return (
                         close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
                         Some(addr),
+                        None,
                     );
                 }
                 let timed_out = e.is_connect()
@@ -339,8 +362,13 @@ async fn forward(
                     true => (
                         own(StatusCode::GATEWAY_TIMEOUT, "connecting to the backend timed out"),
                         Some(addr),
+                        Some("timeout"),
                     ),
-                    false => (own(StatusCode::BAD_GATEWAY, "the backend failed"), Some(addr)),
+                    false => (
+                        own(StatusCode::BAD_GATEWAY, "the backend failed"),
+                        Some(addr),
+                        Some(if e.is_connect() { "connect" } else { "failed" }),
+                    ),
                 };
             }
             Ok(Ok(mut response)) => {
@@ -356,6 +384,7 @@ async fn forward(
                     return (
                         Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed()),
                         Some(addr),
+                        None,
                     );
                 }
                 let (mut parts, body) = response.into_parts();
@@ -366,11 +395,11 @@ async fn forward(
                     }
                 }
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
-                return (Response::from_parts(parts, body), Some(addr));
+                return (Response::from_parts(parts, body), Some(addr), None);
             }
         }
     }
-    (own(StatusCode::BAD_GATEWAY, "no endpoint could be reached"), None)
+    (own(StatusCode::BAD_GATEWAY, "no endpoint could be reached"), None, Some("connect"))
 }
 
 /// Joins the client's and the backend's upgraded connections (WebSocket

@@ -6,6 +6,7 @@ pub mod endpoints;
 mod forward;
 pub mod framing;
 mod guard;
+pub mod metrics;
 pub mod serve;
 
 use std::collections::HashMap;

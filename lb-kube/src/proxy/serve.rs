@@ -30,6 +30,9 @@ pub struct Options {
     pub poll_interval: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (ready once the
+    /// first table is in force).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -42,6 +45,7 @@ impl Options {
             limits: Limits::default(),
             poll_interval: Duration::from_millis(500),
             drain: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }
@@ -109,6 +113,14 @@ pub enum Error {
     /// The source cannot give a first view.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// The metrics address cannot be bound.
+    #[error("--metrics-listen {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A table build panicked (a bug).
     #[error("internal error: building the route table panicked")]
     Panicked,
@@ -135,6 +147,15 @@ pub async fn run<S: Source + 'static>(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = super::metrics::Metrics::register(&mut registry);
+    let telemetry = crate::metrics::Telemetry::new(registry);
+    if let Some(addr) = options.metrics_listen {
+        let listener = crate::metrics::bind(addr)
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+        tokio::spawn(crate::metrics::serve(listener, telemetry.clone(), std::future::pending()));
+    }
     let mut listeners = Vec::new();
     for &addr in &options.http_listen {
         let l = tokio::net::TcpListener::bind(addr)
@@ -157,6 +178,9 @@ pub async fn run<S: Source + 'static>(
     log_problems(&problems, &mut Vec::new());
     let mut logged: Vec<String> = problems.iter().map(ToString::to_string).collect();
     tracing::info!(endpoints = built.endpoints.len(), "route table built");
+    metrics.endpoints.set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
+    metrics.problems.set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
+    telemetry.set_ready(true);
     let current = Arc::new(ArcSwap::from_pointee(built));
     let mut objects_version = view.objects_version;
     let upstream = Arc::new(Upstream::new(&options));
@@ -173,6 +197,7 @@ pub async fn run<S: Source + 'static>(
             trusted: Arc::new(options.trusted.clone()),
             port: listener.local_addr().map(|a| a.port()).unwrap_or_default(),
             https: false,
+            metrics: metrics.clone(),
         };
         accepts.spawn(accept_loop(
             listener,
@@ -235,6 +260,11 @@ pub async fn run<S: Source + 'static>(
             Ok((v, objects, whole, built, problems)) => {
                 version = v;
                 objects_version = objects;
+                metrics.endpoints.set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
+                if whole {
+                    metrics.problems.set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
+                }
+                metrics.reloads.inc();
                 current.store(Arc::new(built));
                 if whole {
                     log_problems(&problems, &mut logged);
@@ -243,7 +273,10 @@ pub async fn run<S: Source + 'static>(
                     tracing::debug!(took = ?started.elapsed(), "endpoints swapped");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "reading the configuration; the last good table keeps serving"),
+            Err(e) => {
+                metrics.reload_errors.inc();
+                tracing::error!(error = %e, "reading the configuration; the last good table keeps serving");
+            }
         }
     }
     // Stop accepting, then let what is in flight finish, within the bound.
