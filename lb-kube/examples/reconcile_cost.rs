@@ -48,6 +48,8 @@ fn main() {
         c.reconcile_snapshot(&view, Instant::now());
         println!("reconcile of an unchanged view: {:.2?}", t.elapsed());
     }
+    // A reconcile through the source arms following changes again.
+    c.reconcile(false).unwrap();
     // One new Service at a time, followed as a change (what cluster mode
     // does with a watch event); the source's own diff is not timed.
     let new: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(3);

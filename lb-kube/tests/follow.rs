@@ -36,11 +36,14 @@ enum Shape {
     Deprecated,
     /// A label (no pool selects on it).
     Labelled,
+    /// Asks for 10.0.0.3.
+    Requested,
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put(usize, Shape),
+    /// Creates or edits Service `i`; created at second `c` (kept on edits).
+    Put(usize, Shape, u8),
     Delete(usize),
     /// Another controller shows address `n` of pool p (or outside it) for
     /// Service `i`.
@@ -56,15 +59,16 @@ struct Model {
     services: BTreeMap<usize, (Shape, usize)>,
     foreign: BTreeMap<usize, u8>,
     pool_len: u8,
-    step: usize,
+    /// The controller's loadBalancerClass (`z`: one another controller's
+    /// class sorts before, so it wins contested addresses).
+    class: Option<&'static str>,
 }
 
 impl Model {
     fn apply(&mut self, op: &Op) {
-        self.step += 1;
         match *op {
-            Op::Put(i, shape) => {
-                let created = self.services.get(&i).map_or(self.step, |s| s.1);
+            Op::Put(i, shape, c) => {
+                let created = self.services.get(&i).map_or(usize::from(c), |s| s.1);
                 self.services.insert(i, (shape, created));
             }
             Op::Delete(i) => {
@@ -92,8 +96,12 @@ impl Model {
             None,
             object("apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: q, namespace: metallb-system}\nspec: {addresses: [10.0.1.0/30], autoAssign: false}\n"),
         ));
+        let own = self
+            .class
+            .map(|c| format!(", loadBalancerClass: {c}"))
+            .unwrap_or_default();
         for (&i, &(shape, created)) in &self.services {
-            let (kind, mut annotations, mut extra) = ("LoadBalancer", String::new(), String::new());
+            let (kind, mut annotations, mut extra) = ("LoadBalancer", String::new(), own.clone());
             let mut labels = String::new();
             let kind = match shape {
                 Shape::Plain => kind,
@@ -118,6 +126,10 @@ impl Model {
                     labels = "tier: web".into();
                     kind
                 }
+                Shape::Requested => {
+                    annotations = "metallb.io/loadBalancerIPs: 10.0.0.3".into();
+                    kind
+                }
             };
             s.objects.push((
                 None,
@@ -133,7 +145,7 @@ impl Model {
         }
         for (key, state) in echo {
             s.status.entry(key.clone()).or_default().push(HeldStatus {
-                class: None,
+                class: self.class.map(str::to_owned),
                 state: state.clone(),
             });
         }
@@ -168,9 +180,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Shape::ClusterIp),
         1 => Just(Shape::Deprecated),
         1 => Just(Shape::Labelled),
+        1 => Just(Shape::Requested),
     ];
     prop_oneof![
-        8 => (0..NAMES, shape).prop_map(|(i, s)| Op::Put(i, s)),
+        8 => (0..NAMES, shape, 0u8..4).prop_map(|(i, s, c)| Op::Put(i, s, c)),
         2 => (0..NAMES).prop_map(Op::Delete),
         1 => (0..NAMES, 0u8..20).prop_map(|(i, n)| Op::Foreign(i, n)),
         1 => (1u8..10).prop_map(Op::Pool),
@@ -182,10 +195,14 @@ type Ctl = Controller<MemorySource, MemoryStatus>;
 fn controller(deltas: bool, model: &Model) -> Ctl {
     let source = MemorySource::new(model.view(&BTreeMap::new()));
     let source = if deltas { source.with_deltas() } else { source };
-    Controller::with(Options::new("unused"), source, MemoryStatus::default())
+    let options = Options {
+        load_balancer_class: model.class.map(str::to_owned),
+        ..Options::new("unused")
+    };
+    Controller::with(options, source, MemoryStatus::default())
 }
 
-/// One step: the change, a reconcile, then the writes echoed back as the
+/// One step: the changes, a reconcile, then the writes echoed back as the
 /// API server's watch would, and a reconcile of that.
 fn step(c: &mut Ctl, model: &Model) -> (Report, Report) {
     let view = model.view(c.sink().current());
@@ -201,21 +218,27 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn following_services_one_by_one_ends_where_a_whole_reconcile_ends(ops in proptest::collection::vec(op(), 1..40)) {
-        let mut model = Model { pool_len: 4, ..Model::default() };
+    fn following_services_one_by_one_ends_where_a_whole_reconcile_ends(
+        steps in proptest::collection::vec(proptest::collection::vec(op(), 1..4), 1..30),
+        class in prop_oneof![Just(None), Just(Some("z"))],
+    ) {
+        let mut model = Model { pool_len: 4, class, ..Model::default() };
         let mut following = controller(true, &model);
         let mut whole = controller(false, &model);
         following.reconcile(false).unwrap();
         whole.reconcile(false).unwrap();
-        for (n, op) in ops.iter().enumerate() {
-            model.apply(op);
+        for (n, ops) in steps.iter().enumerate() {
+            // Several changes land before the controller looks: one delta.
+            for op in ops {
+                model.apply(op);
+            }
             let (f1, f2) = step(&mut following, &model);
             let (w1, w2) = step(&mut whole, &model);
             prop_assert!(!w1.partial && !w2.partial);
             prop_assert_eq!(
                 following.sink().current(),
                 whole.sink().current(),
-                "after step {} ({:?}); partial: {}, {}", n, op, f1.partial, f2.partial
+                "after step {} ({:?}); partial: {}, {}", n, ops, f1.partial, f2.partial
             );
             prop_assert_eq!((f2.assigned, f2.pending), (w2.assigned, w2.pending), "counts after step {}", n);
             let mut fp: Vec<String> = f2.problems.iter().map(ToString::to_string).collect();
@@ -239,14 +262,14 @@ fn a_new_service_is_looked_at_alone_and_a_pool_edit_is_whole() {
         ..Model::default()
     };
     for i in 0..3 {
-        model.apply(&Op::Put(i, Shape::Plain));
+        model.apply(&Op::Put(i, Shape::Plain, i as u8));
     }
     let mut c = controller(true, &model);
     c.reconcile(false).unwrap();
     // The echo of the first writes.
     step(&mut c, &model);
 
-    model.apply(&Op::Put(5, Shape::Plain));
+    model.apply(&Op::Put(5, Shape::Plain, 9));
     let (new, echo) = step(&mut c, &model);
     assert!(new.partial, "a new Service alone: {new:?}");
     assert_eq!(new.services.len(), 1);

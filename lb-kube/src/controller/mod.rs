@@ -202,11 +202,32 @@ struct Follow {
     problems: Vec<Problem>,
     service_problems: HashMap<ServiceKey, Vec<Problem>>,
     /// This controller's Services in the last report: whether each holds
-    /// addresses.
+    /// addresses; and how many do, and do not.
     listed: HashMap<ServiceKey, bool>,
+    assigned: usize,
+    pending: usize,
     /// When the last whole reconcile ran: one runs at least every
     /// [`WHOLE_EVERY`] while changes come.
     at: Option<Instant>,
+}
+
+impl Follow {
+    /// Notes whether `key` is listed as ours and holding addresses
+    /// (`None`: not ours), keeping the counts.
+    fn list(&mut self, key: &ServiceKey, holds: Option<bool>) {
+        let before = match holds {
+            Some(h) => self.listed.insert(key.clone(), h),
+            None => self.listed.remove(key),
+        };
+        for (state, delta) in [(before, -1i8), (holds, 1)] {
+            let count = match state {
+                Some(true) => &mut self.assigned,
+                Some(false) => &mut self.pending,
+                None => continue,
+            };
+            *count = if delta < 0 { count.saturating_sub(1) } else { *count + 1 };
+        }
+    }
 }
 
 /// How long Service changes are followed one by one before a whole
@@ -331,7 +352,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                     other => Error::Source(other),
                 })?;
                 self.read_version = Some(version);
-                self.reconcile_snapshot(&snapshot, now)
+                self.reconcile_whole(&snapshot, now)
             }
         };
         if !dry_run && !self.unsaved.is_empty() {
@@ -342,7 +363,11 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             // Service's failure must not hold the others back).
             let current = self.sink.current();
             self.unsaved.retain(|k, v| current.get(k) != v.as_ref());
-            written.map_err(|e| Error::Sink(Box::new(e)))?;
+            if let Err(e) = written {
+                // What was decided is still told (events, pool status).
+                self.sink.report(&report);
+                return Err(Error::Sink(Box::new(e)));
+            }
         }
         if !dry_run {
             self.sink.report(&report);
@@ -372,11 +397,33 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         let mut foreign = follow.foreign.clone();
         let mut foreign_changed = false;
         let mut services = Vec::new();
+        let mut new_namespaces: HashMap<String, Labels> = HashMap::new();
         for change in &delta.changes {
             match change.object.kind.as_str() {
                 "Service" => {}
                 // Kinds the controller does not read.
                 "EndpointSlice" | "Node" | "Ingress" | "IngressClass" | "Secret" => continue,
+                // A Namespace matters by its labels (pool selectors) alone:
+                // its status, annotations or finalizers change nothing.
+                "Namespace" => {
+                    let labels = match &change.now {
+                        Ok(objects) => match objects.first() {
+                            Some(Object::Namespace(n)) => Some(n.metadata.labels.clone().unwrap_or_default()),
+                            _ => None,
+                        },
+                        Err(_) => return None,
+                    };
+                    match (labels, follow.ns_labels.get(&change.object.name)) {
+                        (Some(now), Some(before)) if now == *before => {}
+                        // A new Namespace holds no Service yet: its labels
+                        // are noted for the Services to come.
+                        (Some(now), None) if !follow.listed.keys().any(|k| k.namespace() == change.object.name) => {
+                            new_namespaces.insert(change.object.name.clone(), now);
+                        }
+                        _ => return None,
+                    }
+                    continue;
+                }
                 _ => return None,
             }
             let key = ServiceKey::new(&change.object.namespace, &change.object.name);
@@ -426,7 +473,16 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                     .filter(|ip| self.alloc.holders(*ip).iter().all(|h| *h == name))
                     .collect(),
             };
-            let labels = follow.ns_labels.get(key.namespace()).unwrap_or(&no_labels);
+            // A newcomer whose status shows addresses (a restore, a status
+            // copied over) may contend for them: the whole reconcile's
+            // order decides.
+            if !self.held.contains_key(&key) && !current.is_empty() {
+                return None;
+            }
+            let labels = new_namespaces
+                .get(key.namespace())
+                .or_else(|| follow.ns_labels.get(key.namespace()))
+                .unwrap_or(&no_labels);
             let (req, issues) = service::request(svc, labels, &current);
             if issues.iter().any(|i| i.error) {
                 return None;
@@ -447,8 +503,24 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 .map(|h| h.state.clone());
             requests.push((key, svc.metadata.uid.clone(), change.object.clone(), req, issues, own));
         }
+        // In the order a whole reconcile visits them (most held first, then
+        // older, then by namespace and name): several new Services in one
+        // change contend as they would there.
+        requests.sort_by(|a, b| {
+            let key = |r: &Request| {
+                (
+                    std::cmp::Reverse(r.current_ips.len()),
+                    r.created.is_none(),
+                    r.created,
+                    r.namespace.clone(),
+                    r.name.clone(),
+                )
+            };
+            key(&a.3).cmp(&key(&b.3))
+        });
 
         let mut follow = self.follow.take()?;
+        follow.ns_labels.extend(new_namespaces);
         if foreign_changed {
             self.alloc.set_reserved(foreign.iter().chain(&follow.carried).cloned());
             follow.foreign = foreign;
@@ -495,10 +567,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 warnings.push(why.to_string());
             }
             let ours = !matches!(res.outcome, Outcome::Ignored(_));
-            match ours {
-                true => follow.listed.insert(key.clone(), new.is_some()),
-                false => follow.listed.remove(&key),
-            };
+            follow.list(&key, ours.then_some(new.is_some()));
             self.last_requests.insert(key.clone(), req);
             reports.push(ServiceReport {
                 namespace: key.namespace().to_owned(),
@@ -516,7 +585,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             .chain(follow.service_problems.values().flatten())
             .cloned()
             .collect();
-        let (assigned, pending) = counts(&follow.listed);
+        let (assigned, pending) = (follow.assigned, follow.pending);
         self.follow = Some(follow);
         if whole {
             return None;
@@ -620,8 +689,18 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         }
     }
 
-    /// The reconcile itself, on a snapshot from any source, at `now`.
+    /// The reconcile itself, on a snapshot from any source, at `now`. The
+    /// next [`Controller::reconcile`] reads the whole view again (the
+    /// snapshot given here need not be the source's).
     pub fn reconcile_snapshot(&mut self, snapshot: &Snapshot, now: Instant) -> Report {
+        let report = self.reconcile_whole(snapshot, now);
+        self.follow = None;
+        report
+    }
+
+    /// A whole reconcile of `snapshot`, the source's view: what it leaves
+    /// lets the next reconcile follow Service changes one by one.
+    fn reconcile_whole(&mut self, snapshot: &Snapshot, now: Instant) -> Report {
         self.follow = None;
         let mut problems = snapshot.problems.clone();
         let (mut pools, pools_complete) = config::pools(snapshot, &self.pools, &mut problems);
@@ -652,8 +731,19 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         let mut blocked: Vec<ServiceKey> = Vec::new();
         let mut fresh: HashMap<ServiceKey, Request> = HashMap::new();
         let mut uids: HashMap<ServiceKey, String> = HashMap::new();
-        let base_problems = problems.clone();
+        // Problems about one Service are kept by Service, so a change that
+        // is followed one by one replaces them; the rest stay as they are.
+        let mut base_problems = Vec::new();
         let mut service_problems: HashMap<ServiceKey, Vec<Problem>> = HashMap::new();
+        for p in &problems {
+            match &p.object {
+                Some(o) if o.kind == "Service" => service_problems
+                    .entry(ServiceKey::new(&o.namespace, &o.name))
+                    .or_default()
+                    .push(p.clone()),
+                _ => base_problems.push(p.clone()),
+            }
+        }
         for (origin, obj) in &snapshot.objects {
             let Object::Service(svc) = obj else { continue };
             if !service::is_load_balancer(svc) {
@@ -898,6 +988,8 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 problems: base_problems,
                 service_problems,
                 listed,
+                assigned,
+                pending,
                 at: Some(now),
             });
         }
@@ -1147,9 +1239,9 @@ impl Cluster {
 /// a [`Lease`], once this replica leads), reads what every Service's status
 /// holds (so holders keep their addresses), then reconciles on every change
 /// and writes status through the status subresource. A leader that loses
-/// its Lease stops ([`Error::LostLease`]): restarted, it stands by. Every
-/// batch of writes first checks on the API server that the Lease still
-/// names this replica. On shutdown a leader releases its Lease; a standby
+/// its Lease stops ([`Error::LostLease`]): restarted, it stands by. Writes
+/// start only while a check on the API server that the Lease names this
+/// replica stands (at most a second). On shutdown a leader releases its Lease; a standby
 /// takes over at the latest when the Lease it last saw runs out.
 pub async fn run_cluster(
     options: Options,

@@ -281,7 +281,11 @@ async fn forward(
 ) -> (Response<Body>, Option<SocketAddr>, Option<&'static str>) {
     let Some(backends) = served.endpoints.get(&target.namespace, &target.service, target.port) else {
         tracing::warn!(service = %format!("{}/{}", target.namespace, target.service), port = target.port, "no ready endpoint");
-        return (own(StatusCode::SERVICE_UNAVAILABLE, "no endpoint is ready"), None, Some("no_endpoint"));
+        return (
+            own(StatusCode::SERVICE_UNAVAILABLE, "no endpoint is ready"),
+            None,
+            Some("no_endpoint"),
+        );
     };
     let (mut parts, body) = req.into_parts();
     let length = content_length(&parts.headers);
@@ -399,7 +403,11 @@ async fn forward(
             }
         }
     }
-    (own(StatusCode::BAD_GATEWAY, "no endpoint could be reached"), None, Some("connect"))
+    (
+        own(StatusCode::BAD_GATEWAY, "no endpoint could be reached"),
+        None,
+        Some("connect"),
+    )
 }
 
 /// Joins the client's and the backend's upgraded connections (WebSocket

@@ -60,7 +60,11 @@ impl Metrics {
             endpoints: Gauge::default(),
             problems: Gauge::default(),
         };
-        registry.register("lb_proxy_requests", "Requests answered, by Ingress, Service and status", m.requests.clone());
+        registry.register(
+            "lb_proxy_requests",
+            "Requests answered, by Ingress, Service and status",
+            m.requests.clone(),
+        );
         registry.register(
             "lb_proxy_request_duration_seconds",
             "Time from a request's head to its response's head",
@@ -77,8 +81,16 @@ impl Metrics {
             "Configuration reads that failed (the last table kept serving)",
             m.reload_errors.clone(),
         );
-        registry.register("lb_proxy_endpoints", "Service ports with ready endpoints", m.endpoints.clone());
-        registry.register("lb_proxy_config_problems", "Problems in the Ingresses in force", m.problems.clone());
+        registry.register(
+            "lb_proxy_endpoints",
+            "Service ports with ready endpoints",
+            m.endpoints.clone(),
+        );
+        registry.register(
+            "lb_proxy_config_problems",
+            "Problems in the Ingresses in force",
+            m.problems.clone(),
+        );
         m
     }
 }

@@ -154,7 +154,11 @@ pub async fn run<S: Source + 'static>(
         let listener = crate::metrics::bind(addr)
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
-        tokio::spawn(crate::metrics::serve(listener, telemetry.clone(), std::future::pending()));
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            telemetry.clone(),
+            std::future::pending(),
+        ));
     }
     let mut listeners = Vec::new();
     for &addr in &options.http_listen {
@@ -178,7 +182,9 @@ pub async fn run<S: Source + 'static>(
     log_problems(&problems, &mut Vec::new());
     let mut logged: Vec<String> = problems.iter().map(ToString::to_string).collect();
     tracing::info!(endpoints = built.endpoints.len(), "route table built");
-    metrics.endpoints.set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
+    metrics
+        .endpoints
+        .set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
     metrics.problems.set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
     telemetry.set_ready(true);
     let current = Arc::new(ArcSwap::from_pointee(built));
@@ -260,7 +266,9 @@ pub async fn run<S: Source + 'static>(
             Ok((v, objects, whole, built, problems)) => {
                 version = v;
                 objects_version = objects;
-                metrics.endpoints.set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
+                metrics
+                    .endpoints
+                    .set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
                 if whole {
                     metrics.problems.set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
                 }

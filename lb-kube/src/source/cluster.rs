@@ -451,9 +451,9 @@ impl Source for KubeSource {
                     .collect(),
                 Err(_) => Vec::new(),
             };
-            changes.push(Change { object: r, now, status });
+            changes.push(Change::new(r, now, status));
         }
-        Some(Delta { version, changes })
+        Some(Delta::new(version, changes))
     }
 
     fn version(&self) -> u64 {

@@ -29,8 +29,23 @@ use crate::status::ServiceState;
 const CONCURRENCY: usize = 8;
 
 /// Writes between two looks at whether the last check of the leader Lease
-/// still stands.
-const FENCED_SLICE: usize = 32;
+/// still stands: those in flight at once, so none starts after it lapsed.
+const FENCED_SLICE: usize = CONCURRENCY;
+
+/// A check of the leader Lease, and until when it stands.
+#[derive(Debug, Clone, Copy)]
+struct Fenced {
+    /// On the monotonic clock.
+    until: std::time::Instant,
+    /// On the wall clock, in Unix milliseconds.
+    wall_until: i64,
+}
+
+impl Fenced {
+    fn stands(&self) -> bool {
+        std::time::Instant::now() < self.until && k8s_openapi::jiff::Timestamp::now().as_millisecond() < self.wall_until
+    }
+}
 
 /// How long one check of the leader Lease stands for the writes after it
 /// (a new Service's status is then one round trip, not two).
@@ -77,10 +92,10 @@ pub struct KubeStatus {
     /// The report being written in the background, if any.
     reporting: Option<tokio::task::JoinHandle<()>>,
     /// With leader election: the Lease (name, holder identity) that must
-    /// still name this replica before each batch of writes.
+    /// still name this replica when writes start.
     fence: Option<(String, String)>,
     /// Until when the last fence check stands (see [`KubeStatus::fenced`]).
-    fenced_until: Option<std::time::Instant>,
+    fenced_until: Option<Fenced>,
     /// Each pool's status as last written.
     pools: Shared<HashMap<String, IPAddressPoolStatus>>,
     /// The ConfigurationState `controller` as last written.
@@ -141,9 +156,9 @@ impl KubeStatus {
     }
 
     /// The same, writing only while the Lease `lease` (in the metallb.io
-    /// namespace) names `identity`: checked on the API server before each
-    /// batch, so a replica that lost it, or cannot reach the server,
-    /// writes nothing.
+    /// namespace) names `identity`: checked on the API server before
+    /// writes (a check stands for at most a second, see `fenced`), so a
+    /// replica that lost it, or cannot reach the server, writes nothing.
     pub fn with_fence(mut self, lease: impl Into<String>, identity: impl Into<String>) -> Self {
         self.fence = Some((lease.into(), identity.into()));
         self
@@ -151,16 +166,14 @@ impl KubeStatus {
 
     /// Whether this replica may write now (see [`KubeStatus::with_fence`]),
     /// and until when writes need no new check: at most [`FENCE_REUSE`]
-    /// after this one began, and never past the Lease's last renewal plus
-    /// two thirds of its duration (a standby takes it only once the whole
-    /// duration has run out; the clocks agree well within the third left).
-    /// A process stopped and resumed finds its monotonic clock moved on and
-    /// checks again.
-    async fn fenced(
-        client: kube::Client,
-        namespace: &str,
-        fence: &(String, String),
-    ) -> Result<std::time::Instant, kube::Error> {
+    /// (and a sixth of the Lease's duration) after this one began, and
+    /// never past the Lease's last renewal plus two thirds of its duration
+    /// on the wall clock (a standby takes it only once the whole duration
+    /// has run out by its clock; clocks must agree well within the third
+    /// left). A process stopped and resumed finds its monotonic clock moved
+    /// on and checks again; a paused VM whose monotonic clock stood still
+    /// is caught by the wall clock.
+    async fn fenced(client: kube::Client, namespace: &str, fence: &(String, String)) -> Result<Fenced, kube::Error> {
         use k8s_openapi::api::coordination::v1::Lease;
         let start = std::time::Instant::now();
         let leases: Api<Lease> = Api::namespaced(client, namespace);
@@ -172,15 +185,18 @@ impl KubeStatus {
                 format!("the leader Lease {} is held by {holder:?}, not this replica", fence.0).into(),
             ));
         }
-        let safe_ms = match (spec.renew_time, spec.lease_duration_seconds) {
+        let (wall_until, reuse) = match (spec.renew_time, spec.lease_duration_seconds) {
             (Some(renewed), Some(secs)) => {
-                let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-                renewed.0.as_millisecond() + i64::from(secs) * 2000 / 3 - now
+                let secs = i64::from(secs.max(0));
+                let reuse = Duration::from_millis(u64::try_from(secs * 1000 / 6).unwrap_or(0));
+                (renewed.0.as_millisecond() + secs * 2000 / 3, reuse.min(FENCE_REUSE))
             }
-            _ => 0,
+            _ => (i64::MIN, Duration::ZERO),
         };
-        let safe = Duration::from_millis(u64::try_from(safe_ms).unwrap_or(0));
-        Ok(start + safe.min(FENCE_REUSE))
+        Ok(Fenced {
+            until: start + reuse,
+            wall_until,
+        })
     }
 
     /// The events a report calls for, with MetalLB's reasons:
@@ -502,9 +518,10 @@ impl StatusSink for KubeStatus {
     fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), KubeStatusError> {
         let client = self.client.clone();
         let (fence, namespace, manager) = (self.fence.clone(), self.namespace.clone(), self.field_manager.clone());
-        // With a fence, the Lease is checked again before each slice of
-        // writes: a leader stopped mid-batch (and replaced meanwhile) writes
-        // at most one slice more, not the rest of its batch.
+        // With a fence, whether the last check of the Lease still stands is
+        // looked at before each slice of writes (those in flight at once):
+        // a leader stopped mid-batch (and replaced meanwhile) writes at most
+        // one slice more, not the rest of its batch.
         let slice = if fence.is_some() {
             FENCED_SLICE
         } else {
@@ -516,7 +533,7 @@ impl StatusSink for KubeStatus {
             for (n, part) in changes.chunks(slice).enumerate() {
                 let base = n * slice;
                 if let Some(fence) = &fence
-                    && fenced_until.is_none_or(|t| t <= std::time::Instant::now())
+                    && !fenced_until.as_ref().is_some_and(Fenced::stands)
                 {
                     match Self::fenced(client.clone(), &namespace, fence).await {
                         Ok(until) => fenced_until = Some(until),

@@ -20,6 +20,8 @@ pub struct MemorySource {
     log: Option<Vec<(u64, Option<Vec<ObjectRef>>)>>,
     /// With deltas: where each object is in the view.
     index: HashMap<ObjectRef, Vec<usize>>,
+    /// The version deltas were first logged from.
+    log_start: u64,
 }
 
 impl MemorySource {
@@ -30,6 +32,7 @@ impl MemorySource {
             version: AtomicU64::new(1),
             log: None,
             index: HashMap::new(),
+            log_start: 1,
         }
     }
 
@@ -37,6 +40,7 @@ impl MemorySource {
     pub fn with_deltas(mut self) -> Self {
         self.log = Some(Vec::new());
         self.index = index(&self.view);
+        self.log_start = self.version();
         self
     }
 
@@ -113,6 +117,9 @@ impl Source for MemorySource {
     }
 
     fn delta(&mut self, since: u64) -> Option<Delta> {
+        if since < self.log_start {
+            return None;
+        }
         let mut refs = Vec::new();
         for (v, changed) in self.log.as_ref()? {
             if *v > since {
@@ -137,17 +144,10 @@ impl Source for MemorySource {
                     "Service" => self.view.status.get(&key).cloned().unwrap_or_default(),
                     _ => Vec::new(),
                 };
-                Change {
-                    object: r,
-                    now: Ok(now),
-                    status,
-                }
+                Change::new(r, Ok(now), status)
             })
             .collect();
-        Some(Delta {
-            version: self.version(),
-            changes,
-        })
+        Some(Delta::new(self.version(), changes))
     }
 }
 

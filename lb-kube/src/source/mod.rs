@@ -268,21 +268,38 @@ pub trait Source: Send {
 
 /// What changed since a version: each object that changed, as it is now.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Delta {
     /// The version this delta reaches (give it to the next
     /// [`Source::delta`]).
     pub version: u64,
-    /// One entry per object changed, in no particular order.
+    /// One entry per object changed, sorted by kind, namespace and name.
     pub changes: Vec<Change>,
+}
+
+impl Delta {
+    /// The changes up to `version`, sorted as [`Delta::changes`] says.
+    pub fn new(version: u64, mut changes: Vec<Change>) -> Self {
+        changes.sort_by(|a, b| a.object.cmp(&b.object));
+        Self { version, changes }
+    }
+}
+
+impl Change {
+    /// `object` as it is now, with the status shown for it.
+    pub fn new(object: ObjectRef, now: Result<Vec<Object>, Vec<Problem>>, status: Vec<HeldStatus>) -> Self {
+        Self { object, now, status }
+    }
 }
 
 /// One object changed, as it is now.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Change {
     /// Which object.
     pub object: ObjectRef,
-    /// What it yields now (empty: it is gone), or the problems that keep
-    /// it from being read.
+    /// What it yields now (empty: it is gone, or yields nothing), or the
+    /// problems that keep it from being read.
     pub now: Result<Vec<Object>, Vec<Problem>>,
     /// For a Service: the status the controllers wrote for it, as
     /// [`Snapshot::status`] would hold it.
