@@ -97,7 +97,7 @@ fn ingress(name: &str, host: &str, paths: &[(&str, &str)], annotations: &str) ->
         .collect();
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations: {{{annotations}}}\n\
-         spec:\n  ingressClassName: lb\n  rules:\n  - host: {host}\n    http:\n      paths:\n{rules}"
+         spec:\n  ingressClassName: lb\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n{rules}"
     )
 }
 
@@ -366,4 +366,260 @@ fn a_reload_swaps_routes_without_failing_a_request() {
     // The last version routes: web.
     let (_, _, body) = get(port, "shop.example.com", "/", "");
     assert_eq!(echoed(&body)["service"], "web");
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a certificate it signs for `names` (files NAME.crt/NAME.key).
+fn certificates(dir: &Path, leaves: &[(&str, &str)]) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ],
+    );
+    for (file, san) in leaves {
+        let (key, csr, crt, ext) = (
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.crt"),
+            format!("{file}.ext"),
+        );
+        std::fs::write(dir.join(&ext), format!("subjectAltName={san}\n")).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={file}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// A kubernetes.io/tls Secret from NAME.crt/NAME.key (as stringData, which
+/// a manifest may hold).
+fn tls_secret(certs: &Path, name: &str, file: &str) -> String {
+    let indent = |s: String| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let crt = std::fs::read_to_string(certs.join(format!("{file}.crt"))).unwrap();
+    let key = std::fs::read_to_string(certs.join(format!("{file}.key"))).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(crt),
+        indent(key)
+    )
+}
+
+/// A TLS connection to the proxy with `sni`, trusting the test CA; the
+/// negotiated ALPN protocol and the answer to one HTTP/1.1 GET (or the
+/// handshake's error).
+fn https_get(port: u16, certs: &Path, sni: &str, alpn: &[&[u8]]) -> Result<(Option<Vec<u8>>, String), String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(certs.join("ca.crt")).unwrap();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let request = format!("GET /x HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+    if alpn.first() == Some(&&b"h2"[..]) {
+        // Only the negotiation is looked at.
+        tls.conn.complete_io(&mut tls.sock).map_err(|e| e.to_string())?;
+        return Ok((tls.conn.alpn_protocol().map(<[u8]>::to_vec), String::new()));
+    }
+    tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    Ok((
+        tls.conn.alpn_protocol().map(<[u8]>::to_vec),
+        String::from_utf8_lossy(&out).into_owned(),
+    ))
+}
+
+#[test]
+fn https_picks_the_certificate_by_sni_and_a_bad_secret_disables_only_its_hosts() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let certs = tempfile::tempdir().unwrap();
+    certificates(
+        certs.path(),
+        &[("shop", "DNS:shop.example.com"), ("wild", "DNS:*.wild.example.com")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tls_ingress = |name: &str, host: &str, secret: &str| {
+        ingress(name, host, &[("/", "web")], "").replace(
+            "spec:\n  ingressClassName: lb\n",
+            &format!("spec:\n  ingressClassName: lb\n  tls:\n  - hosts: [\"{host}\"]\n    secretName: {secret}\n"),
+        )
+    };
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            tls_secret(certs.path(), "shop-tls", "shop"),
+            tls_secret(certs.path(), "wild-tls", "wild"),
+            // A Secret whose key is not its certificate's.
+            tls_secret(certs.path(), "broken-tls", "shop").replace(
+                &std::fs::read_to_string(certs.path().join("shop.key"))
+                    .unwrap()
+                    .lines()
+                    .map(|l| format!("    {l}\n"))
+                    .collect::<String>(),
+                &std::fs::read_to_string(certs.path().join("wild.key"))
+                    .unwrap()
+                    .lines()
+                    .map(|l| format!("    {l}\n"))
+                    .collect::<String>(),
+            ),
+            tls_ingress("shop", "shop.example.com", "shop-tls"),
+            tls_ingress("wild", "*.wild.example.com", "wild-tls"),
+            tls_ingress("broken", "broken.example.com", "broken-tls"),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let http = free_port();
+    let https = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(["--manifests", dir.path().to_str().unwrap()])
+        .args([
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--https-listen",
+            &format!("127.0.0.1:{https}"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    procs.0.push(child);
+    wait_listening(&format!("127.0.0.1:{https}"));
+
+    let (alpn, answer) = https_get(https, certs.path(), "shop.example.com", &[b"http/1.1"]).unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let (status, head, body) = split(&answer);
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000; includeSubDomains"),
+        "{head}"
+    );
+    let v = echoed(&body);
+    assert_eq!(header(&v, "x-forwarded-proto"), Some("https"));
+    // The wildcard covers one label.
+    let (_, answer) = https_get(https, certs.path(), "a.wild.example.com", &[]).unwrap();
+    assert_eq!(split(&answer).0, 200);
+    // HTTP/2 by ALPN.
+    let (alpn, _) = https_get(https, certs.path(), "shop.example.com", &[b"h2", b"http/1.1"]).unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    // The broken Secret's host has no certificate (no default given): the
+    // handshake fails; the others are untouched.
+    assert!(https_get(https, certs.path(), "broken.example.com", &[]).is_err());
+    assert!(https_get(https, certs.path(), "nobody.example.com", &[]).is_err());
+    // Plain HTTP to a TLS host redirects (ssl-redirect is on by default).
+    let (status, head, _) = get(http, "shop.example.com", "/x", "");
+    assert_eq!(status, 308, "{head}");
+    assert!(head.contains("location: https://shop.example.com/x"), "{head}");
+}
+
+#[test]
+fn http2_with_prior_knowledge_is_served() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress("shop", "shop.example.com", &[("/", "web")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (version, status, body) = runtime.block_on(async move {
+        use http_body_util::BodyExt as _;
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/h2"))
+            .header("host", "shop.example.com")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let (version, status) = (resp.version(), resp.status().as_u16());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (version, status, String::from_utf8_lossy(&body).into_owned())
+    });
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert_eq!(status, 200);
+    let v = echoed(&body);
+    assert_eq!(v["service"], "web");
+    assert_eq!(v["target"], "/h2");
 }

@@ -45,8 +45,19 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR", required = true)]
     manifests: Option<PathBuf>,
     /// Serve plain HTTP on ADDR (repeatable).
-    #[arg(long = "http-listen", value_name = "ADDR", required = true)]
+    #[arg(long = "http-listen", value_name = "ADDR", required_unless_present = "https_listen")]
     http_listen: Vec<std::net::SocketAddr>,
+    /// Serve HTTPS on ADDR (repeatable): certificates from the
+    /// kubernetes.io/tls Secrets the Ingresses name, by SNI.
+    #[arg(long = "https-listen", value_name = "ADDR")]
+    https_listen: Vec<std::net::SocketAddr>,
+    /// The certificate for names no Ingress's TLS covers: a
+    /// kubernetes.io/tls Secret, NAMESPACE/NAME.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    default_certificate: Option<String>,
+    /// Do not send Strict-Transport-Security on HTTPS answers.
+    #[arg(long)]
+    no_hsts: bool,
     /// Trust X-Forwarded-* headers from clients in CIDR (repeatable);
     /// other clients' are overwritten.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
@@ -167,7 +178,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     let mut options = lb_kube::proxy::serve::Options::new(args.http_listen);
+    options.https_listen = args.https_listen;
+    options.hsts = !args.no_hsts;
     options.route = args.route.config();
+    if let Some(d) = &args.default_certificate {
+        let Some((namespace, name)) = d.split_once('/').filter(|(ns, n)| !ns.is_empty() && !n.is_empty()) else {
+            eprintln!("error: --default-certificate {d:?} is not NAMESPACE/NAME");
+            return ExitCode::from(2);
+        };
+        options.route = options.route.with_default_certificate(lb_route::SecretRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
     options.trusted = args.trusted;
     options.metrics_listen = args.metrics_listen;
     options.drain = std::time::Duration::from_secs(args.drain_seconds);

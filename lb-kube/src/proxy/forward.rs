@@ -37,6 +37,8 @@ pub(crate) struct Context {
     pub(crate) port: u16,
     /// Whether the listener speaks TLS.
     pub(crate) https: bool,
+    /// Whether answers carry `Strict-Transport-Security`.
+    pub(crate) hsts: bool,
     pub(crate) metrics: super::metrics::Metrics,
 }
 
@@ -161,6 +163,12 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
     response
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("lb"));
+    if ctx.hsts {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
     let status = response.status().as_u16();
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());

@@ -8,6 +8,7 @@ pub mod framing;
 mod guard;
 pub mod metrics;
 pub mod serve;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -19,6 +19,11 @@ use crate::source::{Problem, Severity, Snapshot, Source};
 pub struct Options {
     /// Plain-HTTP listeners.
     pub http_listen: Vec<SocketAddr>,
+    /// HTTPS listeners (certificates from TLS Secrets, by SNI).
+    pub https_listen: Vec<SocketAddr>,
+    /// Send `Strict-Transport-Security` on HTTPS answers (ingress-nginx's
+    /// default: a year, subdomains included).
+    pub hsts: bool,
     /// Which Ingresses are served, and how paths are matched.
     pub route: lb_route::Config,
     /// Clients whose `X-Forwarded-*` headers are trusted (other clients'
@@ -40,6 +45,8 @@ impl Options {
     pub fn new(listen: Vec<SocketAddr>) -> Self {
         Self {
             http_listen: listen,
+            https_listen: Vec::new(),
+            hsts: true,
             route: lb_route::Config::default(),
             trusted: Vec::new(),
             limits: Limits::default(),
@@ -96,6 +103,8 @@ pub struct Served {
     pub table: Arc<lb_route::RouteTable>,
     /// The endpoints of every Service port.
     pub endpoints: Endpoints,
+    /// The certificates of the TLS Secrets.
+    pub certs: super::tls::Certificates,
 }
 
 /// Why the proxy cannot serve.
@@ -121,18 +130,35 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+    /// TLS cannot be set up.
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
     /// A table build panicked (a bug).
     #[error("internal error: building the route table panicked")]
     Panicked,
 }
 
-/// Builds what a view serves: the route table (problems returned) and the
-/// endpoints.
+/// Builds what a view serves: the route table, the endpoints and the
+/// certificates (problems returned).
 pub fn served(view: &Snapshot, route: &lb_route::Config) -> (Served, Vec<Problem>) {
-    let (table, problems) = super::routes(view, route);
+    let (table, mut problems) = super::routes(view, route);
     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
+    let (certs, cert_problems) = super::tls::Certificates::build(view, &provider());
+    problems.extend(cert_problems);
     let table = Arc::new(table);
-    (Served { table, endpoints }, problems)
+    (
+        Served {
+            table,
+            endpoints,
+            certs,
+        },
+        problems,
+    )
+}
+
+/// The TLS implementation's cryptography.
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 /// Serves until `shutdown` resolves: binds every listener (an address that
@@ -161,12 +187,14 @@ pub async fn run<S: Source + 'static>(
         ));
     }
     let mut listeners = Vec::new();
-    for &addr in &options.http_listen {
+    let plain = options.http_listen.iter().map(|a| (*a, false));
+    for (addr, https) in plain.chain(options.https_listen.iter().map(|a| (*a, true))) {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Listen { addr, source })?;
-        tracing::info!(addr = %l.local_addr().unwrap_or(addr), "serving HTTP");
-        listeners.push(l);
+        let scheme = if https { "HTTPS" } else { "HTTP" };
+        tracing::info!(addr = %l.local_addr().unwrap_or(addr), "serving {scheme}");
+        listeners.push((l, https));
     }
     let route = options.route.clone();
     let (source_back, first) = tokio::task::spawn_blocking(move || {
@@ -195,18 +223,27 @@ pub async fn run<S: Source + 'static>(
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let mut accepts = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    for listener in listeners {
+    let resolver = Arc::new(super::tls::Resolver {
+        served: current.clone(),
+        default: options.route.default_certificate.clone(),
+    });
+    let tls = super::tls::server_config(Arc::new(provider()), resolver)
+        .map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)))
+        .map_err(Error::Tls)?;
+    for (listener, https) in listeners {
         let ctx = forward::Context {
             served: current.clone(),
             upstream: upstream.clone(),
             limits: limits.clone(),
             trusted: Arc::new(options.trusted.clone()),
             port: listener.local_addr().map(|a| a.port()).unwrap_or_default(),
-            https: false,
+            https,
+            hsts: https && options.hsts,
             metrics: metrics.clone(),
         };
         accepts.spawn(accept_loop(
             listener,
+            https.then(|| tls.clone()),
             ctx,
             conns.clone(),
             graceful.clone(),
@@ -250,10 +287,19 @@ pub async fn run<S: Source + 'static>(
                 let (built, problems) = if whole {
                     served(&view, &route)
                 } else {
-                    // Endpoints alone changed: the table stays.
+                    // Endpoints alone changed: the table stays, and the
+                    // certificates (Secrets are not endpoints).
                     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
                     let table = previous.table.clone();
-                    (Served { table, endpoints }, Vec::new())
+                    let (certs, _) = super::tls::Certificates::build(&view, &provider());
+                    (
+                        Served {
+                            table,
+                            endpoints,
+                            certs,
+                        },
+                        Vec::new(),
+                    )
                 };
                 (moved, view.objects_version, whole, built, problems)
             });
@@ -317,6 +363,7 @@ fn log_problems(problems: &[Problem], logged: &mut Vec<String>) {
 /// Accepts connections until told to stop, each served on its own task.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ctx: forward::Context,
     conns: Arc<forward::Connections>,
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
@@ -357,18 +404,46 @@ async fn accept_loop(
         let (max_head, head_timeout) = (ctx.limits.max_head_bytes, ctx.limits.header_timeout);
         let ctx = ctx.clone();
         let builder = builder.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let ctx = ctx.clone();
-            async move { Ok::<_, std::convert::Infallible>(forward::handle(ctx, peer, req).await) }
-        });
-        let stream = super::guard::Guarded::new(stream, max_head, head_timeout, peer);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        // A watcher per connection: the shutdown waits for it, and no task
+        // holds the shutdown itself.
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(forward::handle(ctx, peer, req).await) }
+            });
+            let result = match tls {
+                None => {
+                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, peer);
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    // The handshake gets the head timeout too (a client that
+                    // opens and says nothing is cut off).
+                    let stream = match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %peer, "TLS handshake not done in time");
+                            return;
+                        }
+                    };
+                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, peer);
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(client = %peer, error = %e, "connection ended");
             }
         });
