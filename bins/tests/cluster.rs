@@ -61,3 +61,149 @@ fn the_binary_assigns_in_cluster_mode_and_stops_cleanly() {
     };
     assert!(exit.success(), "{exit}");
 }
+
+/// A network namespace joined to this one by a veth pair: the API server
+/// refuses loopback endpoint addresses, so the backend lives there.
+/// Removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    /// The address inside.
+    inside: String,
+}
+
+impl Netns {
+    /// `None` (with a notice) when namespaces cannot be made here.
+    fn create() -> Option<Self> {
+        let id = std::process::id() % 60_000;
+        let (name, host_if, peer_if) = (format!("lbt{id}"), format!("lbt{id}a"), format!("lbt{id}b"));
+        let net = format!("10.213.{}.", id % 250);
+        let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        let ns = Self {
+            inside: format!("{net}2"),
+            name: name.clone(),
+            host_if: host_if.clone(),
+        };
+        let ok = ip(&["netns", "add", &name])
+            && ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if])
+            && ip(&["link", "set", &peer_if, "netns", &name])
+            && ip(&["addr", "add", &format!("{net}1/30"), "dev", &host_if])
+            && ip(&["link", "set", &host_if, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{net}2/30"),
+                "dev",
+                &peer_if,
+            ])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", &peer_if, "up"])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        if !ok {
+            eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+            return None;
+        }
+        Some(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// lb-proxy in cluster mode: Ingresses, Services and EndpointSlices from
+/// the API server; an edit routes anew.
+#[test]
+fn the_proxy_serves_ingresses_from_the_api_server() {
+    let Some(api) = apiserver::ApiServer::start("the_proxy_serves_ingresses_from_the_api_server") else {
+        return;
+    };
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let Some(netns) = Netns::create() else { return };
+    let (backend, port) = (8080, free());
+    let mut children = Children(Vec::new());
+    children.0.push(
+        Command::new("ip")
+            .args(["netns", "exec", &netns.name, env!("CARGO_BIN_EXE_lb-echo")])
+            .args(["--listen", &format!("{}:{backend}", netns.inside), "--service", "web"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    api.apply("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: lb}\nspec: {controller: lb.io/ingress}\n");
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{name: http, port: 80}]}\n");
+    api.apply(&format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {backend}, protocol: TCP}}]\nendpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n",
+        netns.inside
+    ));
+    let ingress = |path: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: shop, namespace: default}}\n\
+             spec: {{ingressClassName: lb, rules: [{{host: shop.example.com, http: {{paths: [{{path: {path}, pathType: Prefix, backend: {{service: {{name: web, port: {{name: http}}}}}}}}]}}}}]}}\n"
+        )
+    };
+    api.apply(&ingress("/a"));
+    children.0.push(
+        Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+            .arg("--kubeconfig")
+            .arg(api.kubeconfig())
+            .args(["--http-listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let get = |path: &str| -> u16 {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return 0;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("/a routed", &|| get("/a/x") == 200);
+    assert_eq!(get("/b/x"), 404);
+    api.apply(&ingress("/b"));
+    wait("/b routed after the edit", &|| get("/b/x") == 200);
+    assert_eq!(get("/a/x"), 404);
+    drop(children);
+    drop(netns);
+}
+
+/// Processes this test started, killed (by PID) when it ends, panicking
+/// or not.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -41,9 +41,14 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
     /// Directory of Kubernetes manifests (YAML/JSON, multi-document) that
-    /// is the cluster; followed for changes.
-    #[arg(long, value_name = "DIR", required = true)]
+    /// is the cluster; followed for changes. Without it: cluster mode, on
+    /// the API server of --kubeconfig (or $KUBECONFIG, ~/.kube/config, the
+    /// in-cluster configuration).
+    #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
+    /// Cluster mode: the kubeconfig to use.
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
     /// Serve plain HTTP on ADDR (repeatable).
     #[arg(long = "http-listen", value_name = "ADDR", required_unless_present = "https_listen")]
     http_listen: Vec<std::net::SocketAddr>,
@@ -173,10 +178,6 @@ fn main() -> ExitCode {
 
 /// Serves until SIGTERM or Ctrl-C.
 fn serve(args: ServeArgs) -> ExitCode {
-    let Some(dir) = args.manifests else {
-        eprintln!("error: --manifests DIR is required");
-        return ExitCode::from(2);
-    };
     let mut options = lb_kube::proxy::serve::Options::new(args.http_listen);
     options.https_listen = args.https_listen;
     options.hsts = !args.no_hsts;
@@ -202,10 +203,26 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (manifests, kubeconfig) = (args.manifests, args.kubeconfig);
     let result = runtime.block_on(async move {
         let shutdown = lb_bins::shutdown_signal();
-        let source = lb_kube::source::file::FileSource::new(&dir);
-        lb_kube::proxy::serve::run(source, options, shutdown).await
+        match manifests {
+            Some(dir) => {
+                let source = lb_kube::source::file::FileSource::new(&dir);
+                lb_kube::proxy::serve::run(source, options, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => {
+                let cluster = lb_kube::controller::Cluster::new(kubeconfig, "default");
+                let client = cluster.client().await.map_err(|e| e.to_string())?;
+                let watches = lb_kube::source::cluster::proxy_watches();
+                let source = lb_kube::source::cluster::KubeSource::start(client, watches);
+                lb_kube::proxy::serve::run(source, options, shutdown)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
     });
     match result {
         Ok(()) => {

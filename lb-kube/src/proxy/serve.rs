@@ -205,7 +205,30 @@ pub async fn run<S: Source + 'static>(
     .await
     .map_err(|_| Error::Panicked)?;
     source = source_back;
-    let (mut version, view) = first?;
+    let (mut version, mut view) = first?;
+    // A source that lists (an API server) serves nothing before it has:
+    // an empty table would answer 404 to everything meanwhile.
+    if !view.synced {
+        tracing::info!("waiting for the first list of every kind");
+        let mut changes = source.changes();
+        while !view.synced {
+            match &mut changes {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+                }
+                None => tokio::time::sleep(options.poll_interval).await,
+            }
+            let (back, again) = tokio::task::spawn_blocking(move || {
+                let version = source.version();
+                let view = source.view();
+                (source, view.map(|v| (version, v)))
+            })
+            .await
+            .map_err(|_| Error::Panicked)?;
+            source = back;
+            (version, view) = again?;
+        }
+    }
     let (built, problems) = served(&view, &route);
     log_problems(&problems, &mut Vec::new());
     let mut logged: Vec<String> = problems.iter().map(ToString::to_string).collect();

@@ -39,6 +39,8 @@ pub struct Watch {
     namespace: Option<String>,
     /// Only objects with this name (the legacy ConfigMap).
     name: Option<String>,
+    /// A field selector (`type=kubernetes.io/tls` for Secrets).
+    fields: Option<String>,
 }
 
 impl Watch {
@@ -48,6 +50,7 @@ impl Watch {
             resource: ApiResource::erase::<K>(&()),
             namespace: None,
             name: None,
+            fields: None,
         }
     }
 
@@ -65,6 +68,12 @@ impl Watch {
         self
     }
 
+    /// Only objects matching a field selector (e.g. `type=kubernetes.io/tls`).
+    pub fn fields(mut self, selector: &str) -> Self {
+        self.fields = Some(selector.to_owned());
+        self
+    }
+
     /// The kind watched.
     pub fn kind(&self) -> &str {
         &self.resource.kind
@@ -78,6 +87,18 @@ pub fn controller_watches(metallb_namespace: &str) -> Vec<Watch> {
     let mut w = vec![Watch::all::<Service>(), Watch::all::<Namespace>()];
     w.extend(metallb_watches(metallb_namespace));
     w
+}
+
+/// What the proxy reads: Ingresses, IngressClasses, Services (named
+/// ports), EndpointSlices (backends) and TLS Secrets (certificates).
+pub fn proxy_watches() -> Vec<Watch> {
+    vec![
+        Watch::all::<Ingress>(),
+        Watch::all::<IngressClass>(),
+        Watch::all::<Service>(),
+        Watch::all::<EndpointSlice>(),
+        Watch::all::<Secret>().fields("type=kubernetes.io/tls"),
+    ]
 }
 
 /// Every kind lb reads (speaker and proxy need the rest).
@@ -545,8 +566,14 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
         None => Api::all_with(client, &w.resource),
     };
     let mut config = watcher::Config::default();
-    if let Some(name) = &w.name {
-        config = config.fields(&format!("metadata.name={name}"));
+    let fields: Vec<String> = w
+        .name
+        .iter()
+        .map(|n| format!("metadata.name={n}"))
+        .chain(w.fields.clone())
+        .collect();
+    if !fields.is_empty() {
+        config = config.fields(&fields.join(","));
     }
     let endpoints = w.resource.kind == "EndpointSlice";
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
