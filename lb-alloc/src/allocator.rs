@@ -848,6 +848,23 @@ impl Allocator {
         if let Some(ip) = dropped.iter().next() {
             evict(out, dropped, Reason::FamilyChanged(ip));
         }
+        // A family whose range left every pool is let go alone: the other
+        // family's address stays where it is (a PreferDualStack Service
+        // keeps it; a RequireDualStack one then looks for the pair).
+        if req.requested_ips.is_empty() && keep.len() > 1 {
+            let (mut inside, mut outside) = (Ips::default(), Ips::default());
+            for ip in keep.iter() {
+                if self.pools.locate(ip).is_some() {
+                    inside.push(ip);
+                } else {
+                    outside.push(ip);
+                }
+            }
+            if let (Some(ip), false) = (outside.iter().next(), inside.is_empty()) {
+                evict(out, outside, Reason::NotInAnyPool(ip));
+                keep = inside;
+            }
+        }
         if let Some(first) = keep.iter().next() {
             let held_pool = self.pools.locate(first).map(|l| l.0);
             let kept = if let Some(p) = requested_pool.filter(|&p| held_pool != Some(p)) {

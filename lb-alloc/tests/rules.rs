@@ -431,6 +431,37 @@ fn dual_stack_pool_changes() {
     assert!(!r.changed);
 }
 
+/// A family's range taken out of a dual-stack pool: a PreferDualStack
+/// Service keeps its other address where it is (it does not move to the
+/// lowest free one), whichever family goes, and says why it lost the one.
+#[test]
+fn a_family_leaving_the_pool_keeps_the_other_address_in_place() {
+    let dual = pools(vec![pool("a", &["10.0.0.0/29", "fc00::/125"])]);
+    let v4 = pools(vec![pool("a", &["10.0.0.0/29"])]);
+    let v6 = pools(vec![pool("a", &["fc00::/125"])]);
+    let mut required = svc("r");
+    required.cluster_families = vec![Family::V4, Family::V6];
+    required.policy = FamilyPolicy::RequireDualStack;
+    required.created = Some(1);
+    let mut preferred = svc("p");
+    preferred.cluster_families = vec![Family::V4, Family::V6];
+    preferred.policy = FamilyPolicy::PreferDualStack;
+    preferred.created = Some(2);
+    for (without, kept) in [(&v4, "10.0.0.1"), (&v6, "fc00::1")] {
+        let mut a = Allocator::new();
+        let r = one(&mut a, &dual, &[required.clone(), preferred.clone()]);
+        assert_eq!(ips(&r[0]), ["10.0.0.0", "fc00::"]);
+        assert_eq!(ips(&r[1]), ["10.0.0.1", "fc00::1"]);
+        let r = one(&mut a, without, &[required.clone(), preferred.clone()]);
+        // r needs both families: it waits.
+        let _ = pending(&r[0]);
+        assert_eq!(ips(&r[1]), [kept], "p keeps its {kept}");
+        let (lost, why) = r[1].evicted.as_ref().expect("the other family is released");
+        assert_eq!(lost.len(), 1);
+        assert!(matches!(why, Reason::NotInAnyPool(_)), "{why}");
+    }
+}
+
 #[test]
 fn pending_services_get_addresses_when_capacity_appears() {
     let p = pools(vec![pool("a", &["10.0.0.0/32"])]);

@@ -114,6 +114,16 @@ impl Running {
         self.shutdown();
     }
 
+    /// Waits (at most `within`) for the controller to end by itself.
+    fn finish(mut self, within: Duration) -> Result<(), lb_kube::controller::Error> {
+        let task = self.task.take().expect("running");
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(within, task).await })
+            .expect("ended in time");
+        result.expect("no panic")
+    }
+
     fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -370,7 +380,23 @@ fn two_replicas_elect_one_writer() {
     // duration, plus a reconcile.
     assert!(took < LEASE + Duration::from_secs(3), "took over in {took:?}");
     eprintln!("takeover after a graceful stop: {took:?}");
-    standby.stop();
+    // The Lease deleted under the leader (the election library does not
+    // notice): its next write's check finds it gone, and it stops (a
+    // restarted replica makes the Lease again).
+    api.run(|client| async move {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client, "metallb-system");
+        leases.delete("lb-controller", &Default::default()).await.unwrap();
+    });
+    // (After the last check's second has run out.)
+    std::thread::sleep(Duration::from_millis(1500));
+    api.apply(&service("s3"));
+    let result = standby.finish(Duration::from_secs(20));
+    assert!(
+        matches!(result, Err(lb_kube::controller::Error::LostLease)),
+        "{result:?}"
+    );
+    assert_eq!(status_of(&api, "s3").0, "", "nothing written without the Lease");
 }
 
 /// `result` and `errorSummary` of the ConfigurationState `controller`.

@@ -254,6 +254,9 @@ fn checked_state_path(options: &Options) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
+/// What a Service is kept with while no pool is defined at all.
+const NO_POOL: &str = "no address pool is defined: addresses are kept as they are and none is given out until one is";
+
 /// What a Service is kept with when it is not asked for.
 const FROZEN: &str = "the address pool configuration has errors that no earlier version covers: \
                       addresses are kept as they are and none is given out until it is fixed";
@@ -466,12 +469,15 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         let mut requests = Vec::with_capacity(services.len());
         for (key, svc, change) in services {
             let name = key.to_string();
+            let ours = svc.spec.as_ref().and_then(|s| s.load_balancer_class.as_ref())
+                == self.options.load_balancer_class.as_ref();
             let current = match self.held.get(&key) {
                 Some(s) => s.ips.clone(),
-                None => service::status_ips(svc)
+                None if ours => service::status_ips(svc)
                     .into_iter()
                     .filter(|ip| self.alloc.holders(*ip).iter().all(|h| *h == name))
                     .collect(),
+                None => Vec::new(),
             };
             // A newcomer whose status shows addresses (a restore, a status
             // copied over) may contend for them: the whole reconcile's
@@ -640,10 +646,12 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 problems.push(Problem::warning(
                     None,
                     None,
+                    // The same words at every reconcile of the delay: said
+                    // once in the log, not once per reconcile.
                     format!(
-                        "pool {:?} was deleted; it stays in force for {} ms unless it comes back",
+                        "pool {:?} was deleted; it keeps its holders for the release delay ({} ms) unless it comes back",
                         pool.name(),
-                        left.as_millis()
+                        delay.as_millis()
                     ),
                 ));
                 // It keeps its holders; it gives out nothing new.
@@ -726,6 +734,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             .flat_map(|(k, s)| s.ips.iter().map(move |&ip| (ip, k)))
             .collect();
         let no_labels = Labels::new();
+        let own_class = self.options.load_balancer_class.clone();
         let mut requests: Vec<Request> = Vec::new();
         let mut notes: BTreeMap<ServiceKey, Vec<String>> = BTreeMap::new();
         let mut blocked: Vec<ServiceKey> = Vec::new();
@@ -754,12 +763,16 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             if let Some(uid) = &svc.metadata.uid {
                 uids.insert(key.clone(), uid.clone());
             }
+            // What it holds: per this controller, else what its status
+            // shows (a restart, a migration) when it is of this class.
+            let ours = svc.spec.as_ref().and_then(|s| s.load_balancer_class.as_ref()) == own_class.as_ref();
             let current = match self.held.get(&key) {
                 Some(s) => s.ips.clone(),
-                None => service::status_ips(svc)
+                None if ours => service::status_ips(svc)
                     .into_iter()
                     .filter(|ip| holder_of.get(ip).is_none_or(|&h| *h == key))
                     .collect(),
+                None => Vec::new(),
             };
             let (req, issues) = service::request(svc, ns_labels.get(&ns).unwrap_or(&no_labels), &current);
             let invalid = issues.iter().any(|i| i.error);
@@ -831,9 +844,10 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 if left.is_zero() {
                     continue;
                 }
+                // The same words at every reconcile of the delay.
                 format!(
-                    "deleted; its addresses are released in {} ms unless it comes back",
-                    left.as_millis()
+                    "deleted or no longer a LoadBalancer of this class; its addresses are released after the release delay ({} ms) unless it comes back",
+                    self.options.release_delay.as_millis()
                 )
             };
             notes.entry(key.clone()).or_default().push(note);
@@ -872,7 +886,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         let held_pool_missing = self.held.values().any(|h| pools.get(&h.pool).is_none());
         let pools_complete = pools_complete && (snapshot.releasable || !held_pool_missing);
         if !(pools_complete && foreign_known) {
-            return self.hold_everything(requests, carried, blocked, notes, problems);
+            return self.hold_everything(requests, carried, blocked, notes, problems, FROZEN);
         }
         // No pool at all while Services hold addresses (every pool deleted
         // at once: a pruned GitOps directory, an uninstalled chart): like
@@ -885,7 +899,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 None,
                 "no address pool is defined: every address is kept as it is, and none given out, until one is",
             ));
-            return self.hold_everything(requests, carried, blocked, notes, problems);
+            return self.hold_everything(requests, carried, blocked, notes, problems, NO_POOL);
         }
         self.pools = pools;
 
@@ -1014,6 +1028,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         blocked: Vec<ServiceKey>,
         mut notes: BTreeMap<ServiceKey, Vec<String>>,
         problems: Vec<Problem>,
+        why: &str,
     ) -> Report {
         let mut services = Vec::new();
         for req in requests {
@@ -1022,7 +1037,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             }
             let key = req.key();
             let mut warnings = notes.remove(&key).unwrap_or_default();
-            warnings.push(FROZEN.to_owned());
+            warnings.push(why.to_owned());
             let held = self.held.get(&key);
             services.push(ServiceReport {
                 namespace: req.namespace,
@@ -1034,7 +1049,7 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
                 uid: None,
             });
         }
-        push_carried(&mut services, &carried, &mut notes, Some(FROZEN));
+        push_carried(&mut services, &carried, &mut notes, Some(why));
         push_blocked(&mut services, blocked, &mut notes);
         services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let assigned = services.iter().filter(|s| !s.ips.is_empty()).count();
@@ -1264,7 +1279,7 @@ pub async fn run_cluster(
     if !source.has("Namespace", &cluster.namespace) {
         tracing::warn!(
             namespace = %cluster.namespace,
-            "the namespace of the address pools does not exist (--namespace); no pool is read until it does"
+            "the namespace of the address pools (--namespace) does not exist: no pool can be read from it, and no leader Lease held there"
         );
     }
     let mut leading = None;
@@ -1325,6 +1340,7 @@ pub async fn run_cluster(
         Some(l) => sink.with_fence(l.name.clone(), l.identity.clone()),
         None => sink,
     };
+    let deposed = sink.deposed();
     let controller = Controller::with(options, source, sink);
     let Some((mut held, task)) = leading else {
         return follow(controller, gauges, telemetry, shutdown).await;
@@ -1332,9 +1348,17 @@ pub async fn run_cluster(
     let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lost_flag = lost.clone();
     let stop = async move {
+        // A Lease deleted under the election (which may not notice) or
+        // taken by another, as a write's check found: stop as well.
+        let found_deposed = async {
+            while !deposed.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => {}
             _ = held.wait_for(|leads| !leads) => lost_flag.store(true, std::sync::atomic::Ordering::Release),
+            _ = found_deposed => lost_flag.store(true, std::sync::atomic::Ordering::Release),
         }
         // Dropping the receiver ends the election: the Lease is released.
         drop(held);
@@ -1421,7 +1445,12 @@ where
                         tracing::info!("reconciling again");
                     }
                     logged.log(&report);
-                    gauges.update(&report, !report.problems.iter().any(|p| p.severity == Severity::Error));
+                    // Stale is about the configuration: one Service's bad
+                    // annotation is that Service's (its events say so).
+                    let config_ok = !report.problems.iter().any(|p| {
+                        p.severity == Severity::Error && p.object.as_ref().is_none_or(|o| o.kind != "Service")
+                    });
+                    gauges.update(&report, config_ok);
                     telemetry.set_ready(report.config_in_force);
                 }
                 Err(e) => {
@@ -1512,11 +1541,11 @@ impl Logged {
         // are as they were.
         let first = self.services.is_empty() && !report.partial;
         if first {
-            let held = report.services.iter().filter(|s| !s.ips.is_empty()).count();
+            // This controller's Services (not another class's).
             tracing::info!(
-                services = report.services.len(),
-                assigned = held,
-                pending = report.services.len() - held,
+                services = report.assigned + report.pending,
+                assigned = report.assigned,
+                pending = report.pending,
                 "reconciled"
             );
         }

@@ -3,6 +3,7 @@
 //! `metallb.io/ip-allocated-from-pool` annotation, as MetalLB writes them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -96,6 +97,8 @@ pub struct KubeStatus {
     fence: Option<(String, String)>,
     /// Until when the last fence check stands (see [`KubeStatus::fenced`]).
     fenced_until: Option<Fenced>,
+    /// Set when a fence check found the Lease gone or held by another.
+    deposed: Arc<std::sync::atomic::AtomicBool>,
     /// Each pool's status as last written.
     pools: Shared<HashMap<String, IPAddressPoolStatus>>,
     /// The ConfigurationState `controller` as last written.
@@ -142,6 +145,7 @@ impl KubeStatus {
             reporting: None,
             fence: None,
             fenced_until: None,
+            deposed: Arc::default(),
             pools: Shared::default(),
             state: Shared::default(),
         }
@@ -164,6 +168,13 @@ impl KubeStatus {
         self
     }
 
+    /// A flag set once a check finds the Lease deleted or held by another
+    /// replica: this one must stop (the election library may not notice a
+    /// deleted Lease).
+    pub fn deposed(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.deposed.clone()
+    }
+
     /// Whether this replica may write now (see [`KubeStatus::with_fence`]),
     /// and until when writes need no new check: at most [`FENCE_REUSE`]
     /// (and a sixth of the Lease's duration) after this one began, and
@@ -173,14 +184,27 @@ impl KubeStatus {
     /// left). A process stopped and resumed finds its monotonic clock moved
     /// on and checks again; a paused VM whose monotonic clock stood still
     /// is caught by the wall clock.
-    async fn fenced(client: kube::Client, namespace: &str, fence: &(String, String)) -> Result<Fenced, kube::Error> {
+    /// A Lease deleted or held by another sets `deposed`.
+    async fn fenced(
+        client: kube::Client,
+        namespace: &str,
+        fence: &(String, String),
+        deposed: &std::sync::atomic::AtomicBool,
+    ) -> Result<Fenced, kube::Error> {
         use k8s_openapi::api::coordination::v1::Lease;
         let start = std::time::Instant::now();
         let leases: Api<Lease> = Api::namespaced(client, namespace);
-        let lease = bounded("reading the leader Lease", leases.get(&fence.0)).await?;
+        let lease = match bounded("reading the leader Lease", leases.get(&fence.0)).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                deposed.store(true, std::sync::atomic::Ordering::Release);
+                return Err(kube::Error::Api(e));
+            }
+            other => other?,
+        };
         let spec = lease.spec.unwrap_or_default();
         let holder = spec.holder_identity.unwrap_or_default();
         if holder != fence.1 {
+            deposed.store(true, std::sync::atomic::Ordering::Release);
             return Err(kube::Error::Service(
                 format!("the leader Lease {} is held by {holder:?}, not this replica", fence.0).into(),
             ));
@@ -528,6 +552,7 @@ impl StatusSink for KubeStatus {
             changes.len().max(1)
         };
         let mut fenced_until = self.fenced_until.take();
+        let deposed = self.deposed.clone();
         let (results, fenced_until) = self.runtime.block_on(async move {
             let mut results: Vec<(usize, Result<(), kube::Error>)> = Vec::with_capacity(changes.len());
             for (n, part) in changes.chunks(slice).enumerate() {
@@ -535,7 +560,7 @@ impl StatusSink for KubeStatus {
                 if let Some(fence) = &fence
                     && !fenced_until.as_ref().is_some_and(Fenced::stands)
                 {
-                    match Self::fenced(client.clone(), &namespace, fence).await {
+                    match Self::fenced(client.clone(), &namespace, fence, &deposed).await {
                         Ok(until) => fenced_until = Some(until),
                         Err(e) => {
                             // The rest is not written; the first of it carries why.
