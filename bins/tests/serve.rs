@@ -623,3 +623,51 @@ fn http2_with_prior_knowledge_is_served() {
     assert_eq!(v["service"], "web");
     assert_eq!(v["target"], "/h2");
 }
+
+#[test]
+fn an_upgrade_is_tunnelled_after_the_backends_101() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress("shop", "shop.example.com", &[("/", "web")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: lb-echo\r\n\r\n")
+        .unwrap();
+    // The 101, then the tunnel: bytes come back as sent, framing or not.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: lb-echo"), "{head}");
+    for message in [&b"hello\n"[..], b"\x00\x01 not HTTP \r\n\r\n", b"bye"] {
+        s.write_all(message).unwrap();
+        let mut back = vec![0u8; message.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, message);
+    }
+    // A backend that does not agree: no tunnel, its answer as it is.
+    let (status, _, body) = get(
+        port,
+        "shop.example.com",
+        "/plain",
+        "Connection: Upgrade\r\nUpgrade: other\r\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(echoed(&body)["target"], "/plain");
+}

@@ -486,7 +486,11 @@ fn a_vanished_pool_stays_in_force_for_the_release_delay() {
     for (name, held) in [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")] {
         assert_eq!(got[&format!("default/{name}")], [ip(held)], "{r:#?}");
     }
-    assert!(r.problems.iter().any(|p| p.message.contains("keeps its holders for the release delay")));
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.message.contains("keeps its holders for the release delay"))
+    );
     assert!(
         ips(&r)["default/d"]
             .iter()

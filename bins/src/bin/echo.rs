@@ -1,7 +1,9 @@
 //! lb-echo: a small HTTP backend for tests, benches and the quickstart. It
 //! answers every request with JSON describing what it received (method,
 //! target, headers, body size) and who answered (service and pod names
-//! from flags). `/status/CODE` answers with that status.
+//! from flags). `/status/CODE` answers with that status. A request to
+//! upgrade to the protocol `lb-echo` (`Connection: upgrade`) gets a 101 and
+//! then every byte sent back (a stand-in for WebSocket in tests).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -75,8 +77,32 @@ fn main() -> ExitCode {
 async fn echo(
     who: std::sync::Arc<(String, String)>,
     peer: std::net::SocketAddr,
-    req: Request<hyper::body::Incoming>,
+    mut req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"lb-echo"));
+    if upgrade {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+        response.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("lb-echo"),
+        );
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("upgrade"),
+        );
+        return Ok(response);
+    }
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
