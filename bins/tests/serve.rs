@@ -671,3 +671,130 @@ fn an_upgrade_is_tunnelled_after_the_backends_101() {
     assert_eq!(status, 200);
     assert_eq!(echoed(&body)["target"], "/plain");
 }
+
+#[test]
+fn cookie_affinity_pins_a_client_and_grpc_backends_get_http2() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    for (i, ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
+        echo(&mut procs, ip, target, "web", &format!("web-{i}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1", "127.0.0.2", "127.0.0.3"]),
+            ingress(
+                "sticky",
+                "sticky.example.com",
+                &[("/app", "web")],
+                "nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/session-cookie-name: route",
+            ),
+            ingress(
+                "grpc",
+                "grpc.example.com",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+            ),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let (status, head, body) = get(port, "sticky.example.com", "/app/x", "");
+    assert_eq!(status, 200, "{head}");
+    let first = echoed(&body)["pod"].as_str().unwrap().to_owned();
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no cookie: {head}"))
+        .to_owned();
+    assert!(cookie.starts_with("route="), "{cookie}");
+    assert!(cookie.contains("Path=/app") && cookie.contains("HttpOnly"), "{cookie}");
+    let value = cookie.split(';').next().unwrap();
+    for _ in 0..10 {
+        let (_, head, body) = get(port, "sticky.example.com", "/app/x", &format!("Cookie: {value}\r\n"));
+        assert_eq!(echoed(&body)["pod"], first.as_str(), "pinned");
+        assert!(
+            !head.contains("set-cookie"),
+            "no new cookie while the pin holds: {head}"
+        );
+    }
+    // Without the cookie: spread again.
+    let pods: std::collections::BTreeSet<String> = (0..6)
+        .map(|_| {
+            echoed(&get(port, "sticky.example.com", "/app/x", "").2)["pod"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(pods.len() > 1, "{pods:?}");
+    // backend-protocol GRPC: HTTP/2 without TLS to the backend.
+    let (status, _, body) = get(port, "grpc.example.com", "/svc/Method", "");
+    assert_eq!(status, 200);
+    assert_eq!(echoed(&body)["version"], "HTTP/2.0");
+}
+
+#[test]
+fn https_and_grpcs_backends_are_reached_over_tls() {
+    let mut procs = Procs(Vec::new());
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path(), &[("backend", "IP:127.0.0.1")]);
+    let target = free_port();
+    let addr = format!("127.0.0.1:{target}");
+    let (crt, key) = (certs.path().join("backend.crt"), certs.path().join("backend.key"));
+    procs.0.push(
+        Command::new(env!("CARGO_BIN_EXE_lb-echo"))
+            .args(["--listen", &addr, "--service", "secure"])
+            .arg("--tls-cert")
+            .arg(&crt)
+            .arg("--tls-key")
+            .arg(&key)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&addr);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("secure", 443, target, &["127.0.0.1"]),
+            ingress(
+                "https",
+                "https.example.com",
+                &[("/", "secure")],
+                "nginx.ingress.kubernetes.io/backend-protocol: HTTPS",
+            ),
+            ingress(
+                "grpcs",
+                "grpcs.example.com",
+                &[("/", "secure")],
+                "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
+            ),
+            ingress("plain", "plain.example.com", &[("/", "secure")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let (status, head, body) = get(port, "https.example.com", "/x", "");
+    assert_eq!(status, 200, "{head}");
+    let v = echoed(&body);
+    assert_eq!(
+        (v["tls"].as_bool(), v["version"].as_str()),
+        (Some(true), Some("HTTP/1.1"))
+    );
+    let (status, _, body) = get(port, "grpcs.example.com", "/svc/M", "");
+    assert_eq!(status, 200);
+    let v = echoed(&body);
+    assert_eq!(
+        (v["tls"].as_bool(), v["version"].as_str()),
+        (Some(true), Some("HTTP/2.0"))
+    );
+    // Plain HTTP to a TLS backend fails as a bad gateway, named.
+    assert_eq!(get(port, "plain.example.com", "/x", "").0, 502);
+}

@@ -28,6 +28,12 @@ struct Cli {
     /// The Pod name to report.
     #[arg(long, default_value = "echo-0")]
     pod: String,
+    /// Serve TLS with this PEM certificate (and --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -43,6 +49,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => match tls_acceptor(cert, key) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("error: --tls-cert/--tls-key: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(cli.listen).await {
             Ok(l) => l,
@@ -52,7 +68,7 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!(addr = %cli.listen, service = %cli.service, pod = %cli.pod, "echoing");
-        let who = std::sync::Arc::new((cli.service, cli.pod));
+        let who = std::sync::Arc::new((cli.service, cli.pod, tls.is_some()));
         let shutdown = lb_bins::shutdown_signal();
         tokio::pin!(shutdown);
         loop {
@@ -64,18 +80,47 @@ fn main() -> ExitCode {
                 },
             };
             let who = who.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| echo(who.clone(), peer, req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    None => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(s) => builder.serve_connection_with_upgrades(TokioIo::new(s), service).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     })
 }
 
+/// A TLS acceptor for the certificate and key files (ALPN h2, http/1.1).
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| e.to_string())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 async fn echo(
-    who: std::sync::Arc<(String, String)>,
+    who: std::sync::Arc<(String, String, bool)>,
     peer: std::net::SocketAddr,
     mut req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
@@ -127,6 +172,7 @@ async fn echo(
         "headers": headers,
         "body_bytes": body.len(),
         "peer": peer.to_string(),
+        "tls": who.2,
     });
     let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
     *response.status_mut() = status;

@@ -15,12 +15,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use lb_route::Decision;
 
-use super::serve::{Limits, Options, Served};
+use super::serve::{Limits, Served};
+use super::upstream::{self, Upstream};
 
 /// A body of either side, boxed.
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -40,24 +39,6 @@ pub(crate) struct Context {
     /// Whether answers carry `Strict-Transport-Security`.
     pub(crate) hsts: bool,
     pub(crate) metrics: super::metrics::Metrics,
-}
-
-/// The keep-alive connection pool to the backends.
-pub(crate) struct Upstream {
-    client: Client<HttpConnector, Body>,
-}
-
-impl Upstream {
-    pub(crate) fn new(options: &Options) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.limits.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Self { client }
-    }
 }
 
 /// Open connections, per client address and in all.
@@ -121,6 +102,14 @@ struct Target {
     body_limit: u64,
     read_timeout: Duration,
     cors: Vec<(&'static str, String)>,
+    protocol: lb_route::BackendProtocol,
+    /// Cookie affinity, and the cookie the client sent (its value).
+    affinity: Option<Box<lb_route::Affinity>>,
+    pinned: Option<String>,
+    /// The rule path that matched (the affinity cookie's default path).
+    matched: Option<String>,
+    /// Whether the client came over TLS (the cookie's default `Secure`).
+    https: bool,
 }
 
 /// Answers one request.
@@ -233,7 +222,17 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
         Decision::Forward(f) => {
             let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
             let cors = f.response_headers(origin);
+            let pinned = f
+                .options
+                .affinity
+                .as_ref()
+                .and_then(|a| cookie(req.headers(), &a.cookie_name));
             Routed::To(Target {
+                protocol: f.options.backend_protocol,
+                affinity: f.options.affinity.clone(),
+                pinned,
+                matched: f.matched.map(|(p, _)| p.to_owned()),
+                https: ctx.https,
                 ingress: f.ingress.to_string(),
                 namespace: f.ingress.namespace.clone(),
                 service: f.service.to_owned(),
@@ -324,10 +323,15 @@ async fn forward(
         (false, n) => Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX)).boxed(),
     });
     let tries = if replayable { backends.addrs().len().min(3) } else { 1 };
-    let start = backends.start();
+    // Cookie affinity: the endpoint the cookie names, while it exists.
+    let pinned_at = target
+        .pinned
+        .as_deref()
+        .and_then(|t| backends.addrs().iter().position(|a| upstream::token(*a) == t));
+    let start = pinned_at.unwrap_or_else(|| backends.start());
     for n in 0..tries {
         let Some(addr) = backends.at(start, n) else { break };
-        let uri = format!("http://{addr}{}", target.upstream_path);
+        let uri = format!("{}://{addr}{}", Upstream::scheme(target.protocol), target.upstream_path);
         let mut up = Request::builder().method(parts.method.clone()).uri(uri);
         if let Some(h) = up.headers_mut() {
             *h = if n + 1 < tries {
@@ -346,7 +350,7 @@ async fn forward(
         let Ok(up) = up.body(this_body) else {
             return (own(StatusCode::BAD_REQUEST, "bad request"), None, None);
         };
-        let result = tokio::time::timeout(target.read_timeout, ctx.upstream.client.request(up)).await;
+        let result = tokio::time::timeout(target.read_timeout, ctx.upstream.send(target.protocol, up)).await;
         match result {
             Err(_) => {
                 tracing::warn!(upstream = %addr, after = ?target.read_timeout, "backend did not answer in time");
@@ -401,6 +405,13 @@ async fn forward(
                 }
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                // A new or moved pin: the cookie says where this client goes.
+                if let Some(a) = &target.affinity
+                    && (pinned_at.is_none() || (n > 0 && a.change_on_failure))
+                    && let Ok(v) = HeaderValue::from_str(&set_cookie(a, &target, addr))
+                {
+                    parts.headers.append(header::SET_COOKIE, v);
+                }
                 for (k, v) in &target.cors {
                     if let Ok(v) = HeaderValue::from_str(v) {
                         parts.headers.insert(HeaderName::from_static(k), v);
@@ -416,6 +427,50 @@ async fn forward(
         None,
         Some("connect"),
     )
+}
+
+/// The value of the cookie `name` the client sent, if any.
+fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+/// The `Set-Cookie` that pins a client to `addr`, with the Ingress's
+/// session-cookie options (ingress-nginx's defaults otherwise: the matched
+/// path, HttpOnly, Secure over TLS).
+fn set_cookie(a: &lb_route::Affinity, target: &Target, addr: SocketAddr) -> String {
+    let path = a.path.as_deref().or(target.matched.as_deref()).unwrap_or("/");
+    let mut c = format!("{}={}; Path={path}", a.cookie_name, upstream::token(addr));
+    if let Some(d) = &a.domain {
+        c.push_str(&format!("; Domain={d}"));
+    }
+    if let Some(age) = a.max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    if let Some(secs) = a.expires {
+        let at = std::time::SystemTime::now() + Duration::from_secs(secs);
+        c.push_str(&format!("; Expires={}", httpdate(at)));
+    }
+    if a.secure.unwrap_or(target.https) {
+        c.push_str("; Secure");
+    }
+    if let Some(s) = &a.samesite {
+        c.push_str(&format!("; SameSite={s}"));
+    }
+    c.push_str("; HttpOnly");
+    c
+}
+
+/// An HTTP date (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn httpdate(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let ts = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(0)).unwrap_or_default();
+    ts.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
 /// Joins the client's and the backend's upgraded connections (WebSocket

@@ -9,6 +9,7 @@ mod guard;
 pub mod metrics;
 pub mod serve;
 pub mod tls;
+mod upstream;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -10,7 +10,8 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::endpoints::Endpoints;
-use super::forward::{self, Upstream};
+use super::forward;
+use super::upstream::Upstream;
 use crate::source::{Problem, Severity, Snapshot, Source};
 
 /// How the proxy serves.
@@ -240,7 +241,7 @@ pub async fn run<S: Source + 'static>(
     telemetry.set_ready(true);
     let current = Arc::new(ArcSwap::from_pointee(built));
     let mut objects_version = view.objects_version;
-    let upstream = Arc::new(Upstream::new(&options));
+    let upstream = Arc::new(Upstream::new(&options).map_err(Error::Tls)?);
     let limits = Arc::new(options.limits.clone());
     let conns = Arc::new(forward::Connections::default());
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
