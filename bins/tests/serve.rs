@@ -798,3 +798,44 @@ fn https_and_grpcs_backends_are_reached_over_tls() {
     // Plain HTTP to a TLS backend fails as a bad gateway, named.
     assert_eq!(get(port, "plain.example.com", "/x", "").0, 502);
 }
+
+#[test]
+fn an_idle_connection_is_closed_but_a_slow_backend_is_waited_for() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress("shop", "shop.example.com", &[("/", "web")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &["--keepalive-timeout", "1"]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A backend slower than the idle timeout: the client is waiting for an
+    // answer, not idle.
+    s.write_all(b"GET /delay/2000 HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Then kept alive, silent: closed after about a second.
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+}

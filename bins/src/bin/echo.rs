@@ -1,7 +1,8 @@
 //! lb-echo: a small HTTP backend for tests, benches and the quickstart. It
 //! answers every request with JSON describing what it received (method,
 //! target, headers, body size) and who answered (service and pod names
-//! from flags). `/status/CODE` answers with that status. A request to
+//! from flags). `/status/CODE` answers with that status, `/delay/MS` after
+//! that many milliseconds. A request to
 //! upgrade to the protocol `lb-echo` (`Connection: upgrade`) gets a 101 and
 //! then every byte sent back (a stand-in for WebSocket in tests).
 
@@ -158,6 +159,10 @@ async fn echo(
             .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    // `/delay/MS`: a slow backend (at most a minute).
+    if let Some(ms) = target.strip_prefix("/delay/").and_then(|m| m.parse::<u64>().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     let status = target
         .strip_prefix("/status/")
         .and_then(|c| c.parse::<u16>().ok())

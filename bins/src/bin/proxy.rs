@@ -77,6 +77,10 @@ struct ServeArgs {
     /// client-header-timeout); slower clients are cut off.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     client_header_timeout: u64,
+    /// Seconds a connection may stay silent both ways (between keep-alive
+    /// requests, or a stalled body) before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 75)]
+    keepalive_timeout: u64,
     #[command(flatten)]
     route: RouteArgs,
 }
@@ -196,6 +200,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     options.metrics_listen = args.metrics_listen;
     options.drain = std::time::Duration::from_secs(args.drain_seconds);
     options.limits.header_timeout = std::time::Duration::from_secs(args.client_header_timeout.max(1));
+    options.limits.idle_timeout = std::time::Duration::from_secs(args.keepalive_timeout.max(1));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

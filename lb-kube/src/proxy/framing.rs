@@ -100,6 +100,7 @@ pub struct Framer {
     state: State,
     head: Vec<u8>,
     max_head: usize,
+    heads: u64,
 }
 
 impl Framer {
@@ -109,7 +110,13 @@ impl Framer {
             state: State::Head,
             head: Vec::new(),
             max_head,
+            heads: 0,
         }
+    }
+
+    /// How many request heads have passed whole.
+    pub fn heads(&self) -> u64 {
+        self.heads
     }
 
     /// Whether part of a request head has come and the rest is awaited.
@@ -181,6 +188,7 @@ impl Framer {
             if self.head.ends_with(b"\r\n\r\n") {
                 let framing = check_head(&self.head)?;
                 out.append(&mut self.head);
+                self.heads += 1;
                 self.state = framing;
                 return Ok(i + 1);
             }

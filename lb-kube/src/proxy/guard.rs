@@ -31,6 +31,15 @@ pub(crate) struct Guarded<S> {
     /// being collected must be complete.
     head_timeout: std::time::Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// How long the connection may stay silent both ways (keep-alive
+    /// between requests, a stalled body), and when that runs out: reset by
+    /// every byte read or written.
+    idle_timeout: std::time::Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    /// A request passed and no byte of its response went out yet: the
+    /// backend may take its time (its own timeout applies), not idle.
+    awaiting: bool,
+    heads: u64,
 }
 
 impl<S> Guarded<S> {
@@ -38,9 +47,14 @@ impl<S> Guarded<S> {
         inner: S,
         max_head: usize,
         head_timeout: std::time::Duration,
+        idle_timeout: std::time::Duration,
         peer: std::net::SocketAddr,
     ) -> Self {
         Self {
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            awaiting: false,
+            heads: 0,
             head_timeout,
             deadline: None,
             inner,
@@ -84,16 +98,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     "request head timeout",
                 )));
             }
+            if !this.awaiting && this.idle.as_mut().poll(cx).is_ready() {
+                tracing::debug!(client = %this.peer, "connection idle too long; closing");
+                this.poisoned = true;
+                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")));
+            }
             let mut staging = ReadBuf::new(&mut this.staging);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut staging))?;
             let read = staging.filled();
             if read.is_empty() {
                 return Poll::Ready(Ok(()));
             }
+            let next = tokio::time::Instant::now() + this.idle_timeout;
+            this.idle.as_mut().reset(next);
             if let Err(v) = this.framer.feed(read, &mut this.out) {
                 tracing::debug!(client = %this.peer, violation = %v, "request refused");
                 this.out.extend_from_slice(POISON);
                 this.poisoned = true;
+            }
+            if this.framer.heads() != this.heads {
+                this.heads = this.framer.heads();
+                this.awaiting = true;
             }
             match (this.framer.in_head(), this.deadline.is_some()) {
                 (true, false) => this.deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout))),
@@ -104,9 +129,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
+impl<S> Guarded<S> {
+    /// Bytes went out: the connection is not idle.
+    fn wrote(&mut self, n: usize) {
+        if n > 0 {
+            self.awaiting = false;
+            let next = tokio::time::Instant::now() + self.idle_timeout;
+            self.idle.as_mut().reset(next);
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.wrote(n);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -122,7 +160,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        self.wrote(n);
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -64,6 +64,9 @@ impl Options {
 pub struct Limits {
     /// Time to send a whole request head (slowloris).
     pub header_timeout: Duration,
+    /// Time a connection may stay silent both ways: keep-alive between
+    /// requests, a stalled request body (nginx's keepalive_timeout, 75 s).
+    pub idle_timeout: Duration,
     /// Bytes of request head (line and headers) held at most.
     pub max_head_bytes: usize,
     /// Request headers at most.
@@ -85,6 +88,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
             max_head_bytes: 64 * 1024,
             max_headers: 100,
             connections_per_ip: 1024,
@@ -425,7 +429,11 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (max_head, head_timeout) = (ctx.limits.max_head_bytes, ctx.limits.header_timeout);
+        let (max_head, head_timeout, idle) = (
+            ctx.limits.max_head_bytes,
+            ctx.limits.header_timeout,
+            ctx.limits.idle_timeout,
+        );
         let ctx = ctx.clone();
         let builder = builder.clone();
         // A watcher per connection: the shutdown waits for it, and no task
@@ -440,7 +448,7 @@ async fn accept_loop(
             });
             let result = match tls {
                 None => {
-                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, peer);
+                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer);
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
@@ -460,7 +468,7 @@ async fn accept_loop(
                             return;
                         }
                     };
-                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, peer);
+                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer);
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
