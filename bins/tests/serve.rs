@@ -839,3 +839,59 @@ fn an_idle_connection_is_closed_but_a_slow_backend_is_waited_for() {
         "closed after {took:?}"
     );
 }
+
+#[test]
+fn external_auth_allows_denies_and_sends_to_sign_in() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let auth = free_port();
+    echo(&mut procs, "127.0.0.5", auth, "auth", "auth-0");
+    let dir = tempfile::tempdir().unwrap();
+    let guarded = |name: &str, status: u16, extra: &str| {
+        ingress(
+            name,
+            &format!("{name}.example.com"),
+            &[("/", "web")],
+            &format!("nginx.ingress.kubernetes.io/auth-url: \"http://127.0.0.5:{auth}/status/{status}\"{extra}"),
+        )
+    };
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            guarded(
+                "allowed",
+                200,
+                ", nginx.ingress.kubernetes.io/auth-response-headers: Content-Type",
+            ),
+            guarded("denied", 403, ""),
+            guarded("anonymous", 401, ""),
+            guarded(
+                "signin",
+                401,
+                ", nginx.ingress.kubernetes.io/auth-signin: \"https://login.example.com/start\"",
+            ),
+            guarded("broken", 500, ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let (status, head, body) = get(port, "allowed.example.com", "/x?y=1", "");
+    assert_eq!(status, 200, "{head}");
+    let v = echoed(&body);
+    assert_eq!(v["service"], "web");
+    // The auth answer's chosen header, passed upstream.
+    assert_eq!(header(&v, "content-type"), Some("application/json"));
+    assert_eq!(get(port, "denied.example.com", "/x", "").0, 403);
+    assert_eq!(get(port, "anonymous.example.com", "/x", "").0, 401);
+    let (status, head, _) = get(port, "signin.example.com", "/x?y=1", "");
+    assert_eq!(status, 302);
+    assert!(
+        head.contains("location: https://login.example.com/start?rd=http%3A%2F%2Fsignin.example.com%2Fx%3Fy%3D1"),
+        "{head}"
+    );
+    assert_eq!(get(port, "broken.example.com", "/x", "").0, 500);
+}

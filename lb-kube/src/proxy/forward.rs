@@ -110,6 +110,8 @@ struct Target {
     matched: Option<String>,
     /// Whether the client came over TLS (the cookie's default `Secure`).
     https: bool,
+    /// `auth-url` and friends.
+    external_auth: Option<Box<lb_route::ExternalAuth>>,
 }
 
 /// Answers one request.
@@ -229,6 +231,7 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
                 .and_then(|a| cookie(req.headers(), &a.cookie_name));
             Routed::To(Target {
                 protocol: f.options.backend_protocol,
+                external_auth: f.options.external_auth.clone(),
                 affinity: f.options.affinity.clone(),
                 pinned,
                 matched: f.matched.map(|(p, _)| p.to_owned()),
@@ -295,6 +298,15 @@ async fn forward(
         );
     };
     let (mut parts, body) = req.into_parts();
+    // External authorization first: nothing reaches the backend unless the
+    // auth service says 2xx.
+    let mut granted = Vec::new();
+    if let Some(auth) = &target.external_auth {
+        match authorize(ctx, auth, &parts, client, request_id).await {
+            Ok(headers) => granted = headers,
+            Err(answer) => return (answer, None, None),
+        }
+    }
     let length = content_length(&parts.headers);
     // `proxy-body-size: 0` is no limit, as in nginx.
     let limit = target.body_limit;
@@ -317,6 +329,9 @@ async fn forward(
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     let mut headers = upstream_headers(ctx, &parts, peer, client, request_id, &target, upgrade.as_ref());
+    for (k, v) in granted {
+        headers.insert(k, v);
+    }
     let mut body = Some(match (bodiless, limit) {
         (true, _) => Empty::new().map_err(|e| match e {}).boxed(),
         (false, 0) => body.map_err(|e| Box::new(e) as BoxError).boxed(),
@@ -427,6 +442,116 @@ async fn forward(
         None,
         Some("connect"),
     )
+}
+
+/// Asks the `auth-url` service about a request (a GET with the client's
+/// headers and `X-Original-URL`/`-Method`, as ingress-nginx sends): 2xx
+/// allows, with the `auth-response-headers` to pass upstream; 401 answers
+/// 401, or redirects to `auth-signin` with `rd=` the original URL; 403
+/// answers 403; anything else (an error, a timeout) 500.
+async fn authorize(
+    ctx: &Context,
+    auth: &lb_route::ExternalAuth,
+    parts: &http::request::Parts,
+    client: IpAddr,
+    request_id: &HeaderValue,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Response<Body>> {
+    let scheme = if ctx.https { "https" } else { "http" };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let original = format!("{scheme}://{host}{path}");
+    let mut req = Request::builder().method(Method::GET).uri(&auth.url);
+    if let Some(h) = req.headers_mut() {
+        let mut copy = parts.headers.clone();
+        strip_hop_by_hop(&mut copy);
+        copy.remove(header::CONTENT_LENGTH);
+        copy.remove(header::HOST);
+        *h = copy;
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        set("x-original-url", &original);
+        set("x-original-method", parts.method.as_str());
+        set("x-auth-request-redirect", path);
+        set("x-real-ip", &client.to_string());
+        set("x-forwarded-proto", scheme);
+        set("x-forwarded-host", host);
+        h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    }
+    let failed = || own(StatusCode::INTERNAL_SERVER_ERROR, "authorization failed");
+    let Ok(req) = req.body(Empty::new().map_err(|e| match e {}).boxed()) else {
+        tracing::warn!(url = %auth.url, "auth-url is not a URL");
+        return Err(failed());
+    };
+    let protocol = match req.uri().scheme_str() {
+        Some("https") => lb_route::BackendProtocol::Https,
+        _ => lb_route::BackendProtocol::Http,
+    };
+    let answer = match tokio::time::timeout(ctx.limits.read_timeout, ctx.upstream.send(protocol, req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(url = %auth.url, error = %e, "auth-url failed");
+            return Err(failed());
+        }
+        Err(_) => {
+            tracing::warn!(url = %auth.url, "auth-url did not answer in time");
+            return Err(failed());
+        }
+    };
+    let status = answer.status();
+    if status.is_success() {
+        let wanted = auth
+            .response_headers
+            .iter()
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
+        return Ok(wanted
+            .filter_map(|n| answer.headers().get(&n).cloned().map(|v| (n, v)))
+            .collect());
+    }
+    Err(match (status, &auth.signin) {
+        (StatusCode::UNAUTHORIZED, Some(signin)) => {
+            let sep = if signin.contains('?') { '&' } else { '?' };
+            let location = format!("{signin}{sep}rd={}", percent_encode(&original));
+            let mut r = own(StatusCode::FOUND, "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        (StatusCode::UNAUTHORIZED, None) => {
+            let mut r = own(StatusCode::UNAUTHORIZED, "authorization required");
+            if let Some(v) = answer.headers().get(header::WWW_AUTHENTICATE) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v.clone());
+            }
+            r
+        }
+        (StatusCode::FORBIDDEN, _) => own(StatusCode::FORBIDDEN, "forbidden"),
+        _ => {
+            tracing::warn!(url = %auth.url, status = status.as_u16(), "auth-url answered neither 2xx, 401 nor 403");
+            failed()
+        }
+    })
+}
+
+/// `s` with everything but unreserved characters percent-encoded (a URL
+/// as a query value).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The value of the cookie `name` the client sent, if any.
