@@ -340,32 +340,34 @@ fn a_reload_swaps_routes_without_failing_a_request() {
     let load = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0, Vec::new());
+            let (mut ok, mut failed, mut seen) = (0, Vec::new(), std::collections::BTreeSet::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, head, _) = get(port, "shop.example.com", "/", "");
+                let (status, head, body) = get(port, "shop.example.com", "/", "");
                 if status == 200 {
                     ok += 1;
+                    seen.insert(echoed(&body)["service"].as_str().unwrap_or_default().to_owned());
                 } else {
                     failed.push(head);
                 }
             }
-            (ok, failed)
+            (ok, failed, seen)
         })
     };
     for i in 0..10 {
-        let svc = if i % 2 == 0 { "api" } else { "web" };
+        let svc = if i % 2 == 0 { "web" } else { "api" };
         let tmp = dir.path().join(".shop.tmp");
         std::fs::write(&tmp, ingress("shop", "shop.example.com", &[("/", svc)], "")).unwrap();
         std::fs::rename(&tmp, dir.path().join("shop.yaml")).unwrap();
         std::thread::sleep(Duration::from_millis(700));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.join().unwrap();
+    let (ok, failed, seen) = load.join().unwrap();
     assert!(failed.is_empty(), "{} failed: {:?}", failed.len(), failed.first());
     assert!(ok > 50, "only {ok} requests");
-    // The last version routes: web.
+    assert_eq!(seen.len(), 2, "both versions served under load: {seen:?}");
+    // The last version routes: api.
     let (_, _, body) = get(port, "shop.example.com", "/", "");
-    assert_eq!(echoed(&body)["service"], "web");
+    assert_eq!(echoed(&body)["service"], "api");
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -617,6 +619,25 @@ fn http2_with_prior_knowledge_is_served() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (version, status, String::from_utf8_lossy(&body).into_owned())
     });
+    // A streamed body (no content-length, as gRPC sends): it arrives whole.
+    let posted = runtime.block_on(async move {
+        use http_body_util::BodyExt as _;
+        let client: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<_>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let frames = futures::stream::iter(["hel", "lo"].map(|s| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(s.as_bytes())))
+        }));
+        let req = hyper::Request::post(format!("http://127.0.0.1:{port}/h2"))
+            .header("host", "shop.example.com")
+            .body(http_body_util::StreamBody::new(frames))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    });
+    assert_eq!(echoed(&posted)["body_bytes"], 5, "{posted}");
     assert_eq!(version, hyper::Version::HTTP_2);
     assert_eq!(status, 200);
     let v = echoed(&body);
@@ -670,6 +691,56 @@ fn an_upgrade_is_tunnelled_after_the_backends_101() {
     );
     assert_eq!(status, 200);
     assert_eq!(echoed(&body)["target"], "/plain");
+    // A refused upgrade (here: no such host) closes the connection, so what
+    // follows on it (a bare-LF request) is never read; CONNECT is refused.
+    let answer = raw(
+        port,
+        "GET / HTTP/1.1\r\nHost: nope\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\nGET / HTTP/1.1\nHost: shop.example.com\n\n",
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 404") && answer.contains("connection: close"),
+        "{answer}"
+    );
+    let answer = raw(
+        port,
+        "CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\nGET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+}
+
+#[test]
+fn forwarded_for_from_a_trusted_proxy_is_read_from_the_right() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress("shop", "shop.example.com", &[("/", "web")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &["--trusted-proxy", "127.0.0.0/8"]);
+    // A client wrote 6.6.6.6; the trusted front appended the client's
+    // real address: that one is the client.
+    let (_, _, body) = get(port, "shop.example.com", "/", "X-Forwarded-For: 6.6.6.6, 192.0.2.7\r\n");
+    let v = echoed(&body);
+    assert_eq!(header(&v, "x-real-ip"), Some("192.0.2.7"));
+    assert_eq!(header(&v, "x-forwarded-for"), Some("6.6.6.6, 192.0.2.7, 127.0.0.1"));
+    // Trusted hops on the right are skipped.
+    let (_, _, body) = get(
+        port,
+        "shop.example.com",
+        "/",
+        "X-Forwarded-For: 192.0.2.8, 127.0.0.9\r\n",
+    );
+    assert_eq!(header(&echoed(&body), "x-real-ip"), Some("192.0.2.8"));
 }
 
 #[test]
@@ -864,7 +935,7 @@ fn external_auth_allows_denies_and_sends_to_sign_in() {
             guarded(
                 "allowed",
                 200,
-                ", nginx.ingress.kubernetes.io/auth-response-headers: Content-Type",
+                ", nginx.ingress.kubernetes.io/auth-response-headers: \"Content-Type, X-User\"",
             ),
             guarded("denied", 403, ""),
             guarded("anonymous", 401, ""),
@@ -879,12 +950,14 @@ fn external_auth_allows_denies_and_sends_to_sign_in() {
     )
     .unwrap();
     let port = proxy(&mut procs, dir.path(), &[]);
-    let (status, head, body) = get(port, "allowed.example.com", "/x?y=1", "");
+    let (status, head, body) = get(port, "allowed.example.com", "/x?y=1", "X-User: admin\r\n");
     assert_eq!(status, 200, "{head}");
     let v = echoed(&body);
     assert_eq!(v["service"], "web");
-    // The auth answer's chosen header, passed upstream.
+    // The auth answer's chosen header, passed upstream; one it did not
+    // send is not the client's to claim.
     assert_eq!(header(&v, "content-type"), Some("application/json"));
+    assert_eq!(header(&v, "x-user"), None, "{v}");
     assert_eq!(get(port, "denied.example.com", "/x", "").0, 403);
     assert_eq!(get(port, "anonymous.example.com", "/x", "").0, 401);
     let (status, head, _) = get(port, "signin.example.com", "/x?y=1", "");

@@ -38,6 +38,14 @@ impl Backends {
     }
 }
 
+/// A start for a round robin that differs between swaps and replicas.
+fn start_offset() -> usize {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish() as usize
+}
+
 /// Every Service port's endpoints, by namespace, Service and port number.
 #[derive(Debug, Default)]
 pub struct Endpoints {
@@ -110,9 +118,11 @@ impl Endpoints {
                 let mut addrs = if ready.is_empty() { serving } else { ready };
                 addrs.sort();
                 addrs.dedup();
+                // A random start: every swap (any EndpointSlice anywhere)
+                // must not send the next requests to the first endpoint.
                 let backends = Backends {
+                    next: AtomicUsize::new(start_offset()),
                     addrs,
-                    next: AtomicUsize::new(0),
                 };
                 map.insert((ns.to_owned(), name.to_owned(), number), Arc::new(backends));
             }

@@ -57,14 +57,27 @@ pub(crate) struct Slot {
 impl Connections {
     /// A place for a connection from `ip`, unless a cap is reached.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = per_ip.entry(ip).or_default();
-        if *n >= limits.connections_per_ip || self.total.load(Ordering::Relaxed) >= limits.connections {
-            tracing::warn!(client = %ip, "connection refused: over the connection caps");
+        let admitted = {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The total first: a refused address leaves no entry behind.
+            if self.total.load(Ordering::Relaxed) >= limits.connections {
+                false
+            } else {
+                let n = per_ip.entry(ip).or_default();
+                if *n >= limits.connections_per_ip {
+                    false
+                } else {
+                    *n += 1;
+                    self.total.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+            }
+        };
+        if !admitted {
+            // Said outside the lock (a flood must not serialize on stderr).
+            tracing::debug!(client = %ip, "connection refused: over the connection caps");
             return None;
         }
-        *n += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             conns: self.clone(),
             ip,
@@ -130,7 +143,17 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let (response, routed) = match route(&ctx, &served, client, &req) {
+    // A request that asks to leave HTTP/1 (an upgrade, CONNECT): unless the
+    // backend agrees (101), the connection closes after the answer, so no
+    // byte after it is ever read as a request the framing guard let pass
+    // unchecked.
+    let leaving = method == Method::CONNECT || asks_upgrade(req.headers());
+    let routed_or_refused = if method == Method::CONNECT {
+        Routed::Answer(own(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"))
+    } else {
+        route(&ctx, &served, client, &req)
+    };
+    let (response, routed) = match routed_or_refused {
         Routed::Answer(answer) => (answer, None),
         Routed::To(target) => {
             let routed = (
@@ -151,14 +174,18 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
         }
     };
     let mut response = response;
+    if leaving && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response = close(response);
+    }
     response
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("lb"));
     if ctx.hsts {
-        response.headers_mut().insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        );
+        // A backend's own policy stands.
+        response
+            .headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }
     let status = response.status().as_u16();
     let took = started.elapsed();
@@ -317,20 +344,35 @@ async fn forward(
             None,
         );
     }
-    let bodiless = length == Some(0) || (length.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING));
+    // Exact for HTTP/1 (no length, no coding) and HTTP/2 (END_STREAM on
+    // the headers; HTTP/2 bodies carry no Transfer-Encoding).
+    let bodiless = {
+        use hyper::body::Body as _;
+        body.is_end_stream()
+    };
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
     let replayable = bodiless && idempotent;
-    let upgrade = upgrade_of(&parts.headers);
+    // An upgrade request with a body is forwarded as a plain request.
+    let upgrade = upgrade_of(&parts.headers).filter(|_| bodiless);
     let client_upgrade = upgrade
         .is_some()
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     let mut headers = upstream_headers(ctx, &parts, peer, client, request_id, &target, upgrade.as_ref());
+    if let Some(auth) = &target.external_auth {
+        // What the auth service vouches for is its word alone: a client's
+        // header of the same name never passes.
+        for name in &auth.response_headers {
+            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
     for (k, v) in granted {
-        headers.insert(k, v);
+        headers.append(k, v);
     }
     let mut body = Some(match (bodiless, limit) {
         (true, _) => Empty::new().map_err(|e| match e {}).boxed(),
@@ -386,8 +428,7 @@ async fn forward(
                         None,
                     );
                 }
-                let timed_out = e.is_connect()
-                    && std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("timed out"));
+                let timed_out = e.is_connect() && timed_out(&e);
                 tracing::warn!(upstream = %addr, error = %e, "the backend failed");
                 return match timed_out {
                     true => (
@@ -507,12 +548,25 @@ async fn authorize(
     };
     let status = answer.status();
     if status.is_success() {
+        // Framing and hop-by-hop headers are not the auth service's to set.
+        let forbidden = [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::HOST,
+            header::CONNECTION,
+            header::UPGRADE,
+            header::TE,
+        ];
         let wanted = auth
             .response_headers
             .iter()
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .filter(|n| !forbidden.contains(n));
         return Ok(wanted
-            .filter_map(|n| answer.headers().get(&n).cloned().map(|v| (n, v)))
+            .flat_map(|n| {
+                let values: Vec<HeaderValue> = answer.headers().get_all(&n).iter().cloned().collect();
+                values.into_iter().map(move |v| (n.clone(), v))
+            })
             .collect());
     }
     Err(match (status, &auth.signin) {
@@ -577,8 +631,11 @@ fn set_cookie(a: &lb_route::Affinity, target: &Target, addr: SocketAddr) -> Stri
     if let Some(age) = a.max_age {
         c.push_str(&format!("; Max-Age={age}"));
     }
-    if let Some(secs) = a.expires {
-        let at = std::time::SystemTime::now() + Duration::from_secs(secs);
+    if let Some(at) = a
+        .expires
+        .and_then(|secs| std::time::SystemTime::now().checked_add(Duration::from_secs(secs.min(400 * 86_400))))
+    {
+        // Browsers cap cookie lifetimes at 400 days anyway.
         c.push_str(&format!("; Expires={}", httpdate(at)));
     }
     if a.secure.unwrap_or(target.https) {
@@ -611,6 +668,20 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade,
             tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
         }
     });
+}
+
+/// Whether an error's cause is an I/O timeout (a connect that timed out).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whether a client error is the request body going over its limit.
@@ -685,6 +756,13 @@ fn upstream_headers(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, kind.clone());
     }
+    // gRPC servers ask for it (nginx's grpc module always sends it).
+    if matches!(
+        target.protocol,
+        lb_route::BackendProtocol::Grpc | lb_route::BackendProtocol::Grpcs
+    ) {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     h
 }
 
@@ -718,7 +796,26 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` with
 /// an `Upgrade` header), over HTTP/1.1.
+/// Whether a request asks to upgrade (`Connection: upgrade` and an
+/// `Upgrade` header), to whatever protocol.
+fn asks_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
 fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
+    // `h2c` would hand the backend a connection the proxy no longer sees
+    // requests on (routing, auth and allowlists bypassed): not tunnelled.
+    if h.get(header::UPGRADE).is_some_and(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+    }) {
+        return None;
+    }
     let asks = h
         .get_all(header::CONNECTION)
         .iter()
@@ -741,11 +838,24 @@ fn client_address(ctx: &Context, peer: IpAddr, h: &HeaderMap) -> IpAddr {
     if !is_trusted(ctx, peer) {
         return peer;
     }
-    h.get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(peer)
+    // From the right, the first address that is not one of the trusted
+    // proxies (nginx's real_ip_recursive): what a client writes on the
+    // left cannot pose as it.
+    let list: Vec<&str> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for a in list.iter().rev() {
+        let Ok(ip) = a.trim().parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(ctx, ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// A client's `X-Request-ID` is kept when it is short and plain.

@@ -3,8 +3,8 @@
 //!
 //! hyper accepts some messages RFC 9112 lets a server reject and a proxy
 //! should: a `Content-Length` beside a `Transfer-Encoding` (hyper drops the
-//! length and keeps the connection open), which is the classic request
-//! smuggling vector. The [`Framer`] follows the request stream (each head,
+//! length and frames by the coding), the classic request smuggling vector,
+//! and a bare LF. The [`Framer`] follows the request stream (each head,
 //! then its body by length or chunk by chunk) and refuses, on the first
 //! offence:
 //! - a bare LF or a bare CR where a line must end in CRLF;
@@ -112,6 +112,11 @@ impl Framer {
             max_head,
             heads: 0,
         }
+    }
+
+    /// Whether the stream is no longer HTTP/1 (unchecked from here on).
+    pub fn is_opaque(&self) -> bool {
+        self.state == State::Opaque
     }
 
     /// How many request heads have passed whole.
@@ -366,7 +371,9 @@ fn check_head(head: &[u8]) -> Result<State, Violation> {
     if coding && length.is_some() {
         return Err(Violation::LengthWithCoding);
     }
-    let then_opaque = connect || (upgrade && connection_upgrade);
+    // HTTP/1.0 never upgrades; the proxy closes the connection after any
+    // answer but a 101, so what follows a refused upgrade is never parsed.
+    let then_opaque = connect || (upgrade && connection_upgrade && !http10);
     Ok(match (coding, length) {
         (true, _) => State::Chunked(Chunk::Size {
             digits: 0,

@@ -98,7 +98,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     "request head timeout",
                 )));
             }
-            if !this.awaiting && this.idle.as_mut().poll(cx).is_ready() {
+            // Not HTTP/1 any more (HTTP/2, a tunnel): its own keep-alive
+            // rules apply, not this byte timer.
+            if !this.awaiting && !this.framer.is_opaque() && this.idle.as_mut().poll(cx).is_ready() {
                 tracing::debug!(client = %this.peer, "connection idle too long; closing");
                 this.poisoned = true;
                 return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")));

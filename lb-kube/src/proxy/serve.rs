@@ -108,8 +108,9 @@ pub struct Served {
     pub table: Arc<lb_route::RouteTable>,
     /// The endpoints of every Service port.
     pub endpoints: Endpoints,
-    /// The certificates of the TLS Secrets.
-    pub certs: super::tls::Certificates,
+    /// The certificates of the TLS Secrets (shared with the next
+    /// [`Served`] when only endpoints change).
+    pub certs: Arc<super::tls::Certificates>,
 }
 
 /// Why the proxy cannot serve.
@@ -155,7 +156,7 @@ pub fn served(view: &Snapshot, route: &lb_route::Config) -> (Served, Vec<Problem
         Served {
             table,
             endpoints,
-            certs,
+            certs: Arc::new(certs),
         },
         problems,
     )
@@ -319,7 +320,7 @@ pub async fn run<S: Source + 'static>(
                     // certificates (Secrets are not endpoints).
                     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
                     let table = previous.table.clone();
-                    let (certs, _) = super::tls::Certificates::build(&view, &provider());
+                    let certs = previous.certs.clone();
                     (
                         Served {
                             table,
