@@ -577,6 +577,18 @@ fn https_picks_the_certificate_by_sni_and_a_bad_secret_disables_only_its_hosts()
     // handshake fails; the others are untouched.
     assert!(https_get(https, certs.path(), "broken.example.com", &[]).is_err());
     assert!(https_get(https, certs.path(), "nobody.example.com", &[]).is_err());
+    // The shop Secret broken while serving: its last good certificate
+    // stays in force (reported), the handshake still succeeds.
+    let all = std::fs::read_to_string(dir.path().join("all.yaml")).unwrap();
+    let crt = std::fs::read_to_string(certs.path().join("shop.crt")).unwrap();
+    let second_line = crt.lines().nth(1).unwrap().to_owned();
+    let broken = all.replacen(&second_line, "AAAAbroken", 1);
+    assert_ne!(broken, all);
+    std::fs::write(dir.path().join(".all.tmp"), broken).unwrap();
+    std::fs::rename(dir.path().join(".all.tmp"), dir.path().join("all.yaml")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, answer) = https_get(https, certs.path(), "shop.example.com", &[]).expect("the last good certificate");
+    assert_eq!(split(&answer).0, 200);
     // Plain HTTP to a TLS host redirects (ssl-redirect is on by default).
     let (status, head, _) = get(http, "shop.example.com", "/x", "");
     assert_eq!(status, 308, "{head}");

@@ -473,6 +473,10 @@ async fn forward(
                         parts.headers.insert(HeaderName::from_static(k), v);
                     }
                 }
+                // The answer depends on the Origin: caches must know.
+                if !target.cors.is_empty() {
+                    parts.headers.append(header::VARY, HeaderValue::from_static("Origin"));
+                }
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
                 return (Response::from_parts(parts, body), Some(addr), None);
             }

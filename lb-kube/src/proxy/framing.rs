@@ -101,6 +101,7 @@ pub struct Framer {
     head: Vec<u8>,
     max_head: usize,
     heads: u64,
+    h2: bool,
 }
 
 impl Framer {
@@ -111,12 +112,18 @@ impl Framer {
             head: Vec::new(),
             max_head,
             heads: 0,
+            h2: false,
         }
     }
 
     /// Whether the stream is no longer HTTP/1 (unchecked from here on).
     pub fn is_opaque(&self) -> bool {
         self.state == State::Opaque
+    }
+
+    /// Whether the stream turned out to be HTTP/2 (its preface came).
+    pub fn is_h2(&self) -> bool {
+        self.h2
     }
 
     /// How many request heads have passed whole.
@@ -188,6 +195,7 @@ impl Framer {
             if self.head.len() == H2_PREFACE.len() && self.head == H2_PREFACE {
                 out.append(&mut self.head);
                 self.state = State::Opaque;
+                self.h2 = true;
                 return Ok(i + 1);
             }
             if self.head.ends_with(b"\r\n\r\n") {

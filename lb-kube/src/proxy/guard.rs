@@ -40,6 +40,8 @@ pub(crate) struct Guarded<S> {
     /// backend may take its time (its own timeout applies), not idle.
     awaiting: bool,
     heads: u64,
+    /// Counts refused requests.
+    refused: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl<S> Guarded<S> {
@@ -55,6 +57,7 @@ impl<S> Guarded<S> {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             awaiting: false,
             heads: 0,
+            refused: None,
             head_timeout,
             deadline: None,
             inner,
@@ -98,9 +101,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     "request head timeout",
                 )));
             }
-            // Not HTTP/1 any more (HTTP/2, a tunnel): its own keep-alive
-            // rules apply, not this byte timer.
-            if !this.awaiting && !this.framer.is_opaque() && this.idle.as_mut().poll(cx).is_ready() {
+            // A tunnel (after a 101) is the two ends' business; HTTP/2 is
+            // bounded by its silence both ways, like an HTTP/1 connection
+            // between requests (hyper has no idle bound for it).
+            let timed = !this.framer.is_opaque() || this.framer.is_h2();
+            if timed && !this.awaiting && this.idle.as_mut().poll(cx).is_ready() {
                 tracing::debug!(client = %this.peer, "connection idle too long; closing");
                 this.poisoned = true;
                 return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")));
@@ -114,6 +119,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             let next = tokio::time::Instant::now() + this.idle_timeout;
             this.idle.as_mut().reset(next);
             if let Err(v) = this.framer.feed(read, &mut this.out) {
+                // Counted and said (at debug: a flood must not flood the log).
+                if let Some(refused) = &this.refused {
+                    refused.inc();
+                }
                 tracing::debug!(client = %this.peer, violation = %v, "request refused");
                 this.out.extend_from_slice(POISON);
                 this.poisoned = true;
@@ -132,6 +141,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
 }
 
 impl<S> Guarded<S> {
+    /// The same, counting refused requests in `counter`.
+    pub(crate) fn counting(mut self, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        self.refused = Some(counter);
+        self
+    }
+
     /// Bytes went out: the connection is not idle.
     fn wrote(&mut self, n: usize) {
         if n > 0 {

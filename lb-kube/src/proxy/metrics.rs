@@ -42,6 +42,8 @@ pub struct Metrics {
     pub reload_errors: Counter,
     /// Service ports with endpoints in the table in force.
     pub endpoints: Gauge,
+    /// Requests refused for their framing (smuggling vectors and the like).
+    pub refused: Counter,
     /// Ingress problems in the table in force.
     pub problems: Gauge,
 }
@@ -58,6 +60,7 @@ impl Metrics {
             reloads: Counter::default(),
             reload_errors: Counter::default(),
             endpoints: Gauge::default(),
+            refused: Counter::default(),
             problems: Gauge::default(),
         };
         registry.register(

@@ -146,10 +146,16 @@ pub enum Error {
 
 /// Builds what a view serves: the route table, the endpoints and the
 /// certificates (problems returned).
-pub fn served(view: &Snapshot, route: &lb_route::Config) -> (Served, Vec<Problem>) {
+/// A TLS Secret that stops reading keeps the certificate it had in
+/// `previous`.
+pub fn served(
+    view: &Snapshot,
+    route: &lb_route::Config,
+    previous: Option<&super::tls::Certificates>,
+) -> (Served, Vec<Problem>) {
     let (table, mut problems) = super::routes(view, route);
     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
-    let (certs, cert_problems) = super::tls::Certificates::build(view, &provider());
+    let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous);
     problems.extend(cert_problems);
     let table = Arc::new(table);
     (
@@ -235,15 +241,19 @@ pub async fn run<S: Source + 'static>(
             (version, view) = again?;
         }
     }
-    let (built, problems) = served(&view, &route);
-    log_problems(&problems, &mut Vec::new());
-    let mut logged: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let (built, mut table_problems) = served(&view, &route, None);
+    // What the source found (YAML errors, unknown fields, duplicates) and
+    // what the table and certificates did.
+    let mut logged = Vec::new();
+    let problems: Vec<Problem> = view.problems.iter().chain(&table_problems).cloned().collect();
+    log_problems(&problems, &mut logged);
     tracing::info!(endpoints = built.endpoints.len(), "route table built");
     metrics
         .endpoints
         .set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
     metrics.problems.set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
     telemetry.set_ready(true);
+    let _ = &problems;
     let current = Arc::new(ArcSwap::from_pointee(built));
     let mut objects_version = view.objects_version;
     let upstream = Arc::new(Upstream::new(&options).map_err(Error::Tls)?);
@@ -314,7 +324,7 @@ pub async fn run<S: Source + 'static>(
             let rebuilt = view.map(|view| {
                 let whole = view.objects_version != objects_version;
                 let (built, problems) = if whole {
-                    served(&view, &route)
+                    served(&view, &route, Some(&previous.certs))
                 } else {
                     // Endpoints alone changed: the table stays, and the
                     // certificates (Secrets are not endpoints).
@@ -330,7 +340,7 @@ pub async fn run<S: Source + 'static>(
                         Vec::new(),
                     )
                 };
-                (moved, view.objects_version, whole, built, problems)
+                (moved, view.objects_version, whole, built, problems, view.problems)
             });
             (source, rebuilt)
         })
@@ -338,19 +348,21 @@ pub async fn run<S: Source + 'static>(
         .map_err(|_| Error::Panicked)?;
         source = back;
         match rebuilt {
-            Ok((v, objects, whole, built, problems)) => {
+            Ok((v, objects, whole, built, problems, source_problems)) => {
                 version = v;
                 objects_version = objects;
                 metrics
                     .endpoints
                     .set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
                 if whole {
-                    metrics.problems.set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
+                    table_problems = problems;
                 }
+                let all: Vec<Problem> = source_problems.iter().chain(&table_problems).cloned().collect();
+                metrics.problems.set(i64::try_from(all.len()).unwrap_or(i64::MAX));
                 metrics.reloads.inc();
                 current.store(Arc::new(built));
+                log_problems(&all, &mut logged);
                 if whole {
-                    log_problems(&problems, &mut logged);
                     tracing::info!(took = ?started.elapsed(), "route table swapped");
                 } else {
                     tracing::debug!(took = ?started.elapsed(), "endpoints swapped");
@@ -362,7 +374,9 @@ pub async fn run<S: Source + 'static>(
             }
         }
     }
-    // Stop accepting, then let what is in flight finish, within the bound.
+    // Not ready any more (load balancers stop sending), stop accepting,
+    // then let what is in flight finish, within the bound.
+    telemetry.set_ready(false);
     let _ = stop_tx.send(true);
     while accepts.join_next().await.is_some() {}
     if let Ok(graceful) = Arc::try_unwrap(graceful) {
@@ -440,6 +454,7 @@ async fn accept_loop(
         // A watcher per connection: the shutdown waits for it, and no task
         // holds the shutdown itself.
         let watcher = graceful.watcher();
+        let refused = ctx.metrics.refused.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -449,7 +464,8 @@ async fn accept_loop(
             });
             let result = match tls {
                 None => {
-                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer);
+                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer)
+                        .counting(refused.clone());
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
@@ -469,7 +485,8 @@ async fn accept_loop(
                             return;
                         }
                     };
-                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer);
+                    let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer)
+                        .counting(refused.clone());
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();

@@ -30,7 +30,9 @@ impl Certificates {
     /// Reads every `kubernetes.io/tls` Secret of `view`; one that does not
     /// read (no certificate, no key, a key that does not match) is
     /// reported and left out, so only the hosts naming it go without.
-    pub fn build(view: &Snapshot, provider: &CryptoProvider) -> (Self, Vec<Problem>) {
+    /// A Secret that read well in `previous` and does not now keeps its
+    /// last good certificate (said so in its problem).
+    pub fn build(view: &Snapshot, provider: &CryptoProvider, previous: Option<&Certificates>) -> (Self, Vec<Problem>) {
         let mut by_secret = HashMap::new();
         let mut problems = Vec::new();
         for (origin, o) in &view.objects {
@@ -51,36 +53,51 @@ impl Certificates {
                         .map(String::as_bytes)
                 })
             };
+            let kept = previous.and_then(|p| p.by_secret.get(&secret_ref(&r))).cloned();
             let problem = |field: &str, message: String| Problem {
                 origin: origin.clone(),
-                ..Problem::error(Some(r.clone()), Some(format!("data[{field}]")), message)
+                ..Problem::error(
+                    Some(r.clone()),
+                    Some(format!("data[{field}]")),
+                    match kept {
+                        Some(_) => format!("{message}; keeping its last good certificate"),
+                        None => format!("{message}; its hosts get the default certificate"),
+                    },
+                )
+            };
+            let keep = |by_secret: &mut HashMap<SecretRef, Arc<CertifiedKey>>| {
+                if let Some(k) = &kept {
+                    by_secret.insert(secret_ref(&r), k.clone());
+                }
             };
             let certs: Vec<CertificateDer<'static>> = match field("tls.crt") {
                 Some(pem) => CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect(),
                 None => Vec::new(),
             };
             if certs.is_empty() {
-                problems.push(problem(
-                    "tls.crt",
-                    "no PEM certificate; its hosts get the default certificate".into(),
-                ));
+                problems.push(problem("tls.crt", "no PEM certificate".into()));
+                keep(&mut by_secret);
                 continue;
             }
             let Some(Ok(key)) = field("tls.key").map(PrivateKeyDer::from_pem_slice) else {
-                problems.push(problem(
-                    "tls.key",
-                    "no PEM private key; its hosts get the default certificate".into(),
-                ));
+                problems.push(problem("tls.key", "no PEM private key".into()));
+                keep(&mut by_secret);
                 continue;
             };
             match CertifiedKey::from_der(certs, key, provider) {
                 Ok(ck) => {
                     by_secret.insert(secret_ref(&r), Arc::new(ck));
                 }
-                Err(e) => problems.push(problem(
-                    "tls.key",
-                    format!("the key does not go with the certificate ({e}); its hosts get the default certificate"),
-                )),
+                Err(e) => {
+                    // A certificate that does not decode is the
+                    // certificate's fault; a mismatch, the key's.
+                    let (field, what) = match &e {
+                        rustls::Error::InvalidCertificate(_) => ("tls.crt", "the certificate does not decode"),
+                        _ => ("tls.key", "the key does not go with the certificate"),
+                    };
+                    problems.push(problem(field, format!("{what} ({e})")));
+                    keep(&mut by_secret);
+                }
             }
         }
         (Self { by_secret }, problems)
