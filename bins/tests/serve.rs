@@ -284,6 +284,11 @@ fn the_proxy_answers_redirects_body_limits_and_bad_framing_itself() {
         "GET / HTTP/1.1\r\nHost: small.example.com\r\nX-A: a\r\n b\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: small.example.com\r\nX-A: a\0b\r\n\r\n",
         "GET / HTTP/1.1\nHost: small.example.com\n\n",
+        // A chunk longer than it says: the client's body is broken (400,
+        // not a backend failure).
+        "POST / HTTP/1.1\r\nHost: small.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+        // HTTP/1.1 without a Host.
+        "GET / HTTP/1.1\r\n\r\n",
         // After a good request on the same connection, too.
         "GET / HTTP/1.1\r\nHost: small.example.com\r\n\r\nPOST / HTTP/1.1\r\nHost: small.example.com\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ] {

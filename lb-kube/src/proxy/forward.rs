@@ -230,6 +230,13 @@ enum Routed {
 fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>) -> Routed {
     // Framing (a length beside a transfer coding and the like) was
     // checked on the bytes, before the parser: see `guard`.
+    // An HTTP/1.1 request must name its host (RFC 9112 §3.2).
+    if req.version() == http::Version::HTTP_11
+        && !req.headers().contains_key(header::HOST)
+        && req.uri().authority().is_none()
+    {
+        return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: no Host header")));
+    }
     let host = match super::host_header(req.headers()) {
         Ok(Some(h)) => Some(h),
         Ok(None) => req.uri().authority().map(|a| a.as_str()),
@@ -424,6 +431,16 @@ async fn forward(
                 if too_large(&e) {
                     return (
                         close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+                        Some(addr),
+                        None,
+                    );
+                }
+                // The client's body broke (malformed chunks, cut short):
+                // the client's fault, not the backend's.
+                if client_body_failed(&e) {
+                    tracing::debug!(upstream = %addr, error = %e, "the client's request body failed");
+                    return (
+                        close(own(StatusCode::BAD_REQUEST, "bad request body")),
                         Some(addr),
                         None,
                     );
@@ -681,6 +698,20 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
         if s.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Whether a client error comes from the request body the proxy streamed
+/// up (hyper's "user body" error: the client's side failed, not the
+/// backend's answer).
+fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
             return true;
         }
         source = s.source();
