@@ -985,3 +985,53 @@ fn external_auth_allows_denies_and_sends_to_sign_in() {
     );
     assert_eq!(get(port, "broken.example.com", "/x", "").0, 500);
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress(
+                "shop",
+                "shop.example.com",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
+            ),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &["--keepalive-timeout", "1"]);
+    let size = 48 << 20;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A second request pipelined behind: hyper holds it and stops reading
+    // the socket, so only a bound on the stalled writes can end this.
+    s.write_all(
+        format!(
+            "GET /bytes/{size} HTTP/1.1\r\nHost: shop.example.com\r\n\r\nGET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Not reading: the proxy's writes stall, and it gives up.
+    std::thread::sleep(Duration::from_secs(4));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(
+        got < size,
+        "the whole answer came ({got} bytes): the stalled client was not cut off"
+    );
+}

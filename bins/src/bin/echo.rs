@@ -2,7 +2,7 @@
 //! answers every request with JSON describing what it received (method,
 //! target, headers, body size) and who answered (service and pod names
 //! from flags). `/status/CODE` answers with that status, `/delay/MS` after
-//! that many milliseconds. A request to
+//! that many milliseconds, `/bytes/N` with N bytes. A request to
 //! upgrade to the protocol `lb-echo` (`Connection: upgrade`) gets a 101 and
 //! then every byte sent back (a stand-in for WebSocket in tests).
 
@@ -159,6 +159,10 @@ async fn echo(
             .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    // `/bytes/N`: N bytes of body (at most 64 MiB), for large answers.
+    if let Some(n) = target.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n.min(64 << 20)]))));
+    }
     // `/delay/MS`: a slow backend (at most a minute).
     if let Some(ms) = target.strip_prefix("/delay/").and_then(|m| m.parse::<u64>().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;

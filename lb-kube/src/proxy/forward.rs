@@ -38,6 +38,9 @@ pub(crate) struct Context {
     pub(crate) https: bool,
     /// Whether answers carry `Strict-Transport-Security`.
     pub(crate) hsts: bool,
+    /// The connection's place under the caps: a tunnel holds it too, so
+    /// upgraded connections count as long as they live.
+    pub(crate) slot: Option<Arc<Slot>>,
     pub(crate) metrics: super::metrics::Metrics,
 }
 
@@ -463,7 +466,7 @@ async fn forward(
             Ok(Ok(mut response)) => {
                 let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 if upgraded && let (Some(client_side), Some(kind)) = (client_upgrade, upgrade.as_ref()) {
-                    tunnel(client_side, hyper::upgrade::on(&mut response), addr);
+                    tunnel(client_side, hyper::upgrade::on(&mut response), addr, ctx.slot.clone());
                     let (mut parts, _) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     parts
@@ -678,8 +681,14 @@ fn httpdate(t: std::time::SystemTime) -> String {
 
 /// Joins the client's and the backend's upgraded connections (WebSocket
 /// and the like), once the backend has agreed with a 101.
-fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade, addr: SocketAddr) {
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    addr: SocketAddr,
+    slot: Option<Arc<Slot>>,
+) {
     tokio::spawn(async move {
+        let _slot = slot;
         let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
             tracing::debug!(upstream = %addr, "an upgrade did not complete");
             return;

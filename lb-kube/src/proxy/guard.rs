@@ -42,6 +42,10 @@ pub(crate) struct Guarded<S> {
     heads: u64,
     /// Counts refused requests.
     refused: Option<prometheus_client::metrics::counter::Counter>,
+    /// A client that stops reading: how long a write may wait (nginx's
+    /// send_timeout), and when the one waiting gives up.
+    send_timeout: std::time::Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Guarded<S> {
@@ -58,6 +62,8 @@ impl<S> Guarded<S> {
             awaiting: false,
             heads: 0,
             refused: None,
+            send_timeout: idle_timeout,
+            stalled: None,
             head_timeout,
             deadline: None,
             inner,
@@ -147,8 +153,19 @@ impl<S> Guarded<S> {
         self
     }
 
+    /// A write could not proceed: arms the stall deadline, and says
+    /// whether it has run out (the client stopped reading).
+    fn stall(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.send_timeout;
+        let deadline = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        deadline.as_mut().poll(cx).is_ready()
+    }
+
     /// Bytes went out: the connection is not idle.
     fn wrote(&mut self, n: usize) {
+        self.stalled = None;
         if n > 0 {
             self.awaiting = false;
             let next = tokio::time::Instant::now() + self.idle_timeout;
@@ -157,9 +174,27 @@ impl<S> Guarded<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> Guarded<S> {
+    /// A write that waits on the client: pending, or an error once it has
+    /// waited the send timeout.
+    fn stalled_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.stall(cx) {
+            tracing::debug!(client = %self.peer, "client not reading; closing");
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "send timeout: the client stopped reading",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        let n = match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => r?,
+            Poll::Pending => return self.stalled_write(cx),
+        };
         self.wrote(n);
         Poll::Ready(Ok(n))
     }
@@ -177,7 +212,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
+        let n = match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => r?,
+            Poll::Pending => return self.stalled_write(cx),
+        };
         self.wrote(n);
         Poll::Ready(Ok(n))
     }

@@ -278,6 +278,7 @@ pub async fn run<S: Source + 'static>(
             port: listener.local_addr().map(|a| a.port()).unwrap_or_default(),
             https,
             hsts: https && options.hsts,
+            slot: None,
             metrics: metrics.clone(),
         };
         accepts.spawn(accept_loop(
@@ -449,7 +450,8 @@ async fn accept_loop(
             ctx.limits.header_timeout,
             ctx.limits.idle_timeout,
         );
-        let ctx = ctx.clone();
+        let mut ctx = ctx.clone();
+        ctx.slot = Some(Arc::new(slot));
         let builder = builder.clone();
         // A watcher per connection: the shutdown waits for it, and no task
         // holds the shutdown itself.
@@ -457,7 +459,6 @@ async fn accept_loop(
         let refused = ctx.metrics.refused.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, std::convert::Infallible>(forward::handle(ctx, peer, req).await) }
