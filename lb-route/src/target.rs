@@ -80,7 +80,7 @@ pub enum TargetError {
     /// NUL (raw or `%00`), a control character, a space or `#`.
     #[error("forbidden byte {0:#04x} in the request target")]
     ForbiddenByte(u8),
-    /// `%2F` or `%5C` with [`EncodedSlash::Reject`].
+    /// `%2F` or `%5C` (or a raw `\`) with [`EncodedSlash::Reject`].
     #[error("encoded slash or backslash in the path")]
     EncodedSlash,
     /// `..` climbing above the root.
@@ -245,7 +245,7 @@ impl<'a> Target<'a> {
 const STOP: u8 = 1;
 /// `?`: the query begins.
 const QUERY: u8 = 2;
-/// `%` or non-ASCII: the path needs the general road.
+/// `%`, `\` or non-ASCII: the path needs the general road.
 const ODD: u8 = 4;
 /// `/` or `.`: after a `/`, an empty or dot segment may begin.
 const DOTTY: u8 = 8;
@@ -257,7 +257,7 @@ static CLASS: [u8; 256] = {
         t[i] = match i as u8 {
             0..=0x20 | 0x7f | b'#' => STOP,
             b'?' => QUERY,
-            b'%' | 0x80..=0xff => ODD,
+            b'%' | b'\\' | 0x80..=0xff => ODD,
             b'/' | b'.' => DOTTY,
             _ => 0,
         };
@@ -270,7 +270,7 @@ static CLASS: [u8; 256] = {
 /// segments, and (when merging) no empty segment but a final one.
 fn is_canonical(path: &str, policy: &PathPolicy) -> bool {
     let b = path.as_bytes();
-    if !b.is_ascii() || b.contains(&b'%') || b.first() != Some(&b'/') {
+    if !b.is_ascii() || b.contains(&b'%') || b.contains(&b'\\') || b.first() != Some(&b'/') {
         return false;
     }
     let mut segs = path[1..].split('/').peekable();
@@ -340,6 +340,16 @@ fn canonical_path(path: &str, policy: &PathPolicy) -> Result<String, TargetError
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
+        // A raw backslash is what `%5C` would decode to (a separator to
+        // backends on some systems): treated the same, and kept escaped.
+        if c == b'\\' {
+            match policy.encoded_slash {
+                EncodedSlash::Reject => return Err(TargetError::EncodedSlash),
+                _ => push_escape(&mut out, c),
+            }
+            i += 1;
+            continue;
+        }
         if c != b'%' {
             if c.is_ascii() {
                 out.push(c as char);
@@ -451,6 +461,7 @@ mod tests {
             ("/a?b=%g1", TargetError::BadEscape(2)),
             ("/a%2Fb", TargetError::EncodedSlash),
             ("/a%5cb", TargetError::EncodedSlash),
+            ("/public\\..\\admin", TargetError::EncodedSlash),
             ("foo", TargetError::Form),
             ("", TargetError::Form),
             ("http://user@h/", TargetError::Authority),
@@ -472,6 +483,8 @@ mod tests {
         };
         assert_eq!(Target::parse("/aaa%2Fccc", &decode).unwrap().path, "/aaa/ccc");
         assert_eq!(Target::parse("/a%5Cb", &decode).unwrap().path, "/a%5Cb");
+        // A raw backslash is kept escaped, never passed raw.
+        assert_eq!(Target::parse("/a\\..\\b", &keep).unwrap().path, "/a%5C..%5Cb");
         let no_merge = PathPolicy {
             merge_slashes: false,
             ..PathPolicy::default()
