@@ -101,6 +101,27 @@ fn ingress(name: &str, host: &str, paths: &[(&str, &str)], annotations: &str) ->
     )
 }
 
+/// One lb-echo (`web`, pod `web-0`, on 127.0.0.1) behind an Ingress for
+/// `shop.example.com` with `annotations`, and lb-proxy (with `args`) over
+/// it: the proxy's port, and the manifests directory (kept while in use).
+fn shop(procs: &mut Procs, annotations: &str, args: &[&str]) -> (u16, tempfile::TempDir) {
+    let target = free_port();
+    echo(procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress("shop", "shop.example.com", &[("/", "web")], annotations),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(procs, dir.path(), args);
+    (port, dir)
+}
+
 /// One HTTP/1.1 request as raw bytes; the whole answer (the connection is
 /// closed after it).
 fn raw(port: u16, request: &str) -> String {
@@ -603,20 +624,7 @@ fn https_picks_the_certificate_by_sni_and_a_bad_secret_disables_only_its_hosts()
 #[test]
 fn http2_with_prior_knowledge_is_served() {
     let mut procs = Procs(Vec::new());
-    let target = free_port();
-    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress("shop", "shop.example.com", &[("/", "web")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
-    let port = proxy(&mut procs, dir.path(), &[]);
+    let (port, _dir) = shop(&mut procs, "", &[]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -665,20 +673,7 @@ fn http2_with_prior_knowledge_is_served() {
 #[test]
 fn an_upgrade_is_tunnelled_after_the_backends_101() {
     let mut procs = Procs(Vec::new());
-    let target = free_port();
-    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress("shop", "shop.example.com", &[("/", "web")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
-    let port = proxy(&mut procs, dir.path(), &[]);
+    let (port, _dir) = shop(&mut procs, "", &[]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: lb-echo\r\n\r\n")
@@ -730,20 +725,7 @@ fn an_upgrade_is_tunnelled_after_the_backends_101() {
 #[test]
 fn forwarded_for_from_a_trusted_proxy_is_read_from_the_right() {
     let mut procs = Procs(Vec::new());
-    let target = free_port();
-    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress("shop", "shop.example.com", &[("/", "web")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
-    let port = proxy(&mut procs, dir.path(), &["--trusted-proxy", "127.0.0.0/8"]);
+    let (port, _dir) = shop(&mut procs, "", &["--trusted-proxy", "127.0.0.0/8"]);
     // A client wrote 6.6.6.6; the trusted front appended the client's
     // real address: that one is the client.
     let (_, _, body) = get(port, "shop.example.com", "/", "X-Forwarded-For: 6.6.6.6, 192.0.2.7\r\n");
@@ -890,20 +872,7 @@ fn https_and_grpcs_backends_are_reached_over_tls() {
 #[test]
 fn an_idle_connection_is_closed_but_a_slow_backend_is_waited_for() {
     let mut procs = Procs(Vec::new());
-    let target = free_port();
-    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress("shop", "shop.example.com", &[("/", "web")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
-    let port = proxy(&mut procs, dir.path(), &["--keepalive-timeout", "1"]);
+    let (port, _dir) = shop(&mut procs, "", &["--keepalive-timeout", "1"]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // A backend slower than the idle timeout: the client is waiting for an

@@ -101,6 +101,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Binds `addr` (an address that cannot be bound is the error) and serves
+/// `telemetry` there for as long as the process runs.
+pub async fn start(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<()> {
+    let listener = bind(addr).await?;
+    tokio::spawn(serve(listener, telemetry, std::future::pending()));
+    Ok(())
+}
+
 /// Serves `telemetry` on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>, shutdown: impl std::future::Future<Output = ()>) {
     if let Ok(addr) = listener.local_addr() {

@@ -1165,14 +1165,9 @@ async fn serve_metrics(
     let gauges = metrics::Metrics::register(&mut registry);
     let telemetry = crate::metrics::Telemetry::new(registry);
     if let Some(addr) = listen {
-        let listener = crate::metrics::bind(addr)
+        crate::metrics::start(addr, telemetry.clone())
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            telemetry.clone(),
-            std::future::pending(),
-        ));
     }
     Ok((gauges, telemetry))
 }

@@ -189,14 +189,9 @@ pub async fn run<S: Source + 'static>(
     let metrics = super::metrics::Metrics::register(&mut registry);
     let telemetry = crate::metrics::Telemetry::new(registry);
     if let Some(addr) = options.metrics_listen {
-        let listener = crate::metrics::bind(addr)
+        crate::metrics::start(addr, telemetry.clone())
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            telemetry.clone(),
-            std::future::pending(),
-        ));
     }
     let mut listeners = Vec::new();
     let plain = options.http_listen.iter().map(|a| (*a, false));
@@ -209,38 +204,27 @@ pub async fn run<S: Source + 'static>(
         listeners.push((l, https));
     }
     let route = options.route.clone();
-    let (source_back, first) = tokio::task::spawn_blocking(move || {
-        let version = source.version();
-        let view = source.view();
-        (source, view.map(|v| (version, v)))
-    })
-    .await
-    .map_err(|_| Error::Panicked)?;
-    source = source_back;
-    let (mut version, mut view) = first?;
     // A source that lists (an API server) serves nothing before it has:
     // an empty table would answer 404 to everything meanwhile.
-    if !view.synced {
-        tracing::info!("waiting for the first list of every kind");
-        let mut changes = source.changes();
-        while !view.synced {
-            match &mut changes {
-                Some(rx) => {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
-                }
-                None => tokio::time::sleep(options.poll_interval).await,
-            }
-            let (back, again) = tokio::task::spawn_blocking(move || {
-                let version = source.version();
-                let view = source.view();
-                (source, view.map(|v| (version, v)))
-            })
-            .await
-            .map_err(|_| Error::Panicked)?;
-            source = back;
-            (version, view) = again?;
+    let mut changes = source.changes();
+    let mut said = false;
+    let (mut version, view) = loop {
+        let (back, read) = read_view(source).await?;
+        source = back;
+        let (version, view) = read?;
+        if view.synced {
+            break (version, view);
         }
-    }
+        if !std::mem::replace(&mut said, true) {
+            tracing::info!("waiting for the first list of every kind");
+        }
+        match &mut changes {
+            Some(rx) => {
+                let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+            }
+            None => tokio::time::sleep(options.poll_interval).await,
+        }
+    };
     let (built, mut table_problems) = served(&view, &route, None);
     // What the source found (YAML errors, unknown fields, duplicates) and
     // what the table and certificates did.
@@ -253,7 +237,6 @@ pub async fn run<S: Source + 'static>(
         .set(i64::try_from(built.endpoints.len()).unwrap_or(i64::MAX));
     metrics.problems.set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
     telemetry.set_ready(true);
-    let _ = &problems;
     let current = Arc::new(ArcSwap::from_pointee(built));
     let mut objects_version = view.objects_version;
     let upstream = Arc::new(Upstream::new(&options).map_err(Error::Tls)?);
@@ -290,7 +273,6 @@ pub async fn run<S: Source + 'static>(
             stop_rx.clone(),
         ));
     }
-    let mut changes = source.changes();
     tokio::pin!(shutdown);
     loop {
         let announced = async {
@@ -387,6 +369,20 @@ pub async fn run<S: Source + 'static>(
         }
     }
     Ok(())
+}
+
+/// The source's version and view, read on a blocking thread (file I/O and
+/// decoding stay off the serving threads).
+async fn read_view<S: Source + 'static>(
+    mut source: S,
+) -> Result<(S, Result<(u64, Snapshot), crate::source::SourceError>), Error> {
+    tokio::task::spawn_blocking(move || {
+        let version = source.version();
+        let view = source.view();
+        (source, view.map(|v| (version, v)))
+    })
+    .await
+    .map_err(|_| Error::Panicked)
 }
 
 /// Logs the problems not logged before (a reload says what changed).
