@@ -280,8 +280,16 @@ fn live_mode_follows_the_directory_and_keeps_the_last_good_config() {
         text.contains("10.0.0.0") && text.contains("10.0.0.1") && text.contains("10.0.0.2"),
         "{text}"
     );
-    // Metrics under MetalLB's names.
-    let metrics = http_get(port, "/metrics");
+    // Metrics under MetalLB's names (set just after the state file is
+    // written: looked at until they show it, at most 10 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = http_get(port, "/metrics");
+        if m.contains("metallb_allocator_addresses_in_use_total{pool=\"p\"} 3") || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(http_get(port, "/readyz").starts_with("HTTP/1.1 200"));
     assert!(
