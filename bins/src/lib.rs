@@ -14,7 +14,18 @@ pub enum LogFormat {
 /// Sets up logging to stderr; `RUST_LOG` overrides the level (default
 /// info). Colours only when stderr is a terminal.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    init_logging_except(format, &[]);
+}
+
+/// [`init_logging`], with the log targets in `off` silenced whatever
+/// `RUST_LOG` says (`lb-proxy --no-access-log`).
+pub fn init_logging_except(format: LogFormat, off: &[&str]) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    for target in off {
+        if let Ok(d) = format!("{target}=off").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -1,11 +1,11 @@
-//! lb-proxy: routes HTTP(S) by Kubernetes Ingress rules. This release has
-//! `explain`: where a URL goes, and why, without sending traffic.
+//! lb-proxy: serves HTTP(S) by Kubernetes Ingress rules; `explain` says
+//! where a URL would go, and why, without sending traffic.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_bins::{LogFormat, init_logging};
+use lb_bins::{LogFormat, init_logging_except};
 use lb_kube::proxy;
 use lb_kube::source::Severity;
 
@@ -81,6 +81,13 @@ struct ServeArgs {
     /// requests, or a stalled body) before it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 75)]
     keepalive_timeout: u64,
+    /// Threads that serve requests (default: one per CPU the process may
+    /// use). With 1, everything runs on one thread, as an nginx worker.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+    /// Do not log each request (the access log, target lb_proxy::access).
+    #[arg(long)]
+    no_access_log: bool,
     #[command(flatten)]
     route: RouteArgs,
 }
@@ -173,7 +180,11 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let off: &[&str] = match cli.serve.no_access_log {
+        true => &["lb_proxy::access"],
+        false => &[],
+    };
+    init_logging_except(cli.log_format, off);
     match cli.command {
         Some(Command::Explain(args)) => explain(args),
         None => serve(cli.serve),
@@ -201,7 +212,18 @@ fn serve(args: ServeArgs) -> ExitCode {
     options.drain = std::time::Duration::from_secs(args.drain_seconds);
     options.limits.header_timeout = std::time::Duration::from_secs(args.client_header_timeout.max(1));
     options.limits.idle_timeout = std::time::Duration::from_secs(args.keepalive_timeout.max(1));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // SIGHUP: look at the configuration now (as `nginx -s reload` asks).
+    let reload = options.reload.clone();
+    let mut builder = match args.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -211,6 +233,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     let (manifests, kubeconfig) = (args.manifests, args.kubeconfig);
     let result = runtime.block_on(async move {
         let shutdown = lb_bins::shutdown_signal();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        reload.notify_one();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "SIGHUP will not reload: no handler"),
+        }
         match manifests {
             Some(dir) => {
                 let source = lb_kube::source::file::FileSource::new(&dir);

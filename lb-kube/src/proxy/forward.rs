@@ -18,12 +18,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use lb_route::Decision;
 
+use super::http1;
 use super::serve::{Limits, Served};
 use super::upstream::{self, Upstream};
 
 /// A body of either side, boxed.
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What every request on one listener shares.
 #[derive(Clone)]
@@ -396,30 +397,48 @@ async fn forward(
         .as_deref()
         .and_then(|t| backends.addrs().iter().position(|a| upstream::token(*a) == t));
     let start = pinned_at.unwrap_or_else(|| backends.start());
+    // Plain HTTP/1 without a body or an upgrade (most requests) goes over
+    // the in-task client; the rest over hyper's.
+    let direct = target.protocol == lb_route::BackendProtocol::Http && bodiless && upgrade.is_none();
     for n in 0..tries {
         let Some(addr) = backends.at(start, n) else { break };
-        let uri = format!("{}://{addr}{}", Upstream::scheme(target.protocol), target.upstream_path);
-        let mut up = Request::builder().method(parts.method.clone()).uri(uri);
-        if let Some(h) = up.headers_mut() {
-            *h = if n + 1 < tries {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
+        let sent = if direct {
+            let send = ctx
+                .upstream
+                .http1
+                .send(addr, &parts.method, &target.upstream_path, &headers, idempotent);
+            match tokio::time::timeout(target.read_timeout, send).await {
+                Err(_) => Err(Failed::Timeout),
+                Ok(r) => r.map_err(Failed::from),
+            }
+        } else {
+            let uri = format!("{}://{addr}{}", Upstream::scheme(target.protocol), target.upstream_path);
+            let mut up = Request::builder().method(parts.method.clone()).uri(uri);
+            if let Some(h) = up.headers_mut() {
+                *h = if n + 1 < tries {
+                    headers.clone()
+                } else {
+                    std::mem::take(&mut headers)
+                };
+            }
+            let this_body = match body.take() {
+                Some(b) if n + 1 >= tries || !replayable => b,
+                _ => Empty::new().map_err(|e| match e {}).boxed(),
             };
-        }
-        let this_body = match body.take() {
-            Some(b) if n + 1 >= tries || !replayable => b,
-            _ => Empty::new().map_err(|e| match e {}).boxed(),
+            if replayable && body.is_none() {
+                body = Some(Empty::new().map_err(|e| match e {}).boxed());
+            }
+            let Ok(up) = up.body(this_body) else {
+                return (own(StatusCode::BAD_REQUEST, "bad request"), None, None);
+            };
+            match tokio::time::timeout(target.read_timeout, ctx.upstream.send(target.protocol, up)).await {
+                Err(_) => Err(Failed::Timeout),
+                Ok(Ok(r)) => Ok(r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())),
+                Ok(Err(e)) => Err(Failed::of_client(&e)),
+            }
         };
-        if replayable && body.is_none() {
-            body = Some(Empty::new().map_err(|e| match e {}).boxed());
-        }
-        let Ok(up) = up.body(this_body) else {
-            return (own(StatusCode::BAD_REQUEST, "bad request"), None, None);
-        };
-        let result = tokio::time::timeout(target.read_timeout, ctx.upstream.send(target.protocol, up)).await;
-        match result {
-            Err(_) => {
+        match sent {
+            Err(Failed::Timeout) => {
                 tracing::warn!(upstream = %addr, after = ?target.read_timeout, "backend did not answer in time");
                 return (
                     own(StatusCode::GATEWAY_TIMEOUT, "the backend did not answer in time"),
@@ -427,43 +446,51 @@ async fn forward(
                     Some("timeout"),
                 );
             }
-            Ok(Err(e)) if e.is_connect() && n + 1 < tries => {
+            Err(Failed::Connect(e) | Failed::ConnectTimeout(e)) if n + 1 < tries => {
                 tracing::warn!(upstream = %addr, error = %e, "connecting to the backend failed; trying the next endpoint");
             }
-            Ok(Err(e)) => {
-                if too_large(&e) {
-                    return (
-                        close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
-                        Some(addr),
-                        None,
-                    );
-                }
-                // The client's body broke (malformed chunks, cut short):
-                // the client's fault, not the backend's.
-                if client_body_failed(&e) {
-                    tracing::debug!(upstream = %addr, error = %e, "the client's request body failed");
-                    return (
-                        close(own(StatusCode::BAD_REQUEST, "bad request body")),
-                        Some(addr),
-                        None,
-                    );
-                }
-                let timed_out = e.is_connect() && timed_out(&e);
-                tracing::warn!(upstream = %addr, error = %e, "the backend failed");
-                return match timed_out {
-                    true => (
-                        own(StatusCode::GATEWAY_TIMEOUT, "connecting to the backend timed out"),
-                        Some(addr),
-                        Some("timeout"),
-                    ),
-                    false => (
-                        own(StatusCode::BAD_GATEWAY, "the backend failed"),
-                        Some(addr),
-                        Some(if e.is_connect() { "connect" } else { "failed" }),
-                    ),
-                };
+            Err(Failed::TooLarge) => {
+                return (
+                    close(own(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+                    Some(addr),
+                    None,
+                );
             }
-            Ok(Ok(mut response)) => {
+            // The client's body broke (malformed chunks, cut short): the
+            // client's fault, not the backend's.
+            Err(Failed::ClientBody(e)) => {
+                tracing::debug!(upstream = %addr, error = %e, "the client's request body failed");
+                return (
+                    close(own(StatusCode::BAD_REQUEST, "bad request body")),
+                    Some(addr),
+                    None,
+                );
+            }
+            Err(Failed::ConnectTimeout(e)) => {
+                tracing::warn!(upstream = %addr, error = %e, "the backend failed");
+                return (
+                    own(StatusCode::GATEWAY_TIMEOUT, "connecting to the backend timed out"),
+                    Some(addr),
+                    Some("timeout"),
+                );
+            }
+            Err(Failed::Connect(e)) => {
+                tracing::warn!(upstream = %addr, error = %e, "the backend failed");
+                return (
+                    own(StatusCode::BAD_GATEWAY, "the backend failed"),
+                    Some(addr),
+                    Some("connect"),
+                );
+            }
+            Err(Failed::Backend(e)) => {
+                tracing::warn!(upstream = %addr, error = %e, "the backend failed");
+                return (
+                    own(StatusCode::BAD_GATEWAY, "the backend failed"),
+                    Some(addr),
+                    Some("failed"),
+                );
+            }
+            Ok(mut response) => {
                 let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 if upgraded && let (Some(client_side), Some(kind)) = (client_upgrade, upgrade.as_ref()) {
                     tunnel(client_side, hyper::upgrade::on(&mut response), addr, ctx.slot.clone());
@@ -497,7 +524,6 @@ async fn forward(
                 if !target.cors.is_empty() {
                     parts.headers.append(header::VARY, HeaderValue::from_static("Origin"));
                 }
-                let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
                 return (Response::from_parts(parts, body), Some(addr), None);
             }
         }
@@ -698,6 +724,49 @@ fn tunnel(
             tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
         }
     });
+}
+
+/// Why a request got no response from the backend.
+enum Failed {
+    /// No answer within the read timeout.
+    Timeout,
+    /// No connection (refused, unreachable).
+    Connect(String),
+    /// No connection within the connect timeout.
+    ConnectTimeout(String),
+    /// The client's request body went over its limit.
+    TooLarge,
+    /// The client's request body failed (malformed, cut short).
+    ClientBody(String),
+    /// The backend failed once connected.
+    Backend(String),
+}
+
+impl Failed {
+    /// What hyper's client error says.
+    fn of_client(e: &hyper_util::client::legacy::Error) -> Self {
+        if too_large(e) {
+            Self::TooLarge
+        } else if client_body_failed(e) {
+            Self::ClientBody(e.to_string())
+        } else if e.is_connect() && timed_out(e) {
+            Self::ConnectTimeout(e.to_string())
+        } else if e.is_connect() {
+            Self::Connect(e.to_string())
+        } else {
+            Self::Backend(e.to_string())
+        }
+    }
+}
+
+impl From<http1::Error> for Failed {
+    fn from(e: http1::Error) -> Self {
+        match e {
+            http1::Error::Connect(_) => Self::Connect(e.to_string()),
+            http1::Error::ConnectTimeout => Self::ConnectTimeout(e.to_string()),
+            _ => Self::Backend(e.to_string()),
+        }
+    }
 }
 
 /// Whether an error's cause is an I/O timeout (a connect that timed out).

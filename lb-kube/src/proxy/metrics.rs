@@ -40,6 +40,9 @@ pub struct Metrics {
     pub reloads: Counter,
     /// Reads of the configuration that failed (the last table kept).
     pub reload_errors: Counter,
+    /// Time to read the configuration, build the table and swap it in
+    /// (whole rebuilds; endpoint-only swaps are not counted).
+    pub rebuild_duration: Histogram,
     /// Service ports with endpoints in the table in force.
     pub endpoints: Gauge,
     /// Requests refused for their framing (smuggling vectors and the like).
@@ -59,6 +62,9 @@ impl Metrics {
             upstream_errors: Family::default(),
             reloads: Counter::default(),
             reload_errors: Counter::default(),
+            rebuild_duration: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             endpoints: Gauge::default(),
             refused: Counter::default(),
             problems: Gauge::default(),
@@ -83,6 +89,11 @@ impl Metrics {
             "lb_proxy_reload_errors",
             "Configuration reads that failed (the last table kept serving)",
             m.reload_errors.clone(),
+        );
+        registry.register(
+            "lb_proxy_rebuild_duration_seconds",
+            "Time to read the configuration, build a route table and swap it in",
+            m.rebuild_duration.clone(),
         );
         registry.register(
             "lb_proxy_endpoints",

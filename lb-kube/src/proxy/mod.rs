@@ -6,6 +6,7 @@ pub mod endpoints;
 mod forward;
 pub mod framing;
 mod guard;
+mod http1;
 pub mod metrics;
 pub mod serve;
 pub mod tls;

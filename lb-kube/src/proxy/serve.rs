@@ -39,6 +39,9 @@ pub struct Options {
     /// Where `/metrics`, `/healthz` and `/readyz` are served (ready once the
     /// first table is in force).
     pub metrics_listen: Option<SocketAddr>,
+    /// Wakes the proxy to look at the configuration now (the binary
+    /// forwards SIGHUP here), besides change notifications and polling.
+    pub reload: Arc<tokio::sync::Notify>,
 }
 
 impl Options {
@@ -54,6 +57,7 @@ impl Options {
             poll_interval: Duration::from_millis(500),
             drain: Duration::from_secs(10),
             metrics_listen: None,
+            reload: Arc::default(),
         }
     }
 }
@@ -240,6 +244,17 @@ pub async fn run<S: Source + 'static>(
     let current = Arc::new(ArcSwap::from_pointee(built));
     let mut objects_version = view.objects_version;
     let upstream = Arc::new(Upstream::new(&options).map_err(Error::Tls)?);
+    // Idle backend connections past their time are closed now and then.
+    let pool = Arc::downgrade(&upstream.http1);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        while let Some(pool) = {
+            every.tick().await;
+            pool.upgrade()
+        } {
+            pool.sweep();
+        }
+    });
     let limits = Arc::new(options.limits.clone());
     let conns = Arc::new(forward::Connections::default());
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
@@ -288,6 +303,7 @@ pub async fn run<S: Source + 'static>(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = announced => {}
+            _ = options.reload.notified() => {}
         }
         let (back, moved) = tokio::task::spawn_blocking(move || {
             let v = source.version();
@@ -346,7 +362,9 @@ pub async fn run<S: Source + 'static>(
                 current.store(Arc::new(built));
                 log_problems(&all, &mut logged);
                 if whole {
-                    tracing::info!(took = ?started.elapsed(), "route table swapped");
+                    let took = started.elapsed();
+                    metrics.rebuild_duration.observe(took.as_secs_f64());
+                    tracing::info!(?took, "route table swapped");
                 } else {
                     tracing::debug!(took = ?started.elapsed(), "endpoints swapped");
                 }

@@ -28,7 +28,9 @@ pub(crate) type Sent =
 
 /// The keep-alive connection pools to the backends.
 pub(crate) struct Upstream {
-    http1: Client<HttpConnector, Body>,
+    /// Plain HTTP/1.1 for requests without a body or an upgrade.
+    pub(crate) http1: Arc<super::http1::Pool>,
+    http1_any: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
     https: Client<HttpsConnector<HttpConnector>, Body>,
     h2s: Client<HttpsConnector<HttpConnector>, Body>,
@@ -65,7 +67,8 @@ impl Upstream {
             b
         };
         Ok(Self {
-            http1: pool().build(plain.clone()),
+            http1: super::http1::Pool::new(options.limits.connect_timeout),
+            http1_any: pool().build(plain.clone()),
             h2c: pool().http2_only(true).build(plain),
             https: pool().build(connector(tls()?, false)),
             h2s: pool().http2_only(true).build(connector(tls()?, true)),
@@ -87,7 +90,7 @@ impl Upstream {
             BackendProtocol::Https => Box::pin(self.https.request(req)),
             BackendProtocol::Grpc => Box::pin(self.h2c.request(req)),
             BackendProtocol::Grpcs => Box::pin(self.h2s.request(req)),
-            _ => Box::pin(self.http1.request(req)),
+            BackendProtocol::Http => Box::pin(self.http1_any.request(req)),
         }
     }
 }

@@ -1,0 +1,662 @@
+//! Plain HTTP/1.1 to backends, driven by the task that serves the client:
+//! no connection task and no channel between the two, so a request costs
+//! no wake-up but the socket's. It carries requests without a body and
+//! without an upgrade (most of the traffic); the others take hyper's client
+//! in [`super::upstream`].
+//!
+//! Idle connections wait in a pool per endpoint (most recently used first)
+//! and are closed after [`IDLE`]. A response whose body is already in the
+//! read buffer (small answers) gives its connection back before the client
+//! is even answered.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use super::forward::{Body, BoxError};
+use super::framing::{Dechunked, Dechunker};
+
+/// How long a connection may wait in the pool.
+pub(crate) const IDLE: Duration = Duration::from_secs(60);
+/// A pooled connection idle this long is checked for a close by the
+/// backend before it is used (a backend's keep-alive timeout is seconds).
+const STALE: Duration = Duration::from_secs(1);
+/// Idle connections kept per endpoint.
+const MAX_IDLE: usize = 256;
+/// The largest response head read.
+const MAX_HEAD: usize = 64 * 1024;
+/// Header lines a response head may carry.
+const MAX_HEADERS: usize = 128;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// No connection to the endpoint (refused, unreachable).
+    #[error("connecting: {0}")]
+    Connect(io::Error),
+    /// The connection attempt outlasted the connect timeout.
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    /// The connection failed once the request was on its way.
+    #[error("{0}")]
+    Io(io::Error),
+    /// The backend closed the connection before answering.
+    #[error("the backend closed the connection without answering")]
+    Closed,
+    /// The backend's answer is not HTTP/1 as RFC 9112 frames it.
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+}
+
+/// An open connection to an endpoint, with what was read past the last
+/// response.
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    idle_since: Instant,
+    /// Whether it came from the pool (a fresh one is not retried).
+    reused: bool,
+}
+
+/// The idle connections, per endpoint.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, VecDeque<Conn>>>,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    pub(crate) fn new(connect_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::default(),
+            connect_timeout,
+        })
+    }
+
+    /// Sends a bodiless `method` request for `target` (origin form) with
+    /// `headers` (`Host` among them, hop-by-hop ones already removed) to
+    /// `addr`, and reads the response head. A pooled connection the
+    /// backend closed meanwhile is replaced by a new one, for requests that
+    /// may be sent twice (`idempotent`).
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        idempotent: bool,
+    ) -> Result<Response<Body>, Error> {
+        let head = request_head(method, target, headers);
+        let conn = self.checkout(addr).await?;
+        match self.exchange(conn, addr, method, &head).await {
+            Err((true, Error::Io(_) | Error::Closed)) if idempotent => {
+                let conn = self.connect(addr).await?;
+                self.exchange(conn, addr, method, &head).await.map_err(|(_, e)| e)
+            }
+            r => r.map_err(|(_, e)| e),
+        }
+    }
+
+    /// Writes the head, reads the response: the error says whether the
+    /// connection came from the pool.
+    async fn exchange(
+        self: &Arc<Self>,
+        mut conn: Conn,
+        addr: SocketAddr,
+        method: &Method,
+        head: &[u8],
+    ) -> Result<Response<Body>, (bool, Error)> {
+        let reused = conn.reused;
+        conn.io.write_all(head).await.map_err(|e| (reused, Error::Io(e)))?;
+        let (response, framing) = read_head(&mut conn, method).await.map_err(|e| (reused, e))?;
+        Ok(self.respond(conn, addr, response, framing))
+    }
+
+    /// The response with its body: the rest of the buffer, then the
+    /// connection's bytes. A body already read in full is handed over whole
+    /// and the connection goes back to the pool at once.
+    fn respond(self: &Arc<Self>, mut conn: Conn, addr: SocketAddr, head: Head, framing: Framing) -> Response<Body> {
+        let mut response = Response::new(Body::default());
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        let body = match framing.length {
+            Length::Exact(n) if (conn.buf.len() as u64) >= n => {
+                let whole = conn.buf.split_to(usize::try_from(n).unwrap_or(usize::MAX)).freeze();
+                if framing.reusable && conn.buf.is_empty() {
+                    self.checkin(addr, conn);
+                }
+                match whole.is_empty() {
+                    true => Body::default(),
+                    false => http_body_util::Full::new(whole).map_err(|e| match e {}).boxed(),
+                }
+            }
+            length => UpstreamBody {
+                conn: Some(conn),
+                state: match length {
+                    Length::Exact(n) => State::Exact(n),
+                    Length::Chunked => State::Chunked(Dechunker::default()),
+                    Length::UntilClose => State::UntilClose,
+                },
+                reusable: framing.reusable,
+                pool: self.clone(),
+                addr,
+            }
+            .boxed(),
+        };
+        *response.body_mut() = body;
+        response
+    }
+
+    /// An idle connection to `addr`, or a new one.
+    async fn checkout(&self, addr: SocketAddr) -> Result<Conn, Error> {
+        loop {
+            let conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.get_mut(&addr).and_then(VecDeque::pop_back)
+            };
+            let Some(mut conn) = conn else { break };
+            let idle_for = conn.idle_since.elapsed();
+            if idle_for >= IDLE {
+                continue;
+            }
+            // Closed by the backend while it waited (or it sent bytes no
+            // request asked for): not usable.
+            if idle_for >= STALE {
+                let mut probe = [0u8; 1];
+                match conn.io.try_read(&mut probe) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    _ => continue,
+                }
+            }
+            conn.reused = true;
+            return Ok(conn);
+        }
+        self.connect(addr).await
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, Error> {
+        let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => return Err(Error::Connect(e)),
+            Err(_) => return Err(Error::ConnectTimeout),
+        };
+        let _ = io.set_nodelay(true);
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+            idle_since: Instant::now(),
+            reused: false,
+        })
+    }
+
+    /// A connection whose response was read to its end waits for the next
+    /// request.
+    fn checkin(&self, addr: SocketAddr, mut conn: Conn) {
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = idle.entry(addr).or_default();
+        if list.len() >= MAX_IDLE {
+            list.pop_front();
+        }
+        list.push_back(conn);
+    }
+
+    /// Closes connections idle past [`IDLE`], and forgets endpoints with
+    /// none left (call now and then).
+    pub(crate) fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|_, list| {
+            list.retain(|c| c.idle_since.elapsed() < IDLE);
+            !list.is_empty()
+        });
+    }
+}
+
+/// The request line and headers, `Host` first.
+fn request_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256 + headers.len() * 48);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut line = |name: &HeaderName, value: &HeaderValue| {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    };
+    if let Some(host) = headers.get(header::HOST) {
+        line(&header::HOST, host);
+    }
+    for (name, value) in headers {
+        if name != header::HOST {
+            line(name, value);
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A response's status line and headers.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+/// How the body is delimited, and whether the connection carries another
+/// request after it.
+struct Framing {
+    length: Length,
+    reusable: bool,
+}
+
+enum Length {
+    Exact(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Reads the final (non-1xx) response head and works out the body's
+/// framing (RFC 9112 §6.3).
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<(Head, Framing), Error> {
+    loop {
+        let parsed = {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut r = httparse::Response::new(&mut slots);
+            match r.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(n)) => Some(head_of(&r, method).map(|h| (n, h))),
+                Ok(httparse::Status::Partial) => None,
+                Err(httparse::Error::TooManyHeaders) => return Err(Error::Malformed("too many headers")),
+                Err(_) => return Err(Error::Malformed("not an HTTP/1 response head")),
+            }
+        };
+        match parsed {
+            Some(Ok((n, (head, framing)))) => {
+                conn.buf.advance(n);
+                // 1xx (100 Continue, 103 Early Hints): the answer follows.
+                if head.status.is_informational() {
+                    continue;
+                }
+                return Ok((head, framing));
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                if conn.buf.len() >= MAX_HEAD {
+                    return Err(Error::Malformed("response head too large"));
+                }
+                conn.buf.reserve(4096);
+                match conn.io.read_buf(&mut conn.buf).await {
+                    Ok(0) if conn.buf.is_empty() => return Err(Error::Closed),
+                    Ok(0) => return Err(Error::Malformed("response head cut short")),
+                    Ok(_) => {}
+                    Err(e) => return Err(Error::Io(e)),
+                }
+            }
+        }
+    }
+}
+
+fn head_of(r: &httparse::Response<'_, '_>, method: &Method) -> Result<(Head, Framing), Error> {
+    let status = r
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Malformed("bad status code"))?;
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut coded = false;
+    let mut close = r.version == Some(0);
+    for h in r.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Malformed("bad header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| Error::Malformed("bad header value"))?;
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Error::Malformed("bad Content-Length"))?;
+            if length.is_some_and(|m| m != n) {
+                return Err(Error::Malformed("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            coded = true;
+            // Only the last coding decides whether the body is chunked.
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            let tokens = h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            for t in tokens {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && r.version == Some(0) {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let length = match (bodiless, coded, chunked, length) {
+        (true, ..) => Length::Exact(0),
+        // A coding decides over any length (RFC 9112 §6.3 item 3).
+        (_, true, true, _) => Length::Chunked,
+        (_, true, false, _) => Length::UntilClose,
+        (_, false, _, Some(n)) => Length::Exact(n),
+        (_, false, _, None) => Length::UntilClose,
+    };
+    if coded {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let reusable = !close && !matches!(length, Length::UntilClose);
+    Ok((Head { status, headers }, Framing { length, reusable }))
+}
+
+/// A response body read from the backend's connection as the client takes
+/// it; at its end the connection goes back to the pool.
+struct UpstreamBody {
+    conn: Option<Conn>,
+    state: State,
+    reusable: bool,
+    pool: Arc<Pool>,
+    addr: SocketAddr,
+}
+
+enum State {
+    /// Bytes left.
+    Exact(u64),
+    Chunked(Dechunker),
+    UntilClose,
+    Done,
+}
+
+impl UpstreamBody {
+    /// The body is read to its end: the connection may serve again.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            self.pool.checkin(self.addr, conn);
+        }
+    }
+
+    /// Reads more of the connection into the buffer: `false` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        conn.buf.reserve(16 * 1024);
+        loop {
+            match conn.io.try_read_buf(&mut conn.buf) {
+                Ok(0) => return Poll::Ready(Ok(false)),
+                Ok(_) => return Poll::Ready(Ok(true)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(conn.io.poll_read_ready(cx))?,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Exact(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                State::Exact(n) => {
+                    if let Some(conn) = this.conn.as_mut()
+                        && !conn.buf.is_empty()
+                    {
+                        let take = usize::try_from(n).unwrap_or(usize::MAX).min(conn.buf.len());
+                        let data = conn.buf.split_to(take).freeze();
+                        this.state = State::Exact(n - take as u64);
+                        if n == take as u64 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match ready!(this.poll_fill(cx)) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Poll::Ready(Some(Err("the backend closed the connection mid-body".into())));
+                        }
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    }
+                }
+                State::UntilClose => {
+                    if let Some(conn) = this.conn.as_mut()
+                        && !conn.buf.is_empty()
+                    {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match ready!(this.poll_fill(cx)) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            this.state = State::Done;
+                            this.conn = None;
+                            return Poll::Ready(None);
+                        }
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    }
+                }
+                State::Chunked(ref mut dechunker) => {
+                    let decoded = match this.conn.as_mut() {
+                        Some(conn) => dechunker.decode(&mut conn.buf),
+                        None => Ok(Dechunked::More),
+                    };
+                    match decoded {
+                        Ok(Dechunked::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Ok(Dechunked::End) => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Ok(Dechunked::More) => {}
+                        Err(e) => {
+                            this.conn = None;
+                            this.state = State::Done;
+                            return Poll::Ready(Some(Err(e.into())));
+                        }
+                    }
+                    match ready!(this.poll_fill(cx)) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Poll::Ready(Some(Err("the backend closed the connection mid-body".into())));
+                        }
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done | State::Exact(0))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.state {
+            State::Exact(n) => hyper::body::SizeHint::with_exact(n),
+            State::Done => hyper::body::SizeHint::with_exact(0),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+
+    /// A backend that answers every request head on a connection with the
+    /// next answer of `answers` (shared by all connections), closing when
+    /// an answer ends in `CLOSE`. Counts the connections it accepted.
+    async fn backend(answers: Vec<&'static str>) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
+        tokio::spawn(async move {
+            while let Ok((mut io, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let Ok(n) = io.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = answers.lock().unwrap().pop_front().unwrap_or("HTTP/1.1 500 No\r\n\r\n");
+                            let (text, close) = match answer.strip_suffix("CLOSE") {
+                                Some(t) => (t, true),
+                                None => (answer, false),
+                            };
+                            if io.write_all(text.as_bytes()).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        h
+    }
+
+    async fn get(
+        pool: &Arc<Pool>,
+        addr: SocketAddr,
+        method: Method,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), Error> {
+        let idempotent = method != Method::POST;
+        let r = pool.send(addr, &method, "/x", &headers(), idempotent).await?;
+        let (parts, body) = r.into_parts();
+        let body = body.collect().await.map_err(|_| Error::Closed)?.to_bytes().to_vec();
+        Ok((parts.status, parts.headers, body))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_framed_by_length_chunks_or_close_and_connections_reused() {
+        let (addr, accepted) = backend(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\nuntil the endCLOSE",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nzCLOSE",
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nnew",
+        ])
+        .await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let (s, _, b) = get(&pool, addr, Method::GET).await.unwrap();
+        assert_eq!((s, b.as_slice()), (StatusCode::OK, &b"ok"[..]));
+        let (s, h, b) = get(&pool, addr, Method::GET).await.unwrap();
+        assert_eq!((s, b.as_slice()), (StatusCode::CREATED, &b"abcde"[..]));
+        assert!(
+            h.get(header::CONTENT_LENGTH).is_none(),
+            "a length beside chunked is dropped"
+        );
+        // HEAD: the length describes a body that is not sent.
+        let (_, h, b) = get(&pool, addr, Method::HEAD).await.unwrap();
+        assert_eq!((h[header::CONTENT_LENGTH].as_bytes(), b.len()), (&b"10"[..], 0));
+        let (s, _, b) = get(&pool, addr, Method::GET).await.unwrap();
+        assert_eq!((s, b.len()), (StatusCode::NO_CONTENT, 0));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection carried four exchanges"
+        );
+        let (_, _, b) = get(&pool, addr, Method::GET).await.unwrap();
+        assert_eq!(b, b"until the end");
+        let (_, _, b) = get(&pool, addr, Method::GET).await.unwrap();
+        assert_eq!(b, b"z");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a body read to close is not reused");
+        let (_, _, b) = get(&pool, addr, Method::GET).await.unwrap();
+        assert_eq!(b, b"new");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "Connection: close is honoured");
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_backend_closed_is_retried_only_when_idempotent() {
+        let (addr, accepted) = backend(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naCLOSE",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nbCLOSE",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc",
+        ])
+        .await;
+        let pool = Pool::new(Duration::from_secs(1));
+        assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"a");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Sent on the pooled connection, which is closed: sent again.
+        assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"b");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(
+            get(&pool, addr, Method::POST).await,
+            Err(Error::Closed | Error::Io(_))
+        ));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a POST is not sent twice");
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_errors_and_a_dead_endpoint_a_connect_error() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+            "HTTP/1.1 999999 Huh\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            let (addr, _) = backend(vec![bad]).await;
+            let pool = Pool::new(Duration::from_secs(1));
+            assert!(
+                matches!(get(&pool, addr, Method::GET).await, Err(Error::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let (addr, _) = backend(vec!["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]).await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let r = pool.send(addr, &Method::GET, "/", &headers(), true).await.unwrap();
+        assert!(r.into_body().collect().await.is_err(), "a broken chunk fails the body");
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        assert!(matches!(get(&pool, dead, Method::GET).await, Err(Error::Connect(_))));
+    }
+}
