@@ -141,12 +141,8 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
         Some(v) => v.clone(),
         None => new_request_id(),
     };
-    // The request as the access log names it.
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+    // The request as the access log names it (a clone shares the bytes).
+    let uri = req.uri().clone();
     // A request that asks to leave HTTP/1 (an upgrade, CONNECT): unless the
     // backend agrees (101), the connection closes after the answer, so no
     // byte after it is ever read as a request the framing guard let pass
@@ -159,9 +155,10 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
     };
     let (response, routed) = match routed_or_refused {
         Routed::Answer(answer) => (answer, None),
-        Routed::To(target) => {
+        Routed::To(mut target) => {
+            // Only the access log and the metrics want the Ingress's name.
             let routed = (
-                target.ingress.clone(),
+                std::mem::take(&mut target.ingress),
                 format!("{}/{}", target.namespace, target.service),
             );
             let (response, upstream, failure) = forward(&ctx, &served, peer, client, &request_id, target, req).await;
@@ -195,30 +192,47 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());
     let (ingress, service, upstream) = match &routed {
-        Some(((i, s), u)) => (i.as_str(), s.as_str(), u.map(|a| a.to_string()).unwrap_or_default()),
-        None => ("", "", String::new()),
+        Some(((i, s), u)) => (i.as_str(), s.as_str(), *u),
+        None => ("", "", None),
     };
     tracing::info!(
         target: "lb_proxy::access",
         client = %client,
         method = %method,
-        path = %path,
+        path = uri.path_and_query().map_or("", |p| p.as_str()),
         status,
         ingress,
         service,
-        upstream = %upstream,
+        upstream = %Maybe(upstream),
         request_id = request_id.to_str().unwrap_or_default(),
         duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     );
-    ctx.metrics
-        .requests
-        .get_or_create(&super::metrics::RequestLabels {
-            ingress: ingress.to_owned(),
-            service: service.to_owned(),
+    let labels = match routed {
+        Some(((ingress, service), _)) => super::metrics::RequestLabels {
+            ingress,
+            service,
             status,
-        })
-        .inc();
+        },
+        None => super::metrics::RequestLabels {
+            ingress: String::new(),
+            service: String::new(),
+            status,
+        },
+    };
+    ctx.metrics.requests.get_or_create(&labels).inc();
     response
+}
+
+/// An optional value, displayed as nothing when absent.
+struct Maybe<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Maybe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where a request goes.
@@ -372,19 +386,16 @@ async fn forward(
         .is_some()
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
-    let mut headers = upstream_headers(ctx, &parts, peer, client, request_id, &target, upgrade.as_ref());
-    if let Some(auth) = &target.external_auth {
-        // What the auth service vouches for is its word alone: a client's
-        // header of the same name never passes.
-        for name in &auth.response_headers {
-            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                headers.remove(name);
-            }
-        }
-    }
-    for (k, v) in granted {
-        headers.append(k, v);
-    }
+    let outgoing = Outgoing::new(
+        ctx,
+        &parts,
+        peer,
+        client,
+        request_id,
+        &target,
+        upgrade.as_ref(),
+        granted,
+    );
     let mut body = Some(match (bodiless, limit) {
         (true, _) => Empty::new().map_err(|e| match e {}).boxed(),
         (false, 0) => body.map_err(|e| Box::new(e) as BoxError).boxed(),
@@ -403,23 +414,22 @@ async fn forward(
     for n in 0..tries {
         let Some(addr) = backends.at(start, n) else { break };
         let sent = if direct {
-            let send = ctx
-                .upstream
+            ctx.upstream
                 .http1
-                .send(addr, &parts.method, &target.upstream_path, &headers, idempotent);
-            match tokio::time::timeout(target.read_timeout, send).await {
-                Err(_) => Err(Failed::Timeout),
-                Ok(r) => r.map_err(Failed::from),
-            }
+                .send(
+                    addr,
+                    &parts.method,
+                    |head| outgoing.write_head(&parts.method, &target.upstream_path, head),
+                    idempotent,
+                    target.read_timeout,
+                )
+                .await
+                .map_err(Failed::from)
         } else {
             let uri = format!("{}://{addr}{}", Upstream::scheme(target.protocol), target.upstream_path);
             let mut up = Request::builder().method(parts.method.clone()).uri(uri);
             if let Some(h) = up.headers_mut() {
-                *h = if n + 1 < tries {
-                    headers.clone()
-                } else {
-                    std::mem::take(&mut headers)
-                };
+                *h = outgoing.to_map();
             }
             let this_body = match body.take() {
                 Some(b) if n + 1 >= tries || !replayable => b,
@@ -764,6 +774,7 @@ impl From<http1::Error> for Failed {
         match e {
             http1::Error::Connect(_) => Self::Connect(e.to_string()),
             http1::Error::ConnectTimeout => Self::ConnectTimeout(e.to_string()),
+            http1::Error::Timeout => Self::Timeout,
             _ => Self::Backend(e.to_string()),
         }
     }
@@ -809,90 +820,153 @@ fn too_large(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// The headers sent upstream: the client's, hop-by-hop ones removed, the
-/// forwarding headers set (the client's kept only when it is trusted).
-fn upstream_headers(
-    ctx: &Context,
-    parts: &http::request::Parts,
-    peer: SocketAddr,
-    client: IpAddr,
-    request_id: &HeaderValue,
-    target: &Target,
-    upgrade: Option<&HeaderValue>,
-) -> HeaderMap {
-    let mut h = parts.headers.clone();
-    strip_hop_by_hop(&mut h);
-    let trusted = is_trusted(ctx, peer.ip());
-    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    };
-    if let Ok(v) = HeaderValue::from_str(&target.upstream_host) {
-        h.insert(header::HOST, v);
-    }
-    let xff = match (
-        trusted,
-        parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prior)) => format!("{prior}, {}", peer.ip()),
-        _ => peer.ip().to_string(),
-    };
-    set(&mut h, "x-forwarded-for", &xff);
-    set(&mut h, "x-real-ip", &client.to_string());
-    let scheme = if ctx.https { "https" } else { "http" };
-    if !(trusted && h.contains_key("x-forwarded-proto")) {
-        set(&mut h, "x-forwarded-proto", scheme);
-    }
-    if !(trusted && h.contains_key("x-forwarded-host")) {
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .unwrap_or_default()
-            .to_owned();
-        set(&mut h, "x-forwarded-host", &host);
-    }
-    if !(trusted && h.contains_key("x-forwarded-port")) {
-        set(&mut h, "x-forwarded-port", &ctx.port.to_string());
-    }
-    set(&mut h, "x-scheme", scheme);
-    h.insert(HeaderName::from_static("x-request-id"), request_id.clone());
-    match &target.x_forwarded_prefix {
-        Some(p) => set(&mut h, "x-forwarded-prefix", p),
-        None => {
-            h.remove("x-forwarded-prefix");
-        }
-    }
-    if let Some(kind) = upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, kind.clone());
-    }
-    // gRPC servers ask for it (nginx's grpc module always sends it).
-    if matches!(
-        target.protocol,
-        lb_route::BackendProtocol::Grpc | lb_route::BackendProtocol::Grpcs
-    ) {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    h
+/// The headers a request carries upstream: the client's, less hop-by-hop
+/// ones and those the proxy sets itself, then the proxy's (forwarding
+/// headers; the client's are kept only when it is trusted).
+struct Outgoing<'a> {
+    client: &'a HeaderMap,
+    /// What the client's `Connection` header names (hop-by-hop too).
+    named: Vec<HeaderName>,
+    /// Client headers that never pass.
+    dropped: Vec<HeaderName>,
+    /// The proxy's headers, in order, `Host` first; the client's of these
+    /// names do not pass.
+    set: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// The headers that concern one connection, not the message (RFC 9110
-/// §7.6.1), and those the `Connection` header names.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+impl<'a> Outgoing<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &Context,
+        parts: &'a http::request::Parts,
+        peer: SocketAddr,
+        client: IpAddr,
+        request_id: &HeaderValue,
+        target: &Target,
+        upgrade: Option<&HeaderValue>,
+        granted: Vec<(HeaderName, HeaderValue)>,
+    ) -> Self {
+        let h = &parts.headers;
+        let trusted = is_trusted(ctx, peer.ip());
+        let mut set = Vec::with_capacity(12 + granted.len());
+        if let Ok(v) = HeaderValue::from_str(&target.upstream_host) {
+            set.push((header::HOST, v));
+        }
+        let shared = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
+        let xff = match (trusted, h.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
+            (true, Some(prior)) => format!("{prior}, {}", peer.ip()),
+            _ => peer.ip().to_string(),
+        };
+        let mut named_value = |name: &'static str, v: Option<HeaderValue>| {
+            if let Some(v) = v {
+                set.push((HeaderName::from_static(name), v));
+            }
+        };
+        named_value("x-forwarded-for", shared(xff));
+        named_value("x-real-ip", shared(client.to_string()));
+        let scheme = HeaderValue::from_static(if ctx.https { "https" } else { "http" });
+        let keep = |name: &str| trusted && h.contains_key(name);
+        if !keep("x-forwarded-proto") {
+            named_value("x-forwarded-proto", Some(scheme.clone()));
+        }
+        if !keep("x-forwarded-host") {
+            let host = h.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            named_value("x-forwarded-host", host);
+        }
+        if !keep("x-forwarded-port") {
+            named_value("x-forwarded-port", Some(HeaderValue::from(ctx.port)));
+        }
+        named_value("x-scheme", Some(scheme));
+        named_value("x-request-id", Some(request_id.clone()));
+        let mut dropped = Vec::new();
+        match &target.x_forwarded_prefix {
+            Some(p) => named_value("x-forwarded-prefix", HeaderValue::from_str(p).ok()),
+            None => dropped.push(HeaderName::from_static("x-forwarded-prefix")),
+        }
+        if let Some(kind) = upgrade {
+            set.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
+            set.push((header::UPGRADE, kind.clone()));
+        }
+        // gRPC servers ask for it (nginx's grpc module always sends it).
+        if matches!(
+            target.protocol,
+            lb_route::BackendProtocol::Grpc | lb_route::BackendProtocol::Grpcs
+        ) {
+            set.push((header::TE, HeaderValue::from_static("trailers")));
+        }
+        if let Some(auth) = &target.external_auth {
+            // What the auth service vouches for is its word alone: a
+            // client's header of the same name never passes.
+            dropped.extend(
+                auth.response_headers
+                    .iter()
+                    .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+            );
+        }
+        set.extend(granted);
+        Self {
+            client: h,
+            named: connection_named(h),
+            dropped,
+            set,
+        }
     }
-    for n in [
+
+    /// Whether the client's header `name` passes.
+    fn passes(&self, name: &HeaderName) -> bool {
+        !is_hop_by_hop(name)
+            && !self.named.contains(name)
+            && !self.dropped.contains(name)
+            && !self.set.iter().any(|(n, _)| n == name)
+    }
+
+    /// As a header map (for hyper's client).
+    fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.client.len() + self.set.len());
+        for (name, value) in self.client {
+            if self.passes(name) {
+                map.append(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in &self.set {
+            map.append(name.clone(), value.clone());
+        }
+        map
+    }
+
+    /// As an HTTP/1.1 request head for `method` and `target` (origin form).
+    fn write_head(&self, method: &Method, target: &str, head: &mut Vec<u8>) {
+        head.extend_from_slice(method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut line = |name: &HeaderName, value: &HeaderValue| {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        };
+        for (name, value) in &self.set {
+            line(name, value);
+        }
+        for (name, value) in self.client {
+            if self.passes(name) {
+                line(name, value);
+            }
+        }
+        head.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Whether a header concerns one connection, not the message (RFC 9110
+/// §7.6.1), whatever the `Connection` header says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
         header::CONNECTION,
         header::TE,
         header::TRAILER,
@@ -900,11 +974,32 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         header::UPGRADE,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
-    ] {
+    ]
+    .contains(name)
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+/// The header names a `Connection` header lists.
+fn connection_named(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Removes the headers that concern one connection, and those the
+/// `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for n in connection_named(h) {
         h.remove(n);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    let hop: Vec<HeaderName> = h.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for n in hop {
+        h.remove(n);
+    }
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` with
@@ -982,7 +1077,7 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 /// 32 hex digits, as ingress-nginx's `$req_id`.
 fn new_request_id() -> HeaderValue {
     let s = format!("{:016x}{:016x}", random(), random());
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A fast per-thread generator (xorshift64*), seeded from the standard

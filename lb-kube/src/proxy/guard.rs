@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use super::framing::Framer;
 
@@ -28,14 +29,18 @@ pub(crate) struct Guarded<S> {
     poisoned: bool,
     peer: std::net::SocketAddr,
     /// How long a started head may take to complete, and when the one
-    /// being collected must be complete.
+    /// being collected started.
     head_timeout: std::time::Duration,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    head_started: Option<Instant>,
     /// How long the connection may stay silent both ways (keep-alive
-    /// between requests, a stalled body), and when that runs out: reset by
-    /// every byte read or written.
+    /// between requests, a stalled body), and when a byte last passed.
     idle_timeout: std::time::Duration,
-    idle: Pin<Box<tokio::time::Sleep>>,
+    active: Instant,
+    /// One timer for both bounds, never later than either: it is set to
+    /// fire within the shorter bound of when it is set, so a bound that
+    /// starts later cannot be missed, and activity costs no timer update.
+    /// When it fires, the bounds are checked and it is set again.
+    timer: Pin<Box<tokio::time::Sleep>>,
     /// A request passed and no byte of its response went out yet: the
     /// backend may take its time (its own timeout applies), not idle.
     awaiting: bool,
@@ -58,14 +63,15 @@ impl<S> Guarded<S> {
     ) -> Self {
         Self {
             idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            active: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(head_timeout.min(idle_timeout))),
             awaiting: false,
             heads: 0,
             refused: None,
             send_timeout: idle_timeout,
             stalled: None,
             head_timeout,
-            deadline: None,
+            head_started: None,
             inner,
             framer: Framer::new(max_head),
             staging: vec![0; 16 * 1024].into_boxed_slice(),
@@ -95,26 +101,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 // End of stream: hyper answers what it has, then closes.
                 return Poll::Ready(Ok(()));
             }
-            // A head started and not finished in time (slowloris): the
-            // connection ends (the parser never saw a byte of it).
-            if let Some(deadline) = this.deadline.as_mut()
-                && deadline.as_mut().poll(cx).is_ready()
-            {
-                tracing::debug!(client = %this.peer, "request head not complete in time; closing");
+            if let Err(e) = this.check_bounds(cx) {
                 this.poisoned = true;
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request head timeout",
-                )));
-            }
-            // A tunnel (after a 101) is the two ends' business; HTTP/2 is
-            // bounded by its silence both ways, like an HTTP/1 connection
-            // between requests (hyper has no idle bound for it).
-            let timed = !this.framer.is_opaque() || this.framer.is_h2();
-            if timed && !this.awaiting && this.idle.as_mut().poll(cx).is_ready() {
-                tracing::debug!(client = %this.peer, "connection idle too long; closing");
-                this.poisoned = true;
-                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")));
+                return Poll::Ready(Err(e));
             }
             let mut staging = ReadBuf::new(&mut this.staging);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut staging))?;
@@ -122,8 +111,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             if read.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            let next = tokio::time::Instant::now() + this.idle_timeout;
-            this.idle.as_mut().reset(next);
+            this.active = Instant::now();
             if let Err(v) = this.framer.feed(read, &mut this.out) {
                 // Counted and said (at debug: a flood must not flood the log).
                 if let Some(refused) = &this.refused {
@@ -137,9 +125,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 this.heads = this.framer.heads();
                 this.awaiting = true;
             }
-            match (this.framer.in_head(), this.deadline.is_some()) {
-                (true, false) => this.deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout))),
-                (false, true) => this.deadline = None,
+            match (this.framer.in_head(), this.head_started.is_some()) {
+                (true, false) => this.head_started = Some(this.active),
+                (false, true) => this.head_started = None,
                 _ => {}
             }
         }
@@ -147,6 +135,39 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
 }
 
 impl<S> Guarded<S> {
+    /// When the timer has fired: an error if a head took too long
+    /// (slowloris) or the connection was silent too long; otherwise the
+    /// timer is set again. Registers for the timer's wake-up.
+    fn check_bounds(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if self.head_started.is_some_and(|s| now >= s + self.head_timeout) {
+                tracing::debug!(client = %self.peer, "request head not complete in time; closing");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request head timeout",
+                ));
+            }
+            // A tunnel (after a 101) is the two ends' business; HTTP/2 is
+            // bounded by its silence both ways, like an HTTP/1 connection
+            // between requests (hyper has no idle bound for it).
+            let timed = (!self.framer.is_opaque() || self.framer.is_h2()) && !self.awaiting;
+            if timed && now >= self.active + self.idle_timeout {
+                tracing::debug!(client = %self.peer, "connection idle too long; closing");
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"));
+            }
+            let mut next = now + self.head_timeout.min(self.idle_timeout);
+            if let Some(s) = self.head_started {
+                next = next.min(s + self.head_timeout);
+            }
+            if timed {
+                next = next.min(self.active + self.idle_timeout);
+            }
+            self.timer.as_mut().reset(next);
+        }
+        Ok(())
+    }
+
     /// The same, counting refused requests in `counter`.
     pub(crate) fn counting(mut self, counter: prometheus_client::metrics::counter::Counter) -> Self {
         self.refused = Some(counter);
@@ -168,8 +189,7 @@ impl<S> Guarded<S> {
         self.stalled = None;
         if n > 0 {
             self.awaiting = false;
-            let next = tokio::time::Instant::now() + self.idle_timeout;
-            self.idle.as_mut().reset(next);
+            self.active = Instant::now();
         }
     }
 }

@@ -52,6 +52,9 @@ pub(crate) enum Error {
     /// The connection failed once the request was on its way.
     #[error("{0}")]
     Io(io::Error),
+    /// No response head within the read timeout.
+    #[error("the backend did not answer in time")]
+    Timeout,
     /// The backend closed the connection before answering.
     #[error("the backend closed the connection without answering")]
     Closed,
@@ -68,6 +71,9 @@ struct Conn {
     idle_since: Instant,
     /// Whether it came from the pool (a fresh one is not retried).
     reused: bool,
+    /// Bounds the wait for an answer. Set when the connection opens and
+    /// moved on only when it fires: a request sets a deadline, not a timer.
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// The idle connections, per endpoint.
@@ -85,25 +91,28 @@ impl Pool {
         })
     }
 
-    /// Sends a bodiless `method` request for `target` (origin form) with
-    /// `headers` (`Host` among them, hop-by-hop ones already removed) to
-    /// `addr`, and reads the response head. A pooled connection the
-    /// backend closed meanwhile is replaced by a new one, for requests that
-    /// may be sent twice (`idempotent`).
+    /// Sends a bodiless `method` request, whose head `write_head` writes,
+    /// to `addr`, and reads the response head. A pooled connection the backend
+    /// closed meanwhile is replaced by a new one, for requests that may be
+    /// sent twice (`idempotent`).
     pub(crate) async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         method: &Method,
-        target: &str,
-        headers: &HeaderMap,
+        write_head: impl FnOnce(&mut Vec<u8>),
         idempotent: bool,
+        timeout: Duration,
     ) -> Result<Response<Body>, Error> {
-        let head = request_head(method, target, headers);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut head = Vec::with_capacity(512);
+        write_head(&mut head);
         let conn = self.checkout(addr).await?;
-        match self.exchange(conn, addr, method, &head).await {
+        match self.exchange(conn, addr, method, &head, deadline).await {
             Err((true, Error::Io(_) | Error::Closed)) if idempotent => {
                 let conn = self.connect(addr).await?;
-                self.exchange(conn, addr, method, &head).await.map_err(|(_, e)| e)
+                self.exchange(conn, addr, method, &head, deadline)
+                    .await
+                    .map_err(|(_, e)| e)
             }
             r => r.map_err(|(_, e)| e),
         }
@@ -117,10 +126,18 @@ impl Pool {
         addr: SocketAddr,
         method: &Method,
         head: &[u8],
+        deadline: tokio::time::Instant,
     ) -> Result<Response<Body>, (bool, Error)> {
         let reused = conn.reused;
-        conn.io.write_all(head).await.map_err(|e| (reused, Error::Io(e)))?;
-        let (response, framing) = read_head(&mut conn, method).await.map_err(|e| (reused, e))?;
+        let Conn { io, buf, timer, .. } = &mut conn;
+        let asked = async {
+            io.write_all(head).await.map_err(Error::Io)?;
+            read_head(io, buf, method).await
+        };
+        let (response, framing) = match within(timer, deadline, asked).await {
+            Some(r) => r.map_err(|e| (reused, e))?,
+            None => return Err((false, Error::Timeout)),
+        };
         Ok(self.respond(conn, addr, response, framing))
     }
 
@@ -197,6 +214,7 @@ impl Pool {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
             idle_since: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(IDLE)),
             reused: false,
         })
     }
@@ -224,29 +242,31 @@ impl Pool {
     }
 }
 
-/// The request line and headers, `Host` first.
-fn request_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8> {
-    let mut head = Vec::with_capacity(256 + headers.len() * 48);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut line = |name: &HeaderName, value: &HeaderValue| {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    };
-    if let Some(host) = headers.get(header::HOST) {
-        line(&header::HOST, host);
+/// `fut`, unless `deadline` passes first (`None`). The timer is moved only
+/// when it would fire after the deadline, or fires before it (a request's
+/// deadline mostly lies past the last one's: no timer work).
+async fn within<F: std::future::Future>(
+    timer: &mut Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
     }
-    for (name, value) in headers {
-        if name != header::HOST {
-            line(name, value);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
         }
-    }
-    head.extend_from_slice(b"\r\n");
-    head
+        while timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(None);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A response's status line and headers.
@@ -270,12 +290,12 @@ enum Length {
 
 /// Reads the final (non-1xx) response head and works out the body's
 /// framing (RFC 9112 §6.3).
-async fn read_head(conn: &mut Conn, method: &Method) -> Result<(Head, Framing), Error> {
+async fn read_head(io: &mut TcpStream, buf: &mut BytesMut, method: &Method) -> Result<(Head, Framing), Error> {
     loop {
         let parsed = {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut r = httparse::Response::new(&mut slots);
-            match r.parse(&conn.buf) {
+            match r.parse(buf) {
                 Ok(httparse::Status::Complete(n)) => Some(head_of(&r, method).map(|h| (n, h))),
                 Ok(httparse::Status::Partial) => None,
                 Err(httparse::Error::TooManyHeaders) => return Err(Error::Malformed("too many headers")),
@@ -284,7 +304,7 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<(Head, Framing), 
         };
         match parsed {
             Some(Ok((n, (head, framing)))) => {
-                conn.buf.advance(n);
+                buf.advance(n);
                 // 1xx (100 Continue, 103 Early Hints): the answer follows.
                 if head.status.is_informational() {
                     continue;
@@ -293,12 +313,12 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<(Head, Framing), 
             }
             Some(Err(e)) => return Err(e),
             None => {
-                if conn.buf.len() >= MAX_HEAD {
+                if buf.len() >= MAX_HEAD {
                     return Err(Error::Malformed("response head too large"));
                 }
-                conn.buf.reserve(4096);
-                match conn.io.read_buf(&mut conn.buf).await {
-                    Ok(0) if conn.buf.is_empty() => return Err(Error::Closed),
+                buf.reserve(4096);
+                match io.read_buf(buf).await {
+                    Ok(0) if buf.is_empty() => return Err(Error::Closed),
                     Ok(0) => return Err(Error::Malformed("response head cut short")),
                     Ok(_) => {}
                     Err(e) => return Err(Error::Io(e)),
@@ -540,7 +560,11 @@ mod tests {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
-                            let answer = answers.lock().unwrap().pop_front().unwrap_or("HTTP/1.1 500 No\r\n\r\n");
+                            let answer = answers
+                                .lock()
+                                .unwrap()
+                                .pop_front()
+                                .unwrap_or("HTTP/1.1 500 No\r\nContent-Length: 0\r\n\r\n");
                             let (text, close) = match answer.strip_suffix("CLOSE") {
                                 Some(t) => (t, true),
                                 None => (answer, false),
@@ -556,10 +580,9 @@ mod tests {
         (addr, accepted)
     }
 
-    fn headers() -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
-        h
+    fn head(method: &Method) -> impl FnOnce(&mut Vec<u8>) {
+        let line = format!("{method} /x HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+        move |head: &mut Vec<u8>| head.extend_from_slice(line.as_bytes())
     }
 
     async fn get(
@@ -568,7 +591,9 @@ mod tests {
         method: Method,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), Error> {
         let idempotent = method != Method::POST;
-        let r = pool.send(addr, &method, "/x", &headers(), idempotent).await?;
+        let r = pool
+            .send(addr, &method, head(&method), idempotent, Duration::from_secs(5))
+            .await?;
         let (parts, body) = r.into_parts();
         let body = body.collect().await.map_err(|_| Error::Closed)?.to_bytes().to_vec();
         Ok((parts.status, parts.headers, body))
@@ -638,6 +663,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backend_that_does_not_answer_times_out_and_its_connection_is_dropped() {
+        let (addr, accepted) = backend(vec![]).await;
+        // The script is empty: the backend answers 500 at once. A silent
+        // one instead:
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((io, _)) = silent.accept().await {
+                held.push(io);
+            }
+        });
+        let pool = Pool::new(Duration::from_secs(1));
+        let started = tokio::time::Instant::now();
+        let r = pool
+            .send(
+                silent_addr,
+                &Method::GET,
+                head(&Method::GET),
+                true,
+                Duration::from_millis(200),
+            )
+            .await;
+        assert!(matches!(r, Err(Error::Timeout)));
+        assert!(started.elapsed() >= Duration::from_millis(200) && started.elapsed() < Duration::from_secs(2));
+        assert!(
+            pool.idle
+                .lock()
+                .unwrap()
+                .get(&silent_addr)
+                .is_none_or(VecDeque::is_empty)
+        );
+        // A later request on another endpoint still gets its own deadline.
+        assert_eq!(
+            get(&pool, addr, Method::GET).await.unwrap().0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn malformed_answers_are_errors_and_a_dead_endpoint_a_connect_error() {
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
@@ -654,7 +720,10 @@ mod tests {
         }
         let (addr, _) = backend(vec!["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]).await;
         let pool = Pool::new(Duration::from_secs(1));
-        let r = pool.send(addr, &Method::GET, "/", &headers(), true).await.unwrap();
+        let r = pool
+            .send(addr, &Method::GET, head(&Method::GET), true, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(r.into_body().collect().await.is_err(), "a broken chunk fails the body");
         let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         assert!(matches!(get(&pool, dead, Method::GET).await, Err(Error::Connect(_))));

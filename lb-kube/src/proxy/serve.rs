@@ -431,7 +431,9 @@ async fn accept_loop(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.limits.header_timeout)
+        // The guard bounds heads (hyper's own would arm a second timer
+        // for every request).
+        .header_read_timeout(None)
         .max_buf_size(ctx.limits.max_head_bytes.max(8192))
         .max_headers(ctx.limits.max_headers);
     builder
