@@ -261,13 +261,13 @@ echo
 echo "reloads under load: requests, failed requests (socket errors + non-2xx), p99, p99.9, max (us), reloads"
 printf 'what\trequests\terrors\tp99_us\tp999_us\tmax_us\treloads\n'
 reload_run nginx-steady "http://127.0.0.1:$NGX$URLPATH" 0
-reload_run nginx-10/s "http://127.0.0.1:$NGX$URLPATH" 0.1 nginx_reload
+reload_run nginx-10per_s "http://127.0.0.1:$NGX$URLPATH" 0.1 nginx_reload
 sleep 2
 reload_run lb-steady "http://127.0.0.1:$LB$URLPATH" 0
 before=$(grep -c "route table swapped" "$work/out/lb.log" || true)
-reload_run lb-10/s "http://127.0.0.1:$LB$URLPATH" 0.1 lb_reload "$work/lb" "$lb_pid"
+reload_run lb-10per_s "http://127.0.0.1:$LB$URLPATH" 0.1 lb_reload "$work/lb" "$lb_pid"
 sleep 1
-echo "lb-proxy swapped $(( $(grep -c "route table swapped" "$work/out/lb.log") - before )) tables during lb-10/s"
+echo "lb-proxy swapped $(( $(grep -c "route table swapped" "$work/out/lb.log") - before )) tables during lb-10per_s"
 
 # --- a 10,000-Ingress table rebuilt under load --------------------------------
 kill "$lb_pid" 2>/dev/null || true
@@ -275,7 +275,7 @@ lb10k=$(lb_proxy "$work/lb10k" "$LB10K" "$((LB10K + 1))" "$((LB10K + 2))" "$work
 pids+=("$lb10k")
 ready "$((LB10K + 2))"
 reload_run lb10k-steady "http://127.0.0.1:$LB10K$URLPATH" 0
-reload_run lb10k-1/s "http://127.0.0.1:$LB10K$URLPATH" 1 lb_reload "$work/lb10k" "$lb10k"
+reload_run lb10k-1per_s "http://127.0.0.1:$LB10K$URLPATH" 1 lb_reload "$work/lb10k" "$lb10k"
 sleep 2
 echo
 echo "10,000 Ingresses: read + build + swap, per rebuild (lb-proxy's log), pinned to the proxy's core:"

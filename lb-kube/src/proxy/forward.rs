@@ -42,6 +42,9 @@ pub(crate) struct Context {
     /// The connection's place under the caps: a tunnel holds it too, so
     /// upgraded connections count as long as they live.
     pub(crate) slot: Option<Arc<Slot>>,
+    /// The connection's peer address as a header value (set per
+    /// connection: most requests forward it as is).
+    pub(crate) peer_ip: Option<HeaderValue>,
     pub(crate) metrics: super::metrics::Metrics,
 }
 
@@ -132,11 +135,11 @@ struct Target {
 }
 
 /// Answers one request.
-pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let served = ctx.served.load_full();
     let method = req.method().clone();
-    let client = client_address(&ctx, peer.ip(), req.headers());
+    let client = client_address(ctx, peer.ip(), req.headers());
     let request_id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
         Some(v) => v.clone(),
         None => new_request_id(),
@@ -151,7 +154,7 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
     let routed_or_refused = if method == Method::CONNECT {
         Routed::Answer(own(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"))
     } else {
-        route(&ctx, &served, client, &req)
+        route(ctx, &served, client, &req)
     };
     let (response, routed) = match routed_or_refused {
         Routed::Answer(answer) => (answer, None),
@@ -161,7 +164,7 @@ pub(crate) async fn handle(ctx: Context, peer: SocketAddr, req: Request<Incoming
                 std::mem::take(&mut target.ingress),
                 format!("{}/{}", target.namespace, target.service),
             );
-            let (response, upstream, failure) = forward(&ctx, &served, peer, client, &request_id, target, req).await;
+            let (response, upstream, failure) = forward(ctx, &served, peer, client, &request_id, target, req).await;
             if let Some(kind) = failure {
                 ctx.metrics
                     .upstream_errors
@@ -853,17 +856,22 @@ impl<'a> Outgoing<'a> {
             set.push((header::HOST, v));
         }
         let shared = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
+        let peer_ip = || ctx.peer_ip.clone().or_else(|| shared(peer.ip().to_string()));
         let xff = match (trusted, h.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
-            (true, Some(prior)) => format!("{prior}, {}", peer.ip()),
-            _ => peer.ip().to_string(),
+            (true, Some(prior)) => shared(format!("{prior}, {}", peer.ip())),
+            _ => peer_ip(),
+        };
+        let real_ip = match client == peer.ip() {
+            true => peer_ip(),
+            false => shared(client.to_string()),
         };
         let mut named_value = |name: &'static str, v: Option<HeaderValue>| {
             if let Some(v) = v {
                 set.push((HeaderName::from_static(name), v));
             }
         };
-        named_value("x-forwarded-for", shared(xff));
-        named_value("x-real-ip", shared(client.to_string()));
+        named_value("x-forwarded-for", xff);
+        named_value("x-real-ip", real_ip);
         let scheme = HeaderValue::from_static(if ctx.https { "https" } else { "http" });
         let keep = |name: &str| trusted && h.contains_key(name);
         if !keep("x-forwarded-proto") {
@@ -1076,8 +1084,13 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 
 /// 32 hex digits, as ingress-nginx's `$req_id`.
 fn new_request_id() -> HeaderValue {
-    let s = format!("{:016x}{:016x}", random(), random());
-    HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut id = [0u8; 32];
+    for (i, half) in [random(), random()].into_iter().enumerate() {
+        for (j, d) in id[i * 16..i * 16 + 16].iter_mut().enumerate() {
+            *d = b"0123456789abcdef"[((half >> (60 - 4 * j)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A fast per-thread generator (xorshift64*), seeded from the standard

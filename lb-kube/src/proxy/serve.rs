@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::endpoints::Endpoints;
@@ -277,6 +278,7 @@ pub async fn run<S: Source + 'static>(
             https,
             hsts: https && options.hsts,
             slot: None,
+            peer_ip: None,
             metrics: metrics.clone(),
         };
         accepts.spawn(accept_loop(
@@ -434,8 +436,11 @@ async fn accept_loop(
         // The guard bounds heads (hyper's own would arm a second timer
         // for every request).
         .header_read_timeout(None)
-        .max_buf_size(ctx.limits.max_head_bytes.max(8192))
-        .max_headers(ctx.limits.max_headers);
+        .max_buf_size(ctx.limits.max_head_bytes.max(8192));
+    // hyper's own bound (100) costs nothing; another one is set per parse.
+    if ctx.limits.max_headers != 100 {
+        builder.http1().max_headers(ctx.limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -468,6 +473,9 @@ async fn accept_loop(
         );
         let mut ctx = ctx.clone();
         ctx.slot = Some(Arc::new(slot));
+        ctx.peer_ip = Some(HeaderValue::from_maybe_shared(bytes::Bytes::from(peer.ip().to_string())).ok()).flatten();
+        // One context per connection, shared by its requests.
+        let ctx = Arc::new(ctx);
         let builder = builder.clone();
         // A watcher per connection: the shutdown waits for it, and no task
         // holds the shutdown itself.
@@ -477,7 +485,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(forward::handle(ctx, peer, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(forward::handle(&ctx, peer, req).await) }
             });
             let result = match tls {
                 None => {
