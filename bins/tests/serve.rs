@@ -172,11 +172,25 @@ fn requests_go_by_host_and_path_to_the_services_endpoints_with_forwarding_header
             backend("web", 80, target, &["127.0.0.1"]),
             backend("api", 8080, api_target, &["127.0.0.2"]),
             ingress("shop", "shop.example.com", &[("/", "web"), ("/api", "api")], ""),
+            ingress("any", "HOSTLESS", &[("/anything", "web")], "")
+                .replace("  - host: \"HOSTLESS\"\n    http:", "  - http:"),
         ]
         .join("---\n"),
     )
     .unwrap();
     let port = proxy(&mut procs, dir.path(), &[]);
+
+    // HTTP/1.0 without a Host reaches a rule without one; what the proxy
+    // owns (X-Forwarded-Host) never comes from an untrusted client.
+    let answer = raw(
+        port,
+        "GET /anything HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
+    );
+    let (status, head, body) = split(&answer);
+    assert_eq!(status, 200, "{head}");
+    let v = echoed(&body);
+    assert_ne!(header(&v, "x-forwarded-host"), Some("evil.example"), "{v}");
+    assert_eq!(header(&v, "x-real-ip"), Some("127.0.0.1"));
 
     let (status, head, body) = get(port, "shop.example.com", "/api/items?x=1", "");
     assert_eq!(status, 200, "{head}");

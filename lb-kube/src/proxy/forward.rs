@@ -413,7 +413,12 @@ async fn forward(
     let start = pinned_at.unwrap_or_else(|| backends.start());
     // Plain HTTP/1 without a body or an upgrade (most requests) goes over
     // the in-task client; the rest over hyper's.
-    let direct = target.protocol == lb_route::BackendProtocol::Http && bodiless && upgrade.is_none();
+    // (A target the table made is origin-form of visible ASCII; hyper's
+    // client checks it again, so anything else goes there and fails.)
+    let direct = target.protocol == lb_route::BackendProtocol::Http
+        && bodiless
+        && upgrade.is_none()
+        && target.upstream_path.bytes().all(|b| b.is_ascii_graphic());
     for n in 0..tries {
         let Some(addr) = backends.at(start, n) else { break };
         let sent = if direct {
@@ -852,8 +857,10 @@ impl<'a> Outgoing<'a> {
         let h = &parts.headers;
         let trusted = is_trusted(ctx, peer.ip());
         let mut set = Vec::with_capacity(12 + granted.len());
-        if let Ok(v) = HeaderValue::from_str(&target.upstream_host) {
-            set.push((header::HOST, v));
+        match HeaderValue::from_str(&target.upstream_host) {
+            Ok(v) => set.push((header::HOST, v)),
+            // (The table makes hosts of header-safe bytes.)
+            Err(_) => set.push((header::HOST, HeaderValue::from_static(""))),
         }
         let shared = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
         let peer_ip = || ctx.peer_ip.clone().or_else(|| shared(peer.ip().to_string()));
@@ -865,15 +872,19 @@ impl<'a> Outgoing<'a> {
             true => peer_ip(),
             false => shared(client.to_string()),
         };
-        let mut named_value = |name: &'static str, v: Option<HeaderValue>| {
-            if let Some(v) = v {
-                set.push((HeaderName::from_static(name), v));
-            }
+        // A name the proxy owns never passes from the client, even when
+        // no value of the proxy's could be made.
+        let mut dropped = Vec::new();
+        let mut named_value = |name: &'static str, v: Option<HeaderValue>| match v {
+            Some(v) => set.push((HeaderName::from_static(name), v)),
+            None => dropped.push(HeaderName::from_static(name)),
         };
         named_value("x-forwarded-for", xff);
         named_value("x-real-ip", real_ip);
         let scheme = HeaderValue::from_static(if ctx.https { "https" } else { "http" });
-        let keep = |name: &str| trusted && h.contains_key(name);
+        let named = connection_named(h);
+        let keep =
+            |name: &'static str| trusted && h.contains_key(name) && !named.contains(&HeaderName::from_static(name));
         if !keep("x-forwarded-proto") {
             named_value("x-forwarded-proto", Some(scheme.clone()));
         }
@@ -891,11 +902,13 @@ impl<'a> Outgoing<'a> {
         }
         named_value("x-scheme", Some(scheme));
         named_value("x-request-id", Some(request_id.clone()));
-        let mut dropped = Vec::new();
-        match &target.x_forwarded_prefix {
-            Some(p) => named_value("x-forwarded-prefix", HeaderValue::from_str(p).ok()),
-            None => dropped.push(HeaderName::from_static("x-forwarded-prefix")),
-        }
+        named_value(
+            "x-forwarded-prefix",
+            target
+                .x_forwarded_prefix
+                .as_deref()
+                .and_then(|p| HeaderValue::from_str(p).ok()),
+        );
         if let Some(kind) = upgrade {
             set.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
             set.push((header::UPGRADE, kind.clone()));
@@ -908,18 +921,20 @@ impl<'a> Outgoing<'a> {
             set.push((header::TE, HeaderValue::from_static("trailers")));
         }
         if let Some(auth) = &target.external_auth {
-            // What the auth service vouches for is its word alone: a
-            // client's header of the same name never passes.
-            dropped.extend(
-                auth.response_headers
-                    .iter()
-                    .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
-            );
+            // What the auth service vouches for is its word alone: neither
+            // the client's header of the same name nor the proxy's passes.
+            let vouched: Vec<HeaderName> = auth
+                .response_headers
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                .collect();
+            set.retain(|(n, _)| *n == header::HOST || !vouched.contains(n));
+            dropped.extend(vouched);
         }
         set.extend(granted);
         Self {
             client: h,
-            named: connection_named(h),
+            named,
             dropped,
             set,
         }
@@ -988,15 +1003,29 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == "proxy-connection"
 }
 
-/// The header names a `Connection` header lists.
+/// The header names a `Connection` header lists, each once, at most
+/// [`MAX_CONNECTION_NAMES`] (a longer list would only make work).
 fn connection_named(h: &HeaderMap) -> Vec<HeaderName> {
-    h.get_all(header::CONNECTION)
+    let mut named: Vec<HeaderName> = Vec::new();
+    let listed = h
+        .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect()
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
+    for n in listed {
+        if named.len() >= MAX_CONNECTION_NAMES {
+            break;
+        }
+        if !named.contains(&n) {
+            named.push(n);
+        }
+    }
+    named
 }
+
+/// Header names a `Connection` header may make hop-by-hop.
+const MAX_CONNECTION_NAMES: usize = 16;
 
 /// Removes the headers that concern one connection, and those the
 /// `Connection` header names.

@@ -85,6 +85,8 @@ enum Chunk {
         ext: bool,
         cr: bool,
     },
+    /// Whitespace after the size of this value.
+    SizeWs { value: u64 },
     /// Data bytes left.
     Data(u64),
     /// The CR after the data.
@@ -139,25 +141,46 @@ impl Chunk {
                 }
             }
             Chunk::Size { digits, value, .. } => match b {
-                b';' | b' ' | b'\t' if digits > 0 => Chunk::Size {
+                b';' if digits > 0 => Chunk::Size {
                     digits,
                     value,
                     ext: true,
                     cr: false,
                 },
+                b' ' | b'\t' if digits > 0 => Chunk::SizeWs { value },
                 _ => {
                     let d = (b as char).to_digit(16).ok_or(Violation::Chunk)?;
-                    // 15 hex digits: sizes up to 2^60, far past any body.
-                    if digits >= 15 {
+                    // 15 significant hex digits: sizes up to 2^60, far past
+                    // any body (leading zeros do not count).
+                    if digits >= 15 && value != 0 {
                         return Err(Violation::Chunk);
                     }
                     Chunk::Size {
-                        digits: digits + 1,
+                        digits: if value == 0 { 1 } else { digits + 1 },
                         value: value * 16 + u64::from(d),
                         ext: false,
                         cr: false,
                     }
                 }
+            },
+            // Whitespace after the size may only lead to an extension or
+            // the line's end ("4 5" is no size).
+            Chunk::SizeWs { value } => match b {
+                b' ' | b'\t' => self,
+                b';' => Chunk::Size {
+                    digits: 1,
+                    value,
+                    ext: true,
+                    cr: false,
+                },
+                b'\r' => Chunk::Size {
+                    digits: 1,
+                    value,
+                    ext: false,
+                    cr: true,
+                },
+                b'\n' => return Err(Violation::BareLineEnd),
+                _ => return Err(Violation::Chunk),
             },
             Chunk::DataCr if b == b'\r' => Chunk::DataLf,
             Chunk::DataLf if b == b'\n' => Chunk::Size {
@@ -415,8 +438,8 @@ fn check_head(head: &[u8]) -> Result<State, Violation> {
 
 /// Decodes a chunked message body (RFC 9112 §7.1) from bytes as they
 /// arrive: the data without its framing. Chunk extensions and trailer
-/// fields are read and dropped; sizes past 16 hex digits, bare LFs and
-/// anything but CRLF after a chunk are errors.
+/// fields are read and dropped; sizes past 15 significant hex digits, bare
+/// LFs and anything but CRLF after a chunk are errors.
 #[derive(Debug, Clone, Copy)]
 pub struct Dechunker {
     state: Chunk,
@@ -677,6 +700,9 @@ mod tests {
         let (rest, body) = dechunk(wire, &[]);
         assert_eq!(body.unwrap(), b"Wikipedia in\r\n\r\nchunks.");
         assert_eq!(rest, b"NEXT");
+        // Leading zeros are not digits that count; whitespace may end a size.
+        let (_, body) = dechunk(b"00000000000000000004 \t\r\nWiki\r\n0\r\n\r\n", &[]);
+        assert_eq!(body.unwrap(), b"Wiki");
         for bad in [
             &b"x\r\n"[..],
             b"4\nWiki\r\n0\r\n\r\n",
@@ -684,6 +710,7 @@ mod tests {
             b"\r\n",
             b"1111111111111111\r\n",
             b"0\r\nbare\nLF\r\n\r\n",
+            b"4 5\r\nWiki\r\n0\r\n\r\n",
         ] {
             assert!(dechunk(bad, &[]).1.is_err(), "{:?}", String::from_utf8_lossy(bad));
         }

@@ -16,6 +16,9 @@ use super::framing::Framer;
 /// which hyper answers with 400 Bad Request and a close.
 const POISON: &[u8] = b"\x01 / HTTP/1.1\r\n\r\n";
 
+/// The longest bound kept.
+const YEAR: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
 /// A connection whose reads go through a [`Framer`].
 pub(crate) struct Guarded<S> {
     inner: S,
@@ -62,15 +65,16 @@ impl<S> Guarded<S> {
         peer: std::net::SocketAddr,
     ) -> Self {
         Self {
-            idle_timeout,
+            idle_timeout: idle_timeout.min(YEAR),
             active: Instant::now(),
-            timer: Box::pin(tokio::time::sleep(head_timeout.min(idle_timeout))),
+            timer: Box::pin(tokio::time::sleep(head_timeout.min(idle_timeout).min(YEAR))),
             awaiting: false,
             heads: 0,
             refused: None,
             send_timeout: idle_timeout,
             stalled: None,
-            head_timeout,
+            // (Bounded so that deadlines never overflow the clock.)
+            head_timeout: head_timeout.min(YEAR),
             head_started: None,
             inner,
             framer: Framer::new(max_head),

@@ -30,9 +30,6 @@ use super::framing::{Dechunked, Dechunker};
 
 /// How long a connection may wait in the pool.
 pub(crate) const IDLE: Duration = Duration::from_secs(60);
-/// A pooled connection idle this long is checked for a close by the
-/// backend before it is used (a backend's keep-alive timeout is seconds).
-const STALE: Duration = Duration::from_secs(1);
 /// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 256;
 /// The largest response head read.
@@ -109,13 +106,26 @@ impl Pool {
         let conn = self.checkout(addr).await?;
         match self.exchange(conn, addr, method, &head, deadline).await {
             Err((true, Error::Io(_) | Error::Closed)) if idempotent => {
+                // The backend may have restarted: its other pooled
+                // connections are likely dead too.
+                self.forget(addr);
                 let conn = self.connect(addr).await?;
                 self.exchange(conn, addr, method, &head, deadline)
                     .await
                     .map_err(|(_, e)| e)
             }
+            Err((true, e @ (Error::Io(_) | Error::Closed))) => {
+                self.forget(addr);
+                Err(e)
+            }
             r => r.map_err(|(_, e)| e),
         }
+    }
+
+    /// Closes the idle connections to `addr`.
+    fn forget(&self, addr: SocketAddr) {
+        let gone = self.idle.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
+        drop(gone);
     }
 
     /// Writes the head, reads the response: the error says whether the
@@ -188,14 +198,14 @@ impl Pool {
             if idle_for >= IDLE {
                 continue;
             }
-            // Closed by the backend while it waited (or it sent bytes no
-            // request asked for): not usable.
-            if idle_for >= STALE {
-                let mut probe = [0u8; 1];
-                match conn.io.try_read(&mut probe) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    _ => continue,
-                }
+            // Closed by the backend while it waited, or sent bytes no
+            // request asked for (a late body after HEAD, a 408): not
+            // usable. Free unless the socket became readable meanwhile
+            // (the last read left it drained).
+            let mut probe = [0u8; 1];
+            match conn.io.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                _ => continue,
             }
             conn.reused = true;
             return Ok(conn);
@@ -223,22 +233,31 @@ impl Pool {
     /// request.
     fn checkin(&self, addr: SocketAddr, mut conn: Conn) {
         conn.idle_since = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.entry(addr).or_default();
-        if list.len() >= MAX_IDLE {
-            list.pop_front();
-        }
-        list.push_back(conn);
+        let oldest = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let list = idle.entry(addr).or_default();
+            list.push_back(conn);
+            (list.len() > MAX_IDLE).then(|| list.pop_front()).flatten()
+        };
+        // Closed outside the lock.
+        drop(oldest);
     }
 
     /// Closes connections idle past [`IDLE`], and forgets endpoints with
     /// none left (call now and then).
     pub(crate) fn sweep(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|_, list| {
-            list.retain(|c| c.idle_since.elapsed() < IDLE);
-            !list.is_empty()
-        });
+        let mut expired = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.retain(|_, list| {
+                while list.front().is_some_and(|c| c.idle_since.elapsed() >= IDLE) {
+                    expired.extend(list.pop_front());
+                }
+                !list.is_empty()
+            });
+        }
+        // Closed outside the lock.
+        drop(expired);
     }
 }
 
@@ -305,6 +324,11 @@ async fn read_head(io: &mut TcpStream, buf: &mut BytesMut, method: &Method) -> R
         match parsed {
             Some(Ok((n, (head, framing)))) => {
                 buf.advance(n);
+                // A 101 switches protocols, which nothing on this path
+                // asked for: what follows is not this answer.
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(Error::Malformed("101 Switching Protocols unasked"));
+                }
                 // 1xx (100 Continue, 103 Early Hints): the answer follows.
                 if head.status.is_informational() {
                     continue;
@@ -375,6 +399,9 @@ fn head_of(r: &httparse::Response<'_, '_>, method: &Method) -> Result<(Head, Fra
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    // A length beside a coding: decoded by the coding, but the connection
+    // is not trusted with another request (RFC 9112 §6.3 item 3).
+    let suspect = coded && length.is_some();
     let length = match (bodiless, coded, chunked, length) {
         (true, ..) => Length::Exact(0),
         // A coding decides over any length (RFC 9112 §6.3 item 3).
@@ -383,10 +410,14 @@ fn head_of(r: &httparse::Response<'_, '_>, method: &Method) -> Result<(Head, Fra
         (_, false, _, Some(n)) => Length::Exact(n),
         (_, false, _, None) => Length::UntilClose,
     };
+    // A coding in HTTP/1.0 is faulty framing (RFC 9112 §6.1).
+    if coded && r.version == Some(0) {
+        return Err(Error::Malformed("Transfer-Encoding in an HTTP/1.0 response"));
+    }
     if coded {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let reusable = !close && !matches!(length, Length::UntilClose);
+    let reusable = !close && !suspect && !matches!(length, Length::UntilClose);
     Ok((Head { status, headers }, Framing { length, reusable }))
 }
 
@@ -569,7 +600,16 @@ mod tests {
                                 Some(t) => (t, true),
                                 None => (answer, false),
                             };
-                            if io.write_all(text.as_bytes()).await.is_err() || close {
+                            // `DELAY` splits an answer in two writes, 20 ms apart.
+                            for (i, part) in text.split("DELAY").enumerate() {
+                                if i > 0 {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                                if io.write_all(part.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                            }
+                            if close {
                                 return;
                             }
                         }
@@ -603,12 +643,14 @@ mod tests {
     async fn bodies_are_framed_by_length_chunks_or_close_and_connections_reused() {
         let (addr, accepted) = backend(vec![
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
             "HTTP/1.1 204 No Content\r\n\r\n",
             "HTTP/1.1 200 OK\r\n\r\nuntil the endCLOSE",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nzCLOSE",
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nnew",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n1\r\nq\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast",
         ])
         .await;
         let pool = Pool::new(Duration::from_secs(1));
@@ -638,28 +680,70 @@ mod tests {
         let (_, _, b) = get(&pool, addr, Method::GET).await.unwrap();
         assert_eq!(b, b"new");
         assert_eq!(accepted.load(Ordering::SeqCst), 3, "Connection: close is honoured");
+        let (_, h, b) = get(&pool, addr, Method::GET).await.unwrap();
+        assert_eq!(b, b"q", "a coding decides over a length");
+        assert!(h.get(header::CONTENT_LENGTH).is_none(), "and the length is dropped");
+        assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"last");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            4,
+            "a connection that sent both is not reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_a_backend_sends_after_an_answer_never_answer_the_next_request() {
+        let (addr, accepted) = backend(vec![
+            // A body after a HEAD answer, late; then a 101 nobody asked for.
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nDELAYHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforge",
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ])
+        .await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let (_, _, b) = get(&pool, addr, Method::HEAD).await.unwrap();
+        assert!(b.is_empty());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"real");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the connection with stray bytes was dropped"
+        );
+        assert!(matches!(get(&pool, addr, Method::GET).await, Err(Error::Malformed(_))));
+        let (addr, _) = backend(vec!["HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]).await;
+        assert!(matches!(get(&pool, addr, Method::GET).await, Err(Error::Malformed(_))));
     }
 
     #[tokio::test]
     async fn a_pooled_connection_the_backend_closed_is_retried_only_when_idempotent() {
         let (addr, accepted) = backend(vec![
-            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naCLOSE",
-            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nbCLOSE",
-            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+            // Closed as the request arrives, unanswered.
+            "CLOSE",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+            "CLOSE",
+            // Answered, then closed while pooled.
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ncCLOSE",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nd",
         ])
         .await;
         let pool = Pool::new(Duration::from_secs(1));
         assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"a");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // Sent on the pooled connection, which is closed: sent again.
+        // The pooled connection fails unanswered: a GET is sent again.
         assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"b");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A POST is not.
         assert!(matches!(
             get(&pool, addr, Method::POST).await,
             Err(Error::Closed | Error::Io(_))
         ));
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a POST is not sent twice");
+        assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"c");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A close seen before use costs nothing: even a POST goes through.
+        assert_eq!(get(&pool, addr, Method::POST).await.unwrap().2, b"d");
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
