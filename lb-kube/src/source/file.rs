@@ -124,7 +124,9 @@ pub fn manifest_entries(dir: &Path) -> io::Result<Vec<Entry>> {
         }
         out.push(Entry::stat(path));
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    // One directory: the names' bytes order them (as paths would, without
+    // taking each path apart).
+    out.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     Ok(out)
 }
 
@@ -216,7 +218,14 @@ pub struct FileSource {
     status_file: Option<PathBuf>,
     objects_version: u64,
     endpoints_version: u64,
+    /// What each file that read cleanly yielded, kept while its entry
+    /// (size, times, inode) stays as it was: an unchanged file is not read
+    /// or decoded again (a change to one file of 10,000 reads one).
+    memo: HashMap<PathBuf, (Entry, Vec<Recorded>)>,
 }
+
+/// One object a file yielded, as it was recorded.
+type Recorded = (ObjectRef, Origin, Vec<Object>);
 
 /// What one read found of one identity.
 enum Found {
@@ -239,6 +248,8 @@ struct Reading<'a> {
     broken_files: std::collections::HashSet<PathBuf>,
     /// The identities found in each file.
     file_ids: HashMap<PathBuf, Vec<ObjectRef>>,
+    /// While a file is read: what it yielded that read well, in order.
+    log: Option<Vec<Recorded>>,
 }
 
 impl<'a> Reading<'a> {
@@ -250,6 +261,7 @@ impl<'a> Reading<'a> {
             conflicted: Vec::new(),
             broken_files: std::collections::HashSet::new(),
             file_ids: HashMap::new(),
+            log: None,
         }
     }
 
@@ -260,6 +272,9 @@ impl<'a> Reading<'a> {
     /// Records what was found of `r`. The same identity twice is an error
     /// naming both places; neither copy is taken as it is (see `finish`).
     fn record(&mut self, r: ObjectRef, origin: &Origin, found: Found) {
+        if let (Some(log), Found::Good(objs)) = (&mut self.log, &found) {
+            log.push((r.clone(), origin.clone(), objs.clone()));
+        }
         self.file_ids.entry(origin.file.clone()).or_default().push(r.clone());
         if let Some(first) = self.first.get(&r) {
             self.snap.problems.push(Problem {
@@ -295,6 +310,7 @@ impl FileSource {
             status_file: None,
             objects_version: 0,
             endpoints_version: 0,
+            memo: HashMap::new(),
         }
     }
 
@@ -332,7 +348,22 @@ impl FileSource {
         let mut snap = Snapshot::empty();
         let mut reading = Reading::new(&mut snap);
         let mut total = 0u64;
+        let mut memo = HashMap::with_capacity(entries.len());
         for entry in &entries {
+            // Unchanged since it last read cleanly: what it yielded, again
+            // (recorded anew, so duplicates across files are still found).
+            if let (Some((was, yielded)), Ok((len, _))) = (self.memo.remove(&entry.path), &entry.state)
+                && was == *entry
+                && total + len <= self.total_limit
+            {
+                total += len;
+                reading.file_ids.entry(entry.path.clone()).or_default();
+                for (r, origin, objs) in &yielded {
+                    reading.record(r.clone(), origin, Found::Good(objs.clone()));
+                }
+                memo.insert(entry.path.clone(), (was, yielded));
+                continue;
+            }
             let text = match &entry.state {
                 Ok((len, _)) if total + len > self.total_limit => Err(format!(
                     "the directory's manifests pass the total limit of {} bytes with this file",
@@ -345,7 +376,16 @@ impl FileSource {
                 Err(why) => Err(why.clone()),
             };
             match text {
-                Ok(text) => self.read_file(&mut reading, &entry.path, &text),
+                Ok(text) => {
+                    reading.log = Some(Vec::new());
+                    self.read_file(&mut reading, &entry.path, &text);
+                    let yielded = reading.log.take().unwrap_or_default();
+                    // Only a file without errors is kept (an error's note
+                    // depends on what other files hold).
+                    if !reading.broken_files.contains(&entry.path) {
+                        memo.insert(entry.path.clone(), (entry.clone(), yielded));
+                    }
+                }
                 Err(e) => {
                     // What the file held is unknown: nothing may be taken
                     // as deleted.
@@ -365,6 +405,7 @@ impl FileSource {
                 }
             }
         }
+        self.memo = memo;
         let first_read = !self.read_once;
         let (objects_changed, endpoints_changed) = self.finish(reading);
         self.objects_version += u64::from(objects_changed || first_read);
@@ -397,6 +438,7 @@ impl FileSource {
             conflicted,
             broken_files,
             mut file_ids,
+            log: _,
         } = reading;
         let mut good: HashMap<ObjectRef, Vec<Object>> = HashMap::with_capacity(found.len());
         let mut endpoints = BTreeMap::new();
@@ -717,5 +759,46 @@ mod tests {
         assert_eq!(split_documents("a: 1"), vec![(1, "a: 1")]);
         // `---` inside a block scalar is indented, so not a separator.
         assert_eq!(split_documents("a: |\n  ---\n").len(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Reading with the memo of unchanged files gives what reading
+        /// every file again gives, through edits, same-size rewrites,
+        /// duplicates across files, broken files and deletions.
+        #[test]
+        fn the_memo_of_unchanged_files_changes_nothing_read(
+            steps in proptest::collection::vec((0usize..4, 0usize..6), 1..10),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut memo = FileSource::new(dir.path());
+            let mut fresh = FileSource::new(dir.path());
+            let content = |k: usize| match k {
+                // Same size, different objects: a rewrite the size alone misses.
+                0 => "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n".to_owned(),
+                1 => "apiVersion: v1\nkind: Service\nmetadata:\n  name: b\n".to_owned(),
+                2 => "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec: {ports: [{port: 80}]}\n".to_owned(),
+                3 => "kind: [broken\n".to_owned(),
+                4 => String::new(),
+                _ => "DELETE".to_owned(),
+            };
+            for (file, k) in steps {
+                let path = dir.path().join(format!("f{file}.yaml"));
+                match content(k).as_str() {
+                    "DELETE" => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    text => std::fs::write(&path, text).unwrap(),
+                }
+                fresh.memo.clear();
+                let (a, b) = (memo.read().unwrap(), fresh.read().unwrap());
+                let show = |s: &Snapshot| {
+                    let objects: Vec<String> = s.objects.iter().map(|(r, o)| format!("{r:?} {o:?}")).collect();
+                    let problems: Vec<String> = s.problems.iter().map(ToString::to_string).collect();
+                    (objects, problems, s.complete)
+                };
+                proptest::prop_assert_eq!(show(&a), show(&b));
+            }
+        }
     }
 }
