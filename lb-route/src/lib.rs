@@ -46,6 +46,7 @@ pub use ingress::{
     IngressServiceBackend, IngressSpec, IngressTls, ObjectMeta, ServiceBackendPort, TypedLocalObjectReference,
 };
 pub use lookup::{Decision, Forward, Quirks, Request};
+pub use pathregex::RegexCache;
 pub use problem::{Problem, Severity, Subject};
 pub use table::{
     Backend, BackendPort, Build, Config, HOST_REGEX_BUDGET, IngressRef, PathKind, PortResolver, RouteTable,

@@ -9,6 +9,9 @@
 //! become empty groups, so `$1`…`$9` keep their numbers for
 //! `rewrite-target`. Every other look-around is refused with an error.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use regex_automata::meta::{self, Regex};
 use regex_automata::util::{captures::Captures, syntax};
 
@@ -41,6 +44,78 @@ pub(crate) struct Compiled {
 /// directly so its heap size can be accounted, with a size limit on what it
 /// compiles to. Errors say what is wrong ("invalid: …", "too large …").
 pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Compiled, String> {
+    if let Some(hit) = RegexCache::lookup(pattern, case_insensitive) {
+        return Ok(hit);
+    }
+    let built = compile_uncached(pattern, case_insensitive)?;
+    RegexCache::keep(pattern, case_insensitive, &built);
+    Ok(built)
+}
+
+/// Compiled regexes kept from one table build to the next, so that a
+/// rebuild compiles only the patterns the last build did not have (a
+/// change to one of 10,000 Ingresses compiles that one's). What a build
+/// did not use is dropped after it. Pass the same cache to every build
+/// ([`crate::RouteTable::build_cached`]).
+#[derive(Default)]
+pub struct RegexCache {
+    /// What the last build compiled or used.
+    last: HashMap<(Box<str>, bool), Compiled>,
+    /// What this build has compiled or used so far.
+    this: HashMap<(Box<str>, bool), Compiled>,
+}
+
+impl std::fmt::Debug for RegexCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegexCache")
+            .field("regexes", &(self.last.len() + self.this.len()))
+            .finish()
+    }
+}
+
+thread_local! {
+    /// The cache of the build running on this thread, if it has one.
+    static ACTIVE: RefCell<Option<RegexCache>> = const { RefCell::new(None) };
+}
+
+impl RegexCache {
+    /// Runs `build` with `cache` in use on this thread; afterwards the
+    /// cache holds what that build used.
+    pub(crate) fn during<T>(cache: &mut RegexCache, build: impl FnOnce() -> T) -> T {
+        let taken = std::mem::take(cache);
+        ACTIVE.with(|a| *a.borrow_mut() = Some(taken));
+        let out = build();
+        let mut back = ACTIVE.with(|a| a.borrow_mut().take()).unwrap_or_default();
+        back.last = std::mem::take(&mut back.this);
+        *cache = back;
+        out
+    }
+
+    fn lookup(pattern: &str, case_insensitive: bool) -> Option<Compiled> {
+        ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            let cache = a.as_mut()?;
+            let key = (Box::<str>::from(pattern), case_insensitive);
+            if let Some(hit) = cache.this.get(&key) {
+                return Some(hit.clone());
+            }
+            let hit = cache.last.remove(&key)?;
+            cache.this.insert(key, hit.clone());
+            Some(hit)
+        })
+    }
+
+    fn keep(pattern: &str, case_insensitive: bool, built: &Compiled) {
+        ACTIVE.with(|a| {
+            if let Some(cache) = a.borrow_mut().as_mut() {
+                cache.this.insert((pattern.into(), case_insensitive), built.clone());
+            }
+        });
+    }
+}
+
+/// [`build`] without the cache.
+fn compile_uncached(pattern: &str, case_insensitive: bool) -> Result<Compiled, String> {
     let compile = |p: &str| {
         Regex::builder()
             .syntax(bytes_syntax().case_insensitive(case_insensitive))

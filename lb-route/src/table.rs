@@ -10,6 +10,7 @@
 //! first. The winner is the longest rule path, Exact before Prefix before
 //! regex at equal length, then the oldest Ingress (§1.4).
 
+use crate::pathregex::RegexCache;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Bound;
@@ -1330,6 +1331,28 @@ impl RouteTable {
     /// to the oldest (creation time, then namespace/name) and the others
     /// are reported.
     pub fn build(ingresses: &[Ingress], classes: &[IngressClass], ports: &dyn PortResolver, config: &Config) -> Build {
+        Self::build_cached(ingresses, classes, ports, config, &mut RegexCache::default())
+    }
+
+    /// [`RouteTable::build`], reusing the regexes `cache` kept from the
+    /// last build: a rebuild compiles only patterns that build did not
+    /// have. The same table results.
+    pub fn build_cached(
+        ingresses: &[Ingress],
+        classes: &[IngressClass],
+        ports: &dyn PortResolver,
+        config: &Config,
+        cache: &mut RegexCache,
+    ) -> Build {
+        RegexCache::during(cache, || Self::build_uncached(ingresses, classes, ports, config))
+    }
+
+    fn build_uncached(
+        ingresses: &[Ingress],
+        classes: &[IngressClass],
+        ports: &dyn PortResolver,
+        config: &Config,
+    ) -> Build {
         let mut ours: Vec<(&Ingress, Mode)> = ingresses
             .iter()
             .filter_map(|i| Some((i, config.classes.select(i, classes)?)))

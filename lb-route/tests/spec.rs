@@ -474,3 +474,53 @@ fn non_ascii_rule_paths_are_reported_with_their_encoded_form() {
         b.problems
     );
 }
+
+#[test]
+fn a_regex_cache_carries_compiled_paths_between_builds_and_changes_no_decision() {
+    let parse = |yaml: &str| -> Vec<Ingress> {
+        yaml.split("\n---\n")
+            .map(|doc| serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(doc).unwrap()).unwrap())
+            .collect()
+    };
+    let regexy = |name: &str, host: &str, path: &str| {
+        ingress(name, host, &[(path, "ImplementationSpecific", name)]).replace(
+            "namespace: default}",
+            "namespace: default, annotations: {nginx.ingress.kubernetes.io/use-regex: \"true\"}}",
+        )
+    };
+    let first = [
+        regexy("a", "a.example", "/a/[0-9]+"),
+        regexy("b", "b.example", "/b/[a-z]+$"),
+    ]
+    .join("\n---\n");
+    let second = [
+        regexy("a", "a.example", "/a/[0-9]+"),
+        regexy("b", "b.example", "/b/[0-9]+$"),
+    ]
+    .join("\n---\n");
+    let mut cache = RegexCache::default();
+    let config = Config::default();
+    for yaml in [&first, &second, &first] {
+        let ings = parse(yaml);
+        let cached = RouteTable::build_cached(&ings, &[], &(), &config, &mut cache);
+        let fresh = RouteTable::build(&ings, &[], &(), &config);
+        assert!(cached.problems.is_empty(), "{:?}", cached.problems);
+        for (host, path) in [
+            ("a.example", "/a/12"),
+            ("a.example", "/a/x"),
+            ("b.example", "/b/xy"),
+            ("b.example", "/b/12"),
+        ] {
+            assert_eq!(
+                go(&cached.table, host, path),
+                go(&fresh.table, host, path),
+                "{host}{path}"
+            );
+        }
+        // What the build used, no more (the other b pattern is dropped).
+        assert!(format!("{cache:?}").contains("regexes: 2"), "{cache:?}");
+    }
+    let t = RouteTable::build_cached(&parse(&second), &[], &(), &config, &mut cache).table;
+    assert_eq!(svc(&t, "b.example", "/b/12"), "b");
+    assert_eq!(svc(&t, "b.example", "/b/xy"), "404");
+}

@@ -55,6 +55,15 @@ impl lb_route::PortResolver for ServicePorts {
 /// Compiles the Ingresses of a snapshot. Route-table problems are returned
 /// with the file and document of the Ingress they are about.
 pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Problem>) {
+    routes_cached(snap, config, &mut lb_route::RegexCache::default())
+}
+
+/// [`routes`], reusing the regexes `cache` kept from the last build.
+pub fn routes_cached(
+    snap: &Snapshot,
+    config: &lb_route::Config,
+    cache: &mut lb_route::RegexCache,
+) -> (RouteTable, Vec<Problem>) {
     let mut ingresses = Vec::new();
     let mut classes = Vec::new();
     let mut origins: HashMap<String, Option<Origin>> = HashMap::new();
@@ -77,7 +86,7 @@ pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Pr
         }
     }
     let ports = ServicePorts::from_snapshot(snap);
-    let build = RouteTable::build(&ingresses, &classes, &ports, config);
+    let build = RouteTable::build_cached(&ingresses, &classes, &ports, config, cache);
     let problems = build
         .problems
         .into_iter()

@@ -152,13 +152,14 @@ pub enum Error {
 /// Builds what a view serves: the route table, the endpoints and the
 /// certificates (problems returned).
 /// A TLS Secret that stops reading keeps the certificate it had in
-/// `previous`.
+/// `previous`; regexes the last build compiled are taken from `cache`.
 pub fn served(
     view: &Snapshot,
     route: &lb_route::Config,
     previous: Option<&super::tls::Certificates>,
+    cache: &mut lb_route::RegexCache,
 ) -> (Served, Vec<Problem>) {
-    let (table, mut problems) = super::routes(view, route);
+    let (table, mut problems) = super::routes_cached(view, route, cache);
     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
     let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous);
     problems.extend(cert_problems);
@@ -230,7 +231,8 @@ pub async fn run<S: Source + 'static>(
             None => tokio::time::sleep(options.poll_interval).await,
         }
     };
-    let (built, mut table_problems) = served(&view, &route, None);
+    let mut regexes = lb_route::RegexCache::default();
+    let (built, mut table_problems) = served(&view, &route, None, &mut regexes);
     // What the source found (YAML errors, unknown fields, duplicates) and
     // what the table and certificates did.
     let mut logged = Vec::new();
@@ -320,12 +322,13 @@ pub async fn run<S: Source + 'static>(
         let route = route.clone();
         let previous = current.load_full();
         let started = Instant::now();
-        let (back, rebuilt) = tokio::task::spawn_blocking(move || {
+        let mut cache = std::mem::take(&mut regexes);
+        let (back, rebuilt, cache) = tokio::task::spawn_blocking(move || {
             let view = source.view();
             let rebuilt = view.map(|view| {
                 let whole = view.objects_version != objects_version;
                 let (built, problems) = if whole {
-                    served(&view, &route, Some(&previous.certs))
+                    served(&view, &route, Some(&previous.certs), &mut cache)
                 } else {
                     // Endpoints alone changed: the table stays, and the
                     // certificates (Secrets are not endpoints).
@@ -343,11 +346,12 @@ pub async fn run<S: Source + 'static>(
                 };
                 (moved, view.objects_version, whole, built, problems, view.problems)
             });
-            (source, rebuilt)
+            (source, rebuilt, cache)
         })
         .await
         .map_err(|_| Error::Panicked)?;
         source = back;
+        regexes = cache;
         match rebuilt {
             Ok((v, objects, whole, built, problems, source_problems)) => {
                 version = v;
