@@ -105,6 +105,15 @@ impl RegexCache {
         })
     }
 
+    fn has(pattern: &str, case_insensitive: bool) -> bool {
+        ACTIVE.with(|a| {
+            a.borrow().as_ref().is_some_and(|cache| {
+                let key = (Box::<str>::from(pattern), case_insensitive);
+                cache.this.contains_key(&key) || cache.last.contains_key(&key)
+            })
+        })
+    }
+
     fn keep(pattern: &str, case_insensitive: bool, built: &Compiled) {
         ACTIVE.with(|a| {
             if let Some(cache) = a.borrow_mut().as_mut() {
@@ -263,7 +272,9 @@ impl PathRegex {
     /// must be a regex on its own first: `/x)|(.*` must not close the
     /// anchoring group and match anywhere.
     fn new(keep: &str, exclude: Option<&str>, path: &str) -> Result<Self, String> {
-        for p in std::iter::once(keep).chain(exclude) {
+        // A pattern compiled before has been checked before.
+        let known = |p: &str| RegexCache::has(&anchored(p), true);
+        for p in std::iter::once(keep).chain(exclude).filter(|p| !known(p)) {
             let parses = |config: syntax::Config| {
                 syntax::parse_with(p, &config.case_insensitive(true))
                     .map(|_| ())
