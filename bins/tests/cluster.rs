@@ -165,20 +165,18 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
             .spawn()
             .unwrap(),
     );
-    let get = |path: &str| -> u16 {
+    let get_from = |host: &str, path: &str| -> u16 {
         use std::io::{Read as _, Write as _};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
             return 0;
         };
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n"
-        );
+        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
     };
+    let get = |path: &str| get_from("shop.example.com", path);
     let wait = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !done() {
@@ -191,6 +189,24 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
     api.apply(&ingress("/b"));
     wait("/b routed after the edit", &|| get("/b/x") == 200);
     assert_eq!(get("/a/x"), 404);
+    // Basic auth: closed without its Secret; with it (an Opaque Secret, as
+    // `kubectl create secret generic` makes), the password is asked for.
+    api.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: staff, namespace: default, annotations: \
+         {nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users}}\n\
+         spec: {ingressClassName: lb, rules: [{host: staff.example.com, http: {paths: [{path: /, pathType: Prefix, \
+         backend: {service: {name: web, port: {name: http}}}}]}}]}\n",
+    );
+    wait("staff refused without its Secret", &|| {
+        get_from("staff.example.com", "/") == 503
+    });
+    api.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: users, namespace: default}\ntype: Opaque\n\
+         stringData: {auth: \"ann:{PLAIN}pw\"}\n",
+    );
+    wait("staff asks for the password", &|| {
+        get_from("staff.example.com", "/") == 401
+    });
     drop(children);
     drop(netns);
 }

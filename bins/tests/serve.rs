@@ -1018,3 +1018,49 @@ fn a_client_that_stops_reading_is_cut_off() {
         "the whole answer came ({got} bytes): the stalled client was not cut off"
     );
 }
+
+#[test]
+fn basic_auth_asks_for_the_password_and_fails_closed_without_its_secret() {
+    let mut procs = Procs(Vec::new());
+    let (port, dir) = shop(
+        &mut procs,
+        "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users, \
+         nginx.ingress.kubernetes.io/auth-realm: \"Staff only\"",
+        &[],
+    );
+    // No Secret yet: refused, never served open.
+    let (status, head, _) = get(port, "shop.example.com", "/", "");
+    assert_eq!(status, 503, "{head}");
+    // `openssl passwd -apr1 -salt abcdefgh password`
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: users, namespace: default}\ntype: Opaque\n\
+         stringData:\n  auth: \"ann:$apr1$abcdefgh$FBwExRW4dCc8aL.OvjpIE1\\n\"\n",
+    )
+    .unwrap();
+    let basic = |user: &str, password: &str| {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Authorization: Basic {token}\r\n")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, head, _) = get(port, "shop.example.com", "/", "");
+        if status == 401 {
+            assert!(head.contains("www-authenticate: Basic realm=\"Staff only\""), "{head}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Secret was never read: {head}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _, _) = get(port, "shop.example.com", "/", &basic("ann", "wrong"));
+    assert_eq!(status, 401);
+    let (status, _, _) = get(port, "shop.example.com", "/", &basic("bob", "password"));
+    assert_eq!(status, 401);
+    let (status, head, body) = get(port, "shop.example.com", "/", &basic("ann", "password"));
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(echoed(&body)["service"], "web");
+}

@@ -44,25 +44,21 @@ pub(crate) struct Compiled {
 /// directly so its heap size can be accounted, with a size limit on what it
 /// compiles to. Errors say what is wrong ("invalid: …", "too large …").
 pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Compiled, String> {
-    if let Some(hit) = RegexCache::lookup(pattern, case_insensitive) {
-        return Ok(hit);
-    }
-    let built = compile_uncached(pattern, case_insensitive)?;
-    RegexCache::keep(pattern, case_insensitive, &built);
-    Ok(built)
+    compile_uncached(pattern, case_insensitive)
 }
 
-/// Compiled regexes kept from one table build to the next, so that a
-/// rebuild compiles only the patterns the last build did not have (a
-/// change to one of 10,000 Ingresses compiles that one's). What a build
-/// did not use is dropped after it. Pass the same cache to every build
-/// ([`crate::RouteTable::build_cached`]).
+/// Compiled regex paths kept from one table build to the next, so that a
+/// rebuild compiles only the paths the last build did not have (a change
+/// to one of 10,000 Ingresses compiles that one's). Only what a table
+/// took (within its regex budget) is kept, and what a build did not use
+/// is dropped after it: the cache holds no regex the table does not. Pass
+/// the same cache to every build ([`crate::RouteTable::build_cached`]).
 #[derive(Default)]
 pub struct RegexCache {
-    /// What the last build compiled or used.
-    last: HashMap<(Box<str>, bool), Compiled>,
-    /// What this build has compiled or used so far.
-    this: HashMap<(Box<str>, bool), Compiled>,
+    /// What the last build took.
+    last: HashMap<(Box<str>, &'static str), PathRegex>,
+    /// What this build has taken so far.
+    this: HashMap<(Box<str>, &'static str), PathRegex>,
 }
 
 impl std::fmt::Debug for RegexCache {
@@ -91,33 +87,24 @@ impl RegexCache {
         out
     }
 
-    fn lookup(pattern: &str, case_insensitive: bool) -> Option<Compiled> {
+    /// The regex for `path` compiled the `how` way, if a build took it.
+    pub(crate) fn take(path: &str, how: &'static str) -> Option<PathRegex> {
         ACTIVE.with(|a| {
             let mut a = a.borrow_mut();
             let cache = a.as_mut()?;
-            let key = (Box::<str>::from(pattern), case_insensitive);
+            let key = (Box::<str>::from(path), how);
             if let Some(hit) = cache.this.get(&key) {
                 return Some(hit.clone());
             }
-            let hit = cache.last.remove(&key)?;
-            cache.this.insert(key, hit.clone());
-            Some(hit)
+            cache.last.remove(&key)
         })
     }
 
-    fn has(pattern: &str, case_insensitive: bool) -> bool {
-        ACTIVE.with(|a| {
-            a.borrow().as_ref().is_some_and(|cache| {
-                let key = (Box::<str>::from(pattern), case_insensitive);
-                cache.this.contains_key(&key) || cache.last.contains_key(&key)
-            })
-        })
-    }
-
-    fn keep(pattern: &str, case_insensitive: bool, built: &Compiled) {
+    /// Keeps what this build took.
+    pub(crate) fn took(path: &str, how: &'static str, re: &PathRegex) {
         ACTIVE.with(|a| {
             if let Some(cache) = a.borrow_mut().as_mut() {
-                cache.this.insert((pattern.into(), case_insensitive), built.clone());
+                cache.this.insert((path.into(), how), re.clone());
             }
         });
     }
@@ -272,9 +259,7 @@ impl PathRegex {
     /// must be a regex on its own first: `/x)|(.*` must not close the
     /// anchoring group and match anywhere.
     fn new(keep: &str, exclude: Option<&str>, path: &str) -> Result<Self, String> {
-        // A pattern compiled before has been checked before.
-        let known = |p: &str| RegexCache::has(&anchored(p), true);
-        for p in std::iter::once(keep).chain(exclude).filter(|p| !known(p)) {
+        for p in std::iter::once(keep).chain(exclude) {
             let parses = |config: syntax::Config| {
                 syntax::parse_with(p, &config.case_insensitive(true))
                     .map(|_| ())

@@ -642,7 +642,7 @@ impl Builder<'_> {
                     PathKind::Regex if !text.starts_with('/') => Err(format!("{text:?} must start with '/'")),
                     // Already reported: the Ingress is not used.
                     PathKind::Regex if over_budget => continue,
-                    PathKind::Regex => match self.compile_regex(text, PathRegex::compile, &mut spent) {
+                    PathKind::Regex => match self.compile_regex(text, ("regex", PathRegex::compile), &mut spent) {
                         Ok(re) => {
                             regex = Some(re);
                             Ok(())
@@ -740,7 +740,7 @@ impl Builder<'_> {
     fn compile_regex(
         &self,
         path: &str,
-        compile: impl Fn(&str) -> Result<PathRegex, String>,
+        compile: (&'static str, impl Fn(&str) -> Result<PathRegex, String>),
         spent: &mut usize,
     ) -> Result<PathRegex, Refused> {
         within_budget(self.regex_memory, path, compile, spent)
@@ -1058,7 +1058,7 @@ impl Builder<'_> {
                 if full {
                     continue;
                 }
-                match within_budget(used, &route.path, compile, &mut spent) {
+                match within_budget(used, &route.path, ("regex-or-text", compile), &mut spent) {
                     Ok(re) => self.table.routes[r as usize].regex = Some(Box::new(re)),
                     Err(Refused::Invalid(e)) => reports.push((
                         i as u32,
@@ -1154,17 +1154,22 @@ enum Refused {
 fn within_budget(
     used: usize,
     path: &str,
-    compile: impl Fn(&str) -> Result<PathRegex, String>,
+    (how, compile): (&'static str, impl Fn(&str) -> Result<PathRegex, String>),
     spent: &mut usize,
 ) -> Result<PathRegex, Refused> {
     if used + *spent > TABLE_REGEX_BUDGET {
         return Err(Refused::OverBudget(*spent));
     }
-    let re = compile(path).map_err(Refused::Invalid)?;
+    // Compiled by the last build, the same way: taken as it was.
+    let re = match RegexCache::take(path, how) {
+        Some(re) => re,
+        None => compile(path).map_err(Refused::Invalid)?,
+    };
     if used + *spent + re.memory_usage() > TABLE_REGEX_BUDGET {
         return Err(Refused::OverBudget(*spent + re.memory_usage()));
     }
     *spent += re.memory_usage();
+    RegexCache::took(path, how, &re);
     Ok(re)
 }
 

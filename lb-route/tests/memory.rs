@@ -36,13 +36,32 @@ fn heavy(n: usize, hosts: usize) -> Vec<Ingress> {
 /// Builds with the heap capped; one build at a time (the cap is the
 /// process's).
 fn build_capped(ingresses: &[Ingress], mode: Mode) -> Build {
+    build_capped_with(ingresses, mode, &mut RegexCache::default())
+}
+
+/// The same with a regex cache kept by the caller (counted in the cap).
+fn build_capped_with(ingresses: &[Ingress], mode: Mode, cache: &mut RegexCache) -> Build {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     HEAP.set_limit(HEAP.allocated() + ALLOWED).unwrap();
     let config = Config::default().with_classes(ClassConfig::default().with_mode(mode));
-    let build = RouteTable::build(ingresses, &[], &(), &config);
+    let build = RouteTable::build_cached(ingresses, &[], &(), &config, cache);
     HEAP.set_limit(usize::MAX).unwrap();
     build
+}
+
+/// A cache kept between builds holds only what the tables took: building
+/// again over the same heavy Ingresses, with the last table and the cache
+/// alive, stays within the same cap, and serves the same.
+#[test]
+fn a_regex_cache_kept_between_builds_stays_within_the_budgets() {
+    let ingresses = heavy(2000, 2000);
+    let mut cache = RegexCache::default();
+    let first = build_capped_with(&ingresses, Mode::Strict, &mut cache);
+    drop(first);
+    let again = build_capped_with(&ingresses, Mode::Strict, &mut cache);
+    assert!(served(&again.table, "h0.example.com", "/abc-0/"));
+    assert!(!served(&again.table, "h1999.example.com", "/abc-1999/"));
 }
 
 fn over_budget(b: &Build) -> Vec<String> {

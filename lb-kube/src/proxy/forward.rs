@@ -132,6 +132,8 @@ struct Target {
     https: bool,
     /// `auth-url` and friends.
     external_auth: Option<Box<lb_route::ExternalAuth>>,
+    /// `auth-type: basic`: the Secret (in the Ingress's namespace) and realm.
+    basic_auth: Option<Box<lb_route::BasicAuth>>,
 }
 
 /// Answers one request.
@@ -287,6 +289,7 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
             Routed::To(Target {
                 protocol: f.options.backend_protocol,
                 external_auth: f.options.external_auth.clone(),
+                basic_auth: f.options.basic_auth.clone().map(Box::new),
                 affinity: f.options.affinity.clone(),
                 pinned,
                 matched: f.matched.map(|(p, _)| p.to_owned()),
@@ -344,6 +347,13 @@ async fn forward(
     target: Target,
     req: Request<Incoming>,
 ) -> (Response<Body>, Option<SocketAddr>, Option<&'static str>) {
+    // Basic authentication first: nothing else is said to a client
+    // without the password.
+    if let Some(basic) = &target.basic_auth
+        && let Err(answer) = authenticate(served, &target.namespace, basic, req.headers()).await
+    {
+        return (answer, None, None);
+    }
     let Some(backends) = served.endpoints.get(&target.namespace, &target.service, target.port) else {
         tracing::warn!(service = %format!("{}/{}", target.namespace, target.service), port = target.port, "no ready endpoint");
         return (
@@ -353,7 +363,7 @@ async fn forward(
         );
     };
     let (mut parts, body) = req.into_parts();
-    // External authorization first: nothing reaches the backend unless the
+    // External authorization next: nothing reaches the backend unless the
     // auth service says 2xx.
     let mut granted = Vec::new();
     if let Some(auth) = &target.external_auth {
@@ -551,6 +561,43 @@ async fn forward(
         None,
         Some("connect"),
     )
+}
+
+/// Checks a request's basic credentials against the Ingress's htpasswd
+/// Secret: 401 with the realm without valid ones; 503 when the Secret is
+/// missing or has no usable user (closed, never open). A bcrypt check runs
+/// off the serving threads, once per credentials while the Secret stays.
+async fn authenticate(
+    served: &Served,
+    namespace: &str,
+    basic: &lb_route::BasicAuth,
+    headers: &HeaderMap,
+) -> Result<(), Response<Body>> {
+    let Some(file) = served.auth.get(namespace, &basic.secret).filter(|f| !f.is_empty()) else {
+        tracing::warn!(secret = %format!("{namespace}/{}", basic.secret), "auth-secret missing or without a usable user: refused");
+        return Err(own(StatusCode::SERVICE_UNAVAILABLE, "authentication is not available"));
+    };
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    let ok = match given {
+        None => false,
+        Some(given) if file.known(&given) => true,
+        Some(given) if file.slow(&given) => {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || file.verify(&given))
+                .await
+                .unwrap_or(false)
+        }
+        Some(given) => file.verify(&given),
+    };
+    if ok {
+        return Ok(());
+    }
+    let mut r = own(StatusCode::UNAUTHORIZED, "authorization required");
+    let realm = basic.realm.replace(['"', '\\'], "");
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    Err(r)
 }
 
 /// Asks the `auth-url` service about a request (a GET with the client's

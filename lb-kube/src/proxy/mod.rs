@@ -2,6 +2,7 @@
 //! `lb-route` table, `explain` (where would this URL go, and why), and the
 //! serving proxy ([`serve`]) that executes those decisions.
 
+pub mod basic;
 pub mod endpoints;
 mod forward;
 pub mod framing;

@@ -116,6 +116,8 @@ pub struct Served {
     /// The certificates of the TLS Secrets (shared with the next
     /// [`Served`] when only endpoints change).
     pub certs: Arc<super::tls::Certificates>,
+    /// The htpasswd Secrets (shared like the certificates).
+    pub auth: Arc<super::basic::Htpasswds>,
 }
 
 /// Why the proxy cannot serve.
@@ -163,12 +165,15 @@ pub fn served(
     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
     let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous);
     problems.extend(cert_problems);
+    let (auth, auth_problems) = super::basic::Htpasswds::build(view);
+    problems.extend(auth_problems);
     let table = Arc::new(table);
     (
         Served {
             table,
             endpoints,
             certs: Arc::new(certs),
+            auth: Arc::new(auth),
         },
         problems,
     )
@@ -335,11 +340,13 @@ pub async fn run<S: Source + 'static>(
                     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
                     let table = previous.table.clone();
                     let certs = previous.certs.clone();
+                    let auth = previous.auth.clone();
                     (
                         Served {
                             table,
                             endpoints,
                             certs,
+                            auth,
                         },
                         Vec::new(),
                     )

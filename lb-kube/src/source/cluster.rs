@@ -98,6 +98,8 @@ pub fn proxy_watches() -> Vec<Watch> {
         Watch::all::<Service>(),
         Watch::all::<EndpointSlice>(),
         Watch::all::<Secret>().fields("type=kubernetes.io/tls"),
+        // htpasswd files for basic auth (`kubectl create secret generic`).
+        Watch::all::<Secret>().fields("type=Opaque"),
     ]
 }
 
