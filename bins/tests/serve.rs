@@ -219,9 +219,13 @@ fn requests_go_by_host_and_path_to_the_services_endpoints_with_forwarding_header
         port,
         "shop.example.com",
         "/",
-        "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Secret: 1\r\nConnection: X-Secret\r\n",
+        "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Secret: 1\r\nConnection: X-Secret\r\n\
+         Forwarded: for=6.6.6.6\r\nX-Forwarded-Scheme: https\r\nProxy: http://evil:1\r\nX-Original-URL: /admin\r\n",
     );
     let v = echoed(&body);
+    for name in ["forwarded", "x-forwarded-scheme", "proxy", "x-original-url"] {
+        assert_eq!(header(&v, name), None, "{name}: {v}");
+    }
     assert_eq!(header(&v, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(header(&v, "x-forwarded-proto"), Some("http"));
     assert_eq!(header(&v, "x-secret"), None, "{v}");

@@ -83,7 +83,7 @@ struct ServeArgs {
     keepalive_timeout: u64,
     /// Threads that serve requests (default: one per CPU the process may
     /// use). With 1, everything runs on one thread, as an nginx worker.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// Do not log each request (the access log, target lb_proxy::access).
     #[arg(long)]

@@ -967,6 +967,13 @@ impl<'a> Outgoing<'a> {
         ) {
             set.push((header::TE, HeaderValue::from_static("trailers")));
         }
+        // What only a proxy in front may say, and httpoxy's `Proxy` (a
+        // CGI backend would take it for its HTTP_PROXY) from anyone; URL
+        // overrides some frameworks route by, never from a client.
+        if !trusted {
+            dropped.extend(["forwarded", "x-forwarded-scheme"].map(HeaderName::from_static));
+        }
+        dropped.extend(["proxy", "x-original-url", "x-rewrite-url"].map(HeaderName::from_static));
         if let Some(auth) = &target.external_auth {
             // What the auth service vouches for is its word alone: neither
             // the client's header of the same name nor the proxy's passes.

@@ -104,13 +104,13 @@ impl Pool {
         let mut head = Vec::with_capacity(512);
         write_head(&mut head);
         let conn = self.checkout(addr).await?;
-        match self.exchange(conn, addr, method, &head, deadline).await {
+        match self.exchange(conn, addr, method, &head, (deadline, timeout)).await {
             Err((true, Error::Io(_) | Error::Closed)) if idempotent => {
                 // The backend may have restarted: its other pooled
                 // connections are likely dead too.
                 self.forget(addr);
                 let conn = self.connect(addr).await?;
-                self.exchange(conn, addr, method, &head, deadline)
+                self.exchange(conn, addr, method, &head, (deadline, timeout))
                     .await
                     .map_err(|(_, e)| e)
             }
@@ -136,7 +136,7 @@ impl Pool {
         addr: SocketAddr,
         method: &Method,
         head: &[u8],
-        deadline: tokio::time::Instant,
+        (deadline, timeout): (tokio::time::Instant, Duration),
     ) -> Result<Response<Body>, (bool, Error)> {
         let reused = conn.reused;
         let Conn { io, buf, timer, .. } = &mut conn;
@@ -148,13 +148,20 @@ impl Pool {
             Some(r) => r.map_err(|e| (reused, e))?,
             None => return Err((false, Error::Timeout)),
         };
-        Ok(self.respond(conn, addr, response, framing))
+        Ok(self.respond(conn, addr, response, framing, timeout))
     }
 
     /// The response with its body: the rest of the buffer, then the
     /// connection's bytes. A body already read in full is handed over whole
     /// and the connection goes back to the pool at once.
-    fn respond(self: &Arc<Self>, mut conn: Conn, addr: SocketAddr, head: Head, framing: Framing) -> Response<Body> {
+    fn respond(
+        self: &Arc<Self>,
+        mut conn: Conn,
+        addr: SocketAddr,
+        head: Head,
+        framing: Framing,
+        read_timeout: Duration,
+    ) -> Response<Body> {
         let mut response = Response::new(Body::default());
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
@@ -179,6 +186,8 @@ impl Pool {
                 reusable: framing.reusable,
                 pool: self.clone(),
                 addr,
+                read_timeout,
+                deadline: tokio::time::Instant::now() + read_timeout,
             }
             .boxed(),
         };
@@ -400,8 +409,12 @@ fn head_of(r: &httparse::Response<'_, '_>, method: &Method) -> Result<(Head, Fra
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     // A length beside a coding: decoded by the coding, but the connection
-    // is not trusted with another request (RFC 9112 §6.3 item 3).
-    let suspect = coded && length.is_some();
+    // is not trusted with another request (RFC 9112 §6.3 item 3). Nor is
+    // one whose answer has no body by rule (HEAD, 204, 304) but announces
+    // one: a backend that sends it anyway, late, would answer the next
+    // request with it.
+    let suspect = (coded && length.is_some())
+        || (bodiless && !status.is_informational() && (coded || length.is_some_and(|n| n > 0)));
     let length = match (bodiless, coded, chunked, length) {
         (true, ..) => Length::Exact(0),
         // A coding decides over any length (RFC 9112 §6.3 item 3).
@@ -429,6 +442,10 @@ struct UpstreamBody {
     reusable: bool,
     pool: Arc<Pool>,
     addr: SocketAddr,
+    /// The longest silence between two reads of the body (nginx's
+    /// proxy_read_timeout), and when the current one runs out.
+    read_timeout: Duration,
+    deadline: tokio::time::Instant,
 }
 
 enum State {
@@ -460,11 +477,42 @@ impl UpstreamBody {
         loop {
             match conn.io.try_read_buf(&mut conn.buf) {
                 Ok(0) => return Poll::Ready(Ok(false)),
-                Ok(_) => return Poll::Ready(Ok(true)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(conn.io.poll_read_ready(cx))?,
+                Ok(_) => {
+                    self.deadline = tokio::time::Instant::now() + self.read_timeout;
+                    return Poll::Ready(Ok(true));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if conn.io.poll_read_ready(cx)?.is_ready() {
+                        continue;
+                    }
+                    // Bounded between two reads, on the connection's timer.
+                    if conn.timer.deadline() > self.deadline {
+                        conn.timer.as_mut().reset(self.deadline);
+                    }
+                    while conn.timer.as_mut().poll(cx).is_ready() {
+                        if tokio::time::Instant::now() >= self.deadline {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the backend stopped sending its answer",
+                            )));
+                        }
+                        conn.timer.as_mut().reset(self.deadline);
+                    }
+                    return Poll::Pending;
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+
+    /// A body that broke off: said, with the backend, and the connection
+    /// dropped.
+    fn failed(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let e = e.into();
+        tracing::warn!(upstream = %self.addr, error = %e, "the backend's answer broke off");
+        self.conn = None;
+        self.state = State::Done;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -496,9 +544,9 @@ impl hyper::body::Body for UpstreamBody {
                     match ready!(this.poll_fill(cx)) {
                         Ok(true) => {}
                         Ok(false) => {
-                            return Poll::Ready(Some(Err("the backend closed the connection mid-body".into())));
+                            return this.failed("the backend closed the connection mid-body");
                         }
-                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                        Err(e) => return this.failed(e),
                     }
                 }
                 State::UntilClose => {
@@ -515,7 +563,7 @@ impl hyper::body::Body for UpstreamBody {
                             this.conn = None;
                             return Poll::Ready(None);
                         }
-                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                        Err(e) => return this.failed(e),
                     }
                 }
                 State::Chunked(ref mut dechunker) => {
@@ -530,18 +578,14 @@ impl hyper::body::Body for UpstreamBody {
                             return Poll::Ready(None);
                         }
                         Ok(Dechunked::More) => {}
-                        Err(e) => {
-                            this.conn = None;
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(e.into())));
-                        }
+                        Err(e) => return this.failed(e),
                     }
                     match ready!(this.poll_fill(cx)) {
                         Ok(true) => {}
                         Ok(false) => {
-                            return Poll::Ready(Some(Err("the backend closed the connection mid-body".into())));
+                            return this.failed("the backend closed the connection mid-body");
                         }
-                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                        Err(e) => return this.failed(e),
                     }
                 }
             }
@@ -669,24 +713,24 @@ mod tests {
         assert_eq!((s, b.len()), (StatusCode::NO_CONTENT, 0));
         assert_eq!(
             accepted.load(Ordering::SeqCst),
-            1,
-            "one connection carried four exchanges"
+            2,
+            "three exchanges on one connection; a HEAD answer announcing a body ends it"
         );
         let (_, _, b) = get(&pool, addr, Method::GET).await.unwrap();
         assert_eq!(b, b"until the end");
         let (_, _, b) = get(&pool, addr, Method::GET).await.unwrap();
         assert_eq!(b, b"z");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a body read to close is not reused");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a body read to close is not reused");
         let (_, _, b) = get(&pool, addr, Method::GET).await.unwrap();
         assert_eq!(b, b"new");
-        assert_eq!(accepted.load(Ordering::SeqCst), 3, "Connection: close is honoured");
+        assert_eq!(accepted.load(Ordering::SeqCst), 4, "Connection: close is honoured");
         let (_, h, b) = get(&pool, addr, Method::GET).await.unwrap();
         assert_eq!(b, b"q", "a coding decides over a length");
         assert!(h.get(header::CONTENT_LENGTH).is_none(), "and the length is dropped");
         assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"last");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
-            4,
+            5,
             "a connection that sent both is not reused"
         );
     }
@@ -703,7 +747,8 @@ mod tests {
         let pool = Pool::new(Duration::from_secs(1));
         let (_, _, b) = get(&pool, addr, Method::HEAD).await.unwrap();
         assert!(b.is_empty());
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // At once, before the late bytes come: the HEAD's connection, which
+        // announced a body, was not pooled.
         assert_eq!(get(&pool, addr, Method::GET).await.unwrap().2, b"real");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
@@ -785,6 +830,23 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_stops_mid_body_is_cut_off_after_the_read_timeout() {
+        let (addr, _) = backend(vec!["HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]).await;
+        let pool = Pool::new(Duration::from_secs(1));
+        let started = tokio::time::Instant::now();
+        let r = pool
+            .send(addr, &Method::GET, head(&Method::GET), true, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(r.into_body().collect().await.is_err());
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
     }
 
     #[tokio::test]
