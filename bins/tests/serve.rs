@@ -1068,3 +1068,28 @@ fn basic_auth_asks_for_the_password_and_fails_closed_without_its_secret() {
     assert_eq!(status, 200, "{head}");
     assert_eq!(echoed(&body)["service"], "web");
 }
+
+#[test]
+fn an_edit_that_breaks_an_ingress_leaves_its_last_good_version_serving() {
+    let mut procs = Procs(Vec::new());
+    let (port, dir) = shop(&mut procs, "", &[]);
+    assert_eq!(get(port, "shop.example.com", "/x", "").0, 200);
+    let file = dir.path().join("all.yaml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    // A path type the API server would refuse, as a typo in a live edit.
+    std::fs::write(&file, good.replace("pathType: Prefix", "pathType: Prefx")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        get(port, "shop.example.com", "/x", "").0,
+        200,
+        "the last good version serves"
+    );
+    // A good edit after it is taken.
+    std::fs::write(&file, good.replace("- path: /\n", "- path: /shop\n")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(port, "shop.example.com", "/x", "").0 != 404 {
+        assert!(std::time::Instant::now() < deadline, "the good edit was never taken");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(port, "shop.example.com", "/shop/x", "").0, 200);
+}

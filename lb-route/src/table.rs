@@ -1452,6 +1452,11 @@ impl RouteTable {
         self.ingresses.len()
     }
 
+    /// The Ingresses served (those left out for an error are not).
+    pub fn ingresses(&self) -> impl Iterator<Item = &IngressRef> {
+        self.ingresses.iter()
+    }
+
     /// The host bucket a canonical host selects.
     /// The wildcard bucket covering `host`, else the host-less one.
     pub(crate) fn bucket_beyond_exact(&self, host: &str) -> Option<&HostRoutes> {

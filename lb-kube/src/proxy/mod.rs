@@ -59,12 +59,86 @@ pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Pr
     routes_cached(snap, config, &mut lb_route::RegexCache::default())
 }
 
+/// What one table build leaves for the next: the compiled regexes, and the
+/// last version of each Ingress that was served.
+#[derive(Debug, Default)]
+pub struct Rebuild {
+    /// Regexes the last table took.
+    pub regexes: lb_route::RegexCache,
+    /// The last version of each Ingress that was served, by namespace and
+    /// name: an edit that breaks an Ingress (a bad path type, port or
+    /// annotation) leaves this one serving, and says so.
+    last_good: HashMap<(String, String), lb_route::Ingress>,
+}
+
+/// [`routes`] for a serving proxy: regexes the last build compiled are
+/// reused, and an Ingress that no longer builds keeps its last good
+/// version serving (reported with the error), as the source does for an
+/// object it cannot read.
+pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Rebuild) -> (RouteTable, Vec<Problem>) {
+    type Key = (String, String);
+    let key = |i: &lb_route::Ingress| (i.metadata.namespace().to_owned(), i.metadata.name.clone());
+    let served = |t: &RouteTable| -> std::collections::HashSet<Key> {
+        t.ingresses().map(|r| (r.namespace.clone(), r.name.clone())).collect()
+    };
+    let (mut table, mut problems, mut ingresses) = routes_of(snap, config, &mut rebuild.regexes, |_| {});
+    let first = served(&table);
+    let kept: Vec<Key> = ingresses
+        .iter()
+        .filter(|i| !first.contains(&key(i)) && rebuild.last_good.get(&key(i)).is_some_and(|g| g != *i))
+        .map(key)
+        .collect();
+    if !kept.is_empty() {
+        // Built again with the last good versions in their place; the
+        // errors of the versions in force in the files are what is said.
+        let last_good = &rebuild.last_good;
+        let (again, _, adjusted) = routes_of(snap, config, &mut rebuild.regexes, |list| {
+            for ing in list.iter_mut() {
+                if let Some(good) = last_good.get(&key(ing)).filter(|_| kept.contains(&key(ing))) {
+                    *ing = good.clone();
+                }
+            }
+        });
+        let now = served(&again);
+        for p in &mut problems {
+            if let Some(o) = &p.object
+                && o.kind == "Ingress"
+                && p.severity == Severity::Error
+                && kept.contains(&(o.namespace.clone(), o.name.clone()))
+                && now.contains(&(o.namespace.clone(), o.name.clone()))
+            {
+                p.message.push_str("; its last good version keeps serving");
+            }
+        }
+        table = again;
+        ingresses = adjusted;
+    }
+    let now = served(&table);
+    rebuild.last_good = ingresses
+        .into_iter()
+        .filter(|i| now.contains(&key(i)))
+        .map(|i| (key(&i), i))
+        .collect();
+    (table, problems)
+}
+
 /// [`routes`], reusing the regexes `cache` kept from the last build.
 pub fn routes_cached(
     snap: &Snapshot,
     config: &lb_route::Config,
     cache: &mut lb_route::RegexCache,
 ) -> (RouteTable, Vec<Problem>) {
+    let (table, problems, _) = routes_of(snap, config, cache, |_| {});
+    (table, problems)
+}
+
+/// Builds the table of `snap`'s Ingresses, after `adjust` has seen them.
+fn routes_of(
+    snap: &Snapshot,
+    config: &lb_route::Config,
+    cache: &mut lb_route::RegexCache,
+    adjust: impl FnOnce(&mut Vec<lb_route::Ingress>),
+) -> (RouteTable, Vec<Problem>, Vec<lb_route::Ingress>) {
     let mut ingresses = Vec::new();
     let mut classes = Vec::new();
     let mut origins: HashMap<String, Option<Origin>> = HashMap::new();
@@ -86,6 +160,7 @@ pub fn routes_cached(
             _ => {}
         }
     }
+    adjust(&mut ingresses);
     let ports = ServicePorts::from_snapshot(snap);
     let build = RouteTable::build_cached(&ingresses, &classes, &ports, config, cache);
     let problems = build
@@ -120,7 +195,7 @@ pub fn routes_cached(
             }
         })
         .collect();
-    (build.table, problems)
+    (build.table, problems, ingresses)
 }
 
 /// The answer of `lb-proxy explain` (the JSON contract of DESIGN.md §4,

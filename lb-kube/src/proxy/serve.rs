@@ -154,14 +154,15 @@ pub enum Error {
 /// Builds what a view serves: the route table, the endpoints and the
 /// certificates (problems returned).
 /// A TLS Secret that stops reading keeps the certificate it had in
-/// `previous`; regexes the last build compiled are taken from `cache`.
+/// `previous`; what the last build left (regexes, the last good version of
+/// each Ingress) is in `rebuild`.
 pub fn served(
     view: &Snapshot,
     route: &lb_route::Config,
     previous: Option<&super::tls::Certificates>,
-    cache: &mut lb_route::RegexCache,
+    rebuild: &mut super::Rebuild,
 ) -> (Served, Vec<Problem>) {
-    let (table, mut problems) = super::routes_cached(view, route, cache);
+    let (table, mut problems) = super::routes_kept(view, route, rebuild);
     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
     let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous);
     problems.extend(cert_problems);
@@ -236,7 +237,7 @@ pub async fn run<S: Source + 'static>(
             None => tokio::time::sleep(options.poll_interval).await,
         }
     };
-    let mut regexes = lb_route::RegexCache::default();
+    let mut regexes = super::Rebuild::default();
     let (built, mut table_problems) = served(&view, &route, None, &mut regexes);
     // What the source found (YAML errors, unknown fields, duplicates) and
     // what the table and certificates did.
