@@ -166,6 +166,20 @@ pub fn served(
     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
     let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous);
     problems.extend(cert_problems);
+    if let Some(d) = &route.default_certificate
+        && !certs.has(d)
+    {
+        problems.push(Problem::error(
+            Some(crate::objects::ObjectRef {
+                kind: "Secret".into(),
+                namespace: d.namespace.clone(),
+                name: d.name.clone(),
+            }),
+            None,
+            "the default certificate (--default-certificate) is missing or not a usable kubernetes.io/tls \
+             Secret: TLS handshakes for names no Ingress covers fail",
+        ));
+    }
     let (auth, auth_problems) = super::basic::Htpasswds::build(view);
     problems.extend(auth_problems);
     let table = Arc::new(table);

@@ -27,6 +27,11 @@ pub struct Certificates {
 }
 
 impl Certificates {
+    /// Whether the certificate of `secret` is usable.
+    pub fn has(&self, secret: &SecretRef) -> bool {
+        self.by_secret.contains_key(secret)
+    }
+
     /// Reads every `kubernetes.io/tls` Secret of `view`; one that does not
     /// read (no certificate, no key, a key that does not match) is
     /// reported and left out, so only the hosts naming it go without.
