@@ -161,6 +161,8 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
             .arg("--kubeconfig")
             .arg(api.kubeconfig())
             .args(["--http-listen", &format!("127.0.0.1:{port}")])
+            .args(["--publish-status-address", "192.0.2.10"])
+            .env("POD_NAME", "lb-proxy-test")
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -185,6 +187,27 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
         }
     };
     wait("/a routed", &|| get("/a/x") == 200);
+    // The Ingress served gets the proxy's address in its status (written
+    // by the Lease holder); one of another class does not.
+    api.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: theirs, namespace: default}\n\
+         spec: {ingressClassName: other, rules: [{host: theirs.example.com}]}\n",
+    );
+    let status = |name: &'static str| {
+        api.run(move |client| async move {
+            let ingresses: kube::Api<k8s_openapi::api::networking::v1::Ingress> =
+                kube::Api::namespaced(client, "default");
+            ingresses
+                .get_status(name)
+                .await
+                .ok()
+                .and_then(|i| i.status?.load_balancer?.ingress?.into_iter().next()?.ip)
+        })
+    };
+    wait("the shop Ingress's status", &|| {
+        status("shop").as_deref() == Some("192.0.2.10")
+    });
+    assert_eq!(status("theirs"), None);
     assert_eq!(get("/b/x"), 404);
     api.apply(&ingress("/b"));
     wait("/b routed after the edit", &|| get("/b/x") == 200);

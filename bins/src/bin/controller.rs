@@ -229,14 +229,7 @@ fn cluster_mode(cli: &Cli) -> ExitCode {
     };
     let mut cluster = controller::Cluster::new(cli.run.kubeconfig.clone(), cli.run.namespace.clone());
     if !cli.run.no_leader_election {
-        let identity = std::env::var("POD_NAME")
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-                format!("{}-{}", host.trim(), std::process::id())
-            });
-        cluster = cluster.with_lease(controller::Lease::new(cli.run.lease.clone(), identity));
+        cluster = cluster.with_lease(controller::Lease::new(cli.run.lease.clone(), lb_bins::identity()));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

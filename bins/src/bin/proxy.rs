@@ -81,6 +81,19 @@ struct ServeArgs {
     /// requests, or a stalled body) before it is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 75)]
     keepalive_timeout: u64,
+    /// Cluster mode: write ADDR (an IP or a host name; repeatable) into the
+    /// status of every Ingress served (ingress-nginx's
+    /// --publish-status-address), by the replica holding --election-id.
+    #[arg(long = "publish-status-address", value_name = "ADDR")]
+    publish_status_address: Vec<String>,
+    /// Cluster mode: the Lease replicas elect their status writer on, in
+    /// --election-namespace. Identity: $POD_NAME, else the host name and PID.
+    #[arg(long, value_name = "NAME", default_value = "lb-proxy")]
+    election_id: String,
+    /// Cluster mode: the namespace of the --election-id Lease (default:
+    /// $POD_NAMESPACE, else "default").
+    #[arg(long, value_name = "NS")]
+    election_namespace: Option<String>,
     /// Threads that serve requests (default: one per CPU the process may
     /// use). With 1, everything runs on one thread, as an nginx worker.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -231,6 +244,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let (manifests, kubeconfig) = (args.manifests, args.kubeconfig);
+    let publish = args.publish_status_address;
+    if manifests.is_some() && !publish.is_empty() {
+        eprintln!("error: --publish-status-address writes Ingress status on an API server: cluster mode only");
+        return ExitCode::from(2);
+    }
+    let election_id = args.election_id;
+    let election_namespace = args
+        .election_namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| "default".to_owned());
     let result = runtime.block_on(async move {
         let shutdown = lb_bins::shutdown_signal();
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -253,6 +276,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             None => {
                 let cluster = lb_kube::controller::Cluster::new(kubeconfig, "default");
                 let client = cluster.client().await.map_err(|e| e.to_string())?;
+                let mut options = options;
+                if !publish.is_empty() {
+                    let election = lb_kube::proxy::publish::Election {
+                        namespace: election_namespace,
+                        name: election_id,
+                        identity: lb_bins::identity(),
+                    };
+                    let p = lb_kube::proxy::publish::Publisher::start(client.clone(), publish, Some(election)).await?;
+                    options.publisher = Some(p);
+                }
                 let watches = lb_kube::source::cluster::proxy_watches();
                 let source = lb_kube::source::cluster::KubeSource::start(client, watches);
                 lb_kube::proxy::serve::run(source, options, shutdown)

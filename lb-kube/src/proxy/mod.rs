@@ -9,6 +9,7 @@ pub mod framing;
 mod guard;
 mod http1;
 pub mod metrics;
+pub mod publish;
 pub mod serve;
 pub mod tls;
 mod upstream;

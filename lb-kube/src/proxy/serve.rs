@@ -43,6 +43,9 @@ pub struct Options {
     /// Wakes the proxy to look at the configuration now (the binary
     /// forwards SIGHUP here), besides change notifications and polling.
     pub reload: Arc<tokio::sync::Notify>,
+    /// Cluster mode: writes the proxy's addresses into the status of the
+    /// Ingresses it serves.
+    pub publisher: Option<Arc<super::publish::Publisher>>,
 }
 
 impl Options {
@@ -59,6 +62,7 @@ impl Options {
             drain: Duration::from_secs(10),
             metrics_listen: None,
             reload: Arc::default(),
+            publisher: None,
         }
     }
 }
@@ -253,6 +257,9 @@ pub async fn run<S: Source + 'static>(
     };
     let mut regexes = super::Rebuild::default();
     let (built, mut table_problems) = served(&view, &route, None, &mut regexes);
+    if let Some(p) = &options.publisher {
+        p.publish(&view, &built.table);
+    }
     // What the source found (YAML errors, unknown fields, duplicates) and
     // what the table and certificates did.
     let mut logged = Vec::new();
@@ -343,12 +350,17 @@ pub async fn run<S: Source + 'static>(
         let previous = current.load_full();
         let started = Instant::now();
         let mut cache = std::mem::take(&mut regexes);
+        let publisher = options.publisher.clone();
         let (back, rebuilt, cache) = tokio::task::spawn_blocking(move || {
             let view = source.view();
             let rebuilt = view.map(|view| {
                 let whole = view.objects_version != objects_version;
                 let (built, problems) = if whole {
-                    served(&view, &route, Some(&previous.certs), &mut cache)
+                    let (built, problems) = served(&view, &route, Some(&previous.certs), &mut cache);
+                    if let Some(p) = &publisher {
+                        p.publish(&view, &built.table);
+                    }
+                    (built, problems)
                 } else {
                     // Endpoints alone changed: the table stays, and the
                     // certificates (Secrets are not endpoints).
