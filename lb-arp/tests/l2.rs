@@ -291,3 +291,55 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_eligible_nodes_are_candidates_as_metallb_has_them() {
+    use election::{Node, Service, announcer};
+    let node = |name| Node {
+        name,
+        alive: true,
+        network_unavailable: false,
+        excluded: false,
+        advertised: true,
+        preference: 0,
+    };
+    let ips: [IpAddr; 1] = ["192.0.2.1".parse().unwrap()];
+    let everywhere = ["node-a", "node-b", "node-c"];
+    let svc = Service {
+        ips: &ips,
+        local: false,
+        endpoint_nodes: &everywhere,
+    };
+    let all = [node("node-a"), node("node-b"), node("node-c")];
+    // Ranked by sha256 (node-c first for this address, then node-a).
+    assert_eq!(announcer(&svc, &all), Some("node-c"));
+    for spoil in [
+        |n: &mut Node<'_>| n.alive = false,
+        |n: &mut Node<'_>| n.network_unavailable = true,
+        |n: &mut Node<'_>| n.excluded = true,
+        |n: &mut Node<'_>| n.advertised = false,
+    ] {
+        let mut nodes = all.clone();
+        spoil(&mut nodes[2]);
+        assert_eq!(announcer(&svc, &nodes), Some("node-a"));
+    }
+    // Preference comes before the hash.
+    let mut preferred = all.clone();
+    preferred[1].preference = 10;
+    assert_eq!(announcer(&svc, &preferred), Some("node-b"));
+    // externalTrafficPolicy Local: only where an endpoint serves.
+    let on_b = ["node-b"];
+    let local = Service {
+        local: true,
+        endpoint_nodes: &on_b,
+        ..svc.clone()
+    };
+    assert_eq!(announcer(&local, &all), Some("node-b"));
+    // No serving endpoint anywhere: nobody, even with Cluster policy.
+    let none = Service {
+        endpoint_nodes: &[],
+        ..svc.clone()
+    };
+    assert_eq!(announcer(&none, &all), None);
+    assert_eq!(announcer(&Service { ips: &[], ..svc }, &all), None);
+}
