@@ -9,4 +9,5 @@ pub mod objects;
 pub mod proxy;
 pub mod service;
 pub mod source;
+pub mod speaker;
 pub mod status;
