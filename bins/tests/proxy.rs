@@ -123,6 +123,41 @@ fn bad_arguments_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--url"));
+    // Serving flags are checked before anything is bound.
+    for (flag, value, said) in [
+        ("--trusted-proxy", "127.9.9.9/8", "127.0.0.0/8 is meant"),
+        ("--trusted-proxy", "bogus", "neither an address nor a CIDR"),
+        ("--workers", "0", "--workers"),
+        ("--workers", "5000", "--workers"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+            .args([
+                "--manifests",
+                dir.path().to_str().unwrap(),
+                "--http-listen",
+                "127.0.0.1:0",
+                flag,
+                value,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(said), "{flag} {value}: {stderr}");
+    }
+    // A file-mode proxy cannot write Ingress status.
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args([
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--publish-status-address", "192.0.2.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster mode only"));
 }
 
 #[test]

@@ -63,9 +63,9 @@ struct ServeArgs {
     /// Do not send Strict-Transport-Security on HTTPS answers.
     #[arg(long)]
     no_hsts: bool,
-    /// Trust X-Forwarded-* headers from clients in CIDR (repeatable);
-    /// other clients' are overwritten.
-    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    /// Trust X-Forwarded-* headers from clients in CIDR, or from one
+    /// address (repeatable); other clients' are overwritten.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = cidr)]
     trusted: Vec<ipnet::IpNet>,
     /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on ADDR.
     #[arg(long, value_name = "ADDR")]
@@ -189,6 +189,24 @@ enum EncodedSlashArg {
 enum Output {
     Text,
     Json,
+}
+
+/// A network, or one address as its own /32 or /128; host bits set past
+/// the prefix are refused (they would be silently dropped).
+fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    let net: ipnet::IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither an address nor a CIDR (like 10.0.0.0/8)"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{s:?} has host bits past its prefix: {} is meant?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 fn main() -> ExitCode {
