@@ -1093,3 +1093,17 @@ fn an_edit_that_breaks_an_ingress_leaves_its_last_good_version_serving() {
     }
     assert_eq!(get(port, "shop.example.com", "/shop/x", "").0, 200);
 }
+
+#[test]
+fn a_client_that_stops_sending_its_body_gets_408_at_the_keepalive_bound() {
+    let mut procs = Procs(Vec::new());
+    let (port, _dir) = shop(&mut procs, "", &["--keepalive-timeout", "1"]);
+    let started = std::time::Instant::now();
+    let answer = raw(
+        port,
+        "POST /upload HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 100\r\n\r\nab",
+    );
+    let (status, head, _) = split(&answer);
+    assert_eq!(status, 408, "{head}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}

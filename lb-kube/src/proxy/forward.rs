@@ -484,6 +484,14 @@ async fn forward(
                     None,
                 );
             }
+            Err(Failed::ClientTimeout) => {
+                tracing::debug!(upstream = %addr, "the client stopped sending its request body");
+                return (
+                    close(own(StatusCode::REQUEST_TIMEOUT, "request body timeout")),
+                    Some(addr),
+                    None,
+                );
+            }
             // The client's body broke (malformed chunks, cut short): the
             // client's fault, not the backend's.
             Err(Failed::ClientBody(e)) => {
@@ -803,6 +811,8 @@ enum Failed {
     TooLarge,
     /// The client's request body failed (malformed, cut short).
     ClientBody(String),
+    /// The client stopped sending its request body.
+    ClientTimeout,
     /// The backend failed once connected.
     Backend(String),
 }
@@ -812,6 +822,8 @@ impl Failed {
     fn of_client(e: &hyper_util::client::legacy::Error) -> Self {
         if too_large(e) {
             Self::TooLarge
+        } else if client_body_failed(e) && timed_out(e) {
+            Self::ClientTimeout
         } else if client_body_failed(e) {
             Self::ClientBody(e.to_string())
         } else if e.is_connect() && timed_out(e) {

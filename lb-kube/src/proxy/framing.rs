@@ -253,6 +253,11 @@ impl Framer {
         self.heads
     }
 
+    /// Whether a request body is coming (part of it is still awaited).
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Fixed { left, .. } if left > 0) || matches!(self.state, State::Chunked(_))
+    }
+
     /// Whether part of a request head has come and the rest is awaited.
     pub fn in_head(&self) -> bool {
         self.state == State::Head && !self.head.is_empty()

@@ -48,6 +48,8 @@ pub(crate) struct Guarded<S> {
     /// backend may take its time (its own timeout applies), not idle.
     awaiting: bool,
     heads: u64,
+    /// A request head passed and its body is still coming.
+    owing: bool,
     /// Counts refused requests.
     refused: Option<prometheus_client::metrics::counter::Counter>,
     /// A client that stops reading: how long a write may wait (nginx's
@@ -70,6 +72,7 @@ impl<S> Guarded<S> {
             timer: Box::pin(tokio::time::sleep(head_timeout.min(idle_timeout).min(YEAR))),
             awaiting: false,
             heads: 0,
+            owing: false,
             refused: None,
             send_timeout: idle_timeout,
             stalled: None,
@@ -125,8 +128,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 this.out.extend_from_slice(POISON);
                 this.poisoned = true;
             }
+            // A request is in once its body is: until then the client owes
+            // bytes and its silence counts (nginx's client_body_timeout).
             if this.framer.heads() != this.heads {
                 this.heads = this.framer.heads();
+                this.owing = true;
+            }
+            if this.owing && !this.framer.in_body() {
+                this.owing = false;
                 this.awaiting = true;
             }
             match (this.framer.in_head(), this.head_started.is_some()) {
