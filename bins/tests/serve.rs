@@ -220,10 +220,16 @@ fn requests_go_by_host_and_path_to_the_services_endpoints_with_forwarding_header
         "shop.example.com",
         "/",
         "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Secret: 1\r\nConnection: X-Secret\r\n\
-         Forwarded: for=6.6.6.6\r\nX-Forwarded-Scheme: https\r\nProxy: http://evil:1\r\nX-Original-URL: /admin\r\n",
+         Forwarded: for=6.6.6.6\r\nX-Forwarded-Scheme: https\r\nProxy: http://evil:1\r\nX-Original-URL: /admin\r\nX_Rewrite_URL: /admin\r\n",
     );
     let v = echoed(&body);
-    for name in ["forwarded", "x-forwarded-scheme", "proxy", "x-original-url"] {
+    for name in [
+        "forwarded",
+        "x-forwarded-scheme",
+        "proxy",
+        "x-original-url",
+        "x_rewrite_url",
+    ] {
         assert_eq!(header(&v, name), None, "{name}: {v}");
     }
     assert_eq!(header(&v, "x-forwarded-for"), Some("127.0.0.1"));
@@ -1092,6 +1098,30 @@ fn an_edit_that_breaks_an_ingress_leaves_its_last_good_version_serving() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(get(port, "shop.example.com", "/shop/x", "").0, 200);
+    let wait_for = |status: u16, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while get(port, "shop.example.com", "/shop/x", "").0 != status {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // An edit that asks for protection and does not build leaves nothing
+    // open: the open version is not kept.
+    let open = good.replace("- path: /\n", "- path: /shop\n");
+    std::fs::write(
+        &file,
+        open.replace(
+            "annotations: {}",
+            "annotations: {nginx.ingress.kubernetes.io/auth-type: basic}",
+        ),
+    )
+    .unwrap();
+    wait_for(404, "a broken auth edit must not leave the open version serving");
+    std::fs::write(&file, &open).unwrap();
+    wait_for(200, "the open version again");
+    // Moved to another class: no longer ours, not kept.
+    std::fs::write(&file, open.replace("ingressClassName: lb", "ingressClassName: other")).unwrap();
+    wait_for(404, "an Ingress moved to another class must stop being served");
 }
 
 #[test]

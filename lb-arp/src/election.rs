@@ -61,6 +61,8 @@ pub struct Service<'a> {
     pub ips: &'a [IpAddr],
     /// `externalTrafficPolicy: Local`.
     pub local: bool,
+    /// A serving endpoint exists somewhere (on a node or not).
+    pub serving: bool,
     /// The nodes with a serving endpoint of it.
     pub endpoint_nodes: &'a [&'a str],
 }
@@ -69,7 +71,7 @@ pub struct Service<'a> {
 /// (no serving endpoint, no address, or no eligible node).
 pub fn announcer<'a>(service: &Service<'_>, nodes: &[Node<'a>]) -> Option<&'a str> {
     let first = *service.ips.first()?;
-    if service.endpoint_nodes.is_empty() {
+    if !service.serving {
         return None;
     }
     nodes

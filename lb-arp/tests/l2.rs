@@ -308,6 +308,7 @@ fn only_eligible_nodes_are_candidates_as_metallb_has_them() {
     let svc = Service {
         ips: &ips,
         local: false,
+        serving: true,
         endpoint_nodes: &everywhere,
     };
     let all = [node("node-a"), node("node-b"), node("node-c")];
@@ -337,6 +338,7 @@ fn only_eligible_nodes_are_candidates_as_metallb_has_them() {
     assert_eq!(announcer(&local, &all), Some("node-b"));
     // No serving endpoint anywhere: nobody, even with Cluster policy.
     let none = Service {
+        serving: false,
         endpoint_nodes: &[],
         ..svc.clone()
     };

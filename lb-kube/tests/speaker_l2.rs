@@ -27,7 +27,11 @@ fn view(ad_spec: &str, svc_extra: &str, pool: &str, endpoint_nodes: &[&str], nod
     let endpoints: Vec<String> = endpoint_nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| format!("{{addresses: [10.1.0.{i}], nodeName: {n}, conditions: {{ready: true, serving: true}}}}"))
+        .map(|(i, n)| match *n {
+            // An endpoint without a node (a hand-made slice).
+            "" => format!("{{addresses: [10.1.0.{i}], conditions: {{ready: true, serving: true}}}}"),
+            n => format!("{{addresses: [10.1.0.{i}], nodeName: {n}, conditions: {{ready: true, serving: true}}}}"),
+        })
         .collect();
     let text = [
         node("node-a", "zone: east", false),
@@ -156,6 +160,10 @@ fn advertisements_select_pools_services_nodes_and_interfaces() {
 fn endpoints_decide_whether_and_with_local_policy_where() {
     // No serving endpoint anywhere: nobody, even with the Cluster policy.
     assert_eq!(only(&view("", "", "p", &[], C)), None);
+    // One without a node still serves: announced with the Cluster policy,
+    // by nobody with Local.
+    assert_eq!(only(&view("", "", "p", &[""], C)), Some("node-c"));
+    assert_eq!(only(&view("", ", externalTrafficPolicy: Local", "p", &[""], C)), None);
     // Local: only a node with an endpoint.
     assert_eq!(
         only(&view("", ", externalTrafficPolicy: Local", "p", &["node-b"], C)),

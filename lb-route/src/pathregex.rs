@@ -59,6 +59,9 @@ pub struct RegexCache {
     last: HashMap<(Box<str>, &'static str), PathRegex>,
     /// What this build has taken so far.
     this: HashMap<(Box<str>, &'static str), PathRegex>,
+    /// What the Ingress being added took: kept if it is added, dropped if
+    /// an error leaves it out.
+    pending: Vec<((Box<str>, &'static str), PathRegex)>,
 }
 
 impl std::fmt::Debug for RegexCache {
@@ -78,13 +81,27 @@ impl RegexCache {
     /// Runs `build` with `cache` in use on this thread; afterwards the
     /// cache holds what that build used.
     pub(crate) fn during<T>(cache: &mut RegexCache, build: impl FnOnce() -> T) -> T {
+        /// Takes the cache off the thread however the build ends (a panic
+        /// included), and puts back what was there.
+        struct Installed<'a> {
+            cache: &'a mut RegexCache,
+            before: Option<RegexCache>,
+        }
+        impl Drop for Installed<'_> {
+            fn drop(&mut self) {
+                let before = self.before.take();
+                let mut back = ACTIVE
+                    .with(|a| std::mem::replace(&mut *a.borrow_mut(), before))
+                    .unwrap_or_default();
+                back.last = std::mem::take(&mut back.this);
+                back.pending.clear();
+                *self.cache = back;
+            }
+        }
         let taken = std::mem::take(cache);
-        ACTIVE.with(|a| *a.borrow_mut() = Some(taken));
-        let out = build();
-        let mut back = ACTIVE.with(|a| a.borrow_mut().take()).unwrap_or_default();
-        back.last = std::mem::take(&mut back.this);
-        *cache = back;
-        out
+        let before = ACTIVE.with(|a| a.borrow_mut().replace(taken));
+        let _installed = Installed { cache, before };
+        build()
     }
 
     /// The regex for `path` compiled the `how` way, if a build took it.
@@ -100,11 +117,24 @@ impl RegexCache {
         })
     }
 
-    /// Keeps what this build took.
+    /// Notes what the Ingress being added took (see [`RegexCache::settle`]).
     pub(crate) fn took(path: &str, how: &'static str, re: &PathRegex) {
         ACTIVE.with(|a| {
             if let Some(cache) = a.borrow_mut().as_mut() {
-                cache.this.insert((path.into(), how), re.clone());
+                cache.pending.push(((path.into(), how), re.clone()));
+            }
+        });
+    }
+
+    /// The Ingress being added was taken (`true`: its regexes are kept) or
+    /// left out (dropped).
+    pub(crate) fn settle(taken: bool) {
+        ACTIVE.with(|a| {
+            if let Some(cache) = a.borrow_mut().as_mut() {
+                let pending = std::mem::take(&mut cache.pending);
+                if taken {
+                    cache.this.extend(pending);
+                }
             }
         });
     }

@@ -763,8 +763,12 @@ impl Builder<'_> {
             default,
             tls,
         } = match self.compile(ing) {
-            Ok(c) => c,
+            Ok(c) => {
+                RegexCache::settle(true);
+                c
+            }
             Err(errors) => {
+                RegexCache::settle(false);
                 for (field, message) in errors {
                     self.problems.push(Problem {
                         severity: Severity::Error,
@@ -1029,7 +1033,13 @@ impl Builder<'_> {
     /// regex paths compiled with their Ingresses: an Ingress's regex paths,
     /// then its converted paths. What does not fit is reported (once per
     /// Ingress) and not served.
-    fn charge_regexes(&mut self, mut conversions: Vec<u32>) {
+    fn charge_regexes(&mut self, conversions: Vec<u32>) {
+        self.charge_regexes_within(conversions);
+        // What fitted the budget is served.
+        RegexCache::settle(true);
+    }
+
+    fn charge_regexes_within(&mut self, mut conversions: Vec<u32>) {
         let routes = &self.table.routes;
         conversions.sort_unstable_by_key(|&r| (routes[r as usize].ingress, r));
         // A plain path that is no valid regex is matched as its text

@@ -87,9 +87,11 @@ struct ServeArgs {
     #[arg(long = "publish-status-address", value_name = "ADDR")]
     publish_status_address: Vec<String>,
     /// Cluster mode: the Lease replicas elect their status writer on, in
-    /// --election-namespace. Identity: $POD_NAME, else the host name and PID.
-    #[arg(long, value_name = "NAME", default_value = "lb-proxy")]
-    election_id: String,
+    /// --election-namespace (default: lb-proxy-CLASS, so that proxies of
+    /// different classes elect apart). Identity: $POD_NAME, else the host
+    /// name and PID.
+    #[arg(long, value_name = "NAME")]
+    election_id: Option<String>,
     /// Cluster mode: the namespace of the --election-id Lease (default:
     /// $POD_NAMESPACE, else "default").
     #[arg(long, value_name = "NS")]
@@ -267,7 +269,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("error: --publish-status-address writes Ingress status on an API server: cluster mode only");
         return ExitCode::from(2);
     }
-    let election_id = args.election_id;
+    let election_id = args
+        .election_id
+        .unwrap_or_else(|| format!("lb-proxy-{}", args.route.ingress_class));
     let election_namespace = args
         .election_namespace
         .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))

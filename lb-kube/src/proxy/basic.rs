@@ -28,6 +28,10 @@ pub struct Htpasswd {
     verified: Mutex<Vec<[u8; 32]>>,
 }
 
+/// The highest bcrypt cost accepted (`htpasswd -B` uses 5; 12 takes about
+/// a quarter of a second here).
+pub const MAX_BCRYPT_COST: u32 = 12;
+
 /// Credentials remembered per Secret.
 const VERIFIED_KEPT: usize = 1024;
 
@@ -201,6 +205,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 fn parse_hash(hash: &str) -> Result<Hash, String> {
     if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
+        let cost: u32 = hash
+            .get(4..6)
+            .and_then(|c| c.parse().ok())
+            .ok_or("a bcrypt hash without its cost")?;
+        // Checked per client: a high cost is a way to stall the proxy.
+        if cost > MAX_BCRYPT_COST {
+            return Err(format!(
+                "a bcrypt cost of {cost} (at most {MAX_BCRYPT_COST} is checked)"
+            ));
+        }
         return Ok(Hash::Bcrypt(hash.to_owned()));
     }
     for magic in ["$apr1$", "$1$"] {
@@ -316,10 +330,14 @@ mod tests {
         let text = format!(
             "# users\nann:$apr1$abcdefgh$FBwExRW4dCc8aL.OvjpIE1\nbob:$1$saltsalt$9xy1btjgzLYfb7hivXtC//\n\
              cat:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\n{bcrypt_line}\neve:{{PLAIN}}open sesame\n\
-             bad line\nmal:$5$rounds=5000$x$y\n"
+             bad line\nmal:$5$rounds=5000$x$y\nslow:$2y$31$abcdefghijklmnopqrstuuAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
         );
         let (file, bad) = Htpasswd::parse(&text);
-        assert_eq!(bad.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![7, 8], "{bad:?}");
+        assert_eq!(
+            bad.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![7, 8, 9],
+            "{bad:?}"
+        );
         for (user, good) in [
             ("ann", "password"),
             ("bob", "secret"),

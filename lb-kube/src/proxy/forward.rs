@@ -590,10 +590,18 @@ async fn authenticate(
         None => false,
         Some(given) if file.known(&given) => true,
         Some(given) if file.slow(&given) => {
+            // A few at a time, whatever comes: guessing must not take the
+            // threads everything else needs.
+            static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+            let Ok(permit) = CHECKS.try_acquire() else {
+                return Err(own(StatusCode::SERVICE_UNAVAILABLE, "too many password checks at once"));
+            };
             let file = file.clone();
-            tokio::task::spawn_blocking(move || file.verify(&given))
+            let ok = tokio::task::spawn_blocking(move || file.verify(&given))
                 .await
-                .unwrap_or(false)
+                .unwrap_or(false);
+            drop(permit);
+            ok
         }
         Some(given) => file.verify(&given),
     };
@@ -1008,7 +1016,10 @@ impl<'a> Outgoing<'a> {
 
     /// Whether the client's header `name` passes.
     fn passes(&self, name: &HeaderName) -> bool {
-        !is_hop_by_hop(name)
+        // `X_Original_URL` is `X-Original-URL` to CGI-style backends: names
+        // with underscores are dropped, as nginx does by default.
+        !name.as_str().contains('_')
+            && !is_hop_by_hop(name)
             && !self.named.contains(name)
             && !self.dropped.contains(name)
             && !self.set.iter().any(|(n, _)| n == name)

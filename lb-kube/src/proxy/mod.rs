@@ -84,9 +84,40 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
     };
     let (mut table, mut problems, mut ingresses) = routes_of(snap, config, &mut rebuild.regexes, |_| {});
     let first = served(&table);
+    // Left out for an error of its own (not for another class, not
+    // deleted and made again), and not for an error in what guards it: an
+    // edit that asks for authentication or an allowlist and does not
+    // build must not leave the open version serving.
+    let of = |p: &Problem| -> Option<Key> {
+        let o = p
+            .object
+            .as_ref()
+            .filter(|o| o.kind == "Ingress" && p.severity == Severity::Error)?;
+        Some((o.namespace.clone(), o.name.clone()))
+    };
+    let broken: std::collections::HashSet<Key> = problems.iter().filter_map(of).collect();
+    let guarding = |p: &Problem| {
+        p.field.as_deref().is_some_and(|f| {
+            let f = f.to_ascii_lowercase();
+            f.contains("annotations")
+                && ["auth", "source-range", "allowlist", "denylist"]
+                    .iter()
+                    .any(|g| f.contains(g))
+        })
+    };
+    let guarded: std::collections::HashSet<Key> = problems.iter().filter(|p| guarding(p)).filter_map(of).collect();
     let kept: Vec<Key> = ingresses
         .iter()
-        .filter(|i| !first.contains(&key(i)) && rebuild.last_good.get(&key(i)).is_some_and(|g| g != *i))
+        .filter(|i| {
+            let k = key(i);
+            !first.contains(&k)
+                && broken.contains(&k)
+                && !guarded.contains(&k)
+                && rebuild
+                    .last_good
+                    .get(&k)
+                    .is_some_and(|g| g != *i && g.metadata.creation_timestamp == i.metadata.creation_timestamp)
+        })
         .map(key)
         .collect();
     if !kept.is_empty() {

@@ -17,7 +17,8 @@ use crate::source::Snapshot;
 /// Writes the addresses into the status of the Ingresses served.
 #[derive(Debug)]
 pub struct Publisher {
-    wanted: Mutex<Vec<(String, String)>>,
+    /// The Ingresses served, with their status as the view has it.
+    wanted: Mutex<Vec<(String, String, serde_json::Value)>>,
     wake: tokio::sync::Notify,
 }
 
@@ -85,7 +86,9 @@ impl Publisher {
             let ns = i.metadata.namespace.as_deref().unwrap_or("default");
             let name = i.metadata.name.as_deref().unwrap_or_default();
             if served.contains(&(ns, name)) {
-                wanted.push((ns.to_owned(), name.to_owned()));
+                let status =
+                    serde_json::to_value(i.status.as_ref().and_then(|s| s.load_balancer.as_ref())).unwrap_or_default();
+                wanted.push((ns.to_owned(), name.to_owned(), status));
             }
         }
         *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = wanted;
@@ -100,10 +103,17 @@ impl Publisher {
         manager: String,
     ) {
         loop {
-            let leads = leading.as_mut().is_none_or(|l| *l.borrow_and_update());
+            // An election that stopped (its task gone) leads nobody.
+            let leads = leading
+                .as_mut()
+                .is_none_or(|l| l.has_changed().is_ok() && *l.borrow_and_update());
             if leads {
                 let wanted = self.wanted.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                for (ns, name) in wanted {
+                for (ns, name, seen) in wanted {
+                    // As the watch shows it: nothing to do, no request.
+                    if seen == status["loadBalancer"] {
+                        continue;
+                    }
                     let api: kube::Api<Ingress> = kube::Api::namespaced(client.clone(), &ns);
                     // Read fresh: the watch may lag our own last write.
                     let current = match api.get_status(&name).await {

@@ -381,8 +381,13 @@ impl FileSource {
                     self.read_file(&mut reading, &entry.path, &text);
                     let yielded = reading.log.take().unwrap_or_default();
                     // Only a file without errors is kept (an error's note
-                    // depends on what other files hold).
-                    if !reading.broken_files.contains(&entry.path) {
+                    // depends on what other files hold), and not one changed
+                    // in the last two seconds: a rewrite within the clock's
+                    // granularity would show the same size and times (git's
+                    // "racy clean").
+                    let settled = matches!(&entry.state, Ok((_, Some(m)))
+                        if m.elapsed().is_ok_and(|age| age >= std::time::Duration::from_secs(2)));
+                    if settled && !reading.broken_files.contains(&entry.path) {
                         memo.insert(entry.path.clone(), (entry.clone(), yielded));
                     }
                 }
@@ -788,7 +793,13 @@ mod tests {
                     "DELETE" => {
                         let _ = std::fs::remove_file(&path);
                     }
-                    text => std::fs::write(&path, text).unwrap(),
+                    text => {
+                        std::fs::write(&path, text).unwrap();
+                        // Older than the memo's two seconds, so that it is
+                        // used (the times still differ from the last write's).
+                        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+                        std::fs::File::options().write(true).open(&path).unwrap().set_modified(past).unwrap();
+                    }
                 }
                 fresh.memo.clear();
                 let (a, b) = (memo.read().unwrap(), fresh.read().unwrap());

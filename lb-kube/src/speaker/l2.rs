@@ -118,6 +118,7 @@ pub fn announcements(view: &Snapshot, node: &str, alive: Option<&BTreeSet<String
             &election::Service {
                 ips: &ips,
                 local,
+                serving: serving.contains_key(&(ns.to_owned(), name.to_owned())),
                 endpoint_nodes: &endpoint_nodes,
             },
             &candidates,
@@ -198,7 +199,8 @@ fn network_unavailable(n: &Node) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True"))
 }
 
-/// The nodes with a serving endpoint, per Service (namespace, name).
+/// The nodes with a serving endpoint, per Service (namespace, name) with
+/// one serving anywhere.
 fn serving_nodes(view: &Snapshot) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for o in view.endpoints.values() {
@@ -216,10 +218,12 @@ fn serving_nodes(view: &Snapshot) -> BTreeMap<(String, String), BTreeSet<String>
             let c = e.conditions.as_ref();
             // `serving` (Kubernetes 1.20+), else `ready`; unset means yes.
             let serving = c.and_then(|c| c.serving.or(c.ready)).unwrap_or(true);
-            if let (true, Some(node)) = (serving, &e.node_name) {
-                out.entry((ns.clone(), service.clone()))
-                    .or_default()
-                    .insert(node.clone());
+            if serving {
+                // Served somewhere, even by an endpoint without a node.
+                let nodes = out.entry((ns.clone(), service.clone())).or_default();
+                if let Some(node) = &e.node_name {
+                    nodes.insert(node.clone());
+                }
             }
         }
     }
