@@ -23,9 +23,19 @@ pub struct Htpasswds(HashMap<(String, String), Arc<Htpasswd>>);
 #[derive(Debug, Default)]
 pub struct Htpasswd {
     users: HashMap<String, Hash>,
-    /// Credentials that verified (a SHA-256 of `user:password`), so that a
-    /// slow hash (bcrypt) is computed once per client, not per request.
-    verified: Mutex<Vec<[u8; 32]>>,
+    /// Credentials that verified (a SHA-256 of the user and password), so
+    /// that a slow hash (bcrypt) is computed once per client, not per
+    /// request; the oldest are forgotten first.
+    verified: Mutex<Verified>,
+    /// A SHA-256 of the text it was read from: a rebuild with the same
+    /// text keeps this file, and what verified.
+    text: [u8; 32],
+}
+
+#[derive(Debug, Default)]
+struct Verified {
+    set: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
 }
 
 /// The highest bcrypt cost accepted (`htpasswd -B` uses 5; 12 takes about
@@ -52,7 +62,7 @@ enum Hash {
 impl Htpasswds {
     /// Reads every Secret with an `auth` key (data or stringData) in
     /// `snap`; a line that does not parse is reported and skipped.
-    pub fn build(snap: &Snapshot) -> (Self, Vec<Problem>) {
+    pub fn build(snap: &Snapshot, previous: Option<&Htpasswds>) -> (Self, Vec<Problem>) {
         let mut out = HashMap::new();
         let mut problems = Vec::new();
         for (origin, o) in &snap.objects {
@@ -66,6 +76,13 @@ impl Htpasswds {
             let Some(text) = text else { continue };
             let namespace = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             let name = s.metadata.name.clone().unwrap_or_default();
+            let kept = previous
+                .and_then(|p| p.0.get(&(namespace.clone(), name.clone())))
+                .filter(|f| f.text == digest(text.as_bytes()));
+            if let Some(f) = kept {
+                out.insert((namespace, name), f.clone());
+                continue;
+            }
             let (file, bad) = Htpasswd::parse(&text);
             for (line, why) in bad {
                 problems.push(Problem {
@@ -118,6 +135,7 @@ impl Htpasswd {
             Self {
                 users,
                 verified: Mutex::default(),
+                text: digest(text.as_bytes()),
             },
             bad,
         )
@@ -151,22 +169,30 @@ impl Htpasswd {
             Hash::Plain(p) => same(p.as_bytes(), password.as_bytes()),
         };
         if ok {
-            let key = fingerprint(authorization);
+            let key = fingerprint(&user, &password);
             let mut v = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-            if v.len() >= VERIFIED_KEPT {
-                v.remove(0);
+            if v.set.insert(key) {
+                v.order.push_back(key);
             }
-            v.push(key);
+            while v.order.len() > VERIFIED_KEPT {
+                if let Some(old) = v.order.pop_front() {
+                    v.set.remove(&old);
+                }
+            }
         }
         ok
     }
 
-    /// Whether these exact credentials verified before (cheap).
+    /// Whether these credentials verified before (cheap).
     pub fn known(&self, authorization: &[u8]) -> bool {
-        let key = fingerprint(authorization);
+        let Some((user, password)) = credentials(authorization) else {
+            return false;
+        };
+        let key = fingerprint(&user, &password);
         self.verified
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .set
             .contains(&key)
     }
 
@@ -191,8 +217,14 @@ fn credentials(authorization: &[u8]) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-fn fingerprint(authorization: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, authorization);
+/// The key verified credentials are remembered by (however the header
+/// spelled them).
+fn fingerprint(user: &str, password: &str) -> [u8; 32] {
+    digest(format!("{}\0{user}{password}", user.len()).as_bytes())
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -353,6 +385,9 @@ mod tests {
         assert!(!file.verify(b"Bearer abc"));
         assert!(!file.verify(b"Basic !!!"));
         assert!(file.known(&basic("dora", "explorer")) && !file.known(&basic("dora", "wrong")));
+        // However the header spells the scheme.
+        let token = base64::engine::general_purpose::STANDARD.encode("dora:explorer");
+        assert!(file.known(format!("bAsIc   {token}").as_bytes()));
         assert!(file.slow(&basic("dora", "x")) && !file.slow(&basic("ann", "x")));
     }
 }

@@ -158,17 +158,18 @@ pub enum Error {
 /// Builds what a view serves: the route table, the endpoints and the
 /// certificates (problems returned).
 /// A TLS Secret that stops reading keeps the certificate it had in
-/// `previous`; what the last build left (regexes, the last good version of
-/// each Ingress) is in `rebuild`.
+/// `previous`, and an unchanged htpasswd Secret keeps its file (with the
+/// credentials that verified); what the last build left (regexes, the
+/// last good version of each Ingress) is in `rebuild`.
 pub fn served(
     view: &Snapshot,
     route: &lb_route::Config,
-    previous: Option<&super::tls::Certificates>,
+    previous: Option<&Served>,
     rebuild: &mut super::Rebuild,
 ) -> (Served, Vec<Problem>) {
     let (table, mut problems) = super::routes_kept(view, route, rebuild);
     let endpoints = Endpoints::build(&view.objects, &view.endpoints);
-    let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous);
+    let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous.map(|p| &*p.certs));
     problems.extend(cert_problems);
     if let Some(d) = &route.default_certificate
         && !certs.has(d)
@@ -184,7 +185,7 @@ pub fn served(
              Secret: TLS handshakes for names no Ingress covers fail",
         ));
     }
-    let (auth, auth_problems) = super::basic::Htpasswds::build(view);
+    let (auth, auth_problems) = super::basic::Htpasswds::build(view, previous.map(|p| &*p.auth));
     problems.extend(auth_problems);
     let table = Arc::new(table);
     (
@@ -356,7 +357,7 @@ pub async fn run<S: Source + 'static>(
             let rebuilt = view.map(|view| {
                 let whole = view.objects_version != objects_version;
                 let (built, problems) = if whole {
-                    let (built, problems) = served(&view, &route, Some(&previous.certs), &mut cache);
+                    let (built, problems) = served(&view, &route, Some(&previous), &mut cache);
                     if let Some(p) = &publisher {
                         p.publish(&view, &built.table);
                     }
