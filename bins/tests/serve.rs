@@ -240,6 +240,29 @@ fn requests_go_by_host_and_path_to_the_services_endpoints_with_forwarding_header
     // Unknown host: 404 from the proxy.
     let (status, _, _) = get(port, "other.example.com", "/", "");
     assert_eq!(status, 404);
+
+    // An absolute-form target names the host; Host is ignored (RFC 9112
+    // §3.2.2), for routing and for what the backend is told.
+    let ask = |req: &str| split(&raw(port, req));
+    let (status, _, body) =
+        ask("GET http://shop.example.com/api/x HTTP/1.1\r\nHost: other.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    let v = echoed(&body);
+    assert_eq!(
+        (v["service"].as_str(), header(&v, "x-forwarded-host")),
+        (Some("api"), Some("shop.example.com"))
+    );
+    let (status, _, _) =
+        ask("GET http://other.example.com/api/x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 404);
+    // Asterisk-form is OPTIONS's alone; authority-form is CONNECT's.
+    let (status, head, _) = ask("OPTIONS * HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 204, "{head}");
+    assert!(head.to_ascii_lowercase().contains("allow: get"), "{head}");
+    for bad in ["GET * HTTP/1.1", "GET shop.example.com:80 HTTP/1.1"] {
+        let (status, head, _) = ask(&format!("{bad}\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n"));
+        assert_eq!(status, 400, "{bad}: {head}");
+    }
 }
 
 #[test]

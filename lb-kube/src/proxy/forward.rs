@@ -260,18 +260,34 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
     {
         return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: no Host header")));
     }
+    let uri = req.uri();
+    // Asterisk-form is OPTIONS's alone and asks about the server itself;
+    // authority-form is CONNECT's (refused before): RFC 9112 §3.2.
+    if uri.path_and_query().is_some_and(|p| p.as_str() == "*") {
+        if req.method() != Method::OPTIONS {
+            return Routed::Answer(own(StatusCode::BAD_REQUEST, "bad request: * is for OPTIONS"));
+        }
+        let mut r = own(StatusCode::NO_CONTENT, "");
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Routed::Answer(r);
+    }
+    if uri.path_and_query().is_none() {
+        return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a path")));
+    }
     let host = match super::host_header(req.headers()) {
-        Ok(Some(h)) => Some(h),
-        Ok(None) => req.uri().authority().map(|a| a.as_str()),
         Err(why) => return Routed::Answer(own(StatusCode::BAD_REQUEST, &format!("bad request: {why}"))),
+        // An HTTP/1 absolute-form target names the host: Host is then
+        // ignored (RFC 9112 §3.2.2). HTTP/2 carries :authority, and Host
+        // (when a client sends both) as before.
+        Ok(h) => match req.version() < http::Version::HTTP_2 {
+            true => uri.authority().map(|a| a.as_str()).or(h),
+            false => h.or_else(|| uri.authority().map(|a| a.as_str())),
+        },
     };
-    // HTTP/2 (and an absolute-form HTTP/1 target) carry the authority in
-    // the URI; the table takes the path and query with the host apart.
-    let target = match req.uri().path_and_query() {
-        Some(pq) => pq.as_str(),
-        None if req.method() == Method::OPTIONS => "*",
-        None => "/",
-    };
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let ask = lb_route::Request::new(req.method(), host, target)
         .with_https(ctx.https)
         .with_client(client)
@@ -956,12 +972,17 @@ impl<'a> Outgoing<'a> {
             named_value("x-forwarded-proto", Some(scheme.clone()));
         }
         if !keep("x-forwarded-host") {
-            let host = h.get(header::HOST).cloned().or_else(|| {
+            // The host the request was routed by (see `route`).
+            let authority = || {
                 parts
                     .uri
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
+            };
+            let host = match parts.version < http::Version::HTTP_2 {
+                true => authority().or_else(|| h.get(header::HOST).cloned()),
+                false => h.get(header::HOST).cloned().or_else(authority),
+            };
             named_value("x-forwarded-host", host);
         }
         if !keep("x-forwarded-port") {
