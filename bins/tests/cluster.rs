@@ -142,7 +142,10 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
             .spawn()
             .unwrap(),
     );
-    api.apply("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: lb}\nspec: {controller: lb.io/ingress}\n");
+    // deploy/proxy.yaml as is: its RBAC is all the proxy gets below.
+    let deploy = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/proxy.yaml");
+    api.apply(&std::fs::read_to_string(deploy).unwrap());
+    let kubeconfig = api.service_account_kubeconfig("lb-proxy", "lb-proxy");
     api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{name: http, port: 80}]}\n");
     api.apply(&format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\n\
@@ -159,10 +162,11 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
     children.0.push(
         Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
             .arg("--kubeconfig")
-            .arg(api.kubeconfig())
+            .arg(&kubeconfig)
             .args(["--http-listen", &format!("127.0.0.1:{port}")])
-            .args(["--publish-status-address", "192.0.2.10"])
+            .args(["--publish-service", "lb-proxy/lb-proxy"])
             .env("POD_NAME", "lb-proxy-test")
+            .env("POD_NAMESPACE", "lb-proxy")
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -204,6 +208,19 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
                 .and_then(|i| i.status?.load_balancer?.ingress?.into_iter().next()?.ip)
         })
     };
+    // The Service in front gets its address (lb-controller's job).
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "lb-proxy");
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}});
+        services
+            .patch_status(
+                "lb-proxy",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    });
     wait("the shop Ingress's status", &|| {
         status("shop").as_deref() == Some("192.0.2.10")
     });

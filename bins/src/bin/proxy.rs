@@ -84,8 +84,16 @@ struct ServeArgs {
     /// Cluster mode: write ADDR (an IP or a host name; repeatable) into the
     /// status of every Ingress served (ingress-nginx's
     /// --publish-status-address), by the replica holding --election-id.
-    #[arg(long = "publish-status-address", value_name = "ADDR")]
+    #[arg(
+        long = "publish-status-address",
+        value_name = "ADDR",
+        conflicts_with = "publish_service"
+    )]
     publish_status_address: Vec<String>,
+    /// Cluster mode: write the addresses of this LoadBalancer Service's
+    /// status (the one in front of the proxy), NAMESPACE/NAME, instead.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    publish_service: Option<String>,
     /// Cluster mode: the Lease replicas elect their status writer on, in
     /// --election-namespace (default: lb-proxy-CLASS, so that proxies of
     /// different classes elect apart). Identity: $POD_NAME, else the host
@@ -264,8 +272,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let (manifests, kubeconfig) = (args.manifests, args.kubeconfig);
-    let publish = args.publish_status_address;
-    if manifests.is_some() && !publish.is_empty() {
+    let publish = match (args.publish_status_address, args.publish_service) {
+        (fixed, None) if fixed.is_empty() => None,
+        (fixed, None) => Some(lb_kube::proxy::publish::Addresses::Fixed(fixed)),
+        (_, Some(s)) => match s.split_once('/').filter(|(ns, n)| !ns.is_empty() && !n.is_empty()) {
+            Some((namespace, name)) => Some(lb_kube::proxy::publish::Addresses::Service {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }),
+            None => {
+                eprintln!("error: --publish-service {s:?} is not NAMESPACE/NAME");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if manifests.is_some() && publish.is_some() {
         eprintln!("error: --publish-status-address writes Ingress status on an API server: cluster mode only");
         return ExitCode::from(2);
     }
@@ -299,7 +320,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 let cluster = lb_kube::controller::Cluster::new(kubeconfig, "default");
                 let client = cluster.client().await.map_err(|e| e.to_string())?;
                 let mut options = options;
-                if !publish.is_empty() {
+                if let Some(publish) = publish {
                     let election = lb_kube::proxy::publish::Election {
                         namespace: election_namespace,
                         name: election_id,

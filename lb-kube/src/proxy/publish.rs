@@ -17,9 +17,27 @@ use crate::source::Snapshot;
 /// Writes the addresses into the status of the Ingresses served.
 #[derive(Debug)]
 pub struct Publisher {
-    /// The Ingresses served, with their status as the view has it.
-    wanted: Mutex<Vec<(String, String, serde_json::Value)>>,
+    /// Where the addresses come from.
+    addresses: Addresses,
+    /// The Ingresses served, with their status as the view has it, and
+    /// the status they should have.
+    wanted: Mutex<Vec<(String, String, serde_json::Value, serde_json::Value)>>,
     wake: tokio::sync::Notify,
+}
+
+/// The addresses written.
+#[derive(Debug, Clone)]
+pub enum Addresses {
+    /// These (IPs, or host names): `--publish-status-address`.
+    Fixed(Vec<String>),
+    /// Those of this Service's status (the LoadBalancer Service in front
+    /// of the proxy): `--publish-service`. None yet: nothing is written.
+    Service {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Leader election for the status writer.
@@ -35,15 +53,15 @@ pub struct Election {
 
 impl Publisher {
     /// Starts the writer on `client`: every Ingress passed to
-    /// [`Publisher::publish`] gets `addresses` (IPs, or host names) in its
-    /// status, written while this replica holds `election`'s Lease (always
-    /// without one).
+    /// [`Publisher::publish`] gets `addresses` in its status, written while
+    /// this replica holds `election`'s Lease (always without one).
     pub async fn start(
         client: kube::Client,
-        addresses: Vec<String>,
+        addresses: Addresses,
         election: Option<Election>,
     ) -> Result<Arc<Self>, String> {
         let publisher = Arc::new(Self {
+            addresses,
             wanted: Mutex::default(),
             wake: tokio::sync::Notify::new(),
         });
@@ -63,13 +81,12 @@ impl Publisher {
             }
             None => None,
         };
-        let status = addresses_status(&addresses);
         let me = publisher.clone();
         let manager = match &election {
             Some(e) => format!("lb-proxy/{}", e.identity),
             None => "lb-proxy".to_owned(),
         };
-        tokio::spawn(async move { me.run(client, status, leading, manager).await });
+        tokio::spawn(async move { me.run(client, leading, manager).await });
         Ok(publisher)
     }
 
@@ -80,15 +97,41 @@ impl Publisher {
             .ingresses()
             .map(|r| (r.namespace.as_str(), r.name.as_str()))
             .collect();
+        let addresses = match &self.addresses {
+            Addresses::Fixed(a) => a.clone(),
+            Addresses::Service { namespace, name } => view
+                .objects
+                .iter()
+                .find_map(|(_, o)| match o {
+                    Object::Service(s)
+                        if s.metadata.namespace.as_deref() == Some(namespace.as_str())
+                            && s.metadata.name.as_deref() == Some(name.as_str()) =>
+                    {
+                        Some(s)
+                    }
+                    _ => None,
+                })
+                .and_then(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         let mut wanted = Vec::new();
+        let desired = addresses_status(&addresses);
         for (_, o) in &view.objects {
+            if addresses.is_empty() {
+                break;
+            }
             let Object::Ingress(i) = o else { continue };
             let ns = i.metadata.namespace.as_deref().unwrap_or("default");
             let name = i.metadata.name.as_deref().unwrap_or_default();
             if served.contains(&(ns, name)) {
                 let status =
                     serde_json::to_value(i.status.as_ref().and_then(|s| s.load_balancer.as_ref())).unwrap_or_default();
-                wanted.push((ns.to_owned(), name.to_owned(), status));
+                wanted.push((ns.to_owned(), name.to_owned(), status, desired.clone()));
             }
         }
         *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = wanted;
@@ -98,7 +141,6 @@ impl Publisher {
     async fn run(
         self: Arc<Self>,
         client: kube::Client,
-        status: serde_json::Value,
         mut leading: Option<tokio::sync::watch::Receiver<bool>>,
         manager: String,
     ) {
@@ -109,7 +151,7 @@ impl Publisher {
                 .is_none_or(|l| l.has_changed().is_ok() && *l.borrow_and_update());
             if leads {
                 let wanted = self.wanted.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                for (ns, name, seen) in wanted {
+                for (ns, name, seen, status) in wanted {
                     // As the watch shows it: nothing to do, no request.
                     if seen == status["loadBalancer"] {
                         continue;
