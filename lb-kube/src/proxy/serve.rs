@@ -274,6 +274,8 @@ pub async fn run<S: Source + 'static>(
     telemetry.set_ready(true);
     let current = Arc::new(ArcSwap::from_pointee(built));
     let mut objects_version = view.objects_version;
+    // Whether the last read of the configuration failed.
+    let mut failing = false;
     let upstream = Arc::new(Upstream::new(&options).map_err(Error::Tls)?);
     // Idle backend connections past their time are closed now and then.
     let pool = Arc::downgrade(&upstream.http1);
@@ -345,6 +347,10 @@ pub async fn run<S: Source + 'static>(
         .map_err(|_| Error::Panicked)?;
         source = back;
         if moved == version {
+            // Back as it was before the failure.
+            if std::mem::replace(&mut failing, false) {
+                tracing::info!("the configuration reads again");
+            }
             continue;
         }
         let route = route.clone();
@@ -400,6 +406,9 @@ pub async fn run<S: Source + 'static>(
                 let all: Vec<Problem> = source_problems.iter().chain(&table_problems).cloned().collect();
                 metrics.problems.set(i64::try_from(all.len()).unwrap_or(i64::MAX));
                 metrics.reloads.inc();
+                if std::mem::replace(&mut failing, false) {
+                    tracing::info!("the configuration reads again");
+                }
                 current.store(Arc::new(built));
                 log_problems(&all, &mut logged);
                 if whole {
@@ -412,7 +421,10 @@ pub async fn run<S: Source + 'static>(
             }
             Err(e) => {
                 metrics.reload_errors.inc();
-                tracing::error!(error = %e, "reading the configuration; the last good table keeps serving");
+                // Once per outage (it is tried again at every poll).
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::error!(error = %e, "reading the configuration; the last good table keeps serving");
+                }
             }
         }
     }
