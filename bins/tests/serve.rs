@@ -1096,6 +1096,36 @@ fn basic_auth_asks_for_the_password_and_fails_closed_without_its_secret() {
     let (status, head, body) = get(port, "shop.example.com", "/", &basic("ann", "password"));
     assert_eq!(status, 200, "{head}");
     assert_eq!(echoed(&body)["service"], "web");
+    // auth-secret-type: auth-map: each key a user, its value the hash.
+    std::fs::write(
+        dir.path().join("staff.yaml"),
+        [
+            ingress(
+                "staff",
+                "staff.example.com",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: staffmap, \
+                 nginx.ingress.kubernetes.io/auth-secret-type: auth-map",
+            ),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: staffmap, namespace: default}\ntype: Opaque\n\
+             stringData: {bob: \"{PLAIN}pw\", ann: \"$apr1$abcdefgh$FBwExRW4dCc8aL.OvjpIE1\"}\n"
+                .to_owned(),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(port, "staff.example.com", "/", &basic("bob", "pw")).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the auth-map Secret was never read"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(port, "staff.example.com", "/", &basic("ann", "password")).0, 200);
+    assert_eq!(get(port, "staff.example.com", "/", &basic("bob", "wrong")).0, 401);
+    // The file form of the same name is not read as a map, nor the reverse.
+    assert_eq!(get(port, "shop.example.com", "/", &basic("bob", "pw")).0, 401);
 }
 
 #[test]

@@ -213,10 +213,14 @@ impl Default for Affinity {
 /// HTTP basic authentication against an htpasswd Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicAuth {
-    /// The Secret, in the Ingress's namespace (key `auth`, htpasswd lines).
+    /// The Secret, in the Ingress's namespace.
     pub secret: String,
     /// `auth-realm`.
     pub realm: String,
+    /// `auth-secret-type: auth-map`: every key of the Secret is a user and
+    /// its value the hash; otherwise (`auth-file`) the key `auth` holds
+    /// htpasswd lines.
+    pub map: bool,
 }
 
 /// Authorization by a subrequest (the oauth2-proxy pattern).
@@ -468,6 +472,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     let (mut cors_on, mut cors) = (false, None::<Cors>);
     let (mut affinity_on, mut affinity) = (false, None::<Affinity>);
     let (mut auth_type, mut auth_secret, mut realm) = (None, None, None::<String>);
+    let mut auth_map = false;
     let (mut auth_url, mut signin, mut auth_headers) = (None, None, Vec::new());
     let mut canary_on = false;
     let mut canary = Canary {
@@ -566,6 +571,17 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                     cookie_value(v).map(|s| auth_secret = Some(s))
                 }
             }
+            "auth-secret-type" => match v.as_str() {
+                "auth-file" => {
+                    auth_map = false;
+                    Ok(())
+                }
+                "auth-map" => {
+                    auth_map = true;
+                    Ok(())
+                }
+                _ => Err("is not auth-file or auth-map".into()),
+            },
             "auth-realm" => {
                 if v.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
                     Err("must not contain control characters, '\"' or '\\'".into())
@@ -641,7 +657,11 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     match (auth_type, auth_secret) {
         (Some(()), Some(secret)) => {
             let realm = realm.unwrap_or_else(|| "Authentication Required".into());
-            o.basic_auth = Some(BasicAuth { secret, realm });
+            o.basic_auth = Some(BasicAuth {
+                secret,
+                realm,
+                map: auth_map,
+            });
         }
         (Some(()), None) => p.errors.push((
             format!("{PREFIX}auth-type"),
@@ -798,9 +818,17 @@ mod tests {
             o.basic_auth,
             Some(BasicAuth {
                 secret: "htpasswd".into(),
-                realm: "Staff only".into()
+                realm: "Staff only".into(),
+                map: false,
             })
         );
+        let map = parse_pairs(&[
+            ("auth-type", "basic"),
+            ("auth-secret", "users"),
+            ("auth-secret-type", "auth-map"),
+        ]);
+        assert!(map.options.basic_auth.is_some_and(|b| b.map));
+        assert_eq!(parse_pairs(&[("auth-secret-type", "ldap")]).errors.len(), 1);
         let e = o.external_auth.unwrap();
         assert_eq!(e.response_headers, ["X-Auth-Request-User", "X-Auth-Request-Email"]);
         assert_eq!(e.signin.as_deref(), Some("https://auth.example.com/oauth2/start"));

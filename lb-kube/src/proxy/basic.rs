@@ -17,7 +17,12 @@ use crate::source::{Problem, Snapshot};
 
 /// The htpasswd Secrets of a view, by namespace and name.
 #[derive(Debug, Default)]
-pub struct Htpasswds(HashMap<(String, String), Arc<Htpasswd>>);
+pub struct Htpasswds {
+    /// `auth-file`: the htpasswd lines of the key `auth`.
+    files: HashMap<(String, String), Arc<Htpasswd>>,
+    /// `auth-map`: every key a user, its value the hash.
+    maps: HashMap<(String, String), Arc<Htpasswd>>,
+}
 
 /// The users of one htpasswd Secret.
 #[derive(Debug, Default)]
@@ -63,49 +68,98 @@ impl Htpasswds {
     /// Reads every Secret with an `auth` key (data or stringData) in
     /// `snap`; a line that does not parse is reported and skipped.
     pub fn build(snap: &Snapshot, previous: Option<&Htpasswds>) -> (Self, Vec<Problem>) {
-        let mut out = HashMap::new();
+        // The Secrets an Ingress reads as a map (auth-secret-type:
+        // auth-map): only those are read so (any Opaque Secret has keys).
+        let mut as_map = std::collections::HashSet::new();
+        for (_, o) in &snap.objects {
+            let Object::Ingress(i) = o else { continue };
+            let Some(a) = i.metadata.annotations.as_ref() else {
+                continue;
+            };
+            if a.get("nginx.ingress.kubernetes.io/auth-secret-type")
+                .map(String::as_str)
+                == Some("auth-map")
+                && let Some(secret) = a.get("nginx.ingress.kubernetes.io/auth-secret")
+            {
+                let ns = i.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                as_map.insert((ns, secret.clone()));
+            }
+        }
+        let mut out = Self::default();
         let mut problems = Vec::new();
         for (origin, o) in &snap.objects {
             let Object::Secret(s) = o else { continue };
-            let text = s
-                .data
-                .as_ref()
-                .and_then(|d| d.get("auth"))
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                .or_else(|| s.string_data.as_ref().and_then(|d| d.get("auth")).cloned());
-            let Some(text) = text else { continue };
             let namespace = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             let name = s.metadata.name.clone().unwrap_or_default();
-            let kept = previous
-                .and_then(|p| p.0.get(&(namespace.clone(), name.clone())))
-                .filter(|f| f.text == digest(text.as_bytes()));
-            if let Some(f) = kept {
-                out.insert((namespace, name), f.clone());
-                continue;
+            let key = (namespace.clone(), name.clone());
+            let mut entries: Vec<(String, String)> = s
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+                .chain(s.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.clone())))
+                .collect();
+            entries.sort();
+            entries.dedup_by(|a, b| a.0 == b.0);
+            let mut read = |text: String,
+                            field: &dyn Fn(usize) -> String,
+                            into: &mut HashMap<(String, String), Arc<Htpasswd>>,
+                            before: Option<&HashMap<(String, String), Arc<Htpasswd>>>| {
+                if let Some(f) = before
+                    .and_then(|b| b.get(&key))
+                    .filter(|f| f.text == digest(text.as_bytes()))
+                {
+                    into.insert(key.clone(), f.clone());
+                    return;
+                }
+                let (file, bad) = Htpasswd::parse(&text);
+                for (line, why) in bad {
+                    problems.push(Problem {
+                        origin: origin.clone(),
+                        ..Problem::warning(
+                            Some(ObjectRef {
+                                kind: "Secret".into(),
+                                namespace: namespace.clone(),
+                                name: name.clone(),
+                            }),
+                            Some(field(line)),
+                            format!("{why}; that user is ignored"),
+                        )
+                    });
+                }
+                into.insert(key.clone(), Arc::new(file));
+            };
+            if let Some((_, text)) = entries.iter().find(|(k, _)| k == "auth") {
+                read(
+                    text.clone(),
+                    &|line| format!("data.auth (line {line})"),
+                    &mut out.files,
+                    previous.map(|p| &p.files),
+                );
             }
-            let (file, bad) = Htpasswd::parse(&text);
-            for (line, why) in bad {
-                problems.push(Problem {
-                    origin: origin.clone(),
-                    ..Problem::warning(
-                        Some(ObjectRef {
-                            kind: "Secret".into(),
-                            namespace: namespace.clone(),
-                            name: name.clone(),
-                        }),
-                        Some("data.auth".into()),
-                        format!("line {line}: {why}; that line is ignored"),
-                    )
-                });
+            if as_map.contains(&key) {
+                // One `user:hash` line per key, in key order.
+                let users: Vec<&String> = entries.iter().map(|(k, _)| k).collect();
+                let text: String = entries.iter().map(|(k, v)| format!("{k}:{}\n", v.trim())).collect();
+                read(
+                    text,
+                    &|line| format!("data.{}", users.get(line - 1).map_or("?", |u| u.as_str())),
+                    &mut out.maps,
+                    previous.map(|p| &p.maps),
+                );
             }
-            out.insert((namespace, name), Arc::new(file));
         }
-        (Self(out), problems)
+        (out, problems)
     }
 
-    /// The htpasswd file of Secret `name` in `namespace`.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<Htpasswd>> {
-        self.0.get(&(namespace.to_owned(), name.to_owned()))
+    /// The users of Secret `name` in `namespace`: its `auth` key's
+    /// htpasswd lines, or with `map` its keys and values.
+    pub fn get(&self, namespace: &str, name: &str, map: bool) -> Option<&Arc<Htpasswd>> {
+        let key = (namespace.to_owned(), name.to_owned());
+        match map {
+            true => self.maps.get(&key),
+            false => self.files.get(&key),
+        }
     }
 }
 

@@ -597,7 +597,11 @@ async fn authenticate(
     basic: &lb_route::BasicAuth,
     headers: &HeaderMap,
 ) -> Result<(), Response<Body>> {
-    let Some(file) = served.auth.get(namespace, &basic.secret).filter(|f| !f.is_empty()) else {
+    let Some(file) = served
+        .auth
+        .get(namespace, &basic.secret, basic.map)
+        .filter(|f| !f.is_empty())
+    else {
         tracing::warn!(secret = %format!("{namespace}/{}", basic.secret), "auth-secret missing or without a usable user: refused");
         return Err(own(StatusCode::SERVICE_UNAVAILABLE, "authentication is not available"));
     };
