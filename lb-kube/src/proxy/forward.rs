@@ -121,6 +121,8 @@ struct Target {
     x_forwarded_prefix: Option<String>,
     body_limit: u64,
     read_timeout: Duration,
+    /// `proxy-connect-timeout` (none: the global one).
+    connect_timeout: Option<Duration>,
     cors: Vec<(&'static str, String)>,
     protocol: lb_route::BackendProtocol,
     /// Cookie affinity, and the cookie the client sent (its value).
@@ -319,6 +321,7 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
                 x_forwarded_prefix: f.x_forwarded_prefix.map(str::to_owned),
                 body_limit: f.options.proxy_body_size.unwrap_or(ctx.limits.default_body),
                 read_timeout: f.options.read_timeout.unwrap_or(ctx.limits.read_timeout),
+                connect_timeout: f.options.connect_timeout,
                 cors,
             })
         }
@@ -456,6 +459,7 @@ async fn forward(
                     |head| outgoing.write_head(&parts.method, &target.upstream_path, head),
                     idempotent,
                     target.read_timeout,
+                    target.connect_timeout,
                 )
                 .await
                 .map_err(Failed::from)

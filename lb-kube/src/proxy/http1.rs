@@ -99,17 +99,19 @@ impl Pool {
         write_head: impl FnOnce(&mut Vec<u8>),
         idempotent: bool,
         timeout: Duration,
+        connect_timeout: Option<Duration>,
     ) -> Result<Response<Body>, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let connect_timeout = connect_timeout.unwrap_or(self.connect_timeout);
         let mut head = Vec::with_capacity(512);
         write_head(&mut head);
-        let conn = self.checkout(addr).await?;
+        let conn = self.checkout(addr, connect_timeout).await?;
         match self.exchange(conn, addr, method, &head, (deadline, timeout)).await {
             Err((true, Error::Io(_) | Error::Closed)) if idempotent => {
                 // The backend may have restarted: its other pooled
                 // connections are likely dead too.
                 self.forget(addr);
-                let conn = self.connect(addr).await?;
+                let conn = self.connect(addr, connect_timeout).await?;
                 self.exchange(conn, addr, method, &head, (deadline, timeout))
                     .await
                     .map_err(|(_, e)| e)
@@ -196,7 +198,7 @@ impl Pool {
     }
 
     /// An idle connection to `addr`, or a new one.
-    async fn checkout(&self, addr: SocketAddr) -> Result<Conn, Error> {
+    async fn checkout(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Conn, Error> {
         loop {
             let conn = {
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -219,11 +221,11 @@ impl Pool {
             conn.reused = true;
             return Ok(conn);
         }
-        self.connect(addr).await
+        self.connect(addr, connect_timeout).await
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Conn, Error> {
-        let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Conn, Error> {
+        let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(io)) => io,
             Ok(Err(e)) => return Err(Error::Connect(e)),
             Err(_) => return Err(Error::ConnectTimeout),
@@ -676,7 +678,7 @@ mod tests {
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), Error> {
         let idempotent = method != Method::POST;
         let r = pool
-            .send(addr, &method, head(&method), idempotent, Duration::from_secs(5))
+            .send(addr, &method, head(&method), idempotent, Duration::from_secs(5), None)
             .await?;
         let (parts, body) = r.into_parts();
         let body = body.collect().await.map_err(|_| Error::Closed)?.to_bytes().to_vec();
@@ -813,6 +815,7 @@ mod tests {
                 head(&Method::GET),
                 true,
                 Duration::from_millis(200),
+                None,
             )
             .await;
         assert!(matches!(r, Err(Error::Timeout)));
@@ -838,7 +841,14 @@ mod tests {
         let pool = Pool::new(Duration::from_secs(1));
         let started = tokio::time::Instant::now();
         let r = pool
-            .send(addr, &Method::GET, head(&Method::GET), true, Duration::from_millis(300))
+            .send(
+                addr,
+                &Method::GET,
+                head(&Method::GET),
+                true,
+                Duration::from_millis(300),
+                None,
+            )
             .await
             .unwrap();
         assert!(r.into_body().collect().await.is_err());
@@ -847,6 +857,38 @@ mod tests {
             took >= Duration::from_millis(300) && took < Duration::from_secs(3),
             "{took:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_per_request_connect_timeout_bounds_the_connect() {
+        // A listener whose accept queue is full drops new SYNs: connecting
+        // hangs until the timeout.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(c)) => held.push(c),
+                _ => break,
+            }
+        }
+        let pool = Pool::new(Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        let r = pool
+            .send(
+                addr,
+                &Method::GET,
+                head(&Method::GET),
+                true,
+                Duration::from_secs(30),
+                Some(Duration::from_millis(300)),
+            )
+            .await;
+        assert!(matches!(r, Err(Error::ConnectTimeout)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        drop((held, listener));
     }
 
     #[tokio::test]
@@ -867,7 +909,14 @@ mod tests {
         let (addr, _) = backend(vec!["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]).await;
         let pool = Pool::new(Duration::from_secs(1));
         let r = pool
-            .send(addr, &Method::GET, head(&Method::GET), true, Duration::from_secs(5))
+            .send(
+                addr,
+                &Method::GET,
+                head(&Method::GET),
+                true,
+                Duration::from_secs(5),
+                None,
+            )
             .await
             .unwrap();
         assert!(r.into_body().collect().await.is_err(), "a broken chunk fails the body");
