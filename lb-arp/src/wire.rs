@@ -282,44 +282,21 @@ pub fn write_arp(buf: &mut [u8], msg: &Arp) -> Option<usize> {
 /// least [`ADVERT_FRAME`] bytes), hop limit 255, checksum set. Returns the
 /// bytes written, or `None` when `buf` is too short or the option missing.
 pub fn write_advert(buf: &mut [u8], msg: &Neighbor) -> Option<usize> {
-    let lla = msg.link_addr?;
-    let frame = buf.get_mut(..ADVERT_FRAME)?;
-    {
-        let mut eth = MutableEthernetPacket::new(&mut frame[..])?;
-        eth.set_destination(msg.eth_dst.to_pnet());
-        eth.set_source(msg.eth_src.to_pnet());
-        eth.set_ethertype(EtherTypes::Ipv6);
-    }
-    {
-        let mut ip = MutableIpv6Packet::new(&mut frame[ETH..])?;
-        ip.set_version(6);
-        ip.set_traffic_class(0);
-        ip.set_flow_label(0);
-        ip.set_payload_length((ND + 8) as u16);
-        ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
-        ip.set_hop_limit(255);
-        ip.set_source(msg.ip_src);
-        ip.set_destination(msg.ip_dst);
-    }
-    let icmp = &mut frame[ETH + IPV6..];
-    icmp[0] = Icmpv6Types::NeighborAdvert.0;
-    icmp[1] = 0;
-    icmp[2..4].fill(0);
-    icmp[4] = msg.flags;
-    icmp[5..8].fill(0);
-    icmp[8..24].copy_from_slice(&msg.target.octets());
-    icmp[24] = 2;
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&lla.0);
-    let sum = pnet_packet::icmpv6::checksum(&Icmpv6Packet::new(&icmp[..])?, &msg.ip_src, &msg.ip_dst);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    Some(ADVERT_FRAME)
+    msg.link_addr?;
+    write_neighbor(buf, msg, true)
 }
 
 /// Writes a neighbour solicitation (with the source link-layer option when
 /// `msg.link_addr` is set) into `buf`: for tests and probes. Returns the
 /// bytes written.
 pub fn write_solicit(buf: &mut [u8], msg: &Neighbor) -> Option<usize> {
+    write_neighbor(buf, msg, false)
+}
+
+/// Writes an advertisement (`advert`, with `msg.flags`) or a solicitation,
+/// with the target (2) or source (1) link-layer option when `msg.link_addr`
+/// is set.
+fn write_neighbor(buf: &mut [u8], msg: &Neighbor, advert: bool) -> Option<usize> {
     let options = if msg.link_addr.is_some() { 8 } else { 0 };
     let total = ETH + IPV6 + ND + options;
     let frame = buf.get_mut(..total)?;
@@ -341,11 +318,17 @@ pub fn write_solicit(buf: &mut [u8], msg: &Neighbor) -> Option<usize> {
         ip.set_destination(msg.ip_dst);
     }
     let icmp = &mut frame[ETH + IPV6..];
-    icmp[0] = Icmpv6Types::NeighborSolicit.0;
+    icmp[0] = match advert {
+        true => Icmpv6Types::NeighborAdvert.0,
+        false => Icmpv6Types::NeighborSolicit.0,
+    };
     icmp[1..8].fill(0);
+    if advert {
+        icmp[4] = msg.flags;
+    }
     icmp[8..24].copy_from_slice(&msg.target.octets());
     if let Some(mac) = msg.link_addr {
-        icmp[24] = 1;
+        icmp[24] = if advert { 2 } else { 1 };
         icmp[25] = 1;
         icmp[26..32].copy_from_slice(&mac.0);
     }

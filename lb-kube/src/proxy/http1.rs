@@ -272,31 +272,41 @@ impl Pool {
     }
 }
 
-/// `fut`, unless `deadline` passes first (`None`). The timer is moved only
-/// when it would fire after the deadline, or fires before it (a request's
-/// deadline mostly lies past the last one's: no timer work).
+/// `fut`, unless `deadline` passes first (`None`), on `timer` (see
+/// [`poll_deadline`]).
 async fn within<F: std::future::Future>(
     timer: &mut Pin<Box<tokio::time::Sleep>>,
     deadline: tokio::time::Instant,
     fut: F,
 ) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
-    if timer.deadline() > deadline {
-        timer.as_mut().reset(deadline);
-    }
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
         }
-        while timer.as_mut().poll(cx).is_ready() {
-            if tokio::time::Instant::now() >= deadline {
-                return Poll::Ready(None);
-            }
-            timer.as_mut().reset(deadline);
-        }
-        Poll::Pending
+        poll_deadline(timer, deadline, cx).map(|()| None)
     })
     .await
+}
+
+/// Ready once `deadline` has passed, on `timer`: the timer is moved only
+/// when it would fire after the deadline, or fires before it (deadlines
+/// mostly lie past the last one's: no timer work).
+fn poll_deadline(
+    timer: &mut Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    while timer.as_mut().poll(cx).is_ready() {
+        if tokio::time::Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
 }
 
 /// A response's status line and headers.
@@ -488,19 +498,11 @@ impl UpstreamBody {
                         continue;
                     }
                     // Bounded between two reads, on the connection's timer.
-                    if conn.timer.deadline() > self.deadline {
-                        conn.timer.as_mut().reset(self.deadline);
-                    }
-                    while conn.timer.as_mut().poll(cx).is_ready() {
-                        if tokio::time::Instant::now() >= self.deadline {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "the backend stopped sending its answer",
-                            )));
-                        }
-                        conn.timer.as_mut().reset(self.deadline);
-                    }
-                    return Poll::Pending;
+                    ready!(poll_deadline(&mut conn.timer, self.deadline, cx));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the backend stopped sending its answer",
+                    )));
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
