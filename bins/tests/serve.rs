@@ -133,6 +133,16 @@ fn raw(port: u16, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Waits (10 s at most, then fails with `what`) until `done` holds: the
+/// proxy follows its directory within a poll or two.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A GET for `host` and `path`: status, head, body.
 fn get(port: u16, host: &str, path: &str, headers: &str) -> (u16, String, String) {
     let answer = raw(
@@ -1114,14 +1124,9 @@ fn basic_auth_asks_for_the_password_and_fails_closed_without_its_secret() {
         .join("---\n"),
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(port, "staff.example.com", "/", &basic("bob", "pw")).0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the auth-map Secret was never read"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the auth-map Secret was never read", || {
+        get(port, "staff.example.com", "/", &basic("bob", "pw")).0 == 200
+    });
     assert_eq!(get(port, "staff.example.com", "/", &basic("ann", "password")).0, 200);
     assert_eq!(get(port, "staff.example.com", "/", &basic("bob", "wrong")).0, 401);
     // The file form of the same name is not read as a map, nor the reverse.
@@ -1145,19 +1150,12 @@ fn an_edit_that_breaks_an_ingress_leaves_its_last_good_version_serving() {
     );
     // A good edit after it is taken.
     std::fs::write(&file, good.replace("- path: /\n", "- path: /shop\n")).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(port, "shop.example.com", "/x", "").0 != 404 {
-        assert!(std::time::Instant::now() < deadline, "the good edit was never taken");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the good edit was never taken", || {
+        get(port, "shop.example.com", "/x", "").0 == 404
+    });
     assert_eq!(get(port, "shop.example.com", "/shop/x", "").0, 200);
-    let wait_for = |status: u16, what: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while get(port, "shop.example.com", "/shop/x", "").0 != status {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let wait_for =
+        |status: u16, what: &str| eventually(what, || get(port, "shop.example.com", "/shop/x", "").0 == status);
     // An edit that asks for protection and does not build leaves nothing
     // open: the open version is not kept.
     let open = good.replace("- path: /\n", "- path: /shop\n");
