@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let owned = Owned::new(["10.200.0.100".parse::<IpAddr>().unwrap(), "fd00::100".parse().unwrap()]);
     let _ = wire::parse(data);
     let mut out = [0u8; wire::ADVERT_FRAME];
-    if let Response::Reply(n) = respond(OURS, &owned, data, &mut out) {
+    if let Response::Reply { len: n, .. } = respond(OURS, &owned, data, &mut out) {
         let src = match wire::parse(&out[..n]) {
             Ok(Frame::Arp(a)) => a.eth_src,
             Ok(Frame::Neighbor(nb)) => nb.eth_src,

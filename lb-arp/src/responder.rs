@@ -40,6 +40,11 @@ impl Owned {
         }
     }
 
+    /// Whether nothing is owned.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
     /// The owned IPv6 addresses (their solicited-node groups are joined).
     pub fn v6(&self) -> &[Ipv6Addr] {
         &self.v6
@@ -49,8 +54,14 @@ impl Owned {
 /// What to do with a received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Response {
-    /// Send the first `n` bytes of the output buffer.
-    Reply(usize),
+    /// Send the first `len` bytes of the output buffer: the answer about
+    /// `ip`.
+    Reply {
+        /// Bytes of the answer.
+        len: usize,
+        /// The owned address asked about.
+        ip: IpAddr,
+    },
     /// Another MAC claims an address owned here.
     Conflict {
         /// The address.
@@ -124,7 +135,10 @@ fn arp(mac: Mac, owned: &Owned, a: &Arp, out: &mut [u8]) -> Response {
         target_ip: a.sender_ip,
     };
     match wire::write_arp(out, &reply) {
-        Some(n) => Response::Reply(n),
+        Some(len) => Response::Reply {
+            len,
+            ip: IpAddr::V4(a.target_ip),
+        },
         None => Response::Ignore(Ignored::Wire(WireError::Truncated)),
     }
 }
@@ -179,7 +193,7 @@ fn neighbor(mac: Mac, owned: &Owned, n: &Neighbor, out: &mut [u8]) -> Response {
         }
     };
     match wire::write_advert(out, &reply) {
-        Some(len) => Response::Reply(len),
+        Some(len) => Response::Reply { len, ip: target },
         None => Response::Ignore(Ignored::Wire(WireError::Truncated)),
     }
 }

@@ -69,7 +69,7 @@ fn answer(frame: &[u8]) -> (Response, Option<Frame>) {
     let mut out = [0u8; wire::ADVERT_FRAME];
     let r = respond(OURS, &owned(), frame, &mut out);
     let parsed = match r {
-        Response::Reply(n) => Some(wire::parse(&out[..n]).unwrap()),
+        Response::Reply { len: n, .. } => Some(wire::parse(&out[..n]).unwrap()),
         _ => None,
     };
     (r, parsed)
@@ -78,7 +78,13 @@ fn answer(frame: &[u8]) -> (Response, Option<Frame>) {
 #[test]
 fn arp_requests_for_owned_addresses_are_answered_with_the_interface_mac() {
     let (r, reply) = answer(&request(VIP4, Mac::BROADCAST));
-    assert_eq!(r, Response::Reply(wire::ARP_FRAME));
+    assert_eq!(
+        r,
+        Response::Reply {
+            len: wire::ARP_FRAME,
+            ip: IpAddr::V4(VIP4)
+        }
+    );
     let Some(Frame::Arp(a)) = reply else {
         panic!("{reply:?}")
     };
@@ -88,7 +94,7 @@ fn arp_requests_for_owned_addresses_are_answered_with_the_interface_mac() {
         (OURS, VIP4, THEIRS, CLIENT4)
     );
     // Unicast to us (a cache refresh) too; to another host's MAC, not.
-    assert!(matches!(answer(&request(VIP4, OURS)).0, Response::Reply(_)));
+    assert!(matches!(answer(&request(VIP4, OURS)).0, Response::Reply { .. }));
     assert_eq!(
         answer(&request(VIP4, Mac([2, 9, 9, 9, 9, 9]))).0,
         Response::Ignore(Ignored::NotForUs)
@@ -144,7 +150,13 @@ fn solicitations_are_answered_including_probes_without_a_source_address_option()
     assert_eq!(group, "ff02::1:ff00:100".parse::<Ipv6Addr>().unwrap());
     // With the source link-layer option: to that address, S and O set.
     let (r, reply) = answer(&solicit(client6(), group, Some(THEIRS), Mac::ipv6_multicast(group)));
-    assert_eq!(r, Response::Reply(wire::ADVERT_FRAME));
+    assert_eq!(
+        r,
+        Response::Reply {
+            len: wire::ADVERT_FRAME,
+            ip: IpAddr::V6(vip6())
+        }
+    );
     let Some(Frame::Neighbor(n)) = reply else {
         panic!("{reply:?}")
     };
@@ -160,7 +172,7 @@ fn solicitations_are_answered_including_probes_without_a_source_address_option()
     // A unicast reachability probe without the option (MetalLB ignores
     // these): answered to the frame's source.
     let (r, reply) = answer(&solicit(client6(), vip6(), None, OURS));
-    assert!(matches!(r, Response::Reply(_)), "{r:?}");
+    assert!(matches!(r, Response::Reply { .. }), "{r:?}");
     let Some(Frame::Neighbor(n)) = reply else { panic!() };
     assert_eq!((n.eth_dst, n.ip_dst), (THEIRS, client6()));
     // Duplicate address detection for our address: defended to all nodes.
@@ -283,7 +295,7 @@ proptest! {
             frame[12..14].copy_from_slice(if arp { &[0x08, 0x06] } else { &[0x86, 0xdd] });
         }
         let mut out = [0u8; wire::ADVERT_FRAME];
-        if let Response::Reply(n) = respond(OURS, &owned(), &frame, &mut out) {
+        if let Response::Reply { len: n, .. } = respond(OURS, &owned(), &frame, &mut out) {
             let parsed = wire::parse(&out[..n]);
             prop_assert!(parsed.is_ok(), "{:?}", parsed);
             let src = match parsed.unwrap() { Frame::Arp(a) => a.eth_src, Frame::Neighbor(n) => n.eth_src };

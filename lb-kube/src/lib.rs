@@ -1,6 +1,6 @@
 //! The I/O adapter of lb: Kubernetes objects, the file-mode source, and the
 //! controller loop that drives `lb-alloc`.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod controller;

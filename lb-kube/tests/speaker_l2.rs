@@ -180,3 +180,28 @@ fn endpoints_decide_whether_and_with_local_policy_where() {
         Some("node-a")
     );
 }
+
+/// MetalLB's own examples give L2Advertisement and BGPAdvertisement no
+/// `spec`; they apply unchanged (every pool, every node), and the CRDs
+/// accept them too.
+#[test]
+fn advertisements_without_a_spec_are_taken_as_metallb_takes_them() {
+    let text = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: all, namespace: metallb-system}\n---\n\
+                apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all, namespace: metallb-system}\n";
+    let snap = parse_manifests(Path::new("test.yaml"), text);
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    assert_eq!(snap.objects.len(), 2);
+    for crd in lb_kube::objects::metallb::crds() {
+        let kind = crd.spec.names.kind.clone();
+        for v in &crd.spec.versions {
+            let required = v
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| s.required.clone())
+                .unwrap_or_default();
+            let optional = ["L2Advertisement", "BGPAdvertisement", "BFDProfile", "Community"].contains(&kind.as_str());
+            assert_eq!(!required.contains(&"spec".to_owned()), optional, "{kind} {}", v.name);
+        }
+    }
+}

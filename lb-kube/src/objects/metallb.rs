@@ -390,13 +390,17 @@ pub struct ConfigurationStateStatus {
     pub error_summary: Option<String>,
 }
 
+/// The kinds whose `spec` may be left out (MetalLB's CRDs do not require
+/// it: every field in it is optional).
+pub const SPEC_OPTIONAL: [&str; 4] = ["L2Advertisement", "BGPAdvertisement", "BFDProfile", "Community"];
+
 /// The metallb.io CustomResourceDefinitions, one per kind, as our types
 /// define them (BGPPeer serves v1beta1 and v1beta2, stored as v1beta2).
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt as _;
     let peer = kube::core::crd::merge_crds(vec![v1beta1::BGPPeer::crd(), BGPPeer::crd()], "v1beta2")
         .unwrap_or_else(|_| BGPPeer::crd());
-    vec![
+    let mut all = vec![
         BFDProfile::crd(),
         BGPAdvertisement::crd(),
         peer,
@@ -404,7 +408,20 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
         ConfigurationState::crd(),
         IPAddressPool::crd(),
         L2Advertisement::crd(),
-    ]
+    ];
+    for crd in &mut all {
+        if !SPEC_OPTIONAL.contains(&crd.spec.names.kind.as_str()) {
+            continue;
+        }
+        for v in &mut crd.spec.versions {
+            if let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+                let required = schema.required.take().unwrap_or_default();
+                let left: Vec<String> = required.into_iter().filter(|r| r != "spec").collect();
+                schema.required = (!left.is_empty()).then_some(left);
+            }
+        }
+    }
+    all
 }
 
 /// [`crds`] as one multi-document YAML stream, what `deploy/crds.yaml`

@@ -234,6 +234,13 @@ pub fn decode_as(mut value: Value, fields: Fields) -> Result<Option<Object>, Dec
         meta.entry("namespace")
             .or_insert_with(|| Value::String("default".into()));
     }
+    // MetalLB's CRDs leave these kinds' spec optional (every field in it
+    // is): its own examples have none.
+    if metallb::SPEC_OPTIONAL.contains(&kind.as_str())
+        && let Some(o) = value.as_object_mut()
+    {
+        o.entry("spec").or_insert_with(|| Value::Object(Default::default()));
+    }
     let object = match (api_version.as_str(), kind.as_str()) {
         (_, "Service") => Object::Service(typed_as(value, strict)?),
         (_, "Namespace") => Object::Namespace(typed_as(strip_namespace(value), strict)?),

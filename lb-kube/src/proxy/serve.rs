@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::endpoints::Endpoints;
 use super::forward;
 use super::upstream::Upstream;
-use crate::source::{Problem, Severity, Snapshot, Source};
+use crate::source::{Problem, Snapshot, Source};
 
 /// How the proxy serves.
 #[derive(Debug, Clone)]
@@ -265,7 +265,7 @@ pub async fn run<S: Source + 'static>(
     // what the table and certificates did.
     let mut logged = Vec::new();
     let problems: Vec<Problem> = view.problems.iter().chain(&table_problems).cloned().collect();
-    log_problems(&problems, &mut logged);
+    crate::source::log_new_problems(&problems, &mut logged);
     tracing::info!(endpoints = built.endpoints.len(), "route table built");
     metrics
         .endpoints
@@ -410,7 +410,7 @@ pub async fn run<S: Source + 'static>(
                     tracing::info!("the configuration reads again");
                 }
                 current.store(Arc::new(built));
-                log_problems(&all, &mut logged);
+                crate::source::log_new_problems(&all, &mut logged);
                 if whole {
                     let took = started.elapsed();
                     metrics.rebuild_duration.observe(took.as_secs_f64());
@@ -445,30 +445,11 @@ pub async fn run<S: Source + 'static>(
 /// The source's version and view, read on a blocking thread (file I/O and
 /// decoding stay off the serving threads).
 async fn read_view<S: Source + 'static>(
-    mut source: S,
+    source: S,
 ) -> Result<(S, Result<(u64, Snapshot), crate::source::SourceError>), Error> {
-    tokio::task::spawn_blocking(move || {
-        let version = source.version();
-        let view = source.view();
-        (source, view.map(|v| (version, v)))
-    })
-    .await
-    .map_err(|_| Error::Panicked)
-}
-
-/// Logs the problems not logged before (a reload says what changed).
-fn log_problems(problems: &[Problem], logged: &mut Vec<String>) {
-    let now: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    for (p, text) in problems.iter().zip(&now) {
-        if logged.contains(text) {
-            continue;
-        }
-        match p.severity {
-            Severity::Error => tracing::error!("{text}"),
-            Severity::Warning => tracing::warn!("{text}"),
-        }
-    }
-    *logged = now;
+    crate::source::read_off_runtime(source)
+        .await
+        .map_err(|_| Error::Panicked)
 }
 
 /// Accepts connections until told to stop, each served on its own task.

@@ -103,6 +103,15 @@ pub fn proxy_watches() -> Vec<Watch> {
     ]
 }
 
+/// What the speaker reads: the controller's kinds (Services with their
+/// status, pools, advertisements), Nodes (candidates, membership seeds)
+/// and EndpointSlices (serving endpoints).
+pub fn speaker_watches(metallb_namespace: &str) -> Vec<Watch> {
+    let mut w = controller_watches(metallb_namespace);
+    w.extend([Watch::all::<Node>(), Watch::all::<EndpointSlice>()]);
+    w
+}
+
 /// Every kind lb reads (speaker and proxy need the rest).
 pub fn all_watches(metallb_namespace: &str) -> Vec<Watch> {
     let mut w = controller_watches(metallb_namespace);

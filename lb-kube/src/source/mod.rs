@@ -266,6 +266,36 @@ pub trait Source: Send {
     }
 }
 
+/// Logs the problems of `problems` not in `logged` (what the last call
+/// logged), and remembers them: a reload says what changed.
+pub fn log_new_problems(problems: &[Problem], logged: &mut Vec<String>) {
+    let now: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    for (p, text) in problems.iter().zip(&now) {
+        if logged.contains(text) {
+            continue;
+        }
+        match p.severity {
+            Severity::Error => tracing::error!("{text}"),
+            Severity::Warning => tracing::warn!("{text}"),
+        }
+    }
+    *logged = now;
+}
+
+/// Reads `source`'s version and view on a blocking thread (reading may
+/// block on I/O), handing the source back with them. Fails only if the
+/// read panicked.
+pub async fn read_off_runtime<S: Source + 'static>(
+    mut source: S,
+) -> Result<(S, Result<(u64, Snapshot), SourceError>), tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        let version = source.version();
+        let view = source.view();
+        (source, view.map(|v| (version, v)))
+    })
+    .await
+}
+
 /// What changed since a version: each object that changed, as it is now.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]

@@ -1,5 +1,338 @@
 //! The speaker: which Service addresses this node makes reachable, and how.
 //! [`l2`] decides what it announces by ARP/NDP over a source view (file or
-//! cluster mode alike); the sockets that answer live beside it.
+//! cluster mode alike); [`membership`] says which speakers are alive;
+//! [`responders`] answers on the node's interfaces ([`link`]) through
+//! packet sockets ([`packet`]). [`run`] ties them together.
 
 pub mod l2;
+pub mod link;
+pub mod membership;
+pub mod metrics;
+pub mod packet;
+pub mod responders;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use tokio::time::Instant;
+
+use crate::objects::Object;
+use crate::source::{Snapshot, Source};
+use membership::{Membership, Timing};
+use responders::{Responders, Wanted};
+
+/// How the speaker runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This node's name (its Node object's).
+    pub node: String,
+    /// Only these interfaces answer (`--interface`); empty: every usable
+    /// one.
+    pub interfaces: Vec<String>,
+    /// How often a source without change notifications is polled.
+    pub poll_interval: Duration,
+    /// How often the node's interfaces are read again.
+    pub rescan_interval: Duration,
+    /// Where to serve metrics, `/healthz` and `/readyz`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The membership among speakers; `None`: every Node object counts as
+    /// alive (no failover but what Node objects say).
+    pub membership: Option<MembershipOptions>,
+}
+
+/// Where the membership listens and how fast it decides.
+#[derive(Debug, Clone, Copy)]
+pub struct MembershipOptions {
+    /// The UDP address to bind; with an unspecified IP, this node's Node
+    /// object's InternalIP is the address the others use.
+    pub bind: SocketAddr,
+    /// Probe and suspicion timing.
+    pub timing: Timing,
+}
+
+/// The membership's default UDP port (MetalLB's memberlist port).
+pub const MEMBERSHIP_PORT: u16 = 7946;
+
+impl Options {
+    /// The defaults for `node`: every usable interface, membership on
+    /// `0.0.0.0:7946` with [`Timing::default`].
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            interfaces: Vec::new(),
+            poll_interval: Duration::from_millis(200),
+            rescan_interval: Duration::from_secs(10),
+            metrics_listen: None,
+            membership: Some(MembershipOptions {
+                bind: SocketAddr::from(([0, 0, 0, 0], MEMBERSHIP_PORT)),
+                timing: Timing::default(),
+            }),
+        }
+    }
+}
+
+/// Why the speaker cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The source cannot give a first view.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// The metrics address cannot be bound.
+    #[error("--metrics-listen {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The membership socket cannot be bound, or has no address to give.
+    #[error("membership on {addr}: {message}")]
+    Membership {
+        /// The bind address.
+        addr: SocketAddr,
+        /// What is wrong.
+        message: String,
+    },
+    /// The node's interfaces cannot be read.
+    #[error("reading the network interfaces: {0}")]
+    Links(std::io::Error),
+    /// Reading the source panicked (a bug).
+    #[error("internal error: reading the configuration panicked")]
+    Panicked,
+}
+
+/// Announces this node's addresses until `shutdown` resolves: follows the
+/// source and the membership, elects, answers ARP and NDP on the usable
+/// interfaces, and announces each address it takes over. On shutdown,
+/// leaves the membership first (the others take over at once) and stops
+/// answering.
+pub async fn run<S: Source + 'static>(
+    mut source: S,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let telemetry = crate::metrics::Telemetry::new(registry);
+    if let Some(addr) = options.metrics_listen {
+        crate::metrics::start(addr, telemetry.clone())
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+    }
+    let mut responders = Responders::new(options.interfaces.clone(), metrics.clone());
+    responders.rescan(&link::links().map_err(Error::Links)?, std::time::Instant::now());
+    if responders.interfaces().is_empty() {
+        tracing::warn!(only = ?options.interfaces, "no interface answers yet (none usable, or no CAP_NET_RAW)");
+    }
+    let mut changes = source.changes();
+    // The first view that lists everything (an API server's first lists).
+    let mut said = false;
+    let (mut version, mut view) = loop {
+        let (back, read) = crate::source::read_off_runtime(source)
+            .await
+            .map_err(|_| Error::Panicked)?;
+        source = back;
+        let (version, view) = read?;
+        if view.synced {
+            break (version, view);
+        }
+        if !std::mem::replace(&mut said, true) {
+            tracing::info!("waiting for the first list of every kind");
+        }
+        source_changed(&mut changes, options.poll_interval).await;
+    };
+    let mut logged = Vec::new();
+    crate::source::log_new_problems(&view.problems, &mut logged);
+    let mut membership = match options.membership {
+        Some(m) => Some(start_membership(&options.node, m, &view).await?),
+        None => None,
+    };
+    if let (Some(m), Some(o)) = (&mut membership, options.membership) {
+        settle(m, &view, o.timing).await;
+    }
+    let mut alive = membership.as_ref().map(|m| m.alive.borrow().clone());
+    apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
+    telemetry.set_ready(true);
+    let mut rescan = tokio::time::interval(options.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let wake = responders.next_wake().map(Instant::from_std);
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = sleep_until(wake) => responders.announce_due(std::time::Instant::now()),
+            _ = rescan.tick() => match link::links() {
+                Ok(links) => responders.rescan(&links, std::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "reading the network interfaces"),
+            },
+            () = membership_changed(&mut membership) => {
+                alive = membership.as_mut().map(|m| m.alive.borrow_and_update().clone());
+                apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
+            }
+            () = source_changed(&mut changes, options.poll_interval) => {
+                let (back, read) = crate::source::read_off_runtime(source)
+                    .await
+                    .map_err(|_| Error::Panicked)?;
+                source = back;
+                match read {
+                    Ok((v, _)) if v == version => {}
+                    Ok((v, new)) => {
+                        version = v;
+                        view = new;
+                        crate::source::log_new_problems(&view.problems, &mut logged);
+                        if let (Some(m), Some(o)) = (&membership, options.membership) {
+                            m.seed(seeds(&view, &options.node, o.bind.port()));
+                        }
+                        apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the configuration; the last one stays in force"),
+                }
+            }
+        }
+    }
+    telemetry.set_ready(false);
+    if let Some(m) = membership {
+        m.leave(Duration::from_millis(300)).await;
+    }
+    drop(responders);
+    tracing::info!("stopped answering");
+    Ok(())
+}
+
+/// Elects over `view` and hands the result to the responders.
+fn apply(
+    responders: &mut Responders,
+    view: &Snapshot,
+    node: &str,
+    alive: Option<&BTreeSet<String>>,
+    metrics: &metrics::Metrics,
+) {
+    // Per address, the interfaces (`None`: every one; one advertisement
+    // for every interface wins over lists).
+    let mut on: std::collections::BTreeMap<IpAddr, Option<BTreeSet<String>>> = Default::default();
+    metrics.announced.clear();
+    for a in l2::announcements(view, node, alive) {
+        for ip in &a.ips {
+            let e = on.entry(*ip).or_insert_with(|| Some(BTreeSet::new()));
+            match (a.interfaces.is_empty(), e) {
+                (true, e) => *e = None,
+                (false, Some(set)) => set.extend(a.interfaces.iter().cloned()),
+                (false, None) => {}
+            }
+            metrics
+                .announced
+                .get_or_create(&metrics::AnnouncedLabels {
+                    service: a.service.clone(),
+                    protocol: "layer2",
+                    node: node.to_owned(),
+                    ip: ip.to_string(),
+                })
+                .set(1);
+        }
+    }
+    let wanted: Wanted = on.into_iter().map(|(ip, set)| (ip, set.unwrap_or_default())).collect();
+    responders.set(wanted, std::time::Instant::now());
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the membership's live set changed (never without one).
+async fn membership_changed(membership: &mut Option<Membership>) {
+    match membership {
+        Some(m) => {
+            if m.alive.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the source may have changed: its announcement, else the
+/// next poll.
+async fn source_changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>, poll: Duration) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => tokio::time::sleep(poll).await,
+    }
+}
+
+/// The first InternalIP of a Node object (else its first address).
+fn node_address(n: &Node) -> Option<IpAddr> {
+    let addrs = n.status.as_ref()?.addresses.as_ref()?;
+    let parsed = |kind: Option<&str>| {
+        addrs
+            .iter()
+            .filter(|a| kind.is_none_or(|k| a.type_ == k))
+            .find_map(|a| a.address.parse::<IpAddr>().ok())
+    };
+    parsed(Some("InternalIP")).or_else(|| parsed(None))
+}
+
+/// The membership addresses of the other nodes in `view`.
+fn seeds(view: &Snapshot, me: &str, port: u16) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = view
+        .objects
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Object::Node(n) if n.metadata.name.as_deref() != Some(me) => node_address(n),
+            _ => None,
+        })
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Joins the membership, reachable at the bind address, or at this node's
+/// Node object's address when the bind address is unspecified.
+async fn start_membership(node: &str, o: MembershipOptions, view: &Snapshot) -> Result<Membership, Error> {
+    let fail = |message: String| Error::Membership { addr: o.bind, message };
+    let advertise = match o.bind.ip().is_unspecified() {
+        false => o.bind,
+        true => {
+            let mine = view.objects.iter().find_map(|(_, obj)| match obj {
+                Object::Node(n) if n.metadata.name.as_deref() == Some(node) => Some(n),
+                _ => None,
+            });
+            let ip = mine.and_then(|n| node_address(n)).ok_or_else(|| {
+                fail(format!(
+                    "node {node:?} has no Node object with an address to give the other speakers; \
+                     bind a specific address (--memberlist-bind IP:PORT) or add the Node's status.addresses"
+                ))
+            })?;
+            SocketAddr::new(ip, o.bind.port())
+        }
+    };
+    let m = Membership::start(node.to_owned(), o.bind, advertise, o.timing)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    tracing::info!(bind = %o.bind, %advertise, "membership started");
+    m.seed(seeds(view, node, o.bind.port()));
+    Ok(m)
+}
+
+/// Waits, at start, until every other node's speaker has been seen or a
+/// few probe rounds have passed, so that a speaker that starts beside
+/// running ones does not claim their addresses for a moment.
+async fn settle(m: &mut Membership, view: &Snapshot, timing: Timing) {
+    let others = seeds(view, "", 0).len();
+    let until = Instant::now() + timing.probe_interval * 5 + timing.suspicion_timeout;
+    while m.alive.borrow().len() < others {
+        if tokio::time::timeout_at(until, m.alive.changed()).await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! lb-speaker: makes this node's share of the Service addresses reachable
+//! (Layer 2: answers ARP and NDP, announces at takeover).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use lb_bins::{LogFormat, init_logging, shutdown_signal};
+use lb_kube::speaker::membership::Timing;
+use lb_kube::speaker::{self, MembershipOptions, Options};
+
+/// Announces the Service addresses this node is elected for: answers ARP
+/// requests and IPv6 neighbour solicitations for them on the node's
+/// interfaces and sends gratuitous ARP / unsolicited advertisements when it
+/// takes one over. Speakers find each other by SWIM membership over UDP
+/// (port 7946, as MetalLB's memberlist) seeded from the Node objects'
+/// InternalIPs, and elect one node per address as MetalLB does.
+///
+/// File mode: --manifests DIR is the cluster; addresses come from the
+/// controller's state file (default DIR/.lb/state.json).
+///
+/// Cluster mode (without --manifests): watches the API server given by
+/// --kubeconfig, else $KUBECONFIG or ~/.kube/config, else the in-cluster
+/// configuration; addresses come from Service status.
+///
+/// Needs CAP_NET_RAW (packet sockets). The node must accept traffic to
+/// the addresses it answers for (kube-proxy's rules, or the address on
+/// `lo` with arp_ignore=1): see the README.
+#[derive(Parser, Debug)]
+#[command(
+    name = "lb-speaker",
+    version,
+    after_help = "Examples:\n  lb-speaker --manifests examples/ --node node-a\n  lb-speaker --manifests /etc/lb --node $(hostname) --interface eth0 --metrics-listen 127.0.0.1:9121\n  lb-speaker --kubeconfig ~/.kube/config --node $NODE_NAME"
+)]
+struct Cli {
+    /// Directory of Kubernetes manifests (YAML/JSON, multi-document) that is the cluster.
+    #[arg(long, value_name = "DIR")]
+    manifests: Option<PathBuf>,
+    /// The controller's state file (default DIR/.lb/state.json; the other
+    /// classes' state files beside it are read too).
+    #[arg(long, value_name = "PATH", requires = "manifests")]
+    state_file: Option<PathBuf>,
+    /// This node's name, as its Node object has it.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    node: String,
+    /// Answer only on this interface (repeat for more). Default: every
+    /// interface that is up, ARP-capable Ethernet, not a bond or bridge member.
+    #[arg(long = "interface", value_name = "IF")]
+    interfaces: Vec<String>,
+    /// The membership's UDP address. With an unspecified IP, the others
+    /// reach this speaker at its Node object's InternalIP.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7946")]
+    memberlist_bind: SocketAddr,
+    /// No membership: every Node object counts as alive (no failover but
+    /// what the Node objects say).
+    #[arg(long)]
+    no_memberlist: bool,
+    /// How often each speaker probes another one, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    probe_interval_ms: u64,
+    /// How long a probe waits for its direct answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 40)]
+    probe_timeout_ms: u64,
+    /// How long a suspected speaker has to answer before it counts as
+    /// down, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    suspicion_timeout_ms: u64,
+    /// Serve Prometheus metrics (/metrics), liveness (/healthz) and
+    /// readiness (/readyz) on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// How often to look for changes in DIR, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    poll_ms: u64,
+    /// Cluster mode: the kubeconfig of the API server.
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Cluster mode: the namespace of the metallb.io objects.
+    #[arg(long, value_name = "NS", default_value = "metallb-system")]
+    namespace: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    if cli.node.trim().is_empty() {
+        eprintln!("error: --node (or $NODE_NAME) is empty");
+        return ExitCode::from(2);
+    }
+    let timing = Timing {
+        probe_interval: Duration::from_millis(cli.probe_interval_ms),
+        probe_timeout: Duration::from_millis(cli.probe_timeout_ms),
+        suspicion_timeout: Duration::from_millis(cli.suspicion_timeout_ms),
+    };
+    if timing.probe_interval.is_zero() || timing.probe_timeout.is_zero() || timing.suspicion_timeout.is_zero() {
+        eprintln!("error: --probe-interval-ms, --probe-timeout-ms and --suspicion-timeout-ms must be above 0");
+        return ExitCode::from(2);
+    }
+    if timing.probe_timeout >= timing.probe_interval {
+        eprintln!("error: --probe-timeout-ms must be below --probe-interval-ms");
+        return ExitCode::from(2);
+    }
+    let options = Options {
+        interfaces: cli.interfaces.clone(),
+        poll_interval: Duration::from_millis(cli.poll_ms.clamp(10, 5000)),
+        metrics_listen: cli.metrics_listen,
+        membership: (!cli.no_memberlist).then_some(MembershipOptions {
+            bind: cli.memberlist_bind,
+            timing,
+        }),
+        ..Options::new(cli.node.clone())
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async move {
+        let shutdown = shutdown_signal();
+        match cli.manifests {
+            Some(dir) => {
+                let state = cli
+                    .state_file
+                    .unwrap_or_else(|| lb_kube::status::default_path(&dir, None));
+                let source = lb_kube::source::file::FileSource::new(&dir).with_status_file(state);
+                speaker::run(source, options, shutdown).await.map_err(|e| e.to_string())
+            }
+            None => {
+                let cluster = lb_kube::controller::Cluster::new(cli.kubeconfig, cli.namespace.clone());
+                let client = cluster.client().await.map_err(|e| e.to_string())?;
+                let watches = lb_kube::source::cluster::speaker_watches(&cli.namespace);
+                let source = lb_kube::source::cluster::KubeSource::start(client, watches);
+                speaker::run(source, options, shutdown).await.map_err(|e| e.to_string())
+            }
+        }
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("shut down");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot announce");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The node's network interfaces, read from the kernel over rtnetlink (the
+//! MAC included: `/sys` is not always this network namespace's), and which
+//! of them answer for service addresses: MetalLB's rules
+//! (reference/metallb.md §3.3) — up, ARP-capable, broadcast-capable
+//! Ethernet, not enslaved to a bond or bridge (the bond or bridge itself
+//! answers) — narrowed by `--interface` flags when given.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use lb_arp::wire::Mac;
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// One network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Its hardware address, when it is a 6-byte one.
+    pub mac: Option<Mac>,
+    /// Administratively up.
+    pub up: bool,
+    /// Marked NOARP.
+    pub noarp: bool,
+    /// Broadcast-capable.
+    pub broadcast: bool,
+    /// Ethernet (not loopback, tunnel, …).
+    pub ethernet: bool,
+    /// Enslaved to a bond or bridge (its index).
+    pub controller: Option<u32>,
+    /// Has an IPv6 link-local address (neighbour discovery needs one).
+    pub link_local6: bool,
+}
+
+impl Link {
+    /// Whether this interface answers for service addresses: up,
+    /// ARP-capable, broadcast-capable Ethernet with a MAC, and not a bond
+    /// or bridge member; and, when `only` names interfaces, one of them.
+    pub fn usable(&self, only: &[String]) -> bool {
+        self.up
+            && !self.noarp
+            && self.broadcast
+            && self.ethernet
+            && self.mac.is_some()
+            && self.controller.is_none()
+            && (only.is_empty() || only.contains(&self.name))
+    }
+}
+
+/// Every interface of this network namespace, by index.
+pub fn links() -> io::Result<Vec<Link>> {
+    let socket = open()?;
+    let mut links: BTreeMap<u32, Link> = BTreeMap::new();
+    dump(&socket, RouteNetlinkMessage::GetLink(LinkMessage::default()), |m| {
+        if let RouteNetlinkMessage::NewLink(l) = m {
+            let flags = l.header.flags;
+            let mut link = Link {
+                index: l.header.index,
+                name: String::new(),
+                mac: None,
+                up: flags.contains(LinkFlags::Up),
+                noarp: flags.contains(LinkFlags::Noarp),
+                broadcast: flags.contains(LinkFlags::Broadcast),
+                ethernet: l.header.link_layer_type == LinkLayerType::Ether,
+                controller: None,
+                link_local6: false,
+            };
+            for a in l.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => link.name = n,
+                    LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(Mac),
+                    LinkAttribute::Controller(c) if c != 0 => link.controller = Some(c),
+                    _ => {}
+                }
+            }
+            links.insert(link.index, link);
+        }
+    })?;
+    let mut ask = AddressMessage::default();
+    ask.header.family = AddressFamily::Inet6;
+    dump(&socket, RouteNetlinkMessage::GetAddress(ask), |m| {
+        if let RouteNetlinkMessage::NewAddress(a) = m {
+            let local = a.header.scope == AddressScope::Link
+                || a.attributes.iter().any(|at| match at {
+                    AddressAttribute::Address(std::net::IpAddr::V6(ip)) => ip.is_unicast_link_local(),
+                    _ => false,
+                });
+            if let (true, Some(l)) = (local, links.get_mut(&a.header.index)) {
+                l.link_local6 = true;
+            }
+        }
+    })?;
+    Ok(links.into_values().collect())
+}
+
+fn open() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+/// Sends one dump request and hands every message of the answer to `each`.
+fn dump(socket: &Socket, ask: RouteNetlinkMessage, mut each: impl FnMut(RouteNetlinkMessage)) -> io::Result<()> {
+    let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(ask));
+    packet.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
+    packet.finalize();
+    let mut out = vec![0; packet.buffer_len()];
+    packet.serialize(&mut out);
+    socket.send(&out, 0)?;
+    let bad = |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        buf.clear();
+        let n = socket.recv(&mut buf, 0)?;
+        let mut at = 0;
+        while at < n {
+            let msg: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(&buf[at..n]).map_err(bad)?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => return Err(e.to_io()),
+                NetlinkPayload::InnerMessage(m) => each(m),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            at += len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_listed_and_never_usable() {
+        let all = links().unwrap();
+        let lo = all.iter().find(|l| l.name == "lo").unwrap();
+        assert!(lo.up && !lo.ethernet);
+        assert!(!lo.usable(&[]));
+    }
+
+    #[test]
+    fn usable_follows_metallb_rules() {
+        let eth = Link {
+            index: 2,
+            name: "eth0".into(),
+            mac: Some(Mac([2, 0, 0, 0, 0, 1])),
+            up: true,
+            noarp: false,
+            broadcast: true,
+            ethernet: true,
+            controller: None,
+            link_local6: true,
+        };
+        assert!(eth.usable(&[]));
+        assert!(eth.usable(&["eth0".into()]));
+        assert!(!eth.usable(&["eth1".into()]));
+        assert!(
+            !Link {
+                up: false,
+                ..eth.clone()
+            }
+            .usable(&[])
+        );
+        assert!(
+            !Link {
+                noarp: true,
+                ..eth.clone()
+            }
+            .usable(&[])
+        );
+        assert!(
+            !Link {
+                controller: Some(5),
+                ..eth.clone()
+            }
+            .usable(&[])
+        );
+        assert!(!Link { mac: None, ..eth }.usable(&[]));
+    }
+}

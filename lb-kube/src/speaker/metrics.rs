@@ -1,0 +1,93 @@
+//! The speaker's metrics, under MetalLB's names so that its dashboards and
+//! alerts keep working (counters are exposed with the `_total` suffix
+//! OpenMetrics gives every counter, as a Prometheus that scrapes MetalLB in
+//! OpenMetrics sees them).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// One service address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct IpLabel {
+    /// The address.
+    pub ip: String,
+}
+
+/// One address announced for one Service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AnnouncedLabels {
+    /// The Service, `namespace/name`.
+    pub service: String,
+    /// `layer2` (or `bgp`).
+    pub protocol: &'static str,
+    /// This node.
+    pub node: String,
+    /// The address.
+    pub ip: String,
+}
+
+/// Every metric the speaker keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// ARP requests and neighbour solicitations received for owned
+    /// addresses.
+    pub requests: Family<IpLabel, Counter>,
+    /// Replies sent.
+    pub responses: Family<IpLabel, Counter>,
+    /// Gratuitous ARP and unsolicited advertisement frames sent.
+    pub gratuitous: Family<IpLabel, Counter>,
+    /// Another MAC seen claiming an owned address (split brain).
+    pub conflicts: Family<IpLabel, Counter>,
+    /// 1 for each address this node announces.
+    pub announced: Family<AnnouncedLabels, Gauge>,
+    /// Interfaces answering.
+    pub interfaces: Gauge,
+    /// Speakers this one sees alive (itself included).
+    pub members: Gauge,
+}
+
+impl Metrics {
+    /// The metrics, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "metallb_layer2_requests_received",
+            "ARP requests and neighbour solicitations received for announced addresses",
+            m.requests.clone(),
+        );
+        registry.register(
+            "metallb_layer2_responses_sent",
+            "ARP replies and neighbour advertisements sent for announced addresses",
+            m.responses.clone(),
+        );
+        registry.register(
+            "metallb_layer2_gratuitous_sent",
+            "Gratuitous ARP and unsolicited neighbour advertisement frames sent",
+            m.gratuitous.clone(),
+        );
+        registry.register(
+            "lb_layer2_conflicts",
+            "Frames from another MAC claiming an address announced here (split brain)",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "metallb_speaker_announced",
+            "Addresses this node announces, by Service and protocol",
+            m.announced.clone(),
+        );
+        registry.register(
+            "lb_layer2_interfaces",
+            "Interfaces answering ARP and NDP",
+            m.interfaces.clone(),
+        );
+        registry.register(
+            "lb_speaker_members",
+            "Speakers seen alive, this one included",
+            m.members.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,171 @@
+//! Link-layer sockets: one `AF_PACKET` socket per interface that receives
+//! the ARP frames and the neighbour solicitations and advertisements that
+//! arrive on it (a kernel filter drops everything else, and the frames this
+//! host sends, before they are copied out), and sends whole Ethernet frames
+//! out of it. And the IPv6 solicited-node multicast groups joined for the
+//! owned IPv6 addresses, so that solicitations reach the interface (and
+//! switches that snoop MLD forward them).
+//!
+//! The one place in lb that uses `unsafe`: the kernel takes the interface
+//! to bind to as a `sockaddr_ll`, which the socket library has no safe
+//! constructor for, and the reactor takes the socket's descriptor on the
+//! promise that it stays open.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read as _};
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+
+use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockFilter, Socket, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// `ETH_P_ALL`: every protocol (the filter narrows it).
+const ETH_P_ALL: u16 = 0x0003;
+
+/// A packet socket bound to one interface.
+#[derive(Debug)]
+pub struct Packet {
+    fd: AsyncFd<Socket>,
+}
+
+impl Packet {
+    /// Opens the socket on the interface `index`. Needs `CAP_NET_RAW`.
+    #[allow(unsafe_code)]
+    pub fn open(index: u32) -> io::Result<Self> {
+        // Protocol 0 receives nothing until bound: the filter is in place
+        // before the first frame is queued.
+        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))?;
+        socket.attach_filter(&filter())?;
+        socket.bind(&link_address(index)?)?;
+        socket.set_nonblocking(true)?;
+        // SAFETY: the socket owns its descriptor, which stays open, and is
+        // the one `as_raw_fd` returns, until the `AsyncFd` drops it.
+        let fd = unsafe { AsyncFd::register(socket) }?;
+        Ok(Self { fd })
+    }
+
+    /// The next frame into `buf` (a longer one is cut to `buf`'s length).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd.async_io(Interest::READABLE, |s| (&*s).read(buf)).await
+    }
+
+    /// Sends one Ethernet frame now, or fails (`WouldBlock` when the send
+    /// buffer is full).
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<()> {
+        self.fd.get_ref().send(frame).map(|_| ())
+    }
+}
+
+/// The `sockaddr_ll` of interface `index`, every protocol.
+#[allow(unsafe_code)]
+fn link_address(index: u32) -> io::Result<SockAddr> {
+    let index = i32::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut storage = SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_ll` is one of this platform's `sockaddr_*` types,
+    // smaller than the storage (the call checks that too).
+    let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
+    ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
+    ll.sll_protocol = ETH_P_ALL.to_be();
+    ll.sll_ifindex = index;
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: the storage holds an initialised `sockaddr_ll` of `len` bytes.
+    Ok(unsafe { SockAddr::new(storage, len) })
+}
+
+/// The kernel filter (classic BPF): frames this host sent are dropped;
+/// ARP frames are kept, and IPv6 frames whose next header is ICMPv6 (58)
+/// with type 135 (solicitation) or 136 (advertisement). The filter looks at
+/// fixed offsets: an NS/NA behind extension headers is not one RFC 4861
+/// allows through (hop limit 255 frames carry none in practice) and is
+/// dropped.
+fn filter() -> [SockFilter; 12] {
+    const LD_B_ABS: u16 = 0x30;
+    const LD_H_ABS: u16 = 0x28;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    // The packet type, from the kernel's ancillary data (SKF_AD_OFF +
+    // SKF_AD_PKTTYPE).
+    const PKTTYPE: u32 = 0xffff_f000 + 4;
+    const OUTGOING: u32 = 4;
+    [
+        /* 0 */ SockFilter::new(LD_B_ABS, 0, 0, PKTTYPE),
+        /* 1 */ SockFilter::new(JEQ_K, 9, 0, OUTGOING), // → 11 drop
+        /* 2 */ SockFilter::new(LD_H_ABS, 0, 0, 12), // EtherType
+        /* 3 */ SockFilter::new(JEQ_K, 6, 0, 0x0806), // → 10 keep
+        /* 4 */ SockFilter::new(JEQ_K, 0, 6, 0x86dd), // else → 11 drop
+        /* 5 */ SockFilter::new(LD_B_ABS, 0, 0, 14 + 6), // next header
+        /* 6 */ SockFilter::new(JEQ_K, 0, 4, 58), // else → 11 drop
+        /* 7 */ SockFilter::new(LD_B_ABS, 0, 0, 14 + 40), // ICMPv6 type
+        /* 8 */ SockFilter::new(JEQ_K, 1, 0, 135), // → 10 keep
+        /* 9 */ SockFilter::new(JEQ_K, 0, 1, 136), // else → 11 drop
+        /* 10 */ SockFilter::new(RET_K, 0, 0, 0xffff),
+        /* 11 */ SockFilter::new(RET_K, 0, 0, 0),
+    ]
+}
+
+/// The solicited-node multicast groups joined on one interface, counted
+/// per group (addresses that share their last 24 bits share a group).
+/// The kernel caps the groups one socket may hold, so more sockets are
+/// opened as they fill.
+#[derive(Debug)]
+pub struct Groups {
+    index: u32,
+    sockets: Vec<UdpSocket>,
+    /// Group → (socket, how many owned addresses need it).
+    joined: BTreeMap<Ipv6Addr, (usize, usize)>,
+}
+
+impl Groups {
+    /// No group joined yet on the interface `index`.
+    pub fn new(index: u32) -> Self {
+        Self {
+            index,
+            sockets: Vec::new(),
+            joined: BTreeMap::new(),
+        }
+    }
+
+    /// Joins `group` (once per group however many addresses need it).
+    pub fn join(&mut self, group: Ipv6Addr) -> io::Result<()> {
+        if let Some((_, n)) = self.joined.get_mut(&group) {
+            *n += 1;
+            return Ok(());
+        }
+        for (i, s) in self.sockets.iter().enumerate() {
+            match s.join_multicast_v6(&group, self.index) {
+                Ok(()) => {
+                    self.joined.insert(group, (i, 1));
+                    return Ok(());
+                }
+                // This socket is full: try the next one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let s = UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))?;
+        s.join_multicast_v6(&group, self.index)?;
+        self.sockets.push(s);
+        self.joined.insert(group, (self.sockets.len() - 1, 1));
+        Ok(())
+    }
+
+    /// Leaves `group` once no owned address needs it.
+    pub fn leave(&mut self, group: Ipv6Addr) {
+        let Some((socket, n)) = self.joined.get_mut(&group) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            let socket = *socket;
+            self.joined.remove(&group);
+            if let Err(e) = self.sockets[socket].leave_multicast_v6(&group, self.index) {
+                tracing::debug!(%group, error = %e, "leaving a multicast group");
+            }
+        }
+    }
+
+    /// The groups joined.
+    pub fn joined(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.joined.keys().copied()
+    }
+}

@@ -1,0 +1,281 @@
+//! The interfaces that answer for this node's addresses: one responder
+//! task per usable interface (a packet socket and [`lb_arp::responder`]'s
+//! decisions), the addresses each owns (swapped whole, read per frame),
+//! the solicited-node groups joined for them, and the announcements sent
+//! at takeover on [`lb_arp::announce::Schedule`]'s timetable.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use lb_arp::announce::{self, Schedule};
+use lb_arp::responder::{self, Owned, Response};
+use lb_arp::wire::{self, Mac};
+
+use super::link::Link;
+use super::metrics::{IpLabel, Metrics};
+use super::packet::{Groups, Packet};
+
+/// The addresses to answer for, each with the interfaces it is announced
+/// on (empty: every usable one).
+pub type Wanted = BTreeMap<IpAddr, BTreeSet<String>>;
+
+/// The responders of one node.
+#[derive(Debug)]
+pub struct Responders {
+    only: Vec<String>,
+    ports: BTreeMap<u32, Port>,
+    wanted: Wanted,
+    schedule: Schedule,
+    metrics: Metrics,
+    /// Interfaces that could not be opened, with the error last logged.
+    failed: BTreeMap<u32, String>,
+}
+
+/// One interface answering.
+#[derive(Debug)]
+struct Port {
+    link: Link,
+    mac: Mac,
+    packet: Arc<Packet>,
+    owned: Arc<ArcSwap<Owned>>,
+    groups: Groups,
+    /// The IPv6 addresses whose groups are joined.
+    joined: BTreeSet<Ipv6Addr>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Responders {
+    /// No interface yet; `only` narrows the usable ones (`--interface`).
+    pub fn new(only: Vec<String>, metrics: Metrics) -> Self {
+        Self {
+            only,
+            ports: BTreeMap::new(),
+            wanted: Wanted::new(),
+            schedule: Schedule::default(),
+            metrics,
+            failed: BTreeMap::new(),
+        }
+    }
+
+    /// The interfaces answering, by name.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.ports.values().map(|p| p.link.name.clone()).collect()
+    }
+
+    /// The addresses answered for.
+    pub fn wanted(&self) -> &Wanted {
+        &self.wanted
+    }
+
+    /// Answers for `wanted` from now on: addresses new here are announced
+    /// (takeover), addresses gone are no longer answered.
+    pub fn set(&mut self, wanted: Wanted, now: Instant) {
+        for ip in self.wanted.keys().filter(|ip| !wanted.contains_key(ip)) {
+            self.schedule.release(*ip);
+            tracing::info!(%ip, "no longer announced here");
+        }
+        for ip in wanted.keys().filter(|ip| !self.wanted.contains_key(ip)) {
+            self.schedule.takeover(*ip, now);
+            tracing::info!(%ip, "announced here");
+        }
+        self.wanted = wanted;
+        self.refresh();
+    }
+
+    /// Follows the node's interfaces: opens a responder on each usable one
+    /// not answering yet (announcing what it owns there), and closes those
+    /// gone or no longer usable.
+    pub fn rescan(&mut self, links: &[Link], now: Instant) {
+        let usable: BTreeMap<u32, &Link> = links
+            .iter()
+            .filter(|l| l.usable(&self.only))
+            .map(|l| (l.index, l))
+            .collect();
+        self.ports.retain(|index, port| {
+            let keep = usable.get(index).is_some_and(|l| **l == port.link);
+            if !keep {
+                tracing::info!(interface = %port.link.name, "interface no longer answers");
+            }
+            keep
+        });
+        self.failed.retain(|index, _| usable.contains_key(index));
+        for (index, link) in usable {
+            if self.ports.contains_key(&index) {
+                continue;
+            }
+            let Some(mac) = link.mac else { continue };
+            match Packet::open(index) {
+                Ok(packet) => {
+                    let packet = Arc::new(packet);
+                    let owned = Arc::new(ArcSwap::from_pointee(Owned::default()));
+                    let task = tokio::spawn(answer(
+                        packet.clone(),
+                        mac,
+                        link.name.clone(),
+                        owned.clone(),
+                        self.metrics.clone(),
+                    ))
+                    .abort_handle();
+                    tracing::info!(interface = %link.name, %mac, "answering ARP and NDP");
+                    self.failed.remove(&index);
+                    self.ports.insert(
+                        index,
+                        Port {
+                            link: link.clone(),
+                            mac,
+                            packet,
+                            owned,
+                            groups: Groups::new(index),
+                            joined: BTreeSet::new(),
+                            task,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if self.failed.get(&index) != Some(&text) {
+                        tracing::error!(interface = %link.name, error = %text, "cannot open a packet socket (needs CAP_NET_RAW)");
+                        self.failed.insert(index, text);
+                    }
+                }
+            }
+        }
+        let fresh: Vec<IpAddr> = self
+            .ports
+            .values()
+            .filter(|p| p.owned.load().is_empty())
+            .flat_map(|p| {
+                self.wanted
+                    .iter()
+                    .filter(|(_, on)| on.is_empty() || on.contains(&p.link.name))
+            })
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in fresh {
+            self.schedule.takeover(ip, now);
+        }
+        self.refresh();
+        self.metrics
+            .interfaces
+            .set(i64::try_from(self.ports.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Gives each interface the addresses it answers for, and joins and
+    /// leaves solicited-node groups to match.
+    fn refresh(&mut self) {
+        for port in self.ports.values_mut() {
+            let mine: Vec<IpAddr> = self
+                .wanted
+                .iter()
+                .filter(|(_, on)| on.is_empty() || on.contains(&port.link.name))
+                .map(|(ip, _)| *ip)
+                .collect();
+            let owned = Owned::new(mine);
+            let v6: BTreeSet<Ipv6Addr> = owned.v6().iter().copied().collect();
+            for gone in port.joined.difference(&v6) {
+                port.groups.leave(wire::solicited_node(*gone));
+            }
+            for new in v6.difference(&port.joined) {
+                if let Err(e) = port.groups.join(wire::solicited_node(*new)) {
+                    tracing::warn!(interface = %port.link.name, ip = %new, error = %e, "cannot join the solicited-node group: solicitations sent to it are not seen");
+                }
+            }
+            port.joined = v6;
+            port.owned.store(Arc::new(owned));
+        }
+    }
+
+    /// When [`Responders::announce_due`] has something to send.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.schedule.next_wake()
+    }
+
+    /// Sends the announcements due at `now`, on every interface that owns
+    /// each address.
+    pub fn announce_due(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.schedule.due(now, |ip| due.push(ip));
+        let mut bufs = [[0u8; wire::ADVERT_FRAME]; 2];
+        for ip in due {
+            for port in self.ports.values() {
+                if !port.owned.load().contains(ip) {
+                    continue;
+                }
+                let lens = announce::announce(port.mac, ip, &mut bufs);
+                for (buf, len) in bufs.iter().zip(lens) {
+                    if len == 0 {
+                        continue;
+                    }
+                    match port.packet.try_send(&buf[..len]) {
+                        Ok(()) => self.metrics.gratuitous.get_or_create(&label(ip)).inc(),
+                        Err(e) => {
+                            tracing::debug!(interface = %port.link.name, %ip, error = %e, "announcement not sent");
+                            0
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn label(ip: IpAddr) -> IpLabel {
+    IpLabel { ip: ip.to_string() }
+}
+
+/// How often one address's conflict is logged at most.
+const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Answers on one interface until aborted.
+async fn answer(packet: Arc<Packet>, mac: Mac, name: String, owned: Arc<ArcSwap<Owned>>, metrics: Metrics) {
+    let mut frame = [0u8; 2048];
+    let mut out = [0u8; wire::ADVERT_FRAME];
+    let mut conflicts: HashMap<IpAddr, Instant> = HashMap::new();
+    loop {
+        let n = match packet.recv(&mut frame).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(interface = %name, error = %e, "receiving");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let owned = owned.load();
+        match responder::respond(mac, &owned, &frame[..n], &mut out) {
+            Response::Reply { len, ip } => {
+                let ip = label(ip);
+                metrics.requests.get_or_create(&ip).inc();
+                // A full send buffer drops the reply, as the kernel's own
+                // neighbour code would: the asker asks again.
+                match packet.try_send(&out[..len]) {
+                    Ok(()) => metrics.responses.get_or_create(&ip).inc(),
+                    Err(e) => {
+                        tracing::debug!(interface = %name, error = %e, "reply not sent");
+                        0
+                    }
+                };
+            }
+            Response::Conflict { ip, mac: theirs } => {
+                metrics.conflicts.get_or_create(&label(ip)).inc();
+                let now = Instant::now();
+                if conflicts
+                    .get(&ip)
+                    .is_none_or(|last| now.duration_since(*last) >= CONFLICT_LOG_EVERY)
+                {
+                    conflicts.insert(ip, now);
+                    tracing::warn!(interface = %name, %ip, other = %theirs, "another host claims an address announced here (split brain?)");
+                }
+            }
+            Response::Ignore(_) => {}
+        }
+    }
+}
