@@ -207,7 +207,7 @@ fn manifests(lab: &Lab, dir: &Path) {
 
 /// Starts the speaker and an echo server on `node` (a or b), and waits
 /// until the speaker is ready.
-fn start_node(lab: &mut Lab, node: &str, dir: &Path) {
+fn start_node(lab: &mut Lab, node: &str, dir: &Path, extra: &[&str]) {
     let logs = dir.join(".logs");
     std::fs::create_dir_all(&logs).unwrap();
     lab.spawn(
@@ -233,7 +233,11 @@ fn start_node(lab: &mut Lab, node: &str, dir: &Path) {
             &format!("node-{node}"),
             "--metrics-listen",
             "127.0.0.1:9121",
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
         &logs.join(format!("speaker-{node}.log")),
     );
     let start = Instant::now();
@@ -248,6 +252,22 @@ fn start_node(lab: &mut Lab, node: &str, dir: &Path) {
             "speaker on {node} not ready:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `node`'s speaker's metrics contain `line`.
+fn wait_for_metric(lab: &Lab, node: &str, line: &str) {
+    let start = Instant::now();
+    loop {
+        let m = text(&lab.run(node, "curl -sf -m 1 http://127.0.0.1:9121/metrics"));
+        if m.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "node {node}: no {line:?} in\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -290,17 +310,32 @@ fn layer2_answers_for_the_elected_node_and_fails_over() {
         arping(&lab, &vip4, 2).1.is_empty(),
         "the kernel answers ARP for the VIP"
     );
+    // The node that does not win the IPv4 address starts first and holds
+    // every address alone; the winner joins and takes its share over.
+    let first = owner(&vip4);
+    let other = if first == "a" { "b" } else { "a" };
+    start_node(&mut lab, other, dir.path(), &[]);
+    start_node(&mut lab, first, dir.path(), &[]);
+    for node in ["a", "b"] {
+        wait_for_metric(&lab, node, "lb_speaker_members 2");
+    }
     let capture = dir.path().join("c.pcap");
     let pcap = capture.to_str().unwrap().to_owned();
+    let tcpdump_log = dir.path().join("tcpdump.log");
     lab.spawn(
         "c",
         "tcpdump",
         &["tcpdump", "-i", "eth0", "-nn", "-U", "-w", &pcap, "arp or icmp6"],
-        &dir.path().join("tcpdump.log"),
+        &tcpdump_log,
     );
-    start_node(&mut lab, "a", dir.path());
-    start_node(&mut lab, "b", dir.path());
-    let first = owner(&vip4);
+    let start = Instant::now();
+    while !std::fs::read_to_string(&tcpdump_log)
+        .unwrap_or_default()
+        .contains("listening")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "tcpdump did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (mac_a, mac_b) = (lab.mac("a"), lab.mac("b"));
     let owner_mac = if first == "a" { &mac_a } else { &mac_b };
 
@@ -363,7 +398,6 @@ fn layer2_answers_for_the_elected_node_and_fails_over() {
 
     // Failover: the owner dies (its link and its speaker); the client's
     // pings recover through the other node.
-    let other = if first == "a" { "b" } else { "a" };
     let ping_log = dir.path().join("ping.log");
     lab.spawn(
         "c",
@@ -399,4 +433,108 @@ fn now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
+}
+
+/// What users do to a running speaker: a broken file beside the good ones
+/// changes nothing; a Service deleted stops being answered for; put back,
+/// it is answered for again.
+#[test]
+fn layer2_follows_edits_and_keeps_the_last_good_configuration() {
+    if !lab_possible() {
+        return;
+    }
+    let mut lab = Lab::up("ed");
+    let dir = tempfile::tempdir().unwrap();
+    manifests(&lab, dir.path());
+    let vip4 = format!("{}.100", lab.v4());
+    start_node(&mut lab, "a", dir.path(), &["--no-memberlist"]);
+    let mac_a = lab.mac("a");
+    let answered = |lab: &Lab| arping(lab, &vip4, 2).1;
+    // Only node-a runs, but without membership node-b counts as alive: the
+    // address is answered only where the election puts it.
+    let expect = if owner(&vip4) == "a" {
+        vec![mac_a.clone(); 2]
+    } else {
+        vec![]
+    };
+    assert_eq!(answered(&lab), expect);
+    if expect.is_empty() {
+        // Take node-b out of the election: its Node object goes.
+        let text = std::fs::read_to_string(dir.path().join("cluster.yaml")).unwrap();
+        let without_b = text.replacen(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: node-b}}\nstatus:\n  addresses: [{{type: InternalIP, address: {}.3}}]\n---\n", lab.v4()), "", 1);
+        assert_ne!(text, without_b);
+        std::fs::write(dir.path().join("cluster.yaml"), without_b).unwrap();
+    }
+    let eventually = |lab: &Lab, want: &[String]| {
+        let start = Instant::now();
+        loop {
+            let got = answered(lab);
+            if got == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "answers {got:?}, want {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let two = vec![mac_a.clone(); 2];
+    eventually(&lab, &two);
+    // A broken file: reported, and the rest stays in force.
+    std::fs::write(dir.path().join("broken.yaml"), "kind: Service\nmetadata: {name: [\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(answered(&lab), two);
+    let log = std::fs::read_to_string(dir.path().join(".logs/speaker-a.log")).unwrap();
+    assert!(log.contains("broken.yaml"), "{log}");
+    // The Service deleted: no longer answered for.
+    let text = std::fs::read_to_string(dir.path().join("cluster.yaml")).unwrap();
+    let cut = text.find("kind: Service\nmetadata:\n  name: web4").unwrap();
+    let start = text[..cut].rfind("apiVersion").unwrap();
+    let end = cut + text[cut..].find("---\n").unwrap() + 4;
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        format!("{}{}", &text[..start], &text[end..]),
+    )
+    .unwrap();
+    eventually(&lab, &[]);
+    // Put back: answered again.
+    std::fs::write(dir.path().join("cluster.yaml"), &text).unwrap();
+    eventually(&lab, &two);
+}
+
+/// Two speakers that cannot see each other (their membership ports
+/// differ) both claim the address; each notices the other's claim and
+/// reports it.
+#[test]
+fn layer2_split_brain_is_detected_and_reported() {
+    if !lab_possible() {
+        return;
+    }
+    let mut lab = Lab::up("sb");
+    let dir = tempfile::tempdir().unwrap();
+    manifests(&lab, dir.path());
+    let vip4 = format!("{}.100", lab.v4());
+    start_node(&mut lab, "a", dir.path(), &["--memberlist-bind", "0.0.0.0:7946"]);
+    start_node(&mut lab, "b", dir.path(), &["--memberlist-bind", "0.0.0.0:7947"]);
+    // Both answer: the symptom a client sees.
+    let (ok, macs) = arping(&lab, &vip4, 2);
+    assert!(ok);
+    assert_eq!(macs.len(), 4, "{macs:?}");
+    for node in ["a", "b"] {
+        let start = Instant::now();
+        loop {
+            let m = text(&lab.run(node, "curl -sf -m 1 http://127.0.0.1:9121/metrics"));
+            if m.contains(&format!("lb_layer2_conflicts_total{{ip=\"{vip4}\"}}")) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "node {node} reports no conflict:\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(dir.path().join(format!(".logs/speaker-{node}.log"))).unwrap();
+        assert!(log.contains("split brain"), "{log}");
+    }
 }

@@ -3,6 +3,7 @@
 //! neighbour advertisement (to all nodes, Override set), sent at once and
 //! repeated every [`REPEAT`] for [`WINDOW`], as MetalLB does.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,7 @@ pub fn announce(mac: Mac, ip: IpAddr, bufs: &mut [[u8; wire::ADVERT_FRAME]; 2]) 
 /// When each address taken over is announced next, and until when.
 #[derive(Debug, Default, Clone)]
 pub struct Schedule {
-    entries: Vec<(IpAddr, Instant, Instant)>,
+    entries: BTreeMap<IpAddr, (Instant, Instant)>,
 }
 
 impl Schedule {
@@ -62,30 +63,30 @@ impl Schedule {
     /// [`REPEAT`] until `now +` [`WINDOW`]. Taking over again within the
     /// window extends it (no extra burst).
     pub fn takeover(&mut self, ip: IpAddr, now: Instant) {
-        match self.entries.iter_mut().find(|(a, ..)| *a == ip) {
-            Some((_, _, until)) => *until = now + WINDOW,
-            None => self.entries.push((ip, now, now + WINDOW)),
-        }
+        self.entries
+            .entry(ip)
+            .and_modify(|(_, until)| *until = now + WINDOW)
+            .or_insert((now, now + WINDOW));
     }
 
     /// `ip` is no longer owned: no more announcements.
     pub fn release(&mut self, ip: IpAddr) {
-        self.entries.retain(|(a, ..)| *a != ip);
+        self.entries.remove(&ip);
     }
 
     /// Calls `send` for every address due at `now`, and moves it on.
     pub fn due(&mut self, now: Instant, mut send: impl FnMut(IpAddr)) {
-        for (ip, next, _) in self.entries.iter_mut() {
+        for (ip, (next, _)) in self.entries.iter_mut() {
             if *next <= now {
                 send(*ip);
                 *next = now + REPEAT;
             }
         }
-        self.entries.retain(|(_, next, until)| *next <= *until);
+        self.entries.retain(|_, (next, until)| *next <= *until);
     }
 
     /// When [`Schedule::due`] has something to send next.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.entries.iter().map(|(_, next, _)| *next).min()
+        self.entries.values().map(|(next, _)| *next).min()
     }
 }

@@ -153,6 +153,9 @@ pub async fn run<S: Source + 'static>(
         settle(m, &view, o.timing).await;
     }
     let mut alive = membership.as_ref().map(|m| m.alive.borrow().clone());
+    if let Some(a) = &alive {
+        metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
+    }
     apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
     telemetry.set_ready(true);
     let mut rescan = tokio::time::interval(options.rescan_interval);
@@ -162,13 +165,16 @@ pub async fn run<S: Source + 'static>(
         let wake = responders.next_wake().map(Instant::from_std);
         tokio::select! {
             () = &mut shutdown => break,
-            () = sleep_until(wake) => responders.announce_due(std::time::Instant::now()),
+            () = sleep_until(wake) => responders.announce_due(std::time::Instant::now()).await,
             _ = rescan.tick() => match link::links() {
                 Ok(links) => responders.rescan(&links, std::time::Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "reading the network interfaces"),
             },
             () = membership_changed(&mut membership) => {
                 alive = membership.as_mut().map(|m| m.alive.borrow_and_update().clone());
+                if let Some(a) = &alive {
+                    metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
+                }
                 apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
             }
             () = source_changed(&mut changes, options.poll_interval) => {

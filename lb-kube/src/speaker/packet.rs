@@ -49,6 +49,14 @@ impl Packet {
         self.fd.async_io(Interest::READABLE, |s| (&*s).read(buf)).await
     }
 
+    /// Sends one Ethernet frame, waiting for room in the send buffer.
+    pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.fd
+            .async_io(Interest::WRITABLE, |s| s.send(frame))
+            .await
+            .map(|_| ())
+    }
+
     /// Sends one Ethernet frame now, or fails (`WouldBlock` when the send
     /// buffer is full).
     pub fn try_send(&self, frame: &[u8]) -> io::Result<()> {

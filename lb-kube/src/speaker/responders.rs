@@ -200,22 +200,18 @@ impl Responders {
     }
 
     /// Sends the announcements due at `now`, on every interface that owns
-    /// each address.
-    pub fn announce_due(&mut self, now: Instant) {
+    /// each address, waiting for room in a full send buffer (a takeover of
+    /// thousands of addresses fills it) rather than dropping frames.
+    pub async fn announce_due(&mut self, now: Instant) {
         let mut due = Vec::new();
         self.schedule.due(now, |ip| due.push(ip));
         let mut bufs = [[0u8; wire::ADVERT_FRAME]; 2];
-        for ip in due {
-            for port in self.ports.values() {
-                if !port.owned.load().contains(ip) {
-                    continue;
-                }
+        for port in self.ports.values() {
+            let owned = port.owned.load();
+            for ip in due.iter().copied().filter(|ip| owned.contains(*ip)) {
                 let lens = announce::announce(port.mac, ip, &mut bufs);
-                for (buf, len) in bufs.iter().zip(lens) {
-                    if len == 0 {
-                        continue;
-                    }
-                    match port.packet.try_send(&buf[..len]) {
+                for (buf, len) in bufs.iter().zip(lens).filter(|(_, len)| *len > 0) {
+                    match port.packet.send(&buf[..len]).await {
                         Ok(()) => self.metrics.gratuitous.get_or_create(&label(ip)).inc(),
                         Err(e) => {
                             tracing::debug!(interface = %port.link.name, %ip, error = %e, "announcement not sent");
