@@ -74,10 +74,14 @@ struct Netns {
 
 impl Netns {
     /// `None` (with a notice) when namespaces cannot be made here.
-    fn create() -> Option<Self> {
+    fn create(tag: u8) -> Option<Self> {
         let id = std::process::id() % 60_000;
-        let (name, host_if, peer_if) = (format!("lbt{id}"), format!("lbt{id}a"), format!("lbt{id}b"));
-        let net = format!("10.213.{}.", id % 250);
+        let (name, host_if, peer_if) = (
+            format!("lbt{id}{tag}"),
+            format!("lbt{id}{tag}a"),
+            format!("lbt{id}{tag}b"),
+        );
+        let net = format!("10.{}.{}.", 213 + tag, id % 250);
         let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
         let ns = Self {
             inside: format!("{net}2"),
@@ -131,7 +135,7 @@ fn the_proxy_serves_ingresses_from_the_api_server() {
             .unwrap()
             .port()
     };
-    let Some(netns) = Netns::create() else { return };
+    let Some(netns) = Netns::create(0) else { return };
     let (backend, port) = (8080, free());
     let mut children = Children(Vec::new());
     children.0.push(
@@ -262,4 +266,132 @@ impl Drop for Children {
             let _ = c.wait();
         }
     }
+}
+
+/// lb-speaker in cluster mode, with deploy/speaker.yaml's RBAC: addresses
+/// from Service status, answered on the one interface it is given (a veth
+/// into a namespace where a client asks), ServiceL2Status written and
+/// deleted with the Service.
+#[test]
+fn the_speaker_answers_from_service_status_and_writes_service_l2_status() {
+    let Some(api) = apiserver::ApiServer::start("the_speaker_answers_from_service_status_and_writes_service_l2_status")
+    else {
+        return;
+    };
+    let Some(netns) = Netns::create(1) else { return };
+    let deploy = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for file in ["crds.yaml", "namespace.yaml", "speaker.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy.join(file)).unwrap());
+    }
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-speaker");
+    let vip = netns
+        .inside
+        .rsplit_once('.')
+        .map(|(net, _)| format!("{net}.100"))
+        .unwrap();
+    api.apply("apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n");
+    api.apply(&format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: lab, namespace: metallb-system}}\nspec: {{addresses: [{vip}/32]}}\n"
+    ));
+    // As MetalLB's docs write it: no spec.
+    api.apply(
+        "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: all, namespace: metallb-system}\n",
+    );
+    api.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default, annotations: {metallb.io/ip-allocated-from-pool: lab}}\n\
+         spec: {type: LoadBalancer, ports: [{port: 80}]}\n",
+    );
+    api.apply(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{port: 80}]\nendpoints: [{addresses: [10.0.0.5], nodeName: node-a, conditions: {ready: true}}]\n",
+    );
+    // The controller's part: the address in the Service's status.
+    let vip2 = vip.clone();
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": vip2}]}}});
+        services
+            .patch_status(
+                "web",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    });
+    let mut children = Children(Vec::new());
+    children.0.push(
+        Command::new(env!("CARGO_BIN_EXE_lb-speaker"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--node", "node-a", "--interface", &netns.host_if, "--no-memberlist"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mac = {
+        let out = Command::new("ip")
+            .args(["-j", "link", "show", &netns.host_if])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["address"].as_str().unwrap().to_owned()
+    };
+    let peer_if = format!("{}b", &netns.host_if[..netns.host_if.len() - 1]);
+    let answers = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns.name,
+                "arping",
+                "-i",
+                &peer_if,
+                "-c",
+                "1",
+                "-W",
+                "0.2",
+                &vip,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_lowercase().contains(&mac)
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let statuses = || {
+        api.run(|client| async move {
+            let api: kube::Api<lb_kube::objects::metallb::ServiceL2Status> =
+                kube::Api::namespaced(client, "metallb-system");
+            api.list(&Default::default()).await.unwrap().items
+        })
+    };
+    wait("the speaker answers for the Service's address", &answers);
+    wait("a ServiceL2Status for the Service", &|| statuses().len() == 1);
+    let s = &statuses()[0];
+    let labels = s.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("metallb.io/node").map(String::as_str), Some("node-a"));
+    assert_eq!(labels.get("metallb.io/service-name").map(String::as_str), Some("web"));
+    assert!(s.metadata.name.as_deref().is_some_and(|n| n.starts_with("l2-")));
+    let status = s.status.clone().unwrap_or_default();
+    assert_eq!(status.node.as_deref(), Some("node-a"));
+    assert_eq!(status.service_namespace.as_deref(), Some("default"));
+    assert_eq!(
+        status.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        vec![netns.host_if.as_str()]
+    );
+    // The Service goes: no answer, no status object.
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        services.delete("web", &Default::default()).await.unwrap();
+    });
+    wait("no answer once the Service is gone", &|| !answers());
+    wait("the ServiceL2Status deleted", &|| statuses().is_empty());
+    drop(children);
+    drop(netns);
 }

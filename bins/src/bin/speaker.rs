@@ -139,6 +139,19 @@ fn main() -> ExitCode {
             None => {
                 let cluster = lb_kube::controller::Cluster::new(cli.kubeconfig, cli.namespace.clone());
                 let client = cluster.client().await.map_err(|e| e.to_string())?;
+                let owner = match (std::env::var("POD_NAME"), std::env::var("POD_UID")) {
+                    (Ok(name), Ok(uid)) if !name.is_empty() && !uid.is_empty() => {
+                        Some(lb_kube::speaker::l2status::Owner { name, uid })
+                    }
+                    _ => None,
+                };
+                let mut options = options;
+                options.l2_status = Some(lb_kube::speaker::l2status::L2Status::start(
+                    client.clone(),
+                    cli.namespace.clone(),
+                    cli.node.clone(),
+                    owner,
+                ));
                 let watches = lb_kube::source::cluster::speaker_watches(&cli.namespace);
                 let source = lb_kube::source::cluster::KubeSource::start(client, watches);
                 speaker::run(source, options, shutdown).await.map_err(|e| e.to_string())

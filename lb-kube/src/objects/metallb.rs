@@ -390,9 +390,54 @@ pub struct ConfigurationStateStatus {
     pub error_summary: Option<String>,
 }
 
+/// `ServiceL2Status`: which node announces a Service by ARP/NDP, and on
+/// which interfaces (MetalLB's, written by the announcing speaker). No
+/// spec.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "ServiceL2Status",
+    namespaced,
+    status = "ServiceL2StatusStatus",
+    derive = "PartialEq"
+)]
+pub struct ServiceL2StatusSpec {}
+
+/// `ServiceL2Status.status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceL2StatusStatus {
+    /// The announcing node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The Service's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The Service's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_namespace: Option<String>,
+    /// The interfaces it is announced on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceInfo>,
+}
+
+/// One interface of a [`ServiceL2StatusStatus`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct InterfaceInfo {
+    /// The interface's name.
+    pub name: String,
+}
+
 /// The kinds whose `spec` may be left out (MetalLB's CRDs do not require
 /// it: every field in it is optional).
-pub const SPEC_OPTIONAL: [&str; 4] = ["L2Advertisement", "BGPAdvertisement", "BFDProfile", "Community"];
+pub const SPEC_OPTIONAL: [&str; 5] = [
+    "L2Advertisement",
+    "BGPAdvertisement",
+    "BFDProfile",
+    "Community",
+    "ServiceL2Status",
+];
 
 /// The metallb.io CustomResourceDefinitions, one per kind, as our types
 /// define them (BGPPeer serves v1beta1 and v1beta2, stored as v1beta2).
@@ -408,6 +453,7 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
         ConfigurationState::crd(),
         IPAddressPool::crd(),
         L2Advertisement::crd(),
+        ServiceL2Status::crd(),
     ];
     for crd in &mut all {
         if !SPEC_OPTIONAL.contains(&crd.spec.names.kind.as_str()) {

@@ -5,6 +5,7 @@
 //! packet sockets ([`packet`]). [`run`] ties them together.
 
 pub mod l2;
+pub mod l2status;
 pub mod link;
 pub mod membership;
 pub mod metrics;
@@ -40,6 +41,8 @@ pub struct Options {
     /// The membership among speakers; `None`: every Node object counts as
     /// alive (no failover but what Node objects say).
     pub membership: Option<MembershipOptions>,
+    /// Cluster mode: the writer of this node's ServiceL2Status objects.
+    pub l2_status: Option<std::sync::Arc<l2status::L2Status>>,
 }
 
 /// Where the membership listens and how fast it decides.
@@ -65,6 +68,7 @@ impl Options {
             poll_interval: Duration::from_millis(200),
             rescan_interval: Duration::from_secs(10),
             metrics_listen: None,
+            l2_status: None,
             membership: Some(MembershipOptions {
                 bind: SocketAddr::from(([0, 0, 0, 0], MEMBERSHIP_PORT)),
                 timing: Timing::default(),
@@ -156,7 +160,7 @@ pub async fn run<S: Source + 'static>(
     if let Some(a) = &alive {
         metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
     }
-    apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
+    apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
     telemetry.set_ready(true);
     let mut rescan = tokio::time::interval(options.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,7 +179,7 @@ pub async fn run<S: Source + 'static>(
                 if let Some(a) = &alive {
                     metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
                 }
-                apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
+                apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
             }
             () = source_changed(&mut changes, options.poll_interval) => {
                 let (back, read) = crate::source::read_off_runtime(source)
@@ -191,7 +195,7 @@ pub async fn run<S: Source + 'static>(
                         if let (Some(m), Some(o)) = (&membership, options.membership) {
                             m.seed(seeds(&view, &options.node, o.bind.port()));
                         }
-                        apply(&mut responders, &view, &options.node, alive.as_ref(), &metrics);
+                        apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the configuration; the last one stays in force"),
                 }
@@ -211,15 +215,28 @@ pub async fn run<S: Source + 'static>(
 fn apply(
     responders: &mut Responders,
     view: &Snapshot,
-    node: &str,
+    options: &Options,
     alive: Option<&BTreeSet<String>>,
     metrics: &metrics::Metrics,
 ) {
+    let node = options.node.as_str();
+    let answering = responders.interfaces();
+    let mut announced = l2status::Announced::new();
     // Per address, the interfaces (`None`: every one; one advertisement
     // for every interface wins over lists).
     let mut on: std::collections::BTreeMap<IpAddr, Option<BTreeSet<String>>> = Default::default();
     metrics.announced.clear();
     for a in l2::announcements(view, node, alive) {
+        let names: Vec<String> = match a.interfaces.is_empty() {
+            true => answering.clone(),
+            false => a.interfaces.iter().filter(|i| answering.contains(i)).cloned().collect(),
+        };
+        if names.is_empty() {
+            tracing::warn!(service = %a.service, interfaces = ?a.interfaces, "announceFailed: elected, but none of its interfaces answers on this node");
+        }
+        if let Some((ns, name)) = a.service.split_once('/') {
+            announced.insert((ns.to_owned(), name.to_owned()), names);
+        }
         for ip in &a.ips {
             let e = on.entry(*ip).or_insert_with(|| Some(BTreeSet::new()));
             match (a.interfaces.is_empty(), e) {
@@ -240,6 +257,9 @@ fn apply(
     }
     let wanted: Wanted = on.into_iter().map(|(ip, set)| (ip, set.unwrap_or_default())).collect();
     responders.set(wanted, std::time::Instant::now());
+    if let Some(w) = &options.l2_status {
+        w.publish(announced);
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
