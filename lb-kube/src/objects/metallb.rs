@@ -501,7 +501,8 @@ mod tests {
                 "Community",
                 "ConfigurationState",
                 "IPAddressPool",
-                "L2Advertisement"
+                "L2Advertisement",
+                "ServiceL2Status"
             ]
         );
         let peer = &crds[2].spec.versions;

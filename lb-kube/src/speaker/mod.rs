@@ -149,6 +149,13 @@ pub async fn run<S: Source + 'static>(
     };
     let mut logged = Vec::new();
     crate::source::log_new_problems(&view.problems, &mut logged);
+    let known = view
+        .objects
+        .iter()
+        .any(|(_, o)| matches!(o, Object::Node(n) if n.metadata.name.as_deref() == Some(options.node.as_str())));
+    if !known {
+        tracing::warn!(node = %options.node, "no Node object of this name: this node is elected for nothing until one appears");
+    }
     let mut membership = match options.membership {
         Some(m) => Some(start_membership(&options.node, m, &view).await?),
         None => None,

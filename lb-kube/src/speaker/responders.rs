@@ -79,13 +79,29 @@ impl Responders {
     /// Answers for `wanted` from now on: addresses new here are announced
     /// (takeover), addresses gone are no longer answered.
     pub fn set(&mut self, wanted: Wanted, now: Instant) {
-        for ip in self.wanted.keys().filter(|ip| !wanted.contains_key(ip)) {
+        let released: Vec<IpAddr> = self
+            .wanted
+            .keys()
+            .filter(|ip| !wanted.contains_key(ip))
+            .copied()
+            .collect();
+        let taken: Vec<IpAddr> = wanted
+            .keys()
+            .filter(|ip| !self.wanted.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in &released {
             self.schedule.release(*ip);
-            tracing::info!(%ip, "no longer announced here");
         }
-        for ip in wanted.keys().filter(|ip| !self.wanted.contains_key(ip)) {
+        for ip in &taken {
             self.schedule.takeover(*ip, now);
-            tracing::info!(%ip, "announced here");
+        }
+        // One line per change, however many addresses move.
+        if !taken.is_empty() {
+            tracing::info!(count = taken.len(), first = ?&taken[..taken.len().min(8)], "taking over addresses");
+        }
+        if !released.is_empty() {
+            tracing::info!(count = released.len(), first = ?&released[..released.len().min(8)], "no longer announcing addresses");
         }
         self.wanted = wanted;
         self.refresh();
