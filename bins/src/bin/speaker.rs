@@ -115,11 +115,9 @@ fn main() -> ExitCode {
         }),
         ..Options::new(cli.node.clone())
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    // One thread: a frame's wake-up runs its answer on the thread that
+    // saw it ready (a second thread costs a hand-off per request).
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");

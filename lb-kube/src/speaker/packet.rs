@@ -29,24 +29,17 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// Opens the socket on the interface `index`. Needs `CAP_NET_RAW`.
+    /// Opens the sending socket on the interface `index` (it receives
+    /// nothing). Needs `CAP_NET_RAW`.
     #[allow(unsafe_code)]
     pub fn open(index: u32) -> io::Result<Self> {
-        // Protocol 0 receives nothing until bound: the filter is in place
-        // before the first frame is queued.
         let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))?;
-        socket.attach_filter(&filter())?;
-        socket.bind(&link_address(index)?)?;
+        socket.bind(&link_address(index, 0)?)?;
         socket.set_nonblocking(true)?;
         // SAFETY: the socket owns its descriptor, which stays open, and is
         // the one `as_raw_fd` returns, until the `AsyncFd` drops it.
         let fd = unsafe { AsyncFd::register(socket) }?;
         Ok(Self { fd })
-    }
-
-    /// The next frame into `buf` (a longer one is cut to `buf`'s length).
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.async_io(Interest::READABLE, |s| (&*s).read(buf)).await
     }
 
     /// Sends one Ethernet frame, waiting for room in the send buffer.
@@ -56,24 +49,53 @@ impl Packet {
             .await
             .map(|_| ())
     }
+}
 
-    /// Sends one Ethernet frame now, or fails (`WouldBlock` when the send
-    /// buffer is full).
-    pub fn try_send(&self, frame: &[u8]) -> io::Result<()> {
-        self.fd.get_ref().send(frame).map(|_| ())
+/// A blocking socket on one interface that receives what the filter
+/// keeps, for a thread of its own: a frame wakes that thread straight from
+/// the kernel, with no event loop between (a responder mostly sleeps, and
+/// waking is most of its reply time). Replies go out of it too.
+#[derive(Debug)]
+pub struct Receiver {
+    socket: Socket,
+}
+
+impl Receiver {
+    /// Opens it on the interface `index`; a blocked receive returns
+    /// `WouldBlock`/`TimedOut` after `tick` so that its thread can look
+    /// whether it should stop. Needs `CAP_NET_RAW`.
+    pub fn open(index: u32, tick: std::time::Duration) -> io::Result<Self> {
+        // Protocol 0 receives nothing until bound: the filter is in place
+        // before the first frame is queued.
+        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))?;
+        socket.attach_filter(&filter())?;
+        socket.bind(&link_address(index, ETH_P_ALL)?)?;
+        socket.set_read_timeout(Some(tick))?;
+        Ok(Self { socket })
+    }
+
+    /// Waits for the next frame into `buf` (a longer one is cut to `buf`'s
+    /// length).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.socket).read(buf)
+    }
+
+    /// Sends one Ethernet frame.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.socket.send(frame).map(|_| ())
     }
 }
 
-/// The `sockaddr_ll` of interface `index`, every protocol.
+/// The `sockaddr_ll` of interface `index` for `protocol` (0: none).
 #[allow(unsafe_code)]
-fn link_address(index: u32) -> io::Result<SockAddr> {
+fn link_address(index: u32, protocol: u16) -> io::Result<SockAddr> {
     let index = i32::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut storage = SockAddrStorage::zeroed();
     // SAFETY: `sockaddr_ll` is one of this platform's `sockaddr_*` types,
     // smaller than the storage (the call checks that too).
     let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
     ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
-    ll.sll_protocol = ETH_P_ALL.to_be();
+    ll.sll_protocol = protocol.to_be();
     ll.sll_ifindex = index;
     let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
     // SAFETY: the storage holds an initialised `sockaddr_ll` of `len` bytes.

@@ -1,5 +1,5 @@
 //! The interfaces that answer for this node's addresses: one responder
-//! task per usable interface (a packet socket and [`lb_arp::responder`]'s
+//! thread per usable interface (a packet socket and [`lb_arp::responder`]'s
 //! decisions), the addresses each owns (swapped whole, read per frame),
 //! the solicited-node groups joined for them, and the announcements sent
 //! at takeover on [`lb_arp::announce::Schedule`]'s timetable.
@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -16,7 +17,7 @@ use lb_arp::wire::{self, Mac};
 
 use super::link::Link;
 use super::metrics::{IpLabel, Metrics};
-use super::packet::{Groups, Packet};
+use super::packet::{Groups, Packet, Receiver};
 
 /// The addresses to answer for, each with the interfaces it is announced
 /// on (empty: every usable one).
@@ -44,14 +45,18 @@ struct Port {
     groups: Groups,
     /// The IPv6 addresses whose groups are joined.
     joined: BTreeSet<Ipv6Addr>,
-    task: tokio::task::AbortHandle,
+    /// Tells the port's receiving thread to stop.
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for Port {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// How soon a receiving thread notices it should stop.
+const TICK: Duration = Duration::from_millis(250);
 
 impl Responders {
     /// No interface yet; `only` narrows the usable ones (`--interface`).
@@ -129,18 +134,20 @@ impl Responders {
                 continue;
             }
             let Some(mac) = link.mac else { continue };
-            match Packet::open(index) {
-                Ok(packet) => {
+            let opened = Packet::open(index).and_then(|p| Ok((p, Receiver::open(index, TICK)?)));
+            match opened {
+                Ok((packet, receiver)) => {
                     let packet = Arc::new(packet);
                     let owned = Arc::new(ArcSwap::from_pointee(Owned::default()));
-                    let task = tokio::spawn(answer(
-                        packet.clone(),
-                        mac,
-                        link.name.clone(),
-                        owned.clone(),
-                        self.metrics.clone(),
-                    ))
-                    .abort_handle();
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let (name, o, m, st) = (link.name.clone(), owned.clone(), self.metrics.clone(), stop.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("answer-{}", link.name))
+                        .spawn(move || answer(&receiver, mac, &name, &o, &m, &st));
+                    if let Err(e) = spawned {
+                        tracing::error!(interface = %link.name, error = %e, "cannot start a responder thread");
+                        continue;
+                    }
                     tracing::info!(interface = %link.name, %mac, "answering ARP and NDP");
                     self.failed.remove(&index);
                     self.ports.insert(
@@ -152,7 +159,7 @@ impl Responders {
                             owned,
                             groups: Groups::new(index),
                             joined: BTreeSet::new(),
-                            task,
+                            stop,
                         },
                     );
                 }
@@ -247,28 +254,30 @@ fn label(ip: IpAddr) -> IpLabel {
 /// How often one address's conflict is logged at most.
 const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Answers on one interface until aborted.
-async fn answer(packet: Arc<Packet>, mac: Mac, name: String, owned: Arc<ArcSwap<Owned>>, metrics: Metrics) {
+/// Answers on one interface until `stop` is set.
+fn answer(receiver: &Receiver, mac: Mac, name: &str, owned: &ArcSwap<Owned>, metrics: &Metrics, stop: &AtomicBool) {
     let mut frame = [0u8; 2048];
     let mut out = [0u8; wire::ADVERT_FRAME];
     let mut conflicts: HashMap<IpAddr, Instant> = HashMap::new();
-    loop {
-        let n = match packet.recv(&mut frame).await {
+    while !stop.load(Ordering::Relaxed) {
+        let n = match receiver.recv(&mut frame) {
             Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!(interface = %name, error = %e, "receiving");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
         let owned = owned.load();
         match responder::respond(mac, &owned, &frame[..n], &mut out) {
             Response::Reply { len, ip } => {
+                // Sent before anything is counted: counting allocates.
+                let sent = receiver.send(&out[..len]);
                 let ip = label(ip);
                 metrics.requests.get_or_create(&ip).inc();
-                // A full send buffer drops the reply, as the kernel's own
-                // neighbour code would: the asker asks again.
-                match packet.try_send(&out[..len]) {
+                match sent {
                     Ok(()) => metrics.responses.get_or_create(&ip).inc(),
                     Err(e) => {
                         tracing::debug!(interface = %name, error = %e, "reply not sent");
