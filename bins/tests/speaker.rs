@@ -52,6 +52,12 @@ struct Lab {
 
 impl Lab {
     fn up(tag: &str) -> Self {
+        Self::up_with(tag, true)
+    }
+
+    /// The LAN; with `vips_on_lo`, the service addresses put on the
+    /// nodes' `lo` by hand (else the speakers put them there).
+    fn up_with(tag: &str, vips_on_lo: bool) -> Self {
         let id = std::process::id() % 10_000;
         let prefix = format!("lb{id}{tag}");
         let net = (std::process::id() % 200) as u8 + tag.len() as u8;
@@ -79,12 +85,16 @@ impl Lab {
         }
         for node in ["a", "b"] {
             let ns = lab.ns(node);
+            if vips_on_lo {
+                sh(&format!(
+                    "ip -n {ns} addr add {v4}.100/32 dev lo && ip -n {ns} addr add {v6}::100/128 dev lo",
+                    v4 = lab.v4(),
+                    v6 = lab.v6(),
+                ));
+            }
             sh(&format!(
-                "ip -n {ns} addr add {v4}.100/32 dev lo && ip -n {ns} addr add {v6}::100/128 dev lo && \
-                 ip netns exec {ns} sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1 \
-                 net.ipv4.conf.all.arp_announce=2",
-                v4 = lab.v4(),
-                v6 = lab.v6(),
+                "ip netns exec {ns} sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1 \
+                 net.ipv4.conf.all.arp_announce=2"
             ));
         }
         lab
@@ -536,5 +546,59 @@ fn layer2_split_brain_is_detected_and_reported() {
         }
         let log = std::fs::read_to_string(dir.path().join(format!(".logs/speaker-{node}.log"))).unwrap();
         assert!(log.contains("split brain"), "{log}");
+    }
+}
+
+/// `--assign-to-lo`: the owner puts the address on its `lo` (so it takes
+/// the traffic without anything else set up) and a clean stop takes it
+/// off; the other node puts it on its own when it takes over.
+#[test]
+fn layer2_assign_to_lo_moves_the_address_with_its_owner() {
+    if !lab_possible() {
+        return;
+    }
+    let mut lab = Lab::up_with("lo", false);
+    let dir = tempfile::tempdir().unwrap();
+    manifests(&lab, dir.path());
+    let vip4 = format!("{}.100", lab.v4());
+    let first = owner(&vip4);
+    let other = if first == "a" { "b" } else { "a" };
+    start_node(&mut lab, first, dir.path(), &["--assign-to-lo"]);
+    start_node(&mut lab, other, dir.path(), &["--assign-to-lo"]);
+    for node in ["a", "b"] {
+        wait_for_metric(&lab, node, "lb_speaker_members 2");
+    }
+    let on_lo = |lab: &Lab, node: &str| text(&lab.run(node, "ip -4 addr show dev lo")).contains(&format!("{vip4}/32"));
+    let eventually = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    eventually("the owner puts the address on lo", &|| on_lo(&lab, first));
+    assert!(!on_lo(&lab, other));
+    let out = lab.run("c", &format!("curl -sf -m 2 http://{vip4}/"));
+    assert!(text(&out).contains(&format!("\"node-{first}\"")), "{}", text(&out));
+    // A clean stop: the owner leaves, takes the address off, and the other
+    // node takes it over, on its lo too.
+    let pid = lab
+        .children
+        .iter()
+        .find(|(n, _)| *n == format!("speaker-{first}"))
+        .map(|(_, c)| c.id())
+        .unwrap();
+    sh(&format!("kill -TERM {pid}"));
+    eventually("the stopped owner took the address off", &|| !on_lo(&lab, first));
+    eventually("the other node put it on", &|| on_lo(&lab, other));
+    lab.run("c", "ip neigh flush dev eth0");
+    let start = Instant::now();
+    loop {
+        let out = lab.run("c", &format!("curl -sf -m 1 http://{vip4}/"));
+        if text(&out).contains(&format!("\"node-{other}\"")) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&out));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

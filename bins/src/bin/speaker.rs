@@ -67,6 +67,12 @@ struct Cli {
     /// down, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     suspicion_timeout_ms: u64,
+    /// Put each address this node answers for on `lo` (and take it off
+    /// when another node takes over), so the node accepts its traffic
+    /// without kube-proxy. Needs CAP_NET_ADMIN, and arp_ignore=1 (see the
+    /// README).
+    #[arg(long)]
+    assign_to_lo: bool,
     /// Serve Prometheus metrics (/metrics), liveness (/healthz) and
     /// readiness (/readyz) on this address.
     #[arg(long, value_name = "ADDR")]
@@ -109,6 +115,7 @@ fn main() -> ExitCode {
         interfaces: cli.interfaces.clone(),
         poll_interval: Duration::from_millis(cli.poll_ms.clamp(10, 5000)),
         metrics_listen: cli.metrics_listen,
+        assign_to_lo: cli.assign_to_lo,
         membership: (!cli.no_memberlist).then_some(MembershipOptions {
             bind: cli.memberlist_bind,
             timing,

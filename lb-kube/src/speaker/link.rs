@@ -7,9 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::IpAddr;
 
 use lb_arp::wire::Mac;
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -36,6 +39,8 @@ pub struct Link {
     pub controller: Option<u32>,
     /// Has an IPv6 link-local address (neighbour discovery needs one).
     pub link_local6: bool,
+    /// The loopback interface.
+    pub loopback: bool,
 }
 
 impl Link {
@@ -70,6 +75,7 @@ pub fn links() -> io::Result<Vec<Link>> {
                 ethernet: l.header.link_layer_type == LinkLayerType::Ether,
                 controller: None,
                 link_local6: false,
+                loopback: flags.contains(LinkFlags::Loopback),
             };
             for a in l.attributes {
                 match a {
@@ -106,10 +112,48 @@ fn open() -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Adds (or, with `add` false, removes) `ip` as a host address (/32 or
+/// /128) on the interface `index`. Adding one that is there, or removing
+/// one that is not, is no error.
+pub fn set_address(index: u32, ip: IpAddr, add: bool) -> io::Result<()> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.prefix_len = if ip.is_ipv4() { 32 } else { 128 };
+    msg.header.index = index;
+    msg.header.scope = AddressScope::Host;
+    msg.attributes.push(AddressAttribute::Local(ip));
+    msg.attributes.push(AddressAttribute::Address(ip));
+    let (ask, flags) = match add {
+        true => (
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        ),
+        false => (RouteNetlinkMessage::DelAddress(msg), NLM_F_REQUEST | NLM_F_ACK),
+    };
+    match request(&open()?, ask, flags, |_| {}) {
+        Err(e) if !add && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+        other => other,
+    }
+}
+
 /// Sends one dump request and hands every message of the answer to `each`.
-fn dump(socket: &Socket, ask: RouteNetlinkMessage, mut each: impl FnMut(RouteNetlinkMessage)) -> io::Result<()> {
+fn dump(socket: &Socket, ask: RouteNetlinkMessage, each: impl FnMut(RouteNetlinkMessage)) -> io::Result<()> {
+    request(socket, ask, NLM_F_DUMP | NLM_F_REQUEST, each)
+}
+
+/// Sends one request with `flags` and hands every message of the answer to
+/// `each`, until the dump is done or the request acknowledged.
+fn request(
+    socket: &Socket,
+    ask: RouteNetlinkMessage,
+    flags: u16,
+    mut each: impl FnMut(RouteNetlinkMessage),
+) -> io::Result<()> {
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(ask));
-    packet.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
+    packet.header.flags = flags;
     packet.finalize();
     let mut out = vec![0; packet.buffer_len()];
     packet.serialize(&mut out);
@@ -125,6 +169,8 @@ fn dump(socket: &Socket, ask: RouteNetlinkMessage, mut each: impl FnMut(RouteNet
             let len = msg.header.length as usize;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(()),
+                // An error message with no code acknowledges the request.
+                NetlinkPayload::Error(e) if e.code.is_none() => return Ok(()),
                 NetlinkPayload::Error(e) => return Err(e.to_io()),
                 NetlinkPayload::InnerMessage(m) => each(m),
                 _ => {}
@@ -145,7 +191,7 @@ mod tests {
     fn loopback_is_listed_and_never_usable() {
         let all = links().unwrap();
         let lo = all.iter().find(|l| l.name == "lo").unwrap();
-        assert!(lo.up && !lo.ethernet);
+        assert!(lo.up && lo.loopback && !lo.ethernet);
         assert!(!lo.usable(&[]));
     }
 
@@ -161,6 +207,7 @@ mod tests {
             ethernet: true,
             controller: None,
             link_local6: true,
+            loopback: false,
         };
         assert!(eth.usable(&[]));
         assert!(eth.usable(&["eth0".into()]));

@@ -41,6 +41,11 @@ pub struct Options {
     /// The membership among speakers; `None`: every Node object counts as
     /// alive (no failover but what Node objects say).
     pub membership: Option<MembershipOptions>,
+    /// Put the addresses answered for on the loopback interface, and take
+    /// them off when no longer answered for (`--assign-to-lo`; needs
+    /// `CAP_NET_ADMIN`, and `arp_ignore=1` so that the kernel does not
+    /// answer ARP for them from every node).
+    pub assign_to_lo: bool,
     /// Cluster mode: the writer of this node's ServiceL2Status objects.
     pub l2_status: Option<std::sync::Arc<l2status::L2Status>>,
 }
@@ -68,6 +73,7 @@ impl Options {
             poll_interval: Duration::from_millis(200),
             rescan_interval: Duration::from_secs(10),
             metrics_listen: None,
+            assign_to_lo: false,
             l2_status: None,
             membership: Some(MembershipOptions {
                 bind: SocketAddr::from(([0, 0, 0, 0], MEMBERSHIP_PORT)),
@@ -126,7 +132,18 @@ pub async fn run<S: Source + 'static>(
             .map_err(|source| Error::Metrics { addr, source })?;
     }
     let mut responders = Responders::new(options.interfaces.clone(), metrics.clone());
-    responders.rescan(&link::links().map_err(Error::Links)?, std::time::Instant::now());
+    let links = link::links().map_err(Error::Links)?;
+    if options.assign_to_lo {
+        let lo = links.iter().find(|l| l.loopback).ok_or_else(|| {
+            Error::Links(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "--assign-to-lo: no loopback interface",
+            ))
+        })?;
+        responders.assign_to(lo.index);
+        warn_arp_ignore(&links, &options.interfaces);
+    }
+    responders.rescan(&links, std::time::Instant::now());
     if responders.interfaces().is_empty() {
         tracing::warn!(only = ?options.interfaces, "no interface answers yet (none usable, or no CAP_NET_RAW)");
     }
@@ -213,6 +230,7 @@ pub async fn run<S: Source + 'static>(
     if let Some(m) = membership {
         m.leave(Duration::from_millis(300)).await;
     }
+    responders.unassign_all();
     drop(responders);
     tracing::info!("stopped answering");
     Ok(())
@@ -266,6 +284,25 @@ fn apply(
     responders.set(wanted, std::time::Instant::now());
     if let Some(w) = &options.l2_status {
         w.publish(announced);
+    }
+}
+
+/// With addresses on `lo`, the kernel answers ARP for them on every
+/// interface unless `arp_ignore` is at least 1 there (the larger of `all`
+/// and the interface's own setting counts): says so for each interface
+/// that answers.
+fn warn_arp_ignore(links: &[link::Link], only: &[String]) {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/arp_ignore"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(0)
+    };
+    let all = read("all");
+    for l in links.iter().filter(|l| l.usable(only)) {
+        if all.max(read(&l.name)) == 0 {
+            tracing::warn!(interface = %l.name, "arp_ignore is 0: the kernel answers ARP for the addresses put on lo from this node too; set net.ipv4.conf.all.arp_ignore=1");
+        }
     }
 }
 

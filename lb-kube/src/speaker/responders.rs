@@ -33,6 +33,9 @@ pub struct Responders {
     metrics: Metrics,
     /// Interfaces that could not be opened, with the error last logged.
     failed: BTreeMap<u32, String>,
+    /// With `--assign-to-lo`: the loopback interface, and the addresses put
+    /// on it.
+    assign: Option<(u32, BTreeSet<IpAddr>)>,
 }
 
 /// One interface answering.
@@ -68,6 +71,26 @@ impl Responders {
             schedule: Schedule::default(),
             metrics,
             failed: BTreeMap::new(),
+            assign: None,
+        }
+    }
+
+    /// Puts every address answered for on the loopback interface `lo`
+    /// (and takes it off when no longer answered for), so that this node
+    /// accepts their traffic without kube-proxy. Needs `CAP_NET_ADMIN`.
+    pub fn assign_to(&mut self, lo: u32) {
+        self.assign = Some((lo, BTreeSet::new()));
+    }
+
+    /// Takes the addresses put on the loopback interface off it (at
+    /// shutdown).
+    pub fn unassign_all(&mut self) {
+        if let Some((lo, put)) = &mut self.assign {
+            for ip in std::mem::take(put) {
+                if let Err(e) = super::link::set_address(*lo, ip, false) {
+                    tracing::warn!(%ip, error = %e, "cannot take the address off the loopback interface");
+                }
+            }
         }
     }
 
@@ -97,6 +120,26 @@ impl Responders {
             .collect();
         for ip in &released {
             self.schedule.release(*ip);
+        }
+        if let Some((lo, put)) = &mut self.assign {
+            // Before the announcements: traffic follows them at once.
+            for ip in &taken {
+                match super::link::set_address(*lo, *ip, true) {
+                    Ok(()) => {
+                        put.insert(*ip);
+                    }
+                    Err(e) => {
+                        tracing::error!(%ip, error = %e, "cannot put the address on the loopback interface (needs CAP_NET_ADMIN)")
+                    }
+                }
+            }
+            for ip in &released {
+                if put.remove(ip)
+                    && let Err(e) = super::link::set_address(*lo, *ip, false)
+                {
+                    tracing::warn!(%ip, error = %e, "cannot take the address off the loopback interface");
+                }
+            }
         }
         for ip in &taken {
             self.schedule.takeover(*ip, now);
