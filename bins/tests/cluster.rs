@@ -325,6 +325,8 @@ fn the_speaker_answers_from_service_status_and_writes_service_l2_status() {
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--node", "node-a", "--interface", &netns.host_if, "--no-memberlist"])
+            .env("POD_NAME", "lb-speaker-test")
+            .env("POD_UID", "6d2f1c5e-0b1a-4c8e-9a57-3f0e2d4b8c11")
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -378,6 +380,14 @@ fn the_speaker_answers_from_service_status_and_writes_service_l2_status() {
     assert_eq!(labels.get("metallb.io/node").map(String::as_str), Some("node-a"));
     assert_eq!(labels.get("metallb.io/service-name").map(String::as_str), Some("web"));
     assert!(s.metadata.name.as_deref().is_some_and(|n| n.starts_with("l2-")));
+    // Owned by the speaker's Pod (the downward API's name and UID).
+    let owner = s.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owner.len(), 1);
+    assert_eq!(
+        (owner[0].kind.as_str(), owner[0].name.as_str()),
+        ("Pod", "lb-speaker-test")
+    );
+    assert_eq!(owner[0].uid, "6d2f1c5e-0b1a-4c8e-9a57-3f0e2d4b8c11");
     let status = s.status.clone().unwrap_or_default();
     assert_eq!(status.node.as_deref(), Some("node-a"));
     assert_eq!(status.service_namespace.as_deref(), Some("default"));

@@ -401,7 +401,7 @@ fn layer2_answers_for_the_elected_node_and_fails_over() {
     let out = lab.run(first, "curl -sf http://127.0.0.1:9121/metrics");
     let m = text(&out);
     assert!(
-        m.contains(&format!("metallb_layer2_responses_sent_total{{ip=\"{vip4}\"}}")),
+        m.contains(&format!("metallb_layer2_responses_sent{{ip=\"{vip4}\"}}")),
         "{m}"
     );
     assert!(m.contains(&format!("metallb_speaker_announced{{service=\"default/web4\",protocol=\"layer2\",node=\"node-{first}\",ip=\"{vip4}\"}} 1")), "{m}");

@@ -103,18 +103,16 @@ fn arp(mac: Mac, owned: &Owned, a: &Arp, out: &mut [u8]) -> Response {
     if a.eth_src == mac || a.sender_mac == mac {
         return Response::Ignore(Ignored::Own);
     }
-    // A reply, or an announcement (sender = target), that claims an
-    // address owned here for another MAC.
-    if (a.reply || a.sender_ip == a.target_ip) && !a.sender_ip.is_unspecified() {
-        return match owned.contains(IpAddr::V4(a.sender_ip)) {
-            true => Response::Conflict {
-                ip: IpAddr::V4(a.sender_ip),
-                mac: a.sender_mac,
-            },
-            false => Response::Ignore(Ignored::Answer),
+    // Any ARP frame whose sender is an address owned here, from another
+    // MAC: a reply, an announcement or a request, someone else uses it
+    // (RFC 5227 §2.4).
+    if !a.sender_ip.is_unspecified() && owned.contains(IpAddr::V4(a.sender_ip)) {
+        return Response::Conflict {
+            ip: IpAddr::V4(a.sender_ip),
+            mac: a.sender_mac,
         };
     }
-    if a.reply {
+    if a.reply || a.sender_ip == a.target_ip {
         return Response::Ignore(Ignored::Answer);
     }
     if !owned.contains(IpAddr::V4(a.target_ip)) {

@@ -128,6 +128,22 @@ fn another_mac_announcing_an_owned_address_is_a_conflict() {
             mac: THEIRS
         }
     );
+    // So is a request that uses it as its sender (RFC 5227 §2.4), whatever
+    // it asks about.
+    let n = wire::write_arp(
+        &mut buf,
+        &Arp {
+            eth_dst: Mac::BROADCAST,
+            eth_src: THEIRS,
+            reply: false,
+            sender_mac: THEIRS,
+            sender_ip: VIP4,
+            target_mac: Mac::ZERO,
+            target_ip: Ipv4Addr::new(10, 200, 0, 1),
+        },
+    )
+    .unwrap();
+    assert!(matches!(answer(&buf[..n]).0, Response::Conflict { .. }));
     // Our own announcements, looped back, are ours.
     let mut bufs = [[0u8; wire::ADVERT_FRAME]; 2];
     let lens = announce::announce(OURS, IpAddr::V4(VIP4), &mut bufs);

@@ -49,6 +49,12 @@ struct Cli {
     /// interface that is up, ARP-capable Ethernet, not a bond or bridge member.
     #[arg(long = "interface", value_name = "IF")]
     interfaces: Vec<String>,
+    /// Never answer on interfaces whose name matches REGEX (repeat for
+    /// more; replaces the default list, MetalLB's: docker, cbr, dummy,
+    /// virbr, lxcbr, veth, lo, cali, tunl, flannel, kube-ipvs, cni,
+    /// nodelocaldns, lxc). Not applied to interfaces named by --interface.
+    #[arg(long = "exclude-interface", value_name = "REGEX")]
+    exclude_interfaces: Vec<String>,
     /// The membership's UDP address. With an unspecified IP, the others
     /// reach this speaker at its Node object's InternalIP.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7946")]
@@ -111,8 +117,16 @@ fn main() -> ExitCode {
         eprintln!("error: --probe-timeout-ms must be below --probe-interval-ms");
         return ExitCode::from(2);
     }
+    let exclude = (!cli.exclude_interfaces.is_empty()).then(|| cli.exclude_interfaces.clone());
+    let interfaces = match lb_kube::speaker::link::Choice::new(cli.interfaces.clone(), exclude) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let options = Options {
-        interfaces: cli.interfaces.clone(),
+        interfaces,
         poll_interval: Duration::from_millis(cli.poll_ms.clamp(10, 5000)),
         metrics_listen: cli.metrics_listen,
         assign_to_lo: cli.assign_to_lo,

@@ -50,16 +50,24 @@ impl L2Status {
         let writer = me.clone();
         tokio::spawn(async move {
             let api: Api<ServiceL2Status> = Api::namespaced(client, &namespace);
+            let mut backoff = Duration::from_secs(1);
             loop {
                 let wanted = writer.wanted.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                if let Some(wanted) = wanted
-                    && let Err(e) = reconcile(&api, &node, owner.as_ref(), &wanted).await
-                {
-                    tracing::warn!(error = %e, "writing ServiceL2Status");
-                }
                 // Again on a change, and every 30 s (someone may have
-                // deleted or edited an object).
-                let _ = tokio::time::timeout(Duration::from_secs(30), writer.wake.notified()).await;
+                // deleted or edited an object); after a failure, sooner
+                // (1 s, doubling).
+                let mut wait = Duration::from_secs(30);
+                if let Some(wanted) = wanted {
+                    match reconcile(&api, &node, owner.as_ref(), &wanted).await {
+                        Ok(()) => backoff = Duration::from_secs(1),
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in = ?backoff, "writing ServiceL2Status");
+                            wait = backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+                let _ = tokio::time::timeout(wait, writer.wake.notified()).await;
             }
         });
         me
@@ -93,8 +101,15 @@ async fn reconcile(
         );
         let name = o.metadata.name.clone().unwrap_or_default();
         // One object per Service: a second one (a crash between create and
-        // bookkeeping) goes.
-        if !wanted.contains_key(&key) || have.contains_key(&key) {
+        // bookkeeping) goes, and so does one owned by an earlier Pod of
+        // this speaker (the garbage collector would take it later).
+        let stale_owner = owner.is_some_and(|p| {
+            o.metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(|refs| !refs.iter().any(|r| r.uid == p.uid))
+        });
+        if !wanted.contains_key(&key) || have.contains_key(&key) || stale_owner {
             api.delete(&name, &DeleteParams::default()).await?;
             tracing::info!(object = %name, service = %format!("{}/{}", key.0, key.1), "ServiceL2Status deleted");
             continue;

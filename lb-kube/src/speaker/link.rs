@@ -45,16 +45,87 @@ pub struct Link {
 
 impl Link {
     /// Whether this interface answers for service addresses: up,
-    /// ARP-capable, broadcast-capable Ethernet with a MAC, and not a bond
-    /// or bridge member; and, when `only` names interfaces, one of them.
-    pub fn usable(&self, only: &[String]) -> bool {
+    /// ARP-capable, broadcast-capable Ethernet with a MAC, not a bond or
+    /// bridge member, and taken by `choice`.
+    pub fn usable(&self, choice: &Choice) -> bool {
         self.up
             && !self.noarp
             && self.broadcast
             && self.ethernet
             && self.mac.is_some()
             && self.controller.is_none()
-            && (only.is_empty() || only.contains(&self.name))
+            && choice.takes(&self.name)
+    }
+}
+
+/// MetalLB's default list of interfaces never announced on (its
+/// `metallb-excludel2` ConfigMap): containers' and virtual networks'
+/// interfaces, which a service address must not be claimed on.
+pub const DEFAULT_EXCLUDES: [&str; 14] = [
+    "^docker.*",
+    "^cbr.*",
+    "^dummy.*",
+    "^virbr.*",
+    "^lxcbr.*",
+    "^veth.*",
+    "^lo$",
+    "^cali.*",
+    "^tunl.*",
+    "^flannel.*",
+    "^kube-ipvs.*",
+    "^cni.*",
+    "^nodelocaldns.*",
+    "^lxc.*",
+];
+
+/// Which interfaces may answer: those named (`--interface`), else every
+/// one whose name no exclusion matches (`--exclude-interface`, by default
+/// [`DEFAULT_EXCLUDES`]).
+#[derive(Debug, Clone)]
+pub struct Choice {
+    only: Vec<String>,
+    exclude: Vec<regex::Regex>,
+}
+
+impl Choice {
+    /// Only the interfaces `only`, when any; else every one that no
+    /// pattern of `exclude` matches (`None`: [`DEFAULT_EXCLUDES`]). A
+    /// pattern that is not a regular expression is an error naming it.
+    pub fn new(only: Vec<String>, exclude: Option<Vec<String>>) -> Result<Self, String> {
+        let patterns = exclude.unwrap_or_else(|| DEFAULT_EXCLUDES.iter().map(|p| (*p).to_owned()).collect());
+        let exclude = patterns
+            .iter()
+            .map(|p| {
+                regex::RegexBuilder::new(p)
+                    .size_limit(1 << 16)
+                    .build()
+                    .map_err(|e| format!("--exclude-interface {p:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { only, exclude })
+    }
+
+    /// Whether the interface `name` may answer.
+    pub fn takes(&self, name: &str) -> bool {
+        match self.only.is_empty() {
+            false => self.only.iter().any(|o| o == name),
+            true => !self.exclude.iter().any(|r| r.is_match(name)),
+        }
+    }
+
+    /// The interfaces named, if any.
+    pub fn only(&self) -> &[String] {
+        &self.only
+    }
+}
+
+impl Default for Choice {
+    /// Every interface but MetalLB's default exclusions.
+    fn default() -> Self {
+        Self::new(Vec::new(), None).unwrap_or(Self {
+            only: Vec::new(),
+            exclude: Vec::new(),
+        })
     }
 }
 
@@ -192,7 +263,7 @@ mod tests {
         let all = links().unwrap();
         let lo = all.iter().find(|l| l.name == "lo").unwrap();
         assert!(lo.up && lo.loopback && !lo.ethernet);
-        assert!(!lo.usable(&[]));
+        assert!(!lo.usable(&Choice::default()));
     }
 
     #[test]
@@ -209,30 +280,78 @@ mod tests {
             link_local6: true,
             loopback: false,
         };
-        assert!(eth.usable(&[]));
-        assert!(eth.usable(&["eth0".into()]));
-        assert!(!eth.usable(&["eth1".into()]));
-        assert!(
-            !Link {
+        let any = Choice::default();
+        assert!(eth.usable(&any));
+        assert!(eth.usable(&Choice::new(vec!["eth0".into()], None).unwrap()));
+        assert!(!eth.usable(&Choice::new(vec!["eth1".into()], None).unwrap()));
+        for broken in [
+            Link {
                 up: false,
                 ..eth.clone()
-            }
-            .usable(&[])
-        );
-        assert!(
-            !Link {
+            },
+            Link {
                 noarp: true,
                 ..eth.clone()
-            }
-            .usable(&[])
-        );
-        assert!(
-            !Link {
+            },
+            Link {
+                broadcast: false,
+                ..eth.clone()
+            },
+            Link {
+                ethernet: false,
+                ..eth.clone()
+            },
+            Link {
                 controller: Some(5),
                 ..eth.clone()
+            },
+            Link {
+                mac: None,
+                ..eth.clone()
+            },
+        ] {
+            assert!(!broken.usable(&any), "{broken:?}");
+        }
+        // MetalLB's default exclusions: pod and bridge interfaces.
+        for name in [
+            "veth1a2b",
+            "cali123",
+            "docker0",
+            "cni0",
+            "flannel.1",
+            "kube-ipvs0",
+            "lxc42",
+            "lo",
+        ] {
+            assert!(
+                !Link {
+                    name: name.into(),
+                    ..eth.clone()
+                }
+                .usable(&any),
+                "{name}"
+            );
+        }
+        assert!(
+            Link {
+                name: "bond0".into(),
+                ..eth.clone()
             }
-            .usable(&[])
+            .usable(&any)
         );
-        assert!(!Link { mac: None, ..eth }.usable(&[]));
+        // Named explicitly, an excluded name answers; own patterns replace
+        // the defaults; a bad pattern is refused with its text.
+        let veth = Link {
+            name: "veth7".into(),
+            ..eth.clone()
+        };
+        assert!(veth.usable(&Choice::new(vec!["veth7".into()], None).unwrap()));
+        assert!(veth.usable(&Choice::new(Vec::new(), Some(vec!["^eth".into()])).unwrap()));
+        assert!(!eth.usable(&Choice::new(Vec::new(), Some(vec!["^eth".into()])).unwrap()));
+        assert!(
+            Choice::new(Vec::new(), Some(vec!["(".into()]))
+                .unwrap_err()
+                .contains("\"(\"")
+        );
     }
 }

@@ -6,14 +6,20 @@
 //!
 //! foca rather than memberlist-compatible gossip: it is maintained, has no
 //! I/O of its own (this module owns the socket and the timers, as every
-//! lb core does), and its timings are ours to set. Mixed fleets do not
-//! share membership with MetalLB's speakers; they agree on owners through
-//! the same election over the nodes each side sees.
+//! lb core does), and its timings are ours to set. It does not speak
+//! memberlist's protocol, so lb's speakers and MetalLB's do not see each
+//! other: each side would elect among its own and both would answer. Run
+//! one or the other on a LAN (they also share the default port, so both on
+//! one node fails to start).
+//!
+//! It runs on a thread of its own, so that work on the speaker's event
+//! loop (elections over thousands of Services, takeover bursts) never
+//! delays an answer to a probe: a late answer is a false suspicion.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use foca::{Config, Foca, Identity, OwnedNotification, PostcardCodec, Timer};
@@ -46,15 +52,16 @@ impl Default for Timing {
     }
 }
 
-/// A speaker as the membership knows it: its node name, its address, and a
-/// number drawn at start so that a restarted speaker is a new member.
+/// A speaker as the membership knows it: its node name, its address, and
+/// when it started (milliseconds since the epoch, plus one per rejoin) so
+/// that a restarted speaker is a newer member than the one it replaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Member {
     /// The node.
     pub node: String,
     /// Where its membership socket listens.
     pub addr: SocketAddr,
-    bump: u16,
+    started: u64,
 }
 
 impl Identity for Member {
@@ -62,7 +69,7 @@ impl Identity for Member {
 
     fn renew(&self) -> Option<Self> {
         Some(Self {
-            bump: self.bump.wrapping_add(1),
+            started: self.started.saturating_add(1),
             ..self.clone()
         })
     }
@@ -72,8 +79,8 @@ impl Identity for Member {
     }
 
     fn win_addr_conflict(&self, other: &Self) -> bool {
-        // The later of two incarnations at one address (with wrapping).
-        self.bump.wrapping_sub(other.bump) < u16::MAX / 2
+        // The newer of two incarnations at one address.
+        self.started > other.started
     }
 }
 
@@ -84,8 +91,31 @@ pub struct Membership {
     /// The live nodes.
     pub alive: watch::Receiver<BTreeSet<String>>,
     seeds: watch::Sender<Vec<SocketAddr>>,
+    /// Dropped (or sent) to make the membership leave and stop.
     leave: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Resolves when the membership's thread has stopped.
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// foca's settings for `timing` and a cluster of `size` speakers: updates
+/// are passed on often enough to reach everyone (at least 6 times), and
+/// suspicion lasts longer in larger clusters (log10 of the size, as
+/// memberlist and Lifeguard scale it).
+fn config(timing: Timing, size: usize) -> Config {
+    let n = NonZeroU32::new(u32::try_from(size.max(2)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+    let mut config = Config::new_lan(n);
+    config.probe_period = timing.probe_interval;
+    config.probe_rtt = timing.probe_timeout;
+    config.suspect_to_down_after = timing.suspicion_timeout.mul_f64(f64::from(n.get()).log10().max(1.0));
+    config.max_transmissions = config
+        .max_transmissions
+        .max(NonZeroU8::new(6).unwrap_or(NonZeroU8::MIN));
+    config.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
+    config.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: timing.probe_interval,
+        num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+    });
+    config
 }
 
 /// The largest datagram sent or accepted.
@@ -94,33 +124,44 @@ const MAX_PACKET: usize = 1400;
 const JOIN_EVERY: Duration = Duration::from_secs(1);
 
 impl Membership {
-    /// Binds `bind` and joins as `node`, reachable at `advertise`.
-    pub async fn start(node: String, bind: SocketAddr, advertise: SocketAddr, timing: Timing) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind(bind).await?;
+    /// Binds `bind` and joins as `node`, reachable at `advertise`, on a
+    /// thread of its own.
+    pub fn start(node: String, bind: SocketAddr, advertise: SocketAddr, timing: Timing) -> std::io::Result<Self> {
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let me = Member {
             node: node.clone(),
             addr: advertise,
-            bump: rand::random(),
+            started,
         };
-        let mut config = Config::new_lan(NonZeroU32::MIN);
-        config.probe_period = timing.probe_interval;
-        config.probe_rtt = timing.probe_timeout.min(timing.probe_interval / 2);
-        config.suspect_to_down_after = timing.suspicion_timeout;
-        config.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
-        config.periodic_gossip = Some(foca::PeriodicParams {
-            frequency: timing.probe_interval,
-            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
-        });
-        let foca = Foca::new(me, config, rand::make_rng::<rand::rngs::StdRng>(), PostcardCodec);
+        let foca = Foca::new(
+            me,
+            config(timing, 1),
+            rand::make_rng::<rand::rngs::StdRng>(),
+            PostcardCodec,
+        );
         let (alive_tx, alive) = watch::channel(BTreeSet::from([node]));
         let (seeds, seeds_rx) = watch::channel(Vec::new());
         let (leave, leave_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(drive(foca, socket, alive_tx, seeds_rx, leave_rx));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("membership".into()).spawn(move || {
+            runtime.block_on(async move {
+                match UdpSocket::from_std(socket) {
+                    Ok(socket) => drive(foca, socket, timing, alive_tx, seeds_rx, leave_rx).await,
+                    Err(e) => tracing::error!(error = %e, "membership socket"),
+                }
+            });
+            let _ = done_tx.send(());
+        })?;
         Ok(Self {
             alive,
             seeds,
             leave: Some(leave),
-            task,
+            done,
         })
     }
 
@@ -139,14 +180,7 @@ impl Membership {
         if let Some(l) = self.leave.take() {
             let _ = l.send(());
         }
-        let _ = tokio::time::timeout(within, &mut self.task).await;
-        self.task.abort();
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        self.task.abort();
+        let _ = tokio::time::timeout(within, &mut self.done).await;
     }
 }
 
@@ -156,6 +190,7 @@ type Swim = Foca<Member, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadc
 async fn drive(
     mut foca: Swim,
     socket: UdpSocket,
+    timing: Timing,
     alive: watch::Sender<BTreeSet<String>>,
     mut seeds: watch::Receiver<Vec<SocketAddr>>,
     mut leave: tokio::sync::oneshot::Receiver<()>,
@@ -196,8 +231,17 @@ async fn drive(
                     }
                 }
             }
-            _ = seeds.changed() => join_seeds(&mut foca, &seeds.borrow_and_update(), &me, &mut runtime),
+            _ = seeds.changed() => {
+                let now = seeds.borrow_and_update().clone();
+                // The cluster's size sets how often updates are passed on
+                // and how long suspicion lasts.
+                if let Err(e) = foca.set_config(config(timing, now.len() + 1)) {
+                    tracing::debug!(error = %e, "membership settings");
+                }
+                join_seeds(&mut foca, &now, &me, &mut runtime);
+            }
             _ = join.tick() => join_seeds(&mut foca, &seeds.borrow(), &me, &mut runtime),
+            // Asked to leave, or the speaker gone without asking.
             _ = &mut leave => {
                 if let Err(e) = foca.leave_cluster(&mut runtime) {
                     tracing::debug!(error = %e, "leaving the membership");
@@ -239,7 +283,7 @@ fn join_seeds(foca: &mut Swim, seeds: &[SocketAddr], me: &Member, runtime: &mut 
         let probe = Member {
             node: String::new(),
             addr: *addr,
-            bump: 0,
+            started: 0,
         };
         if let Err(e) = foca.announce(probe, &mut *runtime) {
             tracing::debug!(%addr, error = %e, "membership announce");
@@ -274,7 +318,7 @@ async fn flush(
         match &n {
             OwnedNotification::MemberUp(m) => tracing::info!(node = %m.node, addr = %m.addr, "speaker up"),
             OwnedNotification::MemberDown(m) => tracing::warn!(node = %m.node, addr = %m.addr, "speaker down"),
-            OwnedNotification::Defunct => tracing::warn!("declared down by the others; rejoining"),
+            OwnedNotification::Rejoin(m) => tracing::warn!(node = %m.node, "declared down by the others; rejoined"),
             _ => {}
         }
         changed = true;

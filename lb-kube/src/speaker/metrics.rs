@@ -1,13 +1,50 @@
 //! The speaker's metrics, under MetalLB's names so that its dashboards and
-//! alerts keep working (counters are exposed with the `_total` suffix
-//! OpenMetrics gives every counter, as a Prometheus that scrapes MetalLB in
-//! OpenMetrics sees them).
+//! alerts keep working. MetalLB's counters are scraped as
+//! `metallb_layer2_requests_received{ip=…}` (Prometheus' plain text
+//! format, no `_total`); OpenMetrics, which this endpoint speaks, would
+//! require `_total` on a counter's samples, so these are exposed as
+//! `unknown`-typed [`Count`]s with exactly MetalLB's sample names.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+/// A count that only goes up, exposed under its name as is (no `_total`),
+/// as MetalLB's counters are scraped.
+#[derive(Debug, Clone, Default)]
+pub struct Count(Arc<AtomicU64>);
+
+impl Count {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl TypedMetric for Count {
+    const TYPE: MetricType = MetricType::Unknown;
+}
+
+impl EncodeMetric for Count {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&self.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// One service address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -34,11 +71,11 @@ pub struct AnnouncedLabels {
 pub struct Metrics {
     /// ARP requests and neighbour solicitations received for owned
     /// addresses.
-    pub requests: Family<IpLabel, Counter>,
+    pub requests: Family<IpLabel, Count>,
     /// Replies sent.
-    pub responses: Family<IpLabel, Counter>,
+    pub responses: Family<IpLabel, Count>,
     /// Gratuitous ARP and unsolicited advertisement frames sent.
-    pub gratuitous: Family<IpLabel, Counter>,
+    pub gratuitous: Family<IpLabel, Count>,
     /// Another MAC seen claiming an owned address (split brain).
     pub conflicts: Family<IpLabel, Counter>,
     /// 1 for each address this node announces.

@@ -29,9 +29,8 @@ use responders::{Responders, Wanted};
 pub struct Options {
     /// This node's name (its Node object's).
     pub node: String,
-    /// Only these interfaces answer (`--interface`); empty: every usable
-    /// one.
-    pub interfaces: Vec<String>,
+    /// Which interfaces may answer (`--interface`, `--exclude-interface`).
+    pub interfaces: link::Choice,
     /// How often a source without change notifications is polled.
     pub poll_interval: Duration,
     /// How often the node's interfaces are read again.
@@ -69,7 +68,7 @@ impl Options {
     pub fn new(node: impl Into<String>) -> Self {
         Self {
             node: node.into(),
-            interfaces: Vec::new(),
+            interfaces: link::Choice::default(),
             poll_interval: Duration::from_millis(200),
             rescan_interval: Duration::from_secs(10),
             metrics_listen: None,
@@ -131,7 +130,7 @@ pub async fn run<S: Source + 'static>(
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
     }
-    let mut responders = Responders::new(options.interfaces.clone(), metrics.clone());
+    let (mut responders, mut claimed) = Responders::new(options.interfaces.clone(), metrics.clone());
     let links = link::links().map_err(Error::Links)?;
     if options.assign_to_lo {
         let lo = links.iter().find(|l| l.loopback).ok_or_else(|| {
@@ -145,7 +144,7 @@ pub async fn run<S: Source + 'static>(
     }
     responders.rescan(&links, std::time::Instant::now());
     if responders.interfaces().is_empty() {
-        tracing::warn!(only = ?options.interfaces, "no interface answers yet (none usable, or no CAP_NET_RAW)");
+        tracing::warn!(only = ?options.interfaces.only(), "no interface answers yet (none usable, or no CAP_NET_RAW)");
     }
     let mut changes = source.changes();
     // The first view that lists everything (an API server's first lists).
@@ -178,7 +177,7 @@ pub async fn run<S: Source + 'static>(
         None => None,
     };
     if let (Some(m), Some(o)) = (&mut membership, options.membership) {
-        settle(m, &view, o.timing).await;
+        settle(m, &view, o.bind, o.timing).await;
     }
     let mut alive = membership.as_ref().map(|m| m.alive.borrow().clone());
     if let Some(a) = &alive {
@@ -193,9 +192,14 @@ pub async fn run<S: Source + 'static>(
         let wake = responders.next_wake().map(Instant::from_std);
         tokio::select! {
             () = &mut shutdown => break,
-            () = sleep_until(wake) => responders.announce_due(std::time::Instant::now()).await,
+            () = sleep_until(wake) => responders.announce_due(std::time::Instant::now()),
+            Some(ip) = claimed.recv() => responders.defend(ip, std::time::Instant::now()),
             _ = rescan.tick() => match link::links() {
-                Ok(links) => responders.rescan(&links, std::time::Instant::now()),
+                Ok(links) => {
+                    responders.rescan(&links, std::time::Instant::now());
+                    // Which interfaces answer is part of what is reported.
+                    apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
+                }
                 Err(e) => tracing::warn!(error = %e, "reading the network interfaces"),
             },
             () = membership_changed(&mut membership) => {
@@ -204,6 +208,9 @@ pub async fn run<S: Source + 'static>(
                     metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
                 }
                 apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
+                // A node that held some of these for a moment may have
+                // taught caches its MAC: the owners say theirs again.
+                responders.reannounce(std::time::Instant::now());
             }
             () = source_changed(&mut changes, options.poll_interval) => {
                 let (back, read) = crate::source::read_off_runtime(source)
@@ -217,7 +224,7 @@ pub async fn run<S: Source + 'static>(
                         view = new;
                         crate::source::log_new_problems(&view.problems, &mut logged);
                         if let (Some(m), Some(o)) = (&membership, options.membership) {
-                            m.seed(seeds(&view, &options.node, o.bind.port()));
+                            m.seed(seeds(&view, &options.node, o.bind));
                         }
                         apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
                     }
@@ -291,7 +298,7 @@ fn apply(
 /// interface unless `arp_ignore` is at least 1 there (the larger of `all`
 /// and the interface's own setting counts): says so for each interface
 /// that answers.
-fn warn_arp_ignore(links: &[link::Link], only: &[String]) {
+fn warn_arp_ignore(links: &[link::Link], choice: &link::Choice) {
     let read = |name: &str| {
         std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/arp_ignore"))
             .ok()
@@ -299,7 +306,7 @@ fn warn_arp_ignore(links: &[link::Link], only: &[String]) {
             .unwrap_or(0)
     };
     let all = read("all");
-    for l in links.iter().filter(|l| l.usable(only)) {
+    for l in links.iter().filter(|l| l.usable(choice)) {
         if all.max(read(&l.name)) == 0 {
             tracing::warn!(interface = %l.name, "arp_ignore is 0: the kernel answers ARP for the addresses put on lo from this node too; set net.ipv4.conf.all.arp_ignore=1");
         }
@@ -338,28 +345,33 @@ async fn source_changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
     }
 }
 
-/// The first InternalIP of a Node object (else its first address).
-fn node_address(n: &Node) -> Option<IpAddr> {
+/// The first InternalIP of a Node object (else its first address) that
+/// the membership socket bound to `bind` can reach: of its family (an IPv6
+/// socket bound to `::` reaches both).
+fn node_address(n: &Node, bind: IpAddr) -> Option<IpAddr> {
     let addrs = n.status.as_ref()?.addresses.as_ref()?;
+    let fits = |ip: &IpAddr| ip.is_ipv4() == bind.is_ipv4() || bind == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
     let parsed = |kind: Option<&str>| {
         addrs
             .iter()
             .filter(|a| kind.is_none_or(|k| a.type_ == k))
-            .find_map(|a| a.address.parse::<IpAddr>().ok())
+            .filter_map(|a| a.address.parse::<IpAddr>().ok())
+            .find(fits)
     };
     parsed(Some("InternalIP")).or_else(|| parsed(None))
 }
 
-/// The membership addresses of the other nodes in `view`.
-fn seeds(view: &Snapshot, me: &str, port: u16) -> Vec<SocketAddr> {
+/// The membership addresses of the other nodes in `view`, for a socket
+/// bound to `bind`.
+fn seeds(view: &Snapshot, me: &str, bind: SocketAddr) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = view
         .objects
         .iter()
         .filter_map(|(_, o)| match o {
-            Object::Node(n) if n.metadata.name.as_deref() != Some(me) => node_address(n),
+            Object::Node(n) if n.metadata.name.as_deref() != Some(me) => node_address(n, bind.ip()),
             _ => None,
         })
-        .map(|ip| SocketAddr::new(ip, port))
+        .map(|ip| SocketAddr::new(ip, bind.port()))
         .collect();
     out.sort();
     out.dedup();
@@ -377,7 +389,7 @@ async fn start_membership(node: &str, o: MembershipOptions, view: &Snapshot) -> 
                 Object::Node(n) if n.metadata.name.as_deref() == Some(node) => Some(n),
                 _ => None,
             });
-            let ip = mine.and_then(|n| node_address(n)).ok_or_else(|| {
+            let ip = mine.and_then(|n| node_address(n, o.bind.ip())).ok_or_else(|| {
                 fail(format!(
                     "node {node:?} has no Node object with an address to give the other speakers; \
                      bind a specific address (--memberlist-bind IP:PORT) or add the Node's status.addresses"
@@ -386,20 +398,19 @@ async fn start_membership(node: &str, o: MembershipOptions, view: &Snapshot) -> 
             SocketAddr::new(ip, o.bind.port())
         }
     };
-    let m = Membership::start(node.to_owned(), o.bind, advertise, o.timing)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let m = Membership::start(node.to_owned(), o.bind, advertise, o.timing).map_err(|e| fail(e.to_string()))?;
     tracing::info!(bind = %o.bind, %advertise, "membership started");
-    m.seed(seeds(view, node, o.bind.port()));
+    m.seed(seeds(view, node, o.bind));
     Ok(m)
 }
 
-/// Waits, at start, until every other node's speaker has been seen or a
-/// few probe rounds have passed, so that a speaker that starts beside
-/// running ones does not claim their addresses for a moment.
-async fn settle(m: &mut Membership, view: &Snapshot, timing: Timing) {
-    let others = seeds(view, "", 0).len();
-    let until = Instant::now() + timing.probe_interval * 5 + timing.suspicion_timeout;
+/// Waits, at start, until every other node's speaker has been seen, or
+/// for ten probe rounds and at least a second (a node whose speaker is not
+/// running never answers), so that a speaker that starts beside running
+/// ones does not claim their addresses for a moment.
+async fn settle(m: &mut Membership, view: &Snapshot, bind: SocketAddr, timing: Timing) {
+    let others = seeds(view, "", bind).len();
+    let until = Instant::now() + (timing.probe_interval * 10).max(Duration::from_secs(1));
     while m.alive.borrow().len() < others {
         if tokio::time::timeout_at(until, m.alive.changed()).await.is_err() {
             break;

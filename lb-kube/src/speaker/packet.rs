@@ -1,8 +1,7 @@
-//! Link-layer sockets: one `AF_PACKET` socket per interface that receives
-//! the ARP frames and the neighbour solicitations and advertisements that
-//! arrive on it (a kernel filter drops everything else, and the frames this
-//! host sends, before they are copied out), and sends whole Ethernet frames
-//! out of it. And the IPv6 solicited-node multicast groups joined for the
+//! Link-layer sockets: per interface, one `AF_PACKET` socket that receives
+//! the ARP frames that arrive on it and one the neighbour solicitations and
+//! advertisements (kernel filters drop everything else before it is
+//! copied out), and one that sends whole Ethernet frames out of it. And the IPv6 solicited-node multicast groups joined for the
 //! owned IPv6 addresses, so that solicitations reach the interface (and
 //! switches that snoop MLD forward them).
 //!
@@ -19,8 +18,10 @@ use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockFilter, Socket, T
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// `ETH_P_ALL`: every protocol (the filter narrows it).
-const ETH_P_ALL: u16 = 0x0003;
+/// The EtherType of ARP.
+const ETH_P_ARP: u16 = 0x0806;
+/// The EtherType of IPv6.
+const ETH_P_IPV6: u16 = 0x86dd;
 
 /// A packet socket bound to one interface.
 #[derive(Debug)]
@@ -38,7 +39,7 @@ impl Packet {
         socket.set_nonblocking(true)?;
         // SAFETY: the socket owns its descriptor, which stays open, and is
         // the one `as_raw_fd` returns, until the `AsyncFd` drops it.
-        let fd = unsafe { AsyncFd::register(socket) }?;
+        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }?;
         Ok(Self { fd })
     }
 
@@ -51,10 +52,21 @@ impl Packet {
     }
 }
 
-/// A blocking socket on one interface that receives what the filter
-/// keeps, for a thread of its own: a frame wakes that thread straight from
-/// the kernel, with no event loop between (a responder mostly sleeps, and
-/// waking is most of its reply time). Replies go out of it too.
+/// What a [`Receiver`] receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// ARP frames.
+    Arp,
+    /// IPv6 neighbour solicitations and advertisements.
+    Ndp,
+}
+
+/// A blocking socket on one interface that receives one family of frames,
+/// for a thread of its own: a frame wakes that thread straight from the
+/// kernel, with no event loop between (a responder mostly sleeps, and
+/// waking is most of its reply time). Replies go out of it too. Bound to
+/// its EtherType (not to every protocol), it never sees what the host
+/// sends, so the host's own traffic is not copied to it.
 #[derive(Debug)]
 pub struct Receiver {
     socket: Socket,
@@ -64,12 +76,21 @@ impl Receiver {
     /// Opens it on the interface `index`; a blocked receive returns
     /// `WouldBlock`/`TimedOut` after `tick` so that its thread can look
     /// whether it should stop. Needs `CAP_NET_RAW`.
-    pub fn open(index: u32, tick: std::time::Duration) -> io::Result<Self> {
+    pub fn open(index: u32, family: Family, tick: std::time::Duration) -> io::Result<Self> {
         // Protocol 0 receives nothing until bound: the filter is in place
         // before the first frame is queued.
         let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))?;
-        socket.attach_filter(&filter())?;
-        socket.bind(&link_address(index, ETH_P_ALL)?)?;
+        let protocol = match family {
+            Family::Arp => {
+                socket.attach_filter(&arp_filter())?;
+                ETH_P_ARP
+            }
+            Family::Ndp => {
+                socket.attach_filter(&ndp_filter())?;
+                ETH_P_IPV6
+            }
+        };
+        socket.bind(&link_address(index, protocol)?)?;
         socket.set_read_timeout(Some(tick))?;
         Ok(Self { socket })
     }
@@ -102,33 +123,51 @@ fn link_address(index: u32, protocol: u16) -> io::Result<SockAddr> {
     Ok(unsafe { SockAddr::new(storage, len) })
 }
 
-/// The kernel filter (classic BPF): frames this host sent are dropped;
-/// ARP frames are kept, and IPv6 frames whose next header is ICMPv6 (58)
-/// with type 135 (solicitation) or 136 (advertisement). The filter looks at
-/// fixed offsets: an NS/NA behind extension headers is not one RFC 4861
-/// allows through (hop limit 255 frames carry none in practice) and is
-/// dropped.
-fn filter() -> [SockFilter; 12] {
-    const LD_B_ABS: u16 = 0x30;
-    const LD_H_ABS: u16 = 0x28;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    // The packet type, from the kernel's ancillary data (SKF_AD_OFF +
-    // SKF_AD_PKTTYPE).
-    const PKTTYPE: u32 = 0xffff_f000 + 4;
-    const OUTGOING: u32 = 4;
+// Classic BPF, as the kernel runs it on each frame before it is queued.
+const LD_B_ABS: u16 = 0x30;
+const LD_W_ABS: u16 = 0x20;
+const JEQ_K: u16 = 0x15;
+const RET_K: u16 = 0x06;
+/// The kernel's ancillary data: whether the frame carried a VLAN tag (the
+/// tag is taken off before packet sockets see it: a tagged frame belongs to
+/// the VLAN interface, not to this one).
+const VLAN_TAG_PRESENT: u32 = 0xffff_f000 + 48;
+/// The kernel's ancillary data: the packet type.
+const PKTTYPE: u32 = 0xffff_f000 + 4;
+/// Unicast to another host (seen in promiscuous mode only).
+const OTHERHOST: u32 = 3;
+/// Keep the frame (up to this many bytes).
+const KEEP: u32 = 0xffff;
+
+/// ARP frames, but those of a VLAN and those for another host.
+fn arp_filter() -> [SockFilter; 6] {
     [
-        /* 0 */ SockFilter::new(LD_B_ABS, 0, 0, PKTTYPE),
-        /* 1 */ SockFilter::new(JEQ_K, 9, 0, OUTGOING), // → 11 drop
-        /* 2 */ SockFilter::new(LD_H_ABS, 0, 0, 12), // EtherType
-        /* 3 */ SockFilter::new(JEQ_K, 6, 0, 0x0806), // → 10 keep
-        /* 4 */ SockFilter::new(JEQ_K, 0, 6, 0x86dd), // else → 11 drop
-        /* 5 */ SockFilter::new(LD_B_ABS, 0, 0, 14 + 6), // next header
-        /* 6 */ SockFilter::new(JEQ_K, 0, 4, 58), // else → 11 drop
-        /* 7 */ SockFilter::new(LD_B_ABS, 0, 0, 14 + 40), // ICMPv6 type
-        /* 8 */ SockFilter::new(JEQ_K, 1, 0, 135), // → 10 keep
-        /* 9 */ SockFilter::new(JEQ_K, 0, 1, 136), // else → 11 drop
-        /* 10 */ SockFilter::new(RET_K, 0, 0, 0xffff),
+        /* 0 */ SockFilter::new(LD_W_ABS, 0, 0, VLAN_TAG_PRESENT),
+        /* 1 */ SockFilter::new(JEQ_K, 3, 0, 1), // tagged → 5 drop
+        /* 2 */ SockFilter::new(LD_B_ABS, 0, 0, PKTTYPE),
+        /* 3 */ SockFilter::new(JEQ_K, 1, 0, OTHERHOST), // → 5 drop
+        /* 4 */ SockFilter::new(RET_K, 0, 0, KEEP),
+        /* 5 */ SockFilter::new(RET_K, 0, 0, 0),
+    ]
+}
+
+/// IPv6 frames whose next header is ICMPv6 (58) with type 135
+/// (solicitation) or 136 (advertisement), but those of a VLAN and those for
+/// another host. The filter looks at fixed offsets: neighbour discovery
+/// behind extension headers (which RFC 4861 hosts do not send) is dropped.
+fn ndp_filter() -> [SockFilter; 12] {
+    [
+        /* 0 */ SockFilter::new(LD_W_ABS, 0, 0, VLAN_TAG_PRESENT),
+        /* 1 */ SockFilter::new(JEQ_K, 9, 0, 1), // tagged → 11 drop
+        /* 2 */ SockFilter::new(LD_B_ABS, 0, 0, PKTTYPE),
+        /* 3 */ SockFilter::new(JEQ_K, 7, 0, OTHERHOST), // → 11 drop
+        /* 4 */ SockFilter::new(LD_B_ABS, 0, 0, 14 + 6), // next header
+        /* 5 */ SockFilter::new(JEQ_K, 0, 5, 58), // else → 11 drop
+        /* 6 */ SockFilter::new(LD_B_ABS, 0, 0, 14 + 40), // ICMPv6 type
+        /* 7 */ SockFilter::new(JEQ_K, 2, 0, 135), // → 10 keep
+        /* 8 */ SockFilter::new(JEQ_K, 1, 0, 136), // → 10 keep
+        /* 9 */ SockFilter::new(RET_K, 0, 0, 0),
+        /* 10 */ SockFilter::new(RET_K, 0, 0, KEEP),
         /* 11 */ SockFilter::new(RET_K, 0, 0, 0),
     ]
 }
@@ -161,13 +200,14 @@ impl Groups {
             *n += 1;
             return Ok(());
         }
-        for (i, s) in self.sockets.iter().enumerate() {
+        // Only the newest socket can have room: the others filled up.
+        if let Some(s) = self.sockets.last() {
             match s.join_multicast_v6(&group, self.index) {
                 Ok(()) => {
-                    self.joined.insert(group, (i, 1));
+                    self.joined.insert(group, (self.sockets.len() - 1, 1));
                     return Ok(());
                 }
-                // This socket is full: try the next one.
+                // Full: a new socket below.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM)) => {}
                 Err(e) => return Err(e),
             }

@@ -15,9 +15,9 @@ use lb_arp::announce::{self, Schedule};
 use lb_arp::responder::{self, Owned, Response};
 use lb_arp::wire::{self, Mac};
 
-use super::link::Link;
+use super::link::{Choice, Link};
 use super::metrics::{IpLabel, Metrics};
-use super::packet::{Groups, Packet, Receiver};
+use super::packet::{Family, Groups, Packet, Receiver};
 
 /// The addresses to answer for, each with the interfaces it is announced
 /// on (empty: every usable one).
@@ -26,7 +26,7 @@ pub type Wanted = BTreeMap<IpAddr, BTreeSet<String>>;
 /// The responders of one node.
 #[derive(Debug)]
 pub struct Responders {
-    only: Vec<String>,
+    choice: Choice,
     ports: BTreeMap<u32, Port>,
     wanted: Wanted,
     schedule: Schedule,
@@ -36,19 +36,22 @@ pub struct Responders {
     /// With `--assign-to-lo`: the loopback interface, and the addresses put
     /// on it.
     assign: Option<(u32, BTreeSet<IpAddr>)>,
+    /// Where the receiving threads report addresses another host claims.
+    conflicts: tokio::sync::mpsc::UnboundedSender<IpAddr>,
 }
 
 /// One interface answering.
 #[derive(Debug)]
 struct Port {
     link: Link,
-    mac: Mac,
-    packet: Arc<Packet>,
     owned: Arc<ArcSwap<Owned>>,
     groups: Groups,
     /// The IPv6 addresses whose groups are joined.
     joined: BTreeSet<Ipv6Addr>,
-    /// Tells the port's receiving thread to stop.
+    /// The addresses to announce on this interface now (its sending task
+    /// works through them, so a large takeover never holds up the rest).
+    announce: tokio::sync::mpsc::UnboundedSender<IpAddr>,
+    /// Tells the port's receiving threads to stop.
     stop: Arc<AtomicBool>,
 }
 
@@ -61,17 +64,51 @@ impl Drop for Port {
 /// How soon a receiving thread notices it should stop.
 const TICK: Duration = Duration::from_millis(250);
 
+/// What a port's threads share.
+#[derive(Debug, Clone)]
+struct Answering {
+    name: String,
+    mac: Mac,
+    owned: Arc<ArcSwap<Owned>>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+    /// Addresses another host claims: defended by announcing them again.
+    conflicts: tokio::sync::mpsc::UnboundedSender<IpAddr>,
+}
+
 impl Responders {
-    /// No interface yet; `only` narrows the usable ones (`--interface`).
-    pub fn new(only: Vec<String>, metrics: Metrics) -> Self {
-        Self {
-            only,
+    /// No interface yet; `choice` says which may answer.
+    /// The receiver gets each address another host claims (at most once
+    /// per address per [`DEFEND_EVERY`]): hand it to [`Responders::defend`].
+    pub fn new(choice: Choice, metrics: Metrics) -> (Self, tokio::sync::mpsc::UnboundedReceiver<IpAddr>) {
+        let (conflicts, claimed) = tokio::sync::mpsc::unbounded_channel();
+        let me = Self {
+            conflicts,
+            choice,
             ports: BTreeMap::new(),
             wanted: Wanted::new(),
             schedule: Schedule::default(),
             metrics,
             failed: BTreeMap::new(),
             assign: None,
+        };
+        (me, claimed)
+    }
+
+    /// Announces every address answered for again (after the membership
+    /// changed: a node that claimed them for a moment may have poisoned
+    /// caches).
+    pub fn reannounce(&mut self, now: Instant) {
+        for ip in self.wanted.keys() {
+            self.schedule.takeover(*ip, now);
+        }
+    }
+
+    /// Another host claims `ip`: if it is answered for here, it is
+    /// announced again (RFC 5227 §2.4's defence).
+    pub fn defend(&mut self, ip: IpAddr, now: Instant) {
+        if self.wanted.contains_key(&ip) {
+            self.schedule.takeover(ip, now);
         }
     }
 
@@ -161,11 +198,11 @@ impl Responders {
     pub fn rescan(&mut self, links: &[Link], now: Instant) {
         let usable: BTreeMap<u32, &Link> = links
             .iter()
-            .filter(|l| l.usable(&self.only))
+            .filter(|l| l.usable(&self.choice))
             .map(|l| (l.index, l))
             .collect();
         self.ports.retain(|index, port| {
-            let keep = usable.get(index).is_some_and(|l| **l == port.link);
+            let keep = usable.get(index).is_some_and(|l| same_port(l, &port.link));
             if !keep {
                 tracing::info!(interface = %port.link.name, "interface no longer answers");
             }
@@ -177,39 +214,16 @@ impl Responders {
                 continue;
             }
             let Some(mac) = link.mac else { continue };
-            let opened = Packet::open(index).and_then(|p| Ok((p, Receiver::open(index, TICK)?)));
-            match opened {
-                Ok((packet, receiver)) => {
-                    let packet = Arc::new(packet);
-                    let owned = Arc::new(ArcSwap::from_pointee(Owned::default()));
-                    let stop = Arc::new(AtomicBool::new(false));
-                    let (name, o, m, st) = (link.name.clone(), owned.clone(), self.metrics.clone(), stop.clone());
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("answer-{}", link.name))
-                        .spawn(move || answer(&receiver, mac, &name, &o, &m, &st));
-                    if let Err(e) = spawned {
-                        tracing::error!(interface = %link.name, error = %e, "cannot start a responder thread");
-                        continue;
-                    }
+            match self.open(link, mac) {
+                Ok(port) => {
                     tracing::info!(interface = %link.name, %mac, "answering ARP and NDP");
                     self.failed.remove(&index);
-                    self.ports.insert(
-                        index,
-                        Port {
-                            link: link.clone(),
-                            mac,
-                            packet,
-                            owned,
-                            groups: Groups::new(index),
-                            joined: BTreeSet::new(),
-                            stop,
-                        },
-                    );
+                    self.ports.insert(index, port);
                 }
                 Err(e) => {
                     let text = e.to_string();
                     if self.failed.get(&index) != Some(&text) {
-                        tracing::error!(interface = %link.name, error = %text, "cannot open a packet socket (needs CAP_NET_RAW)");
+                        tracing::error!(interface = %link.name, error = %text, "cannot answer on this interface (needs CAP_NET_RAW)");
                         self.failed.insert(index, text);
                     }
                 }
@@ -235,6 +249,44 @@ impl Responders {
             .set(i64::try_from(self.ports.len()).unwrap_or(i64::MAX));
     }
 
+    /// Opens an interface: its sockets, its two receiving threads (ARP,
+    /// and neighbour discovery) and its sending task.
+    fn open(&self, link: &Link, mac: Mac) -> std::io::Result<Port> {
+        let packet = Packet::open(link.index)?;
+        let arp = Receiver::open(link.index, Family::Arp, TICK)?;
+        let ndp = Receiver::open(link.index, Family::Ndp, TICK)?;
+        let owned = Arc::new(ArcSwap::from_pointee(Owned::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Answering {
+            name: link.name.clone(),
+            mac,
+            owned: owned.clone(),
+            metrics: self.metrics.clone(),
+            stop: stop.clone(),
+            conflicts: self.conflicts.clone(),
+        };
+        for (receiver, kind) in [(arp, "arp"), (ndp, "ndp")] {
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{kind}-{}", link.name))
+                .spawn(move || answer(&receiver, &shared));
+            if let Err(e) = spawned {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        let (announce, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_announcements(packet, shared, queue));
+        Ok(Port {
+            link: link.clone(),
+            owned,
+            groups: Groups::new(link.index),
+            joined: BTreeSet::new(),
+            announce,
+            stop,
+        })
+    }
+
     /// Gives each interface the addresses it answers for, and joins and
     /// leaves solicited-node groups to match.
     fn refresh(&mut self) {
@@ -247,15 +299,23 @@ impl Responders {
                 .collect();
             let owned = Owned::new(mine);
             let v6: BTreeSet<Ipv6Addr> = owned.v6().iter().copied().collect();
-            for gone in port.joined.difference(&v6) {
-                port.groups.leave(wire::solicited_node(*gone));
+            let gone: Vec<Ipv6Addr> = port.joined.difference(&v6).copied().collect();
+            for ip in gone {
+                port.groups.leave(wire::solicited_node(ip));
+                port.joined.remove(&ip);
             }
-            for new in v6.difference(&port.joined) {
-                if let Err(e) = port.groups.join(wire::solicited_node(*new)) {
-                    tracing::warn!(interface = %port.link.name, ip = %new, error = %e, "cannot join the solicited-node group: solicitations sent to it are not seen");
+            // Joins that failed are tried again at the next refresh.
+            let new: Vec<Ipv6Addr> = v6.difference(&port.joined).copied().collect();
+            for ip in new {
+                match port.groups.join(wire::solicited_node(ip)) {
+                    Ok(()) => {
+                        port.joined.insert(ip);
+                    }
+                    Err(e) => {
+                        tracing::warn!(interface = %port.link.name, %ip, error = %e, "cannot join the solicited-node group: solicitations sent to it are not seen")
+                    }
                 }
             }
-            port.joined = v6;
             port.owned.store(Arc::new(owned));
         }
     }
@@ -265,25 +325,56 @@ impl Responders {
         self.schedule.next_wake()
     }
 
-    /// Sends the announcements due at `now`, on every interface that owns
-    /// each address, waiting for room in a full send buffer (a takeover of
-    /// thousands of addresses fills it) rather than dropping frames.
-    pub async fn announce_due(&mut self, now: Instant) {
+    /// Hands the announcements due at `now` to the sending task of every
+    /// interface that owns each address.
+    pub fn announce_due(&mut self, now: Instant) {
         let mut due = Vec::new();
         self.schedule.due(now, |ip| due.push(ip));
-        let mut bufs = [[0u8; wire::ADVERT_FRAME]; 2];
         for port in self.ports.values() {
             let owned = port.owned.load();
             for ip in due.iter().copied().filter(|ip| owned.contains(*ip)) {
-                let lens = announce::announce(port.mac, ip, &mut bufs);
-                for (buf, len) in bufs.iter().zip(lens).filter(|(_, len)| *len > 0) {
-                    match port.packet.send(&buf[..len]).await {
-                        Ok(()) => self.metrics.gratuitous.get_or_create(&label(ip)).inc(),
-                        Err(e) => {
-                            tracing::debug!(interface = %port.link.name, %ip, error = %e, "announcement not sent");
-                            0
-                        }
-                    };
+                let _ = port.announce.send(ip);
+            }
+        }
+    }
+}
+
+/// Whether `link` is still the interface a port was opened on (a new
+/// link-local address or a flag that does not make it unusable does not
+/// reopen it).
+fn same_port(link: &Link, was: &Link) -> bool {
+    link.index == was.index && link.name == was.name && link.mac == was.mac
+}
+
+/// Sends the announcements handed to one interface, waiting for room in a
+/// full send buffer, and retrying a frame the queue dropped (`ENOBUFS`) a
+/// few times.
+async fn send_announcements(packet: Packet, port: Answering, mut queue: tokio::sync::mpsc::UnboundedReceiver<IpAddr>) {
+    let mut bufs = [[0u8; wire::ADVERT_FRAME]; 2];
+    while let Some(ip) = queue.recv().await {
+        if port.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if !port.owned.load().contains(ip) {
+            continue;
+        }
+        let lens = announce::announce(port.mac, ip, &mut bufs);
+        for (buf, len) in bufs.iter().zip(lens).filter(|(_, len)| *len > 0) {
+            let mut tries = 0;
+            loop {
+                match packet.send(&buf[..len]).await {
+                    Ok(()) => {
+                        port.metrics.gratuitous.get_or_create(&label(ip)).inc();
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) && tries < 3 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(1 << tries)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(interface = %port.name, %ip, error = %e, "announcement not sent");
+                        break;
+                    }
                 }
             }
         }
@@ -294,49 +385,57 @@ fn label(ip: IpAddr) -> IpLabel {
     IpLabel { ip: ip.to_string() }
 }
 
-/// How often one address's conflict is logged at most.
-const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often an address claimed by another host is reported and defended
+/// at most (RFC 5227's DEFEND_INTERVAL).
+pub const DEFEND_EVERY: Duration = Duration::from_secs(10);
 
-/// Answers on one interface until `stop` is set.
-fn answer(receiver: &Receiver, mac: Mac, name: &str, owned: &ArcSwap<Owned>, metrics: &Metrics, stop: &AtomicBool) {
+/// Answers what `receiver` gets until the port stops.
+fn answer(receiver: &Receiver, port: &Answering) {
     let mut frame = [0u8; 2048];
     let mut out = [0u8; wire::ADVERT_FRAME];
     let mut conflicts: HashMap<IpAddr, Instant> = HashMap::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !port.stop.load(Ordering::Relaxed) {
         let n = match receiver.recv(&mut frame) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
-                tracing::warn!(interface = %name, error = %e, "receiving");
+                tracing::warn!(interface = %port.name, error = %e, "receiving");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        let owned = owned.load();
-        match responder::respond(mac, &owned, &frame[..n], &mut out) {
+        let owned = port.owned.load();
+        match responder::respond(port.mac, &owned, &frame[..n], &mut out) {
             Response::Reply { len, ip } => {
                 // Sent before anything is counted: counting allocates.
                 let sent = receiver.send(&out[..len]);
                 let ip = label(ip);
-                metrics.requests.get_or_create(&ip).inc();
+                port.metrics.requests.get_or_create(&ip).inc();
                 match sent {
-                    Ok(()) => metrics.responses.get_or_create(&ip).inc(),
-                    Err(e) => {
-                        tracing::debug!(interface = %name, error = %e, "reply not sent");
-                        0
-                    }
-                };
+                    Ok(()) => port.metrics.responses.get_or_create(&ip).inc(),
+                    Err(e) => tracing::debug!(interface = %port.name, error = %e, "reply not sent"),
+                }
             }
             Response::Conflict { ip, mac: theirs } => {
-                metrics.conflicts.get_or_create(&label(ip)).inc();
+                port.metrics.conflicts.get_or_create(&label(ip)).inc();
                 let now = Instant::now();
                 if conflicts
                     .get(&ip)
-                    .is_none_or(|last| now.duration_since(*last) >= CONFLICT_LOG_EVERY)
+                    .is_none_or(|last| now.duration_since(*last) >= DEFEND_EVERY)
                 {
+                    if conflicts.len() >= 4096 {
+                        conflicts.retain(|_, last| now.duration_since(*last) < DEFEND_EVERY);
+                    }
                     conflicts.insert(ip, now);
-                    tracing::warn!(interface = %name, %ip, other = %theirs, "another host claims an address announced here (split brain?)");
+                    tracing::warn!(interface = %port.name, %ip, other = %theirs, "another host claims an address announced here (split brain?); announcing it again");
+                    let _ = port.conflicts.send(ip);
                 }
             }
             Response::Ignore(_) => {}
