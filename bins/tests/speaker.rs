@@ -497,6 +497,22 @@ fn layer2_follows_edits_and_keeps_the_last_good_configuration() {
     assert_eq!(answered(&lab), two);
     let log = std::fs::read_to_string(dir.path().join(".logs/speaker-a.log")).unwrap();
     assert!(log.contains("broken.yaml"), "{log}");
+    // A state file that cannot be read (a half-written file, garbage)
+    // withdraws nothing; the addresses last read stay answered.
+    let state = dir.path().join(".lb/state.json");
+    let good = std::fs::read(&state).unwrap();
+    std::fs::write(&state, b"{ half a file").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(answered(&lab), two);
+    std::fs::write(&state, &good).unwrap();
+    // The interface goes down and comes back: answered again at once (not
+    // at the next periodic scan, 10 s away).
+    lab.run("a", "ip link set eth0 down");
+    std::thread::sleep(Duration::from_millis(300));
+    lab.run("a", "ip link set eth0 up");
+    let start = Instant::now();
+    eventually(&lab, &two);
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     // The Service deleted: no longer answered for.
     let text = std::fs::read_to_string(dir.path().join("cluster.yaml")).unwrap();
     let cut = text.find("kind: Service\nmetadata:\n  name: web4").unwrap();
@@ -601,4 +617,52 @@ fn layer2_assign_to_lo_moves_the_address_with_its_owner() {
         assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&out));
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// SIGTERM while a speaker waits for the others at start: it exits at once
+/// and claims nothing on the way out.
+#[test]
+fn layer2_sigterm_during_start_up_exits_at_once() {
+    if !lab_possible() {
+        return;
+    }
+    let mut lab = Lab::up("st");
+    let dir = tempfile::tempdir().unwrap();
+    manifests(&lab, dir.path());
+    let log = dir.path().join("speaker.log");
+    // node-b's speaker never runs: node-a waits for it (up to a second
+    // with the defaults, longer with slower probes).
+    let pid = lab.spawn(
+        "a",
+        "speaker-a",
+        &[
+            env!("CARGO_BIN_EXE_lb-speaker"),
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--node",
+            "node-a",
+            "--probe-interval-ms",
+            "2000",
+            "--probe-timeout-ms",
+            "500",
+        ],
+        &log,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    sh(&format!("kill -TERM {pid}"));
+    let child = &mut lab.children.iter_mut().find(|(n, _)| n == "speaker-a").unwrap().1;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "still running 3 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("taking over"), "{text}");
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 
-use lb_alloc::ServiceKey;
+use lb_alloc::{PoolSet, ServiceKey};
 use lb_kube::source::file::parse_manifests;
 use lb_kube::source::{HeldStatus, Snapshot};
 use lb_kube::speaker::l2::{Announce, announcements};
@@ -65,7 +65,10 @@ fn view(ad_spec: &str, svc_extra: &str, pool: &str, endpoint_nodes: &[&str], nod
 fn who(snap: &Snapshot, alive: Option<&BTreeSet<String>>) -> Vec<(&'static str, Announce)> {
     ["node-a", "node-b", "node-c"]
         .into_iter()
-        .flat_map(|n| announcements(snap, n, alive).into_iter().map(move |a| (n, a)))
+        .flat_map(|n| {
+            let (pools, _) = lb_kube::config::pools(snap, &PoolSet::default(), &mut Vec::new());
+            announcements(snap, &pools, n, alive).into_iter().map(move |a| (n, a))
+        })
         .collect()
 }
 
@@ -211,4 +214,41 @@ fn advertisements_without_a_spec_are_taken_as_metallb_takes_them() {
             assert_eq!(!required.contains(&"spec".to_owned()), optional, "{kind} {}", v.name);
         }
     }
+}
+
+/// A status that names an address outside every pool (a state file edited
+/// by hand, a pool deleted since) makes no node claim it; one without a
+/// pool name is taken by the pool that holds the address.
+#[test]
+fn only_addresses_inside_a_pool_in_force_are_announced() {
+    let mut snap = view("", "", "p", &["node-b"], C);
+    let set = |snap: &mut Snapshot, ip: &str, pool: &str| {
+        snap.status.insert(
+            ServiceKey::new("default", "web"),
+            vec![HeldStatus {
+                class: None,
+                state: ServiceState {
+                    ips: vec![ip.parse::<IpAddr>().unwrap()],
+                    pool: pool.to_owned(),
+                },
+            }],
+        );
+    };
+    for (ip, pool) in [
+        ("10.88.0.1", "p"),
+        ("255.255.255.255", "p"),
+        ("10.88.0.1", ""),
+        ("192.0.2.1", "gone"),
+    ] {
+        set(&mut snap, ip, pool);
+        let found = who(&snap, None);
+        if ip == "192.0.2.1" {
+            // Named pool gone, but the address is p's: p's advertisement.
+            assert_eq!(found.len(), 1, "{found:?}");
+        } else {
+            assert!(found.is_empty(), "{ip} from {pool:?}: {found:?}");
+        }
+    }
+    set(&mut snap, "192.0.2.7", "");
+    assert_eq!(who(&snap, None).len(), 1);
 }

@@ -113,6 +113,16 @@ fn main() -> ExitCode {
         eprintln!("error: --probe-interval-ms, --probe-timeout-ms and --suspicion-timeout-ms must be above 0");
         return ExitCode::from(2);
     }
+    // Bounded so that a slip of the finger cannot make failover (or a
+    // shutdown during start-up) take hours.
+    if timing.probe_interval > Duration::from_secs(60) || timing.suspicion_timeout > Duration::from_secs(600) {
+        eprintln!("error: --probe-interval-ms is at most 60000 and --suspicion-timeout-ms at most 600000");
+        return ExitCode::from(2);
+    }
+    if !cli.no_memberlist && cli.memberlist_bind.port() == 0 {
+        eprintln!("error: --memberlist-bind needs a port (the other speakers use the same one)");
+        return ExitCode::from(2);
+    }
     if timing.probe_timeout >= timing.probe_interval {
         eprintln!("error: --probe-timeout-ms must be below --probe-interval-ms");
         return ExitCode::from(2);

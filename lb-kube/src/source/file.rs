@@ -654,6 +654,7 @@ fn read_status(snap: &mut Snapshot, own: &Path) {
                     }),
                     ..Problem::error(None, None, format!("{e}; what it holds is unknown"))
                 });
+                snap.status_unreadable = true;
                 // The controller's own file is its own to rewrite; the
                 // others' addresses are unknown.
                 if !is_own {

@@ -151,6 +151,10 @@ pub struct Snapshot {
     pub status: BTreeMap<ServiceKey, Vec<HeldStatus>>,
     /// False when some status could not be read: what it holds is unknown.
     pub status_complete: bool,
+    /// True when a state file (file mode), the controller's own included,
+    /// could not be read: a reader that follows addresses keeps the last
+    /// ones it read rather than taking them all as gone.
+    pub status_unreadable: bool,
     /// The EndpointSlices, by namespace and name: a change to them alone
     /// moves only [`Snapshot::endpoints_version`], so consumers that do not
     /// need endpoints (the controller, a route table) need not rebuild.

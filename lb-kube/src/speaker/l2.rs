@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Service};
-use lb_alloc::{LabelSelector, Labels, ServiceKey};
+use lb_alloc::{LabelSelector, Labels, PoolSet, ServiceKey};
 use lb_arp::election;
 
 use crate::config::label_selector;
@@ -33,9 +33,19 @@ pub struct Announce {
     pub interfaces: Vec<String>,
 }
 
-/// What `node` announces in `view`. `alive` is the membership's view of
-/// the live nodes; `None` takes every Node object as alive.
-pub fn announcements(view: &Snapshot, node: &str, alive: Option<&BTreeSet<String>>) -> Vec<Announce> {
+/// What `node` announces in `view`, whose address pools in force are
+/// `pools`. `alive` is the membership's view of the live nodes; `None`
+/// takes every Node object as alive. An address is announced only inside a
+/// pool in force (the one its status names, else the one holding it), as
+/// MetalLB's speakers do: a status that says otherwise (edited by hand, a
+/// pool since deleted) never makes a node claim an address that is not
+/// the cluster's to give.
+pub fn announcements(
+    view: &Snapshot,
+    pools_in_force: &PoolSet,
+    node: &str,
+    alive: Option<&BTreeSet<String>>,
+) -> Vec<Announce> {
     let mut nodes: Vec<&Node> = Vec::new();
     let mut pools: BTreeMap<&str, Labels> = BTreeMap::new();
     let mut ads: Vec<&L2Advertisement> = Vec::new();
@@ -71,8 +81,15 @@ pub fn announcements(view: &Snapshot, node: &str, alive: Option<&BTreeSet<String
         else {
             continue;
         };
+        let holds = |p: &&lb_alloc::Pool| held.state.ips.iter().all(|ip| p.contains(*ip));
+        let Some(pool) = pools_in_force.get(&held.state.pool).filter(holds).or_else(|| {
+            let first = held.state.ips.first()?;
+            pools_in_force.pool_of(*first).filter(holds)
+        }) else {
+            continue;
+        };
         let service_labels = s.metadata.labels.clone().unwrap_or_default();
-        let pool_labels = pools.get(held.state.pool.as_str()).cloned().unwrap_or_default();
+        let pool_labels = pools.get(pool.name()).cloned().unwrap_or_default();
         let shared = s.metadata.annotations.as_ref().is_some_and(|a| {
             a.contains_key("metallb.io/allow-shared-ip") || a.contains_key("metallb.universe.tf/allow-shared-ip")
         });
@@ -80,7 +97,7 @@ pub fn announcements(view: &Snapshot, node: &str, alive: Option<&BTreeSet<String
             .iter()
             .copied()
             .filter(|a| {
-                selects_pool(a, &held.state.pool, &pool_labels)
+                selects_pool(a, pool.name(), &pool_labels)
                     && any_or_all(a.spec.service_selectors.as_ref(), &service_labels)
             })
             .collect();

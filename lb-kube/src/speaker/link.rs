@@ -176,6 +176,37 @@ pub fn links() -> io::Result<Vec<Link>> {
     Ok(links.into_values().collect())
 }
 
+/// Interface changes as they happen: a message for each (or each burst)
+/// that the kernel reports on its link group. `None` when the kernel
+/// cannot be listened to (the periodic scan still follows the interfaces).
+pub fn watch() -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    let mut socket = match Socket::new(NETLINK_ROUTE) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "interface changes are not followed as they happen");
+            return None;
+        }
+    };
+    if let Err(e) = socket.bind(&SocketAddr::new(0, libc::RTMGRP_LINK as u32)) {
+        tracing::debug!(error = %e, "interface changes are not followed as they happen");
+        return None;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new().name("links".into()).spawn(move || {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            buf.clear();
+            // Overruns (ENOBUFS) say changes were missed: a rescan covers
+            // them as well.
+            let _ = socket.recv(&mut buf, 0);
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    spawned.ok().map(|_| rx)
+}
+
 fn open() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;

@@ -76,7 +76,9 @@ pub struct Metrics {
     pub responses: Family<IpLabel, Count>,
     /// Gratuitous ARP and unsolicited advertisement frames sent.
     pub gratuitous: Family<IpLabel, Count>,
-    /// Another MAC seen claiming an owned address (split brain).
+    /// Another host seen claiming an owned address (split brain; counted
+    /// at most once per address per interface every 10 s, and not in the
+    /// moments after a takeover).
     pub conflicts: Family<IpLabel, Counter>,
     /// 1 for each address this node announces.
     pub announced: Family<AnnouncedLabels, Gauge>,

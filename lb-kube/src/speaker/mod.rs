@@ -130,6 +130,29 @@ pub async fn run<S: Source + 'static>(
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
     }
+    tokio::pin!(shutdown);
+    let mut changes = source.changes();
+    // The first view that lists everything (an API server's first lists).
+    let mut said = false;
+    let (mut version, first) = loop {
+        let (back, read) = crate::source::read_off_runtime(source)
+            .await
+            .map_err(|_| Error::Panicked)?;
+        source = back;
+        let (version, view) = read?;
+        if view.synced {
+            break (version, view);
+        }
+        if !std::mem::replace(&mut said, true) {
+            tracing::info!("waiting for the first list of every kind");
+        }
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = source_changed(&mut changes, options.poll_interval) => {}
+        }
+    };
+    let mut state = State::new(first);
+    state.log();
     let (mut responders, mut claimed) = Responders::new(options.interfaces.clone(), metrics.clone());
     let links = link::links().map_err(Error::Links)?;
     if options.assign_to_lo {
@@ -146,68 +169,61 @@ pub async fn run<S: Source + 'static>(
     if responders.interfaces().is_empty() {
         tracing::warn!(only = ?options.interfaces.only(), "no interface answers yet (none usable, or no CAP_NET_RAW)");
     }
-    let mut changes = source.changes();
-    // The first view that lists everything (an API server's first lists).
-    let mut said = false;
-    let (mut version, mut view) = loop {
-        let (back, read) = crate::source::read_off_runtime(source)
-            .await
-            .map_err(|_| Error::Panicked)?;
-        source = back;
-        let (version, view) = read?;
-        if view.synced {
-            break (version, view);
-        }
-        if !std::mem::replace(&mut said, true) {
-            tracing::info!("waiting for the first list of every kind");
-        }
-        source_changed(&mut changes, options.poll_interval).await;
-    };
-    let mut logged = Vec::new();
-    crate::source::log_new_problems(&view.problems, &mut logged);
-    let known = view
-        .objects
-        .iter()
-        .any(|(_, o)| matches!(o, Object::Node(n) if n.metadata.name.as_deref() == Some(options.node.as_str())));
-    if !known {
-        tracing::warn!(node = %options.node, "no Node object of this name: this node is elected for nothing until one appears");
-    }
     let mut membership = match options.membership {
-        Some(m) => Some(start_membership(&options.node, m, &view).await?),
+        Some(m) => Some(start_membership(&options.node, m, &state.view).await?),
         None => None,
     };
-    if let (Some(m), Some(o)) = (&mut membership, options.membership) {
-        settle(m, &view, o.bind, o.timing).await;
+    if !state.has_node(&options.node) {
+        tracing::warn!(node = %options.node, "no Node object of this name: this node is elected for nothing until one appears");
+    }
+    let stopped = match (&mut membership, options.membership) {
+        (Some(m), Some(o)) => tokio::select! {
+            () = &mut shutdown => true,
+            () = settle(m, &state.view, o.bind, o.timing) => false,
+        },
+        _ => false,
+    };
+    if stopped {
+        if let Some(m) = membership {
+            m.leave(Duration::from_millis(300)).await;
+        }
+        return Ok(());
     }
     let mut alive = membership.as_ref().map(|m| m.alive.borrow().clone());
     if let Some(a) = &alive {
         metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
     }
-    apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
+    apply(&mut responders, &state, &options, alive.as_ref(), &metrics);
     telemetry.set_ready(true);
     let mut rescan = tokio::time::interval(options.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
+    // Interfaces coming and going are seen at once, not at the next scan.
+    let mut link_changes = link::watch();
     loop {
         let wake = responders.next_wake().map(Instant::from_std);
+        let rescan_now = async {
+            let Some(rx) = &mut link_changes else {
+                return std::future::pending().await;
+            };
+            if rx.recv().await.is_none() {
+                return std::future::pending().await;
+            }
+            // A burst of changes is read once.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while rx.try_recv().is_ok() {}
+        };
         tokio::select! {
             () = &mut shutdown => break,
             () = sleep_until(wake) => responders.announce_due(std::time::Instant::now()),
-            Some(ip) = claimed.recv() => responders.defend(ip, std::time::Instant::now()),
-            _ = rescan.tick() => match link::links() {
-                Ok(links) => {
-                    responders.rescan(&links, std::time::Instant::now());
-                    // Which interfaces answer is part of what is reported.
-                    apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
-                }
-                Err(e) => tracing::warn!(error = %e, "reading the network interfaces"),
-            },
+            Some(claim) = claimed.recv() => responders.claimed(claim, std::time::Instant::now()),
+            _ = rescan.tick() => rescan_links(&mut responders, &state, &options, alive.as_ref(), &metrics),
+            () = rescan_now => rescan_links(&mut responders, &state, &options, alive.as_ref(), &metrics),
             () = membership_changed(&mut membership) => {
                 alive = membership.as_mut().map(|m| m.alive.borrow_and_update().clone());
                 if let Some(a) = &alive {
                     metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
                 }
-                apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
+                apply(&mut responders, &state, &options, alive.as_ref(), &metrics);
                 // A node that held some of these for a moment may have
                 // taught caches its MAC: the owners say theirs again.
                 responders.reannounce(std::time::Instant::now());
@@ -221,12 +237,12 @@ pub async fn run<S: Source + 'static>(
                     Ok((v, _)) if v == version => {}
                     Ok((v, new)) => {
                         version = v;
-                        view = new;
-                        crate::source::log_new_problems(&view.problems, &mut logged);
+                        state.update(new);
+                        state.log();
                         if let (Some(m), Some(o)) = (&membership, options.membership) {
-                            m.seed(seeds(&view, &options.node, o.bind));
+                            m.seed(seeds(&state.view, &options.node, o.bind));
                         }
-                        apply(&mut responders, &view, &options, alive.as_ref(), &metrics);
+                        apply(&mut responders, &state, &options, alive.as_ref(), &metrics);
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the configuration; the last one stays in force"),
                 }
@@ -234,6 +250,9 @@ pub async fn run<S: Source + 'static>(
         }
     }
     telemetry.set_ready(false);
+    // Stop answering first, then leave: the others take over at once and
+    // nobody sees two answers.
+    responders.stop();
     if let Some(m) = membership {
         m.leave(Duration::from_millis(300)).await;
     }
@@ -243,10 +262,87 @@ pub async fn run<S: Source + 'static>(
     Ok(())
 }
 
-/// Elects over `view` and hands the result to the responders.
+/// The configuration in force: the last view read, the address pools in
+/// force (a broken new version of a pool leaves the last good one), and
+/// the problems found.
+struct State {
+    view: Snapshot,
+    pools: lb_alloc::PoolSet,
+    problems: Vec<crate::source::Problem>,
+    logged: Vec<String>,
+    /// Whether the state file could not be read the last time (reported
+    /// once per outage).
+    status_broken: bool,
+}
+
+impl State {
+    fn new(view: Snapshot) -> Self {
+        let mut me = Self {
+            view: Snapshot::empty(),
+            pools: lb_alloc::PoolSet::default(),
+            problems: Vec::new(),
+            logged: Vec::new(),
+            status_broken: false,
+        };
+        me.update(view);
+        me
+    }
+
+    /// Takes a new view. A state file that cannot be read leaves the
+    /// addresses last read in force: a half-written or broken file does
+    /// not withdraw them all.
+    fn update(&mut self, mut view: Snapshot) {
+        if view.status_unreadable {
+            if !std::mem::replace(&mut self.status_broken, true) {
+                tracing::error!("a state file cannot be read: the addresses last read stay announced until it can");
+            }
+            view.status = std::mem::take(&mut self.view.status);
+        } else if std::mem::replace(&mut self.status_broken, false) {
+            tracing::info!("the state file reads again");
+        }
+        let mut problems = view.problems.clone();
+        let (pools, _) = crate::config::pools(&view, &self.pools, &mut problems);
+        self.pools = pools;
+        self.problems = problems;
+        self.view = view;
+    }
+
+    /// Logs the problems not logged before.
+    fn log(&mut self) {
+        crate::source::log_new_problems(&self.problems, &mut self.logged);
+    }
+
+    fn has_node(&self, node: &str) -> bool {
+        self.view
+            .objects
+            .iter()
+            .any(|(_, o)| matches!(o, Object::Node(n) if n.metadata.name.as_deref() == Some(node)))
+    }
+}
+
+/// Reads the interfaces again and follows them (and what is reported with
+/// them).
+fn rescan_links(
+    responders: &mut Responders,
+    state: &State,
+    options: &Options,
+    alive: Option<&BTreeSet<String>>,
+    metrics: &metrics::Metrics,
+) {
+    match link::links() {
+        Ok(links) => {
+            responders.rescan(&links, std::time::Instant::now());
+            apply(responders, state, options, alive, metrics);
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the network interfaces"),
+    }
+}
+
+/// Elects over the configuration in force and hands the result to the
+/// responders.
 fn apply(
     responders: &mut Responders,
-    view: &Snapshot,
+    state: &State,
     options: &Options,
     alive: Option<&BTreeSet<String>>,
     metrics: &metrics::Metrics,
@@ -258,16 +354,13 @@ fn apply(
     // for every interface wins over lists).
     let mut on: std::collections::BTreeMap<IpAddr, Option<BTreeSet<String>>> = Default::default();
     metrics.announced.clear();
-    for a in l2::announcements(view, node, alive) {
+    for a in l2::announcements(&state.view, &state.pools, node, alive) {
         let names: Vec<String> = match a.interfaces.is_empty() {
             true => answering.clone(),
             false => a.interfaces.iter().filter(|i| answering.contains(i)).cloned().collect(),
         };
         if names.is_empty() {
             tracing::warn!(service = %a.service, interfaces = ?a.interfaces, "announceFailed: elected, but none of its interfaces answers on this node");
-        }
-        if let Some((ns, name)) = a.service.split_once('/') {
-            announced.insert((ns.to_owned(), name.to_owned()), names);
         }
         for ip in &a.ips {
             let e = on.entry(*ip).or_insert_with(|| Some(BTreeSet::new()));
@@ -276,15 +369,21 @@ fn apply(
                 (false, Some(set)) => set.extend(a.interfaces.iter().cloned()),
                 (false, None) => {}
             }
-            metrics
-                .announced
-                .get_or_create(&metrics::AnnouncedLabels {
-                    service: a.service.clone(),
-                    protocol: "layer2",
-                    node: node.to_owned(),
-                    ip: ip.to_string(),
-                })
-                .set(1);
+            // Announced means answered on some interface.
+            if !names.is_empty() {
+                metrics
+                    .announced
+                    .get_or_create(&metrics::AnnouncedLabels {
+                        service: a.service.clone(),
+                        protocol: "layer2",
+                        node: node.to_owned(),
+                        ip: ip.to_string(),
+                    })
+                    .set(1);
+            }
+        }
+        if let Some((ns, name)) = a.service.split_once('/') {
+            announced.insert((ns.to_owned(), name.to_owned()), names);
         }
     }
     let wanted: Wanted = on.into_iter().map(|(ip, set)| (ip, set.unwrap_or_default())).collect();

@@ -16,7 +16,7 @@ use lb_arp::responder::{self, Owned, Response};
 use lb_arp::wire::{self, Mac};
 
 use super::link::{Choice, Link};
-use super::metrics::{IpLabel, Metrics};
+use super::metrics::{Count, IpLabel, Metrics};
 use super::packet::{Family, Groups, Packet, Receiver};
 
 /// The addresses to answer for, each with the interfaces it is announced
@@ -37,7 +37,13 @@ pub struct Responders {
     /// on it.
     assign: Option<(u32, BTreeSet<IpAddr>)>,
     /// Where the receiving threads report addresses another host claims.
-    conflicts: tokio::sync::mpsc::UnboundedSender<IpAddr>,
+    conflicts: tokio::sync::mpsc::Sender<(IpAddr, Mac)>,
+    /// When each claimed address was last reported and defended.
+    defended: HashMap<IpAddr, Instant>,
+    /// When each address answered for was taken over.
+    taken_at: HashMap<IpAddr, Instant>,
+    /// Stopping: claims are no longer looked at.
+    stopping: bool,
 }
 
 /// One interface answering.
@@ -72,16 +78,17 @@ struct Answering {
     owned: Arc<ArcSwap<Owned>>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
-    /// Addresses another host claims: defended by announcing them again.
-    conflicts: tokio::sync::mpsc::UnboundedSender<IpAddr>,
+    /// Addresses another host claims, and its MAC (dropped when the main
+    /// loop is behind: claims repeat).
+    conflicts: tokio::sync::mpsc::Sender<(IpAddr, Mac)>,
 }
 
 impl Responders {
     /// No interface yet; `choice` says which may answer.
     /// The receiver gets each address another host claims (at most once
-    /// per address per [`DEFEND_EVERY`]): hand it to [`Responders::defend`].
-    pub fn new(choice: Choice, metrics: Metrics) -> (Self, tokio::sync::mpsc::UnboundedReceiver<IpAddr>) {
-        let (conflicts, claimed) = tokio::sync::mpsc::unbounded_channel();
+    /// per address per [`DEFEND_EVERY`]): hand it to [`Responders::claimed`].
+    pub fn new(choice: Choice, metrics: Metrics) -> (Self, tokio::sync::mpsc::Receiver<(IpAddr, Mac)>) {
+        let (conflicts, claimed) = tokio::sync::mpsc::channel(1024);
         let me = Self {
             conflicts,
             choice,
@@ -91,6 +98,9 @@ impl Responders {
             metrics,
             failed: BTreeMap::new(),
             assign: None,
+            taken_at: HashMap::new(),
+            defended: HashMap::new(),
+            stopping: false,
         };
         (me, claimed)
     }
@@ -104,11 +114,45 @@ impl Responders {
         }
     }
 
-    /// Another host claims `ip`: if it is answered for here, it is
-    /// announced again (RFC 5227 §2.4's defence).
-    pub fn defend(&mut self, ip: IpAddr, now: Instant) {
-        if self.wanted.contains_key(&ip) {
-            self.schedule.takeover(ip, now);
+    /// Another host, at `claim.1`, claims the address `claim.0`: unless
+    /// that MAC is one of this node's interfaces, or the address was taken
+    /// over here moments ago (its last owner may not have let go yet), it
+    /// is reported as split brain; and the address is announced again
+    /// (RFC 5227 §2.4's defence). Both at most once per [`DEFEND_EVERY`].
+    pub fn claimed(&mut self, claim: (IpAddr, Mac), now: Instant) {
+        let (ip, mac) = claim;
+        if self.stopping || self.ports.values().any(|p| p.link.mac == Some(mac)) || !self.wanted.contains_key(&ip) {
+            return;
+        }
+        let handover = self
+            .taken_at
+            .get(&ip)
+            .is_some_and(|at| now.duration_since(*at) < HANDOVER);
+        if handover {
+            tracing::debug!(%ip, other = %mac, "the last owner still answered just after the takeover");
+            return;
+        }
+        if self
+            .defended
+            .get(&ip)
+            .is_some_and(|at| now.duration_since(*at) < DEFEND_EVERY)
+        {
+            return;
+        }
+        if self.defended.len() >= 4096 {
+            self.defended.retain(|_, at| now.duration_since(*at) < DEFEND_EVERY);
+        }
+        self.defended.insert(ip, now);
+        self.metrics.conflicts.get_or_create(&label(ip)).inc();
+        tracing::warn!(%ip, other = %mac, "another host claims an address announced here (split brain?); announcing it again");
+        self.schedule.takeover(ip, now);
+    }
+
+    /// Stops answering (at shutdown, before the membership is left).
+    pub fn stop(&mut self) {
+        self.stopping = true;
+        for port in self.ports.values() {
+            port.stop.store(true, Ordering::Relaxed);
         }
     }
 
@@ -155,6 +199,12 @@ impl Responders {
             .filter(|ip| !self.wanted.contains_key(ip))
             .copied()
             .collect();
+        // Announced on other interfaces than before: announced anew there.
+        let moved: Vec<IpAddr> = wanted
+            .iter()
+            .filter(|(ip, on)| self.wanted.get(ip).is_some_and(|was| was != *on))
+            .map(|(ip, _)| *ip)
+            .collect();
         for ip in &released {
             self.schedule.release(*ip);
         }
@@ -178,7 +228,14 @@ impl Responders {
                 }
             }
         }
+        for ip in &released {
+            self.taken_at.remove(ip);
+        }
         for ip in &taken {
+            self.schedule.takeover(*ip, now);
+            self.taken_at.insert(*ip, now);
+        }
+        for ip in &moved {
             self.schedule.takeover(*ip, now);
         }
         // One line per change, however many addresses move.
@@ -389,11 +446,15 @@ fn label(ip: IpAddr) -> IpLabel {
 /// at most (RFC 5227's DEFEND_INTERVAL).
 pub const DEFEND_EVERY: Duration = Duration::from_secs(10);
 
+/// How long after a takeover another host's claim is taken for the last
+/// owner letting go (speakers read a change each on their own poll).
+const HANDOVER: Duration = Duration::from_secs(2);
+
 /// Answers what `receiver` gets until the port stops.
 fn answer(receiver: &Receiver, port: &Answering) {
     let mut frame = [0u8; 2048];
     let mut out = [0u8; wire::ADVERT_FRAME];
-    let mut conflicts: HashMap<IpAddr, Instant> = HashMap::new();
+    let mut counters: HashMap<IpAddr, (Count, Count)> = HashMap::new();
     while !port.stop.load(Ordering::Relaxed) {
         let n = match receiver.recv(&mut frame) {
             Ok(n) => n,
@@ -411,32 +472,33 @@ fn answer(receiver: &Receiver, port: &Answering) {
                 continue;
             }
         };
+        if port.stop.load(Ordering::Relaxed) {
+            return;
+        }
         let owned = port.owned.load();
         match responder::respond(port.mac, &owned, &frame[..n], &mut out) {
             Response::Reply { len, ip } => {
-                // Sent before anything is counted: counting allocates.
+                // Sent before anything is counted.
                 let sent = receiver.send(&out[..len]);
-                let ip = label(ip);
-                port.metrics.requests.get_or_create(&ip).inc();
+                // The address's counters, looked up (and their label
+                // formatted) once per address, not once per frame.
+                let (requests, responses) = counters.entry(ip).or_insert_with(|| {
+                    let l = label(ip);
+                    (
+                        port.metrics.requests.get_or_create(&l).clone(),
+                        port.metrics.responses.get_or_create(&l).clone(),
+                    )
+                });
+                requests.inc();
                 match sent {
-                    Ok(()) => port.metrics.responses.get_or_create(&ip).inc(),
+                    Ok(()) => responses.inc(),
                     Err(e) => tracing::debug!(interface = %port.name, error = %e, "reply not sent"),
                 }
             }
             Response::Conflict { ip, mac: theirs } => {
-                port.metrics.conflicts.get_or_create(&label(ip)).inc();
-                let now = Instant::now();
-                if conflicts
-                    .get(&ip)
-                    .is_none_or(|last| now.duration_since(*last) >= DEFEND_EVERY)
-                {
-                    if conflicts.len() >= 4096 {
-                        conflicts.retain(|_, last| now.duration_since(*last) < DEFEND_EVERY);
-                    }
-                    conflicts.insert(ip, now);
-                    tracing::warn!(interface = %port.name, %ip, other = %theirs, "another host claims an address announced here (split brain?); announcing it again");
-                    let _ = port.conflicts.send(ip);
-                }
+                // Judged (and rate-limited) by the main loop, which knows
+                // this node's other interfaces and recent takeovers.
+                let _ = port.conflicts.try_send((ip, theirs));
             }
             Response::Ignore(_) => {}
         }
