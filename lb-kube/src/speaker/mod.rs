@@ -45,6 +45,9 @@ pub struct Options {
     /// `CAP_NET_ADMIN`, and `arp_ignore=1` so that the kernel does not
     /// answer ARP for them from every node).
     pub assign_to_lo: bool,
+    /// Run the receiving threads in the real-time class when allowed
+    /// (`CAP_SYS_NICE`); `--no-realtime` turns it off.
+    pub realtime: bool,
     /// Cluster mode: the writer of this node's ServiceL2Status objects.
     pub l2_status: Option<std::sync::Arc<l2status::L2Status>>,
 }
@@ -73,6 +76,7 @@ impl Options {
             rescan_interval: Duration::from_secs(10),
             metrics_listen: None,
             assign_to_lo: false,
+            realtime: true,
             l2_status: None,
             membership: Some(MembershipOptions {
                 bind: SocketAddr::from(([0, 0, 0, 0], MEMBERSHIP_PORT)),
@@ -154,6 +158,7 @@ pub async fn run<S: Source + 'static>(
     let mut state = State::new(first);
     state.log();
     let (mut responders, mut claimed) = Responders::new(options.interfaces.clone(), metrics.clone());
+    responders.set_realtime(options.realtime);
     let links = link::links().map_err(Error::Links)?;
     if options.assign_to_lo {
         let lo = links.iter().find(|l| l.loopback).ok_or_else(|| {

@@ -44,6 +44,8 @@ pub struct Responders {
     taken_at: HashMap<IpAddr, Instant>,
     /// Stopping: claims are no longer looked at.
     stopping: bool,
+    /// Receiving threads ask for real-time scheduling.
+    realtime: bool,
 }
 
 /// One interface answering.
@@ -78,6 +80,8 @@ struct Answering {
     owned: Arc<ArcSwap<Owned>>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
+    /// Whether the receiving threads ask for real-time scheduling.
+    realtime: bool,
     /// Addresses another host claims, and its MAC (dropped when the main
     /// loop is behind: claims repeat).
     conflicts: tokio::sync::mpsc::Sender<(IpAddr, Mac)>,
@@ -101,6 +105,7 @@ impl Responders {
             taken_at: HashMap::new(),
             defended: HashMap::new(),
             stopping: false,
+            realtime: true,
         };
         (me, claimed)
     }
@@ -146,6 +151,12 @@ impl Responders {
         self.metrics.conflicts.get_or_create(&label(ip)).inc();
         tracing::warn!(%ip, other = %mac, "another host claims an address announced here (split brain?); announcing it again");
         self.schedule.takeover(ip, now);
+    }
+
+    /// Whether the receiving threads opened from now on ask for real-time
+    /// scheduling (default yes).
+    pub fn set_realtime(&mut self, on: bool) {
+        self.realtime = on;
     }
 
     /// Stops answering (at shutdown, before the membership is left).
@@ -320,6 +331,7 @@ impl Responders {
             owned: owned.clone(),
             metrics: self.metrics.clone(),
             stop: stop.clone(),
+            realtime: self.realtime,
             conflicts: self.conflicts.clone(),
         };
         for (receiver, kind) in [(arp, "arp"), (ndp, "ndp")] {
@@ -452,6 +464,11 @@ const HANDOVER: Duration = Duration::from_secs(2);
 
 /// Answers what `receiver` gets until the port stops.
 fn answer(receiver: &Receiver, port: &Answering) {
+    if port.realtime
+        && let Err(e) = super::packet::realtime()
+    {
+        tracing::debug!(interface = %port.name, error = %e, "the responder runs at normal priority (no CAP_SYS_NICE)");
+    }
     let mut frame = [0u8; 2048];
     let mut out = [0u8; wire::ADVERT_FRAME];
     let mut counters: HashMap<IpAddr, (Count, Count)> = HashMap::new();
