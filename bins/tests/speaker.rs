@@ -666,3 +666,85 @@ fn layer2_sigterm_during_start_up_exits_at_once() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("taking over"), "{text}");
 }
+
+/// Moving an address by configuration (its owner's Node labelled out of
+/// load balancing) is no split brain, though the two speakers read the
+/// change each on its own poll; and a speaker that starts while the state
+/// file cannot be read does not join (it would be handed a share it cannot
+/// announce) until it can.
+#[test]
+fn layer2_moves_by_configuration_without_a_false_alarm() {
+    if !lab_possible() {
+        return;
+    }
+    let mut lab = Lab::up("mv");
+    let dir = tempfile::tempdir().unwrap();
+    manifests(&lab, dir.path());
+    let vip4 = format!("{}.100", lab.v4());
+    let first = owner(&vip4);
+    let other = if first == "a" { "b" } else { "a" };
+    start_node(&mut lab, "a", dir.path(), &[]);
+    start_node(&mut lab, "b", dir.path(), &[]);
+    for node in ["a", "b"] {
+        wait_for_metric(&lab, node, "lb_speaker_members 2");
+    }
+    let mac = |n: &str| lab.mac(n);
+    let (mac_first, mac_other) = (mac(first), mac(other));
+    assert_eq!(arping(&lab, &vip4, 2).1, vec![mac_first.clone(); 2]);
+    let path = dir.path().join("cluster.yaml");
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    let labelled = manifest.replacen(
+        &format!("metadata: {{name: node-{first}}}"),
+        &format!("metadata: {{name: node-{first}, labels: {{node.kubernetes.io/exclude-from-external-load-balancers: \"true\"}}}}"),
+        1,
+    );
+    assert_ne!(manifest, labelled);
+    std::fs::write(&path, labelled).unwrap();
+    let start = Instant::now();
+    while arping(&lab, &vip4, 1).1 != vec![mac_other.clone()] {
+        assert!(start.elapsed() < Duration::from_secs(5), "the address did not move");
+    }
+    // Past the time a claim waits before it is judged.
+    std::thread::sleep(Duration::from_secs(2));
+    for node in ["a", "b"] {
+        let m = text(&lab.run(node, "curl -sf -m 1 http://127.0.0.1:9121/metrics"));
+        assert!(!m.contains("lb_layer2_conflicts_total"), "node {node}: {m}");
+    }
+    assert_eq!(arping(&lab, &vip4, 2).1, vec![mac_other.clone(); 2]);
+
+    // A restart while the state file is broken: node-first does not join,
+    // so the other keeps every address; fixed, it joins and takes its share.
+    std::fs::write(&path, &manifest).unwrap();
+    lab.kill(&format!("speaker-{first}"));
+    let state = dir.path().join(".lb/state.json");
+    let good = std::fs::read(&state).unwrap();
+    std::fs::write(&state, b"{ broken").unwrap();
+    lab.spawn(
+        first,
+        &format!("speaker-{first}-again"),
+        &[
+            env!("CARGO_BIN_EXE_lb-speaker"),
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--node",
+            &format!("node-{first}"),
+            "--metrics-listen",
+            "127.0.0.1:9121",
+        ],
+        &dir.path().join("again.log"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        arping(&lab, &vip4, 2).1,
+        vec![mac_other.clone(); 2],
+        "the restarted node took a share it cannot announce"
+    );
+    std::fs::write(&state, &good).unwrap();
+    let start = Instant::now();
+    while arping(&lab, &vip4, 1).1 != vec![mac_first.clone()] {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the restarted node never took its share back"
+        );
+    }
+}

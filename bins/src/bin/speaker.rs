@@ -125,6 +125,12 @@ fn main() -> ExitCode {
         eprintln!("error: --probe-interval-ms is at most 60000 and --suspicion-timeout-ms at most 600000");
         return ExitCode::from(2);
     }
+    let bind_ip = cli.memberlist_bind.ip();
+    let broadcast = bind_ip == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
+    if !cli.no_memberlist && (bind_ip.is_multicast() || broadcast) {
+        eprintln!("error: --memberlist-bind needs a unicast address (or 0.0.0.0 / [::])");
+        return ExitCode::from(2);
+    }
     if !cli.no_memberlist && cli.memberlist_bind.port() == 0 {
         eprintln!("error: --memberlist-bind needs a port (the other speakers use the same one)");
         return ExitCode::from(2);

@@ -202,12 +202,18 @@ async fn drive(
     let mut buf = vec![0u8; MAX_PACKET];
     let mut join = tokio::time::interval(JOIN_EVERY);
     join.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let me = foca.identity().clone();
+    let mut me = foca.identity().clone();
+    // When a datagram last arrived: members that all fall silent at once
+    // while still counted alive mean this node's view is wedged (seen
+    // after heavy link flapping); it then starts over with a new identity.
+    let mut heard = Instant::now();
+    let silence = (timing.probe_interval * 10).max(Duration::from_secs(2));
     loop {
         let wake = timers.peek().map(|Reverse((at, _))| *at);
         tokio::select! {
             got = socket.recv_from(&mut buf) => match got {
                 Ok((n, _)) => {
+                    heard = Instant::now();
                     if let Err(e) = foca.handle_data(&buf[..n], &mut runtime) {
                         tracing::debug!(error = %e, "membership datagram refused");
                     }
@@ -240,7 +246,23 @@ async fn drive(
                 }
                 join_seeds(&mut foca, &now, &me, &mut runtime);
             }
-            _ = join.tick() => join_seeds(&mut foca, &seeds.borrow(), &me, &mut runtime),
+            _ = join.tick() => {
+                if foca.num_members() > 0 && heard.elapsed() > silence {
+                    tracing::warn!(silent = ?heard.elapsed(), "no word from any speaker counted alive: joining again");
+                    let size = seeds.borrow().len() + 1;
+                    me = Member { started: me.started.saturating_add(1), ..me.clone() };
+                    foca = Foca::new(me.clone(), config(timing, size), rand::make_rng::<rand::rngs::StdRng>(), PostcardCodec);
+                    timers.clear();
+                    pending.clear();
+                    heard = Instant::now();
+                    let mut only_me = BTreeSet::from([me.node.clone()]);
+                    alive.send_if_modified(|a| {
+                        std::mem::swap(a, &mut only_me);
+                        *a != only_me
+                    });
+                }
+                join_seeds(&mut foca, &seeds.borrow(), &me, &mut runtime);
+            }
             // Asked to leave, or the speaker gone without asking.
             _ = &mut leave => {
                 if let Err(e) = foca.leave_cluster(&mut runtime) {

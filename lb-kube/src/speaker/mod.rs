@@ -144,11 +144,16 @@ pub async fn run<S: Source + 'static>(
             .map_err(|_| Error::Panicked)?;
         source = back;
         let (version, view) = read?;
-        if view.synced {
+        // Not before the addresses can be read: a speaker that joined
+        // without them would be handed a share it cannot announce.
+        if view.synced && !view.status_unreadable {
             break (version, view);
         }
         if !std::mem::replace(&mut said, true) {
-            tracing::info!("waiting for the first list of every kind");
+            match view.status_unreadable {
+                true => tracing::error!("the state file cannot be read: not joining until it can"),
+                false => tracing::info!("waiting for the first list of every kind"),
+            }
         }
         tokio::select! {
             () = &mut shutdown => return Ok(()),
@@ -184,7 +189,7 @@ pub async fn run<S: Source + 'static>(
     let stopped = match (&mut membership, options.membership) {
         (Some(m), Some(o)) => tokio::select! {
             () = &mut shutdown => true,
-            () = settle(m, &state.view, o.bind, o.timing) => false,
+            () = settle(m, &state.view, o.bind) => false,
         },
         _ => false,
     };
@@ -206,6 +211,7 @@ pub async fn run<S: Source + 'static>(
     let mut link_changes = link::watch();
     loop {
         let wake = responders.next_wake().map(Instant::from_std);
+        let claim_due = responders.next_claim().map(Instant::from_std);
         let rescan_now = async {
             let Some(rx) = &mut link_changes else {
                 return std::future::pending().await;
@@ -220,6 +226,7 @@ pub async fn run<S: Source + 'static>(
         tokio::select! {
             () = &mut shutdown => break,
             () = sleep_until(wake) => responders.announce_due(std::time::Instant::now()),
+            () = sleep_until(claim_due) => responders.confirm_claims(std::time::Instant::now()),
             Some(claim) = claimed.recv() => responders.claimed(claim, std::time::Instant::now()),
             _ = rescan.tick() => rescan_links(&mut responders, &state, &options, alive.as_ref(), &metrics),
             () = rescan_now => rescan_links(&mut responders, &state, &options, alive.as_ref(), &metrics),
@@ -508,13 +515,14 @@ async fn start_membership(node: &str, o: MembershipOptions, view: &Snapshot) -> 
     Ok(m)
 }
 
-/// Waits, at start, until every other node's speaker has been seen, or
-/// for ten probe rounds and at least a second (a node whose speaker is not
-/// running never answers), so that a speaker that starts beside running
-/// ones does not claim their addresses for a moment.
-async fn settle(m: &mut Membership, view: &Snapshot, bind: SocketAddr, timing: Timing) {
+/// Waits, at start, until every other node's speaker has been seen, or a
+/// second (joining takes one round trip whatever the probe interval; a
+/// node whose speaker is not running never answers), so that a speaker
+/// that starts beside running ones does not claim their addresses for a
+/// moment.
+async fn settle(m: &mut Membership, view: &Snapshot, bind: SocketAddr) {
     let others = seeds(view, "", bind).len();
-    let until = Instant::now() + (timing.probe_interval * 10).max(Duration::from_secs(1));
+    let until = Instant::now() + Duration::from_secs(1);
     while m.alive.borrow().len() < others {
         if tokio::time::timeout_at(until, m.alive.changed()).await.is_err() {
             break;

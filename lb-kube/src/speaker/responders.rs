@@ -40,6 +40,8 @@ pub struct Responders {
     conflicts: tokio::sync::mpsc::Sender<(IpAddr, Mac)>,
     /// When each claimed address was last reported and defended.
     defended: HashMap<IpAddr, Instant>,
+    /// Claims waiting to be looked at: the claimer's MAC, and when.
+    claims: HashMap<IpAddr, (Mac, Instant)>,
     /// When each address answered for was taken over.
     taken_at: HashMap<IpAddr, Instant>,
     /// Stopping: claims are no longer looked at.
@@ -104,6 +106,7 @@ impl Responders {
             assign: None,
             taken_at: HashMap::new(),
             defended: HashMap::new(),
+            claims: HashMap::new(),
             stopping: false,
             realtime: true,
         };
@@ -119,38 +122,65 @@ impl Responders {
         }
     }
 
-    /// Another host, at `claim.1`, claims the address `claim.0`: unless
-    /// that MAC is one of this node's interfaces, or the address was taken
-    /// over here moments ago (its last owner may not have let go yet), it
-    /// is reported as split brain; and the address is announced again
-    /// (RFC 5227 §2.4's defence). Both at most once per [`DEFEND_EVERY`].
+    /// Another host, at `claim.1`, claims the address `claim.0`. Unless
+    /// that MAC is one of this node's interfaces, the claim is looked at
+    /// again [`CONFIRM`] later ([`Responders::confirm_claims`]): by then
+    /// this node has read the configuration change that may have moved the
+    /// address away (speakers read changes each on their own poll).
     pub fn claimed(&mut self, claim: (IpAddr, Mac), now: Instant) {
         let (ip, mac) = claim;
         if self.stopping || self.ports.values().any(|p| p.link.mac == Some(mac)) || !self.wanted.contains_key(&ip) {
             return;
         }
-        let handover = self
-            .taken_at
-            .get(&ip)
-            .is_some_and(|at| now.duration_since(*at) < HANDOVER);
-        if handover {
-            tracing::debug!(%ip, other = %mac, "the last owner still answered just after the takeover");
-            return;
+        if self.claims.len() < 4096 {
+            self.claims.entry(ip).or_insert((mac, now + CONFIRM));
         }
-        if self
-            .defended
-            .get(&ip)
-            .is_some_and(|at| now.duration_since(*at) < DEFEND_EVERY)
-        {
-            return;
+    }
+
+    /// When [`Responders::confirm_claims`] has a claim to look at.
+    pub fn next_claim(&self) -> Option<Instant> {
+        self.claims.values().map(|(_, at)| *at).min()
+    }
+
+    /// Looks at the claims due at `now`: an address still answered for
+    /// here, and not taken over here moments ago (its last owner may not
+    /// have let go yet), is reported as split brain and announced again
+    /// (RFC 5227 §2.4's defence), both at most once per [`DEFEND_EVERY`].
+    pub fn confirm_claims(&mut self, now: Instant) {
+        let due: Vec<(IpAddr, Mac)> = self
+            .claims
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(ip, (mac, _))| (*ip, *mac))
+            .collect();
+        for (ip, mac) in due {
+            self.claims.remove(&ip);
+            if self.stopping || !self.wanted.contains_key(&ip) {
+                continue;
+            }
+            let handover = self
+                .taken_at
+                .get(&ip)
+                .is_some_and(|at| now.duration_since(*at) < HANDOVER);
+            if handover {
+                tracing::debug!(%ip, other = %mac, "the last owner still answered just after the takeover");
+                continue;
+            }
+            if self
+                .defended
+                .get(&ip)
+                .is_some_and(|at| now.duration_since(*at) < DEFEND_EVERY)
+            {
+                continue;
+            }
+            if self.defended.len() >= 4096 {
+                self.defended.retain(|_, at| now.duration_since(*at) < DEFEND_EVERY);
+            }
+            self.defended.insert(ip, now);
+            self.metrics.conflicts.get_or_create(&label(ip)).inc();
+            tracing::warn!(%ip, other = %mac, "another host claims an address announced here (split brain?); announcing it again");
+            self.schedule.takeover(ip, now);
         }
-        if self.defended.len() >= 4096 {
-            self.defended.retain(|_, at| now.duration_since(*at) < DEFEND_EVERY);
-        }
-        self.defended.insert(ip, now);
-        self.metrics.conflicts.get_or_create(&label(ip)).inc();
-        tracing::warn!(%ip, other = %mac, "another host claims an address announced here (split brain?); announcing it again");
-        self.schedule.takeover(ip, now);
     }
 
     /// Whether the receiving threads opened from now on ask for real-time
@@ -461,6 +491,10 @@ pub const DEFEND_EVERY: Duration = Duration::from_secs(10);
 /// How long after a takeover another host's claim is taken for the last
 /// owner letting go (speakers read a change each on their own poll).
 const HANDOVER: Duration = Duration::from_secs(2);
+
+/// How long a claim waits before it is looked at: time for this node to
+/// read a configuration change that moved the address away.
+pub const CONFIRM: Duration = Duration::from_secs(1);
 
 /// Answers what `receiver` gets until the port stops.
 fn answer(receiver: &Receiver, port: &Answering) {
