@@ -1,0 +1,25 @@
+//! BGP-4 (RFC 4271) as pure code, for lb's speaker: no sockets, no clock.
+//!
+//! [`frame`] splits messages off a byte stream and checks their header
+//! (marker, length, type); [`Message::decode`] reads one message into a
+//! borrowed view (no allocation); the `write` methods append a message to a
+//! caller's buffer. Every decode error is a [`DecodeError`] that names the
+//! NOTIFICATION to send ([`DecodeError::notification`]), as RFC 4271 §6
+//! asks.
+//!
+//! This first part holds framing, OPEN and its capabilities (RFC 5492,
+//! RFC 9072's extended parameter length), KEEPALIVE, NOTIFICATION (with
+//! RFC 9003's shutdown communication) and ROUTE-REFRESH (RFC 2918 and
+//! RFC 7313's subtypes). UPDATE is framed and its length checked; its
+//! attributes come next.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod header;
+pub mod message;
+pub mod open;
+
+pub use error::{DecodeError, NotificationCode};
+pub use header::{HEADER_LEN, MAX_LEN, MessageType, frame};
+pub use message::{Message, Notification, RouteRefresh, write_keepalive};
+pub use open::{Capability, Open, OpenMessage};
