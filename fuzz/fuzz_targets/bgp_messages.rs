@@ -14,6 +14,14 @@ fuzz_target!(|data: &[u8]| {
                 let _ = o.capabilities().count();
                 let _ = o.asn();
             }
+            Ok(Message::Update(u)) => {
+                let _ = (u.withdrawn().count(), u.nlri().count(), u.end_of_rib(), u.check(true));
+                for a in u.attributes() {
+                    if let Ok(Some(mp)) = lb_bgp::update::mp_reach_v6(a.value) {
+                        let _ = mp.prefixes().count();
+                    }
+                }
+            }
             Ok(Message::Notification(n)) => {
                 let _ = n.shutdown_message();
             }

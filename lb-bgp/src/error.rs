@@ -82,6 +82,9 @@ pub enum DecodeError {
     /// A NOTIFICATION too short for its code and subcode.
     #[error("malformed NOTIFICATION")]
     BadNotification,
+    /// An UPDATE whose framing or prefixes are malformed (session reset).
+    #[error(transparent)]
+    Update(crate::update::UpdateError),
 }
 
 impl DecodeError {
@@ -97,6 +100,10 @@ impl DecodeError {
             Self::MalformedParameters | Self::MalformedCapability(_) => NotificationCode::OPEN,
             Self::UnsupportedParameter(_) => NotificationCode::UNSUPPORTED_PARAMETER,
             Self::BadRouteRefresh => NotificationCode::BAD_ROUTE_REFRESH_LENGTH,
+            Self::Update(crate::update::UpdateError::Reset { code }) => code,
+            // Not produced by decoding (only by `Update::check`), which
+            // keeps the session; as a NOTIFICATION, malformed attributes.
+            Self::Update(_) => NotificationCode::new(3, 1),
         }
     }
 

@@ -10,16 +10,21 @@
 //! This first part holds framing, OPEN and its capabilities (RFC 5492,
 //! RFC 9072's extended parameter length), KEEPALIVE, NOTIFICATION (with
 //! RFC 9003's shutdown communication) and ROUTE-REFRESH (RFC 2918 and
-//! RFC 7313's subtypes). UPDATE is framed and its length checked; its
-//! attributes come next.
+//! RFC 7313's subtypes), and UPDATE: framed, its prefixes and attribute
+//! framing checked at once, its attributes classified as RFC 7606 asks
+//! ([`Update::check`]), IPv6 routes in MP_REACH, End-of-RIB; and written
+//! with many prefixes per message ([`Announce::write`]). Typed attribute
+//! values, the Adj-RIB-Out and the session state machine come next.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod header;
 pub mod message;
 pub mod open;
+pub mod update;
 
 pub use error::{DecodeError, NotificationCode};
 pub use header::{HEADER_LEN, MAX_LEN, MessageType, frame};
 pub use message::{Message, Notification, RouteRefresh, write_keepalive};
 pub use open::{Capability, Open, OpenMessage};
+pub use update::{Announce, Origin, RawAttribute, Update, UpdateError};

@@ -10,9 +10,8 @@ use crate::open::Open;
 pub enum Message<'a> {
     /// OPEN.
     Open(Open<'a>),
-    /// UPDATE: its body, length-checked (its attributes are not decoded
-    /// yet).
-    Update(&'a [u8]),
+    /// UPDATE.
+    Update(crate::update::Update<'a>),
     /// NOTIFICATION.
     Notification(Notification<'a>),
     /// KEEPALIVE.
@@ -28,7 +27,7 @@ impl<'a> Message<'a> {
         let body = message.get(HEADER_LEN..).unwrap_or_default();
         Ok(match kind {
             MessageType::Open => Self::Open(Open::decode(body)?),
-            MessageType::Update => Self::Update(body),
+            MessageType::Update => Self::Update(crate::update::Update::decode(body).map_err(DecodeError::Update)?),
             MessageType::Notification => Self::Notification(Notification::decode(body)?),
             MessageType::Keepalive => Self::Keepalive,
             MessageType::RouteRefresh => Self::RouteRefresh(RouteRefresh::decode(body)?),

@@ -1,0 +1,87 @@
+//! lb-bgp decode and encode (reference/bgp.md §5.3): 1,000 single-/32
+//! UPDATEs of MetalLB's shape (w1) framed and decoded, every prefix read;
+//! one UPDATE of 800 /32 (w800); 10,000 /32 written into a reused buffer.
+//! The decode path allocates nothing (counted).
+//!
+//! `cargo bench -p lb-benches --bench bgp`
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ipnet::Ipv4Net;
+use lb_benches::{Counting, allocations};
+use lb_bgp::{Announce, MAX_LEN, Message, Origin, frame};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn announce() -> Announce {
+    Announce {
+        origin: Origin::Igp,
+        as_path: vec![65001],
+        next_hop: Ipv4Addr::new(192, 0, 2, 10),
+        local_pref: None,
+        communities: vec![0xfde9_0064],
+        large_communities: vec![],
+    }
+}
+
+fn prefixes(n: u32) -> Vec<Ipv4Net> {
+    (0..n)
+        .map(|i| Ipv4Net::new(Ipv4Addr::from(0xc633_0000 + i), 32).unwrap_or_default())
+        .collect()
+}
+
+/// Frames and decodes every message of `stream`; returns the prefixes.
+fn decode_all(stream: &[u8]) -> usize {
+    let mut rest = stream;
+    let mut n = 0;
+    while let Ok(Some((kind, m))) = frame(rest, MAX_LEN) {
+        if let Ok(Message::Update(u)) = Message::decode(kind, m) {
+            n += u.nlri().count();
+            let _ = u.check(true);
+        }
+        rest = &rest[m.len()..];
+    }
+    n
+}
+
+fn codec(c: &mut Criterion) {
+    let a = announce();
+    // w1: one /32 per UPDATE.
+    let mut w1 = Vec::new();
+    for p in prefixes(1000) {
+        a.write(&[p], MAX_LEN, &mut w1);
+    }
+    // w800: 800 /32 in one UPDATE.
+    let mut w800 = Vec::new();
+    a.write(&prefixes(800), MAX_LEN, &mut w800);
+    let before = allocations();
+    assert_eq!(decode_all(&w1), 1000);
+    assert_eq!(decode_all(&w800), 800);
+    assert_eq!(allocations(), before, "decoding allocated");
+
+    let mut g = c.benchmark_group("bgp");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("decode w1: 1,000 single-/32 UPDATEs", |b| {
+        b.iter(|| decode_all(black_box(&w1)))
+    });
+    g.throughput(Throughput::Elements(800));
+    g.bench_function("decode w800: one UPDATE of 800 /32", |b| {
+        b.iter(|| decode_all(black_box(&w800)))
+    });
+    let many = prefixes(10_000);
+    let mut out = Vec::with_capacity(64 * 1024);
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("encode: 10,000 /32 packed into UPDATEs", |b| {
+        b.iter(|| {
+            out.clear();
+            a.write(black_box(&many), MAX_LEN, &mut out)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

@@ -1,0 +1,446 @@
+//! UPDATE (RFC 4271 §4.3) as a borrowed view: withdrawn routes, path
+//! attributes and NLRI, framed and checked once, then read through
+//! iterators without allocation. Attribute errors are classified as RFC
+//! 7606 asks (reset the session, treat the UPDATE as a withdrawal, or
+//! discard the attribute).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::error::NotificationCode;
+use crate::header::{MessageType, write_header};
+
+/// Why an UPDATE, or one of its attributes, does not decode, and what RFC
+/// 7606 says to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// The lengths do not add up, or a prefix is malformed: the session
+    /// must be reset with this NOTIFICATION.
+    #[error("malformed UPDATE ({code:?}): the session is reset")]
+    Reset {
+        /// The NOTIFICATION to send.
+        code: NotificationCode,
+    },
+    /// An attribute is malformed in a way that leaves the NLRI readable:
+    /// every route of the UPDATE is to be taken as withdrawn.
+    #[error("attribute {attribute} malformed: the UPDATE's routes count as withdrawn")]
+    TreatAsWithdraw {
+        /// The attribute's type code.
+        attribute: u8,
+    },
+    /// An attribute that does not matter to the routes is malformed: it
+    /// is dropped, the rest kept.
+    #[error("attribute {attribute} malformed: discarded")]
+    Discard {
+        /// The attribute's type code.
+        attribute: u8,
+    },
+}
+
+/// UPDATE Message Error: Malformed Attribute List.
+const MALFORMED_ATTRIBUTES: NotificationCode = NotificationCode::new(3, 1);
+/// UPDATE Message Error: Invalid Network Field.
+const INVALID_NETWORK: NotificationCode = NotificationCode::new(3, 10);
+
+/// A received UPDATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update<'a> {
+    withdrawn: &'a [u8],
+    attributes: &'a [u8],
+    nlri: &'a [u8],
+}
+
+impl<'a> Update<'a> {
+    /// Frames an UPDATE's body (the message without its header): the
+    /// three parts' lengths, every prefix and every attribute's framing
+    /// are checked here, so the iterators below cannot fail.
+    pub fn decode(body: &'a [u8]) -> Result<Self, UpdateError> {
+        let reset = |code| UpdateError::Reset { code };
+        let w = body.get(..2).ok_or(reset(MALFORMED_ATTRIBUTES))?;
+        let w = usize::from(u16::from_be_bytes([w[0], w[1]]));
+        let withdrawn = body.get(2..2 + w).ok_or(reset(MALFORMED_ATTRIBUTES))?;
+        let rest = &body[2 + w..];
+        let a = rest.get(..2).ok_or(reset(MALFORMED_ATTRIBUTES))?;
+        let a = usize::from(u16::from_be_bytes([a[0], a[1]]));
+        let attributes = rest.get(2..2 + a).ok_or(reset(MALFORMED_ATTRIBUTES))?;
+        let nlri = &rest[2 + a..];
+        if !prefixes_ok(withdrawn, 32) || !prefixes_ok(nlri, 32) {
+            return Err(reset(INVALID_NETWORK));
+        }
+        if Attributes(attributes).any(|r| r.is_err()) {
+            return Err(reset(MALFORMED_ATTRIBUTES));
+        }
+        Ok(Self {
+            withdrawn,
+            attributes,
+            nlri,
+        })
+    }
+
+    /// The IPv4 routes withdrawn (outside MP_UNREACH).
+    pub fn withdrawn(&self) -> impl Iterator<Item = Ipv4Net> + 'a {
+        Prefixes(self.withdrawn).filter_map(|(len, bytes)| v4(len, bytes))
+    }
+
+    /// The IPv4 routes announced (outside MP_REACH).
+    pub fn nlri(&self) -> impl Iterator<Item = Ipv4Net> + 'a {
+        Prefixes(self.nlri).filter_map(|(len, bytes)| v4(len, bytes))
+    }
+
+    /// The attributes as sent: flags, type code and value.
+    pub fn attributes(&self) -> impl Iterator<Item = RawAttribute<'a>> + 'a {
+        Attributes(self.attributes).filter_map(Result::ok)
+    }
+
+    /// Whether this is an End-of-RIB marker (RFC 4724): for IPv4 an empty
+    /// UPDATE, for another family an MP_UNREACH with nothing in it.
+    pub fn end_of_rib(&self) -> Option<(u16, u8)> {
+        if self.withdrawn.is_empty() && self.nlri.is_empty() {
+            let mut attrs = self.attributes();
+            return match (attrs.next(), attrs.next()) {
+                (None, _) => Some((1, 1)),
+                (Some(a), None) if a.code == MP_UNREACH && a.value.len() == 3 => {
+                    Some((u16::from_be_bytes([a.value[0], a.value[1]]), a.value[2]))
+                }
+                _ => None,
+            };
+        }
+        None
+    }
+}
+
+impl Update<'_> {
+    /// Checks the attributes as RFC 7606 says, returning the most severe
+    /// verdict: a second MP_REACH or MP_UNREACH resets the session; a
+    /// malformed ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF, COMMUNITIES or
+    /// LARGE_COMMUNITY makes the UPDATE a withdrawal; a malformed
+    /// ATOMIC_AGGREGATE or AGGREGATOR is discarded. `four_octet`: AS
+    /// numbers in AS_PATH are 4 octets (the capability was exchanged).
+    /// A second copy of any other attribute is ignored (§3 g), not an
+    /// error.
+    pub fn check(&self, four_octet: bool) -> Result<(), UpdateError> {
+        let mut worst: Option<UpdateError> = None;
+        let mut seen = [false; 256];
+        let rank = |e: &UpdateError| match e {
+            UpdateError::Reset { .. } => 2,
+            UpdateError::TreatAsWithdraw { .. } => 1,
+            UpdateError::Discard { .. } => 0,
+        };
+        for a in self.attributes() {
+            let first = !std::mem::replace(&mut seen[usize::from(a.code)], true);
+            let verdict = match a.code {
+                MP_REACH | MP_UNREACH if !first => Some(UpdateError::Reset {
+                    code: MALFORMED_ATTRIBUTES,
+                }),
+                _ if !first => None,
+                ORIGIN if a.value.len() != 1 || a.value[0] > 2 => Some(withdraw(a.code)),
+                AS_PATH if !as_path_ok(a.value, if four_octet { 4 } else { 2 }) => Some(withdraw(a.code)),
+                NEXT_HOP | MED | LOCAL_PREF if a.value.len() != 4 => Some(withdraw(a.code)),
+                COMMUNITIES if a.value.len() % 4 != 0 => Some(withdraw(a.code)),
+                LARGE_COMMUNITIES if a.value.len() % 12 != 0 => Some(withdraw(a.code)),
+                ATOMIC_AGGREGATE if !a.value.is_empty() => Some(UpdateError::Discard { attribute: a.code }),
+                AGGREGATOR if a.value.len() != if four_octet { 8 } else { 6 } => {
+                    Some(UpdateError::Discard { attribute: a.code })
+                }
+                _ => None,
+            };
+            if let Some(v) = verdict
+                && worst.as_ref().is_none_or(|w| rank(&v) > rank(w))
+            {
+                worst = Some(v);
+            }
+        }
+        worst.map_or(Ok(()), Err)
+    }
+}
+
+fn withdraw(attribute: u8) -> UpdateError {
+    UpdateError::TreatAsWithdraw { attribute }
+}
+
+/// Whether `value` is a well-formed AS_PATH: segments of type 1 (SET) or
+/// 2 (SEQUENCE) (3 and 4 for confederations), each with a non-zero count
+/// of `width`-byte AS numbers, exactly filling the value.
+fn as_path_ok(value: &[u8], width: usize) -> bool {
+    let mut rest = value;
+    while let [kind, count, tail @ ..] = rest {
+        let n = usize::from(*count) * width;
+        if !(1..=4).contains(kind) || *count == 0 || tail.len() < n {
+            return false;
+        }
+        rest = &tail[n..];
+    }
+    rest.is_empty()
+}
+
+/// ATOMIC_AGGREGATE.
+pub const ATOMIC_AGGREGATE: u8 = 6;
+/// AGGREGATOR.
+pub const AGGREGATOR: u8 = 7;
+
+/// One attribute as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawAttribute<'a> {
+    /// Flags: optional 0x80, transitive 0x40, partial 0x20, extended
+    /// length 0x10.
+    pub flags: u8,
+    /// Type code.
+    pub code: u8,
+    /// Value.
+    pub value: &'a [u8],
+}
+
+/// ORIGIN.
+pub const ORIGIN: u8 = 1;
+/// AS_PATH.
+pub const AS_PATH: u8 = 2;
+/// NEXT_HOP.
+pub const NEXT_HOP: u8 = 3;
+/// MULTI_EXIT_DISC.
+pub const MED: u8 = 4;
+/// LOCAL_PREF.
+pub const LOCAL_PREF: u8 = 5;
+/// COMMUNITIES (RFC 1997).
+pub const COMMUNITIES: u8 = 8;
+/// MP_REACH_NLRI (RFC 4760).
+pub const MP_REACH: u8 = 14;
+/// MP_UNREACH_NLRI (RFC 4760).
+pub const MP_UNREACH: u8 = 15;
+/// LARGE_COMMUNITY (RFC 8092).
+pub const LARGE_COMMUNITIES: u8 = 32;
+
+struct Attributes<'a>(&'a [u8]);
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = Result<RawAttribute<'a>, ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.0;
+        if rest.is_empty() {
+            return None;
+        }
+        let fail = |me: &mut Self| {
+            me.0 = &[];
+            Some(Err(()))
+        };
+        let (Some(&flags), Some(&code)) = (rest.first(), rest.get(1)) else {
+            return fail(self);
+        };
+        let (head, len) = if flags & 0x10 != 0 {
+            match rest.get(2..4) {
+                Some(l) => (4, usize::from(u16::from_be_bytes([l[0], l[1]]))),
+                None => return fail(self),
+            }
+        } else {
+            match rest.get(2) {
+                Some(l) => (3, usize::from(*l)),
+                None => return fail(self),
+            }
+        };
+        let Some(value) = rest.get(head..head + len) else {
+            return fail(self);
+        };
+        self.0 = &rest[head + len..];
+        Some(Ok(RawAttribute { flags, code, value }))
+    }
+}
+
+/// `(length, bytes)` per prefix of an NLRI field.
+struct Prefixes<'a>(&'a [u8]);
+
+impl<'a> Iterator for Prefixes<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&len, rest) = self.0.split_first()?;
+        let n = usize::from(len).div_ceil(8);
+        let Some(bytes) = rest.get(..n) else {
+            self.0 = &[];
+            return None;
+        };
+        self.0 = &rest[n..];
+        Some((len, bytes))
+    }
+}
+
+/// Whether `field` is a well-formed run of prefixes of at most `max` bits.
+fn prefixes_ok(field: &[u8], max: u8) -> bool {
+    let mut rest = field;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = usize::from(len).div_ceil(8);
+        if len > max || tail.len() < n {
+            return false;
+        }
+        rest = &tail[n..];
+    }
+    true
+}
+
+fn v4(len: u8, bytes: &[u8]) -> Option<Ipv4Net> {
+    let mut a = [0u8; 4];
+    a[..bytes.len()].copy_from_slice(bytes);
+    Ipv4Net::new(Ipv4Addr::from(a), len).ok().map(|n| n.trunc())
+}
+
+fn v6(len: u8, bytes: &[u8]) -> Option<Ipv6Net> {
+    let mut a = [0u8; 16];
+    a[..bytes.len()].copy_from_slice(bytes);
+    Ipv6Net::new(Ipv6Addr::from(a), len).ok().map(|n| n.trunc())
+}
+
+/// The IPv6 unicast routes of an MP_REACH_NLRI (RFC 4760 §3, RFC 2545).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MpReachV6<'a> {
+    /// The global next hop.
+    pub next_hop: Ipv6Addr,
+    /// The link-local next hop, when the next hop is 32 bytes.
+    pub link_local: Option<Ipv6Addr>,
+    nlri: &'a [u8],
+}
+
+impl<'a> MpReachV6<'a> {
+    /// The prefixes announced.
+    pub fn prefixes(&self) -> impl Iterator<Item = Ipv6Net> + 'a {
+        Prefixes(self.nlri).filter_map(|(l, b)| v6(l, b))
+    }
+}
+
+/// Reads an MP_REACH_NLRI's value: its IPv6 unicast routes; another
+/// address family gives `Ok(None)`; a malformed one, a session reset (RFC
+/// 7606 §7.11).
+pub fn mp_reach_v6(value: &[u8]) -> Result<Option<MpReachV6<'_>>, UpdateError> {
+    let reset = UpdateError::Reset {
+        code: MALFORMED_ATTRIBUTES,
+    };
+    let head = value.get(..4).ok_or(reset)?;
+    let (afi, safi, nh_len) = (u16::from_be_bytes([head[0], head[1]]), head[2], usize::from(head[3]));
+    let nh = value.get(4..4 + nh_len).ok_or(reset)?;
+    // One reserved byte, then the NLRI.
+    let nlri = value.get(4 + nh_len + 1..).ok_or(reset)?;
+    if (afi, safi) != (2, 1) {
+        return Ok(None);
+    }
+    let addr = |b: &[u8]| <[u8; 16]>::try_from(b).map(Ipv6Addr::from).map_err(|_| reset);
+    let (next_hop, link_local) = match nh_len {
+        16 => (addr(nh)?, None),
+        32 => (addr(&nh[..16])?, Some(addr(&nh[16..])?)),
+        _ => return Err(reset),
+    };
+    if !prefixes_ok(nlri, 128) {
+        return Err(reset);
+    }
+    Ok(Some(MpReachV6 {
+        next_hop,
+        link_local,
+        nlri,
+    }))
+}
+
+/// The origin of a route (ORIGIN's value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// IGP (0).
+    Igp,
+    /// EGP (1).
+    Egp,
+    /// INCOMPLETE (2).
+    Incomplete,
+}
+
+/// The attributes lb announces a Service address with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    /// ORIGIN (MetalLB sends IGP).
+    pub origin: Origin,
+    /// The AS path: this speaker's AS for eBGP, empty for iBGP.
+    pub as_path: Vec<u32>,
+    /// NEXT_HOP for IPv4 routes.
+    pub next_hop: Ipv4Addr,
+    /// LOCAL_PREF (iBGP only).
+    pub local_pref: Option<u32>,
+    /// Standard communities.
+    pub communities: Vec<u32>,
+    /// Large communities.
+    pub large_communities: Vec<[u32; 3]>,
+}
+
+impl Announce {
+    /// Appends UPDATEs announcing `prefixes` with these attributes to
+    /// `out`, as many prefixes per message as fit in `max` bytes (MetalLB
+    /// sends one each). 4-octet AS numbers in AS_PATH (the capability is
+    /// always negotiated by lb). Returns how many messages were written.
+    pub fn write(&self, prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) -> usize {
+        let mut attrs = Vec::with_capacity(64);
+        let mut attr = |flags: u8, code: u8, value: &[u8]| {
+            if value.len() > 255 {
+                attrs.push(flags | 0x10);
+                attrs.push(code);
+                attrs.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
+            } else {
+                attrs.push(flags);
+                attrs.push(code);
+                attrs.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
+            }
+            attrs.extend_from_slice(value);
+        };
+        let origin = match self.origin {
+            Origin::Igp => 0,
+            Origin::Egp => 1,
+            Origin::Incomplete => 2,
+        };
+        attr(0x40, ORIGIN, &[origin]);
+        let mut path = Vec::with_capacity(2 + 4 * self.as_path.len());
+        for chunk in self.as_path.chunks(255) {
+            path.push(2); // AS_SEQUENCE
+            path.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+            for asn in chunk {
+                path.extend_from_slice(&asn.to_be_bytes());
+            }
+        }
+        attr(0x40, AS_PATH, &path);
+        attr(0x40, NEXT_HOP, &self.next_hop.octets());
+        if let Some(lp) = self.local_pref {
+            attr(0x40, LOCAL_PREF, &lp.to_be_bytes());
+        }
+        if !self.communities.is_empty() {
+            let v: Vec<u8> = self.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
+            attr(0xc0, COMMUNITIES, &v);
+        }
+        if !self.large_communities.is_empty() {
+            let v: Vec<u8> = self
+                .large_communities
+                .iter()
+                .flat_map(|c| c.iter().flat_map(|p| p.to_be_bytes()))
+                .collect();
+            attr(0xc0, LARGE_COMMUNITIES, &v);
+        }
+        let fixed = crate::HEADER_LEN + 2 + 2 + attrs.len();
+        let mut written = 0;
+        let mut left = prefixes;
+        while !left.is_empty() {
+            let mut size = 0;
+            let mut take = 0;
+            for p in left {
+                let n = 1 + usize::from(p.prefix_len()).div_ceil(8);
+                if fixed + size + n > max && take > 0 {
+                    break;
+                }
+                size += n;
+                take += 1;
+            }
+            write_header(out, MessageType::Update, 2 + 2 + attrs.len() + size);
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&u16::try_from(attrs.len()).unwrap_or(u16::MAX).to_be_bytes());
+            out.extend_from_slice(&attrs);
+            for p in &left[..take] {
+                out.push(p.prefix_len());
+                let n = usize::from(p.prefix_len()).div_ceil(8);
+                out.extend_from_slice(&p.network().octets()[..n]);
+            }
+            left = &left[take..];
+            written += 1;
+        }
+        written
+    }
+}
