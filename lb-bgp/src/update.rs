@@ -279,13 +279,15 @@ fn prefixes_ok(field: &[u8], max: u8) -> bool {
 
 fn v4(len: u8, bytes: &[u8]) -> Option<Ipv4Net> {
     let mut a = [0u8; 4];
-    a[..bytes.len()].copy_from_slice(bytes);
-    Ipv4Net::new(Ipv4Addr::from(a), len).ok().map(|n| n.trunc())
+    a.get_mut(..bytes.len())?.copy_from_slice(bytes);
+    // Host bits past the length are cleared (a prefix is its network).
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    Ipv4Net::new(Ipv4Addr::from(u32::from_be_bytes(a) & mask), len).ok()
 }
 
 fn v6(len: u8, bytes: &[u8]) -> Option<Ipv6Net> {
     let mut a = [0u8; 16];
-    a[..bytes.len()].copy_from_slice(bytes);
+    a.get_mut(..bytes.len())?.copy_from_slice(bytes);
     Ipv6Net::new(Ipv6Addr::from(a), len).ok().map(|n| n.trunc())
 }
 
@@ -335,6 +337,24 @@ pub fn mp_reach_v6(value: &[u8]) -> Result<Option<MpReachV6<'_>>, UpdateError> {
         link_local,
         nlri,
     }))
+}
+
+/// Reads an MP_UNREACH_NLRI's value: the IPv6 unicast routes it
+/// withdraws (none for an End-of-RIB); another address family gives
+/// `Ok(None)`; a malformed one, a session reset (RFC 7606 §7.12).
+pub fn mp_unreach_v6(value: &[u8]) -> Result<Option<impl Iterator<Item = Ipv6Net> + '_>, UpdateError> {
+    let reset = UpdateError::Reset {
+        code: MALFORMED_ATTRIBUTES,
+    };
+    let head = value.get(..3).ok_or(reset)?;
+    if (u16::from_be_bytes([head[0], head[1]]), head[2]) != (2, 1) {
+        return Ok(None);
+    }
+    let withdrawn = &value[3..];
+    if !prefixes_ok(withdrawn, 128) {
+        return Err(reset);
+    }
+    Ok(Some(Prefixes(withdrawn).filter_map(|(l, b)| v6(l, b))))
 }
 
 /// The origin of a route (ORIGIN's value).

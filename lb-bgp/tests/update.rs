@@ -54,6 +54,13 @@ fn real_updates_decode() {
         vec!["2001:db8:100::40/128".parse().unwrap()]
     );
 
+    // An IPv6 withdrawal in MP_UNREACH, as a speaker sends it.
+    let unreach = hex("0002018020010db8010000000000000000000040");
+    let gone: Vec<_> = update::mp_unreach_v6(&unreach).unwrap().unwrap().collect();
+    assert_eq!(gone, vec!["2001:db8:100::40/128".parse().unwrap()]);
+    assert!(update::mp_unreach_v6(&hex("000101")).unwrap().is_none());
+    assert!(update::mp_unreach_v6(&hex("00020181")).is_err());
+
     // End-of-RIB from BIRD, IPv4 and IPv6.
     let eor4 = hex("ffffffffffffffffffffffffffffffff00170200000000");
     assert_eq!(update(&eor4).unwrap().end_of_rib(), Some((1, 1)));
