@@ -47,6 +47,7 @@ impl NotificationCode {
 
 /// Why a message does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The marker is not sixteen 0xFF bytes.
     #[error("the header's marker is not all ones")]

@@ -13,18 +13,21 @@
 //! RFC 7313's subtypes), and UPDATE: framed, its prefixes and attribute
 //! framing checked at once, its attributes classified as RFC 7606 asks
 //! ([`Update::check`]), IPv6 routes in MP_REACH, End-of-RIB; and written
-//! with many prefixes per message ([`Announce::write`]). Typed attribute
-//! values, the Adj-RIB-Out and the session state machine come next.
+//! with many prefixes per message ([`Announce::write`]). [`Session`] is
+//! RFC 4271's state machine for a session that dials out, sans I/O.
+//! Typed attribute values and the Adj-RIB-Out come next.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod header;
 pub mod message;
 pub mod open;
+pub mod session;
 pub mod update;
 
 pub use error::{DecodeError, NotificationCode};
 pub use header::{HEADER_LEN, MAX_LEN, MessageType, frame};
 pub use message::{Message, Notification, RouteRefresh, write_keepalive};
 pub use open::{Capability, Open, OpenMessage};
+pub use session::{Session, State};
 pub use update::{Announce, Origin, RawAttribute, Update, UpdateError};

@@ -14,6 +14,7 @@ use crate::header::{MessageType, write_header};
 /// Why an UPDATE, or one of its attributes, does not decode, and what RFC
 /// 7606 says to do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UpdateError {
     /// The lengths do not add up, or a prefix is malformed: the session
     /// must be reset with this NOTIFICATION.

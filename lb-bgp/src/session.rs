@@ -1,0 +1,444 @@
+//! One BGP session as RFC 4271 §8's finite state machine, sans I/O, behind
+//! one drive contract: the caller passes inputs and the time
+//! ([`Session::handle_input`], [`Session::handle_timeout`]) and drains,
+//! in this order, the bytes to send ([`Session::poll_transmit`]), the next
+//! deadline ([`Session::poll_timeout`]) and what happened
+//! ([`Session::poll_event`]).
+//!
+//! This speaker dials out, as MetalLB's does: it does not listen, so
+//! connection collisions (§6.8) do not arise. After an error the session
+//! goes to Idle and starts again by itself after an idle hold time that
+//! doubles on each consecutive failure (1 s up to 120 s); a stop by the
+//! caller stays stopped.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::error::{DecodeError, NotificationCode};
+use crate::header::{MAX_LEN, frame};
+use crate::message::{Message, Notification, write_keepalive};
+use crate::open::{Capability, OpenMessage};
+
+/// The states of RFC 4271 §8.2.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not connecting.
+    Idle,
+    /// Connecting (the caller opens the TCP connection).
+    Connect,
+    /// The connection failed; waiting to retry.
+    Active,
+    /// OPEN sent, waiting for the peer's.
+    OpenSent,
+    /// OPENs exchanged, waiting for the peer's KEEPALIVE.
+    OpenConfirm,
+    /// Exchanging routes.
+    Established,
+}
+
+/// What the session is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This speaker's AS.
+    pub local_as: u32,
+    /// The peer's AS; `None` accepts any (MetalLB's dynamicASN).
+    pub peer_as: Option<u32>,
+    /// This speaker's BGP Identifier.
+    pub bgp_id: Ipv4Addr,
+    /// The hold time proposed (seconds; 0 or at least 3; 90 by default).
+    pub hold_time: u16,
+    /// Time between connection attempts (RFC 4271: 120 s).
+    pub connect_retry: Duration,
+    /// Address families offered `(afi, safi)`.
+    pub families: Vec<(u16, u8)>,
+}
+
+/// What the peer said in its OPEN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its AS.
+    pub asn: u32,
+    /// Its BGP Identifier.
+    pub bgp_id: Ipv4Addr,
+    /// The hold time in force: the smaller of both proposals.
+    pub hold_time: u16,
+    /// Whether it offered route refresh.
+    pub route_refresh: bool,
+    /// The address families both offered.
+    pub families: Vec<(u16, u8)>,
+}
+
+/// An input from the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Start (event 1, ManualStart).
+    ManualStart,
+    /// Stop, telling the peer why (event 2, ManualStop; a Cease with this
+    /// shutdown communication when a connection is up).
+    ManualStop(&'a str),
+    /// The TCP connection is up (events 16/17).
+    TcpConnectionConfirmed,
+    /// The TCP connection failed or closed (event 18).
+    TcpConnectionFails,
+    /// Bytes received from the peer.
+    Received(&'a [u8]),
+}
+
+/// What happened, for the caller to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Open a TCP connection to the peer.
+    Connect,
+    /// Close the TCP connection (after sending what is queued).
+    Disconnect,
+    /// The session is established.
+    Established(Peer),
+    /// The session went down.
+    Down(Down),
+    /// An UPDATE arrived (lb announces only; the count is kept).
+    UpdateReceived,
+    /// The peer asked for the routes again (ROUTE-REFRESH, AFI and SAFI).
+    RouteRefresh(u16, u8),
+}
+
+/// Why a session went down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Down {
+    /// The peer sent a NOTIFICATION (with its shutdown communication, if
+    /// any).
+    PeerNotified(NotificationCode, Option<String>),
+    /// This side sent one.
+    Notified(NotificationCode),
+    /// The connection failed or closed.
+    ConnectionLost,
+    /// Stopped by the caller.
+    Stopped,
+}
+
+/// One session.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    state: State,
+    connect_retry: Option<Instant>,
+    hold: Option<Instant>,
+    keepalive: Option<Instant>,
+    /// When to start again by itself after an error, and the next wait.
+    idle_hold: Option<Instant>,
+    backoff: Duration,
+    peer: Option<Peer>,
+    received: Vec<u8>,
+    transmit: Vec<u8>,
+    events: VecDeque<Event>,
+}
+
+/// The hold time while waiting for the peer's OPEN (RFC 4271 §8: "a large
+/// value", 4 minutes).
+const OPEN_HOLD: Duration = Duration::from_secs(240);
+/// The first and longest wait before starting again after an error.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(120));
+
+impl Session {
+    /// A session in Idle.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            state: State::Idle,
+            connect_retry: None,
+            hold: None,
+            keepalive: None,
+            idle_hold: None,
+            backoff: BACKOFF.0,
+            peer: None,
+            received: Vec::new(),
+            transmit: Vec::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Queues an UPDATE (or any whole message) to send; only while
+    /// Established (returns whether it was queued).
+    pub fn send(&mut self, message: &[u8]) -> bool {
+        if self.state != State::Established {
+            return false;
+        }
+        self.transmit.extend_from_slice(message);
+        true
+    }
+
+    /// Handles one input at `now`.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::ManualStart => {
+                if self.state == State::Idle {
+                    self.backoff = BACKOFF.0;
+                    self.start(now);
+                }
+            }
+            Input::ManualStop(why) => {
+                if matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
+                    Notification::write_shutdown(NotificationCode::ADMINISTRATIVE_SHUTDOWN, why, &mut self.transmit);
+                }
+                let was = self.state;
+                self.idle(None);
+                if was != State::Idle {
+                    self.events.push_back(Event::Down(Down::Stopped));
+                }
+            }
+            Input::TcpConnectionConfirmed => {
+                if matches!(self.state, State::Connect | State::Active) {
+                    self.connect_retry = None;
+                    OpenMessage {
+                        asn: self.config.local_as,
+                        hold_time: self.config.hold_time,
+                        bgp_id: self.config.bgp_id,
+                        families: self.config.families.clone(),
+                        route_refresh: true,
+                        graceful_restart: None,
+                    }
+                    .write(&mut self.transmit);
+                    self.hold = Some(now + OPEN_HOLD);
+                    self.state = State::OpenSent;
+                }
+            }
+            Input::TcpConnectionFails => match self.state {
+                State::Connect | State::OpenSent => {
+                    self.received.clear();
+                    self.hold = None;
+                    self.connect_retry = Some(now + self.config.connect_retry);
+                    self.state = State::Active;
+                    self.events.push_back(Event::Disconnect);
+                }
+                State::OpenConfirm | State::Established => self.fail(now, Down::ConnectionLost, None),
+                State::Idle | State::Active => {}
+            },
+            Input::Received(bytes) => {
+                if matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
+                    self.received.extend_from_slice(bytes);
+                    self.read(now);
+                }
+            }
+        }
+    }
+
+    /// Handles the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.idle_hold.is_some_and(|t| t <= now) {
+            self.idle_hold = None;
+            self.start(now);
+        }
+        if self.connect_retry.is_some_and(|t| t <= now) {
+            // ConnectRetryTimer_Expires (event 9): try again.
+            self.events.push_back(Event::Disconnect);
+            self.start(now);
+        }
+        if self.hold.is_some_and(|t| t <= now) {
+            // HoldTimer_Expires (event 10).
+            self.fail(
+                now,
+                Down::Notified(NotificationCode::HOLD_TIMER_EXPIRED),
+                Some(NotificationCode::HOLD_TIMER_EXPIRED),
+            );
+        }
+        if self.keepalive.is_some_and(|t| t <= now) {
+            // KeepaliveTimer_Expires (event 11).
+            write_keepalive(&mut self.transmit);
+            self.keepalive = self.peer.as_ref().map(|p| now + keepalive_every(p.hold_time));
+        }
+    }
+
+    /// The next time [`Session::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.idle_hold, self.connect_retry, self.hold, self.keepalive]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Moves the bytes to send into `out`; whether there were any.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.transmit.is_empty() {
+            return false;
+        }
+        out.append(&mut self.transmit);
+        true
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn start(&mut self, now: Instant) {
+        self.connect_retry = Some(now + self.config.connect_retry);
+        self.state = State::Connect;
+        self.events.push_back(Event::Connect);
+    }
+
+    /// Goes to Idle, sending `notify` first when given; with `restart`,
+    /// starts again after the idle hold time.
+    fn idle(&mut self, restart: Option<Instant>) {
+        let connected = matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established);
+        self.state = State::Idle;
+        self.connect_retry = None;
+        self.hold = None;
+        self.keepalive = None;
+        self.peer = None;
+        self.received.clear();
+        self.idle_hold = restart;
+        if connected || restart.is_some() {
+            self.events.push_back(Event::Disconnect);
+        }
+    }
+
+    /// An error: NOTIFICATION (when given), Idle, start again later.
+    fn fail(&mut self, now: Instant, why: Down, notify: Option<NotificationCode>) {
+        self.fail_with(now, why, notify, &[]);
+    }
+
+    fn fail_with(&mut self, now: Instant, why: Down, notify: Option<NotificationCode>, data: &[u8]) {
+        if let Some(code) = notify {
+            Notification::write(code, data, &mut self.transmit);
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        self.idle(Some(now + wait));
+        self.events.push_back(Event::Down(why));
+    }
+
+    /// Reads every whole message received.
+    fn read(&mut self, now: Instant) {
+        let mut at = 0;
+        loop {
+            let buf = std::mem::take(&mut self.received);
+            let framed = frame(&buf[at..], MAX_LEN);
+            let (kind, len) = match framed {
+                Ok(Some((kind, m))) => (kind, m.len()),
+                Ok(None) => {
+                    self.received = buf;
+                    self.received.drain(..at);
+                    return;
+                }
+                Err(e) => return self.decode_error(now, e),
+            };
+            let result = Message::decode(kind, &buf[at..at + len]).map(|m| self.message(now, m));
+            if let Err(e) = result {
+                return self.decode_error(now, e);
+            }
+            at += len;
+            if self.state == State::Idle {
+                return;
+            }
+            self.received = buf;
+        }
+    }
+
+    fn decode_error(&mut self, now: Instant, e: DecodeError) {
+        let code = e.notification();
+        self.fail_with(now, Down::Notified(code), Some(code), &e.data());
+    }
+
+    fn message(&mut self, now: Instant, m: Message<'_>) {
+        match (self.state, m) {
+            (_, Message::Notification(n)) => {
+                let why = Down::PeerNotified(n.code, n.shutdown_message().map(str::to_owned));
+                let wait = self.backoff;
+                self.backoff = (self.backoff * 2).min(BACKOFF.1);
+                self.idle(Some(now + wait));
+                self.events.push_back(Event::Down(why));
+            }
+            (State::OpenSent, Message::Open(o)) => {
+                let asn = o.asn();
+                if self.config.peer_as.is_some_and(|want| want != asn) {
+                    return self.fail(
+                        now,
+                        Down::Notified(NotificationCode::BAD_PEER_AS),
+                        Some(NotificationCode::BAD_PEER_AS),
+                    );
+                }
+                let hold_time = self.config.hold_time.min(o.hold_time);
+                let offered: Vec<(u16, u8)> = o
+                    .capabilities()
+                    .filter_map(|c| match c {
+                        Capability::Multiprotocol { afi, safi } => Some((afi, safi)),
+                        _ => None,
+                    })
+                    .collect();
+                self.peer = Some(Peer {
+                    asn,
+                    bgp_id: o.bgp_id,
+                    hold_time,
+                    route_refresh: o.capabilities().any(|c| c == Capability::RouteRefresh),
+                    families: self
+                        .config
+                        .families
+                        .iter()
+                        .copied()
+                        .filter(|f| offered.contains(f))
+                        .collect(),
+                });
+                write_keepalive(&mut self.transmit);
+                self.arm(now, hold_time);
+                self.state = State::OpenConfirm;
+            }
+            (State::OpenConfirm, Message::Keepalive) => {
+                self.arm_hold(now);
+                self.backoff = BACKOFF.0;
+                self.state = State::Established;
+                if let Some(p) = self.peer.clone() {
+                    self.events.push_back(Event::Established(p));
+                }
+            }
+            (State::Established, Message::Keepalive) => self.arm_hold(now),
+            (State::Established, Message::Update(_)) => {
+                self.arm_hold(now);
+                self.events.push_back(Event::UpdateReceived);
+            }
+            (State::Established, Message::RouteRefresh(r)) => {
+                self.events.push_back(Event::RouteRefresh(r.afi, r.safi));
+            }
+            // Anything else is out of place: Finite State Machine Error,
+            // with the state as subcode (RFC 6608).
+            (state, _) => {
+                let sub = match state {
+                    State::OpenSent => 1,
+                    State::OpenConfirm => 2,
+                    _ => 3,
+                };
+                let code = NotificationCode::new(5, sub);
+                self.fail(now, Down::Notified(code), Some(code));
+            }
+        }
+    }
+
+    /// Arms the hold and keepalive timers for a negotiated hold time (0:
+    /// neither).
+    fn arm(&mut self, now: Instant, hold_time: u16) {
+        if hold_time == 0 {
+            self.hold = None;
+            self.keepalive = None;
+        } else {
+            self.hold = Some(now + Duration::from_secs(u64::from(hold_time)));
+            self.keepalive = Some(now + keepalive_every(hold_time));
+        }
+    }
+
+    fn arm_hold(&mut self, now: Instant) {
+        if let Some(p) = &self.peer
+            && p.hold_time > 0
+        {
+            self.hold = Some(now + Duration::from_secs(u64::from(p.hold_time)));
+        }
+    }
+}
+
+/// A third of the hold time (RFC 4271 §10), at least a second.
+fn keepalive_every(hold_time: u16) -> Duration {
+    Duration::from_secs(u64::from(hold_time / 3).max(1))
+}

@@ -1,0 +1,198 @@
+//! Two sessions wired to each other on a virtual clock (quinn's pair
+//! harness): establishment, hold-time negotiation and keepalives, the hold
+//! timer, a wrong peer AS, a stop with a shutdown communication, and the
+//! restart backoff.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use lb_bgp::session::{Config, Down, Event, Input};
+use lb_bgp::{NotificationCode, Session, State};
+
+struct Pair {
+    now: Instant,
+    a: Session,
+    b: Session,
+    /// Whether bytes pass between them.
+    linked: bool,
+    events: Vec<(char, Event)>,
+}
+
+fn config(local_as: u32, peer_as: Option<u32>, id: u8, hold_time: u16) -> Config {
+    Config {
+        local_as,
+        peer_as,
+        bgp_id: Ipv4Addr::new(192, 0, 2, id),
+        hold_time,
+        connect_retry: Duration::from_secs(5),
+        families: vec![(1, 1), (2, 1)],
+    }
+}
+
+impl Pair {
+    fn new(a: Config, b: Config) -> Self {
+        Self {
+            now: Instant::now(),
+            a: Session::new(a),
+            b: Session::new(b),
+            linked: true,
+            events: Vec::new(),
+        }
+    }
+
+    /// Both start; the caller's "connection" succeeds at once on both ends.
+    fn connect(&mut self) {
+        self.a.handle_input(self.now, Input::ManualStart);
+        self.b.handle_input(self.now, Input::ManualStart);
+        self.drain();
+        self.a.handle_input(self.now, Input::TcpConnectionConfirmed);
+        self.b.handle_input(self.now, Input::TcpConnectionConfirmed);
+        self.drain();
+    }
+
+    /// Moves bytes and events until nothing moves.
+    fn drain(&mut self) {
+        loop {
+            let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
+            self.a.poll_transmit(&mut to_b);
+            self.b.poll_transmit(&mut to_a);
+            while let Some(e) = self.a.poll_event() {
+                self.events.push(('a', e));
+            }
+            while let Some(e) = self.b.poll_event() {
+                self.events.push(('b', e));
+            }
+            if to_a.is_empty() && to_b.is_empty() {
+                return;
+            }
+            if self.linked {
+                self.b.handle_input(self.now, Input::Received(&to_b));
+                self.a.handle_input(self.now, Input::Received(&to_a));
+            }
+        }
+    }
+
+    /// Advances the clock to `until`, firing timers on the way.
+    fn run(&mut self, until: Instant) {
+        loop {
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    self.a.handle_timeout(self.now);
+                    self.b.handle_timeout(self.now);
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    fn downs(&self, who: char) -> Vec<Down> {
+        self.events
+            .iter()
+            .filter(|(w, _)| *w == who)
+            .filter_map(|(_, e)| match e {
+                Event::Down(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn two_sessions_establish_and_keep_alive() {
+    let mut p = Pair::new(config(65001, Some(65000), 1, 90), config(65000, None, 2, 30));
+    p.connect();
+    assert_eq!((p.a.state(), p.b.state()), (State::Established, State::Established));
+    let peer = p
+        .events
+        .iter()
+        .find_map(|(w, e)| match (w, e) {
+            ('a', Event::Established(peer)) => Some(peer.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // The smaller hold time wins; both families offered by both.
+    assert_eq!((peer.asn, peer.hold_time, peer.families.len()), (65000, 30, 2));
+    assert!(peer.route_refresh);
+    // Ten minutes of keepalives every 10 s keep it up.
+    let start = p.now;
+    p.run(start + Duration::from_secs(600));
+    assert_eq!((p.a.state(), p.b.state()), (State::Established, State::Established));
+    assert!(p.downs('a').is_empty() && p.downs('b').is_empty());
+}
+
+#[test]
+fn silence_expires_the_hold_timer_and_the_session_restarts_with_backoff() {
+    let mut p = Pair::new(config(65001, Some(65000), 1, 9), config(65000, Some(65001), 2, 9));
+    p.connect();
+    assert_eq!(p.a.state(), State::Established);
+    p.linked = false;
+    let cut = p.now;
+    p.run(cut + Duration::from_secs(9));
+    assert_eq!(p.downs('a'), vec![Down::Notified(NotificationCode::HOLD_TIMER_EXPIRED)]);
+    assert_eq!(p.a.state(), State::Idle);
+    // It starts again by itself: one second later, then two.
+    let starts = |p: &Pair| {
+        p.events
+            .iter()
+            .filter(|(w, e)| *w == 'a' && *e == Event::Connect)
+            .count()
+    };
+    let before = starts(&p);
+    p.run(p.now + Duration::from_millis(1100));
+    assert_eq!(starts(&p), before + 1);
+    assert_eq!(p.a.state(), State::Connect);
+}
+
+#[test]
+fn a_wrong_peer_as_is_refused_with_bad_peer_as() {
+    let mut p = Pair::new(config(65001, Some(64999), 1, 90), config(65000, None, 2, 90));
+    p.connect();
+    assert_eq!(p.downs('a'), vec![Down::Notified(NotificationCode::BAD_PEER_AS)]);
+    assert_eq!(
+        p.downs('b'),
+        vec![Down::PeerNotified(NotificationCode::BAD_PEER_AS, None)]
+    );
+    assert_ne!(p.b.state(), State::Established);
+}
+
+#[test]
+fn a_stop_tells_the_peer_why() {
+    let mut p = Pair::new(config(65001, Some(65000), 1, 90), config(65000, None, 2, 90));
+    p.connect();
+    p.a.handle_input(p.now, Input::ManualStop("node drained"));
+    p.drain();
+    assert_eq!(p.a.state(), State::Idle);
+    assert_eq!(p.downs('a'), vec![Down::Stopped]);
+    assert_eq!(
+        p.downs('b'),
+        vec![Down::PeerNotified(
+            NotificationCode::ADMINISTRATIVE_SHUTDOWN,
+            Some("node drained".into())
+        )]
+    );
+    // Stopped stays stopped.
+    p.run(p.now + Duration::from_secs(300));
+    assert_eq!(p.a.state(), State::Idle);
+}
+
+#[test]
+fn garbage_from_the_peer_is_answered_with_its_notification() {
+    let mut p = Pair::new(config(65001, Some(65000), 1, 90), config(65000, None, 2, 90));
+    p.connect();
+    p.a.handle_input(p.now, Input::Received(&[0u8; 19]));
+    let mut out = Vec::new();
+    p.a.poll_transmit(&mut out);
+    let (kind, m) = lb_bgp::frame(&out, lb_bgp::MAX_LEN).unwrap().unwrap();
+    let lb_bgp::Message::Notification(n) = lb_bgp::Message::decode(kind, m).unwrap() else {
+        panic!()
+    };
+    assert_eq!(n.code, NotificationCode::NOT_SYNCHRONIZED);
+    assert_eq!(p.a.state(), State::Idle);
+}
