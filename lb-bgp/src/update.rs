@@ -122,14 +122,17 @@ impl Update<'_> {
     /// error.
     pub fn check(&self, four_octet: bool) -> Result<(), UpdateError> {
         let mut worst: Option<UpdateError> = None;
-        let mut seen = [false; 256];
+        // Attribute codes seen, one bit each.
+        let mut seen = [0u64; 4];
         let rank = |e: &UpdateError| match e {
             UpdateError::Reset { .. } => 2,
             UpdateError::TreatAsWithdraw { .. } => 1,
             UpdateError::Discard { .. } => 0,
         };
         for a in self.attributes() {
-            let first = !std::mem::replace(&mut seen[usize::from(a.code)], true);
+            let (word, bit) = (usize::from(a.code / 64), 1u64 << (a.code % 64));
+            let first = seen[word] & bit == 0;
+            seen[word] |= bit;
             let verdict = match a.code {
                 MP_REACH | MP_UNREACH if !first => Some(UpdateError::Reset {
                     code: MALFORMED_ATTRIBUTES,
@@ -279,11 +282,17 @@ fn prefixes_ok(field: &[u8], max: u8) -> bool {
 }
 
 fn v4(len: u8, bytes: &[u8]) -> Option<Ipv4Net> {
-    let mut a = [0u8; 4];
-    a.get_mut(..bytes.len())?.copy_from_slice(bytes);
+    let word = match *bytes {
+        [] => 0,
+        [a] => u32::from_be_bytes([a, 0, 0, 0]),
+        [a, b] => u32::from_be_bytes([a, b, 0, 0]),
+        [a, b, c] => u32::from_be_bytes([a, b, c, 0]),
+        [a, b, c, d] => u32::from_be_bytes([a, b, c, d]),
+        _ => return None,
+    };
     // Host bits past the length are cleared (a prefix is its network).
     let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-    Ipv4Net::new(Ipv4Addr::from(u32::from_be_bytes(a) & mask), len).ok()
+    Ipv4Net::new(Ipv4Addr::from(word & mask), len).ok()
 }
 
 fn v6(len: u8, bytes: &[u8]) -> Option<Ipv6Net> {
