@@ -15,13 +15,15 @@
 //! ([`Update::check`]), IPv6 routes in MP_REACH, End-of-RIB; and written
 //! with many prefixes per message ([`Announce::write`]). [`Session`] is
 //! RFC 4271's state machine for a session that dials out, sans I/O.
-//! Typed attribute values and the Adj-RIB-Out come next.
+//! [`AdjRibOut`] turns the routes to announce into the smallest UPDATE
+//! stream. Typed attribute values and IPv6 announcements come next.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod header;
 pub mod message;
 pub mod open;
+pub mod rib;
 pub mod session;
 pub mod update;
 
@@ -29,5 +31,6 @@ pub use error::{DecodeError, NotificationCode};
 pub use header::{HEADER_LEN, MAX_LEN, MessageType, frame};
 pub use message::{Message, Notification, RouteRefresh, write_keepalive};
 pub use open::{Capability, Open, OpenMessage};
+pub use rib::AdjRibOut;
 pub use session::{Session, State};
 pub use update::{Announce, Origin, RawAttribute, Update, UpdateError};

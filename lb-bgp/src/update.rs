@@ -368,7 +368,7 @@ pub fn mp_unreach_v6(value: &[u8]) -> Result<Option<impl Iterator<Item = Ipv6Net
 }
 
 /// The origin of a route (ORIGIN's value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Origin {
     /// IGP (0).
     Igp,
@@ -379,7 +379,7 @@ pub enum Origin {
 }
 
 /// The attributes lb announces a Service address with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Announce {
     /// ORIGIN (MetalLB sends IGP).
     pub origin: Origin,
@@ -473,4 +473,38 @@ impl Announce {
         }
         written
     }
+}
+
+/// Appends UPDATEs withdrawing `prefixes` (as many per message as fit in
+/// `max` bytes) to `out`; returns how many.
+pub fn write_withdrawals(prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) -> usize {
+    let mut written = 0;
+    let mut left = prefixes;
+    while !left.is_empty() {
+        let (mut size, mut take) = (0, 0);
+        for p in left {
+            let n = 1 + usize::from(p.prefix_len()).div_ceil(8);
+            if crate::HEADER_LEN + 4 + size + n > max && take > 0 {
+                break;
+            }
+            size += n;
+            take += 1;
+        }
+        write_header(out, MessageType::Update, 4 + size);
+        out.extend_from_slice(&u16::try_from(size).unwrap_or(u16::MAX).to_be_bytes());
+        for p in &left[..take] {
+            out.push(p.prefix_len());
+            out.extend_from_slice(&p.network().octets()[..usize::from(p.prefix_len()).div_ceil(8)]);
+        }
+        out.extend_from_slice(&[0, 0]);
+        left = &left[take..];
+        written += 1;
+    }
+    written
+}
+
+/// Appends the IPv4 unicast End-of-RIB marker (RFC 4724: an empty UPDATE).
+pub fn write_end_of_rib(out: &mut Vec<u8>) {
+    write_header(out, MessageType::Update, 4);
+    out.extend_from_slice(&[0, 0, 0, 0]);
 }
