@@ -1190,3 +1190,49 @@ fn a_client_that_stops_sending_its_body_gets_408_at_the_keepalive_bound() {
     assert_eq!(status, 408, "{head}");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+/// A manifest rewritten in place (truncated, then written, as
+/// `std::fs::write` and many tools do) is never read half written: the
+/// proxy waits for the directory to hold still, and no request meets the
+/// moment the file was empty.
+#[test]
+fn a_file_rewritten_in_place_never_takes_routes_away() {
+    let mut procs = Procs(Vec::new());
+    let (port, dir) = shop(&mut procs, "", &[]);
+    assert_eq!(get(port, "shop.example.com", "/x", "").0, 200);
+    let file = dir.path().join("all.yaml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut asked, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = get(port, "shop.example.com", "/x", "").0;
+                asked += 1;
+                if status != 200 {
+                    failed.push(status);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (asked, failed)
+        })
+    };
+    for _ in 0..60 {
+        let mut f = std::fs::File::create(&file).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        f.write_all(good.as_bytes()).unwrap();
+        drop(f);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    // Past the last rewrite's settling.
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, failed) = watcher.join().unwrap();
+    assert!(asked > 100, "{asked}");
+    assert!(
+        failed.is_empty(),
+        "{} of {asked} requests failed: {failed:?}",
+        failed.len()
+    );
+}

@@ -199,6 +199,9 @@ pub fn served(
     )
 }
 
+/// How long a manifests directory must hold still before a change is read.
+const SETTLE: Duration = Duration::from_millis(50);
+
 /// The TLS implementation's cryptography.
 fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
@@ -339,13 +342,31 @@ pub async fn run<S: Source + 'static>(
             _ = announced => {}
             _ = options.reload.notified() => {}
         }
-        let (back, moved) = tokio::task::spawn_blocking(move || {
+        let (back, mut moved) = tokio::task::spawn_blocking(move || {
             let v = source.version();
             (source, v)
         })
         .await
         .map_err(|_| Error::Panicked)?;
         source = back;
+        // Files (no change notifications): a file caught in the middle of
+        // a write (truncated, then written) reads as another file a moment
+        // later. Read once the directory has held still for a moment, so
+        // that a half-written file never takes routes away.
+        while changes.is_none() && moved != version {
+            tokio::time::sleep(SETTLE).await;
+            let (back, again) = tokio::task::spawn_blocking(move || {
+                let v = source.version();
+                (source, v)
+            })
+            .await
+            .map_err(|_| Error::Panicked)?;
+            source = back;
+            if again == moved {
+                break;
+            }
+            moved = again;
+        }
         if moved == version {
             // Back as it was before the failure.
             if std::mem::replace(&mut failing, false) {
