@@ -449,25 +449,12 @@ impl Announce {
         let mut written = 0;
         let mut left = prefixes;
         while !left.is_empty() {
-            let mut size = 0;
-            let mut take = 0;
-            for p in left {
-                let n = 1 + usize::from(p.prefix_len()).div_ceil(8);
-                if fixed + size + n > max && take > 0 {
-                    break;
-                }
-                size += n;
-                take += 1;
-            }
+            let (take, size) = fitting(left, max - fixed.min(max));
             write_header(out, MessageType::Update, 2 + 2 + attrs.len() + size);
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&u16::try_from(attrs.len()).unwrap_or(u16::MAX).to_be_bytes());
             out.extend_from_slice(&attrs);
-            for p in &left[..take] {
-                out.push(p.prefix_len());
-                let n = usize::from(p.prefix_len()).div_ceil(8);
-                out.extend_from_slice(&p.network().octets()[..n]);
-            }
+            put_prefixes(&left[..take], out);
             left = &left[take..];
             written += 1;
         }
@@ -481,26 +468,39 @@ pub fn write_withdrawals(prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) ->
     let mut written = 0;
     let mut left = prefixes;
     while !left.is_empty() {
-        let (mut size, mut take) = (0, 0);
-        for p in left {
-            let n = 1 + usize::from(p.prefix_len()).div_ceil(8);
-            if crate::HEADER_LEN + 4 + size + n > max && take > 0 {
-                break;
-            }
-            size += n;
-            take += 1;
-        }
+        let (take, size) = fitting(left, max - (crate::HEADER_LEN + 4).min(max));
         write_header(out, MessageType::Update, 4 + size);
         out.extend_from_slice(&u16::try_from(size).unwrap_or(u16::MAX).to_be_bytes());
-        for p in &left[..take] {
-            out.push(p.prefix_len());
-            out.extend_from_slice(&p.network().octets()[..usize::from(p.prefix_len()).div_ceil(8)]);
-        }
+        put_prefixes(&left[..take], out);
         out.extend_from_slice(&[0, 0]);
         left = &left[take..];
         written += 1;
     }
     written
+}
+
+/// How many of `prefixes`, from the first, fit in `room` bytes (at least
+/// one, so that every call makes progress), and the bytes they take.
+fn fitting(prefixes: &[Ipv4Net], room: usize) -> (usize, usize) {
+    let (mut take, mut size) = (0, 0);
+    for p in prefixes {
+        let n = 1 + usize::from(p.prefix_len()).div_ceil(8);
+        if size + n > room && take > 0 {
+            break;
+        }
+        size += n;
+        take += 1;
+    }
+    (take, size)
+}
+
+/// Appends `prefixes` in NLRI form: a length, then as many bytes as it
+/// covers.
+fn put_prefixes(prefixes: &[Ipv4Net], out: &mut Vec<u8>) {
+    for p in prefixes {
+        out.push(p.prefix_len());
+        out.extend_from_slice(&p.network().octets()[..usize::from(p.prefix_len()).div_ceil(8)]);
+    }
 }
 
 /// Appends the IPv4 unicast End-of-RIB marker (RFC 4724: an empty UPDATE).

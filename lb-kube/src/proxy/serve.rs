@@ -327,27 +327,14 @@ pub async fn run<S: Source + 'static>(
     }
     tokio::pin!(shutdown);
     loop {
-        let announced = async {
-            match &mut changes {
-                Some(rx) => {
-                    if rx.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => tokio::time::sleep(options.poll_interval).await,
-            }
-        };
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = announced => {}
+            () = crate::source::changed_or_polled(&mut changes, options.poll_interval) => {}
             _ = options.reload.notified() => {}
         }
-        let (back, mut moved) = tokio::task::spawn_blocking(move || {
-            let v = source.version();
-            (source, v)
-        })
-        .await
-        .map_err(|_| Error::Panicked)?;
+        let (back, mut moved) = crate::source::version_off_runtime(source)
+            .await
+            .map_err(|_| Error::Panicked)?;
         source = back;
         // Files (no change notifications): a file caught in the middle of
         // a write (truncated, then written) reads as another file a moment
@@ -355,12 +342,9 @@ pub async fn run<S: Source + 'static>(
         // that a half-written file never takes routes away.
         while changes.is_none() && moved != version {
             tokio::time::sleep(SETTLE).await;
-            let (back, again) = tokio::task::spawn_blocking(move || {
-                let v = source.version();
-                (source, v)
-            })
-            .await
-            .map_err(|_| Error::Panicked)?;
+            let (back, again) = crate::source::version_off_runtime(source)
+                .await
+                .map_err(|_| Error::Panicked)?;
             source = back;
             if again == moved {
                 break;

@@ -286,6 +286,29 @@ pub fn log_new_problems(problems: &[Problem], logged: &mut Vec<String>) {
     *logged = now;
 }
 
+/// Resolves when a source may have changed: at its next announcement
+/// (never, once its announcer is gone), else after `poll`.
+pub async fn changed_or_polled(changes: &mut Option<tokio::sync::watch::Receiver<u64>>, poll: std::time::Duration) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => tokio::time::sleep(poll).await,
+    }
+}
+
+/// Reads `source`'s version on a blocking thread (it may stat files),
+/// handing the source back with it. Fails only if the read panicked.
+pub async fn version_off_runtime<S: Source + 'static>(source: S) -> Result<(S, u64), tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        let version = source.version();
+        (source, version)
+    })
+    .await
+}
+
 /// Reads `source`'s version and view on a blocking thread (reading may
 /// block on I/O), handing the source back with them. Fails only if the
 /// read panicked.

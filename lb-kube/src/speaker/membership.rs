@@ -223,7 +223,7 @@ async fn drive(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            () = sleep_until(wake) => {
+            () = super::sleep_until(wake) => {
                 let now = Instant::now();
                 while let Some(Reverse((at, id))) = timers.peek().copied() {
                     if at > now {
@@ -282,13 +282,6 @@ async fn drive(
             &foca,
         )
         .await;
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -157,7 +157,7 @@ pub async fn run<S: Source + 'static>(
         }
         tokio::select! {
             () = &mut shutdown => return Ok(()),
-            () = source_changed(&mut changes, options.poll_interval) => {}
+            () = crate::source::changed_or_polled(&mut changes, options.poll_interval) => {}
         }
     };
     let mut state = State::new(first);
@@ -240,7 +240,7 @@ pub async fn run<S: Source + 'static>(
                 // taught caches its MAC: the owners say theirs again.
                 responders.reannounce(std::time::Instant::now());
             }
-            () = source_changed(&mut changes, options.poll_interval) => {
+            () = crate::source::changed_or_polled(&mut changes, options.poll_interval) => {
                 let (back, read) = crate::source::read_off_runtime(source)
                     .await
                     .map_err(|_| Error::Panicked)?;
@@ -424,7 +424,8 @@ fn warn_arp_ignore(links: &[link::Link], choice: &link::Choice) {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Resolves at `at`; never without one.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -440,19 +441,6 @@ async fn membership_changed(membership: &mut Option<Membership>) {
             }
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Resolves when the source may have changed: its announcement, else the
-/// next poll.
-async fn source_changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>, poll: Duration) {
-    match changes {
-        Some(rx) => {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => tokio::time::sleep(poll).await,
     }
 }
 
