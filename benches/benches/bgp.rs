@@ -20,7 +20,7 @@ fn announce() -> Announce {
     Announce {
         origin: Origin::Igp,
         as_path: vec![65001],
-        next_hop: Ipv4Addr::new(192, 0, 2, 10),
+        next_hop: Ipv4Addr::new(192, 0, 2, 10).into(),
         local_pref: None,
         communities: vec![0xfde9_0064],
         large_communities: vec![],

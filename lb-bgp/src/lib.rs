@@ -16,7 +16,7 @@
 //! with many prefixes per message ([`Announce::write`]). [`Session`] is
 //! RFC 4271's state machine for a session that dials out, sans I/O.
 //! [`AdjRibOut`] turns the routes to announce into the smallest UPDATE
-//! stream. Typed attribute values and IPv6 announcements come next.
+//! stream, IPv4 and IPv6.
 #![forbid(unsafe_code)]
 
 pub mod error;
@@ -31,6 +31,6 @@ pub use error::{DecodeError, NotificationCode};
 pub use header::{HEADER_LEN, MAX_LEN, MessageType, frame};
 pub use message::{Message, Notification, RouteRefresh, write_keepalive};
 pub use open::{Capability, Open, OpenMessage};
-pub use rib::AdjRibOut;
+pub use rib::{AdjRibOut, IPV4_UNICAST, IPV6_UNICAST};
 pub use session::{Session, State};
 pub use update::{Announce, Origin, RawAttribute, Update, UpdateError};

@@ -4,7 +4,7 @@
 //! 7606 asks (reset the session, treat the UPDATE as a withdrawal, or
 //! discard the attribute).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -385,8 +385,11 @@ pub struct Announce {
     pub origin: Origin,
     /// The AS path: this speaker's AS for eBGP, empty for iBGP.
     pub as_path: Vec<u32>,
-    /// NEXT_HOP for IPv4 routes.
-    pub next_hop: Ipv4Addr,
+    /// The next hop. IPv4 routes need an IPv4 one (NEXT_HOP); IPv6 routes
+    /// take an IPv6 one in MP_REACH_NLRI, or an IPv4 one sent
+    /// IPv4-mapped (`::ffff:a.b.c.d`, as FRR and GoBGP do on IPv4
+    /// sessions).
+    pub next_hop: IpAddr,
     /// LOCAL_PREF (iBGP only).
     pub local_pref: Option<u32>,
     /// Standard communities.
@@ -395,31 +398,58 @@ pub struct Announce {
     pub large_communities: Vec<[u32; 3]>,
 }
 
+/// A prefix as NLRI carries it.
+trait Nlri {
+    /// Its length in bits.
+    fn bits(&self) -> u8;
+    /// Its address's bytes.
+    fn bytes(&self) -> impl AsRef<[u8]>;
+}
+
+impl Nlri for Ipv4Net {
+    fn bits(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn bytes(&self) -> impl AsRef<[u8]> {
+        self.network().octets()
+    }
+}
+
+impl Nlri for Ipv6Net {
+    fn bits(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn bytes(&self) -> impl AsRef<[u8]> {
+        self.network().octets()
+    }
+}
+
+/// Appends one path attribute (extended length when the value needs it).
+fn put_attribute(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
+    match u8::try_from(value.len()) {
+        Ok(len) => out.extend_from_slice(&[flags & !0x10, code, len]),
+        Err(_) => {
+            out.extend_from_slice(&[flags | 0x10, code]);
+            out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(value);
+}
+
+/// The IPv6 unicast AFI and SAFI, as MP attributes start.
+const IPV6_UNICAST: [u8; 3] = [0, 2, 1];
+
 impl Announce {
-    /// Appends UPDATEs announcing `prefixes` with these attributes to
-    /// `out`, as many prefixes per message as fit in `max` bytes (MetalLB
-    /// sends one each). 4-octet AS numbers in AS_PATH (the capability is
-    /// always negotiated by lb). Returns how many messages were written.
-    pub fn write(&self, prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) -> usize {
+    /// The attributes every route of this announcement carries, NEXT_HOP
+    /// included when `next_hop` (IPv4 routes).
+    fn attributes(&self, next_hop: bool) -> Vec<u8> {
         let mut attrs = Vec::with_capacity(64);
-        let mut attr = |flags: u8, code: u8, value: &[u8]| {
-            if value.len() > 255 {
-                attrs.push(flags | 0x10);
-                attrs.push(code);
-                attrs.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
-            } else {
-                attrs.push(flags);
-                attrs.push(code);
-                attrs.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
-            }
-            attrs.extend_from_slice(value);
-        };
         let origin = match self.origin {
             Origin::Igp => 0,
             Origin::Egp => 1,
             Origin::Incomplete => 2,
         };
-        attr(0x40, ORIGIN, &[origin]);
+        put_attribute(&mut attrs, 0x40, ORIGIN, &[origin]);
         let mut path = Vec::with_capacity(2 + 4 * self.as_path.len());
         for chunk in self.as_path.chunks(255) {
             path.push(2); // AS_SEQUENCE
@@ -428,14 +458,16 @@ impl Announce {
                 path.extend_from_slice(&asn.to_be_bytes());
             }
         }
-        attr(0x40, AS_PATH, &path);
-        attr(0x40, NEXT_HOP, &self.next_hop.octets());
+        put_attribute(&mut attrs, 0x40, AS_PATH, &path);
+        if let (true, IpAddr::V4(nh)) = (next_hop, self.next_hop) {
+            put_attribute(&mut attrs, 0x40, NEXT_HOP, &nh.octets());
+        }
         if let Some(lp) = self.local_pref {
-            attr(0x40, LOCAL_PREF, &lp.to_be_bytes());
+            put_attribute(&mut attrs, 0x40, LOCAL_PREF, &lp.to_be_bytes());
         }
         if !self.communities.is_empty() {
             let v: Vec<u8> = self.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
-            attr(0xc0, COMMUNITIES, &v);
+            put_attribute(&mut attrs, 0xc0, COMMUNITIES, &v);
         }
         if !self.large_communities.is_empty() {
             let v: Vec<u8> = self
@@ -443,8 +475,22 @@ impl Announce {
                 .iter()
                 .flat_map(|c| c.iter().flat_map(|p| p.to_be_bytes()))
                 .collect();
-            attr(0xc0, LARGE_COMMUNITIES, &v);
+            put_attribute(&mut attrs, 0xc0, LARGE_COMMUNITIES, &v);
         }
+        attrs
+    }
+
+    /// Appends UPDATEs announcing the IPv4 `prefixes` with these
+    /// attributes to `out`, as many prefixes per message as fit in `max`
+    /// bytes (MetalLB sends one each). 4-octet AS numbers in AS_PATH (the
+    /// capability is always negotiated by lb). Returns how many messages
+    /// were written: none when the next hop is IPv6 (IPv4 routes over an
+    /// IPv6 next hop need RFC 8950, which lb does not offer).
+    pub fn write(&self, prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) -> usize {
+        if self.next_hop.is_ipv6() {
+            return 0;
+        }
+        let attrs = self.attributes(true);
         let fixed = crate::HEADER_LEN + 2 + 2 + attrs.len();
         let mut written = 0;
         let mut left = prefixes;
@@ -460,10 +506,49 @@ impl Announce {
         }
         written
     }
+
+    /// Appends UPDATEs announcing the IPv6 `prefixes` in MP_REACH_NLRI
+    /// (RFC 4760, the first attribute as RFC 7606 §5.1 asks; no NEXT_HOP
+    /// attribute), as many per message as fit in `max` bytes. Returns how
+    /// many messages were written.
+    pub fn write_v6(&self, prefixes: &[Ipv6Net], max: usize, out: &mut Vec<u8>) -> usize {
+        let attrs = self.attributes(false);
+        let next_hop = match self.next_hop {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+        };
+        // MP_REACH_NLRI with an extended length: flags, code, length,
+        // AFI/SAFI, next hop length and address, reserved.
+        let mp_fixed = 4 + 3 + 1 + 16 + 1;
+        let fixed = crate::HEADER_LEN + 2 + 2 + mp_fixed + attrs.len();
+        let mut written = 0;
+        let mut left = prefixes;
+        while !left.is_empty() {
+            let (take, size) = fitting(left, max - fixed.min(max));
+            write_header(out, MessageType::Update, 2 + 2 + mp_fixed + attrs.len() + size);
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(
+                &u16::try_from(mp_fixed + attrs.len() + size)
+                    .unwrap_or(u16::MAX)
+                    .to_be_bytes(),
+            );
+            out.extend_from_slice(&[0x90, MP_REACH]);
+            out.extend_from_slice(&u16::try_from(mp_fixed - 4 + size).unwrap_or(u16::MAX).to_be_bytes());
+            out.extend_from_slice(&IPV6_UNICAST);
+            out.push(16);
+            out.extend_from_slice(&next_hop.octets());
+            out.push(0);
+            put_prefixes(&left[..take], out);
+            out.extend_from_slice(&attrs);
+            left = &left[take..];
+            written += 1;
+        }
+        written
+    }
 }
 
-/// Appends UPDATEs withdrawing `prefixes` (as many per message as fit in
-/// `max` bytes) to `out`; returns how many.
+/// Appends UPDATEs withdrawing the IPv4 `prefixes` (as many per message as
+/// fit in `max` bytes) to `out`; returns how many.
 pub fn write_withdrawals(prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) -> usize {
     let mut written = 0;
     let mut left = prefixes;
@@ -479,12 +564,35 @@ pub fn write_withdrawals(prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) ->
     written
 }
 
+/// Appends UPDATEs withdrawing the IPv6 `prefixes` in MP_UNREACH_NLRI (as
+/// many per message as fit in `max` bytes) to `out`; returns how many.
+pub fn write_withdrawals_v6(prefixes: &[Ipv6Net], max: usize, out: &mut Vec<u8>) -> usize {
+    // Withdrawn length, attributes length, MP_UNREACH's flags, code,
+    // extended length and AFI/SAFI.
+    let fixed = crate::HEADER_LEN + 2 + 2 + 4 + 3;
+    let mut written = 0;
+    let mut left = prefixes;
+    while !left.is_empty() {
+        let (take, size) = fitting(left, max - fixed.min(max));
+        write_header(out, MessageType::Update, 2 + 2 + 4 + 3 + size);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&u16::try_from(4 + 3 + size).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(&[0x90, MP_UNREACH]);
+        out.extend_from_slice(&u16::try_from(3 + size).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(&IPV6_UNICAST);
+        put_prefixes(&left[..take], out);
+        left = &left[take..];
+        written += 1;
+    }
+    written
+}
+
 /// How many of `prefixes`, from the first, fit in `room` bytes (at least
 /// one, so that every call makes progress), and the bytes they take.
-fn fitting(prefixes: &[Ipv4Net], room: usize) -> (usize, usize) {
+fn fitting<P: Nlri>(prefixes: &[P], room: usize) -> (usize, usize) {
     let (mut take, mut size) = (0, 0);
     for p in prefixes {
-        let n = 1 + usize::from(p.prefix_len()).div_ceil(8);
+        let n = 1 + usize::from(p.bits()).div_ceil(8);
         if size + n > room && take > 0 {
             break;
         }
@@ -496,10 +604,10 @@ fn fitting(prefixes: &[Ipv4Net], room: usize) -> (usize, usize) {
 
 /// Appends `prefixes` in NLRI form: a length, then as many bytes as it
 /// covers.
-fn put_prefixes(prefixes: &[Ipv4Net], out: &mut Vec<u8>) {
+fn put_prefixes<P: Nlri>(prefixes: &[P], out: &mut Vec<u8>) {
     for p in prefixes {
-        out.push(p.prefix_len());
-        out.extend_from_slice(&p.network().octets()[..usize::from(p.prefix_len()).div_ceil(8)]);
+        out.push(p.bits());
+        out.extend_from_slice(&p.bytes().as_ref()[..usize::from(p.bits()).div_ceil(8)]);
     }
 }
 
@@ -507,4 +615,12 @@ fn put_prefixes(prefixes: &[Ipv4Net], out: &mut Vec<u8>) {
 pub fn write_end_of_rib(out: &mut Vec<u8>) {
     write_header(out, MessageType::Update, 4);
     out.extend_from_slice(&[0, 0, 0, 0]);
+}
+
+/// Appends the IPv6 unicast End-of-RIB marker (RFC 4724: an UPDATE with
+/// only an empty MP_UNREACH_NLRI).
+pub fn write_end_of_rib_v6(out: &mut Vec<u8>) {
+    write_header(out, MessageType::Update, 4 + 6);
+    out.extend_from_slice(&[0, 0, 0, 6, 0x80, MP_UNREACH, 3]);
+    out.extend_from_slice(&IPV6_UNICAST);
 }

@@ -279,7 +279,7 @@ fn announce_to(
     let n = Announce {
         origin: Origin::Igp,
         as_path: vec![65001],
-        next_hop: Ipv4Addr::new(192, 0, 2, 10),
+        next_hop: Ipv4Addr::new(192, 0, 2, 10).into(),
         local_pref: None,
         communities: vec![(65001 << 16) | 100],
         large_communities: vec![[65001, 7, 9]],

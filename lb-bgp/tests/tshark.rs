@@ -9,7 +9,8 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
+use lb_bgp::update::{write_end_of_rib_v6, write_withdrawals_v6};
 use lb_bgp::{Announce, Notification, NotificationCode, OpenMessage, Origin, RouteRefresh, write_keepalive};
 
 fn have(tool: &str) -> bool {
@@ -48,7 +49,7 @@ fn wireshark_reads_what_lb_bgp_writes() {
     Announce {
         origin: Origin::Igp,
         as_path: vec![4_200_000_001],
-        next_hop: Ipv4Addr::new(192, 0, 2, 1),
+        next_hop: Ipv4Addr::new(192, 0, 2, 1).into(),
         local_pref: None,
         communities: vec![0xfde9_0064],
         large_communities: vec![[4_200_000_001, 7, 9]],
@@ -58,6 +59,26 @@ fn wireshark_reads_what_lb_bgp_writes() {
         lb_bgp::MAX_LEN,
         &mut m,
     );
+    messages.push(std::mem::take(&mut m));
+    // IPv6 routes in MP_REACH_NLRI, their withdrawal and End-of-RIB in
+    // MP_UNREACH_NLRI.
+    Announce {
+        origin: Origin::Igp,
+        as_path: vec![],
+        next_hop: "2001:db8::2".parse().unwrap(),
+        local_pref: Some(150),
+        communities: vec![],
+        large_communities: vec![],
+    }
+    .write_v6(
+        &["2001:db8:100::10/128", "2001:db8:200::/64"].map(|p| p.parse::<Ipv6Net>().unwrap()),
+        lb_bgp::MAX_LEN,
+        &mut m,
+    );
+    messages.push(std::mem::take(&mut m));
+    write_withdrawals_v6(&["2001:db8:100::11/128".parse().unwrap()], lb_bgp::MAX_LEN, &mut m);
+    messages.push(std::mem::take(&mut m));
+    write_end_of_rib_v6(&mut m);
     messages.push(std::mem::take(&mut m));
     RouteRefresh {
         afi: 1,
@@ -99,7 +120,7 @@ fn wireshark_reads_what_lb_bgp_writes() {
     let types: Vec<&str> = types.split_whitespace().collect();
     assert_eq!(
         types,
-        ["1", "4", "2", "5", "3"],
+        ["1", "4", "2", "2", "2", "2", "5", "3"],
         "one BGP message per segment, in order"
     );
     let bad = tshark(&pcap, &["-Y", "_ws.malformed || _ws.expert.severity >= warning"]);
@@ -111,6 +132,11 @@ fn wireshark_reads_what_lb_bgp_writes() {
         "203.0.113.0/24",
         "198.51.100.11/32",
         "maintenance: node drained",
+        "2001:db8:100::10/128",
+        "2001:db8:200::/64",
+        "2001:db8:100::11/128",
+        "Next hop: 2001:db8::2",
+        "Local preference: 150",
     ] {
         assert!(verbose.contains(seen), "no {seen:?} in tshark's reading:\n{verbose}");
     }

@@ -111,7 +111,7 @@ fn announcements_pack_many_prefixes_per_update() {
     let a = Announce {
         origin: Origin::Igp,
         as_path: vec![65001],
-        next_hop: Ipv4Addr::new(192, 0, 2, 10),
+        next_hop: Ipv4Addr::new(192, 0, 2, 10).into(),
         local_pref: None,
         communities: vec![0xfde9_0064],
         large_communities: vec![[65001, 1, 2]],
@@ -132,7 +132,7 @@ proptest! {
         max in 64usize..=4096,
     ) {
         let prefixes: Vec<Ipv4Net> = prefixes.into_iter().map(|(a, l)| Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc()).collect();
-        let a = Announce { origin: Origin::Incomplete, as_path: path, next_hop: Ipv4Addr::new(10, 0, 0, 1), local_pref: lp, communities: vec![], large_communities: vec![] };
+        let a = Announce { origin: Origin::Incomplete, as_path: path, next_hop: Ipv4Addr::new(10, 0, 0, 1).into(), local_pref: lp, communities: vec![], large_communities: vec![] };
         let mut out = Vec::new();
         a.write(&prefixes, max, &mut out);
         let mut rest = &out[..];
