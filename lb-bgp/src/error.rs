@@ -30,6 +30,8 @@ impl NotificationCode {
     pub const UNSUPPORTED_PARAMETER: Self = Self::new(2, 4);
     /// OPEN Message Error: Unacceptable Hold Time.
     pub const BAD_HOLD_TIME: Self = Self::new(2, 6);
+    /// OPEN Message Error: Unsupported Capability (RFC 5492).
+    pub const UNSUPPORTED_CAPABILITY: Self = Self::new(2, 7);
     /// Hold Timer Expired.
     pub const HOLD_TIMER_EXPIRED: Self = Self::new(4, 0);
     /// Cease: Administrative Shutdown (RFC 4486).

@@ -32,5 +32,5 @@ pub use header::{HEADER_LEN, MAX_LEN, MessageType, frame};
 pub use message::{Message, Notification, RouteRefresh, write_keepalive};
 pub use open::{Capability, Open, OpenMessage};
 pub use rib::{AdjRibOut, IPV4_UNICAST, IPV6_UNICAST};
-pub use session::{Session, State};
+pub use session::{PeerAs, Session, State};
 pub use update::{Announce, Origin, RawAttribute, Update, UpdateError};

@@ -42,8 +42,8 @@ pub enum State {
 pub struct Config {
     /// This speaker's AS.
     pub local_as: u32,
-    /// The peer's AS; `None` accepts any (MetalLB's dynamicASN).
-    pub peer_as: Option<u32>,
+    /// The peer's AS.
+    pub peer_as: PeerAs,
     /// This speaker's BGP Identifier.
     pub bgp_id: Ipv4Addr,
     /// The hold time proposed (seconds; 0 or at least 3; 90 by default).
@@ -52,6 +52,38 @@ pub struct Config {
     pub connect_retry: Duration,
     /// Address families offered `(afi, safi)`.
     pub families: Vec<(u16, u8)>,
+    /// The time between KEEPALIVEs; `None`: a third of the hold time
+    /// negotiated (RFC 4271 §10). Never more than a third of it.
+    pub keepalive_time: Option<u16>,
+    /// Offer graceful restart (RFC 4724) with this restart time (seconds,
+    /// at most 4095): the peer keeps this speaker's routes that long
+    /// while it restarts, until its End-of-RIB.
+    pub graceful_restart: Option<u16>,
+}
+
+/// Which AS the peer may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAs {
+    /// Exactly this one.
+    Is(u32),
+    /// Any (MetalLB's `dynamicASN`, unchecked).
+    Any,
+    /// The local AS: iBGP (`dynamicASN: internal`).
+    Internal,
+    /// Any other AS: eBGP (`dynamicASN: external`).
+    External,
+}
+
+impl PeerAs {
+    /// Whether `asn` is acceptable from a peer of a speaker in `local`.
+    pub fn accepts(self, asn: u32, local: u32) -> bool {
+        match self {
+            PeerAs::Is(want) => asn == want,
+            PeerAs::Any => true,
+            PeerAs::Internal => asn == local,
+            PeerAs::External => asn != local,
+        }
+    }
 }
 
 /// What the peer said in its OPEN.
@@ -65,6 +97,8 @@ pub struct Peer {
     pub hold_time: u16,
     /// Whether it offered route refresh.
     pub route_refresh: bool,
+    /// The time between this side's KEEPALIVEs (0: none).
+    pub keepalive_time: u16,
     /// The address families both offered.
     pub families: Vec<(u16, u8)>,
 }
@@ -200,7 +234,8 @@ impl Session {
                         bgp_id: self.config.bgp_id,
                         families: self.config.families.clone(),
                         route_refresh: true,
-                        graceful_restart: None,
+                        // Not restarting: the routes are announced anew.
+                        graceful_restart: self.config.graceful_restart.map(|t| (t.min(4095), false)),
                     }
                     .write(&mut self.transmit);
                     self.hold = Some(now + OPEN_HOLD);
@@ -249,7 +284,10 @@ impl Session {
         if self.keepalive.is_some_and(|t| t <= now) {
             // KeepaliveTimer_Expires (event 11).
             write_keepalive(&mut self.transmit);
-            self.keepalive = self.peer.as_ref().map(|p| now + keepalive_every(p.hold_time));
+            self.keepalive = self
+                .peer
+                .as_ref()
+                .map(|p| now + Duration::from_secs(u64::from(p.keepalive_time)));
         }
     }
 
@@ -355,14 +393,26 @@ impl Session {
             }
             (State::OpenSent, Message::Open(o)) => {
                 let asn = o.asn();
-                if self.config.peer_as.is_some_and(|want| want != asn) {
+                if !self.config.peer_as.accepts(asn, self.config.local_as) {
                     return self.fail(
                         now,
                         Down::Notified(NotificationCode::BAD_PEER_AS),
                         Some(NotificationCode::BAD_PEER_AS),
                     );
                 }
+                // lb writes 4-octet AS numbers in AS_PATH (RFC 6793): a
+                // peer without the capability cannot read them.
+                if !o.capabilities().any(|c| matches!(c, Capability::FourOctetAs(_))) {
+                    let code = NotificationCode::UNSUPPORTED_CAPABILITY;
+                    let mut data = vec![65, 4];
+                    data.extend_from_slice(&self.config.local_as.to_be_bytes());
+                    return self.fail_with(now, Down::Notified(code), Some(code), &data);
+                }
                 let hold_time = self.config.hold_time.min(o.hold_time);
+                let keepalive_time = match hold_time {
+                    0 => 0,
+                    h => self.config.keepalive_time.map_or(h / 3, |k| k.min(h / 3)).max(1),
+                };
                 let offered: Vec<(u16, u8)> = o
                     .capabilities()
                     .filter_map(|c| match c {
@@ -375,6 +425,7 @@ impl Session {
                     bgp_id: o.bgp_id,
                     hold_time,
                     route_refresh: o.capabilities().any(|c| c == Capability::RouteRefresh),
+                    keepalive_time,
                     families: self
                         .config
                         .families
@@ -384,7 +435,7 @@ impl Session {
                         .collect(),
                 });
                 write_keepalive(&mut self.transmit);
-                self.arm(now, hold_time);
+                self.arm(now, hold_time, keepalive_time);
                 self.state = State::OpenConfirm;
             }
             (State::OpenConfirm, Message::Keepalive) => {
@@ -419,13 +470,13 @@ impl Session {
 
     /// Arms the hold and keepalive timers for a negotiated hold time (0:
     /// neither).
-    fn arm(&mut self, now: Instant, hold_time: u16) {
+    fn arm(&mut self, now: Instant, hold_time: u16, keepalive_time: u16) {
         if hold_time == 0 {
             self.hold = None;
             self.keepalive = None;
         } else {
             self.hold = Some(now + Duration::from_secs(u64::from(hold_time)));
-            self.keepalive = Some(now + keepalive_every(hold_time));
+            self.keepalive = Some(now + Duration::from_secs(u64::from(keepalive_time)));
         }
     }
 
@@ -436,9 +487,4 @@ impl Session {
             self.hold = Some(now + Duration::from_secs(u64::from(p.hold_time)));
         }
     }
-}
-
-/// A third of the hold time (RFC 4271 §10), at least a second.
-fn keepalive_every(hold_time: u16) -> Duration {
-    Duration::from_secs(u64::from(hold_time / 3).max(1))
 }

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use lb_bgp::session::{Config, Event, Input};
+use lb_bgp::session::{Config, Event, Input, PeerAs};
 use lb_bgp::{Announce, Origin, Session, State};
 
 /// A peer daemon this test started: its process, its directory, and how
@@ -247,11 +247,13 @@ fn announce_to(
 ) {
     let mut session = Session::new(Config {
         local_as: 65001,
-        peer_as: Some(65000),
+        peer_as: PeerAs::Is(65000),
         bgp_id: Ipv4Addr::new(127, 0, 0, 1),
         hold_time: 90,
         connect_retry: Duration::from_secs(5),
         families: vec![(1, 1), (2, 1)],
+        keepalive_time: None,
+        graceful_restart: None,
     });
     let mut events = Vec::new();
     session.handle_input(Instant::now(), Input::ManualStart);

@@ -1,12 +1,13 @@
 //! Two sessions wired to each other on a virtual clock (quinn's pair
 //! harness): establishment, hold-time negotiation and keepalives, the hold
-//! timer, a wrong peer AS, a stop with a shutdown communication, and the
-//! restart backoff.
+//! timer, a wrong peer AS (fixed or dynamic), a configured keepalive
+//! time, graceful restart offered, a stop with a shutdown communication,
+//! and the restart backoff.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use lb_bgp::session::{Config, Down, Event, Input};
+use lb_bgp::session::{Config, Down, Event, Input, PeerAs};
 use lb_bgp::{NotificationCode, Session, State};
 
 struct Pair {
@@ -21,11 +22,13 @@ struct Pair {
 fn config(local_as: u32, peer_as: Option<u32>, id: u8, hold_time: u16) -> Config {
     Config {
         local_as,
-        peer_as,
+        peer_as: peer_as.map_or(PeerAs::Any, PeerAs::Is),
         bgp_id: Ipv4Addr::new(192, 0, 2, id),
         hold_time,
         connect_retry: Duration::from_secs(5),
         families: vec![(1, 1), (2, 1)],
+        keepalive_time: None,
+        graceful_restart: None,
     }
 }
 
@@ -195,4 +198,115 @@ fn garbage_from_the_peer_is_answered_with_its_notification() {
     };
     assert_eq!(n.code, NotificationCode::NOT_SYNCHRONIZED);
     assert_eq!(p.a.state(), State::Idle);
+}
+
+/// The messages `a` sends while the pair moves on to `until`.
+fn sent_by_a(p: &mut Pair, until: Instant) -> Vec<lb_bgp::MessageType> {
+    let mut kinds = Vec::new();
+    while p.now < until {
+        let next = [p.a.poll_timeout(), p.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap();
+        p.now = next.min(until);
+        p.a.handle_timeout(p.now);
+        p.b.handle_timeout(p.now);
+        let mut out = Vec::new();
+        p.a.poll_transmit(&mut out);
+        let mut rest = out.as_slice();
+        while let Some((k, m)) = lb_bgp::frame(rest, lb_bgp::MAX_LEN).unwrap() {
+            kinds.push(k);
+            rest = &rest[m.len()..];
+        }
+        p.b.handle_input(p.now, Input::Received(&out));
+        let mut back = Vec::new();
+        p.b.poll_transmit(&mut back);
+        p.a.handle_input(p.now, Input::Received(&back));
+    }
+    kinds
+}
+
+#[test]
+fn a_configured_keepalive_time_is_kept_and_never_above_a_third_of_the_hold() {
+    let mut a = config(65001, Some(65000), 1, 90);
+    a.keepalive_time = Some(5);
+    let mut p = Pair::new(a, config(65000, None, 2, 90));
+    p.connect();
+    let until = p.now + Duration::from_secs(60);
+    let keepalives = sent_by_a(&mut p, until);
+    assert_eq!(keepalives.len(), 12, "{keepalives:?}");
+
+    // 60 s asked, hold 30 negotiated: every 10 s.
+    let mut a = config(65001, Some(65000), 1, 90);
+    a.keepalive_time = Some(60);
+    let mut p = Pair::new(a, config(65000, None, 2, 30));
+    p.connect();
+    let until = p.now + Duration::from_secs(60);
+    assert_eq!(sent_by_a(&mut p, until).len(), 6);
+}
+
+#[test]
+fn dynamic_peer_as_takes_its_kind_only() {
+    let mut a = config(65001, None, 1, 90);
+    a.peer_as = PeerAs::Internal;
+    let mut p = Pair::new(a.clone(), config(65000, None, 2, 90));
+    p.connect();
+    assert_eq!(p.downs('a'), vec![Down::Notified(NotificationCode::BAD_PEER_AS)]);
+
+    let mut p = Pair::new(a.clone(), config(65001, None, 2, 90));
+    p.connect();
+    assert_eq!(p.a.state(), State::Established);
+
+    a.peer_as = PeerAs::External;
+    let mut p = Pair::new(a.clone(), config(65001, None, 2, 90));
+    p.connect();
+    assert_eq!(p.downs('a'), vec![Down::Notified(NotificationCode::BAD_PEER_AS)]);
+    let mut p = Pair::new(a, config(4_200_000_000, None, 2, 90));
+    p.connect();
+    assert_eq!(p.a.state(), State::Established);
+}
+
+#[test]
+fn graceful_restart_is_offered_when_configured() {
+    let mut a = config(65001, Some(65000), 1, 90);
+    a.graceful_restart = Some(120);
+    let mut s = Session::new(a);
+    let now = Instant::now();
+    s.handle_input(now, Input::ManualStart);
+    s.handle_input(now, Input::TcpConnectionConfirmed);
+    let mut out = Vec::new();
+    s.poll_transmit(&mut out);
+    let (kind, m) = lb_bgp::frame(&out, lb_bgp::MAX_LEN).unwrap().unwrap();
+    let lb_bgp::Message::Open(o) = lb_bgp::Message::decode(kind, m).unwrap() else {
+        panic!()
+    };
+    assert!(
+        o.capabilities()
+            .any(|c| matches!(c, lb_bgp::Capability::GracefulRestart { time: 120, .. })),
+        "{:?}",
+        o.capabilities().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_peer_without_four_octet_as_numbers_is_refused() {
+    let mut s = Session::new(config(65001, Some(65000), 1, 90));
+    let now = Instant::now();
+    s.handle_input(now, Input::ManualStart);
+    s.handle_input(now, Input::TcpConnectionConfirmed);
+    let mut out = Vec::new();
+    s.poll_transmit(&mut out);
+    // An OPEN from AS 65000 with no capability at all.
+    let mut open = vec![0xff; 16];
+    open.extend_from_slice(&[0, 29, 1, 4, 0xfd, 0xe8, 0, 90, 192, 0, 2, 2, 0]);
+    s.handle_input(now, Input::Received(&open));
+    out.clear();
+    s.poll_transmit(&mut out);
+    let (kind, m) = lb_bgp::frame(&out, lb_bgp::MAX_LEN).unwrap().unwrap();
+    let lb_bgp::Message::Notification(n) = lb_bgp::Message::decode(kind, m).unwrap() else {
+        panic!()
+    };
+    assert_eq!(n.code, NotificationCode::UNSUPPORTED_CAPABILITY);
+    assert_eq!(s.state(), State::Idle);
 }
