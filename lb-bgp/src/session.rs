@@ -196,6 +196,14 @@ impl Session {
         self.state
     }
 
+    /// Sets the BGP Identifier the next OPEN carries: a speaker without a
+    /// configured router ID takes its side of the connection's IPv4
+    /// address, known once connected (before
+    /// [`Input::TcpConnectionConfirmed`]).
+    pub fn set_bgp_id(&mut self, id: Ipv4Addr) {
+        self.config.bgp_id = id;
+    }
+
     /// Queues an UPDATE (or any whole message) to send; only while
     /// Established (returns whether it was queued).
     pub fn send(&mut self, message: &[u8]) -> bool {

@@ -8,19 +8,18 @@
 //! an advertisement's node selectors take (with `externalTrafficPolicy:
 //! Local`, only nodes with a serving endpoint).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Node, Service};
-use lb_alloc::{LabelSelector, Labels, PoolSet, ServiceKey};
+use k8s_openapi::api::core::v1::Node;
+use lb_alloc::{Labels, PoolSet};
 use lb_arp::election;
 
-use crate::config::label_selector;
+use super::select::{any_or_all, candidates, matches, network_unavailable, selects_pool, serving_nodes};
 use crate::objects::{L2Advertisement, Object};
 use crate::source::Snapshot;
 
-/// The label that keeps a node out of every election.
-pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+pub use super::select::EXCLUDE_LABEL;
 
 /// Addresses one node announces for one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,63 +46,33 @@ pub fn announcements(
     alive: Option<&BTreeSet<String>>,
 ) -> Vec<Announce> {
     let mut nodes: Vec<&Node> = Vec::new();
-    let mut pools: BTreeMap<&str, Labels> = BTreeMap::new();
     let mut ads: Vec<&L2Advertisement> = Vec::new();
-    let mut services: Vec<&Service> = Vec::new();
     for (_, o) in &view.objects {
         match o {
             Object::Node(n) => nodes.push(n),
-            Object::IPAddressPool(p) => {
-                pools.insert(
-                    p.metadata.name.as_deref().unwrap_or_default(),
-                    p.metadata.labels.clone().unwrap_or_default(),
-                );
-            }
             Object::L2Advertisement(a) => ads.push(a),
-            Object::Service(s) => services.push(s),
             _ => {}
         }
     }
     let serving = serving_nodes(view);
     let mut out = Vec::new();
-    for s in services {
-        let spec = s.spec.as_ref();
-        if spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
-            continue;
-        }
-        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-        let name = s.metadata.name.as_deref().unwrap_or_default();
-        let class = spec.and_then(|s| s.load_balancer_class.as_deref());
-        let Some(held) = view
-            .status
-            .get(&ServiceKey::new(ns, name))
-            .and_then(|h| h.iter().find(|h| h.class.as_deref() == class))
-        else {
-            continue;
-        };
-        let holds = |p: &&lb_alloc::Pool| held.state.ips.iter().all(|ip| p.contains(*ip));
-        let Some(pool) = pools_in_force.get(&held.state.pool).filter(holds).or_else(|| {
-            let first = held.state.ips.first()?;
-            pools_in_force.pool_of(*first).filter(holds)
-        }) else {
-            continue;
-        };
-        let service_labels = s.metadata.labels.clone().unwrap_or_default();
-        let pool_labels = pools.get(pool.name()).cloned().unwrap_or_default();
-        let shared = s.metadata.annotations.as_ref().is_some_and(|a| {
-            a.contains_key("metallb.io/allow-shared-ip") || a.contains_key("metallb.universe.tf/allow-shared-ip")
-        });
+    for c in candidates(view, pools_in_force) {
+        let (ns, name) = (c.namespace, c.name);
         let mine: Vec<&L2Advertisement> = ads
             .iter()
             .copied()
             .filter(|a| {
-                selects_pool(a, pool.name(), &pool_labels)
-                    && any_or_all(a.spec.service_selectors.as_ref(), &service_labels)
+                selects_pool(
+                    a.spec.ip_address_pools.as_deref(),
+                    a.spec.ip_address_pool_selectors.as_deref(),
+                    c.pool,
+                    &c.pool_labels,
+                ) && any_or_all(a.spec.service_selectors.as_ref(), &c.labels)
             })
             .collect();
         // A shared address cannot follow one Service's selectors.
         if mine.is_empty()
-            || (shared
+            || (c.shared
                 && mine
                     .iter()
                     .any(|a| a.spec.service_selectors.as_ref().is_some_and(|s| !s.is_empty())))
@@ -129,8 +98,8 @@ pub fn announcements(
                 }
             })
             .collect();
-        let local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
-        let ips = held.state.ips.clone();
+        let local = c.local;
+        let ips = c.ips.clone();
         let chosen = election::announcer(
             &election::Service {
                 ips: &ips,
@@ -173,76 +142,10 @@ pub fn announcements(
     out
 }
 
-/// Whether an advertisement takes the pool `name` (no pool named or
-/// selected: every pool).
-fn selects_pool(a: &L2Advertisement, name: &str, labels: &Labels) -> bool {
-    let names = a.spec.ip_address_pools.as_deref().unwrap_or_default();
-    let selectors = a.spec.ip_address_pool_selectors.as_deref().unwrap_or_default();
-    (names.is_empty() && selectors.is_empty())
-        || names.iter().any(|n| n == name)
-        || selectors.iter().any(|s| matches(s, labels))
-}
-
-/// An empty (or absent) selector list takes everything; otherwise one must
-/// match.
-fn any_or_all(
-    list: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>>,
-    labels: &Labels,
-) -> bool {
-    match list {
-        None => true,
-        Some(l) if l.is_empty() => true,
-        Some(l) => l.iter().any(|s| matches(s, labels)),
-    }
-}
-
-/// A selector that does not parse takes nothing (its object reports it).
-fn matches(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, labels: &Labels) -> bool {
-    label_selector(s).is_ok_and(|s: LabelSelector| s.matches(labels))
-}
-
 fn preference(ads: &[&L2Advertisement], labels: &Labels) -> i64 {
     ads.iter()
         .flat_map(|a| a.spec.preferred_node_selectors.iter().flatten())
         .filter(|p| matches(&p.preference, labels))
         .map(|p| i64::from(p.weight))
         .sum()
-}
-
-fn network_unavailable(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True"))
-}
-
-/// The nodes with a serving endpoint, per Service (namespace, name) with
-/// one serving anywhere.
-fn serving_nodes(view: &Snapshot) -> BTreeMap<(String, String), BTreeSet<String>> {
-    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for o in view.endpoints.values() {
-        let Object::EndpointSlice(es) = o else { continue };
-        let ns = es.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let Some(service) = es
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("kubernetes.io/service-name"))
-        else {
-            continue;
-        };
-        for e in es.endpoints.iter().flatten() {
-            let c = e.conditions.as_ref();
-            // `serving` (Kubernetes 1.20+), else `ready`; unset means yes.
-            let serving = c.and_then(|c| c.serving.or(c.ready)).unwrap_or(true);
-            if serving {
-                // Served somewhere, even by an endpoint without a node.
-                let nodes = out.entry((ns.clone(), service.clone())).or_default();
-                if let Some(node) = &e.node_name {
-                    nodes.insert(node.clone());
-                }
-            }
-        }
-    }
-    out
 }

@@ -53,6 +53,13 @@ pub struct IpLabel {
     pub ip: String,
 }
 
+/// One BGP peer, `ip:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer.
+    pub peer: String,
+}
+
 /// One address announced for one Service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct AnnouncedLabels {
@@ -86,12 +93,47 @@ pub struct Metrics {
     pub interfaces: Gauge,
     /// Speakers this one sees alive (itself included).
     pub members: Gauge,
+    /// The BGP sessions'.
+    pub bgp: super::bgp_peers::BgpMetrics,
+    /// The labels of [`Metrics::announced`] last set, per protocol.
+    last_announced: Arc<std::sync::Mutex<std::collections::HashMap<&'static str, Vec<AnnouncedLabels>>>>,
 }
 
 impl Metrics {
+    /// Sets the addresses announced by `protocol` (`layer2`, `bgp`) to
+    /// `now`, leaving the other protocol's.
+    pub fn set_announced(&self, protocol: &'static str, now: Vec<AnnouncedLabels>) {
+        let mut last = self
+            .last_announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = last.insert(protocol, now.clone()).unwrap_or_default();
+        for gone in before.iter().filter(|l| !now.contains(l)) {
+            self.announced.remove(gone);
+        }
+        for l in &now {
+            self.announced.get_or_create(l).set(1);
+        }
+    }
+
     /// The metrics, registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
+        registry.register(
+            "metallb_bgp_session_up",
+            "BGP session state (1 is up, 0 is down), by peer ip:port",
+            m.bgp.session_up.clone(),
+        );
+        registry.register(
+            "metallb_bgp_updates_total",
+            "BGP UPDATE messages sent, by peer",
+            m.bgp.updates.clone(),
+        );
+        registry.register(
+            "metallb_bgp_announced_prefixes_total",
+            "Prefixes announced on the BGP session now, by peer",
+            m.bgp.announced.clone(),
+        );
         registry.register(
             "metallb_layer2_requests_received",
             "ARP requests and neighbour solicitations received for announced addresses",

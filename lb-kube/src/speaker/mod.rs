@@ -4,6 +4,8 @@
 //! [`responders`] answers on the node's interfaces ([`link`]) through
 //! packet sockets ([`packet`]). [`run`] ties them together.
 
+pub mod bgp;
+pub mod bgp_peers;
 pub mod l2;
 pub mod l2status;
 pub mod link;
@@ -11,6 +13,8 @@ pub mod membership;
 pub mod metrics;
 pub mod packet;
 pub mod responders;
+pub mod select;
+pub mod tcp;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -199,6 +203,8 @@ pub async fn run<S: Source + 'static>(
         }
         return Ok(());
     }
+    let mut peers = bgp_peers::Peers::new(metrics.bgp.clone(), fallback_id(&options.node, &state.view));
+    apply_bgp(&mut peers, &mut state, &options, &metrics);
     let mut alive = membership.as_ref().map(|m| m.alive.borrow().clone());
     if let Some(a) = &alive {
         metrics.members.set(i64::try_from(a.len()).unwrap_or(i64::MAX));
@@ -255,6 +261,7 @@ pub async fn run<S: Source + 'static>(
                             m.seed(seeds(&state.view, &options.node, o.bind));
                         }
                         apply(&mut responders, &state, &options, alive.as_ref(), &metrics);
+                        apply_bgp(&mut peers, &mut state, &options, &metrics);
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the configuration; the last one stays in force"),
                 }
@@ -271,6 +278,8 @@ pub async fn run<S: Source + 'static>(
     responders.unassign_all();
     drop(responders);
     tracing::info!("stopped answering");
+    // Every BGP route withdrawn, then a Cease that says why.
+    peers.shutdown("lb-speaker shutting down", Duration::from_secs(3)).await;
     Ok(())
 }
 
@@ -282,6 +291,10 @@ struct State {
     pools: lb_alloc::PoolSet,
     problems: Vec<crate::source::Problem>,
     logged: Vec<String>,
+    /// The BGP peers and advertisements in force.
+    bgp: bgp::Config,
+    /// The BGP decision's own problems last logged.
+    bgp_logged: Vec<String>,
     /// Whether the state file could not be read the last time (reported
     /// once per outage).
     status_broken: bool,
@@ -294,6 +307,8 @@ impl State {
             pools: lb_alloc::PoolSet::default(),
             problems: Vec::new(),
             logged: Vec::new(),
+            bgp: bgp::Config::default(),
+            bgp_logged: Vec::new(),
             status_broken: false,
         };
         me.update(view);
@@ -315,6 +330,7 @@ impl State {
         let mut problems = view.problems.clone();
         let (pools, _) = crate::config::pools(&view, &self.pools, &mut problems);
         self.pools = pools;
+        self.bgp.update(&view, &self.pools, &mut problems);
         self.problems = problems;
         self.view = view;
     }
@@ -365,7 +381,7 @@ fn apply(
     // Per address, the interfaces (`None`: every one; one advertisement
     // for every interface wins over lists).
     let mut on: std::collections::BTreeMap<IpAddr, Option<BTreeSet<String>>> = Default::default();
-    metrics.announced.clear();
+    let mut announced_ips = Vec::new();
     for a in l2::announcements(&state.view, &state.pools, node, alive) {
         let names: Vec<String> = match a.interfaces.is_empty() {
             true => answering.clone(),
@@ -383,26 +399,63 @@ fn apply(
             }
             // Announced means answered on some interface.
             if !names.is_empty() {
-                metrics
-                    .announced
-                    .get_or_create(&metrics::AnnouncedLabels {
-                        service: a.service.clone(),
-                        protocol: "layer2",
-                        node: node.to_owned(),
-                        ip: ip.to_string(),
-                    })
-                    .set(1);
+                announced_ips.push(metrics::AnnouncedLabels {
+                    service: a.service.clone(),
+                    protocol: "layer2",
+                    node: node.to_owned(),
+                    ip: ip.to_string(),
+                });
             }
         }
         if let Some((ns, name)) = a.service.split_once('/') {
             announced.insert((ns.to_owned(), name.to_owned()), names);
         }
     }
+    metrics.set_announced("layer2", announced_ips);
     let wanted: Wanted = on.into_iter().map(|(ip, set)| (ip, set.unwrap_or_default())).collect();
     responders.set(wanted, std::time::Instant::now());
     if let Some(w) = &options.l2_status {
         w.publish(announced);
     }
+}
+
+/// Decides what this node announces by BGP and hands it to the sessions.
+fn apply_bgp(peers: &mut bgp_peers::Peers, state: &mut State, options: &Options, metrics: &metrics::Metrics) {
+    let plan = state.bgp.plan(&state.view, &state.pools, &options.node);
+    crate::source::log_new_problems(&plan.problems, &mut state.bgp_logged);
+    let announced = plan
+        .addresses
+        .iter()
+        .flat_map(|(service, ips)| {
+            ips.iter().map(|ip| metrics::AnnouncedLabels {
+                service: service.clone(),
+                protocol: "bgp",
+                node: options.node.clone(),
+                ip: ip.to_string(),
+            })
+        })
+        .collect();
+    metrics.set_announced("bgp", announced);
+    peers.set(&plan);
+}
+
+/// The BGP Identifier for sessions without `routerID` and without an IPv4
+/// local address: the node's IPv4 InternalIP, else a hash of its name (as
+/// MetalLB falls back to a checksum of the host name).
+fn fallback_id(node: &str, view: &Snapshot) -> std::net::Ipv4Addr {
+    let from_node = select::node(view, node)
+        .and_then(|n| node_address(n, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
+        .and_then(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        });
+    from_node.unwrap_or_else(|| {
+        // FNV-1a, never 0.
+        let h = node
+            .bytes()
+            .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        std::net::Ipv4Addr::from(h.max(1))
+    })
 }
 
 /// With addresses on `lo`, the kernel answers ARP for them on every
