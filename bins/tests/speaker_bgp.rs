@@ -1,0 +1,357 @@
+//! lb-speaker's BGP mode end to end in file mode, against BIRD started by
+//! the test on loopback (127.0.x.y and ::1): the addresses lb-controller
+//! wrote in its state file are learned by BIRD over IPv4 (eBGP) and IPv6
+//! (iBGP, MP_REACH_NLRI) with their communities, large communities and
+//! local preference; withdrawn when the Service or its last endpoint goes,
+//! without the session flapping; a broken edit keeps the last good peer;
+//! TCP MD5 signs the session; a restarted peer gets the whole table again;
+//! a frozen peer is detected by the hold timer; SIGTERM withdraws and
+//! closes with a Cease that says why.
+//!
+//! Needs Debian's bird2; without it the tests are skipped with a notice,
+//! except under CI (`CI=true`), where that is a failure.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether BIRD is here; under CI it must be.
+fn bird_available() -> bool {
+    let found = ["bird", "birdc"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run the BGP tests: bird2 is missing"
+        );
+        eprintln!("skipped: needs bird and birdc (Debian's bird2)");
+    }
+    found
+}
+
+/// A process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// BIRD with two passive sessions for the speaker at 127.0.0.1: eBGP on
+/// `addr:port` (AS 65000) and iBGP on `[::1]:port+1` (AS 65001).
+struct Bird {
+    ctl: String,
+    conf: PathBuf,
+    process: Option<Running>,
+}
+
+impl Bird {
+    fn start(dir: &Path, addr: Ipv4Addr, port: u16, extra: &str) -> Bird {
+        let conf = dir.join("bird.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "log stderr all;\nrouter id {addr};\nprotocol device {{ }}\n\
+                 protocol bgp v4 {{\n  local {addr} port {port} as 65000;\n  neighbor 127.0.0.1 as 65001;\n  \
+                 passive on; strict bind on; multihop; hold time 9; error wait time 1, 2;{extra}\n  \
+                 ipv4 {{ import all; export none; }};\n}}\n\
+                 protocol bgp v6 {{\n  local ::1 port {} as 65001;\n  neighbor ::1 as 65001;\n  \
+                 passive on; strict bind on; hold time 9; error wait time 1, 2;\n  \
+                 ipv6 {{ import all; export none; }};\n}}\n",
+                port + 1
+            ),
+        )
+        .unwrap();
+        let mut b = Bird {
+            ctl: dir.join("bird.ctl").to_string_lossy().into_owned(),
+            conf,
+            process: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// Starts BIRD (again).
+    fn restart(&mut self) {
+        self.process = None;
+        let child = Command::new("bird")
+            .args(["-f", "-c"])
+            .arg(&self.conf)
+            .args(["-s", &self.ctl])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.process = Some(Running(child));
+        eventually("BIRD is up", || self.cli("show status").contains("Daemon is up"));
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.as_ref().map(|p| p.0.id()).unwrap_or(0)
+    }
+
+    fn cli(&self, cmd: &str) -> String {
+        let mut args = vec!["-s", self.ctl.as_str()];
+        args.extend(cmd.split(' '));
+        let out = Command::new("birdc").args(&args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn routes(&self) -> String {
+        self.cli("show route all")
+    }
+
+    /// The session's line in `show protocols` (state and since when).
+    fn protocol(&self, name: &str) -> String {
+        self.cli("show protocols")
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Waits up to 15 s for `ready`.
+fn eventually(what: &str, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < Duration::from_secs(15), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn local(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, n, 1 + (std::process::id() % 200) as u8)
+}
+
+/// The manifests: node-a (this speaker), a dual-stack pool, a Community
+/// alias, one advertisement, the two peers, and the Service `web` with
+/// its endpoint (`ready`) unless `service` is false.
+fn manifests(dir: &Path, bird: Ipv4Addr, port: u16, peer_extra: &str, service: bool, ready: bool) -> String {
+    let mut all = format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: node-a}}\nstatus: {{addresses: [{{type: InternalIP, address: 127.0.0.1}}]}}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: pub, namespace: metallb-system}}\n\
+         spec: {{addresses: [198.51.100.0/24, \"2001:db8:100::/64\"]}}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: Community\nmetadata: {{name: communities, namespace: metallb-system}}\n\
+         spec: {{communities: [{{name: no-export, value: \"65535:65281\"}}]}}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: ad, namespace: metallb-system}}\n\
+         spec: {{communities: [\"65001:100\", \"large:65001:7:9\", no-export], localPref: 150}}\n---\n\
+         apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: bird4, namespace: metallb-system}}\n\
+         spec: {{myASN: 65001, peerASN: 65000, peerAddress: {bird}, peerPort: {port}, ebgpMultiHop: true, connectTime: 1s{peer_extra}}}\n---\n\
+         apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: bird6, namespace: metallb-system}}\n\
+         spec: {{myASN: 65001, peerASN: 65001, peerAddress: \"::1\", peerPort: {}, connectTime: 1s}}\n",
+        port + 1
+    );
+    if service {
+        all += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default, annotations: {{metallb.io/loadBalancerIPs: \"198.51.100.10,2001:db8:100::10\"}}}}\n\
+             spec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{{port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\n\
+             addressType: IPv4\nendpoints: [{{addresses: [10.0.0.5], nodeName: node-a, conditions: {{ready: {ready}}}}}]\n"
+        );
+    }
+    std::fs::write(dir.join("cluster.yaml"), &all).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-controller"))
+        .args(["--manifests", dir.to_str().unwrap(), "--once"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    all
+}
+
+/// The speaker on `dir` as node-a, BGP only (no interface answers ARP),
+/// with its metrics on `metrics`.
+fn speaker(dir: &Path, metrics: u16) -> Running {
+    let log = std::fs::File::create(dir.join("speaker.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lb-speaker"))
+        .args([
+            "--manifests",
+            dir.to_str().unwrap(),
+            "--node",
+            "node-a",
+            "--no-memberlist",
+        ])
+        .args(["--exclude-interface", ".*", "--no-realtime", "--poll-ms", "100"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("speaker.log")).unwrap_or_default()
+}
+
+fn metrics(port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "2", &format!("http://127.0.0.1:{port}/metrics")])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn sigterm(p: &Running) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn bird_learns_both_families_and_follows_edits_without_a_flap() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (local(21), 1790);
+    let bird = Bird::start(dir.path(), addr, port, "");
+    manifests(dir.path(), addr, port, "", true, true);
+    let mut spk = speaker(dir.path(), 9481);
+    eventually("both routes learned", || {
+        let r = bird.routes();
+        r.contains("198.51.100.10/32") && r.contains("2001:db8:100::10/128")
+    });
+    let routes = bird.routes();
+    let (v4, v6) = routes.split_once("Table master6").unwrap();
+    // eBGP: our AS in the path, no LOCAL_PREF sent (BIRD shows its
+    // default 100); iBGP: an empty path and the advertisement's 150.
+    for want in [
+        "BGP.as_path: 65001",
+        "BGP.local_pref: 100",
+        "(65001,100) (65535,65281)",
+        "(65001, 7, 9)",
+        "BGP.next_hop: 127.0.0.1",
+    ] {
+        assert!(v4.contains(want), "no {want:?} in\n{v4}");
+    }
+    for want in [
+        "BGP.as_path: \n",
+        "BGP.local_pref: 150",
+        "(65001,100) (65535,65281)",
+        "(65001, 7, 9)",
+        "BGP.next_hop: ::1",
+    ] {
+        assert!(v6.contains(want), "no {want:?} in\n{v6}");
+    }
+    let m = metrics(9481);
+    for want in [
+        format!("metallb_bgp_session_up{{peer=\"{addr}:{port}\"}} 1"),
+        format!("metallb_bgp_announced_prefixes_total{{peer=\"{addr}:{port}\"}} 1"),
+        format!("metallb_bgp_session_up{{peer=\"[::1]:{}\"}} 1", port + 1),
+        "metallb_speaker_announced{service=\"default/web\",protocol=\"bgp\",node=\"node-a\",ip=\"198.51.100.10\"} 1"
+            .into(),
+    ] {
+        assert!(m.contains(&want), "no {want:?} in\n{m}");
+    }
+    let since = (bird.protocol("v4"), bird.protocol("v6"));
+
+    // The endpoint stops being ready: withdrawn.
+    manifests(dir.path(), addr, port, "", true, false);
+    eventually("withdrawn without a serving endpoint", || {
+        !bird.routes().contains("198.51.100.10/32")
+    });
+    // Ready again, then the Service deleted: back, then withdrawn.
+    manifests(dir.path(), addr, port, "", true, true);
+    eventually("announced again", || bird.routes().contains("2001:db8:100::10/128"));
+    manifests(dir.path(), addr, port, "", false, true);
+    eventually("withdrawn with the Service", || {
+        let r = bird.routes();
+        !r.contains("198.51.100.10/32") && !r.contains("2001:db8:100::10/128")
+    });
+    // A broken edit of the peer: reported, the last good one stays up.
+    manifests(dir.path(), addr, port, ", holdTime: 1s", true, true);
+    eventually("the broken peer reported", || log(dir.path()).contains("spec.holdTime"));
+    eventually("announced under the last good peer", || {
+        bird.routes().contains("198.51.100.10/32")
+    });
+    // None of it flapped a session.
+    assert_eq!((bird.protocol("v4"), bird.protocol("v6")), since);
+    assert!(since.0.contains("Established"), "{}", since.0);
+
+    // SIGTERM: withdrawn, then a Cease with the reason, then exit 0.
+    sigterm(&spk);
+    let status = spk.0.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", log(dir.path()));
+    eventually("BIRD heard why", || {
+        bird.cli("show protocols all v4").contains("lb-speaker shutting down")
+    });
+    assert!(!bird.routes().contains("198.51.100.10/32"));
+}
+
+#[test]
+fn tcp_md5_signs_the_session_and_a_wrong_password_never_establishes() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (local(22), 1792);
+    let bird = Bird::start(dir.path(), addr, port, " password \"hunter2\";");
+    let secret = |pw: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: bgp-auth, namespace: metallb-system}}\ntype: kubernetes.io/basic-auth\nstringData: {{password: {pw}}}\n"
+        )
+    };
+    manifests(dir.path(), addr, port, ", passwordSecret: {name: bgp-auth}", true, true);
+    std::fs::write(dir.path().join("secret.yaml"), secret("wrong")).unwrap();
+    let _spk = speaker(dir.path(), 9482);
+    eventually("the iBGP session (no password) is up", || {
+        bird.protocol("v6").contains("Established")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!bird.protocol("v4").contains("Established"), "{}", bird.protocol("v4"));
+    // The right password: signed segments, the session comes up.
+    std::fs::write(dir.path().join("secret.yaml"), secret("hunter2")).unwrap();
+    eventually("established with MD5", || bird.protocol("v4").contains("Established"));
+    eventually("learned", || bird.routes().contains("198.51.100.10/32"));
+}
+
+#[test]
+fn a_restarted_peer_gets_the_table_again_and_a_frozen_one_is_cut_off() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (local(23), 1794);
+    let mut bird = Bird::start(dir.path(), addr, port, "");
+    // Hold time 3 s on our side: the smaller proposal wins.
+    manifests(dir.path(), addr, port, ", holdTime: 3s", true, true);
+    let _spk = speaker(dir.path(), 9483);
+    eventually("learned", || bird.routes().contains("198.51.100.10/32"));
+
+    // BIRD killed and started again: reconnects, the whole table again.
+    bird.restart();
+    eventually("learned again after the peer's restart", || {
+        let r = bird.routes();
+        r.contains("198.51.100.10/32") && r.contains("2001:db8:100::10/128")
+    });
+    eventually("session up in the metrics", || {
+        metrics(9483).contains(&format!("metallb_bgp_session_up{{peer=\"{addr}:{port}\"}} 1"))
+    });
+
+    // Frozen: no KEEPALIVE for 3 s, the hold timer cuts the session.
+    let pid = bird.pid().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let frozen = Instant::now();
+    eventually("hold timer expired", || {
+        metrics(9483).contains(&format!("metallb_bgp_session_up{{peer=\"{addr}:{port}\"}} 0"))
+    });
+    let took = frozen.elapsed();
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(log(dir.path()).contains("NOTIFICATION sent"), "{}", log(dir.path()));
+    // Thawed: it comes back by itself.
+    eventually("re-established after the thaw", || {
+        metrics(9483).contains(&format!("metallb_bgp_session_up{{peer=\"{addr}:{port}\"}} 1"))
+    });
+    eventually("learned after the thaw", || bird.routes().contains("198.51.100.10/32"));
+}
