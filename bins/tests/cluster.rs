@@ -3,6 +3,8 @@
 
 #[path = "../../lb-kube/tests/support/apiserver.rs"]
 mod apiserver;
+#[path = "support/bird.rs"]
+mod bird;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -404,4 +406,121 @@ fn the_speaker_answers_from_service_status_and_writes_service_l2_status() {
     wait("the ServiceL2Status deleted", &|| statuses().is_empty());
     drop(children);
     drop(netns);
+}
+
+/// lb-speaker's BGP mode in cluster mode, with deploy/speaker.yaml's RBAC:
+/// the Service's addresses from its status announced to BIRD with the
+/// password of a basic-auth Secret, ServiceBGPStatus written with the
+/// peers, and both gone with the Service.
+#[test]
+fn the_speaker_announces_by_bgp_from_service_status_and_writes_service_bgp_status() {
+    let Some(api) =
+        apiserver::ApiServer::start("the_speaker_announces_by_bgp_from_service_status_and_writes_service_bgp_status")
+    else {
+        return;
+    };
+    if !bird::bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (bird::local(31), 1796);
+    let bird = bird::Bird::start(dir.path(), addr, port, " password \"s3cret\";");
+    let deploy = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for file in ["crds.yaml", "namespace.yaml", "speaker.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy.join(file)).unwrap());
+    }
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-speaker");
+    api.apply("apiVersion: v1\nkind: Node\nmetadata: {name: node-a, labels: {rack: r1}}\n");
+    api.apply(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub, namespace: metallb-system}\nspec: {addresses: [198.51.100.0/24]}\n",
+    );
+    api.apply("apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: all, namespace: metallb-system}\nspec: {communities: [\"65001:7\"]}\n");
+    api.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: bgp-auth, namespace: metallb-system}\ntype: kubernetes.io/basic-auth\nstringData: {password: s3cret}\n",
+    );
+    api.apply(&format!(
+        "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: bird4, namespace: metallb-system}}\n\
+         spec: {{myASN: 65001, peerASN: 65000, peerAddress: {addr}, peerPort: {port}, ebgpMultiHop: true, connectTime: 1s,\
+         passwordSecret: {{name: bgp-auth}}, nodeSelectors: [{{matchLabels: {{rack: r1}}}}]}}\n"
+    ));
+    api.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default, annotations: {metallb.io/ip-allocated-from-pool: pub}}\n\
+         spec: {type: LoadBalancer, ports: [{port: 80}]}\n",
+    );
+    api.apply(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{port: 80}]\nendpoints: [{addresses: [10.0.0.5], nodeName: node-a, conditions: {ready: true}}]\n",
+    );
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.20"}]}}});
+        services
+            .patch_status(
+                "web",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    });
+    let mut children = Children(Vec::new());
+    children.0.push(
+        Command::new(env!("CARGO_BIN_EXE_lb-speaker"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "--node",
+                "node-a",
+                "--no-memberlist",
+                "--exclude-interface",
+                ".*",
+                "--no-realtime",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let statuses = || {
+        api.run(|client| async move {
+            let api: kube::Api<lb_kube::objects::metallb::ServiceBGPStatus> =
+                kube::Api::namespaced(client, "metallb-system");
+            api.list(&Default::default()).await.unwrap().items
+        })
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("BIRD learns the Service's address over MD5", &|| {
+        let r = bird.routes();
+        r.contains("198.51.100.20/32") && r.contains("(65001,7)")
+    });
+    wait("a ServiceBGPStatus for the Service", &|| statuses().len() == 1);
+    let s = &statuses()[0];
+    assert!(s.metadata.name.as_deref().is_some_and(|n| n.starts_with("bgp-")));
+    let labels = s.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("metallb.io/node").map(String::as_str), Some("node-a"));
+    let status = s.status.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            status.node.as_deref(),
+            status.service_name.as_deref(),
+            status.peers.clone()
+        ),
+        (Some("node-a"), Some("web"), vec!["bird4".to_owned()])
+    );
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        services.delete("web", &Default::default()).await.unwrap();
+    });
+    wait("withdrawn with the Service", &|| {
+        !bird.routes().contains("198.51.100.20/32")
+    });
+    wait("the ServiceBGPStatus deleted", &|| statuses().is_empty());
+    // The session itself stayed up.
+    assert!(bird.protocol("v4").contains("Established"), "{}", bird.protocol("v4"));
+    drop(children);
 }

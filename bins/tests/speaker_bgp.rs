@@ -11,125 +11,15 @@
 //! Needs Debian's bird2; without it the tests are skipped with a notice,
 //! except under CI (`CI=true`), where that is a failure.
 
+#[path = "support/bird.rs"]
+mod bird;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether BIRD is here; under CI it must be.
-fn bird_available() -> bool {
-    let found = ["bird", "birdc"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run the BGP tests: bird2 is missing"
-        );
-        eprintln!("skipped: needs bird and birdc (Debian's bird2)");
-    }
-    found
-}
-
-/// A process killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// BIRD with two passive sessions for the speaker at 127.0.0.1: eBGP on
-/// `addr:port` (AS 65000) and iBGP on `[::1]:port+1` (AS 65001).
-struct Bird {
-    ctl: String,
-    conf: PathBuf,
-    process: Option<Running>,
-}
-
-impl Bird {
-    fn start(dir: &Path, addr: Ipv4Addr, port: u16, extra: &str) -> Bird {
-        let conf = dir.join("bird.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "log stderr all;\nrouter id {addr};\nprotocol device {{ }}\n\
-                 protocol bgp v4 {{\n  local {addr} port {port} as 65000;\n  neighbor 127.0.0.1 as 65001;\n  \
-                 passive on; strict bind on; multihop; hold time 9; error wait time 1, 2;{extra}\n  \
-                 ipv4 {{ import all; export none; }};\n}}\n\
-                 protocol bgp v6 {{\n  local ::1 port {} as 65001;\n  neighbor ::1 as 65001;\n  \
-                 passive on; strict bind on; hold time 9; error wait time 1, 2;\n  \
-                 ipv6 {{ import all; export none; }};\n}}\n",
-                port + 1
-            ),
-        )
-        .unwrap();
-        let mut b = Bird {
-            ctl: dir.join("bird.ctl").to_string_lossy().into_owned(),
-            conf,
-            process: None,
-        };
-        b.restart();
-        b
-    }
-
-    /// Starts BIRD (again).
-    fn restart(&mut self) {
-        self.process = None;
-        let child = Command::new("bird")
-            .args(["-f", "-c"])
-            .arg(&self.conf)
-            .args(["-s", &self.ctl])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.process = Some(Running(child));
-        eventually("BIRD is up", || self.cli("show status").contains("Daemon is up"));
-    }
-
-    fn pid(&self) -> u32 {
-        self.process.as_ref().map(|p| p.0.id()).unwrap_or(0)
-    }
-
-    fn cli(&self, cmd: &str) -> String {
-        let mut args = vec!["-s", self.ctl.as_str()];
-        args.extend(cmd.split(' '));
-        let out = Command::new("birdc").args(&args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn routes(&self) -> String {
-        self.cli("show route all")
-    }
-
-    /// The session's line in `show protocols` (state and since when).
-    fn protocol(&self, name: &str) -> String {
-        self.cli("show protocols")
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-/// Waits up to 15 s for `ready`.
-fn eventually(what: &str, ready: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(15), "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn local(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, n, 1 + (std::process::id() % 200) as u8)
-}
+use bird::{Bird, Running, bird_available, eventually, local};
 
 /// The manifests: node-a (this speaker), a dual-stack pool, a Community
 /// alias, one advertisement, the two peers, and the Service `web` with

@@ -183,12 +183,18 @@ fn main() -> ExitCode {
                 let client = cluster.client().await.map_err(|e| e.to_string())?;
                 let owner = match (std::env::var("POD_NAME"), std::env::var("POD_UID")) {
                     (Ok(name), Ok(uid)) if !name.is_empty() && !uid.is_empty() => {
-                        Some(lb_kube::speaker::l2status::Owner { name, uid })
+                        Some(lb_kube::speaker::service_status::Owner { name, uid })
                     }
                     _ => None,
                 };
                 let mut options = options;
-                options.l2_status = Some(lb_kube::speaker::l2status::L2Status::start(
+                options.l2_status = Some(lb_kube::speaker::service_status::L2Status::start(
+                    client.clone(),
+                    cli.namespace.clone(),
+                    cli.node.clone(),
+                    owner.clone(),
+                ));
+                options.bgp_status = Some(lb_kube::speaker::service_status::BgpStatus::start(
                     client.clone(),
                     cli.namespace.clone(),
                     cli.node.clone(),

@@ -429,14 +429,47 @@ pub struct InterfaceInfo {
     pub name: String,
 }
 
+/// `ServiceBGPStatus`: the peers a Service's prefixes are configured to
+/// go to from one node (MetalLB's, written by each announcing speaker).
+/// No spec.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "ServiceBGPStatus",
+    namespaced,
+    status = "ServiceBGPStatusStatus",
+    derive = "PartialEq"
+)]
+pub struct ServiceBGPStatusSpec {}
+
+/// `ServiceBGPStatus.status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceBGPStatusStatus {
+    /// The announcing node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The Service's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The Service's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_namespace: Option<String>,
+    /// The BGPPeers its prefixes are configured to go to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+}
+
 /// The kinds whose `spec` may be left out (MetalLB's CRDs do not require
 /// it: every field in it is optional).
-pub const SPEC_OPTIONAL: [&str; 5] = [
+pub const SPEC_OPTIONAL: [&str; 6] = [
     "L2Advertisement",
     "BGPAdvertisement",
     "BFDProfile",
     "Community",
     "ServiceL2Status",
+    "ServiceBGPStatus",
 ];
 
 /// The metallb.io CustomResourceDefinitions, one per kind, as our types
@@ -453,6 +486,7 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
         ConfigurationState::crd(),
         IPAddressPool::crd(),
         L2Advertisement::crd(),
+        ServiceBGPStatus::crd(),
         ServiceL2Status::crd(),
     ];
     for crd in &mut all {
@@ -502,6 +536,7 @@ mod tests {
                 "ConfigurationState",
                 "IPAddressPool",
                 "L2Advertisement",
+                "ServiceBGPStatus",
                 "ServiceL2Status"
             ]
         );

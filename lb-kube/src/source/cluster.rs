@@ -104,11 +104,16 @@ pub fn proxy_watches() -> Vec<Watch> {
 }
 
 /// What the speaker reads: the controller's kinds (Services with their
-/// status, pools, advertisements), Nodes (candidates, membership seeds)
-/// and EndpointSlices (serving endpoints).
+/// status, pools, advertisements, peers), Nodes (candidates, membership
+/// seeds), EndpointSlices (serving endpoints) and the basic-auth Secrets
+/// of the MetalLB namespace (BGPPeer `passwordSecret`).
 pub fn speaker_watches(metallb_namespace: &str) -> Vec<Watch> {
     let mut w = controller_watches(metallb_namespace);
-    w.extend([Watch::all::<Node>(), Watch::all::<EndpointSlice>()]);
+    w.extend([
+        Watch::all::<Node>(),
+        Watch::all::<EndpointSlice>(),
+        Watch::namespaced::<Secret>(metallb_namespace).fields("type=kubernetes.io/basic-auth"),
+    ]);
     w
 }
 

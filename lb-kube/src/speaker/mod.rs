@@ -7,13 +7,13 @@
 pub mod bgp;
 pub mod bgp_peers;
 pub mod l2;
-pub mod l2status;
 pub mod link;
 pub mod membership;
 pub mod metrics;
 pub mod packet;
 pub mod responders;
 pub mod select;
+pub mod service_status;
 pub mod tcp;
 
 use std::collections::BTreeSet;
@@ -53,7 +53,9 @@ pub struct Options {
     /// (`CAP_SYS_NICE`); `--no-realtime` turns it off.
     pub realtime: bool,
     /// Cluster mode: the writer of this node's ServiceL2Status objects.
-    pub l2_status: Option<std::sync::Arc<l2status::L2Status>>,
+    pub l2_status: Option<std::sync::Arc<service_status::L2Status>>,
+    /// Cluster mode: the writer of this node's ServiceBGPStatus objects.
+    pub bgp_status: Option<std::sync::Arc<service_status::BgpStatus>>,
 }
 
 /// Where the membership listens and how fast it decides.
@@ -82,6 +84,7 @@ impl Options {
             assign_to_lo: false,
             realtime: true,
             l2_status: None,
+            bgp_status: None,
             membership: Some(MembershipOptions {
                 bind: SocketAddr::from(([0, 0, 0, 0], MEMBERSHIP_PORT)),
                 timing: Timing::default(),
@@ -377,7 +380,7 @@ fn apply(
 ) {
     let node = options.node.as_str();
     let answering = responders.interfaces();
-    let mut announced = l2status::Announced::new();
+    let mut announced = service_status::Announced::new();
     // Per address, the interfaces (`None`: every one; one advertisement
     // for every interface wins over lists).
     let mut on: std::collections::BTreeMap<IpAddr, Option<BTreeSet<String>>> = Default::default();
@@ -437,6 +440,14 @@ fn apply_bgp(peers: &mut bgp_peers::Peers, state: &mut State, options: &Options,
         .collect();
     metrics.set_announced("bgp", announced);
     peers.set(&plan);
+    if let Some(w) = &options.bgp_status {
+        w.publish(
+            plan.services
+                .iter()
+                .map(|(k, peers)| (k.clone(), peers.iter().cloned().collect()))
+                .collect(),
+        );
+    }
 }
 
 /// The BGP Identifier for sessions without `routerID` and without an IPv4
