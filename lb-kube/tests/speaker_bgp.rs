@@ -438,3 +438,49 @@ fn durations_and_defaults_follow_metallb() {
     assert_eq!(p.peers["d"].port, 1179);
     assert_eq!(p.peers["d"].peer_as, lb_bgp::PeerAs::External);
 }
+
+/// The legacy ConfigMap (MetalLB ≤ 0.12) announces as its converted
+/// resources would.
+#[test]
+fn the_legacy_configmap_announces_by_bgp() {
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config, namespace: metallb-system}\ndata:\n  config: |\n    \
+                  peers:\n    - {peer-address: 192.0.2.254, peer-asn: 65000, my-asn: 65001, hold-time: 30s}\n    \
+                  bgp-communities: {no-export: \"65535:65281\"}\n    \
+                  address-pools:\n    - name: p\n      protocol: bgp\n      addresses: [192.0.2.0/24]\n      \
+                  bgp-advertisements:\n      - {aggregation-length: 32, communities: [no-export]}\n      \
+                  - {aggregation-length: 24}\n";
+    let mut all = vec![NODES.to_owned(), config.to_owned()];
+    all.push("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n".into());
+    all.push(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nendpoints: [{addresses: [10.1.0.1], nodeName: node-b, conditions: {ready: true}}]\n"
+            .into(),
+    );
+    let mut snap = parse_manifests(Path::new("test.yaml"), &all.join("---\n"));
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    snap.status.insert(
+        ServiceKey::new("default", "web"),
+        vec![HeldStatus {
+            class: None,
+            state: ServiceState {
+                ips: vec!["192.0.2.1".parse().unwrap()],
+                pool: "p".into(),
+            },
+        }],
+    );
+    let (p, problems) = plan(&snap, "node-a");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(p.peers.len(), 1);
+    let (name, peer) = p.peers.iter().next().unwrap();
+    assert_eq!((peer.hold_time, peer.address.to_string().as_str()), (30, "192.0.2.254"));
+    let r = &p.routes[name];
+    assert_eq!(
+        r.keys().copied().collect::<Vec<_>>(),
+        [net("192.0.2.0/24"), net("192.0.2.1/32")]
+    );
+    assert_eq!(
+        r[&net("192.0.2.1/32")].communities.iter().copied().collect::<Vec<_>>(),
+        [0xffff_ff01]
+    );
+    assert!(r[&net("192.0.2.0/24")].communities.is_empty());
+}

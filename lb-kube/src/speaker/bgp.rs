@@ -156,40 +156,48 @@ fn community(s: &str) -> Option<Community> {
     }
 }
 
-/// A Go duration (`90s`, `1m30s`, `1.5h`, `500ms`, `0`).
+/// A Go duration (`90s`, `1m30s`, `1.5h`, `500ms`, `0`), exactly (in
+/// whole nanoseconds, as Go keeps it); at most about 31 years.
 pub fn go_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration (like 90s or 1m30s)");
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
+    if s.is_empty() {
         return Err(bad());
     }
+    let mut rest = s;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+        let (whole, frac) = rest[..n].split_once('.').unwrap_or((&rest[..n], ""));
+        // Bounded so that nothing below can overflow.
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') || whole.len() > 20 || frac.len() > 18 {
+            return Err(bad());
+        }
         rest = &rest[n..];
         let u = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
+        let unit: u128 = match &rest[..u] {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
             _ => return Err(bad()),
         };
         rest = &rest[u..];
-        total += value * unit;
+        let digits = |d: &str| -> u128 { d.bytes().fold(0u128, |v, b| v * 10 + u128::from(b - b'0')) };
+        let scale = 10u128.pow(u32::try_from(frac.len()).unwrap_or(0));
+        total += digits(whole) * unit + digits(frac) * unit / scale;
+        if total > 1_000_000_000 * 1_000_000_000 {
+            return Err(bad());
+        }
     }
-    if !total.is_finite() || total > 1e9 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
+    let nanos = u64::try_from(total).map_err(|_| bad())?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 /// Whole seconds of a duration that must fit BGP's 16-bit timers.
@@ -722,7 +730,21 @@ mod tests {
         assert_eq!(ok("0s"), Duration::ZERO);
         assert_eq!(ok("1.5h"), Duration::from_secs(5400));
         assert_eq!(ok("500ms"), Duration::from_millis(500));
-        for bad in ["", "90", "s", "1x", "-3s", "1e9999s", "9999999999999h"] {
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("1.000000001s"), Duration::from_nanos(1_000_000_001));
+        for bad in [
+            "",
+            "90",
+            "s",
+            "1x",
+            "-3s",
+            "1e9999s",
+            "9999999999999h",
+            ".s",
+            "1..2s",
+            "99999999999999999999999s",
+            "1.0000000000000000001s",
+        ] {
             assert!(go_duration(bad).is_err(), "{bad}");
         }
     }
@@ -736,6 +758,26 @@ mod tests {
         );
         for bad in ["65536:1", "1:2:3", "large:1:2", "large:1:2:3:4", "x", ""] {
             assert_eq!(community(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Go's own spellings of a duration read back as that duration;
+        /// any text reads as a duration or an error, never a panic.
+        #[test]
+        fn durations_round_trip(h in 0u64..100, m in 0u64..60, sec in 0u64..60, ms in 0u64..1000, junk in ".{0,12}") {
+            let want = Duration::from_millis(((h * 60 + m) * 60 + sec) * 1000 + ms);
+            let text = format!("{h}h{m}m{sec}s{ms}ms");
+            proptest::prop_assert_eq!(go_duration(&text), Ok(want));
+            let _ = go_duration(&junk);
+        }
+
+        /// Every community written as MetalLB writes it reads back.
+        #[test]
+        fn communities_round_trip(a in proptest::num::u16::ANY, b in proptest::num::u16::ANY, l in proptest::array::uniform3(proptest::num::u32::ANY), junk in ".{0,24}") {
+            proptest::prop_assert_eq!(community(&format!("{a}:{b}")), Some(Community::Standard((u32::from(a) << 16) | u32::from(b))));
+            proptest::prop_assert_eq!(community(&format!("large:{}:{}:{}", l[0], l[1], l[2])), Some(Community::Large(l)));
+            let _ = community(&junk);
         }
     }
 
