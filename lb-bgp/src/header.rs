@@ -24,6 +24,7 @@ pub enum MessageType {
 
 impl MessageType {
     /// The type from its code.
+    #[inline]
     pub fn from_code(code: u8) -> Option<Self> {
         Some(match code {
             1 => Self::Open,
@@ -48,6 +49,7 @@ impl MessageType {
 
     /// The shortest and longest a message of this type may be (RFC 4271
     /// §4, §6.1; ROUTE-REFRESH: RFC 2918).
+    #[inline]
     fn bounds(self, max: usize) -> (usize, usize) {
         match self {
             Self::Open => (29, max),
@@ -66,6 +68,7 @@ impl MessageType {
 /// marker, the length (within `max` and the type's own bounds) and the
 /// type; an error means the connection must close with the NOTIFICATION the
 /// error names.
+#[inline]
 pub fn frame(stream: &[u8], max: usize) -> Result<Option<(MessageType, &[u8])>, DecodeError> {
     let Some(head) = stream.get(..HEADER_LEN) else {
         // A wrong marker is wrong however little of it has arrived.
@@ -75,7 +78,7 @@ pub fn frame(stream: &[u8], max: usize) -> Result<Option<(MessageType, &[u8])>, 
             false => Err(DecodeError::NotSynchronized),
         };
     };
-    if head[..16].iter().any(|b| *b != 0xff) {
+    if head[..16] != [0xff; 16] {
         return Err(DecodeError::NotSynchronized);
     }
     let len = u16::from_be_bytes([head[16], head[17]]);

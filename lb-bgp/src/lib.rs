@@ -33,4 +33,4 @@ pub use message::{Message, Notification, RouteRefresh, write_keepalive};
 pub use open::{Capability, Open, OpenMessage};
 pub use rib::{AdjRibOut, IPV4_UNICAST, IPV6_UNICAST};
 pub use session::{PeerAs, Session, State};
-pub use update::{Announce, Origin, RawAttribute, Update, UpdateError};
+pub use update::{Announce, Encoded, Origin, RawAttribute, Update, UpdateError};

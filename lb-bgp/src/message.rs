@@ -23,6 +23,7 @@ pub enum Message<'a> {
 impl<'a> Message<'a> {
     /// Decodes one message as [`crate::frame`] returned it (its type and
     /// its whole bytes).
+    #[inline]
     pub fn decode(kind: MessageType, message: &'a [u8]) -> Result<Self, DecodeError> {
         let body = message.get(HEADER_LEN..).unwrap_or_default();
         Ok(match kind {

@@ -56,6 +56,7 @@ impl<'a> Update<'a> {
     /// Frames an UPDATE's body (the message without its header): the
     /// three parts' lengths, every prefix and every attribute's framing
     /// are checked here, so the iterators below cannot fail.
+    #[inline]
     pub fn decode(body: &'a [u8]) -> Result<Self, UpdateError> {
         let reset = |code| UpdateError::Reset { code };
         let w = body.get(..2).ok_or(reset(MALFORMED_ATTRIBUTES))?;
@@ -69,7 +70,7 @@ impl<'a> Update<'a> {
         if !prefixes_ok(withdrawn, 32) || !prefixes_ok(nlri, 32) {
             return Err(reset(INVALID_NETWORK));
         }
-        if Attributes(attributes).any(|r| r.is_err()) {
+        if !attributes_ok(attributes) {
             return Err(reset(MALFORMED_ATTRIBUTES));
         }
         Ok(Self {
@@ -80,16 +81,19 @@ impl<'a> Update<'a> {
     }
 
     /// The IPv4 routes withdrawn (outside MP_UNREACH).
+    #[inline]
     pub fn withdrawn(&self) -> impl Iterator<Item = Ipv4Net> + 'a {
         Prefixes(self.withdrawn).filter_map(|(len, bytes)| v4(len, bytes))
     }
 
     /// The IPv4 routes announced (outside MP_REACH).
+    #[inline]
     pub fn nlri(&self) -> impl Iterator<Item = Ipv4Net> + 'a {
         Prefixes(self.nlri).filter_map(|(len, bytes)| v4(len, bytes))
     }
 
     /// The attributes as sent: flags, type code and value.
+    #[inline]
     pub fn attributes(&self) -> impl Iterator<Item = RawAttribute<'a>> + 'a {
         Attributes(self.attributes).filter_map(Result::ok)
     }
@@ -120,45 +124,47 @@ impl Update<'_> {
     /// numbers in AS_PATH are 4 octets (the capability was exchanged).
     /// A second copy of any other attribute is ignored (§3 g), not an
     /// error.
+    #[inline]
     pub fn check(&self, four_octet: bool) -> Result<(), UpdateError> {
-        let mut worst: Option<UpdateError> = None;
-        // Attribute codes seen, one bit each.
-        let mut seen = [0u64; 4];
-        let rank = |e: &UpdateError| match e {
-            UpdateError::Reset { .. } => 2,
-            UpdateError::TreatAsWithdraw { .. } => 1,
-            UpdateError::Discard { .. } => 0,
-        };
+        // The most severe verdict so far, ranked 1 (discard), 2 (treat as
+        // withdraw), 3 (reset).
+        let (mut worst, mut rank) = (None, 0u8);
+        // Attribute codes below 64 seen, one bit each (every code checked
+        // below is one of them; a repeat of another changes nothing).
+        let mut seen = 0u64;
+        let width = if four_octet { 4 } else { 2 };
         for a in self.attributes() {
-            let (word, bit) = (usize::from(a.code / 64), 1u64 << (a.code % 64));
-            let first = seen[word] & bit == 0;
-            seen[word] |= bit;
+            let bit = 1u64.checked_shl(u32::from(a.code)).unwrap_or(0);
+            let first = seen & bit == 0;
+            seen |= bit;
             let verdict = match a.code {
-                MP_REACH | MP_UNREACH if !first => Some(UpdateError::Reset {
-                    code: MALFORMED_ATTRIBUTES,
-                }),
+                MP_REACH | MP_UNREACH if !first => Some((
+                    3,
+                    UpdateError::Reset {
+                        code: MALFORMED_ATTRIBUTES,
+                    },
+                )),
                 _ if !first => None,
-                ORIGIN if a.value.len() != 1 || a.value[0] > 2 => Some(withdraw(a.code)),
-                AS_PATH if !as_path_ok(a.value, if four_octet { 4 } else { 2 }) => Some(withdraw(a.code)),
-                NEXT_HOP | MED | LOCAL_PREF if a.value.len() != 4 => Some(withdraw(a.code)),
-                COMMUNITIES if a.value.len() % 4 != 0 => Some(withdraw(a.code)),
-                LARGE_COMMUNITIES if a.value.len() % 12 != 0 => Some(withdraw(a.code)),
-                ATOMIC_AGGREGATE if !a.value.is_empty() => Some(UpdateError::Discard { attribute: a.code }),
-                AGGREGATOR if a.value.len() != if four_octet { 8 } else { 6 } => {
-                    Some(UpdateError::Discard { attribute: a.code })
-                }
+                ORIGIN if a.value.len() != 1 || a.value[0] > 2 => Some((2, withdraw(a.code))),
+                AS_PATH if !as_path_ok(a.value, width) => Some((2, withdraw(a.code))),
+                NEXT_HOP | MED | LOCAL_PREF if a.value.len() != 4 => Some((2, withdraw(a.code))),
+                COMMUNITIES if a.value.len() % 4 != 0 => Some((2, withdraw(a.code))),
+                LARGE_COMMUNITIES if a.value.len() % 12 != 0 => Some((2, withdraw(a.code))),
+                ATOMIC_AGGREGATE if !a.value.is_empty() => Some((1, UpdateError::Discard { attribute: a.code })),
+                AGGREGATOR if a.value.len() != 2 + width => Some((1, UpdateError::Discard { attribute: a.code })),
                 _ => None,
             };
-            if let Some(v) = verdict
-                && worst.as_ref().is_none_or(|w| rank(&v) > rank(w))
+            if let Some((r, v)) = verdict
+                && r > rank
             {
-                worst = Some(v);
+                (worst, rank) = (Some(v), r);
             }
         }
         worst.map_or(Ok(()), Err)
     }
 }
 
+#[inline]
 fn withdraw(attribute: u8) -> UpdateError {
     UpdateError::TreatAsWithdraw { attribute }
 }
@@ -166,6 +172,7 @@ fn withdraw(attribute: u8) -> UpdateError {
 /// Whether `value` is a well-formed AS_PATH: segments of type 1 (SET) or
 /// 2 (SEQUENCE) (3 and 4 for confederations), each with a non-zero count
 /// of `width`-byte AS numbers, exactly filling the value.
+#[inline]
 fn as_path_ok(value: &[u8], width: usize) -> bool {
     let mut rest = value;
     while let [kind, count, tail @ ..] = rest {
@@ -219,6 +226,7 @@ struct Attributes<'a>(&'a [u8]);
 impl<'a> Iterator for Attributes<'a> {
     type Item = Result<RawAttribute<'a>, ()>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.0;
         if rest.is_empty() {
@@ -250,12 +258,35 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
+/// Whether `field` is a well-formed run of attributes (flags, code,
+/// length of one or two bytes, value).
+#[inline]
+fn attributes_ok(field: &[u8]) -> bool {
+    let mut at = 0;
+    while at < field.len() {
+        let Some(&flags) = field.get(at) else { return false };
+        let (head, len) = match flags & 0x10 {
+            0 => match field.get(at + 2) {
+                Some(&l) => (3, usize::from(l)),
+                None => return false,
+            },
+            _ => match field.get(at + 2..at + 4) {
+                Some(l) => (4, usize::from(u16::from_be_bytes([l[0], l[1]]))),
+                None => return false,
+            },
+        };
+        at += head + len;
+    }
+    at == field.len()
+}
+
 /// `(length, bytes)` per prefix of an NLRI field.
 struct Prefixes<'a>(&'a [u8]);
 
 impl<'a> Iterator for Prefixes<'a> {
     type Item = (u8, &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (&len, rest) = self.0.split_first()?;
         let n = usize::from(len).div_ceil(8);
@@ -269,7 +300,12 @@ impl<'a> Iterator for Prefixes<'a> {
 }
 
 /// Whether `field` is a well-formed run of prefixes of at most `max` bits.
+#[inline]
 fn prefixes_ok(field: &[u8], max: u8) -> bool {
+    // Service routes are host routes: a run of /32s is checked by stride.
+    if max == 32 && field.len().is_multiple_of(5) && field.chunks_exact(5).all(|c| c[0] == 32) {
+        return true;
+    }
     let mut rest = field;
     while let Some((&len, tail)) = rest.split_first() {
         let n = usize::from(len).div_ceil(8);
@@ -281,7 +317,11 @@ fn prefixes_ok(field: &[u8], max: u8) -> bool {
     true
 }
 
+#[inline]
 fn v4(len: u8, bytes: &[u8]) -> Option<Ipv4Net> {
+    if let (32, [a, b, c, d]) = (len, bytes) {
+        return Ipv4Net::new(Ipv4Addr::new(*a, *b, *c, *d), 32).ok();
+    }
     let word = match *bytes {
         [] => 0,
         [a] => u32::from_be_bytes([a, 0, 0, 0]),
@@ -407,99 +447,166 @@ trait Nlri {
 }
 
 impl Nlri for Ipv4Net {
+    #[inline]
     fn bits(&self) -> u8 {
         self.prefix_len()
     }
+    #[inline]
     fn bytes(&self) -> impl AsRef<[u8]> {
         self.network().octets()
     }
 }
 
 impl Nlri for Ipv6Net {
+    #[inline]
     fn bits(&self) -> u8 {
         self.prefix_len()
     }
+    #[inline]
     fn bytes(&self) -> impl AsRef<[u8]> {
         self.network().octets()
     }
-}
-
-/// Appends one path attribute (extended length when the value needs it).
-fn put_attribute(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
-    match u8::try_from(value.len()) {
-        Ok(len) => out.extend_from_slice(&[flags & !0x10, code, len]),
-        Err(_) => {
-            out.extend_from_slice(&[flags | 0x10, code]);
-            out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(value);
 }
 
 /// The IPv6 unicast AFI and SAFI, as MP attributes start.
 const IPV6_UNICAST: [u8; 3] = [0, 2, 1];
 
 impl Announce {
-    /// The attributes every route of this announcement carries, NEXT_HOP
-    /// included when `next_hop` (IPv4 routes).
-    fn attributes(&self, next_hop: bool) -> Vec<u8> {
-        let mut attrs = Vec::with_capacity(64);
+    /// The bytes [`Announce::put_attributes`] writes.
+    fn attributes_len(&self, next_hop: bool) -> usize {
+        let head = |len: usize| if len > 255 { 4 } else { 3 };
+        let sized = |len: usize| head(len) + len;
+        let path: usize = self.as_path.chunks(255).map(|c| 2 + 4 * c.len()).sum();
+        let mut n = sized(1) + sized(path);
+        if next_hop && self.next_hop.is_ipv4() {
+            n += sized(4);
+        }
+        if self.local_pref.is_some() {
+            n += sized(4);
+        }
+        if !self.communities.is_empty() {
+            n += sized(4 * self.communities.len());
+        }
+        if !self.large_communities.is_empty() {
+            n += sized(12 * self.large_communities.len());
+        }
+        n
+    }
+
+    /// Appends the attributes every route of this announcement carries,
+    /// NEXT_HOP included when `next_hop` (IPv4 routes), straight into
+    /// `out` (no allocation).
+    fn put_attributes(&self, out: &mut Vec<u8>, next_hop: bool) {
+        let head = |out: &mut Vec<u8>, flags: u8, code: u8, len: usize| match u8::try_from(len) {
+            Ok(l) => out.extend_from_slice(&[flags, code, l]),
+            Err(_) => {
+                out.extend_from_slice(&[flags | 0x10, code]);
+                out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+            }
+        };
         let origin = match self.origin {
             Origin::Igp => 0,
             Origin::Egp => 1,
             Origin::Incomplete => 2,
         };
-        put_attribute(&mut attrs, 0x40, ORIGIN, &[origin]);
-        let mut path = Vec::with_capacity(2 + 4 * self.as_path.len());
+        out.extend_from_slice(&[0x40, ORIGIN, 1, origin]);
+        let path: usize = self.as_path.chunks(255).map(|c| 2 + 4 * c.len()).sum();
+        head(out, 0x40, AS_PATH, path);
         for chunk in self.as_path.chunks(255) {
-            path.push(2); // AS_SEQUENCE
-            path.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+            // AS_SEQUENCE, then the count.
+            out.extend_from_slice(&[2, u8::try_from(chunk.len()).unwrap_or(u8::MAX)]);
             for asn in chunk {
-                path.extend_from_slice(&asn.to_be_bytes());
+                out.extend_from_slice(&asn.to_be_bytes());
             }
         }
-        put_attribute(&mut attrs, 0x40, AS_PATH, &path);
         if let (true, IpAddr::V4(nh)) = (next_hop, self.next_hop) {
-            put_attribute(&mut attrs, 0x40, NEXT_HOP, &nh.octets());
+            out.extend_from_slice(&[0x40, NEXT_HOP, 4]);
+            out.extend_from_slice(&nh.octets());
         }
         if let Some(lp) = self.local_pref {
-            put_attribute(&mut attrs, 0x40, LOCAL_PREF, &lp.to_be_bytes());
+            out.extend_from_slice(&[0x40, LOCAL_PREF, 4]);
+            out.extend_from_slice(&lp.to_be_bytes());
         }
         if !self.communities.is_empty() {
-            let v: Vec<u8> = self.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
-            put_attribute(&mut attrs, 0xc0, COMMUNITIES, &v);
+            head(out, 0xc0, COMMUNITIES, 4 * self.communities.len());
+            for c in &self.communities {
+                out.extend_from_slice(&c.to_be_bytes());
+            }
         }
         if !self.large_communities.is_empty() {
-            let v: Vec<u8> = self
-                .large_communities
-                .iter()
-                .flat_map(|c| c.iter().flat_map(|p| p.to_be_bytes()))
-                .collect();
-            put_attribute(&mut attrs, 0xc0, LARGE_COMMUNITIES, &v);
+            head(out, 0xc0, LARGE_COMMUNITIES, 12 * self.large_communities.len());
+            for c in self.large_communities.iter().flatten() {
+                out.extend_from_slice(&c.to_be_bytes());
+            }
         }
-        attrs
+    }
+
+    /// These attributes encoded once, for writing many UPDATEs with them.
+    pub fn encode(&self) -> Encoded {
+        let mut v4 = Vec::with_capacity(self.attributes_len(true));
+        self.put_attributes(&mut v4, true);
+        let mut v6 = Vec::with_capacity(self.attributes_len(false));
+        self.put_attributes(&mut v6, false);
+        Encoded {
+            v4: self.next_hop.is_ipv4().then_some(v4),
+            v6,
+            next_hop_v6: match self.next_hop {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+            },
+        }
     }
 
     /// Appends UPDATEs announcing the IPv4 `prefixes` with these
     /// attributes to `out`, as many prefixes per message as fit in `max`
-    /// bytes (MetalLB sends one each). 4-octet AS numbers in AS_PATH (the
-    /// capability is always negotiated by lb). Returns how many messages
-    /// were written: none when the next hop is IPv6 (IPv4 routes over an
-    /// IPv6 next hop need RFC 8950, which lb does not offer).
+    /// bytes (MetalLB sends one each). See [`Encoded::write`]; to write
+    /// many times with the same attributes, [`Announce::encode`] them once.
     pub fn write(&self, prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) -> usize {
-        if self.next_hop.is_ipv6() {
-            return 0;
-        }
-        let attrs = self.attributes(true);
-        let fixed = crate::HEADER_LEN + 2 + 2 + attrs.len();
+        self.encode().write(prefixes, max, out)
+    }
+
+    /// Appends UPDATEs announcing the IPv6 `prefixes` in MP_REACH_NLRI.
+    /// See [`Encoded::write_v6`].
+    pub fn write_v6(&self, prefixes: &[Ipv6Net], max: usize, out: &mut Vec<u8>) -> usize {
+        self.encode().write_v6(prefixes, max, out)
+    }
+}
+
+/// An [`Announce`]'s attributes, encoded: writing UPDATEs with them then
+/// allocates nothing and copies the attributes whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// With NEXT_HOP, for IPv4 routes; `None` with an IPv6 next hop.
+    v4: Option<Vec<u8>>,
+    /// Without NEXT_HOP, for IPv6 routes (MP_REACH_NLRI carries it).
+    v6: Vec<u8>,
+    next_hop_v6: Ipv6Addr,
+}
+
+impl Encoded {
+    /// Appends UPDATEs announcing the IPv4 `prefixes` to `out`, as many
+    /// prefixes per message as fit in `max` bytes. 4-octet AS numbers in
+    /// AS_PATH (the capability is always negotiated by lb). Returns how
+    /// many messages were written: none when the next hop is IPv6 (IPv4
+    /// routes over an IPv6 next hop need RFC 8950, which lb does not
+    /// offer).
+    #[inline]
+    pub fn write(&self, prefixes: &[Ipv4Net], max: usize, out: &mut Vec<u8>) -> usize {
+        let Some(attrs) = &self.v4 else { return 0 };
+        let room = max.saturating_sub(crate::HEADER_LEN + 4 + attrs.len());
+        let attrs_len = u16::try_from(attrs.len()).unwrap_or(u16::MAX).to_be_bytes();
         let mut written = 0;
         let mut left = prefixes;
         while !left.is_empty() {
-            let (take, size) = fitting(left, max - fixed.min(max));
-            write_header(out, MessageType::Update, 2 + 2 + attrs.len() + size);
-            out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(&u16::try_from(attrs.len()).unwrap_or(u16::MAX).to_be_bytes());
-            out.extend_from_slice(&attrs);
+            let (take, size) = fitting(left, room);
+            let [l0, l1] = u16::try_from(crate::HEADER_LEN + 4 + attrs.len() + size)
+                .unwrap_or(u16::MAX)
+                .to_be_bytes();
+            // Marker, length, type, no withdrawals, the attributes' length.
+            let mut head = [0xff; crate::HEADER_LEN + 4];
+            head[16..].copy_from_slice(&[l0, l1, 2, 0, 0, attrs_len[0], attrs_len[1]]);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(attrs);
             put_prefixes(&left[..take], out);
             left = &left[take..];
             written += 1;
@@ -512,23 +619,18 @@ impl Announce {
     /// attribute), as many per message as fit in `max` bytes. Returns how
     /// many messages were written.
     pub fn write_v6(&self, prefixes: &[Ipv6Net], max: usize, out: &mut Vec<u8>) -> usize {
-        let attrs = self.attributes(false);
-        let next_hop = match self.next_hop {
-            IpAddr::V6(a) => a,
-            IpAddr::V4(a) => a.to_ipv6_mapped(),
-        };
         // MP_REACH_NLRI with an extended length: flags, code, length,
         // AFI/SAFI, next hop length and address, reserved.
         let mp_fixed = 4 + 3 + 1 + 16 + 1;
-        let fixed = crate::HEADER_LEN + 2 + 2 + mp_fixed + attrs.len();
+        let room = max.saturating_sub(crate::HEADER_LEN + 4 + mp_fixed + self.v6.len());
         let mut written = 0;
         let mut left = prefixes;
         while !left.is_empty() {
-            let (take, size) = fitting(left, max - fixed.min(max));
-            write_header(out, MessageType::Update, 2 + 2 + mp_fixed + attrs.len() + size);
+            let (take, size) = fitting(left, room);
+            write_header(out, MessageType::Update, 4 + mp_fixed + self.v6.len() + size);
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(
-                &u16::try_from(mp_fixed + attrs.len() + size)
+                &u16::try_from(mp_fixed + self.v6.len() + size)
                     .unwrap_or(u16::MAX)
                     .to_be_bytes(),
             );
@@ -536,10 +638,10 @@ impl Announce {
             out.extend_from_slice(&u16::try_from(mp_fixed - 4 + size).unwrap_or(u16::MAX).to_be_bytes());
             out.extend_from_slice(&IPV6_UNICAST);
             out.push(16);
-            out.extend_from_slice(&next_hop.octets());
+            out.extend_from_slice(&self.next_hop_v6.octets());
             out.push(0);
             put_prefixes(&left[..take], out);
-            out.extend_from_slice(&attrs);
+            out.extend_from_slice(&self.v6);
             left = &left[take..];
             written += 1;
         }
@@ -589,6 +691,7 @@ pub fn write_withdrawals_v6(prefixes: &[Ipv6Net], max: usize, out: &mut Vec<u8>)
 
 /// How many of `prefixes`, from the first, fit in `room` bytes (at least
 /// one, so that every call makes progress), and the bytes they take.
+#[inline]
 fn fitting<P: Nlri>(prefixes: &[P], room: usize) -> (usize, usize) {
     let (mut take, mut size) = (0, 0);
     for p in prefixes {
@@ -604,10 +707,12 @@ fn fitting<P: Nlri>(prefixes: &[P], room: usize) -> (usize, usize) {
 
 /// Appends `prefixes` in NLRI form: a length, then as many bytes as it
 /// covers.
+#[inline]
 fn put_prefixes<P: Nlri>(prefixes: &[P], out: &mut Vec<u8>) {
     for p in prefixes {
+        let n = usize::from(p.bits()).div_ceil(8);
         out.push(p.bits());
-        out.extend_from_slice(&p.bytes().as_ref()[..usize::from(p.bits()).div_ceil(8)]);
+        out.extend_from_slice(&p.bytes().as_ref()[..n]);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use lb_bgp::update::{self, mp_reach_v6};
 use lb_bgp::{Announce, DecodeError, MAX_LEN, Message, NotificationCode, Origin, Update, UpdateError, frame};
 use proptest::prelude::*;
@@ -124,26 +124,60 @@ fn announcements_pack_many_prefixes_per_update() {
 }
 
 proptest! {
+    /// Any attributes (long AS paths, many communities: extended lengths)
+    /// and prefixes, of either family, read back exactly, every message
+    /// within `max`.
     #[test]
     fn any_announcement_reads_back(
-        prefixes in proptest::collection::vec((any::<u32>(), 0u8..=32), 0..300),
+        prefixes in proptest::collection::vec((any::<u128>(), 0u8..=128), 0..300),
         path in proptest::collection::vec(any::<u32>(), 0..300),
         lp in proptest::option::of(any::<u32>()),
+        communities in proptest::collection::vec(any::<u32>(), 0..100),
+        large in proptest::collection::vec(proptest::array::uniform3(any::<u32>()), 0..30),
+        v6 in any::<bool>(),
         max in 64usize..=4096,
     ) {
-        let prefixes: Vec<Ipv4Net> = prefixes.into_iter().map(|(a, l)| Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc()).collect();
-        let a = Announce { origin: Origin::Incomplete, as_path: path, next_hop: Ipv4Addr::new(10, 0, 0, 1).into(), local_pref: lp, communities: vec![], large_communities: vec![] };
+        let a = Announce { origin: Origin::Incomplete, as_path: path.clone(), next_hop: Ipv4Addr::new(10, 0, 0, 1).into(), local_pref: lp, communities: communities.clone(), large_communities: large.clone() };
         let mut out = Vec::new();
-        a.write(&prefixes, max, &mut out);
+        let (v4s, v6s): (Vec<Ipv4Net>, Vec<Ipv6Net>) = match v6 {
+            false => (prefixes.iter().map(|(a, l)| Ipv4Net::new(Ipv4Addr::from(*a as u32), l % 33).unwrap().trunc()).collect(), vec![]),
+            true => (vec![], prefixes.iter().map(|(a, l)| Ipv6Net::new(Ipv6Addr::from(*a), *l).unwrap().trunc()).collect()),
+        };
+        let n = a.write(&v4s, max, &mut out) + a.write_v6(&v6s, max, &mut out);
         let mut rest = &out[..];
-        let mut got = Vec::new();
+        let (mut got4, mut got6, mut messages) = (Vec::new(), Vec::new(), 0);
         while let Some((k, m)) = frame(rest, 65535).unwrap() {
             let Message::Update(u) = Message::decode(k, m).unwrap() else { panic!() };
             prop_assert_eq!(u.check(true), Ok(()));
-            got.extend(u.nlri());
+            // Over `max` only when the attributes alone do not fit.
+            let attrs: usize = u.attributes().map(|a| a.value.len() + 4).sum();
+            prop_assert!(m.len() <= max || attrs + 60 > max, "{} > {}", m.len(), max);
+            got4.extend(u.nlri());
+            for at in u.attributes() {
+                match at.code {
+                    update::MP_REACH => {
+                        let mp = mp_reach_v6(at.value).unwrap().unwrap();
+                        prop_assert_eq!(mp.next_hop, "::ffff:10.0.0.1".parse::<Ipv6Addr>().unwrap());
+                        got6.extend(mp.prefixes());
+                    }
+                    update::COMMUNITIES => {
+                        let got: Vec<u32> = at.value.chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+                        prop_assert_eq!(&got, &communities);
+                    }
+                    update::LARGE_COMMUNITIES => prop_assert_eq!(at.value.len(), 12 * large.len()),
+                    update::AS_PATH => {
+                        let asns: Vec<u32> = at.value.chunks(2 + 4 * 255).flat_map(|seg| seg[2..].chunks(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect();
+                        prop_assert_eq!(&asns, &path);
+                    }
+                    _ => {}
+                }
+            }
             rest = &rest[m.len()..];
+            messages += 1;
         }
-        prop_assert_eq!(got, prefixes);
+        prop_assert_eq!(messages, n);
+        prop_assert_eq!(got4, v4s);
+        prop_assert_eq!(got6, v6s);
     }
 
     /// Arbitrary UPDATE bodies: decode fails cleanly or gives iterators
