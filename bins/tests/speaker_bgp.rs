@@ -245,3 +245,183 @@ fn a_restarted_peer_gets_the_table_again_and_a_frozen_one_is_cut_off() {
     });
     eventually("learned after the thaw", || bird.routes().contains("198.51.100.10/32"));
 }
+
+/// A router and a node in network namespaces this test creates, joined by
+/// a veth (192.0.2.1 / 2001:db8::1 on the router, .2 / ::2 on the node);
+/// removed on drop with every process started in them.
+struct Netns {
+    router: String,
+    node: String,
+    children: Vec<Running>,
+}
+
+impl Netns {
+    fn create() -> Option<Netns> {
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
+        let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+        if !(root && ip) {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the BGP netns test (root and iproute2)"
+            );
+            eprintln!("skipped: the BGP netns test needs root and iproute2");
+            return None;
+        }
+        let tag = std::process::id() % 100_000;
+        let n = Netns {
+            router: format!("lbbgp{tag}r"),
+            node: format!("lbbgp{tag}n"),
+            children: Vec::new(),
+        };
+        let (vr, vn) = (format!("lbb{tag}r"), format!("lbb{tag}n"));
+        for cmd in [
+            format!("ip netns add {}", n.router),
+            format!("ip netns add {}", n.node),
+            format!("ip link add {vr} type veth peer name {vn}"),
+            format!("ip link set {vr} netns {}", n.router),
+            format!("ip link set {vn} netns {}", n.node),
+            format!("ip -n {} link set lo up", n.router),
+            format!("ip -n {} link set lo up", n.node),
+            format!("ip -n {} addr add 192.0.2.1/24 dev {vr}", n.router),
+            format!("ip -n {} addr add 2001:db8::1/64 dev {vr} nodad", n.router),
+            format!("ip -n {} addr add 192.0.2.2/24 dev {vn}", n.node),
+            format!("ip -n {} addr add 2001:db8::2/64 dev {vn} nodad", n.node),
+            format!("ip -n {} link set {vr} up", n.router),
+            format!("ip -n {} link set {vn} up", n.node),
+            // The Service addresses, where the node's data plane has them.
+            format!("ip -n {} addr add 198.51.100.10/32 dev lo", n.node),
+            format!("ip -n {} addr add 2001:db8:100::10/128 dev lo", n.node),
+        ] {
+            let ok = Command::new("sh").args(["-c", &cmd]).status().unwrap().success();
+            assert!(ok, "{cmd}");
+        }
+        Some(n)
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str], log: &Path) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        self.children.push(Running(child));
+    }
+
+    fn run(&self, ns: &str, cmd: &str) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.children.clear();
+        for ns in [&self.router, &self.node] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The realistic case: BIRD on a router one hop away installs what the
+/// speaker announces in its kernel table, and packets to the Service
+/// addresses reach the node (ping, both families); the Service gone, the
+/// router's routes go.
+#[test]
+fn a_router_forwards_to_the_service_addresses_the_speaker_announces() {
+    if !bird_available() {
+        return;
+    }
+    let Some(mut lab) = Netns::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bird.conf");
+    std::fs::write(
+        &conf,
+        "log stderr all;\nrouter id 192.0.2.1;\nprotocol device { }\nprotocol direct { ipv4; ipv6; }\n\
+         protocol kernel k4 { ipv4 { export where source = RTS_BGP; }; }\n\
+         protocol kernel k6 { ipv6 { export where source = RTS_BGP; }; }\n\
+         protocol bgp n4 { local as 65000; neighbor 192.0.2.2 as 65001; passive on; hold time 9; ipv4 { import all; export none; }; }\n\
+         protocol bgp n6 { local as 65000; neighbor 2001:db8::2 as 65001; passive on; hold time 9; ipv6 { import all; export none; }; }\n",
+    )
+    .unwrap();
+    let ctl = dir.path().join("bird.ctl").to_string_lossy().into_owned();
+    let router = lab.router.clone();
+    lab.spawn(
+        &router,
+        &["bird", "-f", "-c", conf.to_str().unwrap(), "-s", &ctl],
+        &dir.path().join("bird.log"),
+    );
+    let manifests_dir = dir.path().join("m");
+    std::fs::create_dir_all(&manifests_dir).unwrap();
+    let write = |service: bool| {
+        let mut all = "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\nstatus: {addresses: [{type: InternalIP, address: 192.0.2.2}]}\n---\n\
+             apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: pub, namespace: metallb-system}\n\
+             spec: {addresses: [198.51.100.0/24, \"2001:db8:100::/64\"]}\n---\n\
+             apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: ad, namespace: metallb-system}\n---\n\
+             apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r4, namespace: metallb-system}\n\
+             spec: {myASN: 65001, peerASN: 65000, peerAddress: 192.0.2.1, connectTime: 1s}\n---\n\
+             apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r6, namespace: metallb-system}\n\
+             spec: {myASN: 65001, peerASN: 65000, peerAddress: \"2001:db8::1\", connectTime: 1s}\n"
+            .to_owned();
+        if service {
+            all += "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default, annotations: {metallb.io/loadBalancerIPs: \"198.51.100.10,2001:db8:100::10\"}}\n\
+                    spec: {type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], ports: [{port: 80}]}\n---\n\
+                    apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\n\
+                    addressType: IPv4\nendpoints: [{addresses: [10.0.0.5], nodeName: node-a, conditions: {ready: true}}]\n";
+        }
+        std::fs::write(manifests_dir.join("cluster.yaml"), all).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_lb-controller"))
+            .args(["--manifests", manifests_dir.to_str().unwrap(), "--once"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    write(true);
+    let node = lab.node.clone();
+    lab.spawn(
+        &node,
+        &[
+            env!("CARGO_BIN_EXE_lb-speaker"),
+            "--manifests",
+            manifests_dir.to_str().unwrap(),
+            "--node",
+            "node-a",
+            "--no-memberlist",
+            "--exclude-interface",
+            ".*",
+            "--no-realtime",
+            "--poll-ms",
+            "100",
+        ],
+        &dir.path().join("speaker.log"),
+    );
+    let fib = |family: &str, ip: &str| lab.run(&router, &format!("ip {family} route show {ip}")).1;
+    eventually("the router's kernel has the IPv4 route", || {
+        fib("-4", "198.51.100.10").contains("via 192.0.2.2")
+    });
+    eventually("and the IPv6 one", || {
+        fib("-6", "2001:db8:100::10").contains("via 2001:db8::2")
+    });
+    assert!(
+        lab.run(&router, "ping -c 1 -W 2 198.51.100.10").0,
+        "no IPv4 answer through the route"
+    );
+    assert!(
+        lab.run(&router, "ping -6 -c 1 -W 2 2001:db8:100::10").0,
+        "no IPv6 answer through the route"
+    );
+    // The Service goes: so do the router's routes.
+    write(false);
+    eventually("the IPv4 route withdrawn", || {
+        !fib("-4", "198.51.100.10").contains("via")
+    });
+    eventually("the IPv6 route withdrawn", || {
+        !fib("-6", "2001:db8:100::10").contains("via")
+    });
+    let speaker_log = std::fs::read_to_string(dir.path().join("speaker.log")).unwrap_or_default();
+    assert!(!speaker_log.contains("ERROR"), "{speaker_log}");
+}
