@@ -236,8 +236,12 @@ pub struct OpenMessage {
     pub families: Vec<(u16, u8)>,
     /// Offer route refresh and enhanced route refresh.
     pub route_refresh: bool,
-    /// Offer graceful restart with this restart time (seconds, at most
-    /// 4095), restarting or not.
+    /// Offer graceful restart (RFC 4724) with this restart time
+    /// (seconds, at most 4095), restarting or not, for every family
+    /// offered, with their forwarding state kept (F bit): what lb
+    /// announces is forwarded by the node's data plane, which a restart of
+    /// the speaker leaves in place, so a peer may keep the routes until
+    /// the new session's End-of-RIB.
     pub graceful_restart: Option<(u16, bool)>,
 }
 
@@ -265,7 +269,7 @@ impl OpenMessage {
             let mut v = (flags | time).to_be_bytes().to_vec();
             for (afi, safi) in &self.families {
                 v.extend_from_slice(&afi.to_be_bytes());
-                v.extend_from_slice(&[*safi, 0]);
+                v.extend_from_slice(&[*safi, 0x80]);
             }
             cap(64, &v);
         }

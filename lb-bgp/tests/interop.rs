@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use lb_bgp::session::{Config, Event, Input, PeerAs};
 use lb_bgp::{Announce, Origin, Session, State};
 
@@ -124,7 +124,8 @@ fn start_gobgp(addr: Ipv4Addr, port: u16, api: u16) -> Option<Peer> {
              [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"127.0.0.1\"\n    peer-as = 65001\n\
              [neighbors.transport.config]\n    passive-mode = true\n    local-address = \"{addr}\"\n\
              [neighbors.timers.config]\n    hold-time = 90\n\
-             [[neighbors.afi-safis]]\n  [neighbors.afi-safis.config]\n    afi-safi-name = \"ipv4-unicast\"\n"
+             [[neighbors.afi-safis]]\n  [neighbors.afi-safis.config]\n    afi-safi-name = \"ipv4-unicast\"\n\
+             [[neighbors.afi-safis]]\n  [neighbors.afi-safis.config]\n    afi-safi-name = \"ipv6-unicast\"\n"
         ),
     )
     .unwrap();
@@ -166,6 +167,7 @@ fn start_frr(addr: Ipv4Addr, port: u16) -> Option<Peer> {
             "frr defaults traditional\nhostname frr-lb\nlog stdout informational\nrouter bgp 65000\n bgp router-id {addr}\n\
              no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n neighbor 127.0.0.1 remote-as 65001\n\
              neighbor 127.0.0.1 passive\n neighbor 127.0.0.1 ebgp-multihop 2\n address-family ipv4 unicast\n\
+             neighbor 127.0.0.1 activate\n exit-address-family\n address-family ipv6 unicast\n\
              neighbor 127.0.0.1 activate\n exit-address-family\n"
         ),
     )
@@ -233,14 +235,15 @@ fn drive(
     }
 }
 
-/// Establishes with `peer` at `addr:port`, announces three routes, waits
-/// until its CLI's `table` shows them with `attributes`, and stops, until
+/// Establishes with `peer` at `addr:port`, announces three IPv4 routes and
+/// an IPv6 one, waits until its CLI's `table` shows the first with
+/// `attributes` (and `table6` the last), and stops, until
 /// its CLI's answer to `after_stop` passes `stopped`.
 fn announce_to(
     peer: &Peer,
     addr: Ipv4Addr,
     port: u16,
-    table: &str,
+    (table, table6): (&str, Option<&str>),
     attributes: &[&str],
     after_stop: &str,
     stopped: &dyn Fn(&str) -> bool,
@@ -288,6 +291,20 @@ fn announce_to(
     }
     .write(&routes, lb_bgp::MAX_LEN, &mut update);
     assert_eq!(n, 1);
+    // An IPv6 /128 over the same (IPv4) session: MP_REACH_NLRI with the
+    // IPv4-mapped next hop, as FRR and GoBGP send it; then both
+    // End-of-RIBs.
+    let v6: Ipv6Net = "2001:db8:100::10/128".parse().unwrap();
+    Announce {
+        origin: Origin::Igp,
+        as_path: vec![65001],
+        next_hop: Ipv4Addr::new(192, 0, 2, 10).into(),
+        local_pref: None,
+        communities: vec![(65001 << 16) | 100],
+        large_communities: vec![],
+    }
+    .write_v6(&[v6], lb_bgp::MAX_LEN, &mut update);
+    lb_bgp::update::write_end_of_rib_v6(&mut update);
     assert!(session.send(&update));
     assert!(
         session.send(
@@ -317,6 +334,19 @@ fn announce_to(
     }
     for a in attributes {
         assert!(shown.contains(a), "no {a:?} in:\n{shown}");
+    }
+    if let Some(table6) = table6 {
+        let start = Instant::now();
+        let mut shown6 = String::new();
+        while start.elapsed() < Duration::from_secs(10) && !shown6.contains("2001:db8:100::10/128") {
+            drive(&mut session, &mut tcp, &mut events, |_, _| true);
+            shown6 = (peer.cli)(table6);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            shown6.contains("2001:db8:100::10/128"),
+            "the IPv6 route is not in the peer's table:\n{shown6}"
+        );
     }
 
     // A stop with a shutdown communication: BIRD logs the text.
@@ -348,7 +378,9 @@ fn bird_learns_what_lb_bgp_announces_and_hears_why_it_stops() {
         &bird,
         addr,
         1179,
-        "show route all",
+        // BIRD takes no IPv4-mapped next hop on an IPv4 session; it learns
+        // IPv6 routes over IPv6 sessions (bins/tests/speaker_bgp.rs).
+        ("show route all", None),
         &["(65001,100)", "(65001, 7, 9)", "BGP.as_path: 65001", "BGP.origin: IGP"],
         "show protocols all lb",
         // The shutdown communication, as BIRD heard it.
@@ -367,7 +399,7 @@ fn gobgp_learns_what_lb_bgp_announces() {
         &gobgp,
         addr,
         1790,
-        "global rib -a ipv4",
+        ("global rib -a ipv4", Some("global rib -a ipv6")),
         &["65001", "192.0.2.10"],
         "neighbor",
         &|s| s.contains("127.0.0.1") && !s.contains("Establ"),
@@ -382,7 +414,7 @@ fn frr_learns_what_lb_bgp_announces() {
         &frr,
         addr,
         1181,
-        "show bgp ipv4 unicast",
+        ("show bgp ipv4 unicast", Some("show bgp ipv6 unicast")),
         &["65001", "192.0.2.10"],
         "show bgp neighbors 127.0.0.1",
         &|s| s.contains("BGP state = ") && !s.contains("BGP state = Established"),

@@ -281,9 +281,16 @@ fn graceful_restart_is_offered_when_configured() {
     let lb_bgp::Message::Open(o) = lb_bgp::Message::decode(kind, m).unwrap() else {
         panic!()
     };
+    // Not restarting; both families with their forwarding state kept (F),
+    // so a peer keeps the routes through a restart of the speaker until
+    // its End-of-RIB.
     assert!(
-        o.capabilities()
-            .any(|c| matches!(c, lb_bgp::Capability::GracefulRestart { time: 120, .. })),
+        o.capabilities().any(|c| c
+            == lb_bgp::Capability::GracefulRestart {
+                flags: 0,
+                time: 120,
+                families: &[0, 1, 1, 0x80, 0, 2, 1, 0x80],
+            }),
         "{:?}",
         o.capabilities().collect::<Vec<_>>()
     );

@@ -209,6 +209,7 @@ fn advertisements_without_a_spec_are_taken_as_metallb_takes_them() {
                 "BFDProfile",
                 "Community",
                 "ServiceL2Status",
+                "ServiceBGPStatus",
             ]
             .contains(&kind.as_str());
             assert_eq!(!required.contains(&"spec".to_owned()), optional, "{kind} {}", v.name);
