@@ -234,7 +234,7 @@ pub struct OpenMessage {
     /// Address families to announce `(afi, safi)`: a multiprotocol
     /// capability each.
     pub families: Vec<(u16, u8)>,
-    /// Offer route refresh and enhanced route refresh.
+    /// Offer route refresh (RFC 2918).
     pub route_refresh: bool,
     /// Offer graceful restart (RFC 4724) with this restart time
     /// (seconds, at most 4095), restarting or not, for every family
@@ -261,7 +261,6 @@ impl OpenMessage {
         }
         if self.route_refresh {
             cap(2, &[]);
-            cap(70, &[]);
         }
         if let Some((time, restarting)) = self.graceful_restart {
             let time = time.min(0x0fff);

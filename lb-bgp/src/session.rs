@@ -6,10 +6,14 @@
 //! ([`Session::poll_event`]).
 //!
 //! This speaker dials out, as MetalLB's does: it does not listen, so
-//! connection collisions (§6.8) do not arise. After an error the session
-//! goes to Idle and starts again by itself after an idle hold time that
-//! doubles on each consecutive failure (1 s up to 120 s); a stop by the
-//! caller stays stopped.
+//! connection collisions (§6.8) do not arise. A connection that cannot be
+//! opened is tried again after a wait that doubles from 1 s up to the
+//! ConnectRetry time; after an error on a connection the session goes to
+//! Idle and starts again by itself after an idle hold time that doubles on
+//! each consecutive failure (1 s up to 120 s). Both waits start again from
+//! 1 s only once a session has stayed established for a minute, so a peer
+//! that resets every session at once is not redialled every second. A stop
+//! by the caller stays stopped.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -97,6 +101,10 @@ pub struct Peer {
     pub hold_time: u16,
     /// Whether it offered route refresh.
     pub route_refresh: bool,
+    /// Whether it offered graceful restart (RFC 4724): with it, a session
+    /// closed without a NOTIFICATION leaves the routes with the peer for
+    /// the restart time, until the next session's End-of-RIB.
+    pub graceful_restart: bool,
     /// The time between this side's KEEPALIVEs (0: none).
     pub keepalive_time: u16,
     /// The address families both offered.
@@ -161,6 +169,8 @@ pub struct Session {
     /// When to start again by itself after an error, and the next wait.
     idle_hold: Option<Instant>,
     backoff: Duration,
+    /// Since when the session has been established.
+    up_since: Option<Instant>,
     peer: Option<Peer>,
     received: Vec<u8>,
     transmit: Vec<u8>,
@@ -172,6 +182,9 @@ pub struct Session {
 const OPEN_HOLD: Duration = Duration::from_secs(240);
 /// The first and longest wait before starting again after an error.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(120));
+/// How long a session must stay established before a failure counts as a
+/// first one again (BIRD's "error forget time" idea).
+const STABLE: Duration = Duration::from_secs(60);
 
 impl Session {
     /// A session in Idle.
@@ -184,6 +197,7 @@ impl Session {
             keepalive: None,
             idle_hold: None,
             backoff: BACKOFF.0,
+            up_since: None,
             peer: None,
             received: Vec::new(),
             transmit: Vec::new(),
@@ -228,6 +242,10 @@ impl Session {
                     Notification::write_shutdown(NotificationCode::ADMINISTRATIVE_SHUTDOWN, why, &mut self.transmit);
                 }
                 let was = self.state;
+                // A dial in progress is abandoned too.
+                if matches!(was, State::Connect | State::Active) {
+                    self.events.push_back(Event::Disconnect);
+                }
                 self.idle(None);
                 if was != State::Idle {
                     self.events.push_back(Event::Down(Down::Stopped));
@@ -241,6 +259,8 @@ impl Session {
                         hold_time: self.config.hold_time,
                         bgp_id: self.config.bgp_id,
                         families: self.config.families.clone(),
+                        // RFC 2918's; not RFC 7313's enhanced form, whose
+                        // demarcation messages lb does not send.
                         route_refresh: true,
                         // Not restarting: the routes are announced anew.
                         graceful_restart: self.config.graceful_restart.map(|t| (t.min(4095), false)),
@@ -254,7 +274,11 @@ impl Session {
                 State::Connect | State::OpenSent => {
                     self.received.clear();
                     self.hold = None;
-                    self.connect_retry = Some(now + self.config.connect_retry);
+                    // Again soon, then less and less often: a router that
+                    // is coming back is found within seconds, one that is
+                    // gone is not hammered.
+                    let wait = self.next_backoff(now).min(self.config.connect_retry);
+                    self.connect_retry = Some(now + wait);
                     self.state = State::Active;
                     self.events.push_back(Event::Disconnect);
                 }
@@ -352,10 +376,24 @@ impl Session {
         if let Some(code) = notify {
             Notification::write(code, data, &mut self.transmit);
         }
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        let wait = self.next_backoff(now);
         self.idle(Some(now + wait));
         self.events.push_back(Event::Down(why));
+    }
+
+    /// The wait before the next attempt, doubling the one after; from the
+    /// first again when the last session stayed up for [`STABLE`].
+    fn next_backoff(&mut self, now: Instant) -> Duration {
+        if self
+            .up_since
+            .take()
+            .is_some_and(|t| now.saturating_duration_since(t) >= STABLE)
+        {
+            self.backoff = BACKOFF.0;
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        wait
     }
 
     /// Reads every whole message received.
@@ -394,8 +432,7 @@ impl Session {
         match (self.state, m) {
             (_, Message::Notification(n)) => {
                 let why = Down::PeerNotified(n.code, n.shutdown_message().map(str::to_owned));
-                let wait = self.backoff;
-                self.backoff = (self.backoff * 2).min(BACKOFF.1);
+                let wait = self.next_backoff(now);
                 self.idle(Some(now + wait));
                 self.events.push_back(Event::Down(why));
             }
@@ -421,18 +458,25 @@ impl Session {
                     0 => 0,
                     h => self.config.keepalive_time.map_or(h / 3, |k| k.min(h / 3)).max(1),
                 };
-                let offered: Vec<(u16, u8)> = o
+                let mut offered: Vec<(u16, u8)> = o
                     .capabilities()
                     .filter_map(|c| match c {
                         Capability::Multiprotocol { afi, safi } => Some((afi, safi)),
                         _ => None,
                     })
                     .collect();
+                // No multiprotocol capability: IPv4 unicast (RFC 4760 §8).
+                if offered.is_empty() {
+                    offered.push((1, 1));
+                }
                 self.peer = Some(Peer {
                     asn,
                     bgp_id: o.bgp_id,
                     hold_time,
                     route_refresh: o.capabilities().any(|c| c == Capability::RouteRefresh),
+                    graceful_restart: o
+                        .capabilities()
+                        .any(|c| matches!(c, Capability::GracefulRestart { .. })),
                     keepalive_time,
                     families: self
                         .config
@@ -448,7 +492,7 @@ impl Session {
             }
             (State::OpenConfirm, Message::Keepalive) => {
                 self.arm_hold(now);
-                self.backoff = BACKOFF.0;
+                self.up_since = Some(now);
                 self.state = State::Established;
                 if let Some(p) = self.peer.clone() {
                     self.events.push_back(Event::Established(p));
@@ -460,7 +504,16 @@ impl Session {
                 self.events.push_back(Event::UpdateReceived);
             }
             (State::Established, Message::RouteRefresh(r)) => {
-                self.events.push_back(Event::RouteRefresh(r.afi, r.safi));
+                // A request (subtype 0) for a family of this session; the
+                // demarcations of an enhanced refresh (RFC 7313, not
+                // offered) are ignored.
+                let negotiated = self
+                    .peer
+                    .as_ref()
+                    .is_some_and(|p| p.families.contains(&(r.afi, r.safi)));
+                if r.subtype == 0 && negotiated {
+                    self.events.push_back(Event::RouteRefresh(r.afi, r.safi));
+                }
             }
             // Anything else is out of place: Finite State Machine Error,
             // with the state as subcode (RFC 6608).

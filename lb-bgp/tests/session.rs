@@ -317,3 +317,135 @@ fn a_peer_without_four_octet_as_numbers_is_refused() {
     assert_eq!(n.code, NotificationCode::UNSUPPORTED_CAPABILITY);
     assert_eq!(s.state(), State::Idle);
 }
+
+/// The times of `s`'s Connect events while the caller's dials all fail,
+/// until `until`.
+fn failing_dials(s: &mut Session, start: Instant, until: Duration) -> Vec<u64> {
+    let mut now = start;
+    let mut at = Vec::new();
+    s.handle_input(now, Input::ManualStart);
+    loop {
+        while let Some(e) = s.poll_event() {
+            if e == Event::Connect {
+                at.push(now.duration_since(start).as_secs());
+                s.handle_input(now, Input::TcpConnectionFails);
+            }
+        }
+        match s.poll_timeout() {
+            Some(t) if t <= start + until => {
+                now = t;
+                s.handle_timeout(now);
+            }
+            _ => return at,
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_refuses_is_redialled_soon_then_less_often() {
+    // ConnectRetry 120 s (the default): 1, 2, 4 … s apart, at most 120.
+    let mut c = config(65001, Some(65000), 1, 90);
+    c.connect_retry = Duration::from_secs(120);
+    let at = failing_dials(&mut Session::new(c), Instant::now(), Duration::from_secs(600));
+    assert_eq!(&at[..8], &[0, 1, 3, 7, 15, 31, 63, 127], "{at:?}");
+    assert_eq!(at[8] - at[7], 120, "{at:?}");
+    // A shorter ConnectRetry caps the wait.
+    let mut c = config(65001, Some(65000), 1, 90);
+    c.connect_retry = Duration::from_secs(5);
+    let at = failing_dials(&mut Session::new(c), Instant::now(), Duration::from_secs(40));
+    assert_eq!(&at[..6], &[0, 1, 3, 7, 12, 17], "{at:?}");
+}
+
+/// `a` connected to a fresh peer and established.
+fn establish_with_fresh_peer(a: Session, now: Instant) -> Pair {
+    let mut b = Session::new(config(65000, None, 2, 90));
+    b.handle_input(now, Input::ManualStart);
+    let mut p = Pair {
+        now,
+        a,
+        b,
+        linked: true,
+        events: Vec::new(),
+    };
+    p.drain();
+    p.a.handle_input(now, Input::TcpConnectionConfirmed);
+    p.b.handle_input(now, Input::TcpConnectionConfirmed);
+    p.drain();
+    assert_eq!(p.a.state(), State::Established);
+    p
+}
+
+#[test]
+fn a_peer_that_resets_every_session_at_once_is_not_redialled_every_second() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut a = Session::new(config(65001, Some(65000), 1, 90));
+    a.handle_input(now, Input::ManualStart);
+    let mut dials = Vec::new();
+    for round in 0..6 {
+        // Until `a` dials again by itself.
+        loop {
+            match a.poll_event() {
+                Some(Event::Connect) => break,
+                Some(_) => continue,
+                None => {
+                    now = a.poll_timeout().unwrap();
+                    a.handle_timeout(now);
+                }
+            }
+        }
+        dials.push(now.duration_since(start).as_secs());
+        let mut p = establish_with_fresh_peer(a, now);
+        // Once, the session stays up for a while.
+        if round == 3 {
+            p.run(p.now + Duration::from_secs(150));
+        }
+        // The peer resets it (a policy reject, a prefix limit).
+        p.b.handle_input(p.now, Input::ManualStop("rejected"));
+        p.drain();
+        assert_eq!(p.a.state(), State::Idle);
+        (a, now) = (p.a, p.now);
+    }
+    // 1, 2, 4 s; after a session that lasted, from 1 s again.
+    assert_eq!(dials, [0, 1, 3, 7, 158, 160]);
+}
+
+/// A peer that offers no multiprotocol capability takes IPv4 unicast (RFC
+/// 4760 §8).
+#[test]
+fn no_multiprotocol_capability_means_ipv4_unicast() {
+    let mut s = Session::new(config(65001, Some(65000), 1, 90));
+    let now = Instant::now();
+    s.handle_input(now, Input::ManualStart);
+    s.handle_input(now, Input::TcpConnectionConfirmed);
+    // An OPEN from AS 65000 with only the 4-octet AS capability.
+    let mut open = vec![0xff; 16];
+    open.extend_from_slice(&[
+        0, 37, 1, 4, 0xfd, 0xe8, 0, 90, 192, 0, 2, 2, 8, 2, 6, 65, 4, 0, 0, 0xfd, 0xe8,
+    ]);
+    s.handle_input(now, Input::Received(&open));
+    s.handle_input(now, Input::Received(&[0xff; 16]));
+    s.handle_input(now, Input::Received(&[0, 19, 4]));
+    let peer = std::iter::from_fn(|| s.poll_event())
+        .find_map(|e| match e {
+            Event::Established(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(peer.families, [(1, 1)]);
+    assert!(!peer.graceful_restart);
+}
+
+/// A stop while dialling tells the caller to drop the dial.
+#[test]
+fn a_stop_while_connecting_abandons_the_dial() {
+    let mut s = Session::new(config(65001, Some(65000), 1, 90));
+    let now = Instant::now();
+    s.handle_input(now, Input::ManualStart);
+    assert_eq!(s.poll_event(), Some(Event::Connect));
+    s.handle_input(now, Input::ManualStop("bye"));
+    assert_eq!(s.poll_event(), Some(Event::Disconnect));
+    assert_eq!(s.poll_event(), Some(Event::Down(Down::Stopped)));
+    let mut out = Vec::new();
+    assert!(!s.poll_transmit(&mut out), "nothing to send without a connection");
+}
