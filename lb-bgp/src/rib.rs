@@ -89,7 +89,8 @@ impl AdjRibOut {
             }
         }
         for (a, (v4, v6)) in &changed {
-            written += a.write(v4, max, out) + a.write_v6(v6, max, out);
+            let encoded = a.encode();
+            written += encoded.write(v4, max, out) + encoded.write_v6(v6, max, out);
         }
         self.sent = desired
             .iter()

@@ -469,7 +469,7 @@ impl Nlri for Ipv6Net {
 }
 
 /// The IPv6 unicast AFI and SAFI, as MP attributes start.
-const IPV6_UNICAST: [u8; 3] = [0, 2, 1];
+const IPV6_UNICAST_WIRE: [u8; 3] = [0, 2, 1];
 
 impl Announce {
     /// The bytes [`Announce::put_attributes`] writes.
@@ -636,7 +636,7 @@ impl Encoded {
             );
             out.extend_from_slice(&[0x90, MP_REACH]);
             out.extend_from_slice(&u16::try_from(mp_fixed - 4 + size).unwrap_or(u16::MAX).to_be_bytes());
-            out.extend_from_slice(&IPV6_UNICAST);
+            out.extend_from_slice(&IPV6_UNICAST_WIRE);
             out.push(16);
             out.extend_from_slice(&self.next_hop_v6.octets());
             out.push(0);
@@ -681,7 +681,7 @@ pub fn write_withdrawals_v6(prefixes: &[Ipv6Net], max: usize, out: &mut Vec<u8>)
         out.extend_from_slice(&u16::try_from(4 + 3 + size).unwrap_or(u16::MAX).to_be_bytes());
         out.extend_from_slice(&[0x90, MP_UNREACH]);
         out.extend_from_slice(&u16::try_from(3 + size).unwrap_or(u16::MAX).to_be_bytes());
-        out.extend_from_slice(&IPV6_UNICAST);
+        out.extend_from_slice(&IPV6_UNICAST_WIRE);
         put_prefixes(&left[..take], out);
         left = &left[take..];
         written += 1;
@@ -727,5 +727,5 @@ pub fn write_end_of_rib(out: &mut Vec<u8>) {
 pub fn write_end_of_rib_v6(out: &mut Vec<u8>) {
     write_header(out, MessageType::Update, 4 + 6);
     out.extend_from_slice(&[0, 0, 0, 6, 0x80, MP_UNREACH, 3]);
-    out.extend_from_slice(&IPV6_UNICAST);
+    out.extend_from_slice(&IPV6_UNICAST_WIRE);
 }

@@ -24,7 +24,7 @@ pub fn label_selector(s: &meta::LabelSelector) -> Result<LabelSelector, String> 
     Ok(LabelSelector::new(labels, exprs))
 }
 
-fn selectors(
+pub(crate) fn selectors(
     list: Option<&Vec<meta::LabelSelector>>,
     field: &str,
     errors: &mut Vec<(String, String)>,

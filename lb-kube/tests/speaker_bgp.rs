@@ -305,6 +305,15 @@ fn every_invalid_field_is_reported_and_disables_only_its_object() {
             "spec.ebgpMultiHop",
         ),
         ("peerASN: 65000, peerAddress: 192.0.2.254, vrf: red", "spec.vrf"),
+        (
+            "peerASN: 65000, peerAddress: 192.0.2.254, routerID: 0.0.0.0",
+            "spec.routerID",
+        ),
+        ("peerASN: 23456, peerAddress: 192.0.2.254", "spec.peerASN"),
+        (
+            "peerASN: 65000, peerAddress: 192.0.2.254, nodeSelectors: [{matchExpressions: [{key: zone, operator: Sideways}]}]",
+            "spec.nodeSelectors[0]",
+        ),
     ];
     for (spec, field) in bad_peers {
         let docs = [
@@ -322,6 +331,8 @@ fn every_invalid_field_is_reported_and_disables_only_its_object() {
         );
         assert_eq!(prefixes(&p, "good").len(), 2, "{spec}");
     }
+    let too_many: Vec<String> = (0..100).map(|i| format!("\"large:1:2:{i}\"")).collect();
+    let too_many = format!("communities: [{}]", too_many.join(", "));
     let bad_ads = [
         ("aggregationLength: 33", "spec.aggregationLength"),
         ("aggregationLength: 16", "spec.aggregationLength"),
@@ -332,6 +343,11 @@ fn every_invalid_field_is_reported_and_disables_only_its_object() {
             "aggregationLength: 28, serviceSelectors: [{matchLabels: {app: web}}]",
             "spec.serviceSelectors",
         ),
+        (
+            "serviceSelectors: [{matchExpressions: [{key: app, operator: In}]}]",
+            "spec.serviceSelectors[0]",
+        ),
+        (too_many.as_str(), "spec.communities"),
     ];
     for (spec, field) in bad_ads {
         let docs = [peer("r1", "peerASN: 65000, peerAddress: 192.0.2.254"), ad("bad", spec)];
@@ -392,7 +408,12 @@ fn a_password_comes_from_a_basic_auth_secret() {
     ];
     let (p, problems) = plan(&view(&docs, "", &[]), "node-a");
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(p.peers["r1"].password.as_deref(), Some("hunter2"));
+    assert_eq!(
+        p.peers["r1"].password.as_ref().map(|p| p.as_bytes()),
+        Some(&b"hunter2"[..])
+    );
+    // Never printed.
+    assert!(!format!("{p:?}").contains("hunter2"));
     let docs = [
         peer(
             "r1",
@@ -483,4 +504,92 @@ fn the_legacy_configmap_announces_by_bgp() {
         [0xffff_ff01]
     );
     assert!(r[&net("192.0.2.0/24")].communities.is_empty());
+}
+
+#[test]
+fn duplicate_and_unknown_peers_are_reported() {
+    let docs = [
+        peer("a", "peerASN: 65000, peerAddress: 192.0.2.254"),
+        peer("b", "peerASN: 65000, peerAddress: 192.0.2.254, holdTime: 30s"),
+        ad("x", "peers: [a, nobody]"),
+    ];
+    let (p, problems) = plan(&view(&docs, "", &["node-a"]), "node-a");
+    // One session per router from one node: the first by name.
+    assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["a"]);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.object.as_ref().is_some_and(|o| o.name == "b") && p.message.contains("already peers")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.field.as_deref() == Some("spec.peers[1]")),
+        "{problems:?}"
+    );
+    assert_eq!(prefixes(&p, "a").len(), 2);
+}
+
+#[test]
+fn taking_another_node_does_not_change_the_session() {
+    let one = [peer(
+        "r1",
+        "peerASN: 65000, peerAddress: 192.0.2.254, nodeSelectors: [{matchLabels: {zone: east}}]",
+    )];
+    let both = [peer("r1", "peerASN: 65000, peerAddress: 192.0.2.254")];
+    let (a, _) = plan(&view(&one, "", &[]), "node-a");
+    let (b, _) = plan(&view(&both, "", &[]), "node-a");
+    assert_eq!(a.peers["r1"], b.peers["r1"]);
+    assert!(plan(&view(&one, "", &[]), "node-b").0.peers.is_empty());
+}
+
+#[test]
+fn united_communities_are_capped_to_what_an_update_holds() {
+    let many = |from: u32| {
+        let list: Vec<String> = (from..from + 200).map(|i| format!("\"65001:{i}\"")).collect();
+        format!("communities: [{}]", list.join(", "))
+    };
+    let docs = [
+        peer("r1", "peerASN: 65000, peerAddress: 192.0.2.254"),
+        ad("x", &many(0)),
+        ad("second", &many(200)),
+    ];
+    let (p, problems) = plan(&view(&docs, "", &["node-a"]), "node-a");
+    let a = &p.routes["r1"][&net("192.0.2.1/32")];
+    assert_eq!(a.communities.len(), lb_kube::speaker::bgp::MAX_COMMUNITY_BYTES / 4);
+    assert!(
+        problems.iter().any(|p| p.message.contains("more communities")),
+        "{problems:?}"
+    );
+}
+
+/// A broken advertisement's last good version is not kept when the pools
+/// now in force would make it announce outside them.
+#[test]
+fn a_kept_advertisement_follows_the_pools() {
+    let mut config = Config::default();
+    let good = [
+        peer("r1", "peerASN: 65000, peerAddress: 192.0.2.254"),
+        ad("x", "aggregationLength: 24"),
+    ];
+    let (before, _) = plan_after(&mut config, &view(&good, "", &["node-a"]), "node-a");
+    assert!(prefixes(&before, "r1").contains(&"192.0.2.0/24".to_owned()));
+    // Broken, and the pool shrinks to a /28: the /24 is not kept.
+    let broken = [
+        peer("r1", "peerASN: 65000, peerAddress: 192.0.2.254"),
+        ad("x", "aggregationLength: 24, communities: [bogus]"),
+    ];
+    let mut snap = view(&broken, "", &["node-a"]);
+    for (_, o) in &mut snap.objects {
+        if let lb_kube::objects::Object::IPAddressPool(p) = o {
+            p.spec.addresses = vec!["192.0.2.0/28".into()];
+        }
+    }
+    let (after, problems) = plan_after(&mut config, &snap, "node-a");
+    assert!(prefixes(&after, "r1").is_empty(), "{:?}", prefixes(&after, "r1"));
+    assert!(
+        !problems
+            .iter()
+            .any(|p| p.message.contains("keeping its last good version")),
+        "{problems:?}"
+    );
 }

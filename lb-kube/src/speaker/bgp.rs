@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv4Subnets, Ipv6Net, Ipv6Subnets};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 use lb_alloc::{Labels, PoolSet};
 use lb_bgp::PeerAs;
 
@@ -53,13 +54,38 @@ pub struct PeerConfig {
     /// `routerID`.
     pub router_id: Option<Ipv4Addr>,
     /// The TCP MD5 password (`password`, or the `passwordSecret`'s).
-    pub password: Option<String>,
+    pub password: Option<Password>,
     /// `ebgpMultiHop`.
     pub ebgp_multi_hop: bool,
     /// `enableGracefulRestart`.
     pub graceful_restart: bool,
-    /// `nodeSelectors` (raw; empty: every node).
-    node_selectors: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+/// A TCP MD5 password: never printed (`Debug` shows it redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// The key, as the kernel takes it.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// A BGPPeer in force: its session, its object, and the nodes it takes.
+#[derive(Debug, Clone)]
+struct PeerEntry {
+    config: PeerConfig,
+    object: ObjectRef,
+    /// `nodeSelectors` (empty: every node). Not part of the session, so
+    /// that taking another node does not reset it on the others.
+    nodes: Vec<KubeSelector>,
 }
 
 impl PeerConfig {
@@ -124,9 +150,15 @@ pub struct Plan {
 /// The BGP configuration in force.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
-    peers: BTreeMap<String, (PeerConfig, ObjectRef)>,
-    adverts: BTreeMap<String, Advert>,
+    peers: BTreeMap<String, PeerEntry>,
+    adverts: BTreeMap<String, (Advert, ObjectRef)>,
 }
+
+/// At most this many community bytes (4 per standard community, 12 per
+/// large one) go with one prefix, so that every UPDATE fits a 4,096-byte
+/// message whatever advertisements are united (MetalLB's native speaker
+/// caps them at 63 communities).
+pub const MAX_COMMUNITY_BYTES: usize = 1024;
 
 /// `ASN:value` (16 bits each) as one community.
 fn standard_community(s: &str) -> Option<u32> {
@@ -238,7 +270,7 @@ fn peer(
     p: &BGPPeer,
     view: &Snapshot,
     warnings: &mut Vec<(String, String)>,
-) -> Result<PeerConfig, Vec<(String, String)>> {
+) -> Result<PeerEntry, Vec<(String, String)>> {
     let s = &p.spec;
     let mut errors: Vec<(String, String)> = Vec::new();
     let mut err = |f: &str, m: String| errors.push((f.to_owned(), m));
@@ -265,6 +297,13 @@ fn peer(
     };
     if s.my_asn == 0 {
         err("spec.myASN", "AS 0 is reserved".into());
+    }
+    // AS_TRANS stands in for 4-octet numbers (RFC 6793) and is no AS.
+    if s.my_asn == u32::from(lb_bgp::open::AS_TRANS) {
+        err("spec.myASN", "AS 23456 (AS_TRANS) is reserved".into());
+    }
+    if s.peer_asn == Some(u32::from(lb_bgp::open::AS_TRANS)) {
+        err("spec.peerASN", "AS 23456 (AS_TRANS) is reserved".into());
     }
     let address = match (s.peer_address.as_deref(), s.interface.as_deref()) {
         (Some(a), _) => a
@@ -328,10 +367,16 @@ fn peer(
     if connect == Some(0) {
         err("spec.connectTime", "must be at least 1 s".into());
     }
-    let router_id = s.router_id.as_deref().and_then(|r| {
-        r.parse::<Ipv4Addr>()
-            .map_err(|_| err("spec.routerID", format!("{r:?} is not an IPv4 address")))
-            .ok()
+    let router_id = s.router_id.as_deref().and_then(|r| match r.parse::<Ipv4Addr>() {
+        Ok(id) if id.is_unspecified() => {
+            err("spec.routerID", "0.0.0.0 is no BGP identifier (peers refuse it)".into());
+            None
+        }
+        Ok(id) => Some(id),
+        Err(_) => {
+            err("spec.routerID", format!("{r:?} is not an IPv4 address"));
+            None
+        }
     });
     let password = match (&s.password, &s.password_secret) {
         (Some(_), Some(_)) => {
@@ -345,7 +390,7 @@ fn peer(
             err("spec.password", "must be 1 to 80 bytes".into());
             None
         }
-        (Some(pw), None) => Some(pw.clone()),
+        (Some(pw), None) => Some(Password(pw.clone())),
         (None, Some(r)) => {
             let name = r.name.clone().unwrap_or_default();
             let ns = r
@@ -363,7 +408,7 @@ fn peer(
                 _ => None,
             });
             match secret.map(|s| secret_password(s)) {
-                Some(Ok(pw)) => Some(pw),
+                Some(Ok(pw)) => Some(Password(pw)),
                 Some(Err(m)) => {
                     err("spec.passwordSecret", format!("{ns}/{name}: {m}"));
                     None
@@ -402,13 +447,14 @@ fn peer(
             "not supported: this session carries only its own address family".into(),
         ));
     }
+    crate::config::selectors(s.node_selectors.as_ref(), "spec.nodeSelectors", &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
     let Some(address) = address else {
         return Err(vec![("spec.peerAddress".into(), "must be set".into())]);
     };
-    Ok(PeerConfig {
+    let config = PeerConfig {
         name: p.metadata.name.clone().unwrap_or_default(),
         my_asn: s.my_asn,
         peer_as,
@@ -422,7 +468,15 @@ fn peer(
         password,
         ebgp_multi_hop: s.ebgp_multi_hop.unwrap_or(false),
         graceful_restart: s.enable_graceful_restart.unwrap_or(false),
-        node_selectors: s.node_selectors.clone().unwrap_or_default(),
+    };
+    Ok(PeerEntry {
+        config,
+        object: ObjectRef {
+            kind: "BGPPeer".into(),
+            namespace: p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: p.metadata.name.clone().unwrap_or_default(),
+        },
+        nodes: s.node_selectors.clone().unwrap_or_default(),
     })
 }
 
@@ -474,6 +528,13 @@ fn advert(
             "only allowed with the default aggregation lengths (32 and 128)".into(),
         ));
     }
+    crate::config::selectors(s.node_selectors.as_ref(), "spec.nodeSelectors", &mut errors);
+    crate::config::selectors(s.service_selectors.as_ref(), "spec.serviceSelectors", &mut errors);
+    crate::config::selectors(
+        s.ip_address_pool_selectors.as_ref(),
+        "spec.ipAddressPoolSelectors",
+        &mut errors,
+    );
     let (mut communities, mut large_communities) = (Vec::new(), Vec::new());
     for (i, c) in s.communities.iter().flatten().enumerate() {
         match community(c).or_else(|| aliases.get(c).copied()) {
@@ -485,6 +546,37 @@ fn advert(
             )),
         }
     }
+    if 4 * communities.len() + 12 * large_communities.len() > MAX_COMMUNITY_BYTES {
+        errors.push((
+            "spec.communities".into(),
+            format!("too many: at most {MAX_COMMUNITY_BYTES} bytes of communities (4 each, 12 per large one) fit the UPDATEs they go in"),
+        ));
+    }
+    errors.extend(aggregation_errors(s, v4_len, v6_len, view, pools));
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Advert {
+        name: a.metadata.name.clone().unwrap_or_default(),
+        v4_len,
+        v6_len,
+        local_pref: s.local_pref,
+        communities,
+        large_communities,
+        spec: s.clone(),
+    })
+}
+
+/// Where an advertisement's aggregation lengths are shorter than a pool
+/// it selects allows: the prefix would cover addresses outside the pool.
+fn aggregation_errors(
+    s: &crate::objects::metallb::BGPAdvertisementSpec,
+    v4_len: u8,
+    v6_len: u8,
+    view: &Snapshot,
+    pools: &PoolSet,
+) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
     for (_, o) in &view.objects {
         let Object::IPAddressPool(p) = o else { continue };
         let name = p.metadata.name.as_deref().unwrap_or_default();
@@ -512,18 +604,15 @@ fn advert(
             ));
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(Advert {
-        name: a.metadata.name.clone().unwrap_or_default(),
-        v4_len,
-        v6_len,
-        local_pref: s.local_pref,
-        communities,
-        large_communities,
-        spec: s.clone(),
-    })
+    errors
+}
+
+/// Reports a warning about `r`'s `field`.
+fn report_warning(problems: &mut Vec<Problem>, origin: &Option<Origin>, r: &ObjectRef, field: &str, message: String) {
+    problems.push(Problem {
+        origin: origin.clone(),
+        ..Problem::warning(Some(r.clone()), Some(field.to_owned()), message)
+    });
 }
 
 impl Config {
@@ -582,16 +671,31 @@ impl Config {
             match o {
                 Object::BGPPeer(p) => {
                     let mut warnings = Vec::new();
-                    match peer(p, view, &mut warnings) {
-                        Ok(cfg) => {
-                            peers.insert(r.name.clone(), (cfg, r.clone()));
-                        }
+                    let entry = match peer(p, view, &mut warnings) {
+                        Ok(entry) => Some(entry),
                         Err(errs) => {
-                            let kept = self.peers.get(&r.name).filter(|(_, k)| *k == r).cloned();
+                            let kept = self.peers.get(&r.name).filter(|k| k.object == r).cloned();
                             report(problems, origin, &r, errs, kept.is_some());
-                            if let Some(k) = kept {
-                                peers.insert(r.name.clone(), k);
-                            }
+                            kept
+                        }
+                    };
+                    if let Some(entry) = entry {
+                        // Names are what advertisements' `peers` say: one
+                        // object per name (another namespace's is not ours
+                        // in a cluster; in files, the first wins).
+                        if let Some(first) = peers.get(&r.name).map(|e: &PeerEntry| e.object.clone()) {
+                            report_warning(
+                                problems,
+                                origin,
+                                &r,
+                                "metadata.name",
+                                format!(
+                                    "another BGPPeer named {:?} ({}/{}) comes first; this one is ignored",
+                                    r.name, first.namespace, first.name
+                                ),
+                            );
+                        } else {
+                            peers.insert(r.name.clone(), entry);
                         }
                     }
                     problems.extend(warnings.into_iter().map(|(field, msg)| Problem {
@@ -601,10 +705,18 @@ impl Config {
                 }
                 Object::BGPAdvertisement(a) => match advert(a, &aliases, view, pools) {
                     Ok(ad) => {
-                        adverts.insert(r.name.clone(), ad);
+                        adverts.insert(r.name.clone(), (ad, r.clone()));
                     }
                     Err(errs) => {
-                        let kept = self.adverts.get(&r.name).cloned();
+                        // The last good version, unless the pools in force
+                        // now make it announce outside them too.
+                        let kept = self
+                            .adverts
+                            .get(&r.name)
+                            .filter(|(k, o)| {
+                                *o == r && aggregation_errors(&k.spec, k.v4_len, k.v6_len, view, pools).is_empty()
+                            })
+                            .cloned();
                         report(problems, origin, &r, errs, kept.is_some());
                         if let Some(k) = kept {
                             adverts.insert(r.name.clone(), k);
@@ -612,6 +724,24 @@ impl Config {
                     }
                 },
                 _ => {}
+            }
+        }
+        for (name, (a, r)) in &adverts {
+            for (i, p) in a.spec.peers.iter().flatten().enumerate() {
+                if !peers.contains_key(p) {
+                    let origin = view
+                        .objects
+                        .iter()
+                        .find(|(_, o)| object_ref(o) == *r)
+                        .and_then(|(o, _)| o.clone());
+                    report_warning(
+                        problems,
+                        &origin,
+                        r,
+                        &format!("spec.peers[{i}]"),
+                        format!("no BGPPeer named {p:?}: {name} announces to it nothing"),
+                    );
+                }
             }
         }
         self.peers = peers;
@@ -623,11 +753,27 @@ impl Config {
         let mut plan = Plan::default();
         let me = node(view, node_name);
         let labels: Labels = me.and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
-        for (name, (p, _)) in &self.peers {
-            if p.node_selectors.is_empty() || any_or_all(Some(&p.node_selectors), &labels) {
-                plan.peers.insert(name.clone(), p.clone());
-                plan.routes.insert(name.clone(), Routes::new());
+        let mut dialled: BTreeMap<(IpAddr, u16), &str> = BTreeMap::new();
+        for (name, e) in &self.peers {
+            if !any_or_all(Some(&e.nodes), &labels) {
+                continue;
             }
+            // Two sessions to one router from one node would collide there
+            // and flap for ever: the first by name is kept.
+            if let Some(first) = dialled.insert((e.config.address, e.config.port), name) {
+                dialled.insert((e.config.address, e.config.port), first);
+                plan.problems.push(Problem::warning(
+                    Some(e.object.clone()),
+                    Some("spec.peerAddress".into()),
+                    format!(
+                        "BGPPeer {first} already peers with {} from this node; this one is ignored",
+                        e.config.label()
+                    ),
+                ));
+                continue;
+            }
+            plan.peers.insert(name.clone(), e.config.clone());
+            plan.routes.insert(name.clone(), Routes::new());
         }
         // No Node object, or one that may not announce: sessions, no routes.
         if plan.peers.is_empty() || !me.is_some_and(eligible) {
@@ -647,6 +793,7 @@ impl Config {
             let ads: Vec<&Advert> = self
                 .adverts
                 .values()
+                .map(|(a, _)| a)
                 .filter(|a| {
                     selects_pool(
                         a.spec.ip_address_pools.as_deref(),
@@ -700,6 +847,25 @@ impl Config {
                     .entry((c.namespace.to_owned(), c.name.to_owned()))
                     .or_default()
                     .extend(to.into_iter().cloned());
+            }
+        }
+        // United communities past what an UPDATE holds: the lowest kept.
+        for (peer, routes) in &mut plan.routes {
+            for (prefix, a) in routes.iter_mut() {
+                let bytes = 4 * a.communities.len() + 12 * a.large_communities.len();
+                if bytes <= MAX_COMMUNITY_BYTES {
+                    continue;
+                }
+                while 4 * a.communities.len() + 12 * a.large_communities.len() > MAX_COMMUNITY_BYTES {
+                    if a.large_communities.pop_last().is_none() {
+                        a.communities.pop_last();
+                    }
+                }
+                plan.problems.push(Problem::warning(
+                    None,
+                    None,
+                    format!("BGPAdvertisements give {prefix} more communities for peer {peer} than an UPDATE holds ({bytes} bytes, {MAX_COMMUNITY_BYTES} at most); the lowest are sent"),
+                ));
             }
         }
         for ((peer, prefix), asked) in prefs {

@@ -4,7 +4,12 @@
 //! with `ebgpMultiHop`), announces what [`super::bgp::Plan`] gives it
 //! through an [`AdjRibOut`] (the whole table then End-of-RIB on each
 //! establishment and route refresh, only changes after), and on stop
-//! withdraws everything, then closes with a Cease that says why.
+//! withdraws everything, then closes with a Cease that says why; or, when
+//! the process stops and graceful restart was negotiated, closes without
+//! a NOTIFICATION so that the peer keeps the routes until the next
+//! session's End-of-RIB. Writes never block the task: what the socket
+//! does not take waits in a buffer while timers and reads go on, so a
+//! peer that stops reading is still cut off by the hold timer.
 //!
 //! The next hop is this side's address of the TCP connection, as
 //! MetalLB's; an IPv4 session carries IPv4 routes and an IPv6 session
@@ -21,7 +26,6 @@ use lb_bgp::session::{Config as SessionConfig, Down, Event, Input};
 use lb_bgp::{AdjRibOut, Announce, IPV4_UNICAST, IPV6_UNICAST, MAX_LEN, Origin, Session, State};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
@@ -32,8 +36,10 @@ use super::metrics::{Count, PeerLabel};
 const RESTART_TIME: u16 = 120;
 /// LOCAL_PREF sent to iBGP peers when no advertisement sets one (RFC 4271
 /// asks for the attribute on every route to an internal peer; 100 is the
-/// usual default).
+/// usual default, FRR's).
 const DEFAULT_LOCAL_PREF: u32 = 100;
+/// How long a stopping session may take to send its withdrawals and Cease.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The BGP metrics, under MetalLB's names, by peer `ip:port`.
 #[derive(Debug, Clone, Default)]
@@ -46,12 +52,25 @@ pub struct BgpMetrics {
     pub announced: Family<PeerLabel, Gauge>,
 }
 
+/// Why a session stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Its BGPPeer was removed, changed, or no longer selects this node:
+    /// withdraw, then a Cease with this text.
+    Configuration(String),
+    /// The speaker stops: with graceful restart negotiated, the connection
+    /// closes without a NOTIFICATION and the routes stay with the peer
+    /// for the restart time (a restart of the speaker leaves the node's
+    /// data plane in place); else withdraw, then a Cease with this text.
+    Shutdown(String),
+}
+
 /// One running session.
 #[derive(Debug)]
 struct Running {
     config: PeerConfig,
     routes: watch::Sender<Arc<Routes>>,
-    stop: watch::Sender<Option<String>>,
+    stop: watch::Sender<Option<Stop>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -78,7 +97,8 @@ impl Peers {
 
     /// Follows `plan`: starts the sessions it adds, stops (with a Cease)
     /// those it drops or whose configuration changed (started again with
-    /// the new one), and hands every session its routes.
+    /// the new one), and hands every session its routes. The metric
+    /// series of a peer go with the last session to its `ip:port`.
     pub fn set(&mut self, plan: &Plan) {
         let gone: Vec<String> = self
             .running
@@ -90,12 +110,16 @@ impl Peers {
             if let Some(r) = self.running.remove(&name) {
                 let why = match plan.peers.contains_key(&name) {
                     true => "BGPPeer changed",
-                    false => "BGPPeer removed",
+                    false => "BGPPeer removed, or no longer selects this node",
                 };
                 tracing::info!(peer = %name, address = %r.config.label(), "{why}: closing the session");
-                r.stop.send_replace(Some(why.to_owned()));
-                self.metrics.session_up.remove(&label(&r.config));
-                self.metrics.announced.remove(&label(&r.config));
+                r.stop.send_replace(Some(Stop::Configuration(why.to_owned())));
+                let l = label(&r.config);
+                if !plan.peers.values().any(|p| label(p) == l) {
+                    self.metrics.session_up.remove(&l);
+                    self.metrics.announced.remove(&l);
+                    self.metrics.updates.remove(&l);
+                }
             }
         }
         for (name, config) in &plan.peers {
@@ -134,12 +158,12 @@ impl Peers {
         }
     }
 
-    /// Stops every session: withdraws its routes, then sends a Cease with
-    /// `why`; waits at most `within` for them to be sent.
+    /// Stops every session as [`Stop::Shutdown`] says, telling peers
+    /// `why`; waits at most `within` for them to close.
     pub async fn shutdown(self, why: &str, within: Duration) {
         let mut tasks = Vec::new();
         for (_, r) in self.running {
-            r.stop.send_replace(Some(why.to_owned()));
+            r.stop.send_replace(Some(Stop::Shutdown(why.to_owned())));
             tasks.push(r.task);
         }
         let all = futures::future::join_all(tasks);
@@ -210,12 +234,101 @@ fn desired(config: &PeerConfig, routes: &Routes, local: IpAddr) -> BTreeMap<IpNe
 /// A connection in progress.
 type Connecting = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<TcpStream>> + Send>>;
 
+/// One session's connection: the stream and what it has yet to take.
+#[derive(Debug, Default)]
+struct Connection {
+    stream: Option<TcpStream>,
+    /// Bytes the session sent that the socket has not taken yet.
+    pending: Vec<u8>,
+}
+
+impl Connection {
+    /// Queues what the session has to send and writes what the socket
+    /// takes now; an error means the connection failed.
+    fn push(&mut self, session: &mut Session) -> io::Result<()> {
+        session.poll_transmit(&mut self.pending);
+        let Some(s) = &self.stream else {
+            self.pending.clear();
+            return Ok(());
+        };
+        while !self.pending.is_empty() {
+            match s.try_write(&self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending, waiting at most `within`, then closes:
+    /// FIN after the data, and what the peer sent read off first so that
+    /// the kernel does not answer with a reset that could drop the last
+    /// message.
+    async fn close(&mut self, session: &mut Session, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.push(session).is_ok() && !self.pending.is_empty() {
+            let Some(s) = &self.stream else { break };
+            if tokio::time::timeout_at(deadline, s.writable()).await.is_err() {
+                break;
+            }
+        }
+        if let Some(s) = self.stream.take() {
+            let _ = socket2::SockRef::from(&s).shutdown(std::net::Shutdown::Write);
+            let mut scratch = [0u8; 4096];
+            while matches!(s.try_read(&mut scratch), Ok(n) if n > 0) {}
+        }
+        self.pending.clear();
+    }
+}
+
+/// What a session task keeps apart from the session itself.
+struct Task {
+    config: PeerConfig,
+    peer: String,
+    label: PeerLabel,
+    metrics: BgpMetrics,
+    rib: AdjRibOut,
+    /// This side's address of the connection: the next hop.
+    local: Option<IpAddr>,
+}
+
+impl Task {
+    /// Queues the UPDATEs that take the peer to `routes` (`full`: the
+    /// whole table then End-of-RIB).
+    fn send_table(&mut self, session: &mut Session, routes: &Routes, full: bool) {
+        let Some(local) = self.local else { return };
+        let want = desired(&self.config, routes, local);
+        let mut bytes = Vec::new();
+        let n = match full {
+            true => self.rib.full(&want, MAX_LEN, &mut bytes),
+            false => self.rib.update(&want, MAX_LEN, &mut bytes),
+        };
+        if n > 0 && session.send(&bytes) {
+            let updates = self.metrics.updates.get_or_create(&self.label);
+            for _ in 0..n {
+                updates.inc();
+            }
+        }
+        let skipped = want.len().saturating_sub(self.rib.sent().len());
+        if skipped > 0 && full {
+            tracing::warn!(peer = %self.peer, skipped, "routes of the other address family are not sent on this session (an IPv4 session carries IPv4 routes, an IPv6 one IPv6 routes)");
+        }
+        self.metrics
+            .announced
+            .get_or_create(&self.label)
+            .set(i64::try_from(self.rib.sent().len()).unwrap_or(i64::MAX));
+    }
+}
+
 /// One session, until stopped.
 async fn run(
     config: PeerConfig,
     fallback_id: Ipv4Addr,
     mut routes: watch::Receiver<Arc<Routes>>,
-    mut stop: watch::Receiver<Option<String>>,
+    mut stop: watch::Receiver<Option<Stop>>,
     metrics: BgpMetrics,
 ) {
     let peer = config.label();
@@ -233,103 +346,108 @@ async fn run(
         keepalive_time: config.keepalive_time,
         graceful_restart: config.graceful_restart.then_some(RESTART_TIME),
     });
-    let l = PeerLabel { peer: peer.clone() };
-    metrics.session_up.get_or_create(&l).set(0);
-    let mut stream: Option<TcpStream> = None;
+    let label = PeerLabel { peer: peer.clone() };
+    metrics.session_up.get_or_create(&label).set(0);
+    let mut t = Task {
+        config,
+        peer,
+        label,
+        metrics,
+        rib: AdjRibOut::new(),
+        local: None,
+    };
+    let mut conn = Connection::default();
     let mut connecting: Option<Connecting> = None;
-    let mut local: Option<IpAddr> = None;
-    let mut rib = AdjRibOut::new();
+    // Whether the peer offered graceful restart on the session up now.
+    let mut graceful = false;
+    // The last dial error, reported once until it changes.
+    let mut dial_error: Option<io::ErrorKind> = None;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
     session.handle_input(Instant::now(), Input::ManualStart);
     loop {
-        // Drain the session: its events, then its bytes.
         while let Some(e) = session.poll_event() {
             match e {
                 Event::Connect => {
-                    let c = config.clone();
+                    let c = t.config.clone();
                     connecting = Some(Box::pin(async move { dial(&c).await }));
                 }
                 Event::Disconnect => {
                     // What is queued (a NOTIFICATION) goes first.
-                    flush(&mut session, &mut stream, &mut out).await;
-                    stream = None;
+                    let _ = conn.push(&mut session);
+                    conn.close(&mut session, Duration::ZERO).await;
                     connecting = None;
                 }
                 Event::Established(p) => {
-                    tracing::info!(%peer, asn = p.asn, id = %p.bgp_id, hold = p.hold_time, "BGP session established");
-                    metrics.session_up.get_or_create(&l).set(1);
-                    rib = AdjRibOut::with_families(&p.families);
+                    tracing::info!(peer = %t.peer, asn = p.asn, id = %p.bgp_id, hold = p.hold_time, "BGP session established");
+                    t.metrics.session_up.get_or_create(&t.label).set(1);
+                    t.rib = AdjRibOut::with_families(&p.families);
+                    graceful = p.graceful_restart && t.config.graceful_restart;
                     if !p.families.contains(&family) {
-                        tracing::warn!(%peer, "the peer did not offer this session's address family: nothing can be announced");
+                        tracing::warn!(peer = %t.peer, "the peer did not offer this session's address family: nothing can be announced");
                     }
-                    send_table(
-                        &mut session,
-                        &mut rib,
-                        &config,
-                        &routes.borrow(),
-                        local,
-                        true,
-                        &metrics,
-                        &l,
-                    );
+                    let table = routes.borrow_and_update().clone();
+                    t.send_table(&mut session, &table, true);
                 }
                 Event::Down(why) => {
                     match &why {
-                        Down::Stopped => tracing::info!(%peer, "BGP session closed"),
+                        Down::Stopped => tracing::info!(peer = %t.peer, "BGP session closed"),
                         Down::PeerNotified(code, text) => {
-                            tracing::warn!(%peer, ?code, message = text.as_deref().unwrap_or(""), "BGP session down: the peer sent a NOTIFICATION")
+                            tracing::warn!(peer = %t.peer, ?code, message = text.as_deref().unwrap_or(""), "BGP session down: the peer sent a NOTIFICATION")
                         }
                         Down::Notified(code) => {
-                            tracing::warn!(%peer, ?code, "BGP session down: NOTIFICATION sent")
+                            tracing::warn!(peer = %t.peer, ?code, "BGP session down: NOTIFICATION sent")
                         }
-                        Down::ConnectionLost => tracing::warn!(%peer, "BGP session down: connection lost"),
+                        Down::ConnectionLost => tracing::warn!(peer = %t.peer, "BGP session down: connection lost"),
                     }
-                    rib.reset();
-                    metrics.session_up.get_or_create(&l).set(0);
-                    metrics.announced.get_or_create(&l).set(0);
+                    t.rib.reset();
+                    t.metrics.session_up.get_or_create(&t.label).set(0);
+                    t.metrics.announced.get_or_create(&t.label).set(0);
                 }
                 Event::RouteRefresh(..) => {
-                    send_table(
-                        &mut session,
-                        &mut rib,
-                        &config,
-                        &routes.borrow(),
-                        local,
-                        true,
-                        &metrics,
-                        &l,
-                    );
+                    let table = routes.borrow().clone();
+                    t.send_table(&mut session, &table, true);
                 }
                 // Received routes are ignored.
                 _ => {}
             }
         }
-        if !flush(&mut session, &mut stream, &mut out).await {
+        if conn.push(&mut session).is_err() {
+            conn.stream = None;
             session.handle_input(Instant::now(), Input::TcpConnectionFails);
             continue;
         }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        let writing = conn.stream.is_some() && !conn.pending.is_empty();
         tokio::select! {
             _ = stop.changed() => {
-                let why = stop.borrow().clone().unwrap_or_default();
-                if session.state() == State::Established {
-                    // Withdraw first, then say goodbye.
-                    send_table(&mut session, &mut rib, &config, &Routes::new(), local, false, &metrics, &l);
+                let why = stop.borrow().clone();
+                let established = session.state() == State::Established;
+                match why {
+                    Some(Stop::Shutdown(_)) if established && graceful => {
+                        // No NOTIFICATION: the peer keeps the routes.
+                        tracing::info!(peer = %t.peer, restart_time = RESTART_TIME, "closing without a NOTIFICATION: graceful restart keeps the routes with the peer until this node's speaker is back");
+                        conn.close(&mut session, CLOSE_WITHIN).await;
+                    }
+                    why => {
+                        let text = match why {
+                            Some(Stop::Configuration(w) | Stop::Shutdown(w)) => w,
+                            None => String::new(),
+                        };
+                        if established {
+                            // Withdraw first, then say goodbye.
+                            t.send_table(&mut session, &Routes::new(), false);
+                        }
+                        session.handle_input(Instant::now(), Input::ManualStop(&text));
+                        while session.poll_event().is_some() {}
+                        conn.close(&mut session, CLOSE_WITHIN).await;
+                    }
                 }
-                session.handle_input(Instant::now(), Input::ManualStop(&why));
-                while session.poll_event().is_some() {}
-                flush(&mut session, &mut stream, &mut out).await;
-                if let Some(mut s) = stream.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), s.shutdown()).await;
-                }
-                metrics.session_up.remove(&l);
-                metrics.announced.remove(&l);
                 return;
             }
             Ok(()) = routes.changed() => {
                 if session.state() == State::Established {
-                    send_table(&mut session, &mut rib, &config, &routes.borrow_and_update(), local, false, &metrics, &l);
+                    let table = routes.borrow_and_update().clone();
+                    t.send_table(&mut session, &table, false);
                 }
             }
             r = async {
@@ -341,86 +459,62 @@ async fn run(
                 connecting = None;
                 match r {
                     Ok(s) => {
-                        local = s.local_addr().ok().map(|a| a.ip());
-                        if config.router_id.is_none() {
-                            match local {
+                        if dial_error.take().is_some() {
+                            tracing::info!(peer = %t.peer, "connected");
+                        }
+                        t.local = s.local_addr().ok().map(|a| a.ip());
+                        if t.config.router_id.is_none() {
+                            match t.local {
                                 Some(IpAddr::V4(v4)) => session.set_bgp_id(v4),
                                 _ => session.set_bgp_id(fallback_id),
                             }
                         }
-                        stream = Some(s);
+                        conn.stream = Some(s);
                         session.handle_input(Instant::now(), Input::TcpConnectionConfirmed);
                     }
                     Err(e) => {
-                        tracing::debug!(%peer, error = %e, "BGP connect failed");
+                        // Said once, and again when the reason changes.
+                        if dial_error.replace(e.kind()) != Some(e.kind()) {
+                            tracing::warn!(peer = %t.peer, error = %e, source = ?t.config.source, "cannot connect to the BGP peer; trying again");
+                        } else {
+                            tracing::debug!(peer = %t.peer, error = %e, "BGP connect failed");
+                        }
                         session.handle_input(Instant::now(), Input::TcpConnectionFails);
                     }
                 }
             }
             r = async {
-                match stream.as_mut() {
-                    Some(s) => s.read(&mut buf).await,
+                match conn.stream.as_ref() {
+                    Some(s) => s.readable().await,
                     None => std::future::pending().await,
                 }
-            }, if stream.is_some() => {
-                match r {
-                    Ok(0) | Err(_) => {
-                        stream = None;
+            }, if conn.stream.is_some() => {
+                let read = match (r, conn.stream.as_ref()) {
+                    (Ok(()), Some(s)) => s.try_read(&mut buf),
+                    (Err(e), _) => Err(e),
+                    (Ok(()), None) => continue,
+                };
+                match read {
+                    Ok(n) if n > 0 => session.handle_input(Instant::now(), Input::Received(&buf[..n])),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    _ => {
+                        conn.stream = None;
                         session.handle_input(Instant::now(), Input::TcpConnectionFails);
                     }
-                    Ok(n) => session.handle_input(Instant::now(), Input::Received(&buf[..n])),
+                }
+            }
+            r = async {
+                match conn.stream.as_ref() {
+                    Some(s) => s.writable().await,
+                    None => std::future::pending().await,
+                }
+            }, if writing => {
+                if r.is_err() {
+                    conn.stream = None;
+                    session.handle_input(Instant::now(), Input::TcpConnectionFails);
                 }
             }
             () = super::sleep_until(deadline) => session.handle_timeout(Instant::now()),
-        }
-    }
-}
-
-/// Queues the UPDATEs that take the peer to `routes` (`full`: the whole
-/// table then End-of-RIB).
-#[allow(clippy::too_many_arguments)]
-fn send_table(
-    session: &mut Session,
-    rib: &mut AdjRibOut,
-    config: &PeerConfig,
-    routes: &Routes,
-    local: Option<IpAddr>,
-    full: bool,
-    metrics: &BgpMetrics,
-    l: &PeerLabel,
-) {
-    let Some(local) = local else { return };
-    let want = desired(config, routes, local);
-    let mut bytes = Vec::new();
-    let n = match full {
-        true => rib.full(&want, MAX_LEN, &mut bytes),
-        false => rib.update(&want, MAX_LEN, &mut bytes),
-    };
-    if n > 0 && session.send(&bytes) {
-        let updates = metrics.updates.get_or_create(l);
-        for _ in 0..n {
-            updates.inc();
-        }
-    }
-    metrics
-        .announced
-        .get_or_create(l)
-        .set(i64::try_from(rib.sent().len()).unwrap_or(i64::MAX));
-}
-
-/// Writes what the session has to send; false when the connection failed
-/// (or a write took longer than the hold time allows).
-async fn flush(session: &mut Session, stream: &mut Option<TcpStream>, out: &mut Vec<u8>) -> bool {
-    out.clear();
-    if !session.poll_transmit(out) {
-        return true;
-    }
-    let Some(s) = stream else { return true };
-    match tokio::time::timeout(Duration::from_secs(30), s.write_all(out)).await {
-        Ok(Ok(())) => true,
-        _ => {
-            *stream = None;
-            false
         }
     }
 }

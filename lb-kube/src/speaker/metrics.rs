@@ -108,7 +108,8 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = last.insert(protocol, now.clone()).unwrap_or_default();
-        for gone in before.iter().filter(|l| !now.contains(l)) {
+        let kept: std::collections::HashSet<&AnnouncedLabels> = now.iter().collect();
+        for gone in before.iter().filter(|l| !kept.contains(l)) {
             self.announced.remove(gone);
         }
         for l in &now {
