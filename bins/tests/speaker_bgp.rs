@@ -5,8 +5,10 @@
 //! local preference; withdrawn when the Service or its last endpoint goes,
 //! without the session flapping; a broken edit keeps the last good peer;
 //! TCP MD5 signs the session; a restarted peer gets the whole table again;
-//! a frozen peer is detected by the hold timer; SIGTERM withdraws and
-//! closes with a Cease that says why.
+//! a frozen peer is detected by the hold timer; a peer that comes up late
+//! is found within seconds (default timers); SIGTERM withdraws and closes
+//! with a Cease that says why, or, with graceful restart, leaves the routes
+//! with the peer until the speaker is back.
 //!
 //! Needs Debian's bird2; without it the tests are skipped with a notice,
 //! except under CI (`CI=true`), where that is a failure.
@@ -34,9 +36,9 @@ fn manifests(dir: &Path, bird: Ipv4Addr, port: u16, peer_extra: &str, service: b
          apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: ad, namespace: metallb-system}}\n\
          spec: {{communities: [\"65001:100\", \"large:65001:7:9\", no-export], localPref: 150}}\n---\n\
          apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: bird4, namespace: metallb-system}}\n\
-         spec: {{myASN: 65001, peerASN: 65000, peerAddress: {bird}, peerPort: {port}, ebgpMultiHop: true, connectTime: 1s{peer_extra}}}\n---\n\
+         spec: {{myASN: 65001, peerASN: 65000, peerAddress: {bird}, peerPort: {port}, ebgpMultiHop: true{peer_extra}}}\n---\n\
          apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: bird6, namespace: metallb-system}}\n\
-         spec: {{myASN: 65001, peerASN: 65001, peerAddress: \"::1\", peerPort: {}, connectTime: 1s}}\n",
+         spec: {{myASN: 65001, peerASN: 65001, peerAddress: \"::1\", peerPort: {}}}\n",
         port + 1
     );
     if service {
@@ -244,6 +246,56 @@ fn a_restarted_peer_gets_the_table_again_and_a_frozen_one_is_cut_off() {
         metrics(9483).contains(&format!("metallb_bgp_session_up{{peer=\"{addr}:{port}\"}} 1"))
     });
     eventually("learned after the thaw", || bird.routes().contains("198.51.100.10/32"));
+}
+
+#[test]
+fn a_peer_that_comes_up_late_is_found_within_seconds() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (local(24), 1798);
+    // Default timers (connectTime 120 s): refused dials are retried after
+    // 1, 2, 4 … s, not after two minutes.
+    manifests(dir.path(), addr, port, "", true, true);
+    let _spk = speaker(dir.path(), 9484);
+    std::thread::sleep(Duration::from_millis(2500));
+    let bird = Bird::start(dir.path(), addr, port, "");
+    let up = Instant::now();
+    eventually("established with the late peer", || {
+        bird.protocol("v4").contains("Established")
+    });
+    assert!(up.elapsed() < Duration::from_secs(6), "{:?}", up.elapsed());
+    eventually("learned", || bird.routes().contains("198.51.100.10/32"));
+}
+
+#[test]
+fn graceful_restart_keeps_the_routes_through_a_speaker_restart() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (local(25), 1800);
+    let bird = Bird::start(dir.path(), addr, port, " graceful restart on;");
+    manifests(dir.path(), addr, port, ", enableGracefulRestart: true", true, true);
+    let mut spk = speaker(dir.path(), 9485);
+    eventually("learned", || bird.routes().contains("198.51.100.10/32"));
+    sigterm(&spk);
+    assert!(spk.0.wait().unwrap().success());
+    eventually("the session is down", || !bird.protocol("v4").contains("Established"));
+    // The peer keeps the route while the speaker is away…
+    for _ in 0..20 {
+        assert!(bird.routes().contains("198.51.100.10/32"), "{}", bird.routes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // … and through its return.
+    let _back = speaker(dir.path(), 9485);
+    eventually("re-established", || bird.protocol("v4").contains("Established"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(bird.routes().contains("198.51.100.10/32"), "{}", bird.routes());
+    // The IPv6 session, without graceful restart, withdrew at SIGTERM as
+    // usual and announces again now.
+    eventually("IPv6 back", || bird.routes().contains("2001:db8:100::10/128"));
 }
 
 /// A router and a node in network namespaces this test creates, joined by
