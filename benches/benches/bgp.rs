@@ -54,6 +54,48 @@ fn decode_all(stream: &[u8], check: bool) -> usize {
     n
 }
 
+/// zettabgp 0.3 (crates.io) on the same stream: head, then UPDATE body;
+/// returns the prefixes.
+fn zettabgp_all(stream: &[u8]) -> usize {
+    use zettabgp::prelude::*;
+    let params = BgpSessionParams::new(
+        65000,
+        90,
+        BgpTransportMode::IPv4,
+        std::net::Ipv4Addr::new(192, 0, 2, 1),
+        vec![BgpCapability::CapASN32(65000)],
+    );
+    let mut rest = stream;
+    let mut n = 0;
+    while let Ok((kind, len)) = params.decode_message_head(rest) {
+        let Some(body) = rest.get(19..19 + len) else { break };
+        if kind == BgpMessageType::Update {
+            let mut u = BgpUpdateMessage::new();
+            if u.decode_from(&params, body).is_ok() {
+                n += u.updates.len();
+            }
+        }
+        rest = &rest[19 + len..];
+    }
+    n
+}
+
+/// bgpkit-parser 0.12 (crates.io) on the same stream; returns the
+/// prefixes.
+fn bgpkit_all(stream: &bytes::Bytes) -> usize {
+    use bgpkit_parser::models::{AsnLength, BgpMessage};
+    let mut rest = stream.clone();
+    let mut n = 0;
+    while !rest.is_empty() {
+        match bgpkit_parser::parser::bgp::parse_bgp_message(&mut rest, false, &AsnLength::Bits32) {
+            Ok(BgpMessage::Update(u)) => n += u.announced_prefixes.len(),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    n
+}
+
 fn codec(c: &mut Criterion) {
     let a = announce();
     // w1: one /32 per UPDATE.
@@ -79,9 +121,25 @@ fn codec(c: &mut Criterion) {
     g.bench_function("decode and RFC 7606 check w1", |b| {
         b.iter(|| decode_all(black_box(&w1), true))
     });
+    // The same bytes through two codecs from crates.io, in the same run.
+    assert_eq!(zettabgp_all(&w1), 1000);
+    assert_eq!(zettabgp_all(&w800), 800);
+    let (w1_bytes, w800_bytes) = (bytes::Bytes::from(w1.clone()), bytes::Bytes::from(w800.clone()));
+    assert_eq!(bgpkit_all(&w1_bytes), 1000);
+    assert_eq!(bgpkit_all(&w800_bytes), 800);
+    g.bench_function("zettabgp 0.3, decode w1", |b| b.iter(|| zettabgp_all(black_box(&w1))));
+    g.bench_function("bgpkit-parser 0.12, decode w1", |b| {
+        b.iter(|| bgpkit_all(black_box(&w1_bytes)))
+    });
     g.throughput(Throughput::Elements(800));
     g.bench_function("decode w800: one UPDATE of 800 /32", |b| {
         b.iter(|| decode_all(black_box(&w800), false))
+    });
+    g.bench_function("zettabgp 0.3, decode w800", |b| {
+        b.iter(|| zettabgp_all(black_box(&w800)))
+    });
+    g.bench_function("bgpkit-parser 0.12, decode w800", |b| {
+        b.iter(|| bgpkit_all(black_box(&w800_bytes)))
     });
     // w1 encode: one /32 per UPDATE into a reused buffer, the attributes
     // encoded once, nothing allocated per message.
