@@ -16,6 +16,7 @@
 #[path = "support/bird.rs"]
 mod bird;
 
+use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -166,8 +167,35 @@ fn bird_learns_both_families_and_follows_edits_without_a_flap() {
     eventually("announced under the last good peer", || {
         bird.routes().contains("198.51.100.10/32")
     });
+    // A peer file rewritten in place again and again (truncated, then
+    // written, as `cat >` and some editors do), and once broken as YAML:
+    // the last good peer stays, nothing is withdrawn.
+    let good = std::fs::read(dir.path().join("cluster.yaml")).unwrap();
+    for _ in 0..60 {
+        let mut f = std::fs::File::create(dir.path().join("cluster.yaml")).unwrap();
+        f.write_all(&good[..good.len() / 2]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        f.write_all(&good[good.len() / 2..]).unwrap();
+        drop(f);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let broken = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("ebgpMultiHop: true", "ebgpMultiHop: {");
+    std::fs::write(dir.path().join("cluster.yaml"), broken).unwrap();
+    eventually("the broken file reported", || log(dir.path()).contains("invalid YAML"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(bird.routes().contains("198.51.100.10/32"));
+    std::fs::write(dir.path().join("cluster.yaml"), &good).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     // None of it flapped a session.
-    assert_eq!((bird.protocol("v4"), bird.protocol("v6")), since);
+    assert_eq!(
+        (bird.protocol("v4"), bird.protocol("v6")),
+        since,
+        "{}",
+        log(dir.path())
+    );
     assert!(since.0.contains("Established"), "{}", since.0);
 
     // SIGTERM: withdrawn, then a Cease with the reason, then exit 0.

@@ -11,6 +11,63 @@ pub struct NotificationCode {
     pub subcode: u8,
 }
 
+impl std::fmt::Display for NotificationCode {
+    /// RFC 4271's names (and the later RFCs' subcodes), then the numbers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = match self.code {
+            1 => "Message Header Error",
+            2 => "OPEN Message Error",
+            3 => "UPDATE Message Error",
+            4 => "Hold Timer Expired",
+            5 => "Finite State Machine Error",
+            6 => "Cease",
+            7 => "ROUTE-REFRESH Message Error",
+            _ => "unknown error",
+        };
+        let sub = match (self.code, self.subcode) {
+            (_, 0) => None,
+            (1, 1) => Some("Connection Not Synchronized"),
+            (1, 2) => Some("Bad Message Length"),
+            (1, 3) => Some("Bad Message Type"),
+            (2, 1) => Some("Unsupported Version Number"),
+            (2, 2) => Some("Bad Peer AS"),
+            (2, 3) => Some("Bad BGP Identifier"),
+            (2, 4) => Some("Unsupported Optional Parameter"),
+            (2, 6) => Some("Unacceptable Hold Time"),
+            (2, 7) => Some("Unsupported Capability"),
+            (3, 1) => Some("Malformed Attribute List"),
+            (3, 2) => Some("Unrecognized Well-known Attribute"),
+            (3, 3) => Some("Missing Well-known Attribute"),
+            (3, 4) => Some("Attribute Flags Error"),
+            (3, 5) => Some("Attribute Length Error"),
+            (3, 6) => Some("Invalid ORIGIN Attribute"),
+            (3, 8) => Some("Invalid NEXT_HOP Attribute"),
+            (3, 9) => Some("Optional Attribute Error"),
+            (3, 10) => Some("Invalid Network Field"),
+            (3, 11) => Some("Malformed AS_PATH"),
+            (5, 1) => Some("Unexpected Message in OpenSent State"),
+            (5, 2) => Some("Unexpected Message in OpenConfirm State"),
+            (5, 3) => Some("Unexpected Message in Established State"),
+            (6, 1) => Some("Maximum Number of Prefixes Reached"),
+            (6, 2) => Some("Administrative Shutdown"),
+            (6, 3) => Some("Peer De-configured"),
+            (6, 4) => Some("Administrative Reset"),
+            (6, 5) => Some("Connection Rejected"),
+            (6, 6) => Some("Other Configuration Change"),
+            (6, 7) => Some("Connection Collision Resolution"),
+            (6, 8) => Some("Out of Resources"),
+            (6, 9) => Some("Hard Reset"),
+            (6, 10) => Some("BFD Down"),
+            (7, 1) => Some("Invalid Message Length"),
+            _ => Some("unknown subcode"),
+        };
+        match sub {
+            Some(sub) => write!(f, "{code} / {sub} ({}/{})", self.code, self.subcode),
+            None => write!(f, "{code} ({}/{})", self.code, self.subcode),
+        }
+    }
+}
+
 impl NotificationCode {
     /// Message Header Error: Connection Not Synchronized.
     pub const NOT_SYNCHRONIZED: Self = Self::new(1, 1);

@@ -445,6 +445,16 @@ impl Session {
                         Some(NotificationCode::BAD_PEER_AS),
                     );
                 }
+                // An internal peer with this speaker's own identifier (RFC
+                // 6286 §2.2), or this speaker itself through a connection
+                // to its own port.
+                if asn == self.config.local_as && o.bgp_id == self.config.bgp_id {
+                    return self.fail(
+                        now,
+                        Down::Notified(NotificationCode::BAD_BGP_ID),
+                        Some(NotificationCode::BAD_BGP_ID),
+                    );
+                }
                 // lb writes 4-octet AS numbers in AS_PATH (RFC 6793): a
                 // peer without the capability cannot read them.
                 if !o.capabilities().any(|c| matches!(c, Capability::FourOctetAs(_))) {

@@ -449,3 +449,32 @@ fn a_stop_while_connecting_abandons_the_dial() {
     let mut out = Vec::new();
     assert!(!s.poll_transmit(&mut out), "nothing to send without a connection");
 }
+
+/// An internal peer with this speaker's own BGP identifier (or the speaker
+/// itself, through a connection to its own port) is refused (RFC 6286).
+#[test]
+fn an_internal_peer_with_our_identifier_is_refused() {
+    let mut p = Pair::new(config(65001, Some(65001), 1, 90), config(65001, Some(65001), 1, 90));
+    p.connect();
+    assert_eq!(p.downs('a'), vec![Down::Notified(NotificationCode::BAD_BGP_ID)]);
+    // eBGP may share identifiers (they are unique within an AS).
+    let mut p = Pair::new(config(65001, Some(65000), 1, 90), config(65000, Some(65001), 1, 90));
+    p.connect();
+    assert_eq!(p.a.state(), State::Established);
+}
+
+#[test]
+fn notification_codes_read_as_the_rfcs_name_them() {
+    assert_eq!(
+        NotificationCode::new(1, 2).to_string(),
+        "Message Header Error / Bad Message Length (1/2)"
+    );
+    assert_eq!(
+        NotificationCode::HOLD_TIMER_EXPIRED.to_string(),
+        "Hold Timer Expired (4/0)"
+    );
+    assert_eq!(
+        NotificationCode::new(9, 9).to_string(),
+        "unknown error / unknown subcode (9/9)"
+    );
+}

@@ -267,6 +267,10 @@ fn every_invalid_field_is_reported_and_disables_only_its_object() {
         ("dynamicASN: sideways, peerAddress: 192.0.2.254", "spec.dynamicASN"),
         ("peerASN: 65000", "spec.peerAddress"),
         ("peerASN: 65000, interface: eth0", "spec.interface"),
+        (
+            "peerASN: 65000, peerAddress: 192.0.2.254, interface: eth0",
+            "spec.interface",
+        ),
         ("peerASN: 65000, peerAddress: router", "spec.peerAddress"),
         (
             "peerASN: 65000, peerAddress: 192.0.2.254, sourceAddress: \"::1\"",
@@ -527,6 +531,17 @@ fn duplicate_and_unknown_peers_are_reported() {
         "{problems:?}"
     );
     assert_eq!(prefixes(&p, "a").len(), 2);
+    let docs = [
+        peer("a", "peerASN: 65000, peerAddress: 192.0.2.254"),
+        ad("x", "ipAddressPools: [p, gone]"),
+    ];
+    let (_, problems) = plan(&view(&docs, "", &["node-a"]), "node-a");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field.as_deref() == Some("spec.ipAddressPools[1]")),
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! lb-speaker: makes this node's share of the Service addresses reachable
-//! (Layer 2: answers ARP and NDP, announces at takeover).
+//! (Layer 2: answers ARP and NDP, announces at takeover; BGP: announces
+//! them to the BGPPeers that select this node).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,12 @@ use lb_kube::speaker::{self, MembershipOptions, Options};
 /// (port 7946, as MetalLB's memberlist) seeded from the Node objects'
 /// InternalIPs, and elect one node per address as MetalLB does.
 ///
+/// BGP: with BGPPeers (and BGPAdvertisements) in the configuration, this
+/// node also dials each peer that selects it and announces the addresses
+/// of the Services it should (MetalLB's rules), IPv4 and IPv6, with TCP
+/// MD5, graceful restart and MetalLB's metrics; SIGTERM withdraws them and
+/// closes each session with a Cease that says why.
+///
 /// File mode: --manifests DIR is the cluster; addresses come from the
 /// controller's state file (default DIR/.lb/state.json).
 ///
@@ -25,7 +32,8 @@ use lb_kube::speaker::{self, MembershipOptions, Options};
 /// --kubeconfig, else $KUBECONFIG or ~/.kube/config, else the in-cluster
 /// configuration; addresses come from Service status.
 ///
-/// Needs CAP_NET_RAW (packet sockets). The node must accept traffic to
+/// Needs CAP_NET_RAW for Layer 2 (packet sockets); BGP needs none (it only
+/// dials out). The node must accept traffic to
 /// the addresses it answers for (kube-proxy's rules, or the address on
 /// `lo` with arp_ignore=1): see the README.
 #[derive(Parser, Debug)]

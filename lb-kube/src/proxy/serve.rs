@@ -199,9 +199,6 @@ pub fn served(
     )
 }
 
-/// How long a manifests directory must hold still before a change is read.
-const SETTLE: Duration = Duration::from_millis(50);
-
 /// The TLS implementation's cryptography.
 fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
@@ -332,25 +329,10 @@ pub async fn run<S: Source + 'static>(
             () = crate::source::changed_or_polled(&mut changes, options.poll_interval) => {}
             _ = options.reload.notified() => {}
         }
-        let (back, mut moved) = crate::source::version_off_runtime(source)
+        let (back, moved) = crate::source::settled_version(source, changes.is_some(), version)
             .await
             .map_err(|_| Error::Panicked)?;
         source = back;
-        // Files (no change notifications): a file caught in the middle of
-        // a write (truncated, then written) reads as another file a moment
-        // later. Read once the directory has held still for a moment, so
-        // that a half-written file never takes routes away.
-        while changes.is_none() && moved != version {
-            tokio::time::sleep(SETTLE).await;
-            let (back, again) = crate::source::version_off_runtime(source)
-                .await
-                .map_err(|_| Error::Panicked)?;
-            source = back;
-            if again == moved {
-                break;
-            }
-            moved = again;
-        }
         if moved == version {
             // Back as it was before the failure.
             if std::mem::replace(&mut failing, false) {

@@ -159,7 +159,9 @@ pub fn manifest_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// Reads kind, namespace and name from a document that is not valid YAML,
 /// by its top-level `kind:` and the `name:` and `namespace:` directly under
-/// `metadata:`. `None` when any of kind or name cannot be found this way.
+/// `metadata:`, in block style or as a one-line flow mapping
+/// (`metadata: {name: x, namespace: y}`). `None` when any of kind or name
+/// cannot be found this way.
 pub fn sniff_identity(doc: &str) -> Option<ObjectRef> {
     fn scalar(v: &str) -> String {
         let v = v.split(" #").next().unwrap_or_default().trim();
@@ -177,6 +179,19 @@ pub fn sniff_identity(doc: &str) -> Option<ObjectRef> {
         if indent == 0 {
             in_meta = body.trim_end() == "metadata:";
             meta_indent = None;
+            if let Some(flow) = body
+                .strip_prefix("metadata:")
+                .map(str::trim)
+                .and_then(|v| v.strip_prefix('{'))
+            {
+                for (key, value) in flow_entries(flow) {
+                    match key {
+                        "name" => name = name.or_else(|| Some(scalar(value))),
+                        "namespace" => namespace = namespace.or_else(|| Some(scalar(value))),
+                        _ => {}
+                    }
+                }
+            }
             if let Some(v) = body.strip_prefix("kind:") {
                 kind.get_or_insert_with(|| scalar(v));
             }
@@ -198,6 +213,40 @@ pub fn sniff_identity(doc: &str) -> Option<ObjectRef> {
     let (kind, name) = (kind.filter(|k| !k.is_empty())?, name.filter(|n| !n.is_empty())?);
     let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
     Some(ObjectRef { kind, namespace, name })
+}
+
+/// The top-level `key: value` entries of a one-line flow mapping whose
+/// opening brace is already consumed (nested mappings and lists skipped
+/// whole; stops at the closing brace or the end of the line).
+fn flow_entries(text: &str) -> Vec<(&str, &str)> {
+    fn entry(part: &str) -> Option<(&str, &str)> {
+        let (k, v) = part.split_once(':')?;
+        Some((k.trim().trim_matches(|c| c == '"' || c == '\''), v.trim()))
+    }
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '{' | '[') => depth += 1,
+            (None, ']') => depth = depth.saturating_sub(1),
+            (None, '}') if depth == 0 => {
+                out.extend(entry(&text[start..i]));
+                return out;
+            }
+            (None, '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.extend(entry(&text[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.extend(entry(&text[start..]));
+    out
 }
 
 /// A manifests directory, read into snapshots, remembering the last good
@@ -755,6 +804,22 @@ mod tests {
             p.to_string().contains("b.yaml") && p.message.contains("total limit"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn identities_are_sniffed_from_broken_documents_in_both_styles() {
+        let want = Some(ObjectRef {
+            kind: "BGPPeer".into(),
+            namespace: "metallb-system".into(),
+            name: "bird4".into(),
+        });
+        let block = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata:\n  name: bird4\n  namespace: metallb-system\nspec: {myASN: 1, peerASN: {\n";
+        assert_eq!(sniff_identity(block), want);
+        let flow = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: bird4, labels: {a: \"x,y\"}, namespace: 'metallb-system'}\nspec: {myASN: 1, peerASN: {\n";
+        assert_eq!(sniff_identity(flow), want);
+        let unclosed = "kind: BGPPeer\nmetadata: {namespace: metallb-system, name: bird4\n";
+        assert_eq!(sniff_identity(unclosed), want);
+        assert_eq!(sniff_identity("kind: BGPPeer\nmetadata: {labels: {name: x}}\n"), None);
     }
 
     #[test]

@@ -309,6 +309,32 @@ pub async fn version_off_runtime<S: Source + 'static>(source: S) -> Result<(S, u
     .await
 }
 
+/// How long a manifests directory must hold still before a change is read.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Reads `source`'s version off the runtime; for a source without change
+/// notifications (files), once it has moved from `last`, waits until it
+/// holds still for [`SETTLE`]: a file caught in the middle of a write
+/// (truncated, then written) reads as another file a moment later, and a
+/// half-written file must never take routes or addresses away.
+pub async fn settled_version<S: Source + 'static>(
+    source: S,
+    notified: bool,
+    last: u64,
+) -> Result<(S, u64), tokio::task::JoinError> {
+    let (mut source, mut moved) = version_off_runtime(source).await?;
+    while !notified && moved != last {
+        tokio::time::sleep(SETTLE).await;
+        let (back, again) = version_off_runtime(source).await?;
+        source = back;
+        if again == moved {
+            break;
+        }
+        moved = again;
+    }
+    Ok((source, moved))
+}
+
 /// Reads `source`'s version and view on a blocking thread (reading may
 /// block on I/O), handing the source back with them. Fails only if the
 /// read panicked.

@@ -305,18 +305,19 @@ fn peer(
     if s.peer_asn == Some(u32::from(lb_bgp::open::AS_TRANS)) {
         err("spec.peerASN", "AS 23456 (AS_TRANS) is reserved".into());
     }
-    let address = match (s.peer_address.as_deref(), s.interface.as_deref()) {
+    let interface = s.interface.as_deref().filter(|i| !i.is_empty());
+    if interface.is_some() {
+        err(
+            "spec.interface",
+            "unnumbered BGP (interface) is not supported; set peerAddress only".into(),
+        );
+    }
+    let address = match (s.peer_address.as_deref(), interface) {
         (Some(a), _) => a
             .parse::<IpAddr>()
             .map_err(|_| err("spec.peerAddress", format!("{a:?} is not an IP address")))
             .ok(),
-        (None, Some(_)) => {
-            err(
-                "spec.interface",
-                "unnumbered BGP (interface) is not supported; set peerAddress".into(),
-            );
-            None
-        }
+        (None, Some(_)) => None,
         (None, None) => {
             err("spec.peerAddress", "must be set".into());
             None
@@ -726,7 +727,31 @@ impl Config {
                 _ => {}
             }
         }
+        let pool_names: BTreeSet<&str> = view
+            .objects
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Object::IPAddressPool(p) => p.metadata.name.as_deref(),
+                _ => None,
+            })
+            .collect();
         for (name, (a, r)) in &adverts {
+            for (i, p) in a.spec.ip_address_pools.iter().flatten().enumerate() {
+                if !pool_names.contains(p.as_str()) {
+                    let origin = view
+                        .objects
+                        .iter()
+                        .find(|(_, o)| object_ref(o) == *r)
+                        .and_then(|(o, _)| o.clone());
+                    report_warning(
+                        problems,
+                        &origin,
+                        r,
+                        &format!("spec.ipAddressPools[{i}]"),
+                        format!("no IPAddressPool named {p:?}: {name} announces nothing from it"),
+                    );
+                }
+            }
             for (i, p) in a.spec.peers.iter().flatten().enumerate() {
                 if !peers.contains_key(p) {
                     let origin = view

@@ -206,10 +206,19 @@ async fn dial(config: &PeerConfig) -> io::Result<TcpStream> {
     }
     socket.set_nodelay(true)?;
     // The connect attempt lasts at most the time between attempts.
-    match tokio::time::timeout(config.connect_time, socket.connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    let stream = match tokio::time::timeout(config.connect_time, socket.connect(addr)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    };
+    // A dial to a local port nobody listens on can meet itself (TCP
+    // simultaneous open): that is no peer.
+    if stream.local_addr()? == stream.peer_addr()? {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "connected to itself: nothing listens there",
+        ));
     }
+    Ok(stream)
 }
 
 /// The routes with this session's next hop, AS path and local preference.
@@ -392,10 +401,10 @@ async fn run(
                     match &why {
                         Down::Stopped => tracing::info!(peer = %t.peer, "BGP session closed"),
                         Down::PeerNotified(code, text) => {
-                            tracing::warn!(peer = %t.peer, ?code, message = text.as_deref().unwrap_or(""), "BGP session down: the peer sent a NOTIFICATION")
+                            tracing::warn!(peer = %t.peer, %code, message = text.as_deref().unwrap_or(""), "BGP session down: the peer sent a NOTIFICATION")
                         }
                         Down::Notified(code) => {
-                            tracing::warn!(peer = %t.peer, ?code, "BGP session down: NOTIFICATION sent")
+                            tracing::warn!(peer = %t.peer, %code, "BGP session down: NOTIFICATION sent")
                         }
                         Down::ConnectionLost => tracing::warn!(peer = %t.peer, "BGP session down: connection lost"),
                     }

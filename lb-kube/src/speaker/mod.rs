@@ -250,6 +250,15 @@ pub async fn run<S: Source + 'static>(
                 responders.reannounce(std::time::Instant::now());
             }
             () = crate::source::changed_or_polled(&mut changes, options.poll_interval) => {
+                // A file half written is not read (it would take addresses
+                // away for a moment).
+                let (back, moved) = crate::source::settled_version(source, changes.is_some(), version)
+                    .await
+                    .map_err(|_| Error::Panicked)?;
+                source = back;
+                if moved == version {
+                    continue;
+                }
                 let (back, read) = crate::source::read_off_runtime(source)
                     .await
                     .map_err(|_| Error::Panicked)?;
