@@ -216,7 +216,7 @@ pub fn go_duration(s: &str) -> Result<Duration, String> {
             "m" => 60_000_000_000,
             "s" => 1_000_000_000,
             "ms" => 1_000_000,
-            "us" | "µs" => 1_000,
+            "us" | "µs" | "μs" => 1_000,
             "ns" => 1,
             _ => return Err(bad()),
         };
