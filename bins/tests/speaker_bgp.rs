@@ -190,12 +190,7 @@ fn bird_learns_both_families_and_follows_edits_without_a_flap() {
     std::fs::write(dir.path().join("cluster.yaml"), &good).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // None of it flapped a session.
-    assert_eq!(
-        (bird.protocol("v4"), bird.protocol("v6")),
-        since,
-        "{}",
-        log(dir.path())
-    );
+    assert_eq!((bird.protocol("v4"), bird.protocol("v6")), since, "{}", log(dir.path()));
     assert!(since.0.contains("Established"), "{}", since.0);
 
     // SIGTERM: withdrawn, then a Cease with the reason, then exit 0.

@@ -19,6 +19,7 @@
 //! stream, IPv4 and IPv6.
 #![forbid(unsafe_code)]
 
+pub mod attributes;
 pub mod error;
 pub mod header;
 pub mod message;

@@ -118,9 +118,11 @@ impl<'a> Update<'a> {
 impl Update<'_> {
     /// Checks the attributes as RFC 7606 says, returning the most severe
     /// verdict: a second MP_REACH or MP_UNREACH resets the session; a
-    /// malformed ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF, COMMUNITIES or
-    /// LARGE_COMMUNITY makes the UPDATE a withdrawal; a malformed
-    /// ATOMIC_AGGREGATE or AGGREGATOR is discarded. `four_octet`: AS
+    /// malformed ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF, COMMUNITIES,
+    /// LARGE_COMMUNITY, EXTENDED COMMUNITIES, ORIGINATOR_ID or CLUSTER_LIST
+    /// makes the UPDATE a withdrawal; a malformed ATOMIC_AGGREGATE,
+    /// AGGREGATOR, AS4_AGGREGATOR or AS4_PATH is discarded (each as
+    /// [`crate::attributes::Attribute::decode`] reads it). `four_octet`: AS
     /// numbers in AS_PATH are 4 octets (the capability was exchanged).
     /// A second copy of any other attribute is ignored (§3 g), not an
     /// error.
@@ -132,28 +134,25 @@ impl Update<'_> {
         // Attribute codes below 64 seen, one bit each (every code checked
         // below is one of them; a repeat of another changes nothing).
         let mut seen = 0u64;
-        let width = if four_octet { 4 } else { 2 };
         for a in self.attributes() {
             let bit = 1u64.checked_shl(u32::from(a.code)).unwrap_or(0);
             let first = seen & bit == 0;
             seen |= bit;
             let verdict = match a.code {
-                MP_REACH | MP_UNREACH if !first => Some((
-                    3,
-                    UpdateError::Reset {
-                        code: MALFORMED_ATTRIBUTES,
-                    },
-                )),
+                MP_REACH | MP_UNREACH if !first => Some(UpdateError::Reset {
+                    code: MALFORMED_ATTRIBUTES,
+                }),
                 _ if !first => None,
-                ORIGIN if a.value.len() != 1 || a.value[0] > 2 => Some((2, withdraw(a.code))),
-                AS_PATH if !as_path_ok(a.value, width) => Some((2, withdraw(a.code))),
-                NEXT_HOP | MED | LOCAL_PREF if a.value.len() != 4 => Some((2, withdraw(a.code))),
-                COMMUNITIES if a.value.len() % 4 != 0 => Some((2, withdraw(a.code))),
-                LARGE_COMMUNITIES if a.value.len() % 12 != 0 => Some((2, withdraw(a.code))),
-                ATOMIC_AGGREGATE if !a.value.is_empty() => Some((1, UpdateError::Discard { attribute: a.code })),
-                AGGREGATOR if a.value.len() != 2 + width => Some((1, UpdateError::Discard { attribute: a.code })),
-                _ => None,
-            };
+                _ => crate::attributes::Attribute::decode(a, four_octet).err(),
+            }
+            .map(|v| {
+                let r = match v {
+                    UpdateError::Reset { .. } => 3,
+                    UpdateError::TreatAsWithdraw { .. } => 2,
+                    UpdateError::Discard { .. } => 1,
+                };
+                (r, v)
+            });
             if let Some((r, v)) = verdict
                 && r > rank
             {
@@ -162,27 +161,6 @@ impl Update<'_> {
         }
         worst.map_or(Ok(()), Err)
     }
-}
-
-#[inline]
-fn withdraw(attribute: u8) -> UpdateError {
-    UpdateError::TreatAsWithdraw { attribute }
-}
-
-/// Whether `value` is a well-formed AS_PATH: segments of type 1 (SET) or
-/// 2 (SEQUENCE) (3 and 4 for confederations), each with a non-zero count
-/// of `width`-byte AS numbers, exactly filling the value.
-#[inline]
-fn as_path_ok(value: &[u8], width: usize) -> bool {
-    let mut rest = value;
-    while let [kind, count, tail @ ..] = rest {
-        let n = usize::from(*count) * width;
-        if !(1..=4).contains(kind) || *count == 0 || tail.len() < n {
-            return false;
-        }
-        rest = &tail[n..];
-    }
-    rest.is_empty()
 }
 
 /// ATOMIC_AGGREGATE.
