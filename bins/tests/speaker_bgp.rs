@@ -321,6 +321,94 @@ fn graceful_restart_keeps_the_routes_through_a_speaker_restart() {
     eventually("IPv6 back", || bird.routes().contains("2001:db8:100::10/128"));
 }
 
+/// A peer that floods UPDATEs (a full table sent to a speaker that
+/// ignores what it receives) does not starve the speaker: BIRD's session
+/// beside it stays up and the metrics keep answering.
+#[test]
+fn a_flooding_peer_starves_nothing_else() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (local(26), 1802);
+    let bird = Bird::start(dir.path(), addr, port, "");
+    // The flooder: accepts the speaker, answers its OPEN, then sends
+    // UPDATEs of 800 /32 as fast as the socket takes them for 12 s.
+    let listener = std::net::TcpListener::bind((local(27), 1804)).unwrap();
+    let flood = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let Ok((mut s, _)) = listener.accept() else { return 0u64 };
+        let mut open = Vec::new();
+        lb_bgp::OpenMessage {
+            asn: 65002,
+            hold_time: 90,
+            bgp_id: Ipv4Addr::new(192, 0, 2, 99),
+            families: vec![(1, 1)],
+            route_refresh: false,
+            graceful_restart: None,
+        }
+        .write(&mut open);
+        lb_bgp::write_keepalive(&mut open);
+        let _ = s.write_all(&open);
+        let mut update = Vec::new();
+        let prefixes: Vec<ipnet::Ipv4Net> = (0..800u32)
+            .map(|i| ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).unwrap())
+            .collect();
+        lb_bgp::Announce {
+            origin: lb_bgp::Origin::Igp,
+            as_path: vec![65002],
+            next_hop: Ipv4Addr::new(192, 0, 2, 99).into(),
+            local_pref: None,
+            communities: vec![],
+            large_communities: vec![],
+        }
+        .write(&prefixes, lb_bgp::MAX_LEN, &mut update);
+        let batch: Vec<u8> = update.repeat(16);
+        let _ = s.set_nonblocking(true);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut scratch = [0u8; 4096];
+        while start.elapsed() < Duration::from_secs(12) {
+            let _ = s.read(&mut scratch);
+            if let Ok(n) = s.write(&batch) {
+                sent += n as u64;
+            }
+        }
+        sent
+    });
+    let extra = format!(
+        "---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: flood, namespace: metallb-system}}\n\
+         spec: {{myASN: 65001, peerASN: 65002, peerAddress: {}, peerPort: 1804, ebgpMultiHop: true}}\n",
+        local(27)
+    );
+    let all = manifests(dir.path(), addr, port, "", true, true);
+    std::fs::write(dir.path().join("cluster.yaml"), all + &extra).unwrap();
+    let _spk = speaker(dir.path(), 9486);
+    eventually("learned", || bird.routes().contains("198.51.100.10/32"));
+    let since = bird.protocol("v4");
+    // Through the flood (BIRD's hold time is 9 s): the metrics answer,
+    // BIRD's session never drops.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(11) {
+        let asked = Instant::now();
+        assert!(metrics(9486).contains("metallb_bgp_session_up"), "no metrics");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "metrics took {:?}",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sent = flood.join().unwrap();
+    // The speaker reads as fast as it decodes (a debug build here): some
+    // thousands of UPDATEs at the least, its one thread kept busy.
+    assert!(
+        sent > 1_000_000,
+        "the flood was too thin to mean anything: {sent} bytes"
+    );
+    assert_eq!(bird.protocol("v4"), since, "{}", log(dir.path()));
+}
+
 /// A router and a node in network namespaces this test creates, joined by
 /// a veth (192.0.2.1 / 2001:db8::1 on the router, .2 / ::2 on the node);
 /// removed on drop with every process started in them.

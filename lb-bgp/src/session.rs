@@ -432,6 +432,14 @@ impl Session {
         match (self.state, m) {
             (_, Message::Notification(n)) => {
                 let why = Down::PeerNotified(n.code, n.shutdown_message().map(str::to_owned));
+                // The peer's operator shut it down, reset it or changed its
+                // configuration (Cease 2, 4, 6, 9): no fault of the session,
+                // so no longer wait; a router restarting is dialled again
+                // within seconds however often it restarts.
+                if n.code.code == 6 && matches!(n.code.subcode, 2 | 4 | 6 | 9) {
+                    self.backoff = BACKOFF.0;
+                    self.up_since = None;
+                }
                 let wait = self.next_backoff(now);
                 self.idle(Some(now + wait));
                 self.events.push_back(Event::Down(why));

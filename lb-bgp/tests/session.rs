@@ -400,8 +400,11 @@ fn a_peer_that_resets_every_session_at_once_is_not_redialled_every_second() {
         if round == 3 {
             p.run(p.now + Duration::from_secs(150));
         }
-        // The peer resets it (a policy reject, a prefix limit).
-        p.b.handle_input(p.now, Input::ManualStop("rejected"));
+        // The peer resets it: a prefix limit (Cease, Maximum Number of
+        // Prefixes Reached).
+        let mut cease = Vec::new();
+        lb_bgp::Notification::write(NotificationCode::new(6, 1), &[], &mut cease);
+        p.a.handle_input(p.now, Input::Received(&cease));
         p.drain();
         assert_eq!(p.a.state(), State::Idle);
         (a, now) = (p.a, p.now);
@@ -477,4 +480,44 @@ fn notification_codes_read_as_the_rfcs_name_them() {
         NotificationCode::new(9, 9).to_string(),
         "unknown error / unknown subcode (9/9)"
     );
+}
+
+/// A router whose operator restarts it again and again (a Cease, then
+/// refused dials while it is down) is dialled again within seconds each
+/// time, not after longer and longer waits.
+#[test]
+fn an_administrative_cease_does_not_lengthen_the_wait() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut a = Session::new(config(65001, Some(65000), 1, 90));
+    a.handle_input(now, Input::ManualStart);
+    let mut outages = Vec::new();
+    for _ in 0..4 {
+        // Until `a` dials; the first two dials meet a router still down.
+        let mut refused = 0;
+        let down = now;
+        loop {
+            match a.poll_event() {
+                Some(Event::Connect) if refused < 2 => {
+                    refused += 1;
+                    a.handle_input(now, Input::TcpConnectionFails);
+                }
+                Some(Event::Connect) => break,
+                Some(_) => continue,
+                None => {
+                    now = a.poll_timeout().unwrap();
+                    a.handle_timeout(now);
+                }
+            }
+        }
+        outages.push(now.duration_since(down).as_secs());
+        let mut p = establish_with_fresh_peer(a, now);
+        p.run(p.now + Duration::from_secs(10));
+        // The router restarts: Cease, Administrative Shutdown.
+        p.b.handle_input(p.now, Input::ManualStop("restarting"));
+        p.drain();
+        (a, now) = (p.a, p.now);
+    }
+    // Each time the same: 1 s, then 2 and 4 s for the refused dials.
+    assert_eq!(outages[1..], [7, 7, 7], "{outages:?}");
 }

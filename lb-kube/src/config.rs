@@ -9,9 +9,48 @@ use lb_alloc::{AddrRange, LabelSelector, Operator, Pool, PoolSet, Requirement, S
 use crate::objects::{IPAddressPool, Object, ObjectRef, object_ref};
 use crate::source::{Problem, Snapshot};
 
-/// Converts a Kubernetes label selector.
+/// A label value as Kubernetes takes it: at most 63 characters,
+/// alphanumerics with `-`, `_` and `.` inside, or empty.
+pub fn is_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_alphanumeric();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter().all(|c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
+            && b.first().is_some_and(alnum)
+            && b.last().is_some_and(alnum))
+}
+
+/// A label key as Kubernetes takes it: an optional DNS subdomain prefix
+/// and `/`, then a non-empty name of the value's form.
+pub fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    !name.is_empty() && is_label_value(name) && prefix.is_none_or(crate::objects::validate::is_dns1123_subdomain)
+}
+
+/// Converts a Kubernetes label selector; a key or value Kubernetes would
+/// refuse is an error.
 pub fn label_selector(s: &meta::LabelSelector) -> Result<LabelSelector, String> {
     let labels = s.match_labels.clone().unwrap_or_default();
+    for (k, v) in &labels {
+        if !is_label_key(k) {
+            return Err(format!("{k:?} is not a valid label key"));
+        }
+        if !is_label_value(v) {
+            return Err(format!("{v:?} is not a valid label value (for key {k:?})"));
+        }
+    }
+    for e in s.match_expressions.iter().flatten() {
+        if !is_label_key(&e.key) {
+            return Err(format!("{:?} is not a valid label key", e.key));
+        }
+        if let Some(v) = e.values.iter().flatten().find(|v| !is_label_value(v)) {
+            return Err(format!("{v:?} is not a valid label value (for key {:?})", e.key));
+        }
+    }
     let exprs = s
         .match_expressions
         .iter()

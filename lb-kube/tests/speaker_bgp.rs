@@ -268,6 +268,14 @@ fn every_invalid_field_is_reported_and_disables_only_its_object() {
         ("peerASN: 65000", "spec.peerAddress"),
         ("peerASN: 65000, interface: eth0", "spec.interface"),
         (
+            "peerASN: 65000, peerAddress: 192.0.2.254, nodeSelectors: [{matchLabels: {\"a b\": c}}]",
+            "spec.nodeSelectors[0]",
+        ),
+        (
+            "peerASN: 65000, peerAddress: 192.0.2.254, nodeSelectors: [{matchLabels: {kubernetes.io/hostname: \"node a\"}}]",
+            "spec.nodeSelectors[0]",
+        ),
+        (
             "peerASN: 65000, peerAddress: 192.0.2.254, interface: eth0",
             "spec.interface",
         ),
@@ -352,6 +360,10 @@ fn every_invalid_field_is_reported_and_disables_only_its_object() {
             "spec.serviceSelectors[0]",
         ),
         (too_many.as_str(), "spec.communities"),
+        (
+            "ipAddressPoolSelectors: [{matchLabels: {\"a b\": c}}]",
+            "spec.ipAddressPoolSelectors[0]",
+        ),
     ];
     for (spec, field) in bad_ads {
         let docs = [peer("r1", "peerASN: 65000, peerAddress: 192.0.2.254"), ad("bad", spec)];
@@ -607,4 +619,21 @@ fn a_kept_advertisement_follows_the_pools() {
             .any(|p| p.message.contains("keeping its last good version")),
         "{problems:?}"
     );
+}
+
+/// A document so broken that its object cannot be named (the view is
+/// incomplete) takes no peer or advertisement away.
+#[test]
+fn an_unreadable_document_takes_nothing_away() {
+    let mut config = Config::default();
+    let good = [peer("r1", "peerASN: 65000, peerAddress: 192.0.2.254"), ad("x", "")];
+    let (before, _) = plan_after(&mut config, &view(&good, "", &["node-a"]), "node-a");
+    let mut snap = view(&[], "", &["node-a"]);
+    snap.complete = false;
+    let (after, _) = plan_after(&mut config, &snap, "node-a");
+    assert_eq!(after.peers, before.peers);
+    assert_eq!(after.routes, before.routes);
+    // Read whole again without them: gone.
+    let (gone, _) = plan_after(&mut config, &view(&[], "", &["node-a"]), "node-a");
+    assert!(gone.peers.is_empty());
 }

@@ -167,6 +167,19 @@ pub fn sniff_identity(doc: &str) -> Option<ObjectRef> {
         let v = v.split(" #").next().unwrap_or_default().trim();
         v.trim_matches(|c| c == '"' || c == '\'').to_owned()
     }
+    // A document that is one flow mapping (JSON, or YAML on one line).
+    if let Some(flow) = doc.trim_start().strip_prefix('{') {
+        let top = flow_entries(flow);
+        let get = |key: &str| top.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let kind = get("kind").map(scalar).filter(|k| !k.is_empty())?;
+        let meta = flow_entries(get("metadata")?.strip_prefix('{')?);
+        let field = |key: &str| meta.iter().find(|(k, _)| *k == key).map(|(_, v)| scalar(v));
+        let name = field("name").filter(|n| !n.is_empty())?;
+        let namespace = field("namespace")
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        return Some(ObjectRef { kind, namespace, name });
+    }
     let (mut kind, mut name, mut namespace) = (None, None, None);
     let mut in_meta = false;
     let mut meta_indent = None;
@@ -819,6 +832,10 @@ mod tests {
         assert_eq!(sniff_identity(flow), want);
         let unclosed = "kind: BGPPeer\nmetadata: {namespace: metallb-system, name: bird4\n";
         assert_eq!(sniff_identity(unclosed), want);
+        let json = "{\n  \"apiVersion\": \"metallb.io/v1beta2\",\n  \"kind\": \"BGPPeer\",\n  \"metadata\": {\"name\": \"bird4\", \"namespace\": \"metallb-system\"},\n  \"spec\": {\"myASN\": 65001, \"peerAddress\": \"192.0";
+        assert_eq!(sniff_identity(json), want);
+        let one_line = "{apiVersion: metallb.io/v1beta2, kind: BGPPeer, metadata: {name: bird4, namespace: metallb-system}, spec: {myASN: 1, peerASN: {";
+        assert_eq!(sniff_identity(one_line), want);
         assert_eq!(sniff_identity("kind: BGPPeer\nmetadata: {labels: {name: x}}\n"), None);
     }
 

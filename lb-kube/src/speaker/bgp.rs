@@ -547,6 +547,11 @@ fn advert(
             )),
         }
     }
+    // A community named twice (or by value and by alias) is sent once.
+    communities.sort_unstable();
+    communities.dedup();
+    large_communities.sort_unstable();
+    large_communities.dedup();
     if 4 * communities.len() + 12 * large_communities.len() > MAX_COMMUNITY_BYTES {
         errors.push((
             "spec.communities".into(),
@@ -725,6 +730,17 @@ impl Config {
                     }
                 },
                 _ => {}
+            }
+        }
+        // Something could not be read at all (a broken file whose objects
+        // cannot even be named): what is missing may only be unread, so
+        // the peers and advertisements in force stay.
+        if !view.complete {
+            for (name, e) in &self.peers {
+                peers.entry(name.clone()).or_insert_with(|| e.clone());
+            }
+            for (name, a) in &self.adverts {
+                adverts.entry(name.clone()).or_insert_with(|| a.clone());
             }
         }
         let pool_names: BTreeSet<&str> = view

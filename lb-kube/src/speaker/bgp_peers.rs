@@ -357,6 +357,7 @@ async fn run(
     });
     let label = PeerLabel { peer: peer.clone() };
     metrics.session_up.get_or_create(&label).set(0);
+    metrics.announced.get_or_create(&label).set(0);
     let mut t = Task {
         config,
         peer,
@@ -387,6 +388,7 @@ async fn run(
                     connecting = None;
                 }
                 Event::Established(p) => {
+                    dial_error = None;
                     tracing::info!(peer = %t.peer, asn = p.asn, id = %p.bgp_id, hold = p.hold_time, "BGP session established");
                     t.metrics.session_up.get_or_create(&t.label).set(1);
                     t.rib = AdjRibOut::with_families(&p.families);
@@ -407,6 +409,10 @@ async fn run(
                             tracing::warn!(peer = %t.peer, %code, "BGP session down: NOTIFICATION sent")
                         }
                         Down::ConnectionLost => tracing::warn!(peer = %t.peer, "BGP session down: connection lost"),
+                    }
+                    if let Some(at) = session.poll_timeout() {
+                        let wait = at.saturating_duration_since(Instant::now());
+                        tracing::info!(peer = %t.peer, retry_in_s = wait.as_secs(), "dialling the peer again later");
                     }
                     t.rib.reset();
                     t.metrics.session_up.get_or_create(&t.label).set(0);
@@ -468,7 +474,9 @@ async fn run(
                 connecting = None;
                 match r {
                     Ok(s) => {
-                        if dial_error.take().is_some() {
+                        if dial_error == Some(io::ErrorKind::ConnectionAborted) {
+                            // Said again if the next connection fails too.
+                        } else if dial_error.take().is_some() {
                             tracing::info!(peer = %t.peer, "connected");
                         }
                         t.local = s.local_addr().ok().map(|a| a.ip());
@@ -484,7 +492,8 @@ async fn run(
                     Err(e) => {
                         // Said once, and again when the reason changes.
                         if dial_error.replace(e.kind()) != Some(e.kind()) {
-                            tracing::warn!(peer = %t.peer, error = %e, source = ?t.config.source, "cannot connect to the BGP peer; trying again");
+                            let source = t.config.source.map(|s| s.to_string()).unwrap_or_else(|| "any".into());
+                            tracing::warn!(peer = %t.peer, error = %e, %source, "cannot connect to the BGP peer; trying again");
                         } else {
                             tracing::debug!(peer = %t.peer, error = %e, "BGP connect failed");
                         }
@@ -504,10 +513,25 @@ async fn run(
                     (Ok(()), None) => continue,
                 };
                 match read {
-                    Ok(n) if n > 0 => session.handle_input(Instant::now(), Input::Received(&buf[..n])),
+                    Ok(n) if n > 0 => {
+                        session.handle_input(Instant::now(), Input::Received(&buf[..n]));
+                        // A peer that floods (a full table sent to a speaker
+                        // that ignores it) must not starve the other
+                        // sessions, the metrics or the configuration: the
+                        // runtime's budget makes this task take turns.
+                        tokio::task::coop::consume_budget().await;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     _ => {
                         conn.stream = None;
+                        // Closed before the session came up (a peer that
+                        // does not know this node, another speaker in its
+                        // place): said once, as dial failures are.
+                        if session.state() == State::OpenSent
+                            && dial_error.replace(io::ErrorKind::ConnectionAborted) != Some(io::ErrorKind::ConnectionAborted)
+                        {
+                            tracing::warn!(peer = %t.peer, "the peer closed the connection before answering our OPEN (is this node configured as its neighbour?); trying again");
+                        }
                         session.handle_input(Instant::now(), Input::TcpConnectionFails);
                     }
                 }
