@@ -752,37 +752,30 @@ impl Config {
             })
             .collect();
         for (name, (a, r)) in &adverts {
-            for (i, p) in a.spec.ip_address_pools.iter().flatten().enumerate() {
-                if !pool_names.contains(p.as_str()) {
-                    let origin = view
-                        .objects
-                        .iter()
-                        .find(|(_, o)| object_ref(o) == *r)
-                        .and_then(|(o, _)| o.clone());
-                    report_warning(
-                        problems,
-                        &origin,
-                        r,
-                        &format!("spec.ipAddressPools[{i}]"),
-                        format!("no IPAddressPool named {p:?}: {name} announces nothing from it"),
-                    );
-                }
+            let pools = a.spec.ip_address_pools.iter().flatten().enumerate();
+            let mut missing: Vec<(String, String)> = pools
+                .filter(|(_, p)| !pool_names.contains(p.as_str()))
+                .map(|(i, p)| {
+                    let message = format!("no IPAddressPool named {p:?}: {name} announces nothing from it");
+                    (format!("spec.ipAddressPools[{i}]"), message)
+                })
+                .collect();
+            let to = a.spec.peers.iter().flatten().enumerate();
+            missing.extend(to.filter(|(_, p)| !peers.contains_key(*p)).map(|(i, p)| {
+                let message = format!("no BGPPeer named {p:?}: {name} announces to it nothing");
+                (format!("spec.peers[{i}]"), message)
+            }));
+            if missing.is_empty() {
+                continue;
             }
-            for (i, p) in a.spec.peers.iter().flatten().enumerate() {
-                if !peers.contains_key(p) {
-                    let origin = view
-                        .objects
-                        .iter()
-                        .find(|(_, o)| object_ref(o) == *r)
-                        .and_then(|(o, _)| o.clone());
-                    report_warning(
-                        problems,
-                        &origin,
-                        r,
-                        &format!("spec.peers[{i}]"),
-                        format!("no BGPPeer named {p:?}: {name} announces to it nothing"),
-                    );
-                }
+            // The file and document, looked up once for all of them.
+            let origin = view
+                .objects
+                .iter()
+                .find(|(_, o)| object_ref(o) == *r)
+                .and_then(|(o, _)| o.clone());
+            for (field, message) in missing {
+                report_warning(problems, &origin, r, &field, message);
             }
         }
         self.peers = peers;
