@@ -95,6 +95,8 @@ impl NotificationCode {
     pub const ADMINISTRATIVE_SHUTDOWN: Self = Self::new(6, 2);
     /// Cease: Administrative Reset (RFC 4486).
     pub const ADMINISTRATIVE_RESET: Self = Self::new(6, 4);
+    /// Cease: Connection Collision Resolution (RFC 4486).
+    pub const CONNECTION_COLLISION_RESOLUTION: Self = Self::new(6, 7);
     /// ROUTE-REFRESH Message Error: Invalid Message Length (RFC 7313).
     pub const BAD_ROUTE_REFRESH_LENGTH: Self = Self::new(7, 1);
 

@@ -14,7 +14,8 @@
 //! framing checked at once, its attributes classified as RFC 7606 asks
 //! ([`Update::check`]), IPv6 routes in MP_REACH, End-of-RIB; and written
 //! with many prefixes per message ([`Announce::write`]). [`Session`] is
-//! RFC 4271's state machine for a session that dials out, sans I/O.
+//! RFC 4271's state machine, sans I/O, for a session that dials out or
+//! one the peer opened ([`session::collision`] picks one when both do).
 //! [`AdjRibOut`] turns the routes to announce into the smallest UPDATE
 //! stream, IPv4 and IPv6.
 #![forbid(unsafe_code)]

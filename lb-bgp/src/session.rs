@@ -5,8 +5,11 @@
 //! deadline ([`Session::poll_timeout`]) and what happened
 //! ([`Session::poll_event`]).
 //!
-//! This speaker dials out, as MetalLB's does: it does not listen, so
-//! connection collisions (§6.8) do not arise. A connection that cannot be
+//! A session either dials out ([`Session::new`], the usual one) or takes
+//! a connection the peer opened ([`Session::accept`]). When both sides
+//! connect, the caller holds one session of each kind for the peer and
+//! [`collision`] says which one to close with
+//! [`Input::OpenCollisionDump`] (§6.8). A connection that cannot be
 //! opened is tried again after a wait that doubles from 1 s up to the
 //! ConnectRetry time; after an error on a connection the session goes to
 //! Idle and starts again by itself after an idle hold time that doubles on
@@ -125,6 +128,12 @@ pub enum Input<'a> {
     TcpConnectionFails,
     /// Bytes received from the peer.
     Received(&'a [u8]),
+    /// This connection lost a collision with another one to the same peer
+    /// (event 23): a Cease (Connection Collision Resolution) when
+    /// connected, then Idle; it does not start again by itself (the
+    /// caller starts a dialling session again with
+    /// [`Input::ManualStart`] once the other connection is gone).
+    OpenCollisionDump,
 }
 
 /// What happened, for the caller to act on.
@@ -175,6 +184,8 @@ pub struct Session {
     received: Vec<u8>,
     transmit: Vec<u8>,
     events: VecDeque<Event>,
+    /// A connection the peer opened: never dials, never starts again.
+    passive: bool,
 }
 
 /// The hold time while waiting for the peer's OPEN (RFC 4271 §8: "a large
@@ -202,7 +213,31 @@ impl Session {
             received: Vec::new(),
             transmit: Vec::new(),
             events: VecDeque::new(),
+            passive: false,
         }
+    }
+
+    /// A session for a connection the peer opened (RFC 4271's passive
+    /// side), in Active: [`Input::TcpConnectionConfirmed`] sends the OPEN.
+    /// It ends in Idle when the connection does (no redial: the peer
+    /// dials again, and the caller's dialling session goes on).
+    pub fn accept(config: Config) -> Self {
+        Self {
+            state: State::Active,
+            passive: true,
+            ..Self::new(config)
+        }
+    }
+
+    /// Whether the peer opened this session's connection.
+    pub fn is_passive(&self) -> bool {
+        self.passive
+    }
+
+    /// What the peer said in its OPEN, once it did (OpenConfirm and
+    /// Established).
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
     }
 
     /// The state.
@@ -232,7 +267,7 @@ impl Session {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         match input {
             Input::ManualStart => {
-                if self.state == State::Idle {
+                if self.state == State::Idle && !self.passive {
                     self.backoff = BACKOFF.0;
                     self.start(now);
                 }
@@ -271,6 +306,7 @@ impl Session {
                 }
             }
             Input::TcpConnectionFails => match self.state {
+                State::OpenSent if self.passive => self.idle(None),
                 State::Connect | State::OpenSent => {
                     self.received.clear();
                     self.hold = None;
@@ -291,6 +327,22 @@ impl Session {
                     self.read(now);
                 }
             }
+            Input::OpenCollisionDump => match self.state {
+                State::Idle => {}
+                State::Connect | State::Active => {
+                    // A dial in progress or waiting: abandoned.
+                    if !self.passive {
+                        self.events.push_back(Event::Disconnect);
+                    }
+                    self.idle(None);
+                }
+                State::OpenSent | State::OpenConfirm | State::Established => {
+                    let code = NotificationCode::CONNECTION_COLLISION_RESOLUTION;
+                    Notification::write(code, &[], &mut self.transmit);
+                    self.idle(None);
+                    self.events.push_back(Event::Down(Down::Notified(code)));
+                }
+            },
         }
     }
 
@@ -377,8 +429,14 @@ impl Session {
             Notification::write(code, data, &mut self.transmit);
         }
         let wait = self.next_backoff(now);
-        self.idle(Some(now + wait));
+        self.idle(self.restart_at(now + wait));
         self.events.push_back(Event::Down(why));
+    }
+
+    /// When to start again by itself: at `at`, unless the peer opened the
+    /// connection.
+    fn restart_at(&self, at: Instant) -> Option<Instant> {
+        (!self.passive).then_some(at)
     }
 
     /// The wait before the next attempt, doubling the one after; from the
@@ -441,7 +499,7 @@ impl Session {
                     self.up_since = None;
                 }
                 let wait = self.next_backoff(now);
-                self.idle(Some(now + wait));
+                self.idle(self.restart_at(now + wait));
                 self.events.push_back(Event::Down(why));
             }
             (State::OpenSent, Message::Open(o)) => {
@@ -566,4 +624,44 @@ impl Session {
             self.hold = Some(now + Duration::from_secs(u64::from(p.hold_time)));
         }
     }
+}
+
+/// Which of two connections to one peer is closed (RFC 4271 §6.8, RFC
+/// 6286 §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The one this speaker dialled.
+    Outgoing,
+    /// The one the peer opened.
+    Incoming,
+}
+
+/// Whether the dialled session `outgoing` and the accepted session
+/// `incoming` (same peer) collide, and which to close with
+/// [`Input::OpenCollisionDump`]:
+///
+/// - one of them is Established: the other goes (§6.8 closes the newer
+///   connection; a dial still waiting is abandoned too, since the peer
+///   would close it);
+/// - both have the peer's OPEN: the connection opened by the speaker with
+///   the higher BGP Identifier stays; with equal identifiers (possible
+///   between different ASes, RFC 6286), the one opened by the speaker with
+///   the higher AS number;
+/// - otherwise nothing yet.
+pub fn collision(outgoing: &Session, incoming: &Session) -> Option<Side> {
+    let live = |s: &Session| s.state != State::Idle;
+    if !live(outgoing) || !live(incoming) {
+        return None;
+    }
+    match (outgoing.state, incoming.state) {
+        (State::Established, _) => return Some(Side::Incoming),
+        (_, State::Established) => return Some(Side::Outgoing),
+        _ => {}
+    }
+    let (Some(_), Some(peer)) = (&outgoing.peer, &incoming.peer) else {
+        return None;
+    };
+    let local = (u32::from(incoming.config.bgp_id), incoming.config.local_as);
+    let remote = (u32::from(peer.bgp_id), peer.asn);
+    Some(if local < remote { Side::Outgoing } else { Side::Incoming })
 }

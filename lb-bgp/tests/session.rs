@@ -2,12 +2,13 @@
 //! harness): establishment, hold-time negotiation and keepalives, the hold
 //! timer, a wrong peer AS (fixed or dynamic), a configured keepalive
 //! time, graceful restart offered, a stop with a shutdown communication,
-//! and the restart backoff.
+//! the restart backoff, and the collision of two connections when both
+//! speakers dial.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use lb_bgp::session::{Config, Down, Event, Input, PeerAs};
+use lb_bgp::session::{Config, Down, Event, Input, PeerAs, Side, collision};
 use lb_bgp::{NotificationCode, Session, State};
 
 struct Pair {
@@ -520,4 +521,184 @@ fn an_administrative_cease_does_not_lengthen_the_wait() {
     }
     // Each time the same: 1 s, then 2 and 4 s for the refused dials.
     assert_eq!(outages[1..], [7, 7, 7], "{outages:?}");
+}
+
+/// Two speakers, each with a dialled and an accepted session, wired as two
+/// TCP connections: `conns[0]` is the one A dialled (A's outgoing to B's
+/// incoming), `conns[1]` the one B dialled. Each speaker resolves
+/// collisions on its own, as a caller of [`collision`] does.
+struct Speakers {
+    now: Instant,
+    a: [Session; 2],
+    b: [Session; 2],
+    events: Vec<(&'static str, Event)>,
+}
+
+impl Speakers {
+    fn new(id_a: u8, id_b: u8) -> Self {
+        let (ca, cb) = (
+            config(65001, Some(65000), id_a, 90),
+            config(65000, Some(65001), id_b, 90),
+        );
+        Self {
+            now: Instant::now(),
+            a: [Session::new(ca.clone()), Session::accept(ca)],
+            b: [Session::new(cb.clone()), Session::accept(cb)],
+            events: Vec::new(),
+        }
+    }
+
+    /// The two ends of connection `i`: (dialler's outgoing, acceptor's
+    /// incoming).
+    fn ends(&mut self, i: usize) -> (&mut Session, &mut Session) {
+        match i {
+            0 => (&mut self.a[0], &mut self.b[1]),
+            _ => (&mut self.b[0], &mut self.a[1]),
+        }
+    }
+
+    /// Connection `i` comes up on both ends.
+    fn connect(&mut self, i: usize) {
+        let now = self.now;
+        let (out, inc) = self.ends(i);
+        out.handle_input(now, Input::TcpConnectionConfirmed);
+        inc.handle_input(now, Input::TcpConnectionConfirmed);
+    }
+
+    /// Moves bytes and events, resolving collisions, until nothing moves.
+    fn drain(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..2 {
+                let now = self.now;
+                let (out, inc) = self.ends(i);
+                let (mut to_inc, mut to_out) = (Vec::new(), Vec::new());
+                out.poll_transmit(&mut to_inc);
+                inc.poll_transmit(&mut to_out);
+                moved |= !to_inc.is_empty() || !to_out.is_empty();
+                inc.handle_input(now, Input::Received(&to_inc));
+                out.handle_input(now, Input::Received(&to_out));
+            }
+            for (who, [out, inc]) in [("a", &mut self.a), ("b", &mut self.b)] {
+                if let Some(side) = collision(out, inc) {
+                    let loser = match side {
+                        Side::Outgoing => &mut *out,
+                        Side::Incoming => &mut *inc,
+                    };
+                    loser.handle_input(self.now, Input::OpenCollisionDump);
+                    moved = true;
+                }
+                for (end, s) in [("out", &mut *out), ("in", &mut *inc)] {
+                    while let Some(e) = s.poll_event() {
+                        let name = match (who, end) {
+                            ("a", "out") => "a.out",
+                            ("a", _) => "a.in",
+                            (_, "out") => "b.out",
+                            _ => "b.in",
+                        };
+                        self.events.push((name, e));
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn states(&self) -> [State; 4] {
+        [
+            self.a[0].state(),
+            self.b[1].state(),
+            self.b[0].state(),
+            self.a[1].state(),
+        ]
+    }
+}
+
+/// Both speakers dial each other at once (RFC 4271 §6.8): each one alone
+/// closes the same connection, the one dialled by the speaker with the
+/// lower BGP identifier, with a Cease (Connection Collision Resolution);
+/// the other connection becomes the session.
+#[test]
+fn when_both_dial_the_connection_of_the_higher_identifier_stays() {
+    use State::{Established, Idle};
+    for (id_a, id_b, survivor) in [(1, 2, 1), (2, 1, 0)] {
+        let mut s = Speakers::new(id_a, id_b);
+        s.a[0].handle_input(s.now, Input::ManualStart);
+        s.b[0].handle_input(s.now, Input::ManualStart);
+        s.connect(0);
+        s.connect(1);
+        s.drain();
+        let want = match survivor {
+            0 => [Established, Established, Idle, Idle],
+            _ => [Idle, Idle, Established, Established],
+        };
+        assert_eq!(s.states(), want, "ids {id_a} and {id_b}");
+        let cease = Event::Down(Down::Notified(NotificationCode::CONNECTION_COLLISION_RESOLUTION));
+        assert!(s.events.iter().any(|(_, e)| *e == cease), "{:?}", s.events);
+        // The loser does not dial again by itself while the winner is up.
+        let until = s.now + Duration::from_secs(600);
+        while let Some(t) = [&s.a[0], &s.b[0]].iter().filter_map(|x| x.poll_timeout()).min() {
+            if t > until {
+                break;
+            }
+            s.now = t;
+            for x in s.a.iter_mut().chain(s.b.iter_mut()) {
+                x.handle_timeout(t);
+            }
+            s.drain();
+        }
+        assert_eq!(s.states(), want, "still, after 10 min of keepalives");
+        let dials = s.events.iter().filter(|(_, e)| *e == Event::Connect).count();
+        assert_eq!(dials, 2, "only the first dial of each: {:?}", s.events);
+    }
+}
+
+/// A connection the peer opens while a session is established is closed;
+/// the session stays. A dialled session that lost to an accepted one
+/// starts again when told to, once the accepted one is gone, and the
+/// accepted one never dials.
+#[test]
+fn an_established_session_wins_and_the_loser_starts_again_when_told() {
+    let mut s = Speakers::new(1, 2);
+    s.a[0].handle_input(s.now, Input::ManualStart);
+    s.connect(0);
+    s.drain();
+    assert_eq!(s.a[0].state(), State::Established);
+    // B dials too: its connection is closed by A.
+    s.connect(1);
+    s.drain();
+    assert_eq!(
+        s.states(),
+        [State::Established, State::Established, State::Idle, State::Idle]
+    );
+    // The other way round: B dialled and is established; A's dial,
+    // started later, is abandoned at once.
+    let mut s = Speakers::new(1, 2);
+    s.b[0].handle_input(s.now, Input::ManualStart);
+    s.connect(1);
+    s.drain();
+    assert_eq!(s.a[1].state(), State::Established);
+    s.a[0].handle_input(s.now, Input::ManualStart);
+    s.drain();
+    assert_eq!(
+        s.a[0].state(),
+        State::Idle,
+        "A's dial abandoned: A is already established with B"
+    );
+    assert_eq!(s.a[1].state(), State::Established);
+    // B stops: A's accepted session ends and does not dial; A's dialling
+    // session is started again by its caller.
+    s.b[0].handle_input(s.now, Input::ManualStop("restart"));
+    s.drain();
+    assert_eq!(s.a[1].state(), State::Idle);
+    assert!(
+        s.a[1].poll_timeout().is_none(),
+        "an accepted session does not start again by itself"
+    );
+    s.a[1].handle_input(s.now, Input::ManualStart);
+    assert_eq!(s.a[1].state(), State::Idle, "nor when told to");
+    s.a[0].handle_input(s.now, Input::ManualStart);
+    assert_eq!(s.a[0].state(), State::Connect);
 }
