@@ -8,7 +8,9 @@
 //! a frozen peer is detected by the hold timer; a peer that comes up late
 //! is found within seconds (default timers); SIGTERM withdraws and closes
 //! with a Cease that says why, or, with graceful restart, leaves the routes
-//! with the peer until the speaker is back.
+//! with the peer until the speaker is back. With `--bgp-listen`, a peer
+//! that dials the speaker gets the same session (TCP MD5 too), and when
+//! both dial, one session stays.
 //!
 //! Needs Debian's bird2; without it the tests are skipped with a notice,
 //! except under CI (`CI=true`), where that is a failure.
@@ -62,6 +64,11 @@ fn manifests(dir: &Path, bird: Ipv4Addr, port: u16, peer_extra: &str, service: b
 /// The speaker on `dir` as node-a, BGP only (no interface answers ARP),
 /// with its metrics on `metrics`.
 fn speaker(dir: &Path, metrics: u16) -> Running {
+    speaker_with(dir, metrics, &[])
+}
+
+/// [`speaker`] with more flags.
+fn speaker_with(dir: &Path, metrics: u16, flags: &[&str]) -> Running {
     let log = std::fs::File::create(dir.join("speaker.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_lb-speaker"))
         .args([
@@ -73,6 +80,7 @@ fn speaker(dir: &Path, metrics: u16) -> Running {
         ])
         .args(["--exclude-interface", ".*", "--no-realtime", "--poll-ms", "100"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -587,4 +595,209 @@ fn a_router_forwards_to_the_service_addresses_the_speaker_announces() {
     });
     let speaker_log = std::fs::read_to_string(dir.path().join("speaker.log")).unwrap_or_default();
     assert!(!speaker_log.contains("ERROR"), "{speaker_log}");
+}
+
+/// BIRD as an active peer: it dials the speaker's `--bgp-listen` port
+/// and retries every second.
+fn dials_in(port: u16) -> String {
+    format!(" passive off; neighbor port {port}; connect retry time 1; connect delay time 1;")
+}
+
+#[test]
+fn a_peer_that_dials_the_speaker_gets_its_routes_and_strangers_are_closed() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr = local(28);
+    // BIRD listens on 1806, but the BGPPeer names 1809, where nothing
+    // listens: only BIRD's own dial can bring the session up, signed.
+    let bird = Bird::start(
+        dir.path(),
+        addr,
+        1806,
+        &format!("{} password \"hunter2\";", dials_in(1808)),
+    );
+    manifests(dir.path(), addr, 1809, ", password: hunter2", true, true);
+    let spk = speaker_with(dir.path(), 9487, &["--bgp-listen", "[::]:1808"]);
+    eventually("BIRD's connection became the session", || {
+        bird.protocol("v4").contains("Established")
+    });
+    eventually("learned", || bird.routes().contains("198.51.100.10/32"));
+    let routes = bird.routes();
+    assert!(
+        routes.contains("(65001,100)") && routes.contains("(65001, 7, 9)"),
+        "{routes}"
+    );
+    assert!(log(dir.path()).contains("opened by the peer"), "{}", log(dir.path()));
+    // Someone else connects: closed at once, said in the log.
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", 1808)).unwrap();
+    stranger.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut byte = [0u8; 1];
+    let n = std::io::Read::read(&mut stranger, &mut byte).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a word");
+    eventually("the stranger is reported", || {
+        log(dir.path()).contains("no peer of this node")
+    });
+    // The Service goes: withdrawn on the same session.
+    manifests(dir.path(), addr, 1809, ", password: hunter2", false, true);
+    eventually("withdrawn", || !bird.routes().contains("198.51.100.10/32"));
+    assert!(bird.protocol("v4").contains("Established"));
+    // SIGTERM: a Cease that says why, on the connection BIRD opened.
+    sigterm(&spk);
+    eventually("closed with a message", || {
+        bird.cli("show protocols all v4").contains("lb-speaker shutting down")
+    });
+}
+
+#[test]
+fn when_both_sides_dial_one_session_stays() {
+    if !bird_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, port) = (local(29), 1810);
+    manifests(dir.path(), addr, port, "", true, true);
+    // Both dial at once, again and again until one session stays.
+    let _spk = speaker_with(dir.path(), 9488, &["--bgp-listen", "127.0.0.1:1812"]);
+    let bird = Bird::start(dir.path(), addr, port, &dials_in(1812));
+    eventually("established", || bird.protocol("v4").contains("Established"));
+    eventually("learned", || bird.routes().contains("198.51.100.10/32"));
+    let since = bird.protocol("v4");
+    let ups = |l: String| {
+        l.lines()
+            .filter(|l| l.contains("BGP session established") && l.contains(&addr.to_string()))
+            .count()
+    };
+    let before = ups(log(dir.path()));
+    // It stays: no flap on either side for 5 s (30 of BIRD's retries).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(bird.protocol("v4"), since);
+    assert_eq!(ups(log(dir.path())), before, "{}", log(dir.path()));
+    assert!(
+        metrics(9488).contains("metallb_bgp_session_up{peer=\""),
+        "{}",
+        metrics(9488)
+    );
+}
+
+/// Reads whole messages from `s` until `enough` says so or the
+/// connection ends (or 10 s pass): each as (type, bytes).
+fn read_messages(
+    s: &mut std::net::TcpStream,
+    enough: impl Fn(&[(lb_bgp::MessageType, Vec<u8>)]) -> bool,
+) -> Vec<(lb_bgp::MessageType, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut buf, mut got) = (Vec::new(), Vec::new());
+    let mut chunk = [0u8; 4096];
+    while !enough(&got) && Instant::now() < deadline {
+        while let Ok(Some((kind, m))) = lb_bgp::frame(&buf, lb_bgp::MAX_LEN) {
+            let len = m.len();
+            got.push((kind, m.to_vec()));
+            buf.drain(..len);
+        }
+        if enough(&got) {
+            break;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        match std::io::Read::read(s, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Both connections to one peer in OpenConfirm at once, which BIRD on
+/// loopback is too quick to show: the test is the peer here, holding the
+/// speaker's dial and its own connection to `--bgp-listen`, and answers
+/// both OPENs together. The speaker closes one with a Cease (Connection
+/// Collision Resolution), the one opened by the side with the lower BGP
+/// Identifier, and announces on the other.
+#[test]
+fn a_collision_keeps_the_connection_of_the_higher_identifier() {
+    use lb_bgp::{Message, MessageType, NotificationCode, OpenMessage};
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = std::net::TcpListener::bind(("127.0.0.1", 1814)).unwrap();
+    manifests(
+        dir.path(),
+        Ipv4Addr::LOCALHOST,
+        1814,
+        ", routerID: 10.0.0.10",
+        true,
+        true,
+    );
+    let _spk = speaker_with(dir.path(), 9489, &["--bgp-listen", "127.0.0.1:1816"]);
+    // The speaker's ID is 10.0.0.10: a peer with a higher one keeps the
+    // connection it opened, one with a lower one the speaker's.
+    for (id, keeps_peers) in [([10, 0, 0, 20], true), ([10, 0, 0, 5], false)] {
+        let (mut dialled, _) = peer.accept().unwrap();
+        let mut opened = std::net::TcpStream::connect(("127.0.0.1", 1816)).unwrap();
+        let is_open = |m: &[(MessageType, Vec<u8>)]| m.iter().any(|(k, _)| *k == MessageType::Open);
+        assert!(
+            is_open(&read_messages(&mut dialled, is_open)),
+            "the speaker's OPEN on its dial"
+        );
+        assert!(
+            is_open(&read_messages(&mut opened, is_open)),
+            "and on the connection the peer opened"
+        );
+        let mut open = Vec::new();
+        OpenMessage {
+            asn: 65000,
+            hold_time: 9,
+            bgp_id: Ipv4Addr::from(id),
+            families: vec![(1, 1)],
+            route_refresh: true,
+            graceful_restart: None,
+        }
+        .write(&mut open);
+        dialled.write_all(&open).unwrap();
+        opened.write_all(&open).unwrap();
+        let (mut keep, mut lose) = match keeps_peers {
+            true => (opened, dialled),
+            false => (dialled, opened),
+        };
+        // The loser: a Cease 6/7, then the end.
+        let lost = read_messages(&mut lose, |_| false);
+        let cease = lost.iter().find_map(|(k, m)| match Message::decode(*k, m) {
+            Ok(Message::Notification(n)) => Some(n.code),
+            _ => None,
+        });
+        assert_eq!(
+            cease,
+            Some(NotificationCode::CONNECTION_COLLISION_RESOLUTION),
+            "{lost:?}"
+        );
+        // The winner: KEEPALIVE; ours brings it up, and the route comes.
+        let is_ka = |m: &[(MessageType, Vec<u8>)]| m.iter().any(|(k, _)| *k == MessageType::Keepalive);
+        assert!(
+            is_ka(&read_messages(&mut keep, is_ka)),
+            "the winner goes on to OpenConfirm"
+        );
+        let mut ka = Vec::new();
+        lb_bgp::write_keepalive(&mut ka);
+        keep.write_all(&ka).unwrap();
+        let has_route = |m: &[(MessageType, Vec<u8>)]| {
+            m.iter().any(|(k, b)| match Message::decode(*k, b) {
+                Ok(Message::Update(u)) => u.nlri().any(|p| p.to_string() == "198.51.100.10/32"),
+                _ => false,
+            })
+        };
+        assert!(
+            has_route(&read_messages(&mut keep, has_route)),
+            "announced on the winner"
+        );
+        eventually("one session up", || {
+            metrics(9489).contains("metallb_bgp_session_up{peer=\"127.0.0.1:1814\"} 1")
+        });
+        // The peer goes; the speaker dials again (next round).
+        drop(keep);
+        eventually("down", || {
+            metrics(9489).contains("metallb_bgp_session_up{peer=\"127.0.0.1:1814\"} 0")
+        });
+    }
 }

@@ -97,6 +97,13 @@ struct Cli {
     /// readiness (/readyz) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Also accept BGP connections that peers open, on this address
+    /// (e.g. `[::]:179`, which takes IPv4 peers too). Without it the
+    /// speaker only dials its peers, as MetalLB's does. A connection from
+    /// an address that is no BGPPeer of this node is closed; when both
+    /// sides connect, one connection stays (RFC 4271 collision rules).
+    #[arg(long, value_name = "ADDR")]
+    bgp_listen: Option<SocketAddr>,
     /// How often to look for changes in DIR, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     poll_ms: u64,
@@ -160,6 +167,7 @@ fn main() -> ExitCode {
         poll_interval: Duration::from_millis(cli.poll_ms.clamp(10, 5000)),
         metrics_listen: cli.metrics_listen,
         assign_to_lo: cli.assign_to_lo,
+        bgp_listen: cli.bgp_listen,
         realtime: !cli.no_realtime,
         membership: (!cli.no_memberlist).then_some(MembershipOptions {
             bind: cli.memberlist_bind,

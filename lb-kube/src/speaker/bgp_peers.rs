@@ -22,14 +22,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use lb_bgp::session::{Config as SessionConfig, Down, Event, Input};
-use lb_bgp::{AdjRibOut, Announce, IPV4_UNICAST, IPV6_UNICAST, MAX_LEN, Origin, Session, State};
+use lb_bgp::session::{Config as SessionConfig, Down, Event, Input, Side, collision};
+use lb_bgp::{
+    AdjRibOut, Announce, IPV4_UNICAST, IPV6_UNICAST, MAX_LEN, Notification, NotificationCode, Origin, Session, State,
+};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::io::{Interest, Ready};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
 
-use super::bgp::{PeerConfig, Plan, Routes};
+use super::bgp::{Password, PeerConfig, Plan, Routes};
 use super::metrics::{Count, PeerLabel};
 
 /// The restart time offered with `enableGracefulRestart` (FRR's default).
@@ -71,6 +74,21 @@ struct Running {
     config: PeerConfig,
     routes: watch::Sender<Arc<Routes>>,
     stop: watch::Sender<Option<Stop>>,
+    /// Where connections the peer opens go.
+    incoming: mpsc::Sender<TcpStream>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Which session a connection from a peer's address goes to.
+type Routing = Arc<std::sync::Mutex<BTreeMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+
+/// The socket peers connect to (`--bgp-listen`).
+#[derive(Debug)]
+struct Listening {
+    listener: Arc<TcpListener>,
+    routing: Routing,
+    /// The TCP MD5 keys set on it, by peer address.
+    keys: BTreeMap<IpAddr, Password>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -82,16 +100,40 @@ pub struct Peers {
     /// The BGP Identifier when neither `routerID` nor an IPv4 side of the
     /// connection gives one.
     fallback_id: Ipv4Addr,
+    listening: Option<Listening>,
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        if let Some(l) = &self.listening {
+            l.task.abort();
+        }
+    }
 }
 
 impl Peers {
     /// No session yet. `fallback_id` is the BGP Identifier used when
     /// neither the peer's `routerID` nor an IPv4 local address gives one.
-    pub fn new(metrics: BgpMetrics, fallback_id: Ipv4Addr) -> Self {
+    /// With `listener` (`--bgp-listen`), peers may connect too: a
+    /// connection from a peer's address goes to its session, any other
+    /// is closed.
+    pub fn new(metrics: BgpMetrics, fallback_id: Ipv4Addr, listener: Option<TcpListener>) -> Self {
+        let listening = listener.map(|l| {
+            let listener = Arc::new(l);
+            let routing = Routing::default();
+            let task = tokio::spawn(listen(listener.clone(), routing.clone()));
+            Listening {
+                listener,
+                routing,
+                keys: BTreeMap::new(),
+                task,
+            }
+        });
         Self {
             running: BTreeMap::new(),
             metrics,
             fallback_id,
+            listening,
         }
     }
 
@@ -137,11 +179,13 @@ impl Peers {
                 None => {
                     let (routes_tx, routes_rx) = watch::channel(routes);
                     let (stop_tx, stop_rx) = watch::channel(None);
+                    let (incoming_tx, incoming_rx) = mpsc::channel(1);
                     let task = tokio::spawn(run(
                         config.clone(),
                         self.fallback_id,
                         routes_rx,
                         stop_rx,
+                        incoming_rx,
                         self.metrics.clone(),
                     ));
                     self.running.insert(
@@ -150,25 +194,114 @@ impl Peers {
                             config: config.clone(),
                             routes: routes_tx,
                             stop: stop_tx,
+                            incoming: incoming_tx,
                             task,
                         },
                     );
                 }
             }
         }
+        if let Some(l) = &mut self.listening {
+            l.follow(&self.running);
+        }
     }
 
     /// Stops every session as [`Stop::Shutdown`] says, telling peers
     /// `why`; waits at most `within` for them to close.
-    pub async fn shutdown(self, why: &str, within: Duration) {
+    pub async fn shutdown(mut self, why: &str, within: Duration) {
         let mut tasks = Vec::new();
-        for (_, r) in self.running {
+        for (_, r) in std::mem::take(&mut self.running) {
             r.stop.send_replace(Some(Stop::Shutdown(why.to_owned())));
             tasks.push(r.task);
         }
         let all = futures::future::join_all(tasks);
         if tokio::time::timeout(within, all).await.is_err() {
             tracing::warn!("some BGP sessions did not close in time");
+        }
+    }
+}
+
+impl Listening {
+    /// Routes connections to the sessions `running`, and sets the TCP MD5
+    /// keys of their peers on the socket (the kernel then drops unsigned
+    /// segments from those addresses) and clears the keys of peers gone.
+    fn follow(&mut self, running: &BTreeMap<String, Running>) {
+        let mut routing = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        // The first session of an address takes its connections (two
+        // BGPPeers can only share an address with different ports).
+        for r in running.values() {
+            routing.entry(r.config.address).or_insert_with(|| r.incoming.clone());
+            if let Some(pw) = &r.config.password {
+                keys.entry(r.config.address).or_insert_with(|| pw.clone());
+            }
+        }
+        let v6 = self.listener.local_addr().is_ok_and(|a| a.is_ipv6());
+        // An IPv4 peer reaches an IPv6 socket as an IPv4-mapped address.
+        let key_addr = |a: IpAddr| match (v6, a) {
+            (true, IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            _ => a,
+        };
+        for (addr, key) in &keys {
+            if self.keys.get(addr) != Some(key)
+                && let Err(e) = super::tcp::set_md5(&*self.listener, key_addr(*addr), key.as_bytes())
+            {
+                tracing::warn!(peer = %addr, error = %e, "cannot set the TCP MD5 key for connections from this peer");
+            }
+        }
+        for addr in self.keys.keys().filter(|a| !keys.contains_key(*a)) {
+            if let Err(e) = super::tcp::clear_md5(&*self.listener, key_addr(*addr)) {
+                tracing::warn!(peer = %addr, error = %e, "cannot clear the TCP MD5 key of a peer gone");
+            }
+        }
+        self.keys = keys;
+        if let Ok(mut r) = self.routing.lock() {
+            *r = routing;
+        }
+    }
+}
+
+/// The socket BGP peers connect to: `[::]` takes IPv4 peers too.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(64)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts connections and hands each to the session of its peer's
+/// address; closes the others (said once per address).
+async fn listen(listener: Arc<TcpListener>, routing: Routing) {
+    let mut strangers = std::collections::BTreeSet::new();
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, or a connection reset before it was
+                // taken: wait a little rather than spin.
+                tracing::debug!(error = %e, "accepting a BGP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ip = remote.ip().to_canonical();
+        let session = routing.lock().ok().and_then(|r| r.get(&ip).cloned());
+        match session {
+            Some(s) => {
+                if s.try_send(stream).is_err() {
+                    tracing::debug!(peer = %ip, "a connection from the peer arrived while another waits: closed");
+                }
+            }
+            None => {
+                if strangers.len() < 1024 && strangers.insert(ip) {
+                    tracing::warn!(from = %ip, "a BGP connection from an address that is no peer of this node: closed");
+                }
+            }
         }
     }
 }
@@ -190,14 +323,7 @@ async fn dial(config: &PeerConfig) -> io::Result<TcpStream> {
     if let Some(src) = config.source {
         socket.bind(SocketAddr::new(src, 0))?;
     }
-    // Single-hop eBGP peers are one hop away (RFC 4271 leaves it to
-    // configuration; FRR and BIRD send TTL 1 unless told multihop).
-    let ttl = match (config.internal(), config.ebgp_multi_hop) {
-        (true, _) => None,
-        (false, true) => Some(255),
-        (false, false) => Some(1),
-    };
-    if let Some(ttl) = ttl {
+    if let Some(ttl) = ttl(config) {
         let s = socket2::SockRef::from(&socket);
         match addr {
             SocketAddr::V4(_) => s.set_ttl_v4(ttl)?,
@@ -293,29 +419,100 @@ impl Connection {
     }
 }
 
-/// What a session task keeps apart from the session itself.
+/// A session and its connection: the one this speaker dials, or one the
+/// peer opened.
+#[derive(Debug)]
+struct Link {
+    session: Session,
+    conn: Connection,
+    /// This side's address of the connection: the next hop.
+    local: Option<IpAddr>,
+    /// Whether the session on it is established.
+    up: bool,
+}
+
+impl Link {
+    fn new(session: Session) -> Self {
+        Self {
+            session,
+            conn: Connection::default(),
+            local: None,
+            up: false,
+        }
+    }
+
+    /// Resolves when the connection can be read, or written while
+    /// something waits to be written.
+    async fn ready(&self) -> io::Result<Ready> {
+        let Some(s) = &self.conn.stream else {
+            return std::future::pending().await;
+        };
+        let interest = match self.conn.pending.is_empty() {
+            true => Interest::READABLE,
+            false => Interest::READABLE | Interest::WRITABLE,
+        };
+        s.ready(interest).await
+    }
+
+    /// The connection failed or closed.
+    fn lost(&mut self) {
+        self.conn.stream = None;
+        self.session.handle_input(Instant::now(), Input::TcpConnectionFails);
+    }
+}
+
+/// What a session task keeps apart from its links.
 struct Task {
     config: PeerConfig,
     peer: String,
     label: PeerLabel,
     metrics: BgpMetrics,
     rib: AdjRibOut,
-    /// This side's address of the connection: the next hop.
-    local: Option<IpAddr>,
+    family: (u16, u8),
+    fallback_id: Ipv4Addr,
+    /// Whether graceful restart was negotiated on the session up now.
+    graceful: bool,
+    /// The last dial error, reported once until it changes.
+    dial_error: Option<io::ErrorKind>,
+    /// The dial in progress.
+    connecting: Option<Connecting>,
 }
 
 impl Task {
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            local_as: self.config.my_asn,
+            peer_as: self.config.peer_as,
+            bgp_id: self.config.router_id.unwrap_or(self.fallback_id),
+            hold_time: self.config.hold_time,
+            connect_retry: self.config.connect_time,
+            families: vec![self.family],
+            keepalive_time: self.config.keepalive_time,
+            graceful_restart: self.config.graceful_restart.then_some(RESTART_TIME),
+        }
+    }
+
+    /// The BGP Identifier on a connection from `local`: `routerID`, else
+    /// an IPv4 side of the connection, else the fallback.
+    fn bgp_id(&self, local: Option<IpAddr>) -> Ipv4Addr {
+        match (self.config.router_id, local) {
+            (Some(id), _) => id,
+            (None, Some(IpAddr::V4(v4))) => v4,
+            _ => self.fallback_id,
+        }
+    }
+
     /// Queues the UPDATEs that take the peer to `routes` (`full`: the
     /// whole table then End-of-RIB).
-    fn send_table(&mut self, session: &mut Session, routes: &Routes, full: bool) {
-        let Some(local) = self.local else { return };
+    fn send_table(&mut self, link: &mut Link, routes: &Routes, full: bool) {
+        let Some(local) = link.local else { return };
         let want = desired(&self.config, routes, local);
         let mut bytes = Vec::new();
         let n = match full {
             true => self.rib.full(&want, MAX_LEN, &mut bytes),
             false => self.rib.update(&want, MAX_LEN, &mut bytes),
         };
-        if n > 0 && session.send(&bytes) {
+        if n > 0 && link.session.send(&bytes) {
             let updates = self.metrics.updates.get_or_create(&self.label);
             for _ in 0..n {
                 updates.inc();
@@ -330,14 +527,219 @@ impl Task {
             .get_or_create(&self.label)
             .set(i64::try_from(self.rib.sent().len()).unwrap_or(i64::MAX));
     }
+
+    /// Acts on what `link`'s session says.
+    async fn events(&mut self, link: &mut Link, routes: &mut watch::Receiver<Arc<Routes>>) {
+        let passive = link.session.is_passive();
+        while let Some(e) = link.session.poll_event() {
+            match e {
+                Event::Connect => {
+                    let c = self.config.clone();
+                    self.connecting = Some(Box::pin(async move { dial(&c).await }));
+                }
+                Event::Disconnect => {
+                    // What is queued (a NOTIFICATION) goes first.
+                    let _ = link.conn.push(&mut link.session);
+                    link.conn.close(&mut link.session, Duration::ZERO).await;
+                    if !passive {
+                        self.connecting = None;
+                    }
+                }
+                Event::Established(p) => {
+                    self.dial_error = None;
+                    let side = if passive { "opened by the peer" } else { "dialled" };
+                    tracing::info!(peer = %self.peer, asn = p.asn, id = %p.bgp_id, hold = p.hold_time, connection = side, "BGP session established");
+                    self.metrics.session_up.get_or_create(&self.label).set(1);
+                    self.rib = AdjRibOut::with_families(&p.families);
+                    self.graceful = p.graceful_restart && self.config.graceful_restart;
+                    if !p.families.contains(&self.family) {
+                        tracing::warn!(peer = %self.peer, "the peer did not offer this session's address family: nothing can be announced");
+                    }
+                    link.up = true;
+                    let table = routes.borrow_and_update().clone();
+                    self.send_table(link, &table, true);
+                }
+                Event::Down(why) => {
+                    match &why {
+                        Down::Stopped => tracing::info!(peer = %self.peer, "BGP session closed"),
+                        Down::Notified(c) if *c == NotificationCode::CONNECTION_COLLISION_RESOLUTION => {
+                            let side = if passive { "opened by the peer" } else { "dialled" };
+                            tracing::info!(peer = %self.peer, connection = side, "both sides connected: this connection is closed, the other one stays (RFC 4271 connection collision)")
+                        }
+                        Down::PeerNotified(code, text) => {
+                            tracing::warn!(peer = %self.peer, %code, message = text.as_deref().unwrap_or(""), "BGP session down: the peer sent a NOTIFICATION")
+                        }
+                        Down::Notified(code) => {
+                            tracing::warn!(peer = %self.peer, %code, "BGP session down: NOTIFICATION sent")
+                        }
+                        Down::ConnectionLost => tracing::warn!(peer = %self.peer, "BGP session down: connection lost"),
+                    }
+                    if let (false, Some(at)) = (passive, link.session.poll_timeout()) {
+                        let wait = at.saturating_duration_since(Instant::now());
+                        tracing::info!(peer = %self.peer, retry_in_s = wait.as_secs(), "dialling the peer again later");
+                    }
+                    if std::mem::take(&mut link.up) {
+                        self.rib.reset();
+                        self.metrics.session_up.get_or_create(&self.label).set(0);
+                        self.metrics.announced.get_or_create(&self.label).set(0);
+                    }
+                }
+                Event::RouteRefresh(..) => {
+                    let table = routes.borrow().clone();
+                    self.send_table(link, &table, true);
+                }
+                // Received routes are ignored.
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads what `link`'s connection has, or notes that it closed.
+    async fn read(&mut self, link: &mut Link, ready: io::Result<Ready>, buf: &mut [u8]) {
+        let read = match (ready, link.conn.stream.as_ref()) {
+            // Writable only: the read would block, which is fine.
+            (Ok(_), Some(s)) => s.try_read(buf),
+            (Ok(_), None) => return,
+            (Err(e), _) => Err(e),
+        };
+        match read {
+            Ok(n) if n > 0 => {
+                link.session.handle_input(Instant::now(), Input::Received(&buf[..n]));
+                // A peer that floods (a full table sent to a speaker that
+                // ignores it) must not starve the other sessions, the
+                // metrics or the configuration: the runtime's budget makes
+                // this task take turns.
+                tokio::task::coop::consume_budget().await;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => {
+                // Closed before the session came up (a peer that does not
+                // know this node, another speaker in its place): said
+                // once, as dial failures are.
+                if !link.session.is_passive()
+                    && link.session.state() == State::OpenSent
+                    && self.dial_error.replace(io::ErrorKind::ConnectionAborted)
+                        != Some(io::ErrorKind::ConnectionAborted)
+                {
+                    tracing::warn!(peer = %self.peer, "the peer closed the connection before answering our OPEN (is this node configured as its neighbour?); trying again");
+                }
+                link.lost();
+            }
+        }
+    }
+
+    /// A dial finished.
+    fn dialled(&mut self, link: &mut Link, r: io::Result<TcpStream>) {
+        match r {
+            Ok(s) => {
+                if self.dial_error == Some(io::ErrorKind::ConnectionAborted) {
+                    // Said again if the next connection fails too.
+                } else if self.dial_error.take().is_some() {
+                    tracing::info!(peer = %self.peer, "connected");
+                }
+                link.local = s.local_addr().ok().map(|a| a.ip().to_canonical());
+                link.session.set_bgp_id(self.bgp_id(link.local));
+                link.conn.stream = Some(s);
+                link.session.handle_input(Instant::now(), Input::TcpConnectionConfirmed);
+            }
+            Err(e) => {
+                // Said once, and again when the reason changes.
+                if self.dial_error.replace(e.kind()) != Some(e.kind()) {
+                    let source = self
+                        .config
+                        .source
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "any".into());
+                    tracing::warn!(peer = %self.peer, error = %e, %source, "cannot connect to the BGP peer; trying again");
+                } else {
+                    tracing::debug!(peer = %self.peer, error = %e, "BGP connect failed");
+                }
+                link.session.handle_input(Instant::now(), Input::TcpConnectionFails);
+            }
+        }
+    }
+
+    /// A connection the peer opened: a session on it, unless one is
+    /// established there already (then the newcomer is told it lost the
+    /// collision and closed).
+    fn accepted(&mut self, incoming: &mut Option<Link>, stream: TcpStream) {
+        if incoming.as_ref().is_some_and(|l| l.up) {
+            let mut bytes = Vec::new();
+            Notification::write(NotificationCode::CONNECTION_COLLISION_RESOLUTION, &[], &mut bytes);
+            let _ = stream.try_write(&bytes);
+            tracing::info!(peer = %self.peer, "the peer connected again while its session is up: closed (RFC 4271 connection collision)");
+            return;
+        }
+        if let Err(e) = single_hop_ttl(&self.config, &stream).and_then(|()| stream.set_nodelay(true)) {
+            tracing::warn!(peer = %self.peer, error = %e, "cannot set up the connection the peer opened");
+            return;
+        }
+        let mut link = Link::new(Session::accept(self.session_config()));
+        link.local = stream.local_addr().ok().map(|a| a.ip().to_canonical());
+        link.session.set_bgp_id(self.bgp_id(link.local));
+        link.conn.stream = Some(stream);
+        link.session.handle_input(Instant::now(), Input::TcpConnectionConfirmed);
+        tracing::debug!(peer = %self.peer, "the peer opened a connection");
+        // One the peer opened before and did not finish is dropped.
+        *incoming = Some(link);
+    }
+
+    /// Stops `link`'s session as `why` says.
+    async fn stop(&mut self, link: &mut Link, why: Option<&Stop>) {
+        let established = link.session.state() == State::Established;
+        match why {
+            Some(Stop::Shutdown(_)) if established && self.graceful => {
+                // No NOTIFICATION: the peer keeps the routes.
+                tracing::info!(peer = %self.peer, restart_time = RESTART_TIME, "closing without a NOTIFICATION: graceful restart keeps the routes with the peer until this node's speaker is back");
+                link.conn.close(&mut link.session, CLOSE_WITHIN).await;
+            }
+            why => {
+                let text = match why {
+                    Some(Stop::Configuration(w) | Stop::Shutdown(w)) => w.as_str(),
+                    None => "",
+                };
+                if established {
+                    // Withdraw first, then say goodbye.
+                    self.send_table(link, &Routes::new(), false);
+                }
+                link.session.handle_input(Instant::now(), Input::ManualStop(text));
+                while link.session.poll_event().is_some() {}
+                link.conn.close(&mut link.session, CLOSE_WITHIN).await;
+            }
+        }
+    }
 }
 
-/// One session, until stopped.
+/// TTL 1 for single-hop eBGP, 255 with `ebgpMultiHop` (RFC 4271 leaves it
+/// to configuration; FRR and BIRD send TTL 1 unless told multihop).
+fn ttl(config: &PeerConfig) -> Option<u32> {
+    match (config.internal(), config.ebgp_multi_hop) {
+        (true, _) => None,
+        (false, true) => Some(255),
+        (false, false) => Some(1),
+    }
+}
+
+/// Sets [`ttl`] on a connection the peer opened.
+fn single_hop_ttl(config: &PeerConfig, stream: &TcpStream) -> io::Result<()> {
+    let Some(ttl) = ttl(config) else { return Ok(()) };
+    let s = socket2::SockRef::from(stream);
+    match stream.local_addr()? {
+        SocketAddr::V4(_) => s.set_ttl_v4(ttl),
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => s.set_ttl_v4(ttl),
+        SocketAddr::V6(_) => s.set_unicast_hops_v6(ttl),
+    }
+}
+
+/// One session, until stopped: the connection it dials and, with
+/// `--bgp-listen`, the ones the peer opens (`incoming`); when both sides
+/// connect, [`collision`] picks the one that stays.
 async fn run(
     config: PeerConfig,
     fallback_id: Ipv4Addr,
     mut routes: watch::Receiver<Arc<Routes>>,
     mut stop: watch::Receiver<Option<Stop>>,
+    mut incoming_streams: mpsc::Receiver<TcpStream>,
     metrics: BgpMetrics,
 ) {
     let peer = config.label();
@@ -345,16 +747,6 @@ async fn run(
         IpAddr::V4(_) => IPV4_UNICAST,
         IpAddr::V6(_) => IPV6_UNICAST,
     };
-    let mut session = Session::new(SessionConfig {
-        local_as: config.my_asn,
-        peer_as: config.peer_as,
-        bgp_id: config.router_id.unwrap_or(fallback_id),
-        hold_time: config.hold_time,
-        connect_retry: config.connect_time,
-        families: vec![family],
-        keepalive_time: config.keepalive_time,
-        graceful_restart: config.graceful_restart.then_some(RESTART_TIME),
-    });
     let label = PeerLabel { peer: peer.clone() };
     metrics.session_up.get_or_create(&label).set(0);
     metrics.announced.get_or_create(&label).set(0);
@@ -364,190 +756,100 @@ async fn run(
         label,
         metrics,
         rib: AdjRibOut::new(),
-        local: None,
+        family,
+        fallback_id,
+        graceful: false,
+        dial_error: None,
+        connecting: None,
     };
-    let mut conn = Connection::default();
-    let mut connecting: Option<Connecting> = None;
-    // Whether the peer offered graceful restart on the session up now.
-    let mut graceful = false;
-    // The last dial error, reported once until it changes.
-    let mut dial_error: Option<io::ErrorKind> = None;
+    let mut out = Link::new(Session::new(t.session_config()));
+    let mut incoming: Option<Link> = None;
     let mut buf = vec![0u8; 64 * 1024];
-    session.handle_input(Instant::now(), Input::ManualStart);
+    out.session.handle_input(Instant::now(), Input::ManualStart);
     loop {
-        while let Some(e) = session.poll_event() {
-            match e {
-                Event::Connect => {
-                    let c = t.config.clone();
-                    connecting = Some(Box::pin(async move { dial(&c).await }));
-                }
-                Event::Disconnect => {
-                    // What is queued (a NOTIFICATION) goes first.
-                    let _ = conn.push(&mut session);
-                    conn.close(&mut session, Duration::ZERO).await;
-                    connecting = None;
-                }
-                Event::Established(p) => {
-                    dial_error = None;
-                    tracing::info!(peer = %t.peer, asn = p.asn, id = %p.bgp_id, hold = p.hold_time, "BGP session established");
-                    t.metrics.session_up.get_or_create(&t.label).set(1);
-                    t.rib = AdjRibOut::with_families(&p.families);
-                    graceful = p.graceful_restart && t.config.graceful_restart;
-                    if !p.families.contains(&family) {
-                        tracing::warn!(peer = %t.peer, "the peer did not offer this session's address family: nothing can be announced");
-                    }
-                    let table = routes.borrow_and_update().clone();
-                    t.send_table(&mut session, &table, true);
-                }
-                Event::Down(why) => {
-                    match &why {
-                        Down::Stopped => tracing::info!(peer = %t.peer, "BGP session closed"),
-                        Down::PeerNotified(code, text) => {
-                            tracing::warn!(peer = %t.peer, %code, message = text.as_deref().unwrap_or(""), "BGP session down: the peer sent a NOTIFICATION")
-                        }
-                        Down::Notified(code) => {
-                            tracing::warn!(peer = %t.peer, %code, "BGP session down: NOTIFICATION sent")
-                        }
-                        Down::ConnectionLost => tracing::warn!(peer = %t.peer, "BGP session down: connection lost"),
-                    }
-                    if let Some(at) = session.poll_timeout() {
-                        let wait = at.saturating_duration_since(Instant::now());
-                        tracing::info!(peer = %t.peer, retry_in_s = wait.as_secs(), "dialling the peer again later");
-                    }
-                    t.rib.reset();
-                    t.metrics.session_up.get_or_create(&t.label).set(0);
-                    t.metrics.announced.get_or_create(&t.label).set(0);
-                }
-                Event::RouteRefresh(..) => {
-                    let table = routes.borrow().clone();
-                    t.send_table(&mut session, &table, true);
-                }
-                // Received routes are ignored.
-                _ => {}
+        // What both sessions say, and which connection stays when both
+        // sides connected.
+        loop {
+            t.events(&mut out, &mut routes).await;
+            let Some(inc) = incoming.as_mut() else { break };
+            t.events(inc, &mut routes).await;
+            match collision(&out.session, &inc.session) {
+                Some(Side::Outgoing) => out.session.handle_input(Instant::now(), Input::OpenCollisionDump),
+                Some(Side::Incoming) => inc.session.handle_input(Instant::now(), Input::OpenCollisionDump),
+                None => break,
             }
         }
-        if conn.push(&mut session).is_err() {
-            conn.stream = None;
-            session.handle_input(Instant::now(), Input::TcpConnectionFails);
+        if incoming.as_ref().is_some_and(|l| l.session.state() == State::Idle) {
+            incoming = None;
+            // The dial that lost to it starts again.
+            if out.session.state() == State::Idle && out.session.poll_timeout().is_none() {
+                out.session.handle_input(Instant::now(), Input::ManualStart);
+            }
             continue;
         }
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
-        let writing = conn.stream.is_some() && !conn.pending.is_empty();
+        if out.conn.push(&mut out.session).is_err() {
+            out.lost();
+            continue;
+        }
+        if let Some(inc) = incoming.as_mut()
+            && inc.conn.push(&mut inc.session).is_err()
+        {
+            inc.lost();
+            continue;
+        }
+        let deadline = [
+            out.session.poll_timeout(),
+            incoming.as_ref().and_then(|l| l.session.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = stop.changed() => {
                 let why = stop.borrow().clone();
-                let established = session.state() == State::Established;
-                match why {
-                    Some(Stop::Shutdown(_)) if established && graceful => {
-                        // No NOTIFICATION: the peer keeps the routes.
-                        tracing::info!(peer = %t.peer, restart_time = RESTART_TIME, "closing without a NOTIFICATION: graceful restart keeps the routes with the peer until this node's speaker is back");
-                        conn.close(&mut session, CLOSE_WITHIN).await;
-                    }
-                    why => {
-                        let text = match why {
-                            Some(Stop::Configuration(w) | Stop::Shutdown(w)) => w,
-                            None => String::new(),
-                        };
-                        if established {
-                            // Withdraw first, then say goodbye.
-                            t.send_table(&mut session, &Routes::new(), false);
-                        }
-                        session.handle_input(Instant::now(), Input::ManualStop(&text));
-                        while session.poll_event().is_some() {}
-                        conn.close(&mut session, CLOSE_WITHIN).await;
-                    }
+                t.stop(&mut out, why.as_ref()).await;
+                if let Some(inc) = incoming.as_mut() {
+                    t.stop(inc, why.as_ref()).await;
                 }
                 return;
             }
             Ok(()) = routes.changed() => {
-                if session.state() == State::Established {
-                    let table = routes.borrow_and_update().clone();
-                    t.send_table(&mut session, &table, false);
+                let table = routes.borrow_and_update().clone();
+                for link in std::iter::once(&mut out).chain(incoming.as_mut()) {
+                    if link.session.state() == State::Established {
+                        t.send_table(link, &table, false);
+                    }
                 }
             }
             r = async {
-                match connecting.as_mut() {
+                match t.connecting.as_mut() {
                     Some(c) => c.await,
                     None => std::future::pending().await,
                 }
-            }, if connecting.is_some() => {
-                connecting = None;
-                match r {
-                    Ok(s) => {
-                        if dial_error == Some(io::ErrorKind::ConnectionAborted) {
-                            // Said again if the next connection fails too.
-                        } else if dial_error.take().is_some() {
-                            tracing::info!(peer = %t.peer, "connected");
-                        }
-                        t.local = s.local_addr().ok().map(|a| a.ip());
-                        if t.config.router_id.is_none() {
-                            match t.local {
-                                Some(IpAddr::V4(v4)) => session.set_bgp_id(v4),
-                                _ => session.set_bgp_id(fallback_id),
-                            }
-                        }
-                        conn.stream = Some(s);
-                        session.handle_input(Instant::now(), Input::TcpConnectionConfirmed);
-                    }
-                    Err(e) => {
-                        // Said once, and again when the reason changes.
-                        if dial_error.replace(e.kind()) != Some(e.kind()) {
-                            let source = t.config.source.map(|s| s.to_string()).unwrap_or_else(|| "any".into());
-                            tracing::warn!(peer = %t.peer, error = %e, %source, "cannot connect to the BGP peer; trying again");
-                        } else {
-                            tracing::debug!(peer = %t.peer, error = %e, "BGP connect failed");
-                        }
-                        session.handle_input(Instant::now(), Input::TcpConnectionFails);
-                    }
-                }
+            }, if t.connecting.is_some() => {
+                t.connecting = None;
+                t.dialled(&mut out, r);
             }
+            Some(stream) = incoming_streams.recv() => t.accepted(&mut incoming, stream),
+            r = out.ready() => t.read(&mut out, r, &mut buf).await,
             r = async {
-                match conn.stream.as_ref() {
-                    Some(s) => s.readable().await,
+                match incoming.as_ref() {
+                    Some(l) => l.ready().await,
                     None => std::future::pending().await,
                 }
-            }, if conn.stream.is_some() => {
-                let read = match (r, conn.stream.as_ref()) {
-                    (Ok(()), Some(s)) => s.try_read(&mut buf),
-                    (Err(e), _) => Err(e),
-                    (Ok(()), None) => continue,
-                };
-                match read {
-                    Ok(n) if n > 0 => {
-                        session.handle_input(Instant::now(), Input::Received(&buf[..n]));
-                        // A peer that floods (a full table sent to a speaker
-                        // that ignores it) must not starve the other
-                        // sessions, the metrics or the configuration: the
-                        // runtime's budget makes this task take turns.
-                        tokio::task::coop::consume_budget().await;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    _ => {
-                        conn.stream = None;
-                        // Closed before the session came up (a peer that
-                        // does not know this node, another speaker in its
-                        // place): said once, as dial failures are.
-                        if session.state() == State::OpenSent
-                            && dial_error.replace(io::ErrorKind::ConnectionAborted) != Some(io::ErrorKind::ConnectionAborted)
-                        {
-                            tracing::warn!(peer = %t.peer, "the peer closed the connection before answering our OPEN (is this node configured as its neighbour?); trying again");
-                        }
-                        session.handle_input(Instant::now(), Input::TcpConnectionFails);
-                    }
+            }, if incoming.is_some() => {
+                if let Some(inc) = incoming.as_mut() {
+                    t.read(inc, r, &mut buf).await;
                 }
             }
-            r = async {
-                match conn.stream.as_ref() {
-                    Some(s) => s.writable().await,
-                    None => std::future::pending().await,
-                }
-            }, if writing => {
-                if r.is_err() {
-                    conn.stream = None;
-                    session.handle_input(Instant::now(), Input::TcpConnectionFails);
+            () = super::sleep_until(deadline) => {
+                let now = Instant::now();
+                out.session.handle_timeout(now);
+                if let Some(inc) = incoming.as_mut() {
+                    inc.session.handle_timeout(now);
                 }
             }
-            () = super::sleep_until(deadline) => session.handle_timeout(Instant::now()),
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct Options {
     pub l2_status: Option<std::sync::Arc<service_status::L2Status>>,
     /// Cluster mode: the writer of this node's ServiceBGPStatus objects.
     pub bgp_status: Option<std::sync::Arc<service_status::BgpStatus>>,
+    /// Where BGP peers may connect to this speaker (`--bgp-listen`; `None`:
+    /// the speaker only dials, as MetalLB's does). `[::]` takes IPv4 peers
+    /// too.
+    pub bgp_listen: Option<SocketAddr>,
 }
 
 /// Where the membership listens and how fast it decides.
@@ -85,6 +89,7 @@ impl Options {
             realtime: true,
             l2_status: None,
             bgp_status: None,
+            bgp_listen: None,
             membership: Some(MembershipOptions {
                 bind: SocketAddr::from(([0, 0, 0, 0], MEMBERSHIP_PORT)),
                 timing: Timing::default(),
@@ -115,6 +120,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The BGP listening socket cannot be bound.
+    #[error("--bgp-listen {addr}: {source}")]
+    BgpListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The node's interfaces cannot be read.
     #[error("reading the network interfaces: {0}")]
     Links(std::io::Error),
@@ -141,6 +154,10 @@ pub async fn run<S: Source + 'static>(
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
     }
+    let bgp_listener = match options.bgp_listen {
+        Some(addr) => Some(bgp_peers::bind(addr).map_err(|source| Error::BgpListen { addr, source })?),
+        None => None,
+    };
     tokio::pin!(shutdown);
     let mut changes = source.changes();
     // The first view that lists everything (an API server's first lists).
@@ -206,7 +223,11 @@ pub async fn run<S: Source + 'static>(
         }
         return Ok(());
     }
-    let mut peers = bgp_peers::Peers::new(metrics.bgp.clone(), fallback_id(&options.node, &state.view));
+    let mut peers = bgp_peers::Peers::new(
+        metrics.bgp.clone(),
+        fallback_id(&options.node, &state.view),
+        bgp_listener,
+    );
     apply_bgp(&mut peers, &mut state, &options, &metrics);
     let mut alive = membership.as_ref().map(|m| m.alive.borrow().clone());
     if let Some(a) = &alive {

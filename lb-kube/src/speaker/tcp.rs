@@ -15,9 +15,10 @@ const MAX_KEY: usize = 80;
 /// length, interface index, key.
 const LEN: usize = ADDR_LEN + 1 + 1 + 2 + 4 + MAX_KEY;
 
-/// The `struct tcp_md5sig` for `peer` and `key` (at most 80 bytes).
+/// The `struct tcp_md5sig` for `peer` and `key` (at most 80 bytes; none
+/// removes the peer's key).
 fn tcp_md5sig(peer: IpAddr, key: &[u8]) -> io::Result<[u8; LEN]> {
-    if key.is_empty() || key.len() > MAX_KEY {
+    if key.len() > MAX_KEY {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "TCP MD5 keys are 1 to 80 bytes",
@@ -44,9 +45,23 @@ fn tcp_md5sig(peer: IpAddr, key: &[u8]) -> io::Result<[u8; LEN]> {
 
 /// Signs every segment to and from `peer` on `socket` with `key`; set
 /// before connecting.
-#[allow(unsafe_code)]
 pub fn set_md5(socket: &impl AsRawFd, peer: IpAddr, key: &[u8]) -> io::Result<()> {
-    let sig = tcp_md5sig(peer, key)?;
+    if key.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TCP MD5 keys are 1 to 80 bytes",
+        ));
+    }
+    setsockopt(socket, &tcp_md5sig(peer, key)?)
+}
+
+/// Removes the key of `peer` from a listening `socket`.
+pub fn clear_md5(socket: &impl AsRawFd, peer: IpAddr) -> io::Result<()> {
+    setsockopt(socket, &tcp_md5sig(peer, &[])?)
+}
+
+#[allow(unsafe_code)]
+fn setsockopt(socket: &impl AsRawFd, sig: &[u8; LEN]) -> io::Result<()> {
     // SAFETY: `sig` is an initialised buffer of `LEN` bytes, laid out as
     // the kernel's `struct tcp_md5sig`, that outlives the call; the
     // descriptor is the caller's open socket.
@@ -85,6 +100,8 @@ mod tests {
     fn the_kernel_takes_it() {
         let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         set_md5(&s, "127.0.0.1".parse().unwrap(), b"secret").unwrap();
+        clear_md5(&s, "127.0.0.1".parse().unwrap()).unwrap();
+        assert!(set_md5(&s, "127.0.0.1".parse().unwrap(), b"").is_err());
         let s6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
         set_md5(&s6, "::1".parse().unwrap(), b"secret").unwrap();
     }
