@@ -201,6 +201,17 @@ fn bird_learns_both_families_and_follows_edits_without_a_flap() {
     assert_eq!((bird.protocol("v4"), bird.protocol("v6")), since, "{}", log(dir.path()));
     assert!(since.0.contains("Established"), "{}", since.0);
 
+    // A valid change of the peer: closed with a Cease, Administrative
+    // Reset, that says why; back at once.
+    manifests(dir.path(), addr, port, ", holdTime: 30s", true, true);
+    eventually("BIRD heard the reset", || {
+        bird.cli("show protocols all v4").contains("BGPPeer changed")
+    });
+    let said = bird.cli("show protocols all v4");
+    assert!(said.contains("Received: Administrative reset"), "{said}");
+    eventually("back", || bird.protocol("v4").contains("Established"));
+    eventually("and the route", || bird.routes().contains("198.51.100.10/32"));
+
     // SIGTERM: withdrawn, then a Cease with the reason, then exit 0.
     sigterm(&spk);
     let status = spk.0.wait().unwrap();

@@ -119,9 +119,14 @@ pub struct Peer {
 pub enum Input<'a> {
     /// Start (event 1, ManualStart).
     ManualStart,
-    /// Stop, telling the peer why (event 2, ManualStop; a Cease with this
-    /// shutdown communication when a connection is up).
+    /// Stop, telling the peer why (event 2, ManualStop; a Cease,
+    /// Administrative Shutdown, with this shutdown communication when a
+    /// connection is up).
     ManualStop(&'a str),
+    /// Stop because the peer's configuration changed: as
+    /// [`Input::ManualStop`] but the Cease says Administrative Reset (RFC
+    /// 4486), so the peer expects the session back.
+    ManualReset(&'a str),
     /// The TCP connection is up (events 16/17).
     TcpConnectionConfirmed,
     /// The TCP connection failed or closed (event 18).
@@ -186,6 +191,8 @@ pub struct Session {
     events: VecDeque<Event>,
     /// A connection the peer opened: never dials, never starts again.
     passive: bool,
+    /// The state of the jitter's random numbers; `None`: no jitter.
+    jitter: Option<u64>,
 }
 
 /// The hold time while waiting for the peer's OPEN (RFC 4271 §8: "a large
@@ -214,7 +221,33 @@ impl Session {
             transmit: Vec::new(),
             events: VecDeque::new(),
             passive: false,
+            jitter: None,
         }
+    }
+
+    /// Jitters the timers as RFC 4271 §10 asks, so that many speakers
+    /// started together do not dial and keep alive in step: the
+    /// ConnectRetry timer, the waits before starting again and the
+    /// KeepaliveTimer are each multiplied by a factor drawn uniformly from
+    /// 0.75 to 1. The session has no randomness of its own: `seed` is the
+    /// caller's (a session without one keeps exact timers).
+    pub fn with_jitter(mut self, seed: u64) -> Self {
+        self.jitter = Some(seed);
+        self
+    }
+
+    /// `d` times a factor in [0.75, 1) when jittering.
+    fn jittered(&mut self, d: Duration) -> Duration {
+        let Some(state) = &mut self.jitter else { return d };
+        // splitmix64.
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // The top 53 bits as a fraction of one.
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        d.mul_f64(0.75 + 0.25 * unit)
     }
 
     /// A session for a connection the peer opened (RFC 4271's passive
@@ -272,9 +305,13 @@ impl Session {
                     self.start(now);
                 }
             }
-            Input::ManualStop(why) => {
+            Input::ManualStop(why) | Input::ManualReset(why) => {
+                let code = match input {
+                    Input::ManualReset(_) => NotificationCode::ADMINISTRATIVE_RESET,
+                    _ => NotificationCode::ADMINISTRATIVE_SHUTDOWN,
+                };
                 if matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
-                    Notification::write_shutdown(NotificationCode::ADMINISTRATIVE_SHUTDOWN, why, &mut self.transmit);
+                    Notification::write_shutdown(code, why, &mut self.transmit);
                 }
                 let was = self.state;
                 // A dial in progress is abandoned too.
@@ -368,10 +405,11 @@ impl Session {
         if self.keepalive.is_some_and(|t| t <= now) {
             // KeepaliveTimer_Expires (event 11).
             write_keepalive(&mut self.transmit);
-            self.keepalive = self
+            let every = self
                 .peer
                 .as_ref()
-                .map(|p| now + Duration::from_secs(u64::from(p.keepalive_time)));
+                .map(|p| Duration::from_secs(u64::from(p.keepalive_time)));
+            self.keepalive = every.map(|d| now + self.jittered(d));
         }
     }
 
@@ -398,7 +436,7 @@ impl Session {
     }
 
     fn start(&mut self, now: Instant) {
-        self.connect_retry = Some(now + self.config.connect_retry);
+        self.connect_retry = Some(now + self.jittered(self.config.connect_retry));
         self.state = State::Connect;
         self.events.push_back(Event::Connect);
     }
@@ -451,7 +489,7 @@ impl Session {
         }
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF.1);
-        wait
+        self.jittered(wait)
     }
 
     /// Reads every whole message received.
@@ -613,7 +651,7 @@ impl Session {
             self.keepalive = None;
         } else {
             self.hold = Some(now + Duration::from_secs(u64::from(hold_time)));
-            self.keepalive = Some(now + Duration::from_secs(u64::from(keepalive_time)));
+            self.keepalive = Some(now + self.jittered(Duration::from_secs(u64::from(keepalive_time))));
         }
     }
 

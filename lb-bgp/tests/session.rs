@@ -702,3 +702,83 @@ fn an_established_session_wins_and_the_loser_starts_again_when_told() {
     s.a[0].handle_input(s.now, Input::ManualStart);
     assert_eq!(s.a[0].state(), State::Connect);
 }
+
+/// With a seed, the waits between dials and between KEEPALIVEs are
+/// jittered (RFC 4271 §10): each between 0.75 and 1 times the exact one,
+/// not all equal, and different for another seed, so that speakers
+/// started together drift apart.
+#[test]
+fn jitter_spreads_the_dials_and_keepalives_of_speakers_started_together() {
+    let mut c = config(65001, Some(65000), 1, 90);
+    c.connect_retry = Duration::from_secs(120);
+    let exact = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0, 120.0];
+    let gaps = |seed: u64| {
+        let start = Instant::now();
+        let mut s = Session::new(c.clone()).with_jitter(seed);
+        let mut now = start;
+        let mut at = Vec::new();
+        s.handle_input(now, Input::ManualStart);
+        while at.len() < 10 {
+            while let Some(e) = s.poll_event() {
+                if e == Event::Connect {
+                    at.push(now.duration_since(start).as_secs_f64());
+                    s.handle_input(now, Input::TcpConnectionFails);
+                }
+            }
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+        }
+        at.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+    };
+    let (a, b) = (gaps(1), gaps(2));
+    for (gap, exact) in a.iter().chain(&b).zip(exact.iter().cycle()) {
+        assert!(
+            *gap >= exact * 0.75 - 1e-9 && *gap <= *exact,
+            "{gap} for {exact}: {a:?}"
+        );
+    }
+    assert_ne!(a, b);
+    assert!(a.iter().zip(exact).any(|(g, e)| (g - e).abs() > 1e-3), "{a:?}");
+    // KEEPALIVEs: hold 90, every 30 s at most, 22.5 s at least.
+    let mut p = Pair::new(config(65001, Some(65000), 1, 90), config(65000, None, 2, 90));
+    p.a = Session::new(config(65001, Some(65000), 1, 90)).with_jitter(7);
+    p.connect();
+    assert_eq!(p.a.state(), State::Established);
+    // `a` alone from here, the peer's KEEPALIVEs fed to it by hand.
+    let (mut a, mut last) = (p.a, p.now);
+    let mut gaps = Vec::new();
+    let mut peer_keepalive = Vec::new();
+    lb_bgp::write_keepalive(&mut peer_keepalive);
+    for _ in 0..20 {
+        let next = a.poll_timeout().unwrap();
+        a.handle_timeout(next);
+        let mut out = Vec::new();
+        if a.poll_transmit(&mut out) {
+            gaps.push(next.duration_since(last).as_secs_f64());
+            last = next;
+            a.handle_input(next, Input::Received(&peer_keepalive));
+        }
+    }
+    assert_eq!(a.state(), State::Established);
+    assert!(gaps.len() >= 10, "{gaps:?}");
+    assert!(gaps.iter().all(|g| (22.5 - 1e-9..=30.0).contains(g)), "{gaps:?}");
+    assert!(gaps.iter().any(|g| (g - 30.0).abs() > 1e-3), "{gaps:?}");
+}
+
+/// A stop for a changed configuration tells the peer Administrative Reset
+/// (RFC 4486: the session comes back), with the text.
+#[test]
+fn a_reset_says_administrative_reset() {
+    let mut p = Pair::new(config(65001, Some(65000), 1, 90), config(65000, None, 2, 90));
+    p.connect();
+    p.a.handle_input(p.now, Input::ManualReset("BGPPeer changed"));
+    p.drain();
+    assert_eq!(p.downs('a'), vec![Down::Stopped]);
+    assert_eq!(
+        p.downs('b'),
+        vec![Down::PeerNotified(
+            NotificationCode::ADMINISTRATIVE_RESET,
+            Some("BGPPeer changed".into())
+        )]
+    );
+}

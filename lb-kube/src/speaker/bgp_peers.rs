@@ -58,9 +58,13 @@ pub struct BgpMetrics {
 /// Why a session stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
-    /// Its BGPPeer was removed, changed, or no longer selects this node:
-    /// withdraw, then a Cease with this text.
+    /// Its BGPPeer was removed or no longer selects this node: withdraw,
+    /// then a Cease (Administrative Shutdown) with this text.
     Configuration(String),
+    /// Its BGPPeer changed: withdraw, then a Cease (Administrative Reset:
+    /// the session comes back, with the new configuration) with this
+    /// text.
+    Changed(String),
     /// The speaker stops: with graceful restart negotiated, the connection
     /// closes without a NOTIFICATION and the routes stay with the peer
     /// for the restart time (a restart of the speaker leaves the node's
@@ -150,12 +154,13 @@ impl Peers {
             .collect();
         for name in gone {
             if let Some(r) = self.running.remove(&name) {
-                let why = match plan.peers.contains_key(&name) {
-                    true => "BGPPeer changed",
-                    false => "BGPPeer removed, or no longer selects this node",
+                let stop = match plan.peers.contains_key(&name) {
+                    true => Stop::Changed("BGPPeer changed".to_owned()),
+                    false => Stop::Configuration("BGPPeer removed, or no longer selects this node".to_owned()),
                 };
+                let (Stop::Changed(why) | Stop::Configuration(why) | Stop::Shutdown(why)) = &stop;
                 tracing::info!(peer = %name, address = %r.config.label(), "{why}: closing the session");
-                r.stop.send_replace(Some(Stop::Configuration(why.to_owned())));
+                r.stop.send_replace(Some(stop));
                 let l = label(&r.config);
                 if !plan.peers.values().any(|p| label(p) == l) {
                     self.metrics.session_up.remove(&l);
@@ -492,6 +497,13 @@ impl Task {
         }
     }
 
+    /// A seed for the session's timer jitter, different in every
+    /// process and for every session.
+    fn jitter_seed(&self) -> u64 {
+        use std::hash::BuildHasher as _;
+        std::collections::hash_map::RandomState::new().hash_one((&self.peer, Instant::now()))
+    }
+
     /// The BGP Identifier on a connection from `local`: `routerID`, else
     /// an IPv4 side of the connection, else the fallback.
     fn bgp_id(&self, local: Option<IpAddr>) -> Ipv4Addr {
@@ -674,7 +686,7 @@ impl Task {
             tracing::warn!(peer = %self.peer, error = %e, "cannot set up the connection the peer opened");
             return;
         }
-        let mut link = Link::new(Session::accept(self.session_config()));
+        let mut link = Link::new(Session::accept(self.session_config()).with_jitter(self.jitter_seed()));
         link.local = stream.local_addr().ok().map(|a| a.ip().to_canonical());
         link.session.set_bgp_id(self.bgp_id(link.local));
         link.conn.stream = Some(stream);
@@ -694,15 +706,20 @@ impl Task {
                 link.conn.close(&mut link.session, CLOSE_WITHIN).await;
             }
             why => {
-                let text = match why {
-                    Some(Stop::Configuration(w) | Stop::Shutdown(w)) => w.as_str(),
-                    None => "",
+                let (text, reset) = match why {
+                    Some(Stop::Configuration(w) | Stop::Shutdown(w)) => (w.as_str(), false),
+                    Some(Stop::Changed(w)) => (w.as_str(), true),
+                    None => ("", false),
                 };
                 if established {
                     // Withdraw first, then say goodbye.
                     self.send_table(link, &Routes::new(), false);
                 }
-                link.session.handle_input(Instant::now(), Input::ManualStop(text));
+                let input = match reset {
+                    true => Input::ManualReset(text),
+                    false => Input::ManualStop(text),
+                };
+                link.session.handle_input(Instant::now(), input);
                 while link.session.poll_event().is_some() {}
                 link.conn.close(&mut link.session, CLOSE_WITHIN).await;
             }
@@ -762,7 +779,7 @@ async fn run(
         dial_error: None,
         connecting: None,
     };
-    let mut out = Link::new(Session::new(t.session_config()));
+    let mut out = Link::new(Session::new(t.session_config()).with_jitter(t.jitter_seed()));
     let mut incoming: Option<Link> = None;
     let mut buf = vec![0u8; 64 * 1024];
     out.session.handle_input(Instant::now(), Input::ManualStart);
