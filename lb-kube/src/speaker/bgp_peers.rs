@@ -1,7 +1,9 @@
 //! The BGP sessions of one node, one tokio task each, driving
 //! [`lb_bgp::Session`] over TCP: it dials the peer (from `sourceAddress`,
 //! with TCP MD5 when a password is set, TTL 1 for single-hop eBGP and 255
-//! with `ebgpMultiHop`), announces what [`super::bgp::Plan`] gives it
+//! with `ebgpMultiHop`) and, with `--bgp-listen`, takes the connections
+//! the peer opens (when both sides connect, [`lb_bgp::session::collision`]
+//! picks the one that stays), announces what [`super::bgp::Plan`] gives it
 //! through an [`AdjRibOut`] (the whole table then End-of-RIB on each
 //! establishment and route refresh, only changes after), and on stop
 //! withdraws everything, then closes with a Cease that says why; or, when
