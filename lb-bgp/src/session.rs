@@ -135,7 +135,8 @@ pub enum Input<'a> {
     Received(&'a [u8]),
     /// This connection lost a collision with another one to the same peer
     /// (event 23): a Cease (Connection Collision Resolution) when
-    /// connected, then Idle; it does not start again by itself (the
+    /// connected, then Idle (a dial in progress or waiting is abandoned);
+    /// it does not start again by itself (the
     /// caller starts a dialling session again with
     /// [`Input::ManualStart`] once the other connection is gone).
     OpenCollisionDump,
@@ -193,6 +194,11 @@ pub struct Session {
     passive: bool,
     /// The state of the jitter's random numbers; `None`: no jitter.
     jitter: Option<u64>,
+    /// Stop reading after the peer's OPEN, for the caller to resolve a
+    /// collision ([`Session::pausing_at_open`]).
+    pause_at_open: bool,
+    /// Stopped there; the next [`Input::Received`] goes on.
+    paused: bool,
 }
 
 /// The hold time while waiting for the peer's OPEN (RFC 4271 §8: "a large
@@ -222,7 +228,31 @@ impl Session {
             events: VecDeque::new(),
             passive: false,
             jitter: None,
+            pause_at_open: false,
+            paused: false,
         }
+    }
+
+    /// For a caller that may hold two connections to the peer: after the
+    /// peer's OPEN, the session reads nothing more (a KEEPALIVE that came
+    /// in the same segment waits) until the caller has asked [`collision`]
+    /// and, if this session stays, resumes it with
+    /// `Input::Received(&[])` ([`Session::is_paused`]). Without it, an OPEN
+    /// and a KEEPALIVE read together would establish the session before
+    /// the caller could compare BGP Identifiers as the peer does.
+    pub fn pausing_at_open(mut self) -> Self {
+        self.pause_at_open = true;
+        self
+    }
+
+    /// Whether the session stopped reading after the peer's OPEN.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The BGP Identifier this session sends.
+    pub fn bgp_id(&self) -> Ipv4Addr {
+        self.config.bgp_id
     }
 
     /// Jitters the timers as RFC 4271 §10 asks, so that many speakers
@@ -350,7 +380,7 @@ impl Session {
                     // Again soon, then less and less often: a router that
                     // is coming back is found within seconds, one that is
                     // gone is not hammered.
-                    let wait = self.next_backoff(now).min(self.config.connect_retry);
+                    let wait = self.next_backoff(now, self.config.connect_retry);
                     self.connect_retry = Some(now + wait);
                     self.state = State::Active;
                     self.events.push_back(Event::Disconnect);
@@ -359,13 +389,16 @@ impl Session {
                 State::Idle | State::Active => {}
             },
             Input::Received(bytes) => {
+                self.paused = false;
                 if matches!(self.state, State::OpenSent | State::OpenConfirm | State::Established) {
                     self.received.extend_from_slice(bytes);
                     self.read(now);
                 }
             }
             Input::OpenCollisionDump => match self.state {
-                State::Idle => {}
+                // Waiting to start again (after the peer closed this
+                // connection for the collision, say): not any more.
+                State::Idle => self.idle_hold = None,
                 State::Connect | State::Active => {
                     // A dial in progress or waiting: abandoned.
                     if !self.passive {
@@ -466,7 +499,7 @@ impl Session {
         if let Some(code) = notify {
             Notification::write(code, data, &mut self.transmit);
         }
-        let wait = self.next_backoff(now);
+        let wait = self.next_backoff(now, BACKOFF.1);
         self.idle(self.restart_at(now + wait));
         self.events.push_back(Event::Down(why));
     }
@@ -477,9 +510,10 @@ impl Session {
         (!self.passive).then_some(at)
     }
 
-    /// The wait before the next attempt, doubling the one after; from the
+    /// The wait before the next attempt, at most `cap` (then jittered),
+    /// doubling the one after; from the
     /// first again when the last session stayed up for [`STABLE`].
-    fn next_backoff(&mut self, now: Instant) -> Duration {
+    fn next_backoff(&mut self, now: Instant, cap: Duration) -> Duration {
         if self
             .up_since
             .take()
@@ -487,7 +521,7 @@ impl Session {
         {
             self.backoff = BACKOFF.0;
         }
-        let wait = self.backoff;
+        let wait = self.backoff.min(cap);
         self.backoff = (self.backoff * 2).min(BACKOFF.1);
         self.jittered(wait)
     }
@@ -507,6 +541,7 @@ impl Session {
                 }
                 Err(e) => return self.decode_error(now, e),
             };
+            let was = self.state;
             let result = Message::decode(kind, &buf[at..at + len]).map(|m| self.message(now, m));
             if let Err(e) = result {
                 return self.decode_error(now, e);
@@ -516,6 +551,11 @@ impl Session {
                 return;
             }
             self.received = buf;
+            if self.pause_at_open && was == State::OpenSent && self.state == State::OpenConfirm {
+                self.paused = true;
+                self.received.drain(..at);
+                return;
+            }
         }
     }
 
@@ -528,15 +568,16 @@ impl Session {
         match (self.state, m) {
             (_, Message::Notification(n)) => {
                 let why = Down::PeerNotified(n.code, n.shutdown_message().map(str::to_owned));
-                // The peer's operator shut it down, reset it or changed its
-                // configuration (Cease 2, 4, 6, 9): no fault of the session,
+                // The peer's operator shut it down, de-configured or reset
+                // it, changed its configuration or hard-reset it (Cease 2,
+                // 3, 4, 6, 9; RFC 4486, RFC 8538): no fault of the session,
                 // so no longer wait; a router restarting is dialled again
                 // within seconds however often it restarts.
-                if n.code.code == 6 && matches!(n.code.subcode, 2 | 4 | 6 | 9) {
+                if n.code.code == 6 && matches!(n.code.subcode, 2 | 3 | 4 | 6 | 9) {
                     self.backoff = BACKOFF.0;
                     self.up_since = None;
                 }
-                let wait = self.next_backoff(now);
+                let wait = self.next_backoff(now, BACKOFF.1);
                 self.idle(self.restart_at(now + wait));
                 self.events.push_back(Event::Down(why));
             }

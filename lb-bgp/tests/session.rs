@@ -542,8 +542,14 @@ impl Speakers {
         );
         Self {
             now: Instant::now(),
-            a: [Session::new(ca.clone()), Session::accept(ca)],
-            b: [Session::new(cb.clone()), Session::accept(cb)],
+            a: [
+                Session::new(ca.clone()).pausing_at_open(),
+                Session::accept(ca).pausing_at_open(),
+            ],
+            b: [
+                Session::new(cb.clone()).pausing_at_open(),
+                Session::accept(cb).pausing_at_open(),
+            ],
             events: Vec::new(),
         }
     }
@@ -588,6 +594,12 @@ impl Speakers {
                     loser.handle_input(self.now, Input::OpenCollisionDump);
                     moved = true;
                 }
+                for s in [&mut *out, &mut *inc] {
+                    if s.is_paused() {
+                        s.handle_input(self.now, Input::Received(&[]));
+                        moved = true;
+                    }
+                }
                 for (end, s) in [("out", &mut *out), ("in", &mut *inc)] {
                     while let Some(e) = s.poll_event() {
                         let name = match (who, end) {
@@ -623,7 +635,8 @@ impl Speakers {
 #[test]
 fn when_both_dial_the_connection_of_the_higher_identifier_stays() {
     use State::{Established, Idle};
-    for (id_a, id_b, survivor) in [(1, 2, 1), (2, 1, 0)] {
+    // Equal identifiers (eBGP): the higher AS, A's 65001, keeps its dial.
+    for (id_a, id_b, survivor) in [(1, 2, 1), (2, 1, 0), (1, 1, 0)] {
         let mut s = Speakers::new(id_a, id_b);
         s.a[0].handle_input(s.now, Input::ManualStart);
         s.b[0].handle_input(s.now, Input::ManualStart);
@@ -667,6 +680,7 @@ fn an_established_session_wins_and_the_loser_starts_again_when_told() {
     s.drain();
     assert_eq!(s.a[0].state(), State::Established);
     // B dials too: its connection is closed by A.
+    s.b[0].handle_input(s.now, Input::ManualStart);
     s.connect(1);
     s.drain();
     assert_eq!(
@@ -781,4 +795,92 @@ fn a_reset_says_administrative_reset() {
             Some("BGPPeer changed".into())
         )]
     );
+}
+
+/// The peer's OPEN and KEEPALIVE read together on one connection while the
+/// other is in OpenConfirm: the session stops after the OPEN, so the
+/// caller compares identifiers as the peer does, instead of the session
+/// establishing first and winning by the "established stays" rule while
+/// the peer closes it by the identifiers.
+#[test]
+fn an_open_and_keepalive_read_together_still_meet_the_identifier_rule() {
+    let mut s = Speakers::new(1, 2);
+    s.a[0].handle_input(s.now, Input::ManualStart);
+    s.b[0].handle_input(s.now, Input::ManualStart);
+    s.connect(0);
+    s.connect(1);
+    let now = s.now;
+    let mut bytes = Vec::new();
+    // B's dial reaches A's accepted session: OpenConfirm there.
+    s.b[0].poll_transmit(&mut bytes);
+    s.a[1].handle_input(now, Input::Received(&bytes));
+    assert_eq!(s.a[1].state(), State::OpenConfirm);
+    // A's dial: B's side answers the OPEN, and B's OPEN and KEEPALIVE
+    // reach A in one read.
+    bytes.clear();
+    s.a[0].poll_transmit(&mut bytes);
+    s.b[1].handle_input(now, Input::Received(&bytes));
+    bytes.clear();
+    s.b[1].poll_transmit(&mut bytes);
+    let mut plain = Session::new(config(65001, Some(65000), 1, 90));
+    plain.handle_input(now, Input::ManualStart);
+    plain.handle_input(now, Input::TcpConnectionConfirmed);
+    plain.handle_input(now, Input::Received(&bytes));
+    assert_eq!(plain.state(), State::Established, "without the pause, both at once");
+    s.a[0].handle_input(now, Input::Received(&bytes));
+    assert_eq!(s.a[0].state(), State::OpenConfirm);
+    assert!(s.a[0].is_paused());
+    assert_eq!(
+        collision(&s.a[0], &s.a[1]),
+        Some(Side::Outgoing),
+        "A's identifier is the lower"
+    );
+}
+
+/// The peer resolved the collision first: its Cease 6/7 on this side's dial
+/// schedules a redial, which the caller cancels while the other
+/// connection carries the session; started again when told.
+#[test]
+fn a_dial_the_peer_closed_for_a_collision_waits_while_the_other_connection_lives() {
+    let mut p = Pair::new(config(65001, Some(65000), 1, 90), config(65000, None, 2, 90));
+    p.a.handle_input(p.now, Input::ManualStart);
+    p.b.handle_input(p.now, Input::ManualStart);
+    p.drain();
+    p.a.handle_input(p.now, Input::TcpConnectionConfirmed);
+    p.b.handle_input(p.now, Input::TcpConnectionConfirmed);
+    p.b.handle_input(p.now, Input::OpenCollisionDump);
+    p.drain();
+    let cease = Down::PeerNotified(NotificationCode::CONNECTION_COLLISION_RESOLUTION, None);
+    assert!(p.downs('a').contains(&cease), "{:?}", p.events);
+    assert!(p.a.poll_timeout().is_some(), "a redial is scheduled");
+    p.a.handle_input(p.now, Input::OpenCollisionDump);
+    assert_eq!(p.a.poll_timeout(), None, "and cancelled");
+    p.a.handle_input(p.now, Input::ManualStart);
+    assert_eq!(p.a.state(), State::Connect);
+}
+
+/// A ConnectRetry time shorter than the backoff caps the wait, and the
+/// wait is still jittered.
+#[test]
+fn a_short_connect_retry_is_jittered_too() {
+    let mut c = config(65001, Some(65000), 1, 90);
+    c.connect_retry = Duration::from_secs(10);
+    let start = Instant::now();
+    let mut s = Session::new(c).with_jitter(3);
+    let mut now = start;
+    let mut at = Vec::new();
+    s.handle_input(now, Input::ManualStart);
+    while at.len() < 12 {
+        while let Some(e) = s.poll_event() {
+            if e == Event::Connect {
+                at.push(now.duration_since(start).as_secs_f64());
+                s.handle_input(now, Input::TcpConnectionFails);
+            }
+        }
+        now = s.poll_timeout().unwrap();
+        s.handle_timeout(now);
+    }
+    let gaps: Vec<f64> = at.windows(2).skip(5).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| (7.5 - 1e-9..=10.0).contains(g)), "{gaps:?}");
+    assert!(gaps.iter().any(|g| (g - 10.0).abs() > 1e-3), "{gaps:?}");
 }

@@ -530,7 +530,8 @@ fn duplicate_and_unknown_peers_are_reported() {
         ad("x", "peers: [a, nobody]"),
     ];
     let (p, problems) = plan(&view(&docs, "", &["node-a"]), "node-a");
-    // One session per router from one node: the first by name.
+    // One session per router from one node: the first by name when they
+    // come together.
     assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["a"]);
     assert!(
         problems
@@ -543,6 +544,23 @@ fn duplicate_and_unknown_peers_are_reported() {
         "{problems:?}"
     );
     assert_eq!(prefixes(&p, "a").len(), 2);
+    // A duplicate added later never moves the running session, whatever
+    // its name; once the first goes, the other takes over.
+    let mut config = Config::default();
+    let b = peer("b", "peerASN: 65000, peerAddress: 192.0.2.254, holdTime: 30s");
+    let (p, _) = plan_after(&mut config, &view(std::slice::from_ref(&b), "", &["node-a"]), "node-a");
+    assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["b"]);
+    let both = [peer("a", "peerASN: 65000, peerAddress: 192.0.2.254"), b.clone()];
+    let (p, problems) = plan_after(&mut config, &view(&both, "", &["node-a"]), "node-a");
+    assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["b"], "the one in force stays");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.object.as_ref().is_some_and(|o| o.name == "a") && p.message.contains("already peers")),
+        "{problems:?}"
+    );
+    let (p, _) = plan_after(&mut config, &view(&both[..1], "", &["node-a"]), "node-a");
+    assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["a"]);
     let docs = [
         peer("a", "peerASN: 65000, peerAddress: 192.0.2.254"),
         ad("x", "ipAddressPools: [p, gone]"),

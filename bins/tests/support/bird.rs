@@ -78,11 +78,25 @@ impl Bird {
             .arg(&self.conf)
             .args(["-s", &self.ctl])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log_file())
             .spawn()
             .unwrap();
         self.process = Some(Running(child));
         eventually("BIRD is up", || self.cli("show status").contains("Daemon is up"));
+    }
+
+    /// BIRD's log (appended to across restarts).
+    fn log_file(&self) -> Stdio {
+        let path = self.conf.with_file_name("bird.log");
+        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => f.into(),
+            Err(_) => Stdio::null(),
+        }
+    }
+
+    /// What BIRD logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.conf.with_file_name("bird.log")).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

@@ -152,6 +152,10 @@ pub struct Plan {
 pub struct Config {
     peers: BTreeMap<String, PeerEntry>,
     adverts: BTreeMap<String, (Advert, ObjectRef)>,
+    /// When each BGPPeer came into force (a count): of two that dial one
+    /// router, the older stays.
+    since: BTreeMap<String, u64>,
+    next_since: u64,
 }
 
 /// At most this many community bytes (4 per standard community, 12 per
@@ -778,6 +782,13 @@ impl Config {
                 report_warning(problems, &origin, r, &field, message);
             }
         }
+        for name in peers.keys() {
+            if !self.since.contains_key(name) {
+                self.since.insert(name.clone(), self.next_since);
+                self.next_since += 1;
+            }
+        }
+        self.since.retain(|name, _| peers.contains_key(name));
         self.peers = peers;
         self.adverts = adverts;
     }
@@ -788,12 +799,17 @@ impl Config {
         let me = node(view, node_name);
         let labels: Labels = me.and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
         let mut dialled: BTreeMap<(IpAddr, u16), &str> = BTreeMap::new();
-        for (name, e) in &self.peers {
+        // The oldest first, then by name.
+        let mut peers: Vec<(&String, &PeerEntry)> = self.peers.iter().collect();
+        peers.sort_by_key(|(name, _)| (self.since.get(*name).copied().unwrap_or(u64::MAX), name.as_str()));
+        for (name, e) in peers {
             if !any_or_all(Some(&e.nodes), &labels) {
                 continue;
             }
             // Two sessions to one router from one node would collide there
-            // and flap for ever: the first by name is kept.
+            // and flap for ever: the one in force first is kept (the first
+            // by name among those that came together), so adding a
+            // duplicate never moves a running session.
             if let Some(first) = dialled.insert((e.config.address, e.config.port), name) {
                 dialled.insert((e.config.address, e.config.port), first);
                 plan.problems.push(Problem::warning(

@@ -95,6 +95,8 @@ struct Listening {
     routing: Routing,
     /// The TCP MD5 keys set on it, by peer address.
     keys: BTreeMap<IpAddr, Password>,
+    /// Addresses shared by several BGPPeers (reported once).
+    ambiguous: std::collections::BTreeSet<IpAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -127,11 +129,15 @@ impl Peers {
         let listening = listener.map(|l| {
             let listener = Arc::new(l);
             let routing = Routing::default();
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "BGP peers may connect here (--bgp-listen)");
+            }
             let task = tokio::spawn(listen(listener.clone(), routing.clone()));
             Listening {
                 listener,
                 routing,
                 keys: BTreeMap::new(),
+                ambiguous: std::collections::BTreeSet::new(),
                 task,
             }
         });
@@ -161,7 +167,7 @@ impl Peers {
                     false => Stop::Configuration("BGPPeer removed, or no longer selects this node".to_owned()),
                 };
                 let (Stop::Changed(why) | Stop::Configuration(why) | Stop::Shutdown(why)) = &stop;
-                tracing::info!(peer = %name, address = %r.config.label(), "{why}: closing the session");
+                tracing::info!(bgp_peer = %name, peer = %r.config.label(), "{why}: closing the session");
                 r.stop.send_replace(Some(stop));
                 let l = label(&r.config);
                 if !plan.peers.values().any(|p| label(p) == l) {
@@ -233,35 +239,64 @@ impl Listening {
     /// keys of their peers on the socket (the kernel then drops unsigned
     /// segments from those addresses) and clears the keys of peers gone.
     fn follow(&mut self, running: &BTreeMap<String, Running>) {
-        let mut routing = BTreeMap::new();
-        let mut keys = BTreeMap::new();
-        // The first session of an address takes its connections (two
-        // BGPPeers can only share an address with different ports).
+        let v6 = self.listener.local_addr().is_ok_and(|a| a.is_ipv6());
+        // Two BGPPeers can share an address (with different ports): a
+        // connection from it cannot tell which one it is, so it goes to
+        // neither (their own dials still work).
+        let mut by_address: BTreeMap<IpAddr, Vec<&Running>> = BTreeMap::new();
         for r in running.values() {
-            routing.entry(r.config.address).or_insert_with(|| r.incoming.clone());
-            if let Some(pw) = &r.config.password {
-                keys.entry(r.config.address).or_insert_with(|| pw.clone());
+            // An IPv4 socket never hears from an IPv6 peer.
+            if v6 || r.config.address.is_ipv4() {
+                by_address.entry(r.config.address).or_default().push(r);
             }
         }
-        let v6 = self.listener.local_addr().is_ok_and(|a| a.is_ipv6());
+        let mut routing = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        for (addr, rs) in &by_address {
+            match rs.as_slice() {
+                [r] => {
+                    routing.insert(*addr, r.incoming.clone());
+                    if let Some(pw) = &r.config.password {
+                        keys.insert(*addr, pw.clone());
+                    }
+                }
+                _ => {
+                    if self.ambiguous.insert(*addr) {
+                        tracing::warn!(peer = %addr, "several BGPPeers of this node have this address: connections it opens are closed (the speaker's own dials go on)");
+                    }
+                }
+            }
+        }
+        self.ambiguous
+            .retain(|a| by_address.get(a).is_some_and(|rs| rs.len() > 1));
         // An IPv4 peer reaches an IPv6 socket as an IPv4-mapped address.
         let key_addr = |a: IpAddr| match (v6, a) {
             (true, IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
             _ => a,
         };
-        for (addr, key) in &keys {
-            if self.keys.get(addr) != Some(key)
-                && let Err(e) = super::tcp::set_md5(&*self.listener, key_addr(*addr), key.as_bytes())
-            {
-                tracing::warn!(peer = %addr, error = %e, "cannot set the TCP MD5 key for connections from this peer");
-            }
-        }
-        for addr in self.keys.keys().filter(|a| !keys.contains_key(*a)) {
-            if let Err(e) = super::tcp::clear_md5(&*self.listener, key_addr(*addr)) {
+        let gone: Vec<IpAddr> = self.keys.keys().filter(|a| !keys.contains_key(*a)).copied().collect();
+        for addr in gone {
+            if let Err(e) = super::tcp::clear_md5(&*self.listener, key_addr(addr)) {
                 tracing::warn!(peer = %addr, error = %e, "cannot clear the TCP MD5 key of a peer gone");
             }
+            self.keys.remove(&addr);
         }
-        self.keys = keys;
+        for (addr, key) in keys {
+            if self.keys.get(&addr) == Some(&key) {
+                continue;
+            }
+            // Only a key the kernel took counts as set (tried again at the
+            // next change).
+            match super::tcp::set_md5(&*self.listener, key_addr(addr), key.as_bytes()) {
+                Ok(()) => {
+                    self.keys.insert(addr, key);
+                }
+                Err(e) => {
+                    self.keys.remove(&addr);
+                    tracing::warn!(peer = %addr, error = %e, "cannot set the TCP MD5 key for connections from this peer");
+                }
+            }
+        }
         if let Ok(mut r) = self.routing.lock() {
             *r = routing;
         }
@@ -419,8 +454,13 @@ impl Connection {
         }
         if let Some(s) = self.stream.take() {
             let _ = socket2::SockRef::from(&s).shutdown(std::net::Shutdown::Write);
+            // Bounded: a peer that keeps sending does not keep this task.
             let mut scratch = [0u8; 4096];
-            while matches!(s.try_read(&mut scratch), Ok(n) if n > 0) {}
+            for _ in 0..16 {
+                if !matches!(s.try_read(&mut scratch), Ok(n) if n > 0) {
+                    break;
+                }
+            }
         }
         self.pending.clear();
     }
@@ -481,6 +521,8 @@ struct Task {
     graceful: bool,
     /// The last dial error, reported once until it changes.
     dial_error: Option<io::ErrorKind>,
+    /// Dials the peer closed before answering, in a row.
+    early_closes: u32,
     /// The dial in progress.
     connecting: Option<Connecting>,
 }
@@ -545,6 +587,7 @@ impl Task {
     /// Acts on what `link`'s session says.
     async fn events(&mut self, link: &mut Link, routes: &mut watch::Receiver<Arc<Routes>>) {
         let passive = link.session.is_passive();
+        let side = if passive { "opened by the peer" } else { "dialled" };
         while let Some(e) = link.session.poll_event() {
             match e {
                 Event::Connect => {
@@ -555,13 +598,16 @@ impl Task {
                     // What is queued (a NOTIFICATION) goes first.
                     let _ = link.conn.push(&mut link.session);
                     link.conn.close(&mut link.session, Duration::ZERO).await;
-                    if !passive {
-                        self.connecting = None;
+                    // A dial abandoned when the ConnectRetry timer fired
+                    // (the session dials again at once): nobody answered.
+                    if !passive && self.connecting.take().is_some() && link.session.state() == State::Connect {
+                        let e = io::Error::new(io::ErrorKind::TimedOut, "no answer within connectTime");
+                        self.dial_failed(&e);
                     }
                 }
                 Event::Established(p) => {
                     self.dial_error = None;
-                    let side = if passive { "opened by the peer" } else { "dialled" };
+                    self.early_closes = 0;
                     tracing::info!(peer = %self.peer, asn = p.asn, id = %p.bgp_id, hold = p.hold_time, connection = side, "BGP session established");
                     self.metrics.session_up.get_or_create(&self.label).set(1);
                     self.rib = AdjRibOut::with_families(&p.families);
@@ -574,11 +620,16 @@ impl Task {
                     self.send_table(link, &table, true);
                 }
                 Event::Down(why) => {
+                    let was_up = std::mem::take(&mut link.up);
+                    let collision = NotificationCode::CONNECTION_COLLISION_RESOLUTION;
                     match &why {
                         Down::Stopped => tracing::info!(peer = %self.peer, "BGP session closed"),
-                        Down::Notified(c) if *c == NotificationCode::CONNECTION_COLLISION_RESOLUTION => {
-                            let side = if passive { "opened by the peer" } else { "dialled" };
+                        Down::Notified(c) | Down::PeerNotified(c, _) if *c == collision => {
                             tracing::info!(peer = %self.peer, connection = side, "both sides connected: this connection is closed, the other one stays (RFC 4271 connection collision)")
+                        }
+                        // A connection that never carried a session.
+                        _ if !was_up => {
+                            tracing::info!(peer = %self.peer, connection = side, reason = ?why, "BGP connection closed before the session came up")
                         }
                         Down::PeerNotified(code, text) => {
                             tracing::warn!(peer = %self.peer, %code, message = text.as_deref().unwrap_or(""), "BGP session down: the peer sent a NOTIFICATION")
@@ -589,10 +640,10 @@ impl Task {
                         Down::ConnectionLost => tracing::warn!(peer = %self.peer, "BGP session down: connection lost"),
                     }
                     if let (false, Some(at)) = (passive, link.session.poll_timeout()) {
-                        let wait = at.saturating_duration_since(Instant::now());
-                        tracing::info!(peer = %self.peer, retry_in_s = wait.as_secs(), "dialling the peer again later");
+                        let retry_in = at.saturating_duration_since(Instant::now());
+                        tracing::info!(peer = %self.peer, ?retry_in, "dialling the peer again later");
                     }
-                    if std::mem::take(&mut link.up) {
+                    if was_up {
                         self.rib.reset();
                         self.metrics.session_up.get_or_create(&self.label).set(0);
                         self.metrics.announced.get_or_create(&self.label).set(0);
@@ -627,74 +678,88 @@ impl Task {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             _ => {
-                // Closed before the session came up (a peer that does not
-                // know this node, another speaker in its place): said
-                // once, as dial failures are.
-                if !link.session.is_passive()
-                    && link.session.state() == State::OpenSent
-                    && self.dial_error.replace(io::ErrorKind::ConnectionAborted)
-                        != Some(io::ErrorKind::ConnectionAborted)
-                {
-                    tracing::warn!(peer = %self.peer, "the peer closed the connection before answering our OPEN (is this node configured as its neighbour?); trying again");
+                // Closed before the session came up: once is a router
+                // still closing the last session; again and again, a
+                // router that does not know this node (said once).
+                if !link.session.is_passive() && link.session.state() == State::OpenSent {
+                    self.early_closes = self.early_closes.saturating_add(1);
+                    if self.early_closes == 2 {
+                        tracing::warn!(peer = %self.peer, "the peer closes the connection before answering our OPEN (is this node configured as its neighbour?); trying again");
+                    }
                 }
                 link.lost();
             }
         }
     }
 
-    /// A dial finished.
-    fn dialled(&mut self, link: &mut Link, r: io::Result<TcpStream>) {
+    /// Reports a failed dial: once, and again when the reason changes.
+    fn dial_failed(&mut self, e: &io::Error) {
+        if self.dial_error.replace(e.kind()) != Some(e.kind()) {
+            let source = self
+                .config
+                .source
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "any".into());
+            tracing::warn!(peer = %self.peer, error = %e, %source, "cannot connect to the BGP peer; trying again");
+        } else {
+            tracing::debug!(peer = %self.peer, error = %e, "BGP connect failed");
+        }
+    }
+
+    /// A dial finished. `other_id`: the BGP Identifier the connection the
+    /// peer opened carries, if one is open (one speaker, one identifier).
+    fn dialled(&mut self, link: &mut Link, r: io::Result<TcpStream>, other_id: Option<Ipv4Addr>) {
         match r {
             Ok(s) => {
-                if self.dial_error == Some(io::ErrorKind::ConnectionAborted) {
-                    // Said again if the next connection fails too.
-                } else if self.dial_error.take().is_some() {
+                if self.dial_error.take().is_some() {
                     tracing::info!(peer = %self.peer, "connected");
                 }
                 link.local = s.local_addr().ok().map(|a| a.ip().to_canonical());
-                link.session.set_bgp_id(self.bgp_id(link.local));
+                link.session
+                    .set_bgp_id(other_id.unwrap_or_else(|| self.bgp_id(link.local)));
                 link.conn.stream = Some(s);
                 link.session.handle_input(Instant::now(), Input::TcpConnectionConfirmed);
             }
             Err(e) => {
-                // Said once, and again when the reason changes.
-                if self.dial_error.replace(e.kind()) != Some(e.kind()) {
-                    let source = self
-                        .config
-                        .source
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "any".into());
-                    tracing::warn!(peer = %self.peer, error = %e, %source, "cannot connect to the BGP peer; trying again");
-                } else {
-                    tracing::debug!(peer = %self.peer, error = %e, "BGP connect failed");
-                }
+                self.dial_failed(&e);
                 link.session.handle_input(Instant::now(), Input::TcpConnectionFails);
             }
         }
     }
 
-    /// A connection the peer opened: a session on it, unless one is
-    /// established there already (then the newcomer is told it lost the
-    /// collision and closed).
-    fn accepted(&mut self, incoming: &mut Option<Link>, stream: TcpStream) {
-        if incoming.as_ref().is_some_and(|l| l.up) {
+    /// A connection the peer opened: a session on it, unless one from the
+    /// peer already has its OPEN or is established (then the newcomer is
+    /// told it lost the collision and closed, as BIRD does). `other_id`:
+    /// the BGP Identifier of this speaker's dial, if connected.
+    async fn accepted(&mut self, incoming: &mut Option<Link>, stream: TcpStream, other_id: Option<Ipv4Addr>) {
+        if incoming.as_ref().is_some_and(|l| l.session.peer().is_some()) {
+            let mut refused = Link::new(Session::accept(self.session_config()));
+            refused.conn.stream = Some(stream);
             let mut bytes = Vec::new();
             Notification::write(NotificationCode::CONNECTION_COLLISION_RESOLUTION, &[], &mut bytes);
-            let _ = stream.try_write(&bytes);
-            tracing::info!(peer = %self.peer, "the peer connected again while its session is up: closed (RFC 4271 connection collision)");
+            refused.conn.pending = bytes;
+            refused
+                .conn
+                .close(&mut refused.session, Duration::from_millis(100))
+                .await;
+            tracing::debug!(peer = %self.peer, "the peer connected again while a connection it opened is up: closed (RFC 4271 connection collision)");
             return;
         }
         if let Err(e) = single_hop_ttl(&self.config, &stream).and_then(|()| stream.set_nodelay(true)) {
             tracing::warn!(peer = %self.peer, error = %e, "cannot set up the connection the peer opened");
             return;
         }
-        let mut link = Link::new(Session::accept(self.session_config()).with_jitter(self.jitter_seed()));
+        let session = Session::accept(self.session_config())
+            .with_jitter(self.jitter_seed())
+            .pausing_at_open();
+        let mut link = Link::new(session);
         link.local = stream.local_addr().ok().map(|a| a.ip().to_canonical());
-        link.session.set_bgp_id(self.bgp_id(link.local));
+        link.session
+            .set_bgp_id(other_id.unwrap_or_else(|| self.bgp_id(link.local)));
         link.conn.stream = Some(stream);
         link.session.handle_input(Instant::now(), Input::TcpConnectionConfirmed);
         tracing::debug!(peer = %self.peer, "the peer opened a connection");
-        // One the peer opened before and did not finish is dropped.
+        // One the peer opened before and left before its OPEN is dropped.
         *incoming = Some(link);
     }
 
@@ -779,9 +844,13 @@ async fn run(
         fallback_id,
         graceful: false,
         dial_error: None,
+        early_closes: 0,
         connecting: None,
     };
-    let mut out = Link::new(Session::new(t.session_config()).with_jitter(t.jitter_seed()));
+    let session = Session::new(t.session_config())
+        .with_jitter(t.jitter_seed())
+        .pausing_at_open();
+    let mut out = Link::new(session);
     let mut incoming: Option<Link> = None;
     let mut buf = vec![0u8; 64 * 1024];
     out.session.handle_input(Instant::now(), Input::ManualStart);
@@ -790,17 +859,44 @@ async fn run(
         // sides connected.
         loop {
             t.events(&mut out, &mut routes).await;
-            let Some(inc) = incoming.as_mut() else { break };
-            t.events(inc, &mut routes).await;
-            match collision(&out.session, &inc.session) {
-                Some(Side::Outgoing) => out.session.handle_input(Instant::now(), Input::OpenCollisionDump),
-                Some(Side::Incoming) => inc.session.handle_input(Instant::now(), Input::OpenCollisionDump),
-                None => break,
+            let now = Instant::now();
+            if let Some(inc) = incoming.as_mut() {
+                t.events(inc, &mut routes).await;
+                let loser = match collision(&out.session, &inc.session) {
+                    Some(Side::Outgoing) => Some(&mut out.session),
+                    Some(Side::Incoming) => Some(&mut inc.session),
+                    // The dial waits while the peer's connection, past its
+                    // OPEN, may carry the session (the peer closed the
+                    // dial for the collision, or it failed meanwhile).
+                    None if inc.session.peer().is_some()
+                        && out.session.state() == State::Idle
+                        && out.session.poll_timeout().is_some() =>
+                    {
+                        Some(&mut out.session)
+                    }
+                    None => None,
+                };
+                if let Some(l) = loser {
+                    l.handle_input(now, Input::OpenCollisionDump);
+                    continue;
+                }
+            }
+            // Collisions settled: a session stopped after the peer's OPEN
+            // reads on.
+            let mut resumed = false;
+            for link in std::iter::once(&mut out).chain(incoming.as_mut()) {
+                if link.session.is_paused() {
+                    link.session.handle_input(now, Input::Received(&[]));
+                    resumed = true;
+                }
+            }
+            if !resumed {
+                break;
             }
         }
         if incoming.as_ref().is_some_and(|l| l.session.state() == State::Idle) {
             incoming = None;
-            // The dial that lost to it starts again.
+            // The dial that waited for it starts again.
             if out.session.state() == State::Idle && out.session.poll_timeout().is_none() {
                 out.session.handle_input(Instant::now(), Input::ManualStart);
             }
@@ -848,9 +944,15 @@ async fn run(
                 }
             }, if t.connecting.is_some() => {
                 t.connecting = None;
-                t.dialled(&mut out, r);
+                let other_id = incoming.as_ref().filter(|l| l.conn.stream.is_some()).map(|l| l.session.bgp_id());
+                t.dialled(&mut out, r, other_id);
             }
-            Some(stream) = incoming_streams.recv() => t.accepted(&mut incoming, stream),
+            Some(stream) = incoming_streams.recv() => {
+                let other_id = out.conn.stream.is_some().then(|| out.session.bgp_id());
+                // A dial that waits, waits for a connection past its OPEN,
+                // which a newcomer does not replace.
+                t.accepted(&mut incoming, stream, other_id).await;
+            }
             r = out.ready() => t.read(&mut out, r, &mut buf).await,
             r = async {
                 match incoming.as_ref() {
