@@ -819,6 +819,13 @@ fn a_collision_keeps_the_connection_of_the_higher_identifier() {
                 "no dial while the peer's connection is the session"
             );
             peer.set_nonblocking(false).unwrap();
+        } else {
+            // The peer connects again while the dial carries the session:
+            // a Cease and the end, no OPEN (no session started for it).
+            let mut again = std::net::TcpStream::connect(("127.0.0.1", 1816)).unwrap();
+            let got = read_messages(&mut again, |_| false);
+            let kinds: Vec<MessageType> = got.iter().map(|(k, _)| *k).collect();
+            assert_eq!(kinds, [MessageType::Notification], "{got:?}");
         }
         // The peer goes; the speaker dials again (next round).
         drop(keep);

@@ -561,6 +561,13 @@ fn duplicate_and_unknown_peers_are_reported() {
     );
     let (p, _) = plan_after(&mut config, &view(&both[..1], "", &["node-a"]), "node-a");
     assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["a"]);
+    // The IPv4-mapped spelling is the same router.
+    let mapped = [
+        peer("a", "peerASN: 65000, peerAddress: 192.0.2.254"),
+        peer("m", "peerASN: 65000, peerAddress: \"::ffff:192.0.2.254\""),
+    ];
+    let (p, _) = plan_after(&mut config, &view(&mapped, "", &["node-a"]), "node-a");
+    assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["a"]);
     let docs = [
         peer("a", "peerASN: 65000, peerAddress: 192.0.2.254"),
         ad("x", "ipAddressPools: [p, gone]"),

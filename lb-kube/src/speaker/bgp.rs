@@ -317,8 +317,10 @@ fn peer(
         );
     }
     let address = match (s.peer_address.as_deref(), interface) {
+        // An IPv4-mapped IPv6 address is the IPv4 peer.
         (Some(a), _) => a
             .parse::<IpAddr>()
+            .map(|a| a.to_canonical())
             .map_err(|_| err("spec.peerAddress", format!("{a:?} is not an IP address")))
             .ok(),
         (None, Some(_)) => None,
@@ -329,6 +331,7 @@ fn peer(
     };
     let source = s.source_address.as_deref().and_then(|a| {
         a.parse::<IpAddr>()
+            .map(|a| a.to_canonical())
             .map_err(|_| err("spec.sourceAddress", format!("{a:?} is not an IP address")))
             .ok()
     });

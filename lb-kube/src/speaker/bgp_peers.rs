@@ -85,8 +85,9 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Which session a connection from a peer's address goes to.
-type Routing = Arc<std::sync::Mutex<BTreeMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+/// Which session a connection from a peer's address goes to (`None`: an
+/// address several BGPPeers share).
+type Routing = Arc<std::sync::Mutex<BTreeMap<IpAddr, Option<mpsc::Sender<TcpStream>>>>>;
 
 /// The socket peers connect to (`--bgp-listen`).
 #[derive(Debug)]
@@ -255,12 +256,13 @@ impl Listening {
         for (addr, rs) in &by_address {
             match rs.as_slice() {
                 [r] => {
-                    routing.insert(*addr, r.incoming.clone());
+                    routing.insert(*addr, Some(r.incoming.clone()));
                     if let Some(pw) = &r.config.password {
                         keys.insert(*addr, pw.clone());
                     }
                 }
                 _ => {
+                    routing.insert(*addr, None);
                     if self.ambiguous.insert(*addr) {
                         tracing::warn!(peer = %addr, "several BGPPeers of this node have this address: connections it opens are closed (the speaker's own dials go on)");
                     }
@@ -334,11 +336,13 @@ async fn listen(listener: Arc<TcpListener>, routing: Routing) {
         let ip = remote.ip().to_canonical();
         let session = routing.lock().ok().and_then(|r| r.get(&ip).cloned());
         match session {
-            Some(s) => {
+            Some(Some(s)) => {
                 if s.try_send(stream).is_err() {
                     tracing::debug!(peer = %ip, "a connection from the peer arrived while another waits: closed");
                 }
             }
+            // Said when the BGPPeers came to share it.
+            Some(None) => tracing::debug!(peer = %ip, "a connection from an address several BGPPeers share: closed"),
             None => {
                 if strangers.len() < 1024 && strangers.insert(ip) {
                     tracing::warn!(from = %ip, "a BGP connection from an address that is no peer of this node: closed");
@@ -729,10 +733,17 @@ impl Task {
 
     /// A connection the peer opened: a session on it, unless one from the
     /// peer already has its OPEN or is established (then the newcomer is
-    /// told it lost the collision and closed, as BIRD does). `other_id`:
-    /// the BGP Identifier of this speaker's dial, if connected.
-    async fn accepted(&mut self, incoming: &mut Option<Link>, stream: TcpStream, other_id: Option<Ipv4Addr>) {
-        if incoming.as_ref().is_some_and(|l| l.session.peer().is_some()) {
+    /// told it lost the collision and closed, as BIRD does); the same while
+    /// this speaker's dial carries the session (`dial_up`). `other_id`: the
+    /// BGP Identifier of this speaker's dial, if connected.
+    async fn accepted(
+        &mut self,
+        incoming: &mut Option<Link>,
+        stream: TcpStream,
+        other_id: Option<Ipv4Addr>,
+        dial_up: bool,
+    ) {
+        if dial_up || incoming.as_ref().is_some_and(|l| l.session.peer().is_some()) {
             let mut refused = Link::new(Session::accept(self.session_config()));
             refused.conn.stream = Some(stream);
             let mut bytes = Vec::new();
@@ -742,7 +753,7 @@ impl Task {
                 .conn
                 .close(&mut refused.session, Duration::from_millis(100))
                 .await;
-            tracing::debug!(peer = %self.peer, "the peer connected again while a connection it opened is up: closed (RFC 4271 connection collision)");
+            tracing::debug!(peer = %self.peer, "the peer connected while a session is up: closed (RFC 4271 connection collision)");
             return;
         }
         if let Err(e) = single_hop_ttl(&self.config, &stream).and_then(|()| stream.set_nodelay(true)) {
@@ -951,7 +962,8 @@ async fn run(
                 let other_id = out.conn.stream.is_some().then(|| out.session.bgp_id());
                 // A dial that waits, waits for a connection past its OPEN,
                 // which a newcomer does not replace.
-                t.accepted(&mut incoming, stream, other_id).await;
+                let dial_up = out.session.state() == State::Established;
+                t.accepted(&mut incoming, stream, other_id, dial_up).await;
             }
             r = out.ready() => t.read(&mut out, r, &mut buf).await,
             r = async {
