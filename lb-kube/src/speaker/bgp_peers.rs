@@ -96,8 +96,6 @@ struct Listening {
     routing: Routing,
     /// The TCP MD5 keys set on it, by peer address.
     keys: BTreeMap<IpAddr, Password>,
-    /// Addresses shared by several BGPPeers (reported once).
-    ambiguous: std::collections::BTreeSet<IpAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -138,7 +136,6 @@ impl Peers {
                 listener,
                 routing,
                 keys: BTreeMap::new(),
-                ambiguous: std::collections::BTreeSet::new(),
                 task,
             }
         });
@@ -253,6 +250,8 @@ impl Listening {
         }
         let mut routing = BTreeMap::new();
         let mut keys = BTreeMap::new();
+        // Shared already at the last change: said then.
+        let was_shared = |a: &IpAddr| self.routing.lock().is_ok_and(|r| matches!(r.get(a), Some(None)));
         for (addr, rs) in &by_address {
             match rs.as_slice() {
                 [r] => {
@@ -263,14 +262,12 @@ impl Listening {
                 }
                 _ => {
                     routing.insert(*addr, None);
-                    if self.ambiguous.insert(*addr) {
+                    if !was_shared(addr) {
                         tracing::warn!(peer = %addr, "several BGPPeers of this node have this address: connections it opens are closed (the speaker's own dials go on)");
                     }
                 }
             }
         }
-        self.ambiguous
-            .retain(|a| by_address.get(a).is_some_and(|rs| rs.len() > 1));
         // An IPv4 peer reaches an IPv6 socket as an IPv4-mapped address.
         let key_addr = |a: IpAddr| match (v6, a) {
             (true, IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
