@@ -717,6 +717,25 @@ fn an_established_session_wins_and_the_loser_starts_again_when_told() {
     assert_eq!(s.a[0].state(), State::Connect);
 }
 
+/// The seconds between the first `dials` dials of `s`, every one refused.
+fn dial_gaps(mut s: Session, dials: usize) -> Vec<f64> {
+    let start = Instant::now();
+    let mut now = start;
+    let mut at = Vec::new();
+    s.handle_input(now, Input::ManualStart);
+    while at.len() < dials {
+        while let Some(e) = s.poll_event() {
+            if e == Event::Connect {
+                at.push(now.duration_since(start).as_secs_f64());
+                s.handle_input(now, Input::TcpConnectionFails);
+            }
+        }
+        now = s.poll_timeout().unwrap();
+        s.handle_timeout(now);
+    }
+    at.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
 /// With a seed, the waits between dials and between KEEPALIVEs are
 /// jittered (RFC 4271 §10): each between 0.75 and 1 times the exact one,
 /// not all equal, and different for another seed, so that speakers
@@ -726,24 +745,7 @@ fn jitter_spreads_the_dials_and_keepalives_of_speakers_started_together() {
     let mut c = config(65001, Some(65000), 1, 90);
     c.connect_retry = Duration::from_secs(120);
     let exact = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0, 120.0];
-    let gaps = |seed: u64| {
-        let start = Instant::now();
-        let mut s = Session::new(c.clone()).with_jitter(seed);
-        let mut now = start;
-        let mut at = Vec::new();
-        s.handle_input(now, Input::ManualStart);
-        while at.len() < 10 {
-            while let Some(e) = s.poll_event() {
-                if e == Event::Connect {
-                    at.push(now.duration_since(start).as_secs_f64());
-                    s.handle_input(now, Input::TcpConnectionFails);
-                }
-            }
-            now = s.poll_timeout().unwrap();
-            s.handle_timeout(now);
-        }
-        at.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
-    };
+    let gaps = |seed: u64| dial_gaps(Session::new(c.clone()).with_jitter(seed), 10);
     let (a, b) = (gaps(1), gaps(2));
     for (gap, exact) in a.iter().chain(&b).zip(exact.iter().cycle()) {
         assert!(
@@ -865,22 +867,10 @@ fn a_dial_the_peer_closed_for_a_collision_waits_while_the_other_connection_lives
 fn a_short_connect_retry_is_jittered_too() {
     let mut c = config(65001, Some(65000), 1, 90);
     c.connect_retry = Duration::from_secs(10);
-    let start = Instant::now();
-    let mut s = Session::new(c).with_jitter(3);
-    let mut now = start;
-    let mut at = Vec::new();
-    s.handle_input(now, Input::ManualStart);
-    while at.len() < 12 {
-        while let Some(e) = s.poll_event() {
-            if e == Event::Connect {
-                at.push(now.duration_since(start).as_secs_f64());
-                s.handle_input(now, Input::TcpConnectionFails);
-            }
-        }
-        now = s.poll_timeout().unwrap();
-        s.handle_timeout(now);
-    }
-    let gaps: Vec<f64> = at.windows(2).skip(5).map(|w| w[1] - w[0]).collect();
+    let gaps: Vec<f64> = dial_gaps(Session::new(c).with_jitter(3), 12)
+        .into_iter()
+        .skip(5)
+        .collect();
     assert!(gaps.iter().all(|g| (7.5 - 1e-9..=10.0).contains(g)), "{gaps:?}");
     assert!(gaps.iter().any(|g| (g - 10.0).abs() > 1e-3), "{gaps:?}");
 }
