@@ -124,6 +124,7 @@ struct Flaky {
     failures_left: usize,
     current: BTreeMap<ServiceKey, ServiceState>,
     written: std::sync::Arc<std::sync::Mutex<Vec<ServiceKey>>>,
+    tries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl lb_kube::source::StatusSink for Flaky {
@@ -134,6 +135,7 @@ impl lb_kube::source::StatusSink for Flaky {
     }
 
     fn apply(&mut self, changes: &[(ServiceKey, Option<ServiceState>)]) -> Result<(), Self::Error> {
+        self.tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.failures_left > 0 {
             self.failures_left -= 1;
             return Err(std::io::Error::other("disk full"));
@@ -177,4 +179,37 @@ fn a_failed_status_write_is_retried_without_any_change() {
     }))
     .unwrap();
     assert_eq!(*written.lock().unwrap(), [ServiceKey::new("default", "a")]);
+}
+
+/// A status write that keeps failing (a webhook refusing one Service, a
+/// full disk) is tried again with a growing wait, not at every poll.
+#[test]
+fn a_write_that_keeps_failing_is_retried_with_backoff() {
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sink = Flaky {
+        failures_left: usize::MAX,
+        tries: tries.clone(),
+        ..Flaky::default()
+    };
+    let options = Options {
+        poll_interval: std::time::Duration::from_millis(20),
+        ..Options::new("unused")
+    };
+    let c = Controller::with(options, MemorySource::new(view(&["a"])), sink);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let gauges = lb_kube::controller::metrics::Metrics::register(&mut registry);
+    let telemetry = lb_kube::metrics::Telemetry::new(registry);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(lb_kube::controller::follow(c, gauges, telemetry, async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }))
+    .unwrap();
+    // At every 20 ms poll that would be about 75 tries; backing off from
+    // 20 ms (20, 40, 80 … 1280 ms) it is about 7.
+    let tries = tries.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((4..=12).contains(&tries), "{tries} tries in 1.5 s");
 }

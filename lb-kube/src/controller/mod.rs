@@ -164,6 +164,10 @@ pub struct Controller<S: Source = FileSource, K: StatusSink = FileStatus> {
     /// Decided changes not yet written to the sink (a failed write is
     /// retried with the next).
     unsaved: BTreeMap<ServiceKey, Option<ServiceState>>,
+    /// When the writes that failed are tried again (backing off from one
+    /// poll interval to [`RETRY_MAX`] while they keep failing).
+    retry_at: Option<Instant>,
+    retry_backoff: Duration,
     /// Held Services gone from the manifests, since when.
     missing_since: HashMap<ServiceKey, Instant>,
     /// Pools in force gone from the manifests, since when.
@@ -296,6 +300,8 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             pools: PoolSet::default(),
             options,
             unsaved: BTreeMap::new(),
+            retry_at: None,
+            retry_backoff: Duration::ZERO,
             missing_since: HashMap::new(),
             pool_missing_since: HashMap::new(),
             no_pool: false,
@@ -327,17 +333,20 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
         !self.unsaved.is_empty()
     }
 
-    /// When a reconcile is due without any change: the end of a release delay.
+    /// When a reconcile is due without any change: the end of a release
+    /// delay, or the retry of writes that failed.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let retry = self.retry_at.filter(|_| self.unsaved());
         // Holding everything for want of any pool: only a change (a pool
         // coming back) can end it.
         if self.no_pool {
-            return None;
+            return retry;
         }
         self.missing_since
             .values()
             .chain(self.pool_missing_since.values())
             .map(|&t| t + self.options.release_delay)
+            .chain(retry)
             .min()
     }
 
@@ -367,10 +376,16 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             let current = self.sink.current();
             self.unsaved.retain(|k, v| current.get(k) != v.as_ref());
             if let Err(e) = written {
+                // Tried again later, backing off while it keeps failing (a
+                // Service a webhook refuses is not written twice a second).
+                self.retry_backoff = (self.retry_backoff * 2).clamp(self.options.poll_interval, RETRY_MAX);
+                self.retry_at = Some(Instant::now() + self.retry_backoff);
                 // What was decided is still told (events, pool status).
                 self.sink.report(&report);
                 return Err(Error::Sink(Box::new(e)));
             }
+            self.retry_backoff = Duration::ZERO;
+            self.retry_at = None;
         }
         if !dry_run {
             self.sink.report(&report);
@@ -1267,7 +1282,7 @@ pub async fn run_cluster(
     // Standbys keep their watches current, so a takeover starts warm.
     let mut source = KubeSource::start(client.clone(), controller_watches(&cluster.namespace));
     let mut changes = source.subscribe();
-    if !until(|| source.synced(), &mut changes, shutdown.as_mut()).await {
+    if !until(|| source.synced_of(ALLOCATION_KINDS), &mut changes, shutdown.as_mut()).await {
         return Ok(());
     }
     // A namespace that does not exist reads as one without pools: said.
@@ -1285,7 +1300,9 @@ pub async fn run_cluster(
             .with_identity(&lease.identity)
             .with_field_manager(format!("lb-controller/{}", lease.identity))
             .with_duration(secs)
-            .with_grace((secs / 3).max(1))
+            // Renewed halfway through (a check then finds it renewed well
+            // inside the two thirds writes rely on).
+            .with_grace((secs / 2).max(1))
             .build()
             .await
             .map_err(|e| Error::Cluster(format!("Lease {}: {e}", lease.name)))?;
@@ -1306,9 +1323,24 @@ pub async fn run_cluster(
         }
         tracing::info!(lease = %lease.name, identity = %lease.identity, "leading");
         // Decide on a store that follows the server: wait out failing
-        // watches (they re-list when the server answers again).
-        if !until(|| source.healthy(), &mut changes, shutdown.as_mut()).await {
-            return Ok(());
+        // watches (they re-list when the server answers again), but not
+        // while holding the Lease longer than it lasts: a replica whose
+        // watches keep failing releases it (the election ends with its
+        // channel) so that one that can follow the server takes over.
+        let healthy = until(|| source.healthy_of(ALLOCATION_KINDS), &mut changes, shutdown.as_mut());
+        match tokio::time::timeout(lease.duration, healthy).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(_) => {
+                drop(held);
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+                return Err(Error::Cluster(format!(
+                    "the watches of {} kept failing for {:?} after this replica took the Lease {}: released it",
+                    ALLOCATION_KINDS.join(", "),
+                    lease.duration,
+                    lease.name
+                )));
+            }
         }
         leading = Some((held, task));
     }
@@ -1367,6 +1399,15 @@ pub async fn run_cluster(
     result
 }
 
+/// The longest wait between two tries of status writes that keep failing.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The kinds allocation decides on: the controller waits for these to list
+/// (and, taking over, to follow the server) before it decides. The others
+/// it watches (advertisements, peers, communities, BFD profiles) only add
+/// to what it reports.
+const ALLOCATION_KINDS: &[&str] = &["Service", "Namespace", "IPAddressPool", "ConfigMap"];
+
 /// Waits until `ready` holds, looking again at each change of the source
 /// (and every 200 ms); false when `shutdown` comes first.
 async fn until<F: std::future::Future<Output = ()>>(
@@ -1407,7 +1448,7 @@ where
     let mut logged = Logged::default();
     loop {
         let (c, due) = blocking(controller, |c| {
-            c.next_deadline().is_some_and(|t| t <= Instant::now()) || c.changed() || c.unsaved()
+            c.next_deadline().is_some_and(|t| t <= Instant::now()) || c.changed()
         })
         .await?;
         controller = c;
@@ -1450,9 +1491,16 @@ where
                 }
                 Err(e) => {
                     // What is in force is not what the status says: stale,
-                    // not ready, until a write succeeds.
+                    // not ready, until a write succeeds; unless the API
+                    // server only refused some Services' writes (a webhook,
+                    // a quota): those wait, the rest of the work goes on.
                     gauges.set_stale(true);
-                    telemetry.set_ready(false);
+                    let refused = matches!(&e, Error::Sink(s) if s
+                        .downcast_ref::<crate::source::cluster_status::KubeStatusError>()
+                        .is_some_and(|k| k.refused));
+                    if !refused {
+                        telemetry.set_ready(false);
+                    }
                     // Said once, not at every poll while it lasts.
                     let text = e.to_string();
                     if last_error.as_deref() != Some(&text) {

@@ -298,6 +298,26 @@ impl KubeSource {
         lock(&self.shared.kinds).iter().all(|k| k.synced && k.error.is_none())
     }
 
+    /// [`KubeSource::synced`] for the watches of `kinds` only (a consumer
+    /// that can decide without the others does not wait for them).
+    pub fn synced_of(&self, kinds: &[&str]) -> bool {
+        self.all_of(kinds, |k| k.synced)
+    }
+
+    /// [`KubeSource::healthy`] for the watches of `kinds` only.
+    pub fn healthy_of(&self, kinds: &[&str]) -> bool {
+        self.all_of(kinds, |k| k.synced && k.error.is_none())
+    }
+
+    fn all_of(&self, kinds: &[&str], holds: impl Fn(&KindStore) -> bool) -> bool {
+        let stores = lock(&self.shared.kinds);
+        self.watches
+            .iter()
+            .zip(stores.iter())
+            .filter(|(w, _)| kinds.contains(&w.kind()))
+            .all(|(_, k)| holds(k))
+    }
+
     fn decode(&mut self, r: &ObjectRef, value: &Arc<Value>) -> &Decoded {
         let rv = value
             .pointer("/metadata/resourceVersion")
@@ -600,11 +620,10 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
         let mut moved: Option<Option<ObjectRef>> = None;
         match event {
             Ok(Event::Init) => {
+                // A list starts; whether it works is known at its end (a
+                // watch that keeps failing starts one at every retry: its
+                // error stands until then, so it is said once).
                 store.listing = Some(BTreeMap::new());
-                if store.error.take().is_some() {
-                    tracing::info!(kind = %w.resource.kind, "watch recovered; listing again");
-                }
-                store.missing = false;
             }
             Ok(Event::InitApply(obj)) => {
                 if let (Some(listing), Some((r, v))) = (store.listing.as_mut(), stored(&w.resource, obj)) {
@@ -614,6 +633,12 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
             Ok(Event::InitDone) => {
                 if let Some(listing) = store.listing.take() {
                     store.objects = listing;
+                }
+                if store.error.take().is_some() {
+                    tracing::info!(kind = %w.resource.kind, "watch recovered; listed again");
+                }
+                if std::mem::replace(&mut store.missing, false) {
+                    tracing::info!(kind = %w.resource.kind, "served by the API server now");
                 }
                 store.synced = true;
                 moved = Some(None);

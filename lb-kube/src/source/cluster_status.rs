@@ -29,10 +29,6 @@ use crate::status::ServiceState;
 /// per patch would leave it idle between round trips).
 const CONCURRENCY: usize = 8;
 
-/// Writes between two looks at whether the last check of the leader Lease
-/// still stands: those in flight at once, so none starts after it lapsed.
-const FENCED_SLICE: usize = CONCURRENCY;
-
 /// A check of the leader Lease, and until when it stands.
 #[derive(Debug, Clone, Copy)]
 struct Fenced {
@@ -44,9 +40,22 @@ struct Fenced {
 
 impl Fenced {
     fn stands(&self) -> bool {
-        std::time::Instant::now() < self.until && k8s_openapi::jiff::Timestamp::now().as_millisecond() < self.wall_until
+        std::time::Instant::now() < self.until && self.wall_left() > Duration::ZERO
+    }
+
+    /// What is left until the wall-clock bound: a write started under this
+    /// check gives up by then, so none reaches the server long after it.
+    fn wall_left(&self) -> Duration {
+        let left = self
+            .wall_until
+            .saturating_sub(k8s_openapi::jiff::Timestamp::now().as_millisecond());
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
     }
 }
+
+/// The least time a check of the leader Lease must leave before its
+/// wall-clock bound for writes to start under it (each gives up by then).
+const MIN_WRITE_WINDOW: Duration = Duration::from_millis(500);
 
 /// How long one check of the leader Lease stands for the writes after it
 /// (a new Service's status is then one round trip, not two).
@@ -62,6 +71,14 @@ const EVENTS_IN_FLIGHT: usize = 1;
 /// instead of doubling the API server's work.
 const MAX_ALLOCATED_EVENTS: usize = 100;
 
+/// How often pool status and ConfigurationState are written again even
+/// when unchanged (a pool or the ConfigurationState deleted and made again
+/// gets its status back within this).
+const REWRITE_EVERY: Duration = Duration::from_secs(600);
+
+/// Reports waiting to be written at most (each waits for the one before).
+const MAX_QUEUED_REPORTS: usize = 4;
+
 /// Why a status write failed.
 #[derive(Debug, thiserror::Error)]
 #[error("writing the status of {failed} Service(s), first {first}: {error}")]
@@ -72,6 +89,10 @@ pub struct KubeStatusError {
     pub first: ServiceKey,
     /// Its error.
     pub error: kube::Error,
+    /// Every write that failed was refused by the API server for its own
+    /// Service (a webhook, a validation, a quota): the others went through,
+    /// and the server and the Lease were reachable.
+    pub refused: bool,
 }
 
 /// The kube-rs backend of [`StatusSink`]. Its writes block on the tokio
@@ -92,6 +113,11 @@ pub struct KubeStatus {
     written: std::collections::HashSet<ServiceKey>,
     /// The report being written in the background, if any.
     reporting: Option<tokio::task::JoinHandle<()>>,
+    /// Reports spawned and not yet written.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// When pool status and ConfigurationState were last written whatever
+    /// was written before.
+    refreshed: Option<std::time::Instant>,
     /// With leader election: the Lease (name, holder identity) that must
     /// still name this replica when writes start.
     fence: Option<(String, String)>,
@@ -143,6 +169,8 @@ impl KubeStatus {
             told: HashMap::new(),
             written: std::collections::HashSet::new(),
             reporting: None,
+            queued: Arc::default(),
+            refreshed: None,
             fence: None,
             fenced_until: None,
             deposed: Arc::default(),
@@ -192,35 +220,61 @@ impl KubeStatus {
         deposed: &std::sync::atomic::AtomicBool,
     ) -> Result<Fenced, kube::Error> {
         use k8s_openapi::api::coordination::v1::Lease;
-        let start = std::time::Instant::now();
         let leases: Api<Lease> = Api::namespaced(client, namespace);
-        let lease = match bounded("reading the leader Lease", leases.get(&fence.0)).await {
-            Err(kube::Error::Api(e)) if e.code == 404 => {
+        let first = std::time::Instant::now();
+        loop {
+            let start = std::time::Instant::now();
+            let lease = match bounded("reading the leader Lease", leases.get(&fence.0)).await {
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    deposed.store(true, std::sync::atomic::Ordering::Release);
+                    return Err(kube::Error::Api(e));
+                }
+                other => other?,
+            };
+            let spec = lease.spec.unwrap_or_default();
+            let holder = spec.holder_identity.unwrap_or_default();
+            if holder != fence.1 {
                 deposed.store(true, std::sync::atomic::Ordering::Release);
-                return Err(kube::Error::Api(e));
+                return Err(kube::Error::Service(
+                    format!("the leader Lease {} is held by {holder:?}, not this replica", fence.0).into(),
+                ));
             }
-            other => other?,
-        };
-        let spec = lease.spec.unwrap_or_default();
-        let holder = spec.holder_identity.unwrap_or_default();
-        if holder != fence.1 {
-            deposed.store(true, std::sync::atomic::Ordering::Release);
-            return Err(kube::Error::Service(
-                format!("the leader Lease {} is held by {holder:?}, not this replica", fence.0).into(),
-            ));
+            let (wall_until, reuse, duration) = match (spec.renew_time, spec.lease_duration_seconds) {
+                (Some(renewed), Some(secs)) => {
+                    let secs = i64::from(secs.max(0));
+                    let reuse = Duration::from_millis(u64::try_from(secs * 1000 / 6).unwrap_or(0));
+                    let duration = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+                    (
+                        renewed.0.as_millisecond() + secs * 2000 / 3,
+                        reuse.min(FENCE_REUSE),
+                        duration,
+                    )
+                }
+                _ => (i64::MIN, Duration::ZERO, Duration::ZERO),
+            };
+            let fenced = Fenced {
+                until: start + reuse,
+                wall_until,
+            };
+            if fenced.wall_left() >= MIN_WRITE_WINDOW {
+                return Ok(fenced);
+            }
+            // The Lease names this replica but was not renewed lately (a
+            // renewal due any moment, an API server back from an outage):
+            // nothing is written until it is renewed, and if that does not
+            // happen within a third of its duration, a standby may be taking
+            // it over: given up (the next reconcile checks again).
+            if first.elapsed() >= duration / 3 {
+                return Err(kube::Error::Service(
+                    format!(
+                        "the leader Lease {} was not renewed in the last two thirds of its duration; not writing until it is",
+                        fence.0
+                    )
+                    .into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (wall_until, reuse) = match (spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(secs)) => {
-                let secs = i64::from(secs.max(0));
-                let reuse = Duration::from_millis(u64::try_from(secs * 1000 / 6).unwrap_or(0));
-                (renewed.0.as_millisecond() + secs * 2000 / 3, reuse.min(FENCE_REUSE))
-            }
-            _ => (i64::MIN, Duration::ZERO),
-        };
-        Ok(Fenced {
-            until: start + reuse,
-            wall_until,
-        })
     }
 
     /// The events a report calls for, with MetalLB's reasons:
@@ -248,21 +302,20 @@ impl KubeStatus {
                 true => s.warnings.iter().rfind(|w| !w.starts_with("released ")).cloned(),
                 false => None,
             };
-            if let Some(why) = &why
-                && self.told.get(&key) != Some(why)
-                && failed_events < MAX_ALLOCATED_EVENTS
-            {
-                failed_events += 1;
-                out.push((
-                    key.clone(),
-                    s.uid.clone(),
-                    event(EventType::Warning, "AllocationFailed", why.clone()),
-                ));
-            }
             match why {
-                Some(why) => {
-                    self.told.insert(key.clone(), why);
+                Some(why) if self.told.get(&key) != Some(&why) => {
+                    // Past the cap, not told: tried at the next report.
+                    failed_events += 1;
+                    if failed_events <= MAX_ALLOCATED_EVENTS {
+                        out.push((
+                            key.clone(),
+                            s.uid.clone(),
+                            event(EventType::Warning, "AllocationFailed", why.clone()),
+                        ));
+                        self.told.insert(key.clone(), why);
+                    }
                 }
+                Some(_) => {}
                 None => {
                     self.told.remove(&key);
                 }
@@ -285,8 +338,11 @@ impl KubeStatus {
                 ));
             }
         }
-        // A partial report looked at some Services only.
-        if !report.partial {
+        // A partial report looked at some Services only: the written ones
+        // it did not look at are told by a later one.
+        if report.partial {
+            self.written.extend(written.into_iter().filter(|k| !seen.contains(k)));
+        } else {
             self.told.retain(|k, _| seen.contains(k));
         }
         if allocated > MAX_ALLOCATED_EVENTS {
@@ -294,6 +350,13 @@ impl KubeStatus {
                 assigned = allocated,
                 events = MAX_ALLOCATED_EVENTS,
                 "addresses assigned; IPAllocated events for the first ones only"
+            );
+        }
+        if failed_events > MAX_ALLOCATED_EVENTS {
+            tracing::info!(
+                failed = failed_events,
+                events = MAX_ALLOCATED_EVENTS,
+                "Services without an address; AllocationFailed events for the first ones only (the rest at the next reconcile)"
             );
         }
         out
@@ -362,6 +425,7 @@ impl KubeStatus {
         manager: String,
         key: ServiceKey,
         state: Option<ServiceState>,
+        limit: Duration,
     ) -> Result<(), kube::Error> {
         let api: Api<Service> = Api::namespaced(client, key.namespace());
         let (ingress, pool) = match &state {
@@ -381,7 +445,8 @@ impl KubeStatus {
             "metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}},
             "status": {"loadBalancer": {"ingress": ingress}},
         });
-        let result = bounded(
+        let result = bounded_by(
+            limit,
             "writing status",
             api.patch_status(key.name(), &pp, &Patch::Merge(&patch)),
         )
@@ -404,9 +469,18 @@ async fn bounded<T>(
     what: &str,
     request: impl std::future::Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, kube::Error> {
-    tokio::time::timeout(WRITE_TIMEOUT, request).await.unwrap_or_else(|_| {
+    bounded_by(WRITE_TIMEOUT, what, request).await
+}
+
+/// [`bounded`] by `limit`.
+async fn bounded_by<T>(
+    limit: Duration,
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(limit, request).await.unwrap_or_else(|_| {
         Err(kube::Error::Service(
-            format!("{what}: no answer in {} s", WRITE_TIMEOUT.as_secs()).into(),
+            format!("{what}: no answer in {:.1} s", limit.as_secs_f64()).into(),
         ))
     })
 }
@@ -449,12 +523,40 @@ impl StatusSink for KubeStatus {
     type Error = KubeStatusError;
 
     fn report(&mut self, report: &Report) {
+        // What was written is not read back (the server's copy may have been
+        // deleted and made again, or edited): now and then, a whole report
+        // writes pool status and ConfigurationState again.
+        if !report.partial && self.refreshed.is_none_or(|t| t.elapsed() >= REWRITE_EVERY) {
+            self.refreshed = Some(std::time::Instant::now());
+            lock(&self.pools).clear();
+            *lock(&self.state) = None;
+        }
         let events = self.events(report);
         let pools = self.pool_status(report);
         let state = self.configuration_state(report);
         if events.is_empty() && pools.is_empty() && state.is_none() {
             return;
         }
+        // Reports written one after the other; while the API server is too
+        // slow for them, they do not pile up: this one's events are dropped
+        // (counted) and its pool and configuration status left for the next
+        // report to write.
+        if self.queued.load(std::sync::atomic::Ordering::Acquire) >= MAX_QUEUED_REPORTS {
+            let mut written_pools = lock(&self.pools);
+            for (name, _) in &pools {
+                written_pools.remove(name);
+            }
+            if state.is_some() {
+                *lock(&self.state) = None;
+            }
+            tracing::warn!(
+                events = events.len(),
+                "the API server is behind on reports: events dropped, pool and configuration status written later"
+            );
+            return;
+        }
+        let queued = self.queued.clone();
+        queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let manager = self.field_manager.clone();
         let (written_pools, written_state) = (self.pools.clone(), self.state.clone());
         let (recorder, client, namespace) = (self.recorder.clone(), self.client.clone(), self.namespace.clone());
@@ -505,7 +607,7 @@ impl StatusSink for KubeStatus {
                     };
                     api.patch_status("controller", &pp, &Patch::Merge(&status)).await
                 };
-                if let Err(e) = written.await {
+                if let Err(e) = bounded("writing ConfigurationState", written).await {
                     failures.push(format!("ConfigurationState controller: {e}"));
                     // Not written: the next report writes it again.
                     *lock(&written_state) = None;
@@ -518,7 +620,12 @@ impl StatusSink for KubeStatus {
                     field_manager: Some(manager.clone()),
                     ..PatchParams::default()
                 };
-                match api.patch_status(&name, &pp, &Patch::Merge(&patch)).await {
+                match bounded(
+                    "writing pool status",
+                    api.patch_status(&name, &pp, &Patch::Merge(&patch)),
+                )
+                .await
+                {
                     // A pool deleted meanwhile has no status to write.
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => {
@@ -532,6 +639,7 @@ impl StatusSink for KubeStatus {
                 // Best effort: said once per report that meets it.
                 tracing::warn!(failed = failures.len(), first = %first, "reporting to the API server");
             }
+            queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }));
     }
 
@@ -543,43 +651,43 @@ impl StatusSink for KubeStatus {
         let client = self.client.clone();
         let (fence, namespace, manager) = (self.fence.clone(), self.namespace.clone(), self.field_manager.clone());
         // With a fence, whether the last check of the Lease still stands is
-        // looked at before each slice of writes (those in flight at once):
-        // a leader stopped mid-batch (and replaced meanwhile) writes at most
-        // one slice more, not the rest of its batch.
-        let slice = if fence.is_some() {
-            FENCED_SLICE
-        } else {
-            changes.len().max(1)
-        };
+        // looked at before each write starts: a leader stopped mid-batch
+        // (and replaced meanwhile) writes at most the CONCURRENCY writes
+        // already in flight, not the rest of its batch. Writes are kept
+        // CONCURRENCY in flight throughout (no barrier between slices).
         let mut fenced_until = self.fenced_until.take();
         let deposed = self.deposed.clone();
         let (results, fenced_until) = self.runtime.block_on(async move {
             let mut results: Vec<(usize, Result<(), kube::Error>)> = Vec::with_capacity(changes.len());
-            for (n, part) in changes.chunks(slice).enumerate() {
-                let base = n * slice;
-                if let Some(fence) = &fence
-                    && !fenced_until.as_ref().is_some_and(Fenced::stands)
-                {
-                    match Self::fenced(client.clone(), &namespace, fence, &deposed).await {
-                        Ok(until) => fenced_until = Some(until),
-                        Err(e) => {
-                            // The rest is not written; the first of it carries why.
-                            fenced_until = None;
-                            results.push((base, Err(e)));
-                            break;
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut todo = changes.iter().enumerate();
+            let mut stopped = false;
+            loop {
+                while !stopped && in_flight.len() < CONCURRENCY {
+                    let Some((i, (key, state))) = todo.next() else { break };
+                    if let Some(fence) = &fence
+                        && !fenced_until.as_ref().is_some_and(Fenced::stands)
+                    {
+                        match Self::fenced(client.clone(), &namespace, fence, &deposed).await {
+                            Ok(until) => fenced_until = Some(until),
+                            Err(e) => {
+                                // The rest is not written; this one carries why.
+                                fenced_until = None;
+                                results.push((i, Err(e)));
+                                stopped = true;
+                                break;
+                            }
                         }
                     }
+                    let (client, manager) = (client.clone(), manager.clone());
+                    let (key, state) = (key.clone(), state.clone());
+                    let limit = fenced_until.map_or(WRITE_TIMEOUT, |f| f.wall_left().min(WRITE_TIMEOUT));
+                    in_flight.push(async move { (i, Self::write(client, manager, key, state, limit).await) });
                 }
-                let written: Vec<(usize, Result<(), kube::Error>)> =
-                    futures::stream::iter(part.iter().cloned().enumerate())
-                        .map(|(i, (key, state))| {
-                            let (client, manager) = (client.clone(), manager.clone());
-                            async move { (base + i, Self::write(client, manager, key, state).await) }
-                        })
-                        .buffer_unordered(CONCURRENCY)
-                        .collect()
-                        .await;
-                results.extend(written);
+                match in_flight.next().await {
+                    Some(done) => results.push(done),
+                    None => break,
+                }
             }
             (results, fenced_until)
         });
@@ -608,12 +716,17 @@ impl StatusSink for KubeStatus {
         }
         failed.sort_by_key(|(i, _)| *i);
         let count = failed.len() + untried;
+        let refused = untried == 0
+            && failed
+                .iter()
+                .all(|(_, e)| matches!(e, kube::Error::Api(a) if (400..500).contains(&a.code) && a.code != 401 && a.code != 429));
         match failed.into_iter().next() {
             None => Ok(()),
             Some((i, error)) => Err(KubeStatusError {
                 failed: count,
                 first: changes[i].0.clone(),
                 error,
+                refused,
             }),
         }
     }
