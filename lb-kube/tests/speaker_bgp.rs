@@ -633,7 +633,7 @@ fn a_kept_advertisement_follows_the_pools() {
     let mut snap = view(&broken, "", &["node-a"]);
     for (_, o) in &mut snap.objects {
         if let lb_kube::objects::Object::IPAddressPool(p) = o {
-            p.spec.addresses = vec!["192.0.2.0/28".into()];
+            std::sync::Arc::make_mut(p).spec.addresses = vec!["192.0.2.0/28".into()];
         }
     }
     let (after, problems) = plan_after(&mut config, &snap, "node-a");

@@ -184,66 +184,69 @@ mod from_k8s {
 
     use super::*;
 
-    fn meta(m: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectMeta {
+    fn meta(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectMeta {
         ObjectMeta {
-            name: m.name.unwrap_or_default(),
-            namespace: m.namespace.unwrap_or_default(),
-            annotations: m.annotations.unwrap_or_default(),
-            creation_timestamp: m.creation_timestamp.map(|t| t.0.to_string()),
+            name: m.name.clone().unwrap_or_default(),
+            namespace: m.namespace.clone().unwrap_or_default(),
+            annotations: m.annotations.clone().unwrap_or_default(),
+            creation_timestamp: m.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         }
     }
 
-    fn backend(b: k::IngressBackend) -> IngressBackend {
+    fn backend(b: &k::IngressBackend) -> IngressBackend {
         IngressBackend {
-            service: b.service.map(|s| IngressServiceBackend {
-                name: s.name,
+            service: b.service.as_ref().map(|s| IngressServiceBackend {
+                name: s.name.clone(),
                 port: s
                     .port
+                    .as_ref()
                     .map(|p| ServiceBackendPort {
-                        name: p.name,
+                        name: p.name.clone(),
                         number: p.number,
                     })
                     .unwrap_or_default(),
             }),
-            resource: b.resource.map(|r| TypedLocalObjectReference {
-                api_group: r.api_group,
-                kind: r.kind,
-                name: r.name,
+            resource: b.resource.as_ref().map(|r| TypedLocalObjectReference {
+                api_group: r.api_group.clone(),
+                kind: r.kind.clone(),
+                name: r.name.clone(),
             }),
         }
     }
 
-    impl From<k::Ingress> for Ingress {
-        fn from(i: k::Ingress) -> Self {
-            let spec = i.spec.unwrap_or_default();
+    /// Reads what routing needs of an Ingress; its status, managed fields
+    /// and other metadata are not copied.
+    impl From<&k::Ingress> for Ingress {
+        fn from(i: &k::Ingress) -> Self {
+            let spec = i.spec.as_ref();
             Ingress {
-                metadata: meta(i.metadata),
+                metadata: meta(&i.metadata),
                 spec: IngressSpec {
-                    ingress_class_name: spec.ingress_class_name,
-                    default_backend: spec.default_backend.map(backend),
+                    ingress_class_name: spec.and_then(|s| s.ingress_class_name.clone()),
+                    default_backend: spec.and_then(|s| s.default_backend.as_ref()).map(backend),
                     tls: spec
-                        .tls
-                        .unwrap_or_default()
+                        .and_then(|s| s.tls.as_ref())
                         .into_iter()
+                        .flatten()
                         .map(|t| IngressTls {
-                            hosts: t.hosts.unwrap_or_default(),
-                            secret_name: t.secret_name,
+                            hosts: t.hosts.clone().unwrap_or_default(),
+                            secret_name: t.secret_name.clone(),
                         })
                         .collect(),
                     rules: spec
-                        .rules
-                        .unwrap_or_default()
+                        .and_then(|s| s.rules.as_ref())
                         .into_iter()
+                        .flatten()
                         .map(|r| IngressRule {
-                            host: r.host,
-                            http: r.http.map(|h| HttpIngressRuleValue {
+                            host: r.host.clone(),
+                            http: r.http.as_ref().map(|h| HttpIngressRuleValue {
                                 paths: h
                                     .paths
-                                    .into_iter()
+                                    .iter()
                                     .map(|p| HttpIngressPath {
-                                        path: p.path,
-                                        path_type: Some(p.path_type),
-                                        backend: backend(p.backend),
+                                        path: p.path.clone(),
+                                        path_type: Some(p.path_type.clone()),
+                                        backend: backend(&p.backend),
                                     })
                                     .collect(),
                             }),
@@ -254,10 +257,16 @@ mod from_k8s {
         }
     }
 
+    impl From<k::Ingress> for Ingress {
+        fn from(i: k::Ingress) -> Self {
+            Self::from(&i)
+        }
+    }
+
     impl From<k::IngressClass> for IngressClass {
         fn from(c: k::IngressClass) -> Self {
             IngressClass {
-                metadata: meta(c.metadata),
+                metadata: meta(&c.metadata),
                 spec: IngressClassSpec {
                     controller: c.spec.and_then(|s| s.controller),
                 },

@@ -15,6 +15,7 @@
 //! `UnmarshalStrict`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
@@ -171,7 +172,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
     if value.is_null() {
         return Vec::new();
     }
-    let cfg: Box<LegacyConfig> = match typed(value) {
+    let cfg: Arc<LegacyConfig> = match typed(value) {
         Ok(c) => c,
         Err(e) => {
             errors.push((field(e.field().unwrap_or("")), e.message()));
@@ -182,7 +183,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
     let (mut l2n, mut bgpn) = (0, 0);
     for (i, p) in cfg.address_pools.iter().enumerate() {
         let name = k8s_name(&p.name);
-        out.push(Object::IPAddressPool(Box::new(IPAddressPool {
+        out.push(Object::IPAddressPool(Arc::new(IPAddressPool {
             metadata: meta(namespace, name.clone()),
             spec: IPAddressPoolSpec {
                 addresses: p.addresses.clone(),
@@ -202,7 +203,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
             )),
             Some("layer2") => {
                 l2n += 1;
-                out.push(Object::L2Advertisement(Box::new(L2Advertisement {
+                out.push(Object::L2Advertisement(Arc::new(L2Advertisement {
                     metadata: meta(namespace, format!("l2advertisement{l2n}")),
                     spec: L2AdvertisementSpec {
                         ip_address_pools: Some(vec![name.clone()]),
@@ -218,7 +219,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
                 };
                 for ad in ads {
                     bgpn += 1;
-                    out.push(Object::BGPAdvertisement(Box::new(BGPAdvertisement {
+                    out.push(Object::BGPAdvertisement(Arc::new(BGPAdvertisement {
                         metadata: meta(namespace, format!("bgpadvertisement{bgpn}")),
                         spec: BGPAdvertisementSpec {
                             aggregation_length: ad.and_then(|a| a.aggregation_length),
@@ -259,7 +260,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
                 }),
             })
             .collect::<Vec<_>>();
-        out.push(Object::BGPPeer(Box::new(BGPPeer {
+        out.push(Object::BGPPeer(Arc::new(BGPPeer {
             metadata: meta(namespace, format!("peer{}", i + 1)),
             spec: BGPPeerSpec {
                 my_asn: peer.my_asn,
@@ -279,7 +280,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
         })));
     }
     if !cfg.bgp_communities.is_empty() {
-        out.push(Object::Community(Box::new(Community {
+        out.push(Object::Community(Arc::new(Community {
             metadata: meta(namespace, "communities".into()),
             spec: CommunitySpec {
                 communities: cfg
@@ -294,7 +295,7 @@ pub fn convert_text(text: &str, namespace: &str, errors: &mut Vec<(String, Strin
         })));
     }
     for b in &cfg.bfd_profiles {
-        out.push(Object::BFDProfile(Box::new(BFDProfile {
+        out.push(Object::BFDProfile(Arc::new(BFDProfile {
             metadata: meta(namespace, k8s_name(&b.name)),
             spec: BFDProfileSpec {
                 receive_interval: b.receive_interval,

@@ -15,6 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::sync::Arc;
 
 pub use metallb::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
@@ -23,21 +24,21 @@ pub use metallb::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPoo
 #[non_exhaustive]
 #[allow(missing_docs)]
 pub enum Object {
-    Service(Box<Service>),
-    Namespace(Box<Namespace>),
-    Node(Box<Node>),
-    EndpointSlice(Box<EndpointSlice>),
-    ConfigMap(Box<ConfigMap>),
-    Secret(Box<Secret>),
-    Ingress(Box<Ingress>),
-    IngressClass(Box<IngressClass>),
-    IPAddressPool(Box<IPAddressPool>),
-    L2Advertisement(Box<L2Advertisement>),
-    BGPAdvertisement(Box<BGPAdvertisement>),
+    Service(Arc<Service>),
+    Namespace(Arc<Namespace>),
+    Node(Arc<Node>),
+    EndpointSlice(Arc<EndpointSlice>),
+    ConfigMap(Arc<ConfigMap>),
+    Secret(Arc<Secret>),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    IPAddressPool(Arc<IPAddressPool>),
+    L2Advertisement(Arc<L2Advertisement>),
+    BGPAdvertisement(Arc<BGPAdvertisement>),
     /// v1beta1 objects are converted to v1beta2.
-    BGPPeer(Box<BGPPeer>),
-    Community(Box<Community>),
-    BFDProfile(Box<BFDProfile>),
+    BGPPeer(Arc<BGPPeer>),
+    Community(Arc<Community>),
+    BFDProfile(Arc<BFDProfile>),
 }
 
 /// Kind, namespace and name of an object, read from its JSON even when the
@@ -255,8 +256,8 @@ pub fn decode_as(mut value: Value, fields: Fields) -> Result<Option<Object>, Dec
         ("metallb.io/v1beta1", "BGPAdvertisement") => Object::BGPAdvertisement(typed_as(value, strict)?),
         ("metallb.io/v1beta2", "BGPPeer") => Object::BGPPeer(typed_as(value, strict)?),
         ("metallb.io/v1beta1", "BGPPeer") => {
-            let old: Box<metallb::v1beta1::BGPPeer> = typed_as(value, strict)?;
-            Object::BGPPeer(Box::new(BGPPeer {
+            let old: metallb::v1beta1::BGPPeer = Arc::unwrap_or_clone(typed_as(value, strict)?);
+            Object::BGPPeer(Arc::new(BGPPeer {
                 metadata: old.metadata,
                 spec: old.spec.into(),
             }))
@@ -356,12 +357,12 @@ fn plain_serde_message(message: &str) -> String {
 }
 
 /// Strict typed decoding: the path of a bad field, and every unknown field.
-pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, DecodeError> {
+pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<Arc<T>, DecodeError> {
     typed_as(value, true)
 }
 
 /// Decodes `value` as `T`; with `strict`, unknown fields are an error.
-fn typed_as<T: DeserializeOwned>(value: Value, strict: bool) -> Result<Box<T>, DecodeError> {
+fn typed_as<T: DeserializeOwned>(value: Value, strict: bool) -> Result<Arc<T>, DecodeError> {
     let mut unknown = Vec::new();
     // serde_ignored writes `?` for an Option layer: not part of the field path.
     let mut note =
@@ -389,7 +390,7 @@ fn typed_as<T: DeserializeOwned>(value: Value, strict: bool) -> Result<Box<T>, D
     // and kind were checked by `decode` (kube's derived types skip them).
     unknown.retain(|p| strict && !(p.starts_with("status") || p == "apiVersion" || p == "kind"));
     if unknown.is_empty() {
-        Ok(Box::new(t))
+        Ok(Arc::new(t))
     } else {
         Err(DecodeError::UnknownFields(unknown))
     }
@@ -411,7 +412,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.spec.avoid_buggy_ips, Some(true));
-        assert_eq!(p.spec.service_allocation.unwrap().priority, Some(5));
+        assert_eq!(p.spec.service_allocation.as_ref().unwrap().priority, Some(5));
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn routes_of(
     for (origin, o) in &snap.objects {
         match o {
             Object::Ingress(i) => {
-                let ing = lb_route::Ingress::from((**i).clone());
+                let ing = lb_route::Ingress::from(&**i);
                 origins.insert(
                     format!("Ingress {}/{}", ing.metadata.namespace(), ing.metadata.name),
                     origin.clone(),

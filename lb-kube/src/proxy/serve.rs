@@ -396,7 +396,11 @@ pub async fn run<S: Source + 'static>(
                 if std::mem::replace(&mut failing, false) {
                     tracing::info!("the configuration reads again");
                 }
-                current.store(Arc::new(built));
+                // The table it replaces is freed off the serving threads
+                // (10,000 Ingresses take milliseconds to free), unless a
+                // request still holds it.
+                let old = current.swap(Arc::new(built));
+                tokio::task::spawn_blocking(move || drop(old));
                 crate::source::log_new_problems(&all, &mut logged);
                 if whole {
                     let took = started.elapsed();
