@@ -434,3 +434,164 @@ fn missing_crds_do_not_stall_the_controller() {
     assert_eq!(status_of(&api, "lonely").0, "");
     c.stop();
 }
+
+/// A policy that refuses status writes for Services labelled `deny`.
+const DENY_STATUS: &str = "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: deny-status}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ['']
+      apiVersions: [v1]
+      operations: [UPDATE]
+      resources: [services/status]
+  validations:
+  - expression: \"!has(object.metadata.labels) || !('deny' in object.metadata.labels)\"
+    message: refused by the test's policy
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: deny-status}
+spec:
+  policyName: deny-status
+  validationActions: [Deny]
+";
+
+/// A status write the API server refuses (an admission policy) is tried
+/// again by itself, and lands once the policy is gone, with nothing else
+/// changing: also for a Service deleted and made again under its name
+/// (whose former self was written the same address).
+#[test]
+fn a_refused_status_write_is_tried_again_until_it_lands() {
+    let Some(api) = ApiServer::start("a_refused_status_write_is_tried_again_until_it_lands") else {
+        return;
+    };
+    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
+    }
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
+    api.apply(POOL);
+    api.apply(&service("again"));
+    let c = Running::start(&kubeconfig);
+    wait_for("again's address", || status_of(&api, "again").0 == "10.0.0.1");
+    api.apply(DENY_STATUS);
+    // The policy takes a moment to be in force: a probe Service shows when.
+    let labelled =
+        |name: &str| service(name).replace("namespace: default}", "namespace: default, labels: {deny: 'yes'}}");
+    api.apply(&labelled("probe"));
+    std::thread::sleep(Duration::from_secs(2));
+    // Deleted and made again, refused: it keeps its address (within the
+    // release delay), which the server does not let it show.
+    api.run(|client| async move {
+        let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
+        services
+            .delete("again", &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    });
+    api.apply(&labelled("again"));
+    api.apply(&labelled("new"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(status_of(&api, "again").0, "", "the policy refuses the write");
+    assert_eq!(status_of(&api, "new").0, "");
+    // The policy goes; nothing else changes.
+    api.run(|client| async move {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+        let bindings: kube::Api<ValidatingAdmissionPolicyBinding> = kube::Api::all(client);
+        bindings
+            .delete("deny-status", &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    });
+    wait_for("again's address written", || status_of(&api, "again").0 == "10.0.0.1");
+    wait_for("new's address written", || !status_of(&api, "new").0.is_empty());
+    c.stop();
+}
+
+/// Two replicas through an API server outage longer than the Lease: the
+/// Lease changes hands or not, but afterwards one replica leads, follows
+/// the server again and assigns (watches that wait out their retries are
+/// not a reason to give the Lease up).
+#[test]
+fn replicas_carry_on_after_an_api_server_outage_longer_than_the_lease() {
+    let Some(mut api) = ApiServer::start("replicas_carry_on_after_an_api_server_outage_longer_than_the_lease") else {
+        return;
+    };
+    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
+    }
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
+    api.apply(POOL);
+    let a = Running::start_as(&kubeconfig, Some("replica-a"));
+    let b = Running::start_as(&kubeconfig, Some("replica-b"));
+    api.apply(&service("s1"));
+    wait_for("s1's address", || status_of(&api, "s1").0 == "10.0.0.1");
+    api.stop_apiserver();
+    std::thread::sleep(LEASE * 3);
+    api.restart_apiserver();
+    let back = Instant::now();
+    api.apply(&service("s2"));
+    let deadline = back + Duration::from_secs(45);
+    while status_of(&api, "s2").0 != "10.0.0.2" {
+        assert!(
+            Instant::now() < deadline,
+            "no replica assigned s2 within 45 s of the server's return"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("assigned {:?} after the server came back", back.elapsed());
+    assert_eq!(status_of(&api, "s1").0, "10.0.0.1", "nothing moved");
+    // A replica that lost the Lease in the outage stops (restarted, it
+    // stands by); the one leading keeps running.
+    let leader = lease_holder(&api);
+    let (leading, other) = if leader == "replica-a" { (a, b) } else { (b, a) };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        leading.task.as_ref().is_some_and(|t| !t.is_finished()),
+        "the leader {leader} stopped"
+    );
+    drop(other);
+    leading.stop();
+}
+
+/// The Lease deleted under two replicas: the leader stops at its next
+/// write (it cannot tell it still leads); the standby makes the Lease
+/// again, takes it and writes.
+#[test]
+fn a_deleted_lease_is_made_again_and_a_standby_takes_over() {
+    let Some(api) = ApiServer::start("a_deleted_lease_is_made_again_and_a_standby_takes_over") else {
+        return;
+    };
+    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
+    }
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
+    api.apply(POOL);
+    let a = Running::start_as(&kubeconfig, Some("replica-a"));
+    api.apply(&service("s1"));
+    wait_for("s1's address", || status_of(&api, "s1").0 == "10.0.0.1");
+    let b = Running::start_as(&kubeconfig, Some("replica-b"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lease_holder(&api), "replica-a");
+    api.run(|client| async move {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client, "metallb-system");
+        leases.delete("lb-controller", &Default::default()).await.unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    api.apply(&service("s2"));
+    let result = a.finish(Duration::from_secs(20));
+    assert!(
+        matches!(result, Err(lb_kube::controller::Error::LostLease)),
+        "{result:?}"
+    );
+    let deadline = Instant::now() + LEASE * 4;
+    while status_of(&api, "s2").0 != "10.0.0.2" {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(lease_holder(&api), "replica-b");
+    b.stop();
+}

@@ -58,8 +58,10 @@ struct RunArgs {
     /// read once DIR has stayed the same for one such interval.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     poll_ms: u64,
-    /// How long a Service must stay gone from DIR before its addresses are
-    /// released (following DIR; --once releases at once), in milliseconds.
+    /// How long a Service must stay gone (from DIR, or from the API server)
+    /// before its addresses are released, and a deleted address pool stays
+    /// in force for its holders (--once releases at once), in milliseconds.
+    /// Raise it to restore deleted pools by hand, one by one.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     release_delay_ms: u64,
     /// Cluster mode: the kubeconfig of the API server.

@@ -1319,6 +1319,10 @@ pub async fn run_cluster(
                         return Err(Error::Cluster(format!("Lease {}: the election stopped", lease.name)));
                     }
                 }
+                // The election library makes the Lease when it starts only:
+                // one deleted meanwhile is made again here (empty, so the
+                // election takes it), or no replica would ever lead.
+                () = tokio::time::sleep(lease.duration) => recreate_lease(&client, &cluster.namespace, &lease.name).await,
             }
         }
         tracing::info!(lease = %lease.name, identity = %lease.identity, "leading");
@@ -1328,7 +1332,7 @@ pub async fn run_cluster(
         // watches keep failing releases it (the election ends with its
         // channel) so that one that can follow the server takes over.
         let healthy = until(|| source.healthy_of(ALLOCATION_KINDS), &mut changes, shutdown.as_mut());
-        match tokio::time::timeout(lease.duration, healthy).await {
+        match tokio::time::timeout(lease.duration * 4, healthy).await {
             Ok(true) => {}
             Ok(false) => return Ok(()),
             Err(_) => {
@@ -1337,7 +1341,7 @@ pub async fn run_cluster(
                 return Err(Error::Cluster(format!(
                     "the watches of {} kept failing for {:?} after this replica took the Lease {}: released it",
                     ALLOCATION_KINDS.join(", "),
-                    lease.duration,
+                    lease.duration * 4,
                     lease.name
                 )));
             }
@@ -1397,6 +1401,26 @@ pub async fn run_cluster(
         return Err(Error::LostLease);
     }
     result
+}
+
+/// Makes the Lease `name` in `namespace` again, without a holder, if it
+/// does not exist (another replica making it first is as good).
+async fn recreate_lease(client: &kube::Client, namespace: &str, name: &str) {
+    use k8s_openapi::api::coordination::v1::Lease as KubeLease;
+    let leases: kube::Api<KubeLease> = kube::Api::namespaced(client.clone(), namespace);
+    if let Ok(None) = leases.get_opt(name).await {
+        let lease = KubeLease {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match leases.create(&kube::api::PostParams::default(), &lease).await {
+            Ok(_) => tracing::warn!(lease = %name, "the leader Lease was deleted; made it again"),
+            Err(e) => tracing::debug!(lease = %name, error = %e, "making the leader Lease again"),
+        }
+    }
 }
 
 /// The longest wait between two tries of status writes that keep failing.

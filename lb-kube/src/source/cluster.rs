@@ -21,7 +21,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
@@ -612,97 +611,122 @@ async fn watch(client: kube::Client, w: Watch, index: usize, shared: Arc<Shared>
         config = config.fields(&fields.join(","));
     }
     let endpoints = w.resource.kind == "EndpointSlice";
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    // Retries wait here, not in kube's backoff (which a list that starts
+    // and fails resets at every try): doubling from WATCH_RETRY_MIN to
+    // WATCH_RETRY_MAX while the watch fails, back to the start once it
+    // lists or follows again.
+    let mut events = watcher::watcher(api, config).boxed();
+    let mut retry = WATCH_RETRY_MIN;
     while let Some(event) = events.next().await {
-        let mut kinds = lock(&shared.kinds);
-        let Some(store) = kinds.get_mut(index) else { return };
-        // What moved: one object (`Some(Some)`), or possibly many.
-        let mut moved: Option<Option<ObjectRef>> = None;
-        match event {
-            Ok(Event::Init) => {
-                // A list starts; whether it works is known at its end (a
-                // watch that keeps failing starts one at every retry: its
-                // error stands until then, so it is said once).
-                store.listing = Some(BTreeMap::new());
-            }
-            Ok(Event::InitApply(obj)) => {
-                if let (Some(listing), Some((r, v))) = (store.listing.as_mut(), stored(&w.resource, obj)) {
-                    listing.insert(r, v);
+        let failed = event.is_err();
+        if matches!(event, Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) {
+            retry = WATCH_RETRY_MIN;
+        }
+        // The stores' lock is held for this block only (not across the
+        // retry's wait).
+        {
+            let mut kinds = lock(&shared.kinds);
+            let Some(store) = kinds.get_mut(index) else { return };
+            // What moved: one object (`Some(Some)`), or possibly many.
+            let mut moved: Option<Option<ObjectRef>> = None;
+            match event {
+                Ok(Event::Init) => {
+                    // A list starts; whether it works is known at its end (a
+                    // watch that keeps failing starts one at every retry: its
+                    // error stands until then, so it is said once).
+                    store.listing = Some(BTreeMap::new());
                 }
-            }
-            Ok(Event::InitDone) => {
-                if let Some(listing) = store.listing.take() {
-                    store.objects = listing;
-                }
-                if store.error.take().is_some() {
-                    tracing::info!(kind = %w.resource.kind, "watch recovered; listed again");
-                }
-                if std::mem::replace(&mut store.missing, false) {
-                    tracing::info!(kind = %w.resource.kind, "served by the API server now");
-                }
-                store.synced = true;
-                moved = Some(None);
-            }
-            Ok(Event::Apply(obj)) => {
-                if let Some((r, v)) = stored(&w.resource, obj) {
-                    // An echo that changes nothing kept moves nothing.
-                    if store.objects.get(&r).is_none_or(|old| !same_content(old, &v)) {
-                        moved = Some(Some(r.clone()));
+                Ok(Event::InitApply(obj)) => {
+                    if let (Some(listing), Some((r, v))) = (store.listing.as_mut(), stored(&w.resource, obj)) {
+                        listing.insert(r, v);
                     }
-                    store.objects.insert(r, v);
                 }
-                if store.error.take().is_some() {
-                    tracing::info!(kind = %w.resource.kind, "watch recovered");
+                Ok(Event::InitDone) => {
+                    if let Some(listing) = store.listing.take() {
+                        store.objects = listing;
+                    }
+                    if store.error.take().is_some() {
+                        tracing::info!(kind = %w.resource.kind, "watch recovered; listed again");
+                    }
+                    if std::mem::replace(&mut store.missing, false) {
+                        tracing::info!(kind = %w.resource.kind, "served by the API server now");
+                    }
+                    store.synced = true;
                     moved = Some(None);
                 }
-            }
-            Ok(Event::Delete(obj)) => {
-                if let Some((r, _)) = stored(&w.resource, obj) {
-                    store.objects.remove(&r);
-                    moved = Some(Some(r));
-                }
-                if store.error.take().is_some() {
-                    tracing::info!(kind = %w.resource.kind, "watch recovered");
-                    moved = Some(None);
-                }
-            }
-            Err(e) => {
-                // A kind the server does not serve (its CRD is not
-                // installed) has no objects: synced empty, and said.
-                if let watcher::Error::InitialListFailed(kube::Error::Api(ae)) = &e
-                    && ae.code == 404
-                {
-                    if !store.missing {
-                        tracing::warn!(kind = %w.resource.kind, "not served by the API server (CRD not installed?)");
-                        store.synced = true;
-                        store.missing = true;
-                        store.objects.clear();
+                Ok(Event::Apply(obj)) => {
+                    if let Some((r, v)) = stored(&w.resource, obj) {
+                        // An echo that changes nothing kept moves nothing.
+                        if store.objects.get(&r).is_none_or(|old| !same_content(old, &v)) {
+                            moved = Some(Some(r.clone()));
+                        }
+                        store.objects.insert(r, v);
+                    }
+                    if store.error.take().is_some() {
+                        tracing::info!(kind = %w.resource.kind, "watch recovered");
                         moved = Some(None);
                     }
-                } else if store.error.is_none() {
-                    // Said once while it lasts (retries fail with ever
-                    // different words), and once when it recovers.
-                    let text = e.to_string();
-                    tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
-                    store.error = Some(text);
-                    moved = Some(None);
+                }
+                Ok(Event::Delete(obj)) => {
+                    if let Some((r, _)) = stored(&w.resource, obj) {
+                        store.objects.remove(&r);
+                        moved = Some(Some(r));
+                    }
+                    if store.error.take().is_some() {
+                        tracing::info!(kind = %w.resource.kind, "watch recovered");
+                        moved = Some(None);
+                    }
+                }
+                Err(e) => {
+                    // A kind the server does not serve (its CRD is not
+                    // installed) has no objects: synced empty, and said.
+                    if let watcher::Error::InitialListFailed(kube::Error::Api(ae)) = &e
+                        && ae.code == 404
+                    {
+                        if !store.missing {
+                            tracing::warn!(kind = %w.resource.kind, "not served by the API server (CRD not installed?)");
+                            store.synced = true;
+                            store.missing = true;
+                            store.objects.clear();
+                            moved = Some(None);
+                        }
+                    } else if store.error.is_none() {
+                        // Said once while it lasts (retries fail with ever
+                        // different words), and once when it recovers.
+                        let text = e.to_string();
+                        tracing::warn!(kind = %w.resource.kind, error = %text, "watch failed; retrying");
+                        store.error = Some(text);
+                        moved = Some(None);
+                    }
                 }
             }
+            if let Some(object) = moved {
+                // Moved and logged under the stores' lock: versions and log
+                // entries keep one order.
+                let counter = if endpoints {
+                    &shared.endpoints_version
+                } else {
+                    &shared.objects_version
+                };
+                counter.fetch_add(1, Ordering::AcqRel);
+                let version =
+                    shared.objects_version.load(Ordering::Acquire) + shared.endpoints_version.load(Ordering::Acquire);
+                lock(&shared.log).push(version, index, object);
+                drop(kinds);
+                shared.changes.send_modify(|n| *n += 1);
+            }
         }
-        if let Some(object) = moved {
-            // Moved and logged under the stores' lock: versions and log
-            // entries keep one order.
-            let counter = if endpoints {
-                &shared.endpoints_version
-            } else {
-                &shared.objects_version
-            };
-            counter.fetch_add(1, Ordering::AcqRel);
-            let version =
-                shared.objects_version.load(Ordering::Acquire) + shared.endpoints_version.load(Ordering::Acquire);
-            lock(&shared.log).push(version, index, object);
-            drop(kinds);
-            shared.changes.send_modify(|n| *n += 1);
+        if failed {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(WATCH_RETRY_MAX);
         }
     }
 }
+
+/// The first wait before a failed watch tries again.
+const WATCH_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The longest wait between two tries of a watch that keeps failing (an
+/// API server back from a restart is followed again within it; a kind the
+/// controller may not read costs a list and a log line that often).
+const WATCH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);

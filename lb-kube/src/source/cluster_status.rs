@@ -694,7 +694,14 @@ impl StatusSink for KubeStatus {
         self.fenced_until = fenced_until;
         // Changes never tried (after a failed fence check) count as failed.
         let tried: std::collections::HashSet<usize> = results.iter().map(|(i, _)| *i).collect();
-        let untried = (0..changes.len()).filter(|i| !tried.contains(i)).count();
+        let mut untried = 0;
+        for (key, state) in (0..changes.len()).filter(|i| !tried.contains(i)).map(|i| &changes[i]) {
+            // Not written either (see below).
+            if state.is_some() {
+                self.current.remove(key);
+            }
+            untried += 1;
+        }
         let mut failed: Vec<(usize, kube::Error)> = Vec::new();
         for (i, result) in results {
             let (key, state) = &changes[i];
@@ -711,7 +718,17 @@ impl StatusSink for KubeStatus {
                         self.current.remove(key);
                     }
                 },
-                Err(e) => failed.push((i, e)),
+                Err(e) => {
+                    // Not taken as written: a Service deleted and made again
+                    // under its name would otherwise count as holding what
+                    // was written to its former self, and the failed write
+                    // as done (never tried again). A failed clearing keeps
+                    // what was written before, which differs from it.
+                    if state.is_some() {
+                        self.current.remove(key);
+                    }
+                    failed.push((i, e));
+                }
             }
         }
         failed.sort_by_key(|(i, _)| *i);
