@@ -1300,9 +1300,10 @@ pub async fn run_cluster(
             .with_identity(&lease.identity)
             .with_field_manager(format!("lb-controller/{}", lease.identity))
             .with_duration(secs)
-            // Renewed halfway through (a check then finds it renewed well
-            // inside the two thirds writes rely on).
-            .with_grace((secs / 2).max(1))
+            // Renewed a third of the way through (a check then finds it
+            // renewed well inside the two thirds writes rely on, even when
+            // a renewal is slow to land on a busy API server).
+            .with_grace((secs * 2 / 3).max(1))
             .build()
             .await
             .map_err(|e| Error::Cluster(format!("Lease {}: {e}", lease.name)))?;

@@ -257,6 +257,9 @@ impl KubeStatus {
                 wall_until,
             };
             if fenced.wall_left() >= MIN_WRITE_WINDOW {
+                if first.elapsed() >= Duration::from_millis(100) {
+                    tracing::info!(waited = ?first.elapsed(), lease = %fence.0, "writes waited for the leader Lease's renewal");
+                }
                 return Ok(fenced);
             }
             // The Lease names this replica but was not renewed lately (a
