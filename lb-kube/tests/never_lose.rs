@@ -660,3 +660,42 @@ fn pools_deleted_and_restored_one_by_one_move_nothing() {
     assert_eq!(ips(&c.reconcile(false).unwrap()), before);
     assert_eq!(ips(&c.reconcile(false).unwrap()), before);
 }
+
+/// Pools deleted together and put back one by one before their delay ran
+/// out: the pools still missing when one comes back get the delay again,
+/// counted from that return (not from the deletion).
+#[test]
+fn a_pool_back_within_the_delay_gives_the_others_the_delay_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = |name: &str, range: &str| {
+        format!(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}, namespace: metallb-system}}\nspec:\n  addresses: [{range}]\n"
+        )
+    };
+    write(dir.path(), "pa.yaml", &pool("a", "10.0.0.1-10.0.0.9"));
+    write(dir.path(), "pb.yaml", &pool("b", "10.0.1.1-10.0.1.9"));
+    let pinned = service("pinned").replace(
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  loadBalancerIP: 10.0.1.5\n",
+    );
+    write(dir.path(), "svc.yaml", &(service("x") + "---\n" + &pinned));
+    let options = || Options {
+        release_delay: std::time::Duration::from_millis(400),
+        ..Options::new(dir.path())
+    };
+    let mut c = Controller::new(options()).unwrap();
+    let before = ips(&c.reconcile(false).unwrap());
+    assert_eq!(before["default/pinned"], [ip("10.0.1.5")]);
+    std::fs::remove_file(dir.path().join("pa.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("pb.yaml")).unwrap();
+    c.reconcile(false).unwrap();
+    // a is back 250 ms after the deletion, b 250 ms after a: past the
+    // deletion's delay, within the delay of a's return.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    write(dir.path(), "pa.yaml", &pool("a", "10.0.0.1-10.0.0.9"));
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before);
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before, "b's holder waits for b");
+    write(dir.path(), "pb.yaml", &pool("b", "10.0.1.1-10.0.1.9"));
+    assert_eq!(ips(&c.reconcile(false).unwrap()), before);
+}

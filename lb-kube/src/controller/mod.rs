@@ -635,15 +635,20 @@ impl<S: Source, K: StatusSink> Controller<S, K> {
             .filter(|p| pools.get(p.name()).is_none())
             .cloned()
             .collect();
+        // A missing pool back (or, below, a pool back after none at all):
+        // the pools still missing are given the delay again, from now (pools
+        // put back by hand one by one, a directory or a List applied pool by
+        // pool, must not lose what the later pools hold).
+        let back = self
+            .pool_missing_since
+            .keys()
+            .any(|name| !gone.iter().any(|p| p.name() == name));
         self.pool_missing_since
             .retain(|name, _| gone.iter().any(|p| p.name() == name));
         if delay.is_zero() || gone.is_empty() {
             return;
         }
-        // Coming back from no pool at all: the pools still missing are
-        // given the delay again (a directory or a List applied pool by
-        // pool must not lose what the later pools hold).
-        if std::mem::take(&mut self.no_pool) {
+        if std::mem::take(&mut self.no_pool) || back {
             for t in self.pool_missing_since.values_mut() {
                 *t = now;
             }
@@ -1519,11 +1524,11 @@ where
                     // not ready, until a write succeeds; unless the API
                     // server only refused some Services' writes (a webhook,
                     // a quota): those wait, the rest of the work goes on.
-                    gauges.set_stale(true);
                     let refused = matches!(&e, Error::Sink(s) if s
                         .downcast_ref::<crate::source::cluster_status::KubeStatusError>()
                         .is_some_and(|k| k.refused));
                     if !refused {
+                        gauges.set_stale(true);
                         telemetry.set_ready(false);
                     }
                     // Said once, not at every poll while it lasts.
