@@ -54,6 +54,18 @@ fn status_of(api: &ApiServer, name: &str) -> (String, String, String) {
     )
 }
 
+/// What `kubectl apply -f deploy/` installs, but the Deployment (no
+/// kubelet here), and the pool `p`: the kubeconfig of the controller's
+/// ServiceAccount, to run it as in the tests.
+fn installed(api: &ApiServer) -> std::path::PathBuf {
+    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
+        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
+    }
+    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
+    api.apply(POOL);
+    kubeconfig
+}
+
 fn deploy(file: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
@@ -151,13 +163,7 @@ fn services_get_addresses_in_status_and_keep_them_across_restarts() {
     let Some(mut api) = ApiServer::start("services_get_addresses_in_status_and_keep_them_across_restarts") else {
         return;
     };
-    // What `kubectl apply -f deploy/` installs, but the Deployment (no
-    // kubelet here): the controller runs in the test as its ServiceAccount.
-    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
-        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
-    }
-    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
-    api.apply(POOL);
+    let kubeconfig = installed(&api);
     api.apply(&service("a"));
     let c = Running::start(&kubeconfig);
     wait_for("a's address", || status_of(&api, "a").0 == "10.0.0.1");
@@ -349,11 +355,7 @@ fn two_replicas_elect_one_writer() {
     let Some(api) = ApiServer::start("two_replicas_elect_one_writer") else {
         return;
     };
-    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
-        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
-    }
-    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
-    api.apply(POOL);
+    let kubeconfig = installed(&api);
     let a = Running::start_as(&kubeconfig, Some("replica-a"));
     let b = Running::start_as(&kubeconfig, Some("replica-b"));
     api.apply(&service("s1"));
@@ -468,11 +470,7 @@ fn a_refused_status_write_is_tried_again_until_it_lands() {
     let Some(api) = ApiServer::start("a_refused_status_write_is_tried_again_until_it_lands") else {
         return;
     };
-    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
-        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
-    }
-    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
-    api.apply(POOL);
+    let kubeconfig = installed(&api);
     api.apply(&service("again"));
     let c = Running::start(&kubeconfig);
     wait_for("again's address", || status_of(&api, "again").0 == "10.0.0.1");
@@ -519,11 +517,7 @@ fn replicas_carry_on_after_an_api_server_outage_longer_than_the_lease() {
     let Some(mut api) = ApiServer::start("replicas_carry_on_after_an_api_server_outage_longer_than_the_lease") else {
         return;
     };
-    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
-        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
-    }
-    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
-    api.apply(POOL);
+    let kubeconfig = installed(&api);
     let a = Running::start_as(&kubeconfig, Some("replica-a"));
     let b = Running::start_as(&kubeconfig, Some("replica-b"));
     api.apply(&service("s1"));
@@ -579,11 +573,7 @@ fn a_deleted_lease_is_made_again_and_a_standby_takes_over() {
     let Some(api) = ApiServer::start("a_deleted_lease_is_made_again_and_a_standby_takes_over") else {
         return;
     };
-    for file in ["crds.yaml", "namespace.yaml", "rbac.yaml"] {
-        api.apply(&std::fs::read_to_string(deploy(file)).unwrap());
-    }
-    let kubeconfig = api.service_account_kubeconfig("metallb-system", "lb-controller");
-    api.apply(POOL);
+    let kubeconfig = installed(&api);
     let a = Running::start_as(&kubeconfig, Some("replica-a"));
     api.apply(&service("s1"));
     wait_for("s1's address", || status_of(&api, "s1").0 == "10.0.0.1");

@@ -614,25 +614,33 @@ fn no_pool_at_all_keeps_every_address() {
     assert!(state(dir.path()).contains("10.0.0.3"));
 }
 
-/// Pools deleted one after the other (`kubectl delete --all`) and put back
-/// one after the other: no Service is released or moved — the pools go
-/// together after one delay, and come back with the delay again.
-#[test]
-fn pools_deleted_and_restored_one_by_one_move_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes pools `a` (10.0.0.1-9, auto-assigned) and `b` (10.0.1.1-9, only
+/// on request), a Service `x` and a Service `pinned` asking for 10.0.1.5;
+/// returns what writes a pool's document again.
+fn two_pools_and_a_pinned_service(dir: &std::path::Path) -> impl Fn(&str, &str) -> String {
     let pool = |name: &str, range: &str| {
         format!(
             "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}, namespace: metallb-system}}\nspec:\n  addresses: [{range}]\n  autoAssign: {}\n",
             name == "a"
         )
     };
-    write(dir.path(), "pa.yaml", &pool("a", "10.0.0.1-10.0.0.9"));
-    write(dir.path(), "pb.yaml", &pool("b", "10.0.1.1-10.0.1.9"));
+    write(dir, "pa.yaml", &pool("a", "10.0.0.1-10.0.0.9"));
+    write(dir, "pb.yaml", &pool("b", "10.0.1.1-10.0.1.9"));
     let pinned = service("pinned").replace(
         "  type: LoadBalancer\n",
         "  type: LoadBalancer\n  loadBalancerIP: 10.0.1.5\n",
     );
-    write(dir.path(), "svc.yaml", &(service("x") + "---\n" + &pinned));
+    write(dir, "svc.yaml", &(service("x") + "---\n" + &pinned));
+    pool
+}
+
+/// Pools deleted one after the other (`kubectl delete --all`) and put back
+/// one after the other: no Service is released or moved — the pools go
+/// together after one delay, and come back with the delay again.
+#[test]
+fn pools_deleted_and_restored_one_by_one_move_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = two_pools_and_a_pinned_service(dir.path());
     let options = || Options {
         release_delay: std::time::Duration::from_millis(300),
         ..Options::new(dir.path())
@@ -667,18 +675,7 @@ fn pools_deleted_and_restored_one_by_one_move_nothing() {
 #[test]
 fn a_pool_back_within_the_delay_gives_the_others_the_delay_again() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = |name: &str, range: &str| {
-        format!(
-            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}, namespace: metallb-system}}\nspec:\n  addresses: [{range}]\n"
-        )
-    };
-    write(dir.path(), "pa.yaml", &pool("a", "10.0.0.1-10.0.0.9"));
-    write(dir.path(), "pb.yaml", &pool("b", "10.0.1.1-10.0.1.9"));
-    let pinned = service("pinned").replace(
-        "  type: LoadBalancer\n",
-        "  type: LoadBalancer\n  loadBalancerIP: 10.0.1.5\n",
-    );
-    write(dir.path(), "svc.yaml", &(service("x") + "---\n" + &pinned));
+    let pool = two_pools_and_a_pinned_service(dir.path());
     let options = || Options {
         release_delay: std::time::Duration::from_millis(400),
         ..Options::new(dir.path())

@@ -147,16 +147,9 @@ impl lb_kube::source::StatusSink for Flaky {
     }
 }
 
-/// A status write that fails is retried at the next poll, with nothing
-/// else changing, until it succeeds.
-#[test]
-fn a_failed_status_write_is_retried_without_any_change() {
-    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = Flaky {
-        failures_left: 2,
-        written: written.clone(),
-        ..Flaky::default()
-    };
+/// Follows the one-Service view with `sink` (polling every 20 ms) until
+/// `stop` resolves.
+fn follow_until(sink: Flaky, stop: impl std::future::Future<Output = ()>) {
     let options = Options {
         poll_interval: std::time::Duration::from_millis(20),
         ..Options::new("unused")
@@ -170,14 +163,27 @@ fn a_failed_status_write_is_retried_without_any_change() {
         .enable_all()
         .build()
         .unwrap();
+    rt.block_on(lb_kube::controller::follow(c, gauges, telemetry, stop))
+        .unwrap();
+}
+
+/// A status write that fails is retried at the next poll, with nothing
+/// else changing, until it succeeds.
+#[test]
+fn a_failed_status_write_is_retried_without_any_change() {
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Flaky {
+        failures_left: 2,
+        written: written.clone(),
+        ..Flaky::default()
+    };
     let done = written.clone();
-    rt.block_on(lb_kube::controller::follow(c, gauges, telemetry, async move {
+    follow_until(sink, async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while done.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-    }))
-    .unwrap();
+    });
     assert_eq!(*written.lock().unwrap(), [ServiceKey::new("default", "a")]);
 }
 
@@ -191,23 +197,9 @@ fn a_write_that_keeps_failing_is_retried_with_backoff() {
         tries: tries.clone(),
         ..Flaky::default()
     };
-    let options = Options {
-        poll_interval: std::time::Duration::from_millis(20),
-        ..Options::new("unused")
-    };
-    let c = Controller::with(options, MemorySource::new(view(&["a"])), sink);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let gauges = lb_kube::controller::metrics::Metrics::register(&mut registry);
-    let telemetry = lb_kube::metrics::Telemetry::new(registry);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(lb_kube::controller::follow(c, gauges, telemetry, async {
+    follow_until(sink, async {
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    }))
-    .unwrap();
+    });
     // At every 20 ms poll that would be about 75 tries; backing off from
     // 20 ms (20, 40, 80 … 1280 ms) it is about 7.
     let tries = tries.load(std::sync::atomic::Ordering::Relaxed);
