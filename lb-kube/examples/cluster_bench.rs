@@ -110,12 +110,7 @@ fn floor(
     server.run(|admin| async move {
         let client = match kubeconfig {
             None => admin,
-            Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(path).unwrap();
-                let options = kube::config::KubeConfigOptions::default();
-                let config = kube::Config::from_custom_kubeconfig(file, &options).await.unwrap();
-                kube::Client::try_from(config).unwrap()
-            }
+            Some(path) => apiserver::client_from(path).await,
         };
         let api: Api<Service> = Api::namespaced(client, "default");
         let watching = watch.then(|| {

@@ -136,15 +136,25 @@ impl Running {
         result.expect("no panic")
     }
 
-    fn shutdown(&mut self) {
+    /// Stops it and returns how it ended (`Ok` unless it had ended by
+    /// itself with an error).
+    fn stopped(mut self) -> Result<(), lb_kube::controller::Error> {
+        self.stop_and_wait().unwrap_or(Ok(()))
+    }
+
+    fn stop_and_wait(&mut self) -> Option<Result<(), lb_kube::controller::Error>> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        if let Some(t) = self.task.take() {
-            let result = self
-                .runtime
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), t).await });
-            let result = result.expect("the controller stops within 10 s").expect("no panic");
+        let t = self.task.take()?;
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), t).await });
+        Some(result.expect("the controller stops within 10 s").expect("no panic"))
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(result) = self.stop_and_wait() {
             result.expect("the controller ran without error");
         }
     }
@@ -548,16 +558,7 @@ fn replicas_carry_on_after_an_api_server_outage_longer_than_the_lease() {
     );
     // The other ran on, or stopped on losing the Lease in the outage (as
     // documented: restarted, it stands by).
-    let mut other = other;
-    if let Some(s) = other.stop.take() {
-        let _ = s.send(());
-    }
-    let task = other.task.take().expect("started");
-    let result = other
-        .runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
-        .expect("stops within 10 s")
-        .expect("no panic");
+    let result = other.stopped();
     assert!(
         matches!(result, Ok(()) | Err(lb_kube::controller::Error::LostLease)),
         "{result:?}"

@@ -1338,7 +1338,8 @@ pub async fn run_cluster(
         // watches keep failing releases it (the election ends with its
         // channel) so that one that can follow the server takes over.
         let healthy = until(|| source.healthy_of(ALLOCATION_KINDS), &mut changes, shutdown.as_mut());
-        match tokio::time::timeout(lease.duration * 4, healthy).await {
+        let patience = lease.duration * 4;
+        match tokio::time::timeout(patience, healthy).await {
             Ok(true) => {}
             Ok(false) => return Ok(()),
             Err(_) => {
@@ -1347,7 +1348,7 @@ pub async fn run_cluster(
                 return Err(Error::Cluster(format!(
                     "the watches of {} kept failing for {:?} after this replica took the Lease {}: released it",
                     ALLOCATION_KINDS.join(", "),
-                    lease.duration * 4,
+                    patience,
                     lease.name
                 )));
             }

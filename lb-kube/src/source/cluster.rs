@@ -159,6 +159,13 @@ struct KindStore {
     missing: bool,
 }
 
+impl KindStore {
+    /// Listed once, and not failing now.
+    fn healthy(&self) -> bool {
+        self.synced && self.error.is_none()
+    }
+}
+
 /// A kind's store as a view reads it.
 struct KindCopy {
     kind: String,
@@ -287,33 +294,34 @@ impl KubeSource {
 
     /// Whether every watch has listed its kind once.
     pub fn synced(&self) -> bool {
-        lock(&self.shared.kinds).iter().all(|k| k.synced)
+        self.all_of(None, |k| k.synced)
     }
 
     /// Whether every watch has listed once and none is failing now: what
     /// a standby waits for before it takes over, so it does not decide on
     /// a store that stopped following the server.
     pub fn healthy(&self) -> bool {
-        lock(&self.shared.kinds).iter().all(|k| k.synced && k.error.is_none())
+        self.all_of(None, KindStore::healthy)
     }
 
     /// [`KubeSource::synced`] for the watches of `kinds` only (a consumer
     /// that can decide without the others does not wait for them).
     pub fn synced_of(&self, kinds: &[&str]) -> bool {
-        self.all_of(kinds, |k| k.synced)
+        self.all_of(Some(kinds), |k| k.synced)
     }
 
     /// [`KubeSource::healthy`] for the watches of `kinds` only.
     pub fn healthy_of(&self, kinds: &[&str]) -> bool {
-        self.all_of(kinds, |k| k.synced && k.error.is_none())
+        self.all_of(Some(kinds), KindStore::healthy)
     }
 
-    fn all_of(&self, kinds: &[&str], holds: impl Fn(&KindStore) -> bool) -> bool {
+    /// Whether `holds` of the store of every watch (of `kinds`, if given).
+    fn all_of(&self, kinds: Option<&[&str]>, holds: impl Fn(&KindStore) -> bool) -> bool {
         let stores = lock(&self.shared.kinds);
         self.watches
             .iter()
             .zip(stores.iter())
-            .filter(|(w, _)| kinds.contains(&w.kind()))
+            .filter(|(w, _)| kinds.is_none_or(|kinds| kinds.contains(&w.kind())))
             .all(|(_, k)| holds(k))
     }
 

@@ -288,14 +288,7 @@ impl ApiServer {
 
     /// A client for this server.
     pub fn client(&self) -> kube::Client {
-        let path = self.kubeconfig();
-        self.runtime.block_on(async move {
-            let file = kube::config::Kubeconfig::read_from(path).unwrap();
-            let config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .unwrap();
-            kube::Client::try_from(config).unwrap()
-        })
+        self.runtime.block_on(client_from(&self.kubeconfig()))
     }
 
     /// Whether `/readyz` answers `ok`.
@@ -365,6 +358,15 @@ impl ApiServer {
             stop(&mut c);
         }
     }
+}
+
+/// A client with the credentials of the kubeconfig at `path`.
+pub async fn client_from(path: &std::path::Path) -> kube::Client {
+    let file = kube::config::Kubeconfig::read_from(path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
 }
 
 /// A random-enough token without a dependency.
