@@ -46,10 +46,11 @@ fn start_offset() -> usize {
     h.finish() as usize
 }
 
-/// Every Service port's endpoints, by namespace, Service and port number.
+/// Every Service port's endpoints, by namespace, Service and port number
+/// (nested, so that a request looks up borrowed names: no key is made).
 #[derive(Debug, Default)]
 pub struct Endpoints {
-    map: HashMap<(String, String, u16), Arc<Backends>>,
+    map: HashMap<String, HashMap<String, Vec<(u16, Arc<Backends>)>>>,
 }
 
 impl Endpoints {
@@ -73,7 +74,7 @@ impl Endpoints {
                 .or_default()
                 .push(slice);
         }
-        let mut map = HashMap::new();
+        let mut map: HashMap<String, HashMap<String, Vec<(u16, Arc<Backends>)>>> = HashMap::new();
         for (_, o) in objects {
             let Object::Service(svc) = o else { continue };
             let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
@@ -124,7 +125,14 @@ impl Endpoints {
                     next: AtomicUsize::new(start_offset()),
                     addrs,
                 };
-                map.insert((ns.to_owned(), name.to_owned(), number), Arc::new(backends));
+                let ports = map
+                    .entry(ns.to_owned())
+                    .or_default()
+                    .entry(name.to_owned())
+                    .or_default();
+                // A port listed twice: the last one, as a map would keep.
+                ports.retain(|(p, _)| *p != number);
+                ports.push((number, Arc::new(backends)));
             }
         }
         Self { map }
@@ -132,15 +140,23 @@ impl Endpoints {
 
     /// The endpoints of `namespace/service` port `port`, if it has any.
     pub fn get(&self, namespace: &str, service: &str, port: u16) -> Option<&Arc<Backends>> {
-        // One look-up key per request: cheap next to the connection.
         self.map
-            .get(&(namespace.to_owned(), service.to_owned(), port))
+            .get(namespace)?
+            .get(service)?
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, b)| b)
             .filter(|b| !b.addrs.is_empty())
     }
 
     /// How many Service ports have endpoints.
     pub fn len(&self) -> usize {
-        self.map.values().filter(|b| !b.addrs.is_empty()).count()
+        self.map
+            .values()
+            .flat_map(HashMap::values)
+            .flatten()
+            .filter(|(_, b)| !b.addrs.is_empty())
+            .count()
     }
 
     /// Whether no Service port has endpoints.

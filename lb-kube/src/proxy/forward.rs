@@ -109,16 +109,15 @@ impl Drop for Slot {
     }
 }
 
-/// What a forward needs once the request is taken apart (the decision
-/// borrows the request).
-struct Target {
-    ingress: String,
-    namespace: String,
-    service: String,
+/// What a forward needs once the request is taken apart: borrowed from
+/// the route table the request holds (nothing is copied per request).
+struct Target<'a> {
+    ingress: &'a lb_route::IngressRef,
+    service: &'a str,
     port: u16,
-    upstream_path: String,
-    upstream_host: String,
-    x_forwarded_prefix: Option<String>,
+    upstream_path: std::borrow::Cow<'a, str>,
+    upstream_host: &'a str,
+    x_forwarded_prefix: Option<&'a str>,
     body_limit: u64,
     read_timeout: Duration,
     /// `proxy-connect-timeout` (none: the global one).
@@ -126,54 +125,71 @@ struct Target {
     cors: Vec<(&'static str, String)>,
     protocol: lb_route::BackendProtocol,
     /// Cookie affinity, and the cookie the client sent (its value).
-    affinity: Option<Box<lb_route::Affinity>>,
+    affinity: Option<&'a lb_route::Affinity>,
     pinned: Option<String>,
     /// The rule path that matched (the affinity cookie's default path).
-    matched: Option<String>,
+    matched: Option<&'a str>,
     /// Whether the client came over TLS (the cookie's default `Secure`).
     https: bool,
     /// `auth-url` and friends.
-    external_auth: Option<Box<lb_route::ExternalAuth>>,
+    external_auth: Option<&'a lb_route::ExternalAuth>,
     /// `auth-type: basic`: the Secret (in the Ingress's namespace) and realm.
-    basic_auth: Option<Box<lb_route::BasicAuth>>,
+    basic_auth: Option<&'a lb_route::BasicAuth>,
+}
+
+impl Target<'_> {
+    /// The Ingress's (and so the Service's) namespace.
+    fn namespace(&self) -> &str {
+        &self.ingress.namespace
+    }
 }
 
 /// Answers one request.
 pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let served = ctx.served.load_full();
-    let method = req.method().clone();
-    let client = client_address(ctx, peer.ip(), req.headers());
-    let request_id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
+    let (mut parts, body) = req.into_parts();
+    // There only when hyper saw an upgrade request.
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let parts = parts;
+    let method = parts.method.clone();
+    let client = client_address(ctx, peer.ip(), &parts.headers);
+    let request_id = match parts.headers.get("x-request-id").filter(|v| valid_request_id(v)) {
         Some(v) => v.clone(),
         None => new_request_id(),
     };
     // The request as the access log names it (a clone shares the bytes).
-    let uri = req.uri().clone();
+    let uri = parts.uri.clone();
     // A request that asks to leave HTTP/1 (an upgrade, CONNECT): unless the
     // backend agrees (101), the connection closes after the answer, so no
     // byte after it is ever read as a request the framing guard let pass
     // unchecked.
-    let leaving = method == Method::CONNECT || asks_upgrade(req.headers());
+    let leaving = method == Method::CONNECT || asks_upgrade(&parts.headers);
     let routed_or_refused = if method == Method::CONNECT {
         Routed::Answer(own(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"))
     } else {
-        route(ctx, &served, client, &req)
+        route(ctx, &served, client, &parts)
     };
     let (response, routed) = match routed_or_refused {
         Routed::Answer(answer) => (answer, None),
-        Routed::To(mut target) => {
-            // Only the access log and the metrics want the Ingress's name.
-            let routed = (
-                std::mem::take(&mut target.ingress),
-                format!("{}/{}", target.namespace, target.service),
-            );
-            let (response, upstream, failure) = forward(ctx, &served, peer, client, &request_id, target, req).await;
+        Routed::To(target) => {
+            // Only the access log and the metrics want the names.
+            let routed = (target.ingress, target.service);
+            let (response, upstream, failure) = forward(
+                ctx,
+                &served,
+                peer,
+                client,
+                &request_id,
+                target,
+                (&parts, body, on_upgrade),
+            )
+            .await;
             if let Some(kind) = failure {
                 ctx.metrics
                     .upstream_errors
                     .get_or_create(&super::metrics::UpstreamLabels {
-                        service: routed.1.clone(),
+                        service: format!("{}/{}", routed.0.namespace, routed.1),
                         kind,
                     })
                     .inc();
@@ -198,9 +214,9 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
     let status = response.status().as_u16();
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());
-    let (ingress, service, upstream) = match &routed {
-        Some(((i, s), u)) => (i.as_str(), s.as_str(), *u),
-        None => ("", "", None),
+    let (names, upstream) = match routed {
+        Some(((i, s), u)) => (Some((i, s)), u),
+        None => (None, None),
     };
     tracing::info!(
         target: "lb_proxy::access",
@@ -208,25 +224,13 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
         method = %method,
         path = uri.path_and_query().map_or("", |p| p.as_str()),
         status,
-        ingress,
-        service,
+        ingress = %Maybe(names.map(|(i, _)| i)),
+        service = %Maybe(names.map(|(i, s)| Qualified(&i.namespace, s))),
         upstream = %Maybe(upstream),
         request_id = request_id.to_str().unwrap_or_default(),
         duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     );
-    let labels = match routed {
-        Some(((ingress, service), _)) => super::metrics::RequestLabels {
-            ingress,
-            service,
-            status,
-        },
-        None => super::metrics::RequestLabels {
-            ingress: String::new(),
-            service: String::new(),
-            status,
-        },
-    };
-    ctx.metrics.requests.get_or_create(&labels).inc();
+    ctx.metrics.count_request(names, status);
     response
 }
 
@@ -242,31 +246,38 @@ impl<T: std::fmt::Display> std::fmt::Display for Maybe<T> {
     }
 }
 
+/// `namespace/name`, formatted only when shown.
+struct Qualified<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Qualified<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
+}
+
 /// Where a request goes.
-enum Routed {
+enum Routed<'a> {
     /// To a backend.
-    To(Target),
+    To(Target<'a>),
     /// Nowhere: the proxy answers.
     Answer(Response<Body>),
 }
 
 /// Decides where `req` goes: a [`Target`] to forward to, or the proxy's
 /// own answer.
-fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>) -> Routed {
+fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::request::Parts) -> Routed<'a> {
     // Framing (a length beside a transfer coding and the like) was
     // checked on the bytes, before the parser: see `guard`.
     // An HTTP/1.1 request must name its host (RFC 9112 §3.2).
-    if req.version() == http::Version::HTTP_11
-        && !req.headers().contains_key(header::HOST)
-        && req.uri().authority().is_none()
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(header::HOST) && req.uri.authority().is_none()
     {
         return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: no Host header")));
     }
-    let uri = req.uri();
+    let uri = &req.uri;
     // Asterisk-form is OPTIONS's alone and asks about the server itself;
     // authority-form is CONNECT's (refused before): RFC 9112 §3.2.
     if uri.path_and_query().is_some_and(|p| p.as_str() == "*") {
-        if req.method() != Method::OPTIONS {
+        if req.method != Method::OPTIONS {
             return Routed::Answer(own(StatusCode::BAD_REQUEST, "bad request: * is for OPTIONS"));
         }
         let mut r = own(StatusCode::NO_CONTENT, "");
@@ -279,46 +290,45 @@ fn route(ctx: &Context, served: &Served, client: IpAddr, req: &Request<Incoming>
     if uri.path_and_query().is_none() {
         return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a path")));
     }
-    let host = match super::host_header(req.headers()) {
+    let host = match super::host_header(&req.headers) {
         Err(why) => return Routed::Answer(own(StatusCode::BAD_REQUEST, &format!("bad request: {why}"))),
         // An HTTP/1 absolute-form target names the host: Host is then
         // ignored (RFC 9112 §3.2.2). HTTP/2 carries :authority, and Host
         // (when a client sends both) as before.
-        Ok(h) => match req.version() < http::Version::HTTP_2 {
+        Ok(h) => match req.version < http::Version::HTTP_2 {
             true => uri.authority().map(|a| a.as_str()).or(h),
             false => h.or_else(|| uri.authority().map(|a| a.as_str())),
         },
     };
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let ask = lb_route::Request::new(req.method(), host, target)
+    let ask = lb_route::Request::new(&req.method, host, target)
         .with_https(ctx.https)
         .with_client(client)
-        .with_headers(req.headers())
+        .with_headers(&req.headers)
         .with_sample(random() as u32);
     match served.table.lookup(&ask) {
         Decision::Forward(f) => {
-            let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+            let origin = req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
             let cors = f.response_headers(origin);
             let pinned = f
                 .options
                 .affinity
                 .as_ref()
-                .and_then(|a| cookie(req.headers(), &a.cookie_name));
+                .and_then(|a| cookie(&req.headers, &a.cookie_name));
             Routed::To(Target {
                 protocol: f.options.backend_protocol,
-                external_auth: f.options.external_auth.clone(),
-                basic_auth: f.options.basic_auth.clone().map(Box::new),
-                affinity: f.options.affinity.clone(),
+                external_auth: f.options.external_auth.as_deref(),
+                basic_auth: f.options.basic_auth.as_ref(),
+                affinity: f.options.affinity.as_deref(),
                 pinned,
-                matched: f.matched.map(|(p, _)| p.to_owned()),
+                matched: f.matched.map(|(p, _)| p),
                 https: ctx.https,
-                ingress: f.ingress.to_string(),
-                namespace: f.ingress.namespace.clone(),
-                service: f.service.to_owned(),
+                ingress: f.ingress,
+                service: f.service,
                 port: f.port,
-                upstream_path: f.upstream_path.into_owned(),
-                upstream_host: f.upstream_host.to_owned(),
-                x_forwarded_prefix: f.x_forwarded_prefix.map(str::to_owned),
+                upstream_path: f.upstream_path,
+                upstream_host: f.upstream_host,
+                x_forwarded_prefix: f.x_forwarded_prefix,
                 body_limit: f.options.proxy_body_size.unwrap_or(ctx.limits.default_body),
                 read_timeout: f.options.read_timeout.unwrap_or(ctx.limits.read_timeout),
                 connect_timeout: f.options.connect_timeout,
@@ -363,29 +373,28 @@ async fn forward(
     peer: SocketAddr,
     client: IpAddr,
     request_id: &HeaderValue,
-    target: Target,
-    req: Request<Incoming>,
+    target: Target<'_>,
+    (parts, body, on_upgrade): (&http::request::Parts, Incoming, Option<hyper::upgrade::OnUpgrade>),
 ) -> (Response<Body>, Option<SocketAddr>, Option<&'static str>) {
     // Basic authentication first: nothing else is said to a client
     // without the password.
-    if let Some(basic) = &target.basic_auth
-        && let Err(answer) = authenticate(served, &target.namespace, basic, req.headers()).await
+    if let Some(basic) = target.basic_auth
+        && let Err(answer) = authenticate(served, target.namespace(), basic, &parts.headers).await
     {
         return (answer, None, None);
     }
-    let Some(backends) = served.endpoints.get(&target.namespace, &target.service, target.port) else {
-        tracing::warn!(service = %format!("{}/{}", target.namespace, target.service), port = target.port, "no ready endpoint");
+    let Some(backends) = served.endpoints.get(target.namespace(), target.service, target.port) else {
+        tracing::warn!(service = %Qualified(target.namespace(), target.service), port = target.port, "no ready endpoint");
         return (
             own(StatusCode::SERVICE_UNAVAILABLE, "no endpoint is ready"),
             None,
             Some("no_endpoint"),
         );
     };
-    let (mut parts, body) = req.into_parts();
     // External authorization next: nothing reaches the backend unless the
     // auth service says 2xx.
     let mut granted = Vec::new();
-    if let Some(auth) = &target.external_auth {
+    if let Some(auth) = target.external_auth {
         match authorize(ctx, auth, &parts, client, request_id).await {
             Ok(headers) => granted = headers,
             Err(answer) => return (answer, None, None),
@@ -414,10 +423,7 @@ async fn forward(
     let replayable = bodiless && idempotent;
     // An upgrade request with a body is forwarded as a plain request.
     let upgrade = upgrade_of(&parts.headers).filter(|_| bodiless);
-    let client_upgrade = upgrade
-        .is_some()
-        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-        .flatten();
+    let client_upgrade = on_upgrade.filter(|_| upgrade.is_some());
     let outgoing = Outgoing::new(
         ctx,
         &parts,
@@ -565,7 +571,7 @@ async fn forward(
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 // A new or moved pin: the cookie says where this client goes.
-                if let Some(a) = &target.affinity
+                if let Some(a) = target.affinity
                     && (pinned_at.is_none() || (n > 0 && a.change_on_failure))
                     && let Ok(v) = HeaderValue::from_str(&set_cookie(a, &target, addr))
                 {
@@ -777,8 +783,8 @@ fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
 /// The `Set-Cookie` that pins a client to `addr`, with the Ingress's
 /// session-cookie options (ingress-nginx's defaults otherwise: the matched
 /// path, HttpOnly, Secure over TLS).
-fn set_cookie(a: &lb_route::Affinity, target: &Target, addr: SocketAddr) -> String {
-    let path = a.path.as_deref().or(target.matched.as_deref()).unwrap_or("/");
+fn set_cookie(a: &lb_route::Affinity, target: &Target<'_>, addr: SocketAddr) -> String {
+    let path = a.path.as_deref().or(target.matched).unwrap_or("/");
     let mut c = format!("{}={}; Path={path}", a.cookie_name, upstream::token(addr));
     if let Some(d) = &a.domain {
         c.push_str(&format!("; Domain={d}"));
@@ -941,14 +947,19 @@ impl<'a> Outgoing<'a> {
         peer: SocketAddr,
         client: IpAddr,
         request_id: &HeaderValue,
-        target: &Target,
+        target: &Target<'_>,
         upgrade: Option<&HeaderValue>,
         granted: Vec<(HeaderName, HeaderValue)>,
     ) -> Self {
         let h = &parts.headers;
         let trusted = is_trusted(ctx, peer.ip());
         let mut set = Vec::with_capacity(12 + granted.len());
-        match HeaderValue::from_str(&target.upstream_host) {
+        // Mostly the client's own Host: shared, not copied.
+        let same = h
+            .get(header::HOST)
+            .filter(|v| v.as_bytes() == target.upstream_host.as_bytes())
+            .cloned();
+        match same.map_or_else(|| HeaderValue::from_str(target.upstream_host), Ok) {
             Ok(v) => set.push((header::HOST, v)),
             // (The table makes hosts of header-safe bytes.)
             Err(_) => set.push((header::HOST, HeaderValue::from_static(""))),
@@ -1023,7 +1034,7 @@ impl<'a> Outgoing<'a> {
             dropped.extend(["forwarded", "x-forwarded-scheme"].map(HeaderName::from_static));
         }
         dropped.extend(["proxy", "x-original-url", "x-rewrite-url"].map(HeaderName::from_static));
-        if let Some(auth) = &target.external_auth {
+        if let Some(auth) = target.external_auth {
             // What the auth service vouches for is its word alone: neither
             // the client's header of the same name nor the proxy's passes.
             let vouched: Vec<HeaderName> = auth

@@ -221,6 +221,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 pub struct Framer {
     state: State,
     head: Vec<u8>,
+    /// Bytes of the head's current line so far.
+    line: usize,
     max_head: usize,
     heads: u64,
     h2: bool,
@@ -232,6 +234,7 @@ impl Framer {
         Self {
             state: State::Head,
             head: Vec::new(),
+            line: 0,
             max_head,
             heads: 0,
             h2: false,
@@ -299,33 +302,50 @@ impl Framer {
     }
 
     /// Collects head bytes; on the end of the head, checks it and sets the
-    /// body's framing. Returns the bytes used.
+    /// body's framing. Returns the bytes used. (One pass over the bytes,
+    /// copied once: heads are most of what a client sends.)
     fn head_bytes(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Violation> {
+        // `input[from..]` is not in `self.head` yet.
+        let mut from = 0;
+        let mut prev = self.head.last().copied();
         for (i, &b) in input.iter().enumerate() {
-            let prev = self.head.last().copied();
-            if b == b'\n' && prev != Some(b'\r') {
-                return Err(Violation::BareLineEnd);
+            match (prev, b) {
+                (Some(b'\r'), b'\n') => {}
+                (Some(b'\r'), _) | (_, b'\n') => return Err(Violation::BareLineEnd),
+                _ => {}
             }
-            if prev == Some(b'\r') && b != b'\n' {
-                return Err(Violation::BareLineEnd);
-            }
-            self.head.push(b);
-            if self.head.len() > self.max_head {
+            prev = Some(b);
+            let len = self.head.len() + (i + 1 - from);
+            if len > self.max_head {
                 return Err(Violation::TooLarge);
             }
-            // Empty lines before a request line are ignored (RFC 9112 §2.2).
-            if self.head == b"\r\n" {
-                out.extend_from_slice(&self.head);
-                self.head.clear();
+            if b != b'\n' {
+                self.line += 1;
                 continue;
             }
-            if self.head.len() == H2_PREFACE.len() && self.head == H2_PREFACE {
-                out.append(&mut self.head);
-                self.state = State::Opaque;
-                self.h2 = true;
-                return Ok(i + 1);
+            // A line ended: was it empty (its CR alone)?
+            let empty = self.line == 1;
+            self.line = 0;
+            // Empty lines before a request line are ignored (RFC 9112 §2.2).
+            if len == 2 {
+                out.extend_from_slice(b"\r\n");
+                self.head.clear();
+                from = i + 1;
+                prev = None;
+                continue;
             }
-            if self.head.ends_with(b"\r\n\r\n") {
+            if len == H2_PREFACE.len() {
+                let (held, new) = H2_PREFACE.split_at(self.head.len());
+                if self.head == held && &input[from..=i] == new {
+                    out.append(&mut self.head);
+                    out.extend_from_slice(new);
+                    self.state = State::Opaque;
+                    self.h2 = true;
+                    return Ok(i + 1);
+                }
+            }
+            if empty {
+                self.head.extend_from_slice(&input[from..=i]);
                 let framing = check_head(&self.head)?;
                 out.append(&mut self.head);
                 self.heads += 1;
@@ -333,6 +353,7 @@ impl Framer {
                 return Ok(i + 1);
             }
         }
+        self.head.extend_from_slice(&input[from..]);
         Ok(input.len())
     }
 
@@ -663,6 +684,38 @@ mod tests {
             f.feed(rest, &mut out).unwrap();
             prop_assert_eq!(out, s);
             prop_assert_eq!(f.state, State::Head);
+        }
+
+        /// Head-like input (line ends, bare CRs and LFs, the HTTP/2
+        /// preface, lengths) gives the same bytes and the same verdict
+        /// however it is cut into reads.
+        #[test]
+        fn any_cut_gives_the_same_verdict(
+            parts in proptest::collection::vec(prop_oneof![
+                Just(&b"\r\n"[..]), Just(&b"\r"[..]), Just(&b"\n"[..]), Just(&b"GET / HTTP/1.1"[..]),
+                Just(&b"Host: a"[..]), Just(&b"Content-Length: 2"[..]), Just(&b"PRI * HTTP/2.0"[..]),
+                Just(&b"x"[..]), Just(&b" "[..]), Just(&b"\r\n\r\n"[..]),
+            ], 0..40),
+            cuts in proptest::collection::vec(1usize..20, 0..30),
+        ) {
+            let input = parts.concat();
+            // A small limit: heads past it are met too.
+            let mut whole_out = Vec::new();
+            let whole = Framer::new(64).feed(&input, &mut whole_out);
+            let mut f = Framer::new(64);
+            let mut out = Vec::new();
+            let mut rest = &input[..];
+            let mut verdict = Ok(());
+            for c in cuts.into_iter().chain([usize::MAX]) {
+                let n = c.min(rest.len());
+                verdict = f.feed(&rest[..n], &mut out);
+                rest = &rest[n..];
+                if verdict.is_err() || rest.is_empty() {
+                    break;
+                }
+            }
+            prop_assert_eq!(verdict, whole);
+            prop_assert_eq!(out, whole_out);
         }
 
         /// Any input: no panic, and what goes on is a prefix of it.

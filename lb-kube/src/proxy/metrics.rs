@@ -1,5 +1,9 @@
 //! The proxy's metrics.
 
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,6 +20,26 @@ pub struct RequestLabels {
     pub service: String,
     /// The status answered.
     pub status: u16,
+}
+
+impl RequestLabels {
+    /// Whether these are the labels of `names` (an Ingress and a Service
+    /// in its namespace; none: the proxy answered) and `status`.
+    fn are(&self, names: Option<(&lb_route::IngressRef, &str)>, status: u16) -> bool {
+        let qualified = |label: &str, ns: &str, name: &str| {
+            label.len() == ns.len() + 1 + name.len()
+                && label.starts_with(ns)
+                && label.as_bytes()[ns.len()] == b'/'
+                && label.ends_with(name)
+        };
+        self.status == status
+            && match names {
+                None => self.ingress.is_empty() && self.service.is_empty(),
+                Some((i, s)) => {
+                    qualified(&self.ingress, &i.namespace, &i.name) && qualified(&self.service, &i.namespace, s)
+                }
+            }
+    }
 }
 
 /// The labels of an upstream failure.
@@ -49,7 +73,13 @@ pub struct Metrics {
     pub refused: Counter,
     /// Ingress problems in the table in force.
     pub problems: Gauge,
+    /// Counters of `requests` found before, by a hash of their labels: a
+    /// request finds its own without making label strings.
+    known: Arc<Mutex<HashMap<u64, (RequestLabels, Counter)>>>,
 }
+
+/// Label sets remembered at most (then forgotten and found again).
+const KNOWN: usize = 4096;
 
 impl Metrics {
     /// The metrics, registered in `registry`.
@@ -68,6 +98,7 @@ impl Metrics {
             endpoints: Gauge::default(),
             refused: Counter::default(),
             problems: Gauge::default(),
+            known: Arc::default(),
         };
         registry.register(
             "lb_proxy_requests",
@@ -106,5 +137,85 @@ impl Metrics {
             m.problems.clone(),
         );
         m
+    }
+
+    /// Counts a request routed by `names` (the Ingress, and the Service in
+    /// its namespace; none: answered by the proxy) and answered `status`.
+    pub(crate) fn count_request(&self, names: Option<(&lb_route::IngressRef, &str)>, status: u16) {
+        let key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            if let Some((i, s)) = names {
+                (&i.namespace, &i.name, s).hash(&mut h);
+            }
+            status.hash(&mut h);
+            h.finish()
+        };
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((labels, counter)) = known.get(&key)
+            && labels.are(names, status)
+        {
+            counter.inc();
+            return;
+        }
+        let labels = match names {
+            Some((i, s)) => RequestLabels {
+                ingress: i.to_string(),
+                service: format!("{}/{s}", i.namespace),
+                status,
+            },
+            None => RequestLabels {
+                ingress: String::new(),
+                service: String::new(),
+                status,
+            },
+        };
+        let counter = self.requests.get_or_create(&labels).clone();
+        counter.inc();
+        if known.len() >= KNOWN {
+            known.clear();
+        }
+        known.insert(key, (labels, counter));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, registry).unwrap();
+        s
+    }
+
+    #[test]
+    fn requests_are_counted_under_their_own_labels() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let shop = lb_route::IngressRef {
+            namespace: "web".into(),
+            name: "shop".into(),
+        };
+        // Names that run together the same way must not share a counter.
+        let tricky = lb_route::IngressRef {
+            namespace: "web/sh".into(),
+            name: "op".into(),
+        };
+        for _ in 0..3 {
+            m.count_request(Some((&shop, "cart")), 200);
+        }
+        m.count_request(Some((&shop, "cart")), 502);
+        m.count_request(Some((&tricky, "cart")), 200);
+        m.count_request(None, 404);
+        m.count_request(None, 404);
+        let t = text(&registry);
+        for line in [
+            r#"lb_proxy_requests_total{ingress="web/shop",service="web/cart",status="200"} 3"#,
+            r#"lb_proxy_requests_total{ingress="web/shop",service="web/cart",status="502"} 1"#,
+            r#"lb_proxy_requests_total{ingress="web/sh/op",service="web/sh/cart",status="200"} 1"#,
+            r#"lb_proxy_requests_total{ingress="",service="",status="404"} 2"#,
+        ] {
+            assert!(t.contains(line), "{line} not in\n{t}");
+        }
     }
 }
