@@ -284,6 +284,11 @@ pub struct FileSource {
     /// (size, times, inode) stays as it was: an unchanged file is not read
     /// or decoded again (a change to one file of 10,000 reads one).
     memo: HashMap<PathBuf, (Entry, Vec<Recorded>)>,
+    /// The entries the last [`Source::version`] looked at, for the read
+    /// that follows it: a change to one file of 10,000 costs one look at
+    /// each, not two. (Consistent: what they say is what that version
+    /// stands for, and a file changed since gives the next version.)
+    looked: std::sync::Mutex<Option<Vec<Entry>>>,
 }
 
 /// One object a file yielded, as it was recorded.
@@ -373,6 +378,7 @@ impl FileSource {
             objects_version: 0,
             endpoints_version: 0,
             memo: HashMap::new(),
+            looked: std::sync::Mutex::new(None),
         }
     }
 
@@ -406,7 +412,15 @@ impl FileSource {
     /// Reads every manifest into a snapshot. Fails only when the directory
     /// itself cannot be listed.
     pub fn read(&mut self) -> io::Result<Snapshot> {
-        let entries = manifest_entries(&self.dir)?;
+        let looked = self
+            .looked
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let entries = match looked {
+            Some(entries) => entries,
+            None => manifest_entries(&self.dir)?,
+        };
         let mut snap = Snapshot::empty();
         let mut reading = Reading::new(&mut snap);
         let mut total = 0u64;
@@ -738,7 +752,9 @@ impl super::Source for FileSource {
     fn version(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.fingerprint_now().hash(&mut h);
+        let now = self.fingerprint_now();
+        now.hash(&mut h);
+        *self.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
         if let Some(own) = &self.status_file {
             for p in std::iter::once(own.clone()).chain(crate::status::sibling_paths(own)) {
                 Entry::stat(p).hash(&mut h);
