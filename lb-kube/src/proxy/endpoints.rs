@@ -50,8 +50,11 @@ fn start_offset() -> usize {
 /// (nested, so that a request looks up borrowed names: no key is made).
 #[derive(Debug, Default)]
 pub struct Endpoints {
-    map: HashMap<String, HashMap<String, Vec<(u16, Arc<Backends>)>>>,
+    map: HashMap<String, Services>,
 }
+
+/// One namespace's Services: their ports' endpoints.
+type Services = HashMap<String, Vec<(u16, Arc<Backends>)>>;
 
 impl Endpoints {
     /// The endpoints of the Services in `objects`, from the EndpointSlices
@@ -74,7 +77,7 @@ impl Endpoints {
                 .or_default()
                 .push(slice);
         }
-        let mut map: HashMap<String, HashMap<String, Vec<(u16, Arc<Backends>)>>> = HashMap::new();
+        let mut map: HashMap<String, Services> = HashMap::new();
         for (_, o) in objects {
             let Object::Service(svc) = o else { continue };
             let ns = svc.metadata.namespace.as_deref().unwrap_or("default");

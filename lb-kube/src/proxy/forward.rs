@@ -395,7 +395,7 @@ async fn forward(
     // auth service says 2xx.
     let mut granted = Vec::new();
     if let Some(auth) = target.external_auth {
-        match authorize(ctx, auth, &parts, client, request_id).await {
+        match authorize(ctx, auth, parts, client, request_id).await {
             Ok(headers) => granted = headers,
             Err(answer) => return (answer, None, None),
         }
@@ -424,16 +424,7 @@ async fn forward(
     // An upgrade request with a body is forwarded as a plain request.
     let upgrade = upgrade_of(&parts.headers).filter(|_| bodiless);
     let client_upgrade = on_upgrade.filter(|_| upgrade.is_some());
-    let outgoing = Outgoing::new(
-        ctx,
-        &parts,
-        peer,
-        client,
-        request_id,
-        &target,
-        upgrade.as_ref(),
-        granted,
-    );
+    let outgoing = Outgoing::new(ctx, parts, peer, client, request_id, &target, upgrade.as_ref(), granted);
     let mut body = Some(match (bodiless, limit) {
         (true, _) => Empty::new().map_err(|e| match e {}).boxed(),
         (false, 0) => body.map_err(|e| Box::new(e) as BoxError).boxed(),
@@ -1011,10 +1002,7 @@ impl<'a> Outgoing<'a> {
         named_value("x-request-id", Some(request_id.clone()));
         named_value(
             "x-forwarded-prefix",
-            target
-                .x_forwarded_prefix
-                .as_deref()
-                .and_then(|p| HeaderValue::from_str(p).ok()),
+            target.x_forwarded_prefix.and_then(|p| HeaderValue::from_str(p).ok()),
         );
         if let Some(kind) = upgrade {
             set.push((header::CONNECTION, HeaderValue::from_static("upgrade")));
