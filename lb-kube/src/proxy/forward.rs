@@ -152,14 +152,12 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
     // There only when hyper saw an upgrade request.
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let parts = parts;
-    let method = parts.method.clone();
+    let method = &parts.method;
     let client = client_address(ctx, peer.ip(), &parts.headers);
     let request_id = match parts.headers.get("x-request-id").filter(|v| valid_request_id(v)) {
         Some(v) => v.clone(),
         None => new_request_id(),
     };
-    // The request as the access log names it (a clone shares the bytes).
-    let uri = parts.uri.clone();
     // A request that asks to leave HTTP/1 (an upgrade, CONNECT): unless the
     // backend agrees (101), the connection closes after the answer, so no
     // byte after it is ever read as a request the framing guard let pass
@@ -189,7 +187,7 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
                 ctx.metrics
                     .upstream_errors
                     .get_or_create(&super::metrics::UpstreamLabels {
-                        service: format!("{}/{}", routed.0.namespace, routed.1),
+                        service: Qualified(&routed.0.namespace, routed.1).to_string(),
                         kind,
                     })
                     .inc();
@@ -222,7 +220,7 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
         target: "lb_proxy::access",
         client = %client,
         method = %method,
-        path = uri.path_and_query().map_or("", |p| p.as_str()),
+        path = parts.uri.path_and_query().map_or("", |p| p.as_str()),
         status,
         ingress = %Maybe(names.map(|(i, _)| i)),
         service = %Maybe(names.map(|(i, s)| Qualified(&i.namespace, s))),
