@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex_automata::meta::{self, Regex};
 use regex_automata::util::{captures::Captures, syntax};
@@ -55,19 +56,27 @@ pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Compiled, S
 /// the same cache to every build ([`crate::RouteTable::build_cached`]).
 #[derive(Default)]
 pub struct RegexCache {
-    /// What the last build took.
-    last: HashMap<(Box<str>, &'static str), PathRegex>,
+    /// What the last build took, by how it was compiled and pattern.
+    last: Regexes,
     /// What this build has taken so far.
-    this: HashMap<(Box<str>, &'static str), PathRegex>,
+    this: Regexes,
     /// What the Ingress being added took: kept if it is added, dropped if
     /// an error leaves it out.
-    pending: Vec<((Box<str>, &'static str), PathRegex)>,
+    pending: Vec<(&'static str, Box<str>, PathRegex)>,
+}
+
+/// Compiled regexes by how they were compiled, then by pattern (looked up
+/// by the borrowed pattern, without making a key).
+type Regexes = HashMap<&'static str, HashMap<Box<str>, PathRegex>>;
+
+fn count(r: &Regexes) -> usize {
+    r.values().map(HashMap::len).sum()
 }
 
 impl std::fmt::Debug for RegexCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegexCache")
-            .field("regexes", &(self.last.len() + self.this.len()))
+            .field("regexes", &(count(&self.last) + count(&self.this)))
             .finish()
     }
 }
@@ -109,19 +118,22 @@ impl RegexCache {
         ACTIVE.with(|a| {
             let mut a = a.borrow_mut();
             let cache = a.as_mut()?;
-            let key = (Box::<str>::from(path), how);
-            if let Some(hit) = cache.this.get(&key) {
+            if let Some(hit) = cache.this.get(how).and_then(|m| m.get(path)) {
                 return Some(hit.clone());
             }
-            cache.last.remove(&key)
+            cache.last.get_mut(how)?.remove(path)
         })
     }
 
     /// Notes what the Ingress being added took (see [`RegexCache::settle`]).
     pub(crate) fn took(path: &str, how: &'static str, re: &PathRegex) {
         ACTIVE.with(|a| {
-            if let Some(cache) = a.borrow_mut().as_mut() {
-                cache.pending.push(((path.into(), how), re.clone()));
+            // A pattern this build already keeps (Ingresses that share a
+            // regex) is not kept twice.
+            if let Some(cache) = a.borrow_mut().as_mut()
+                && !cache.this.get(how).is_some_and(|m| m.contains_key(path))
+            {
+                cache.pending.push((how, path.into(), re.clone()));
             }
         });
     }
@@ -133,7 +145,9 @@ impl RegexCache {
             if let Some(cache) = a.borrow_mut().as_mut() {
                 let pending = std::mem::take(&mut cache.pending);
                 if taken {
-                    cache.this.extend(pending);
+                    for (how, path, re) in pending {
+                        cache.this.entry(how).or_default().insert(path, re);
+                    }
                 }
             }
         });
@@ -203,9 +217,14 @@ fn last_line(message: &str) -> &str {
     message.lines().last().unwrap_or_default()
 }
 
-/// A compiled regex path.
+/// A compiled regex path, shared: the tables and the cache that hold the
+/// same path hold one program (10,000 Ingresses with one pattern compile it
+/// once, and a rebuild copies a pointer per path).
 #[derive(Clone)]
-pub(crate) struct PathRegex {
+pub(crate) struct PathRegex(Arc<Program>);
+
+/// What a [`PathRegex`] holds.
+pub(crate) struct Program {
     /// The path (with any lookahead removed), anchored, as compiled: the
     /// text for the host's set.
     pattern: Box<str>,
@@ -231,6 +250,13 @@ fn anchored(path: &str) -> String {
 /// path.
 fn build_path(pattern: &str, path: &str) -> Result<Compiled, String> {
     build(pattern, true).map_err(|e| format!("regex {path:?} is {e}"))
+}
+
+impl std::ops::Deref for PathRegex {
+    type Target = Program;
+    fn deref(&self) -> &Program {
+        &self.0
+    }
 }
 
 impl PathRegex {
@@ -303,11 +329,11 @@ impl PathRegex {
         }
         let exclude = exclude.map(|x| build_path(&anchored(x), path)).transpose()?;
         let keep = build_path(&anchored(keep), path)?;
-        Ok(Self {
+        Ok(Self(Arc::new(Program {
             pattern: keep.pattern,
             keep: keep.regex,
             exclude: exclude.map(|x| x.regex),
-        })
+        })))
     }
 
     /// The anchored pattern, for a `RegexSet` (which is then checked with

@@ -1352,24 +1352,28 @@ impl RouteTable {
     /// [`RouteTable::build`], reusing the regexes `cache` kept from the
     /// last build: a rebuild compiles only patterns that build did not
     /// have. The same table results.
-    pub fn build_cached(
-        ingresses: &[Ingress],
+    /// The Ingresses may be held any way that lends an [`Ingress`]
+    /// (`Arc<Ingress>`, `&Ingress`): a caller that keeps them between builds
+    /// need not copy them.
+    pub fn build_cached<I: std::borrow::Borrow<Ingress>>(
+        ingresses: &[I],
         classes: &[IngressClass],
         ports: &dyn PortResolver,
         config: &Config,
         cache: &mut RegexCache,
     ) -> Build {
-        RegexCache::during(cache, || Self::build_uncached(ingresses, classes, ports, config))
+        RegexCache::during(cache, || {
+            Self::build_uncached(ingresses.iter().map(|i| i.borrow()), classes, ports, config)
+        })
     }
 
-    fn build_uncached(
-        ingresses: &[Ingress],
+    fn build_uncached<'a>(
+        ingresses: impl Iterator<Item = &'a Ingress>,
         classes: &[IngressClass],
         ports: &dyn PortResolver,
         config: &Config,
     ) -> Build {
         let mut ours: Vec<(&Ingress, Mode)> = ingresses
-            .iter()
             .filter_map(|i| Some((i, config.classes.select(i, classes)?)))
             .collect();
         // Namespace/name is unique: the order is total, an unstable sort

@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 pub use metallb::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
-/// One object of a kind lb reads.
-#[derive(Debug, Clone, PartialEq)]
+/// One object of a kind lb reads. Equal when they hold the same content
+/// (the same allocation is equal without a look at it).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 #[allow(missing_docs)]
 pub enum Object {
@@ -51,6 +52,33 @@ pub struct ObjectRef {
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Self) -> bool {
+        /// Shared, or equal field by field.
+        fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+            Arc::ptr_eq(a, b) || **a == **b
+        }
+        use Object as O;
+        match (self, other) {
+            (O::Service(a), O::Service(b)) => same(a, b),
+            (O::Namespace(a), O::Namespace(b)) => same(a, b),
+            (O::Node(a), O::Node(b)) => same(a, b),
+            (O::EndpointSlice(a), O::EndpointSlice(b)) => same(a, b),
+            (O::ConfigMap(a), O::ConfigMap(b)) => same(a, b),
+            (O::Secret(a), O::Secret(b)) => same(a, b),
+            (O::Ingress(a), O::Ingress(b)) => same(a, b),
+            (O::IngressClass(a), O::IngressClass(b)) => same(a, b),
+            (O::IPAddressPool(a), O::IPAddressPool(b)) => same(a, b),
+            (O::L2Advertisement(a), O::L2Advertisement(b)) => same(a, b),
+            (O::BGPAdvertisement(a), O::BGPAdvertisement(b)) => same(a, b),
+            (O::BGPPeer(a), O::BGPPeer(b)) => same(a, b),
+            (O::Community(a), O::Community(b)) => same(a, b),
+            (O::BFDProfile(a), O::BFDProfile(b)) => same(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl Object {

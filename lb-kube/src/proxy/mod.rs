@@ -16,6 +16,7 @@ mod upstream;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use lb_route::{Decision, PathKind, Request, RouteTable};
 use serde::Serialize;
@@ -60,97 +61,126 @@ pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Pr
     routes_cached(snap, config, &mut lb_route::RegexCache::default())
 }
 
-/// What one table build leaves for the next: the compiled regexes, and the
-/// last version of each Ingress that was served.
+/// What one table build leaves for the next: the compiled regexes, the
+/// conversions of the Ingresses it read, and the last version of each
+/// Ingress that was served.
 #[derive(Debug, Default)]
 pub struct Rebuild {
     /// Regexes the last table took.
     pub regexes: lb_route::RegexCache,
-    /// The last version of each Ingress that was served, by namespace and
-    /// name: an edit that breaks an Ingress (a bad path type, port or
-    /// annotation) leaves this one serving, and says so.
-    last_good: HashMap<(String, String), lb_route::Ingress>,
+    /// The Ingresses of the last view, converted for lb-route.
+    converted: Converted,
+    /// The last version of each Ingress that was served: an edit that
+    /// breaks an Ingress (a bad path type, port or annotation) leaves this
+    /// one serving, and says so.
+    last_good: Vec<Arc<lb_route::Ingress>>,
+}
+
+/// Ingresses converted for lb-route, by the address of the object each was
+/// converted from. The object is held here, so its address names it alone:
+/// an Ingress a view shares with the last one is not converted again (a
+/// change to one of 10,000 converts one).
+type Converted = HashMap<usize, (Arc<k8s_openapi::api::networking::v1::Ingress>, Arc<lb_route::Ingress>)>;
+
+/// An Ingress's namespace and name, borrowed.
+type Key<'a> = (&'a str, &'a str);
+
+fn key_of(i: &lb_route::Ingress) -> Key<'_> {
+    (i.metadata.namespace(), &i.metadata.name)
+}
+
+/// The Ingresses a table serves.
+fn served_by(t: &RouteTable) -> std::collections::HashSet<Key<'_>> {
+    t.ingresses().map(|r| (r.namespace.as_str(), r.name.as_str())).collect()
 }
 
 /// [`routes`] for a serving proxy: regexes the last build compiled are
-/// reused, and an Ingress that no longer builds keeps its last good
-/// version serving (reported with the error), as the source does for an
-/// object it cannot read.
+/// reused, an Ingress the last build converted is not converted again, and
+/// an Ingress that no longer builds keeps its last good version serving
+/// (reported with the error), as the source does for an object it cannot
+/// read.
 pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Rebuild) -> (RouteTable, Vec<Problem>) {
-    type Key = (String, String);
-    let key = |i: &lb_route::Ingress| (i.metadata.namespace().to_owned(), i.metadata.name.clone());
-    let served = |t: &RouteTable| -> std::collections::HashSet<Key> {
-        t.ingresses().map(|r| (r.namespace.clone(), r.name.clone())).collect()
-    };
-    let (mut table, mut problems, mut ingresses) = routes_of(snap, config, &mut rebuild.regexes, |_| {});
-    let first = served(&table);
+    let (mut table, mut problems, mut ingresses) =
+        routes_of(snap, config, &mut rebuild.regexes, &mut rebuild.converted, |_| {});
     // Left out for an error of its own (not for another class, not
     // deleted and made again), and not for an error in what guards it: an
     // edit that asks for authentication or an allowlist and does not
     // build must not leave the open version serving.
-    let of = |p: &Problem| -> Option<Key> {
-        let o = p
-            .object
-            .as_ref()
-            .filter(|o| o.kind == "Ingress" && p.severity == Severity::Error)?;
-        Some((o.namespace.clone(), o.name.clone()))
+    let kept: Vec<(String, String)> = {
+        fn of(p: &Problem) -> Option<Key<'_>> {
+            let o = p
+                .object
+                .as_ref()
+                .filter(|o| o.kind == "Ingress" && p.severity == Severity::Error)?;
+            Some((o.namespace.as_str(), o.name.as_str()))
+        }
+        let broken: std::collections::HashSet<Key<'_>> = problems.iter().filter_map(of).collect();
+        if broken.is_empty() {
+            Vec::new()
+        } else {
+            let guarding = |p: &Problem| {
+                p.field.as_deref().is_some_and(|f| {
+                    let f = f.to_ascii_lowercase();
+                    f.contains("annotations")
+                        && ["auth", "source-range", "allowlist", "denylist"]
+                            .iter()
+                            .any(|g| f.contains(g))
+                })
+            };
+            let guarded: std::collections::HashSet<Key<'_>> =
+                problems.iter().filter(|p| guarding(p)).filter_map(of).collect();
+            let first = served_by(&table);
+            let last: HashMap<Key<'_>, &lb_route::Ingress> =
+                rebuild.last_good.iter().map(|g| (key_of(g), &**g)).collect();
+            ingresses
+                .iter()
+                .map(|i| (key_of(i), i))
+                .filter(|(k, i)| {
+                    !first.contains(k)
+                        && broken.contains(k)
+                        && !guarded.contains(k)
+                        && last.get(k).is_some_and(|g| {
+                            *g != &***i && g.metadata.creation_timestamp == i.metadata.creation_timestamp
+                        })
+                })
+                .map(|((ns, name), _)| (ns.to_owned(), name.to_owned()))
+                .collect()
+        }
     };
-    let broken: std::collections::HashSet<Key> = problems.iter().filter_map(of).collect();
-    let guarding = |p: &Problem| {
-        p.field.as_deref().is_some_and(|f| {
-            let f = f.to_ascii_lowercase();
-            f.contains("annotations")
-                && ["auth", "source-range", "allowlist", "denylist"]
-                    .iter()
-                    .any(|g| f.contains(g))
-        })
-    };
-    let guarded: std::collections::HashSet<Key> = problems.iter().filter(|p| guarding(p)).filter_map(of).collect();
-    let kept: Vec<Key> = ingresses
-        .iter()
-        .filter(|i| {
-            let k = key(i);
-            !first.contains(&k)
-                && broken.contains(&k)
-                && !guarded.contains(&k)
-                && rebuild
-                    .last_good
-                    .get(&k)
-                    .is_some_and(|g| g != *i && g.metadata.creation_timestamp == i.metadata.creation_timestamp)
-        })
-        .map(key)
-        .collect();
+    let is_kept = |ns: &str, name: &str| kept.iter().any(|(n, m)| n == ns && m == name);
     if !kept.is_empty() {
         // Built again with the last good versions in their place; the
         // errors of the versions in force in the files are what is said.
         let last_good = &rebuild.last_good;
-        let (again, _, adjusted) = routes_of(snap, config, &mut rebuild.regexes, |list| {
+        let (again, _, adjusted) = routes_of(snap, config, &mut rebuild.regexes, &mut rebuild.converted, |list| {
             for ing in list.iter_mut() {
-                if let Some(good) = last_good.get(&key(ing)).filter(|_| kept.contains(&key(ing))) {
+                let (ns, name) = key_of(ing);
+                if is_kept(ns, name)
+                    && let Some(good) = last_good.iter().find(|g| key_of(g) == (ns, name))
+                {
                     *ing = good.clone();
                 }
             }
         });
-        let now = served(&again);
+        let now = served_by(&again);
         for p in &mut problems {
             if let Some(o) = &p.object
                 && o.kind == "Ingress"
                 && p.severity == Severity::Error
-                && kept.contains(&(o.namespace.clone(), o.name.clone()))
-                && now.contains(&(o.namespace.clone(), o.name.clone()))
+                && is_kept(&o.namespace, &o.name)
+                && now.contains(&(o.namespace.as_str(), o.name.as_str()))
             {
                 p.message.push_str("; its last good version keeps serving");
             }
         }
+        drop(now);
         table = again;
         ingresses = adjusted;
     }
-    let now = served(&table);
-    rebuild.last_good = ingresses
-        .into_iter()
-        .filter(|i| now.contains(&key(i)))
-        .map(|i| (key(&i), i))
-        .collect();
+    let now = served_by(&table);
+    ingresses.retain(|i| now.contains(&key_of(i)));
+    drop(now);
+    rebuild.last_good = ingresses;
     (table, problems)
 }
 
@@ -160,7 +190,7 @@ pub fn routes_cached(
     config: &lb_route::Config,
     cache: &mut lb_route::RegexCache,
 ) -> (RouteTable, Vec<Problem>) {
-    let (table, problems, _) = routes_of(snap, config, cache, |_| {});
+    let (table, problems, _) = routes_of(snap, config, cache, &mut Converted::new(), |_| {});
     (table, problems)
 }
 
@@ -169,32 +199,55 @@ fn routes_of(
     snap: &Snapshot,
     config: &lb_route::Config,
     cache: &mut lb_route::RegexCache,
-    adjust: impl FnOnce(&mut Vec<lb_route::Ingress>),
-) -> (RouteTable, Vec<Problem>, Vec<lb_route::Ingress>) {
+    converted: &mut Converted,
+    adjust: impl FnOnce(&mut Vec<Arc<lb_route::Ingress>>),
+) -> (RouteTable, Vec<Problem>, Vec<Arc<lb_route::Ingress>>) {
     let mut ingresses = Vec::new();
     let mut classes = Vec::new();
-    let mut origins: HashMap<String, Option<Origin>> = HashMap::new();
-    for (origin, o) in &snap.objects {
+    let mut next = Converted::with_capacity(converted.len());
+    for (_, o) in &snap.objects {
         match o {
             Object::Ingress(i) => {
-                let ing = lb_route::Ingress::from(&**i);
-                origins.insert(
-                    format!("Ingress {}/{}", ing.metadata.namespace(), ing.metadata.name),
-                    origin.clone(),
-                );
+                let at = Arc::as_ptr(i) as usize;
+                let ing = match converted.remove(&at) {
+                    Some((_, ing)) => ing,
+                    None => Arc::new(lb_route::Ingress::from(&**i)),
+                };
+                next.insert(at, (i.clone(), ing.clone()));
                 ingresses.push(ing);
             }
-            Object::IngressClass(c) => {
-                let class = lb_route::IngressClass::from((**c).clone());
-                origins.insert(format!("IngressClass {}", class.metadata.name), origin.clone());
-                classes.push(class);
-            }
+            Object::IngressClass(c) => classes.push(lb_route::IngressClass::from((**c).clone())),
             _ => {}
         }
     }
+    *converted = next;
     adjust(&mut ingresses);
     let ports = ServicePorts::from_snapshot(snap);
     let build = RouteTable::build_cached(&ingresses, &classes, &ports, config, cache);
+    // Where each object a problem is about was read (looked up only when
+    // there are problems).
+    let mut origins: HashMap<String, Option<Origin>> = HashMap::new();
+    if !build.problems.is_empty() {
+        let about: std::collections::HashSet<String> = build.problems.iter().map(|p| p.object.to_string()).collect();
+        for (origin, o) in &snap.objects {
+            let name = match o {
+                Object::Ingress(i) => format!(
+                    "Ingress {}/{}",
+                    i.metadata
+                        .namespace
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or("default"),
+                    i.metadata.name.as_deref().unwrap_or_default()
+                ),
+                Object::IngressClass(c) => format!("IngressClass {}", c.metadata.name.as_deref().unwrap_or_default()),
+                _ => continue,
+            };
+            if about.contains(&name) {
+                origins.insert(name, origin.clone());
+            }
+        }
+    }
     let problems = build
         .problems
         .into_iter()

@@ -10,9 +10,10 @@
 //! before goes bad, its last good version stays in force (and the problem
 //! says so), so a typo never takes an address away.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -112,22 +113,36 @@ pub struct Entry {
 /// The manifest entries of `dir`, sorted by name. Fails only when the
 /// directory itself cannot be listed.
 pub fn manifest_entries(dir: &Path) -> io::Result<Vec<Entry>> {
+    scan(dir).map(|(entries, _)| entries)
+}
+
+/// Whether a file name is a manifest's: it ends in `.yaml`, `.yml` or
+/// `.json` and does not start with `.`.
+pub(crate) fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
+    let path = Path::new(name);
+    !name.as_encoded_bytes().starts_with(b".")
+        && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+/// [`manifest_entries`], and the paths of those that are symlinks.
+pub(crate) fn scan(dir: &Path) -> io::Result<(Vec<Entry>, Vec<PathBuf>)> {
     let mut out = Vec::new();
+    let mut links = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let name = entry.file_name();
-        let path = entry.path();
-        if name.to_string_lossy().starts_with('.')
-            || !matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
-        {
+        if !is_manifest_name(&entry.file_name()) {
             continue;
+        }
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            links.push(path.clone());
         }
         out.push(Entry::stat(path));
     }
     // One directory: the names' bytes order them (as paths would, without
     // taking each path apart).
     out.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
-    Ok(out)
+    Ok((out, links))
 }
 
 impl Entry {
@@ -269,10 +284,10 @@ pub struct FileSource {
     dir: PathBuf,
     /// What each object yielded when it last read well: the object, and for
     /// the legacy ConfigMap its converted objects too.
-    last_good: HashMap<ObjectRef, Vec<Object>>,
+    last_good: Map<ObjectRef, Vec<Object>>,
     /// The identities each file held at the last read (while a file has
     /// errors, also those it held before them).
-    file_ids: HashMap<PathBuf, Vec<ObjectRef>>,
+    file_ids: Map<PathBuf, Vec<ObjectRef>>,
     /// Whether the directory was read before (the first read is a change).
     read_once: bool,
     total_limit: u64,
@@ -283,13 +298,20 @@ pub struct FileSource {
     /// What each file that read cleanly yielded, kept while its entry
     /// (size, times, inode) stays as it was: an unchanged file is not read
     /// or decoded again (a change to one file of 10,000 reads one).
-    memo: HashMap<PathBuf, (Entry, Vec<Recorded>)>,
+    memo: Map<PathBuf, (Entry, Vec<Recorded>)>,
     /// The entries the last [`Source::version`] looked at, for the read
     /// that follows it: a change to one file of 10,000 costs one look at
     /// each, not two. (Consistent: what they say is what that version
     /// stands for, and a file changed since gives the next version.)
-    looked: std::sync::Mutex<Option<Vec<Entry>>>,
+    looked: std::sync::Mutex<Option<Arc<Vec<Entry>>>>,
+    /// The directory's change notices, when they can be had (else every
+    /// version check looks at every file).
+    notices: std::sync::Mutex<Option<super::notices::Notices>>,
 }
+
+/// The maps a read keeps per file and per object (10,000 files: a fast
+/// hash; the keys are the operator's file and object names).
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One object a file yielded, as it was recorded.
 type Recorded = (ObjectRef, Origin, Vec<Object>);
@@ -308,13 +330,13 @@ struct Reading<'a> {
     snap: &'a mut Snapshot,
     found: Vec<(ObjectRef, Origin, Found)>,
     /// Where each identity was first found.
-    first: HashMap<ObjectRef, Origin>,
+    first: Map<ObjectRef, Origin>,
     /// Identities found more than once.
     conflicted: Vec<ObjectRef>,
     /// Files with an error in this read.
     broken_files: std::collections::HashSet<PathBuf>,
     /// The identities found in each file.
-    file_ids: HashMap<PathBuf, Vec<ObjectRef>>,
+    file_ids: Map<PathBuf, Vec<ObjectRef>>,
     /// While a file is read: what it yielded that read well, in order.
     log: Option<Vec<Recorded>>,
 }
@@ -324,10 +346,10 @@ impl<'a> Reading<'a> {
         Self {
             snap,
             found: Vec::new(),
-            first: HashMap::new(),
+            first: Map::default(),
             conflicted: Vec::new(),
             broken_files: std::collections::HashSet::new(),
-            file_ids: HashMap::new(),
+            file_ids: Map::default(),
             log: None,
         }
     }
@@ -342,7 +364,12 @@ impl<'a> Reading<'a> {
         if let (Some(log), Found::Good(objs)) = (&mut self.log, &found) {
             log.push((r.clone(), origin.clone(), objs.clone()));
         }
-        self.file_ids.entry(origin.file.clone()).or_default().push(r.clone());
+        match self.file_ids.get_mut(&origin.file) {
+            Some(ids) => ids.push(r.clone()),
+            None => {
+                self.file_ids.insert(origin.file.clone(), vec![r.clone()]);
+            }
+        }
         if let Some(first) = self.first.get(&r) {
             self.snap.problems.push(Problem {
                 origin: Some(origin.clone()),
@@ -370,15 +397,16 @@ impl FileSource {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            last_good: HashMap::new(),
-            file_ids: HashMap::new(),
+            last_good: Map::default(),
+            file_ids: Map::default(),
             read_once: false,
             total_limit: MAX_TOTAL_BYTES,
             status_file: None,
             objects_version: 0,
             endpoints_version: 0,
-            memo: HashMap::new(),
+            memo: Map::default(),
             looked: std::sync::Mutex::new(None),
+            notices: std::sync::Mutex::new(None),
         }
     }
 
@@ -409,6 +437,25 @@ impl FileSource {
         manifest_entries(&self.dir).ok()
     }
 
+    /// The manifest entries as they are now (`None`: the directory cannot be
+    /// listed), from the change notices when they can be had, and the count
+    /// of notices taken.
+    fn look(&self) -> (Option<Arc<Vec<Entry>>>, u64) {
+        let mut notices = self.notices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if notices.is_none() {
+            *notices = super::notices::Notices::start(&self.dir);
+        }
+        if let Some(n) = notices.as_mut() {
+            match n.look() {
+                Some((entries, count)) => return (Some(entries), count),
+                // The directory went away or was replaced: looked at again
+                // below, and followed anew at the next check.
+                None => *notices = None,
+            }
+        }
+        (manifest_entries(&self.dir).ok().map(Arc::new), 0)
+    }
+
     /// Reads every manifest into a snapshot. Fails only when the directory
     /// itself cannot be listed.
     pub fn read(&mut self) -> io::Result<Snapshot> {
@@ -419,25 +466,25 @@ impl FileSource {
             .take();
         let entries = match looked {
             Some(entries) => entries,
-            None => manifest_entries(&self.dir)?,
+            None => Arc::new(manifest_entries(&self.dir)?),
         };
         let mut snap = Snapshot::empty();
         let mut reading = Reading::new(&mut snap);
         let mut total = 0u64;
-        let mut memo = HashMap::with_capacity(entries.len());
-        for entry in &entries {
+        let mut memo = Map::with_capacity_and_hasher(entries.len(), Default::default());
+        for entry in entries.iter() {
             // Unchanged since it last read cleanly: what it yielded, again
             // (recorded anew, so duplicates across files are still found).
-            if let (Some((was, yielded)), Ok((len, _))) = (self.memo.remove(&entry.path), &entry.state)
+            if let (Some((path, (was, yielded))), Ok((len, _))) = (self.memo.remove_entry(&entry.path), &entry.state)
                 && was == *entry
                 && total + len <= self.total_limit
             {
                 total += len;
-                reading.file_ids.entry(entry.path.clone()).or_default();
+                reading.file_ids.entry(path.clone()).or_default();
                 for (r, origin, objs) in &yielded {
                     reading.record(r.clone(), origin, Found::Good(objs.clone()));
                 }
-                memo.insert(entry.path.clone(), (was, yielded));
+                memo.insert(path, (was, yielded));
                 continue;
             }
             let text = match &entry.state {
@@ -521,7 +568,7 @@ impl FileSource {
             mut file_ids,
             log: _,
         } = reading;
-        let mut good: HashMap<ObjectRef, Vec<Object>> = HashMap::with_capacity(found.len());
+        let mut good: Map<ObjectRef, Vec<Object>> = Map::with_capacity_and_hasher(found.len(), Default::default());
         let mut endpoints = BTreeMap::new();
         let mut put = |origin: &Origin, objs: &[Object], snap: &mut Snapshot| {
             for o in objs {
@@ -752,8 +799,9 @@ impl super::Source for FileSource {
     fn version(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let now = self.fingerprint_now();
+        let (now, notices) = self.look();
         now.hash(&mut h);
+        notices.hash(&mut h);
         *self.looked.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
         if let Some(own) = &self.status_file {
             for p in std::iter::once(own.clone()).chain(crate::status::sibling_paths(own)) {

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod cluster_status;
 pub mod file;
 pub mod memory;
+mod notices;
 
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
