@@ -76,7 +76,24 @@ impl PartialEq for Object {
             (O::BGPPeer(a), O::BGPPeer(b)) => same(a, b),
             (O::Community(a), O::Community(b)) => same(a, b),
             (O::BFDProfile(a), O::BFDProfile(b)) => same(a, b),
-            _ => false,
+            // Listed, so that a new kind cannot compile without its arm.
+            (
+                O::Service(_)
+                | O::Namespace(_)
+                | O::Node(_)
+                | O::EndpointSlice(_)
+                | O::ConfigMap(_)
+                | O::Secret(_)
+                | O::Ingress(_)
+                | O::IngressClass(_)
+                | O::IPAddressPool(_)
+                | O::L2Advertisement(_)
+                | O::BGPAdvertisement(_)
+                | O::BGPPeer(_)
+                | O::Community(_)
+                | O::BFDProfile(_),
+                _,
+            ) => false,
         }
     }
 }

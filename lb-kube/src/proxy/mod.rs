@@ -90,7 +90,7 @@ fn key_of(i: &lb_route::Ingress) -> Key<'_> {
 }
 
 /// The Ingresses a table serves.
-fn served_by(t: &RouteTable) -> std::collections::HashSet<Key<'_>> {
+fn served_by(t: &RouteTable) -> std::collections::HashSet<Key<'_>, foldhash::fast::RandomState> {
     t.ingresses().map(|r| (r.namespace.as_str(), r.name.as_str())).collect()
 }
 
@@ -155,8 +155,9 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
         let (again, _, adjusted) = routes_of(snap, config, &mut rebuild.regexes, &mut rebuild.converted, |list| {
             for ing in list.iter_mut() {
                 let (ns, name) = key_of(ing);
+                // The last of a name, as the map that chose it.
                 if is_kept(ns, name)
-                    && let Some(good) = last_good.iter().find(|g| key_of(g) == (ns, name))
+                    && let Some(good) = last_good.iter().rev().find(|g| key_of(g) == (ns, name))
                 {
                     *ing = good.clone();
                 }
@@ -173,13 +174,13 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
                 p.message.push_str("; its last good version keeps serving");
             }
         }
-        drop(now);
+        drop(now); // (it borrows the table replaced next)
         table = again;
         ingresses = adjusted;
     }
     let now = served_by(&table);
     ingresses.retain(|i| now.contains(&key_of(i)));
-    drop(now);
+    drop(now); // (it borrows the table returned)
     rebuild.last_good = ingresses;
     (table, problems)
 }
