@@ -605,6 +605,20 @@ impl FileSource {
                         )
                     });
                     reading.snap.complete = false;
+                    // What it held stays in force, as for a file that
+                    // reads with errors: the last good versions serve.
+                    let held = self.file_ids.get(&entry.path).cloned().unwrap_or_default();
+                    if !held.is_empty() {
+                        let origin = Origin {
+                            file: entry.path.clone(),
+                            document: 0,
+                            line: 0,
+                        };
+                        reading.broken(&origin);
+                        for r in held {
+                            reading.record(r, &origin, Found::Broken);
+                        }
+                    }
                 }
             }
         }
@@ -1038,6 +1052,30 @@ fn read_limited(path: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_stops_reading_keeps_what_it_held_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.yaml");
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n").unwrap();
+        let mut source = FileSource::new(dir.path());
+        assert_eq!(source.read().unwrap().objects.len(), 1);
+        // Not UTF-8 any more (an editor's encoding): it cannot be read.
+        std::fs::write(
+            &file,
+            b"apiVersion: v1\nkind: Service\nmetadata: {name: web}\n# caf\xe9\n",
+        )
+        .unwrap();
+        let snap = source.read().unwrap();
+        assert_eq!(snap.objects.len(), 1, "the last good version still serves");
+        assert!(!snap.complete);
+        assert!(snap.problems[0].message.contains("cannot read file"));
+        // Read again as it was before: nothing changed in between.
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n").unwrap();
+        let snap = source.read().unwrap();
+        assert_eq!(snap.objects.len(), 1);
+        assert!(snap.complete && snap.problems.is_empty());
+    }
 
     #[test]
     fn a_file_name_cannot_forge_a_log_line() {

@@ -32,6 +32,11 @@ const MAX_READS: usize = 64;
 /// at the whole directory.
 const MAX_NAMED: usize = 1024;
 
+/// How long a file written to and not yet closed holds the fingerprint
+/// moving (a render piped into the directory that pauses, a slow copy):
+/// past this since its last write, it is taken as it is.
+pub(crate) const WRITE_WAIT: Duration = Duration::from_secs(2);
+
 /// A directory followed by its notices.
 #[derive(Debug)]
 pub(crate) struct Notices {
@@ -57,6 +62,10 @@ pub(crate) struct Notices {
     /// a change of that kind may still be under way, so the next check
     /// looks at the whole directory again.
     full_next: bool,
+    /// Files written to and not closed since, with the time of their last
+    /// write: while one is, the fingerprint moves at every check, so that
+    /// a reader waiting for it to hold still does not take half a file.
+    writing: std::collections::BTreeMap<PathBuf, Instant>,
     buffer: Vec<u8>,
 }
 
@@ -92,7 +101,9 @@ impl Notices {
             | WatchMask::MOVED_TO
             | WatchMask::DELETE_SELF
             | WatchMask::MOVE_SELF
-            | WatchMask::ONLYDIR;
+            | WatchMask::ONLYDIR
+            // A file deleted while still open is no longer the directory's.
+            | WatchMask::EXCL_UNLINK;
         inotify.watches().add(dir, mask).map_err(|_| Unavailable::Directory)?;
         let meta = std::fs::metadata(dir).map_err(|_| Unavailable::Directory)?;
         let (entries, unseen) = scan(dir).map_err(|_| Unavailable::Directory)?;
@@ -106,6 +117,7 @@ impl Notices {
             fingerprint: 0,
             last_full: Instant::now(),
             full_next: false,
+            writing: std::collections::BTreeMap::new(),
             buffer: vec![0; 16 << 10],
         };
         notices.fingerprint = notices.fingerprint();
@@ -144,8 +156,18 @@ impl Notices {
                 match event.name {
                     Some(name) if is_manifest_name(name) => {
                         noticed = true;
+                        let path = self.dir.join(name);
+                        if event.mask.contains(EventMask::MODIFY) {
+                            self.writing.insert(path.clone(), Instant::now());
+                        }
+                        if event
+                            .mask
+                            .intersects(EventMask::CLOSE_WRITE | EventMask::DELETE | EventMask::MOVED_FROM)
+                        {
+                            self.writing.remove(&path);
+                        }
                         if changed.len() < MAX_NAMED {
-                            changed.insert(self.dir.join(name));
+                            changed.insert(path);
                         } else {
                             whole = true;
                         }
@@ -163,7 +185,9 @@ impl Notices {
                 break;
             }
         }
-        let mut moved = noticed;
+        // Writers gone quiet for long are not waited for any more.
+        self.writing.retain(|_, last| last.elapsed() < WRITE_WAIT);
+        let mut moved = noticed || !self.writing.is_empty();
         if whole {
             let (entries, unseen) = scan(&self.dir).ok()?;
             self.unseen = unseen;
@@ -299,6 +323,30 @@ mod tests {
         let before = n.look().unwrap().fingerprint;
         std::fs::write(d.join("a.yaml"), "z").unwrap();
         assert_ne!(n.look().unwrap().fingerprint, before);
+    }
+
+    #[test]
+    fn a_file_open_for_writing_keeps_the_fingerprint_moving_until_closed() {
+        use std::io::Write as _;
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        std::fs::write(d.join("a.yaml"), "a").unwrap();
+        let Some(mut n) = start(d) else { return };
+        let mut file = std::fs::File::create(d.join("a.yaml")).unwrap();
+        file.write_all(b"half").unwrap();
+        let one = n.look().unwrap().fingerprint;
+        let two = n.look().unwrap().fingerprint;
+        assert_ne!(one, two, "a reader waiting for the directory to hold still must wait");
+        drop(file);
+        let closed = n.look().unwrap().fingerprint;
+        assert_eq!(n.look().unwrap().fingerprint, closed, "closed: it holds still");
+        // A file deleted while open is no longer the directory's.
+        let mut ghost = std::fs::File::create(d.join("ghost.yaml")).unwrap();
+        std::fs::remove_file(d.join("ghost.yaml")).unwrap();
+        n.look().unwrap();
+        let gone = n.look().unwrap().fingerprint;
+        ghost.write_all(b"tick").unwrap();
+        assert_eq!(n.look().unwrap().fingerprint, gone);
     }
 
     #[test]
