@@ -132,6 +132,34 @@ fn legacy_configmap_gives_the_same_addresses_metallb_would() {
 }
 
 #[test]
+fn a_state_file_that_would_be_read_as_a_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_examples(dir.path());
+    let inside = dir.path().join("state.json");
+    let out = run(&[
+        "--manifests",
+        dir.path().to_str().unwrap(),
+        "--state-file",
+        inside.to_str().unwrap(),
+        "--once",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would be read as a manifest"));
+    assert!(!inside.exists(), "nothing was written");
+    // Hidden, or elsewhere: taken.
+    for ok in [dir.path().join(".state.json"), dir.path().join("state.txt")] {
+        let out = run(&[
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--state-file",
+            ok.to_str().unwrap(),
+            "--once",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
 fn pending_services_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let pool = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: tiny, namespace: metallb-system}\nspec:\n  addresses: [10.0.0.1/32]\n";

@@ -108,6 +108,21 @@ fn print_problems(report: &Report) -> bool {
     errors
 }
 
+/// Whether the state file `state` would be read as one of `dir`'s
+/// manifests (in `dir` itself, named like one).
+fn read_as_manifest(state: &std::path::Path, dir: &std::path::Path) -> bool {
+    let (Some(name), Some(parent)) = (state.file_name(), state.parent()) else {
+        return false;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    lb_kube::source::file::is_manifest_name(name)
+        && matches!((std::fs::canonicalize(parent), std::fs::canonicalize(dir)), (Ok(a), Ok(b)) if a == b)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.run.log_format);
@@ -122,6 +137,17 @@ fn main() -> ExitCode {
     let Some(dir) = cli.run.manifests.clone() else {
         return cluster_mode(&cli);
     };
+    if let Some(state) = &cli.run.state_file
+        && read_as_manifest(state, &dir)
+    {
+        eprintln!(
+            "error: --state-file {} is in {} under a manifest's name: it would be read as a manifest; \
+             leave --state-file out (DIR/.lb/state.json) or put it outside DIR",
+            state.display(),
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
     let options = Options {
         state_file: cli.run.state_file.clone(),
         load_balancer_class: cli.run.lb_class.clone(),

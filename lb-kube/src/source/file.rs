@@ -127,7 +127,7 @@ pub(crate) fn unnoticed(symlink: bool, meta: Option<&std::fs::Metadata>, device:
 
 /// Whether a file name is a manifest's: it ends in `.yaml`, `.yml` or
 /// `.json` and does not start with `.`.
-pub(crate) fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
+pub fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
     let path = Path::new(name);
     !name.as_encoded_bytes().starts_with(b".")
         && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
