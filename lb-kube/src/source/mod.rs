@@ -313,10 +313,6 @@ pub async fn version_off_runtime<S: Source + 'static>(source: S) -> Result<(S, u
 /// How long a manifests directory must hold still before a change is read.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The longest a reader waits for a manifests directory to hold still: a
-/// little longer than a file open for writing holds it moving.
-pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_millis(2500);
-
 /// Reads `source`'s version off the runtime; for a source without change
 /// notifications (files), once it has moved from `last`, waits until it
 /// holds still for [`SETTLE`]: a file caught in the middle of a write
@@ -328,10 +324,10 @@ pub async fn settled_version<S: Source + 'static>(
     last: u64,
 ) -> Result<(S, u64), tokio::task::JoinError> {
     let (mut source, mut moved) = version_off_runtime(source).await?;
-    // Bounded: a directory that never holds still (a file kept open and
-    // written to) is read after a while as it is, not never.
-    let give_up = tokio::time::Instant::now() + SETTLE_MAX;
-    while !notified && moved != last && tokio::time::Instant::now() < give_up {
+    // Not bounded: a file rewritten in place again and again must never be
+    // read in the moment it is empty (a directory that never holds still,
+    // a file written without end, is read once it stops).
+    while !notified && moved != last {
         tokio::time::sleep(SETTLE).await;
         let (back, again) = version_off_runtime(source).await?;
         source = back;
