@@ -569,7 +569,7 @@ impl FileSource {
                 )),
                 Ok((len, _)) => {
                     total += len;
-                    read_limited(&entry.path).map_err(|e| e.to_string())
+                    read_as_looked(entry, *len)
                 }
                 Err(why) => Err(why.clone()),
             };
@@ -669,7 +669,8 @@ impl FileSource {
         // Each changed file, read alone.
         let mut read = Vec::with_capacity(changed.len());
         for entry in changed {
-            let text = read_limited(&entry.path).ok()?;
+            let Ok((len, _)) = &entry.state else { return None };
+            let text = read_as_looked(entry, *len).ok()?;
             let mut alone = Snapshot::empty();
             let mut reading = Reading::new(&mut alone);
             reading.log = Some(Vec::new());
@@ -1043,6 +1044,17 @@ pub(crate) fn read_capped(path: &Path, limit: u64) -> io::Result<String> {
         return Err(io::Error::other(format!("file grew past the limit of {limit} bytes")));
     }
     String::from_utf8(bytes).map_err(|_| io::Error::other("file is not UTF-8"))
+}
+
+/// Reads the file of `entry`, whose look found `len` bytes. Another length
+/// means it was rewritten since (truncated, say, for a rewrite in place):
+/// not taken, read again at the next change.
+fn read_as_looked(entry: &Entry, len: u64) -> Result<String, String> {
+    let text = read_limited(&entry.path).map_err(|e| e.to_string())?;
+    if text.len() as u64 != len {
+        return Err("it changed while being read (it is read again when it holds still)".to_owned());
+    }
+    Ok(text)
 }
 
 fn read_limited(path: &Path) -> io::Result<String> {
