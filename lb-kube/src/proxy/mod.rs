@@ -227,23 +227,30 @@ fn routes_of(
     let build = RouteTable::build_cached(&ingresses, &classes, &ports, config, cache);
     // Where each object a problem is about was read (looked up only when
     // there are problems).
+    // The converted Ingresses and classes are in the view's order, so each
+    // is named as lb-route names it.
     let mut origins: HashMap<String, Option<Origin>> = HashMap::new();
     if !build.problems.is_empty() {
         let about: std::collections::HashSet<String> = build.problems.iter().map(|p| p.object.to_string()).collect();
-        for (origin, o) in &snap.objects {
-            let name = match o {
-                Object::Ingress(i) => format!(
-                    "Ingress {}/{}",
-                    i.metadata
-                        .namespace
-                        .as_deref()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or("default"),
-                    i.metadata.name.as_deref().unwrap_or_default()
-                ),
-                Object::IngressClass(c) => format!("IngressClass {}", c.metadata.name.as_deref().unwrap_or_default()),
-                _ => continue,
-            };
+        let of_kind = |kind: &'static str| {
+            snap.objects
+                .iter()
+                .filter(move |(_, o)| o.kind() == kind)
+                .map(|(origin, _)| origin)
+        };
+        let names = (of_kind("Ingress").zip(&ingresses))
+            .map(|(origin, i)| {
+                (
+                    origin,
+                    format!("Ingress {}/{}", i.metadata.namespace(), i.metadata.name),
+                )
+            })
+            .chain(
+                of_kind("IngressClass")
+                    .zip(&classes)
+                    .map(|(origin, c)| (origin, format!("IngressClass {}", c.metadata.name))),
+            );
+        for (origin, name) in names {
             if about.contains(&name) {
                 origins.insert(name, origin.clone());
             }
@@ -482,4 +489,32 @@ pub fn explain(dir: &Path, ask: &Ask<'_>, config: &lb_route::Config) -> Result<(
     let mut all = snap.problems;
     all.append(&mut problems);
     Ok((answer, all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_problems_name_the_file_and_document_of_their_object() {
+        let ingress = |name: &str, path_type: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: shop}}\n\
+                 spec:\n  ingressClassName: lb\n  rules:\n  - host: {name}.example\n    http:\n      paths:\n\
+                 \x20     - {{path: /, pathType: {path_type}, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+            )
+        };
+        let text = format!("{}---\n{}", ingress("good", "Prefix"), ingress("bad", "Sideways"));
+        let file = Path::new("/manifests/shop.yaml");
+        let snap = crate::source::file::parse_manifests(file, &text);
+        assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+        let (table, problems) = routes(&snap, &lb_route::Config::default());
+        assert_eq!(table.ingresses().count(), 1);
+        let p = problems
+            .iter()
+            .find(|p| p.object.as_ref().is_some_and(|o| o.name == "bad"))
+            .unwrap_or_else(|| panic!("{problems:?}"));
+        let origin = p.origin.as_ref().unwrap_or_else(|| panic!("{p:?}"));
+        assert_eq!((origin.file.as_path(), origin.document), (file, 2));
+    }
 }

@@ -569,7 +569,7 @@ impl FileSource {
                 )),
                 Ok((len, _)) => {
                     total += len;
-                    read_as_looked(entry, *len)
+                    read_as_looked(entry)
                 }
                 Err(why) => Err(why.clone()),
             };
@@ -583,9 +583,7 @@ impl FileSource {
                     // in the last two seconds: a rewrite within the clock's
                     // granularity would show the same size and times (git's
                     // "racy clean").
-                    let settled = matches!(&entry.state, Ok((_, Some(m)))
-                        if m.elapsed().is_ok_and(|age| age >= std::time::Duration::from_secs(2)));
-                    if settled && !reading.broken_files.contains(&entry.path) {
+                    if settled(entry) && !reading.broken_files.contains(&entry.path) {
                         memo.insert(entry.path.clone(), (entry.clone(), yielded));
                     }
                 }
@@ -669,8 +667,7 @@ impl FileSource {
         // Each changed file, read alone.
         let mut read = Vec::with_capacity(changed.len());
         for entry in changed {
-            let Ok((len, _)) = &entry.state else { return None };
-            let text = read_as_looked(entry, *len).ok()?;
+            let text = read_as_looked(entry).ok()?;
             let mut alone = Snapshot::empty();
             let mut reading = Reading::new(&mut alone);
             reading.log = Some(Vec::new());
@@ -709,11 +706,7 @@ impl FileSource {
             }
             for (r, _, objs) in yielded {
                 if self.last_good.get(r) != Some(objs) {
-                    if r.kind == "EndpointSlice" {
-                        changed.1 = true;
-                    } else {
-                        changed.0 = true;
-                    }
+                    mark(&mut changed, &r.kind);
                 }
                 for o in objs.iter().filter(|o| matches!(o, Object::EndpointSlice(_))) {
                     endpoints
@@ -731,9 +724,7 @@ impl FileSource {
                 self.last_good.insert(r.clone(), objs.clone());
             }
             self.memo.remove(&entry.path);
-            if matches!(&entry.state, Ok((_, Some(m)))
-                if m.elapsed().is_ok_and(|age| age >= std::time::Duration::from_secs(2)))
-            {
+            if settled(entry) {
                 self.memo.insert(entry.path.clone(), (entry.clone(), yielded));
             }
         }
@@ -818,20 +809,13 @@ impl FileSource {
             }
         }
         let mut changed = (false, false);
-        let mut mark = |kind: &str| {
-            if kind == "EndpointSlice" {
-                changed.1 = true;
-            } else {
-                changed.0 = true;
-            }
-        };
         for (r, objs) in &good {
             if self.last_good.get(r) != Some(objs) {
-                mark(&r.kind);
+                mark(&mut changed, &r.kind);
             }
         }
         for r in self.last_good.keys().filter(|r| !good.contains_key(*r)) {
-            mark(&r.kind);
+            mark(&mut changed, &r.kind);
         }
         snap.endpoints = std::sync::Arc::new(endpoints);
         self.last_good = good;
@@ -1046,15 +1030,36 @@ pub(crate) fn read_capped(path: &Path, limit: u64) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|_| io::Error::other("file is not UTF-8"))
 }
 
-/// Reads the file of `entry`, whose look found `len` bytes. Another length
-/// means it was rewritten since (truncated, say, for a rewrite in place):
-/// not taken, read again at the next change.
-fn read_as_looked(entry: &Entry, len: u64) -> Result<String, String> {
+/// Reads the file of `entry` as its look found it. Another length means it
+/// was rewritten since (truncated, say, for a rewrite in place): not taken,
+/// read again at the next change.
+fn read_as_looked(entry: &Entry) -> Result<String, String> {
+    let len = match &entry.state {
+        Ok((len, _)) => *len,
+        Err(why) => return Err(why.clone()),
+    };
     let text = read_limited(&entry.path).map_err(|e| e.to_string())?;
     if text.len() as u64 != len {
         return Err("it changed while being read (it is read again when it holds still)".to_owned());
     }
     Ok(text)
+}
+
+/// Whether a file last changed long enough ago that its entry (size,
+/// times) tells its content: not within the last two seconds, where a
+/// rewrite within the clock's granularity would show the same entry (git's
+/// "racy clean").
+fn settled(entry: &Entry) -> bool {
+    matches!(&entry.state, Ok((_, Some(m))) if m.elapsed().is_ok_and(|age| age >= std::time::Duration::from_secs(2)))
+}
+
+/// Notes a change to an object of `kind` in (objects, endpoints).
+fn mark(changed: &mut (bool, bool), kind: &str) {
+    if kind == "EndpointSlice" {
+        changed.1 = true;
+    } else {
+        changed.0 = true;
+    }
 }
 
 fn read_limited(path: &Path) -> io::Result<String> {
