@@ -818,6 +818,10 @@ impl FileSource {
             mark(&mut changed, &r.kind);
         }
         snap.endpoints = std::sync::Arc::new(endpoints);
+        // A set, in one order whatever order the files with errors were
+        // visited in.
+        snap.unreadable.sort();
+        snap.unreadable.dedup();
         self.last_good = good;
         self.file_ids = file_ids;
         changed
