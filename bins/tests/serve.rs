@@ -40,9 +40,15 @@ fn wait_listening(addr: &str) {
 
 /// An lb-echo answering as `service`/`pod` on `ip:port`.
 fn echo(procs: &mut Procs, ip: &str, port: u16, service: &str, pod: &str) {
+    echo_with(procs, ip, port, service, pod, &[]);
+}
+
+/// The same with more flags.
+fn echo_with(procs: &mut Procs, ip: &str, port: u16, service: &str, pod: &str, extra: &[&str]) {
     let addr = format!("{ip}:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_lb-echo"))
         .args(["--listen", &addr, "--service", service, "--pod", pod])
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -308,6 +314,55 @@ fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
     assert!(pods.values().all(|&n| n >= 10), "round robin: {pods:?}");
     let (status, _, _) = get(port, "shop.example.com", "/empty", "");
     assert_eq!(status, 503);
+}
+
+/// `load-balance: ewma` sends the requests to the endpoint that answers
+/// fast; round robin (the default) to every endpoint in turn, slow or not.
+#[test]
+fn ewma_favours_the_fast_endpoint_where_round_robin_takes_turns() {
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "fast");
+    echo_with(&mut procs, "127.0.0.2", target, "web", "slow", &["--delay-ms", "40"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1", "127.0.0.2"]),
+            ingress(
+                "ewma",
+                "ewma.example",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/load-balance: ewma",
+            ),
+            ingress("rr", "rr.example", &[("/", "web")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let count = |host: &str| {
+        let mut pods = std::collections::BTreeMap::<String, usize>::new();
+        for _ in 0..40 {
+            let (status, head, body) = get(port, host, "/", "");
+            assert_eq!(status, 200, "{head}");
+            *pods
+                .entry(echoed(&body)["pod"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        pods
+    };
+    let rr = count("rr.example");
+    assert_eq!(
+        (rr.get("fast"), rr.get("slow")),
+        (Some(&20), Some(&20)),
+        "round robin: {rr:?}"
+    );
+    let ewma = count("ewma.example");
+    // The slow one is tried (an endpoint not yet heard from costs
+    // nothing) and then passed over while its 40 ms decay.
+    assert!(ewma.get("slow").copied().unwrap_or(0) <= 2, "ewma: {ewma:?}");
 }
 
 #[test]

@@ -28,6 +28,20 @@ pub enum BackendProtocol {
     Grpcs,
 }
 
+/// How a route's requests are spread over its Service's endpoints
+/// (`load-balance`; cookie affinity, when set, comes first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadBalance {
+    /// `round_robin`: each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// `ewma`: of two endpoints drawn at random, the one with the lower
+    /// peak-EWMA latency times its requests in flight plus one (as
+    /// ingress-nginx's and Finagle's Peak EWMA).
+    Ewma,
+}
+
 /// A configured redirect (`permanent-redirect`, `temporal-redirect`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
@@ -73,6 +87,8 @@ pub struct RouteOptions {
     pub send_timeout: Option<Duration>,
     /// `backend-protocol`.
     pub backend_protocol: BackendProtocol,
+    /// `load-balance`.
+    pub load_balance: LoadBalance,
     /// `whitelist-source-range` / `allowlist-source-range`: only these
     /// clients (403 otherwise). Empty: everyone.
     pub allow: Vec<IpNet>,
@@ -509,6 +525,12 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                 _ => Err("is not one of HTTP, HTTPS, GRPC, GRPCS".into()),
             }
             .map(|b| o.backend_protocol = b),
+            "load-balance" => match v.as_str() {
+                "round_robin" => Ok(LoadBalance::RoundRobin),
+                "ewma" => Ok(LoadBalance::Ewma),
+                _ => Err("is not round_robin or ewma".into()),
+            }
+            .map(|b| o.load_balance = b),
             "whitelist-source-range" => ranges(v).map(|r| whitelist = Some(r)),
             "allowlist-source-range" => ranges(v).map(|r| allowlist = Some(r)),
             "denylist-source-range" => ranges(v).map(|r| o.deny = r),
@@ -730,6 +752,7 @@ mod tests {
             ("permanent-redirect-code", "308"),
             ("ssl-redirect", "false"),
             ("upstream-vhost", "internal.example:8080"),
+            ("load-balance", "ewma"),
         ]);
         assert!(
             p.errors.is_empty() && p.warnings.is_empty(),
@@ -743,6 +766,7 @@ mod tests {
         assert_eq!(o.proxy_body_size, Some(8 << 20));
         assert_eq!(o.read_timeout, Some(Duration::from_secs(120)));
         assert_eq!(o.backend_protocol, BackendProtocol::Grpc);
+        assert_eq!(o.load_balance, LoadBalance::Ewma);
         assert_eq!(o.allow.len(), 2);
         assert_eq!(
             o.redirect,
@@ -752,6 +776,21 @@ mod tests {
             })
         );
         assert_eq!(o.upstream_vhost.as_deref(), Some("internal.example:8080"));
+    }
+
+    /// `load-balance` takes ingress-nginx's two names; anything else
+    /// (`least_conn`, removed from ingress-nginx) is an error, not a
+    /// silent round robin.
+    #[test]
+    fn load_balance_is_round_robin_unless_ewma_is_asked() {
+        assert_eq!(parse_pairs(&[]).options.load_balance, LoadBalance::RoundRobin);
+        let p = parse_pairs(&[("load-balance", "round_robin")]);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.options.load_balance, LoadBalance::RoundRobin);
+        for bad in ["least_conn", "EWMA", ""] {
+            let p = parse_pairs(&[("load-balance", bad)]);
+            assert_eq!(p.errors.len(), 1, "{bad}: {:?}", p.errors);
+        }
     }
 
     #[test]

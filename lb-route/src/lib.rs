@@ -36,8 +36,8 @@ mod target;
 mod tls;
 
 pub use annotations::{
-    Affinity, BackendProtocol, BasicAuth, Canary, Cors, ExternalAuth, HeaderPattern, PREFIX as ANNOTATION_PREFIX,
-    Redirect, RouteOptions,
+    Affinity, BackendProtocol, BasicAuth, Canary, Cors, ExternalAuth, HeaderPattern, LoadBalance,
+    PREFIX as ANNOTATION_PREFIX, Redirect, RouteOptions,
 };
 pub use class::{CONTROLLER, ClassConfig, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, MODE_ANNOTATION, Mode};
 pub use host::{HostError, RuleHost, canonical_host, valid_authority};

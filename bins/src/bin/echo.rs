@@ -2,7 +2,8 @@
 //! answers every request with JSON describing what it received (method,
 //! target, headers, body size) and who answered (service and pod names
 //! from flags). `/status/CODE` answers with that status, `/delay/MS` after
-//! that many milliseconds, `/bytes/N` with N bytes. A request to
+//! that many milliseconds (`--delay-ms` delays every answer: a slow pod),
+//! `/bytes/N` with N bytes. A request to
 //! upgrade to the protocol `lb-echo` (`Connection: upgrade`) gets a 101 and
 //! then every byte sent back (a stand-in for WebSocket in tests).
 
@@ -35,6 +36,9 @@ struct Cli {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Answer every request this many milliseconds late (a slow pod).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    delay_ms: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -69,7 +73,12 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!(addr = %cli.listen, service = %cli.service, pod = %cli.pod, "echoing");
-        let who = std::sync::Arc::new((cli.service, cli.pod, tls.is_some()));
+        let who = std::sync::Arc::new(Who {
+            service: cli.service,
+            pod: cli.pod,
+            tls: tls.is_some(),
+            delay: std::time::Duration::from_millis(cli.delay_ms),
+        });
         let shutdown = lb_bins::shutdown_signal();
         tokio::pin!(shutdown);
         loop {
@@ -120,8 +129,17 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_r
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
+/// Who answers, and how.
+struct Who {
+    service: String,
+    pod: String,
+    tls: bool,
+    /// `--delay-ms`.
+    delay: std::time::Duration,
+}
+
 async fn echo(
-    who: std::sync::Arc<(String, String, bool)>,
+    who: std::sync::Arc<Who>,
     peer: std::net::SocketAddr,
     mut req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
@@ -163,6 +181,9 @@ async fn echo(
     if let Some(n) = target.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
         return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n.min(64 << 20)]))));
     }
+    if !who.delay.is_zero() {
+        tokio::time::sleep(who.delay).await;
+    }
     // `/delay/MS`: a slow backend (at most a minute).
     if let Some(ms) = target.strip_prefix("/delay/").and_then(|m| m.parse::<u64>().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
@@ -173,15 +194,15 @@ async fn echo(
         .and_then(|c| hyper::StatusCode::from_u16(c).ok())
         .unwrap_or(hyper::StatusCode::OK);
     let answer = serde_json::json!({
-        "service": who.0,
-        "pod": who.1,
+        "service": who.service,
+        "pod": who.pod,
         "method": parts.method.as_str(),
         "target": target,
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_bytes": body.len(),
         "peer": peer.to_string(),
-        "tls": who.2,
+        "tls": who.tls,
     });
     let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
     *response.status_mut() = status;

@@ -3,8 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use lb_route::LoadBalance;
 
 use crate::objects::{Object, ObjectRef};
 use crate::source::Origin;
@@ -12,10 +15,23 @@ use crate::source::Origin;
 /// The label an EndpointSlice names its Service with.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The endpoints of one Service port, picked round robin.
+/// How fast a latency estimate forgets: an observation's weight halves
+/// in about 7 s (ingress-nginx's and Finagle's 10 s time constant).
+const DECAY: Duration = Duration::from_secs(10);
+
+/// What a failed exchange counts as (at least): an endpoint that refuses
+/// connections is drawn again only once this has decayed below what the
+/// others cost.
+const FAILURE: Duration = Duration::from_secs(1);
+
+/// The endpoints of one Service port, with what the `ewma` balancer
+/// knows of each.
 #[derive(Debug, Default)]
 pub struct Backends {
     addrs: Vec<SocketAddr>,
+    /// One per address, in the same order; kept across swaps for the
+    /// addresses that stay.
+    loads: Vec<Arc<Load>>,
     next: AtomicUsize,
 }
 
@@ -25,16 +41,131 @@ impl Backends {
         &self.addrs
     }
 
-    /// Where the next request starts: endpoints are then tried from there
-    /// on (a failed connect moves to the next one).
-    pub fn start(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    /// Where the next request starts (endpoints are then tried from there
+    /// on: a failed connect moves to the next one): the next in turn, or
+    /// for `ewma` the cheaper of two drawn with `random`.
+    pub fn start(&self, how: LoadBalance, random: u64) -> usize {
+        match how {
+            LoadBalance::Ewma if self.addrs.len() > 1 => {
+                let len = self.addrs.len() as u64;
+                let a = (random % len) as usize;
+                // A second one, never the first.
+                let b = (a + 1 + ((random >> 32) % (len - 1)) as usize) % self.addrs.len();
+                let now = now();
+                if self.loads[b].cost(now) < self.loads[a].cost(now) {
+                    b
+                } else {
+                    a
+                }
+            }
+            _ => self.next.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// The endpoint `n` places after `start`, wrapping.
     pub fn at(&self, start: usize, n: usize) -> Option<SocketAddr> {
         let len = self.addrs.len();
         (len > 0).then(|| self.addrs[start.wrapping_add(n) % len])
+    }
+
+    /// A request sent to the endpoint `n` places after `start`: counted
+    /// in flight until it is [`Busy::done`] (or dropped).
+    pub fn busy(&self, start: usize, n: usize) -> Option<Busy> {
+        let len = self.loads.len();
+        (len > 0).then(|| Busy::new(self.loads[start.wrapping_add(n) % len].clone()))
+    }
+}
+
+/// One endpoint's load as the `ewma` balancer sees it: a latency
+/// estimate that jumps to a slower answer at once and decays towards
+/// faster ones (and towards zero while nothing is heard), and the
+/// requests in flight. Updated without a lock: two answers at the same
+/// instant may count as one.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// The estimate in nanoseconds (`f64` bits); 0 until the first answer.
+    ewma: AtomicU64,
+    /// When it was last updated ([`now`]).
+    stamp: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+impl Load {
+    /// What sending one more request here costs, at `now`: the decayed
+    /// estimate times the requests in flight plus one. An endpoint never
+    /// heard from takes one request at a time until it answers.
+    fn cost(&self, now: u64) -> f64 {
+        let pending = f64::from(self.in_flight.load(Ordering::Relaxed));
+        let ewma = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+        if ewma == 0.0 {
+            return if pending == 0.0 { 0.0 } else { f64::MAX };
+        }
+        decayed(ewma, self.stamp.load(Ordering::Relaxed), now) * (pending + 1.0)
+    }
+
+    /// Takes in an exchange that took `took`.
+    fn observe(&self, took: Duration, now: u64) {
+        let took = (took.as_nanos() as f64).max(1.0);
+        let old = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+        let decayed = decayed(old, self.stamp.load(Ordering::Relaxed), now);
+        // Peak sensitive: a slower answer counts in full at once.
+        let new = if took > decayed || old == 0.0 {
+            took
+        } else {
+            let w = weight(self.stamp.load(Ordering::Relaxed), now);
+            old * w + took * (1.0 - w)
+        };
+        self.ewma.store(new.to_bits(), Ordering::Relaxed);
+        self.stamp.store(now, Ordering::Relaxed);
+    }
+}
+
+/// The weight an estimate made at `then` keeps at `now`.
+fn weight(then: u64, now: u64) -> f64 {
+    let age = now.saturating_sub(then) as f64;
+    (-age / DECAY.as_nanos() as f64).exp()
+}
+
+/// An estimate made at `then`, as it stands at `now` (decayed towards 0).
+fn decayed(ewma: f64, then: u64, now: u64) -> f64 {
+    ewma * weight(then, now)
+}
+
+/// Nanoseconds since the first call in this process.
+fn now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A request in flight to one endpoint (see [`Backends::busy`]).
+#[derive(Debug)]
+pub struct Busy {
+    load: Arc<Load>,
+    since: Instant,
+}
+
+impl Busy {
+    fn new(load: Arc<Load>) -> Self {
+        load.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            load,
+            since: Instant::now(),
+        }
+    }
+
+    /// The endpoint answered (the response head came): the time taken
+    /// counts in its estimate. `failed`: it did not (refused, reset, a
+    /// timeout), which counts as at least [`FAILURE`].
+    pub fn done(self, failed: bool) {
+        let took = self.since.elapsed();
+        let took = if failed { took.max(FAILURE) } else { took };
+        self.load.observe(took, now());
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -63,7 +194,14 @@ impl Endpoints {
     /// used; when none is, those still serving while terminating are (as
     /// kube-proxy falls back). FQDN slices and unparsable addresses are
     /// skipped.
-    pub fn build(objects: &[(Option<Origin>, Object)], slices: &BTreeMap<ObjectRef, Object>) -> Self {
+    ///
+    /// An endpoint that was in `previous` keeps its load (its latency
+    /// estimate and the requests still in flight).
+    pub fn build(
+        objects: &[(Option<Origin>, Object)],
+        slices: &BTreeMap<ObjectRef, Object>,
+        previous: Option<&Endpoints>,
+    ) -> Self {
         // Slices by (namespace, service).
         let mut by_service: HashMap<(&str, &str), Vec<&k8s_openapi::api::discovery::v1::EndpointSlice>> =
             HashMap::new();
@@ -120,13 +258,24 @@ impl Endpoints {
                     }
                 }
                 let mut addrs = if ready.is_empty() { serving } else { ready };
+                // Sorted: the loads of the last build are found by search.
                 addrs.sort();
                 addrs.dedup();
+                let before = previous.and_then(|p| p.get(ns, name, number));
+                let loads = addrs
+                    .iter()
+                    .map(|a| {
+                        before
+                            .and_then(|b| b.addrs.binary_search(a).ok().map(|i| b.loads[i].clone()))
+                            .unwrap_or_default()
+                    })
+                    .collect();
                 // A random start: every swap (any EndpointSlice anywhere)
                 // must not send the next requests to the first endpoint.
                 let backends = Backends {
                     next: AtomicUsize::new(start_offset()),
                     addrs,
+                    loads,
                 };
                 let ports = map
                     .entry(ns.to_owned())
@@ -165,5 +314,127 @@ impl Endpoints {
     /// Whether no Service port has endpoints.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backends on 127.0.0.1..=n, port 80, nothing heard yet.
+    fn backends(n: u8) -> Backends {
+        let addrs: Vec<SocketAddr> = (1..=n).map(|i| SocketAddr::from(([127, 0, 0, i], 80))).collect();
+        Backends {
+            loads: addrs.iter().map(|_| Arc::default()).collect(),
+            addrs,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn draws() -> impl Iterator<Item = u64> {
+        // Any spread of draws will do: a simple sequence, well mixed.
+        (0..2000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    #[test]
+    fn ewma_never_starts_at_the_costliest_endpoint_and_counts_requests_in_flight() {
+        let b = backends(3);
+        let t = now();
+        for (i, ms) in [1, 2, 50].into_iter().enumerate() {
+            b.loads[i].observe(Duration::from_millis(ms), t);
+        }
+        let picked: Vec<usize> = draws().map(|r| b.start(LoadBalance::Ewma, r)).collect();
+        assert!(!picked.contains(&2), "the 50 ms endpoint was picked");
+        assert!(picked.contains(&0) && picked.contains(&1));
+        // Five requests waiting on a 1 ms endpoint: it costs 6 ms now,
+        // more than a 2 ms one with none.
+        let b = backends(2);
+        for (i, ms) in [1, 2].into_iter().enumerate() {
+            b.loads[i].observe(Duration::from_millis(ms), t);
+        }
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 0));
+        let held: Vec<Busy> = (0..5).filter_map(|_| b.busy(0, 0)).collect();
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 1));
+        drop(held);
+        assert_eq!(b.loads[0].in_flight.load(Ordering::Relaxed), 0);
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 0));
+    }
+
+    #[test]
+    fn an_endpoint_not_heard_from_takes_one_request_at_a_time() {
+        let b = backends(2);
+        b.loads[0].observe(Duration::from_secs(5), now());
+        // Endpoint 1 costs nothing until a request is in flight to it.
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 1));
+        let first = b.busy(1, 0);
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 0));
+        // Its answer sets its estimate: now the faster of the two.
+        first.into_iter().for_each(|busy| busy.done(false));
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 1));
+    }
+
+    #[test]
+    fn estimates_jump_to_slower_answers_and_decay_towards_faster_ones() {
+        let l = Load::default();
+        let t = 1_000_000_000;
+        l.observe(Duration::from_millis(10), t);
+        l.observe(Duration::from_millis(40), t);
+        assert_eq!(l.cost(t), 40e6, "a slower answer counts in full");
+        // Ten seconds later the 40 ms weigh e^-1; a 1 ms answer pulls the
+        // estimate most of the way down.
+        let later = t + DECAY.as_nanos() as u64;
+        assert!((l.cost(later) - 40e6 / std::f64::consts::E).abs() < 1e3);
+        l.observe(Duration::from_millis(1), later);
+        let expected = 40e6 / std::f64::consts::E + 1e6 * (1.0 - 1.0 / std::f64::consts::E);
+        assert!((l.cost(later) - expected).abs() < 1e3, "{}", l.cost(later));
+        // A failure counts as a second at least.
+        let b = backends(1);
+        b.busy(0, 0).into_iter().for_each(|busy| busy.done(true));
+        assert!(b.loads[0].cost(now()) >= 0.99e9);
+    }
+
+    #[test]
+    fn round_robin_takes_turns() {
+        let b = backends(3);
+        let starts: Vec<usize> = (0..6).map(|i| b.start(LoadBalance::RoundRobin, i)).collect();
+        let addrs: Vec<_> = starts.iter().filter_map(|&s| b.at(s, 0)).collect();
+        assert_eq!(addrs[..3], addrs[3..]);
+        assert_eq!(addrs[..3].iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
+    }
+
+    #[test]
+    fn endpoints_that_stay_keep_their_load_across_a_swap() {
+        let manifests = |ips: &[&str]| {
+            let endpoints: String = ips.iter().map(|ip| format!("- addresses: [\"{ip}\"]\n")).collect();
+            let text = format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n\
+                 spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: web-1, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\n\
+                 addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{endpoints}"
+            );
+            crate::source::file::parse_manifests(std::path::Path::new("/m/web.yaml"), &text)
+        };
+        let one = manifests(&["10.0.0.1", "10.0.0.2"]);
+        assert!(one.problems.is_empty(), "{:?}", one.problems);
+        let first = Endpoints::build(&one.objects, &one.endpoints, None);
+        let b = first.get("shop", "web", 80).unwrap_or_else(|| panic!("{first:?}"));
+        let in_flight = b.busy(1, 0);
+        b.loads[1].observe(Duration::from_millis(7), now());
+        let two = manifests(&["10.0.0.2", "10.0.0.3"]);
+        let second = Endpoints::build(&two.objects, &two.endpoints, Some(&first));
+        let c = second.get("shop", "web", 80).unwrap_or_else(|| panic!("{second:?}"));
+        assert_eq!(
+            c.addrs(),
+            [
+                SocketAddr::from(([10, 0, 0, 2], 8080)),
+                SocketAddr::from(([10, 0, 0, 3], 8080))
+            ]
+        );
+        assert!(Arc::ptr_eq(&c.loads[0], &b.loads[1]), "10.0.0.2 keeps its load");
+        assert_eq!(c.loads[0].in_flight.load(Ordering::Relaxed), 1);
+        assert_eq!(c.loads[1].cost(now()), 0.0, "10.0.0.3 starts afresh");
+        drop(in_flight);
+        assert_eq!(c.loads[0].in_flight.load(Ordering::Relaxed), 0);
     }
 }

@@ -124,6 +124,8 @@ struct Target<'a> {
     connect_timeout: Option<Duration>,
     cors: Vec<(&'static str, String)>,
     protocol: lb_route::BackendProtocol,
+    /// `load-balance`.
+    balance: lb_route::LoadBalance,
     /// Cookie affinity, and the cookie the client sent (its value).
     affinity: Option<&'a lb_route::Affinity>,
     pinned: Option<String>,
@@ -315,6 +317,7 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
                 .and_then(|a| cookie(&req.headers, &a.cookie_name));
             Routed::To(Target {
                 protocol: f.options.backend_protocol,
+                balance: f.options.load_balance,
                 external_auth: f.options.external_auth.as_deref(),
                 basic_auth: f.options.basic_auth.as_ref(),
                 affinity: f.options.affinity.as_deref(),
@@ -434,7 +437,8 @@ async fn forward(
         .pinned
         .as_deref()
         .and_then(|t| backends.addrs().iter().position(|a| upstream::token(*a) == t));
-    let start = pinned_at.unwrap_or_else(|| backends.start());
+    let start = pinned_at.unwrap_or_else(|| backends.start(target.balance, random()));
+    let ewma = target.balance == lb_route::LoadBalance::Ewma;
     // Plain HTTP/1 without a body or an upgrade (most requests) goes over
     // the in-task client; the rest over hyper's.
     // (A target the table made is origin-form of visible ASCII; hyper's
@@ -445,6 +449,8 @@ async fn forward(
         && target.upstream_path.bytes().all(|b| b.is_ascii_graphic());
     for n in 0..tries {
         let Some(addr) = backends.at(start, n) else { break };
+        // `ewma` counts what is in flight and how long answers take.
+        let busy = if ewma { backends.busy(start, n) } else { None };
         let sent = if direct {
             ctx.upstream
                 .http1
@@ -480,6 +486,16 @@ async fn forward(
                 Ok(Err(e)) => Err(Failed::of_client(&e)),
             }
         };
+        if let Some(busy) = busy {
+            match &sent {
+                Ok(_) => busy.done(false),
+                Err(Failed::Timeout | Failed::Connect(_) | Failed::ConnectTimeout(_) | Failed::Backend(_)) => {
+                    busy.done(true);
+                }
+                // The client's fault: nothing learnt about the endpoint.
+                Err(_) => drop(busy),
+            }
+        }
         match sent {
             Err(Failed::Timeout) => {
                 tracing::warn!(upstream = %addr, after = ?target.read_timeout, "backend did not answer in time");

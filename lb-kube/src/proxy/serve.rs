@@ -168,7 +168,7 @@ pub fn served(
     rebuild: &mut super::Rebuild,
 ) -> (Served, Vec<Problem>) {
     let (table, mut problems) = super::routes_kept(view, route, rebuild);
-    let endpoints = Endpoints::build(&view.objects, &view.endpoints);
+    let endpoints = Endpoints::build(&view.objects, &view.endpoints, previous.map(|p| &p.endpoints));
     let (certs, cert_problems) = super::tls::Certificates::build(view, &provider(), previous.map(|p| &*p.certs));
     problems.extend(cert_problems);
     if let Some(d) = &route.default_certificate
@@ -358,7 +358,7 @@ pub async fn run<S: Source + 'static>(
                 } else {
                     // Endpoints alone changed: the table stays, and the
                     // certificates (Secrets are not endpoints).
-                    let endpoints = Endpoints::build(&view.objects, &view.endpoints);
+                    let endpoints = Endpoints::build(&view.objects, &view.endpoints, Some(&previous.endpoints));
                     let table = previous.table.clone();
                     let certs = previous.certs.clone();
                     let auth = previous.auth.clone();
