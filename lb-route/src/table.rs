@@ -1384,15 +1384,21 @@ impl RouteTable {
             .flat_map(|(i, _)| &i.spec.rules)
             .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
             .sum();
+        // Sized once: growing tables of 10,000 Ingresses by doubling is
+        // copying them and touching fresh memory again and again.
+        let n = ours.len();
         let mut b = Builder {
             table: RouteTable {
                 policy: config.path_policy,
                 tls: TlsIndex::with_default(config.default_certificate.clone()),
+                ingresses: Vec::with_capacity(n),
+                options_of: Vec::with_capacity(n),
+                routes: Vec::with_capacity(paths + n),
                 ..RouteTable::default()
             },
             problems: Vec::new(),
             ports,
-            staging: Vec::new(),
+            staging: Vec::with_capacity(n),
             sets_by_annotations: HashMap::default(),
             hasher: RandomState::default(),
             claimed: HashTable::with_capacity(paths),
@@ -1400,7 +1406,7 @@ impl RouteTable {
             wildcard_ids: HashMap::default(),
             any_id: None,
             regex_memory: 0,
-            regex_spent: Vec::new(),
+            regex_spent: Vec::with_capacity(n),
         };
         for c in classes {
             if config.classes.selects_class(c)
@@ -1418,10 +1424,11 @@ impl RouteTable {
             }
         }
         // Canary Ingresses attach to the routes of the others, so those come first.
+        let canary_key = format!("{}canary", annotations::PREFIX);
         let is_canary = |i: &Ingress| {
             i.metadata
                 .annotations
-                .get(&format!("{}canary", annotations::PREFIX))
+                .get(&canary_key)
                 .is_some_and(|v| annotations::boolean(v) == Ok(true))
         };
         for &(ing, mode) in ours.iter().filter(|i| !is_canary(i.0)) {

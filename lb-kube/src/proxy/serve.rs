@@ -153,6 +153,46 @@ pub enum Error {
     /// A table build panicked (a bug).
     #[error("internal error: building the route table panicked")]
     Panicked,
+    /// The thread that rebuilds tables cannot be started.
+    #[error("starting the table rebuild thread: {0}")]
+    Rebuilder(std::io::Error),
+}
+
+/// The one thread that reads the source, builds new tables and frees the
+/// ones they replace, off the serving threads: one at a time and in order
+/// (on a pool, the free of a table of 10,000 Ingresses could run beside
+/// the next build, two threads taking turns with the serving ones).
+struct Rebuilder {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Rebuilder {
+    fn start() -> std::io::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("lb-rebuild".into())
+            .spawn(move || rx.into_iter().for_each(|job| job()))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the thread; `Error::Panicked` if it panicked.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        };
+        self.jobs.send(Box::new(job)).map_err(|_| Error::Panicked)?;
+        match rx.await {
+            Ok(Ok(t)) => Ok(t),
+            _ => Err(Error::Panicked),
+        }
+    }
+
+    /// Frees `old` on the thread (a table of 10,000 Ingresses takes
+    /// milliseconds to free), once no request holds it.
+    fn drop_later<T: Send + 'static>(&self, old: T) {
+        let _ = self.jobs.send(Box::new(move || drop(old)));
+    }
 }
 
 /// Builds what a view serves: the route table, the endpoints and the
@@ -256,6 +296,7 @@ pub async fn run<S: Source + 'static>(
             None => tokio::time::sleep(options.poll_interval).await,
         }
     };
+    let rebuilder = Rebuilder::start().map_err(Error::Rebuilder)?;
     let mut regexes = super::Rebuild::default();
     let (built, mut table_problems) = served(&view, &route, None, &mut regexes);
     if let Some(p) = &options.publisher {
@@ -345,39 +386,39 @@ pub async fn run<S: Source + 'static>(
         let started = Instant::now();
         let mut cache = std::mem::take(&mut regexes);
         let publisher = options.publisher.clone();
-        let (back, rebuilt, cache) = tokio::task::spawn_blocking(move || {
-            let view = source.view();
-            let rebuilt = view.map(|view| {
-                let whole = view.objects_version != objects_version;
-                let (built, problems) = if whole {
-                    let (built, problems) = served(&view, &route, Some(&previous), &mut cache);
-                    if let Some(p) = &publisher {
-                        p.publish(&view, &built.table);
-                    }
-                    (built, problems)
-                } else {
-                    // Endpoints alone changed: the table stays, and the
-                    // certificates (Secrets are not endpoints).
-                    let endpoints = Endpoints::build(&view.objects, &view.endpoints, Some(&previous.endpoints));
-                    let table = previous.table.clone();
-                    let certs = previous.certs.clone();
-                    let auth = previous.auth.clone();
-                    (
-                        Served {
-                            table,
-                            endpoints,
-                            certs,
-                            auth,
-                        },
-                        Vec::new(),
-                    )
-                };
-                (moved, view.objects_version, whole, built, problems, view.problems)
-            });
-            (source, rebuilt, cache)
-        })
-        .await
-        .map_err(|_| Error::Panicked)?;
+        let (back, rebuilt, cache) = rebuilder
+            .run(move || {
+                let view = source.view();
+                let rebuilt = view.map(|view| {
+                    let whole = view.objects_version != objects_version;
+                    let (built, problems) = if whole {
+                        let (built, problems) = served(&view, &route, Some(&previous), &mut cache);
+                        if let Some(p) = &publisher {
+                            p.publish(&view, &built.table);
+                        }
+                        (built, problems)
+                    } else {
+                        // Endpoints alone changed: the table stays, and the
+                        // certificates (Secrets are not endpoints).
+                        let endpoints = Endpoints::build(&view.objects, &view.endpoints, Some(&previous.endpoints));
+                        let table = previous.table.clone();
+                        let certs = previous.certs.clone();
+                        let auth = previous.auth.clone();
+                        (
+                            Served {
+                                table,
+                                endpoints,
+                                certs,
+                                auth,
+                            },
+                            Vec::new(),
+                        )
+                    };
+                    (moved, view.objects_version, whole, built, problems, view.problems)
+                });
+                (source, rebuilt, cache)
+            })
+            .await?;
         source = back;
         regexes = cache;
         match rebuilt {
@@ -400,7 +441,7 @@ pub async fn run<S: Source + 'static>(
                 // (10,000 Ingresses take milliseconds to free), unless a
                 // request still holds it.
                 let old = current.swap(Arc::new(built));
-                tokio::task::spawn_blocking(move || drop(old));
+                rebuilder.drop_later(old);
                 crate::source::log_new_problems(&all, &mut logged);
                 if whole {
                     let took = started.elapsed();
