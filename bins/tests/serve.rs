@@ -316,6 +316,55 @@ fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
     assert_eq!(status, 503);
 }
 
+/// An IPv4 client of a dual-stack listener (`[::]`, seen by the socket
+/// as `::ffff:127.0.0.1`) is matched by IPv4 ranges.
+#[test]
+fn ipv4_clients_of_a_dual_stack_listener_meet_ipv4_ranges() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("skipped: no IPv6 here");
+        return;
+    }
+    let mut procs = Procs(Vec::new());
+    let target = free_port();
+    echo(&mut procs, "127.0.0.1", target, "web", "web-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress(
+                "deny",
+                "deny.example",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/denylist-source-range: 127.0.0.1/32",
+            ),
+            ingress(
+                "allow",
+                "allow.example",
+                &[("/", "web")],
+                "nginx.ingress.kubernetes.io/allowlist-source-range: 127.0.0.0/8",
+            ),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(["--manifests", dir.path().to_str().unwrap()])
+        .args(["--http-listen", &format!("[::]:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    procs.0.push(child);
+    wait_listening(&format!("127.0.0.1:{port}"));
+    let (status, head, _) = get(port, "deny.example", "/", "");
+    assert_eq!(status, 403, "{head}");
+    let (status, head, body) = get(port, "allow.example", "/", "");
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(header(&echoed(&body), "x-real-ip"), Some("127.0.0.1"));
+}
+
 /// `load-balance: ewma` sends the requests to the endpoint that answers
 /// fast; round robin (the default) to every endpoint in turn, slow or not.
 #[test]
@@ -733,6 +782,23 @@ fn https_picks_the_certificate_by_sni_and_a_bad_secret_disables_only_its_hosts()
     assert!(head.contains("location: https://shop.example.com/x"), "{head}");
 }
 
+/// HTTP/2 with prior knowledge to the proxy: requests (built with `uri`
+/// naming the site, so `:authority` is the site) over one connection.
+async fn h2_to_proxy<B>(port: u16) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 #[test]
 fn http2_with_prior_knowledge_is_served() {
     let mut procs = Procs(Vec::new());
@@ -741,45 +807,52 @@ fn http2_with_prior_knowledge_is_served() {
         .enable_all()
         .build()
         .unwrap();
-    let (version, status, body) = runtime.block_on(async move {
+    let (version, status, body, cookies, mismatch) = runtime.block_on(async move {
         use http_body_util::BodyExt as _;
-        let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(true)
-                .build_http();
-        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/h2"))
-            .header("host", "shop.example.com")
+        let mut send = h2_to_proxy::<http_body_util::Empty<bytes::Bytes>>(port).await;
+        // Cookies, one field each in HTTP/2, go to the HTTP/1.1 backend
+        // as one line.
+        let req = hyper::Request::get("http://shop.example.com/h2")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
             .body(http_body_util::Empty::new())
             .unwrap();
-        let resp = client.request(req).await.unwrap();
+        let resp = send.send_request(req).await.unwrap();
         let (version, status) = (resp.version(), resp.status().as_u16());
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (version, status, String::from_utf8_lossy(&body).into_owned())
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let cookies = echoed(&body)["headers"]["cookie"].clone();
+        // An :authority that is not the Host: which was meant is not
+        // guessed (RFC 9113 §8.3.1).
+        let req = hyper::Request::get("http://shop.example.com/h2")
+            .header("host", "other.example.com")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let mismatch = send.send_request(req).await.unwrap().status().as_u16();
+        (version, status, body, cookies, mismatch)
     });
     // A streamed body (no content-length, as gRPC sends): it arrives whole.
     let posted = runtime.block_on(async move {
         use http_body_util::BodyExt as _;
-        let client: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<_>> =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(true)
-                .build_http();
         let frames = futures::stream::iter(["hel", "lo"].map(|s| {
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(s.as_bytes())))
         }));
-        let req = hyper::Request::post(format!("http://127.0.0.1:{port}/h2"))
-            .header("host", "shop.example.com")
+        let mut send = h2_to_proxy(port).await;
+        let req = hyper::Request::post("http://shop.example.com/h2")
             .body(http_body_util::StreamBody::new(frames))
             .unwrap();
-        let resp = client.request(req).await.unwrap();
+        let resp = send.send_request(req).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8_lossy(&body).into_owned()
     });
     assert_eq!(echoed(&posted)["body_bytes"], 5, "{posted}");
     assert_eq!(version, hyper::Version::HTTP_2);
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     let v = echoed(&body);
     assert_eq!(v["service"], "web");
     assert_eq!(v["target"], "/h2");
+    assert_eq!(cookies, serde_json::json!(["a=1; b=2"]));
+    assert_eq!(mismatch, 400);
 }
 
 #[test]
@@ -1161,6 +1234,8 @@ fn basic_auth_asks_for_the_password_and_fails_closed_without_its_secret() {
     let (status, head, body) = get(port, "shop.example.com", "/", &basic("ann", "password"));
     assert_eq!(status, 200, "{head}");
     assert_eq!(echoed(&body)["service"], "web");
+    // The password stays with the proxy.
+    assert_eq!(header(&echoed(&body), "authorization"), None, "{body}");
     // auth-secret-type: auth-map: each key a user, its value the hash.
     std::fs::write(
         dir.path().join("staff.yaml"),

@@ -37,8 +37,9 @@ pub enum LoadBalance {
     #[default]
     RoundRobin,
     /// `ewma`: of two endpoints drawn at random, the one with the lower
-    /// peak-EWMA latency times its requests in flight plus one (as
-    /// ingress-nginx's and Finagle's Peak EWMA).
+    /// peak-EWMA latency times its requests in flight plus one (Finagle's
+    /// and linkerd's Peak EWMA; ingress-nginx's `ewma` weighs a plain EWMA
+    /// of latency).
     Ewma,
 }
 

@@ -36,7 +36,7 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// The endpoints, in the order the slices list them.
+    /// The endpoints, sorted.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }

@@ -297,7 +297,14 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
         // (when a client sends both) as before.
         Ok(h) => match req.version < http::Version::HTTP_2 {
             true => uri.authority().map(|a| a.as_str()).or(h),
-            false => h.or_else(|| uri.authority().map(|a| a.as_str())),
+            // Both, and not the same: which one was meant is not ours to
+            // guess (RFC 9113 §8.3.1 has them agree).
+            false => match (h, uri.authority()) {
+                (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a.as_str()) => {
+                    return Routed::Answer(own(StatusCode::BAD_REQUEST, "bad request: :authority and Host differ"));
+                }
+                (h, a) => h.or_else(|| a.map(|a| a.as_str())),
+            },
         },
     };
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -562,11 +569,13 @@ async fn forward(
                 if upgraded && let (Some(client_side), Some(kind)) = (client_upgrade, upgrade.as_ref()) {
                     tunnel(client_side, hyper::upgrade::on(&mut response), addr, ctx.slot.clone());
                     let (mut parts, _) = response.into_parts();
+                    // The protocol the backend chose, else the one asked.
+                    let chosen = parts.headers.get(header::UPGRADE).unwrap_or(kind).clone();
                     strip_hop_by_hop(&mut parts.headers);
                     parts
                         .headers
                         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                    parts.headers.insert(header::UPGRADE, kind.clone());
+                    parts.headers.insert(header::UPGRADE, chosen);
                     return (
                         Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed()),
                         Some(addr),
@@ -958,7 +967,20 @@ impl<'a> Outgoing<'a> {
     ) -> Self {
         let h = &parts.headers;
         let trusted = is_trusted(ctx, peer.ip());
-        let mut set = Vec::with_capacity(12 + granted.len());
+        let mut set = Vec::with_capacity(13 + granted.len());
+        // HTTP/2 sends each cookie as a field of its own; a backend reads
+        // one `Cookie` line (RFC 9113 §8.2.3: joined with "; ").
+        if parts.version == http::Version::HTTP_2 && h.get_all(header::COOKIE).iter().nth(1).is_some() {
+            let joined = h
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect::<Vec<_>>()
+                .join(&b"; "[..]);
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+                set.push((header::COOKIE, v));
+            }
+        }
         // Mostly the client's own Host: shared, not copied.
         let same = h
             .get(header::HOST)
@@ -1036,6 +1058,11 @@ impl<'a> Outgoing<'a> {
             dropped.extend(["forwarded", "x-forwarded-scheme"].map(HeaderName::from_static));
         }
         dropped.extend(["proxy", "x-original-url", "x-rewrite-url"].map(HeaderName::from_static));
+        // The password checked here is not the backend's to read (nginx's
+        // `proxy_set_header Authorization ""` with basic auth).
+        if target.basic_auth.is_some() {
+            dropped.push(header::AUTHORIZATION);
+        }
         if let Some(auth) = target.external_auth {
             // What the auth service vouches for is its word alone: neither
             // the client's header of the same name nor the proxy's passes.
@@ -1105,8 +1132,10 @@ impl<'a> Outgoing<'a> {
     }
 }
 
-/// Whether a header concerns one connection, not the message (RFC 9110
-/// §7.6.1), whatever the `Connection` header says.
+/// Whether a header concerns one connection, not the message, whatever
+/// the `Connection` header says: RFC 9110 §7.6.1's fields, and those
+/// RFC 2616 §13.5.1 listed that a proxy consumes (`Trailer`,
+/// `Proxy-Authenticate`, `Proxy-Authorization`), as nginx drops them.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     [
         header::CONNECTION,
@@ -1158,8 +1187,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// The protocol a request asks to upgrade to (`Connection: upgrade` with
-/// an `Upgrade` header), over HTTP/1.1.
 /// Whether a request asks to upgrade (`Connection: upgrade` and an
 /// `Upgrade` header), to whatever protocol.
 fn asks_upgrade(h: &HeaderMap) -> bool {
@@ -1170,6 +1197,8 @@ fn asks_upgrade(h: &HeaderMap) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
+/// The protocol a request asks to upgrade to (`Connection: upgrade` with
+/// an `Upgrade` header), over HTTP/1.1; never `h2c`.
 fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
     // `h2c` would hand the backend a connection the proxy no longer sees
     // requests on (routing, auth and allowlists bypassed): not tunnelled.
@@ -1214,7 +1243,7 @@ fn client_address(ctx: &Context, peer: IpAddr, h: &HeaderMap) -> IpAddr {
     let mut client = peer;
     for a in list.iter().rev() {
         let Ok(ip) = a.trim().parse::<IpAddr>() else { break };
-        client = ip;
+        client = ip.to_canonical();
         if !is_trusted(ctx, ip) {
             break;
         }

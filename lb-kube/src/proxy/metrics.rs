@@ -132,6 +132,11 @@ impl Metrics {
             m.endpoints.clone(),
         );
         registry.register(
+            "lb_proxy_refused_requests",
+            "Requests refused for their framing (smuggling vectors, bad heads) before they were parsed",
+            m.refused.clone(),
+        );
+        registry.register(
             "lb_proxy_config_problems",
             "Problems in the Ingresses in force",
             m.problems.clone(),

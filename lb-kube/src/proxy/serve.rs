@@ -517,7 +517,10 @@ async fn accept_loop(
             _ = stop.wait_for(|s| *s) => return,
         };
         let (stream, peer) = match accepted {
-            Ok(a) => a,
+            // An IPv4 client of a dual-stack listener comes as
+            // `::ffff:a.b.c.d`: as its IPv4 address, so that IPv4 ranges
+            // (allowlists, denylists, --trusted) see it.
+            Ok((stream, peer)) => (stream, SocketAddr::new(peer.ip().to_canonical(), peer.port())),
             Err(e) => {
                 // Out of file descriptors and the like: pause, not end.
                 tracing::warn!(error = %e, "accepting a connection");
