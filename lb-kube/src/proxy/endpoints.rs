@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,15 +43,15 @@ impl Backends {
 
     /// Where the next request starts (endpoints are then tried from there
     /// on: a failed connect moves to the next one): the next in turn, or
-    /// for `ewma` the cheaper of two drawn with `random`.
-    pub fn start(&self, how: LoadBalance, random: u64) -> usize {
+    /// for `ewma` the cheaper at `now` ([`now`]) of two drawn with
+    /// `random`.
+    pub fn start(&self, how: LoadBalance, random: u64, now: u64) -> usize {
         match how {
             LoadBalance::Ewma if self.addrs.len() > 1 => {
                 let len = self.addrs.len() as u64;
                 let a = (random % len) as usize;
                 // A second one, never the first.
                 let b = (a + 1 + ((random >> 32) % (len - 1)) as usize) % self.addrs.len();
-                let now = now();
                 if self.loads[b].cost(now) < self.loads[a].cost(now) {
                     b
                 } else {
@@ -68,104 +68,130 @@ impl Backends {
         (len > 0).then(|| self.addrs[start.wrapping_add(n) % len])
     }
 
-    /// A request sent to the endpoint `n` places after `start`: counted
-    /// in flight until it is [`Busy::done`] (or dropped).
-    pub fn busy(&self, start: usize, n: usize) -> Option<Busy> {
+    /// A request sent at `now` to the endpoint `n` places after `start`:
+    /// counted in flight until it is [`Busy::done`], forgotten or dropped.
+    pub fn busy(&self, start: usize, n: usize, now: u64) -> Option<Busy> {
         let len = self.loads.len();
-        (len > 0).then(|| Busy::new(self.loads[start.wrapping_add(n) % len].clone()))
+        (len > 0).then(|| Busy::new(self.loads[start.wrapping_add(n) % len].clone(), now))
     }
 }
+
+/// What an endpoint not yet heard from costs per request in flight to it
+/// (in nanoseconds, as estimates are): more than any answer, so that it
+/// takes one request at a time until it answers, yet finite, so that two
+/// such endpoints still compare by their requests in flight.
+const UNHEARD: f64 = 1e15;
 
 /// One endpoint's load as the `ewma` balancer sees it: a latency
 /// estimate that jumps to a slower answer at once and decays towards
 /// faster ones (and towards zero while nothing is heard), and the
-/// requests in flight. Updated without a lock: two answers at the same
-/// instant may count as one.
+/// requests in flight.
 #[derive(Debug, Default)]
 pub struct Load {
-    /// The estimate in nanoseconds (`f64` bits); 0 until the first answer.
-    ewma: AtomicU64,
-    /// When it was last updated ([`now`]).
-    stamp: AtomicU64,
+    /// The estimate and when it was made (one lock: an estimate is never
+    /// read with another one's time, and a peak is never overwritten by
+    /// an answer that read the estimate before it).
+    estimate: std::sync::Mutex<Estimate>,
     in_flight: AtomicU32,
 }
 
+/// A latency estimate in nanoseconds (0: nothing heard yet), made at
+/// `stamp` ([`now`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Estimate {
+    ewma: f64,
+    stamp: u64,
+}
+
 impl Load {
-    /// What sending one more request here costs, at `now`: the decayed
-    /// estimate times the requests in flight plus one. An endpoint never
-    /// heard from takes one request at a time until it answers.
-    fn cost(&self, now: u64) -> f64 {
-        let pending = f64::from(self.in_flight.load(Ordering::Relaxed));
-        let ewma = f64::from_bits(self.ewma.load(Ordering::Relaxed));
-        if ewma == 0.0 {
-            return if pending == 0.0 { 0.0 } else { f64::MAX };
-        }
-        decayed(ewma, self.stamp.load(Ordering::Relaxed), now) * (pending + 1.0)
+    fn estimate(&self) -> std::sync::MutexGuard<'_, Estimate> {
+        self.estimate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes in an exchange that took `took`.
+    /// What sending one more request here costs, at `now`: the decayed
+    /// estimate times the requests in flight plus one.
+    fn cost(&self, now: u64) -> f64 {
+        let pending = f64::from(self.in_flight.load(Ordering::Relaxed));
+        let Estimate { ewma, stamp } = *self.estimate();
+        if ewma == 0.0 {
+            return UNHEARD * pending;
+        }
+        ewma * weight(stamp, now) * (pending + 1.0)
+    }
+
+    /// Takes in an exchange that took `took`, at `now`.
     fn observe(&self, took: Duration, now: u64) {
         let took = (took.as_nanos() as f64).max(1.0);
-        let old = f64::from_bits(self.ewma.load(Ordering::Relaxed));
-        let decayed = decayed(old, self.stamp.load(Ordering::Relaxed), now);
+        let mut e = self.estimate();
+        let w = weight(e.stamp, now);
         // Peak sensitive: a slower answer counts in full at once.
-        let new = if took > decayed || old == 0.0 {
+        e.ewma = if e.ewma == 0.0 || took > e.ewma * w {
             took
         } else {
-            let w = weight(self.stamp.load(Ordering::Relaxed), now);
-            old * w + took * (1.0 - w)
+            e.ewma * w + took * (1.0 - w)
         };
-        self.ewma.store(new.to_bits(), Ordering::Relaxed);
-        self.stamp.store(now, Ordering::Relaxed);
+        e.stamp = now;
     }
 }
 
-/// The weight an estimate made at `then` keeps at `now`.
+/// The weight an estimate made at `then` keeps at `now` (decaying
+/// towards 0 with [`DECAY`]).
 fn weight(then: u64, now: u64) -> f64 {
     let age = now.saturating_sub(then) as f64;
     (-age / DECAY.as_nanos() as f64).exp()
 }
 
-/// An estimate made at `then`, as it stands at `now` (decayed towards 0).
-fn decayed(ewma: f64, then: u64, now: u64) -> f64 {
-    ewma * weight(then, now)
-}
-
-/// Nanoseconds since the first call in this process.
-fn now() -> u64 {
+/// Nanoseconds since the first call in this process: the balancer's clock.
+pub fn now() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A request in flight to one endpoint (see [`Backends::busy`]).
+/// A request in flight to one endpoint (see [`Backends::busy`]). Dropped
+/// without [`Busy::done`] or [`Busy::forget`] (the client went away
+/// first), the time it had waited counts as an answer: an endpoint that
+/// hangs is seen to, however impatient its clients.
 #[derive(Debug)]
 pub struct Busy {
     load: Arc<Load>,
-    since: Instant,
+    since: u64,
+    settled: bool,
 }
 
 impl Busy {
-    fn new(load: Arc<Load>) -> Self {
+    fn new(load: Arc<Load>, now: u64) -> Self {
         load.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             load,
-            since: Instant::now(),
+            since: now,
+            settled: false,
         }
     }
 
-    /// The endpoint answered (the response head came): the time taken
-    /// counts in its estimate. `failed`: it did not (refused, reset, a
-    /// timeout), which counts as at least [`FAILURE`].
-    pub fn done(self, failed: bool) {
-        let took = self.since.elapsed();
+    /// The endpoint answered at `now` (the response head came): the time
+    /// taken counts in its estimate. `failed`: it did not (refused,
+    /// reset, a timeout), which counts as at least [`FAILURE`].
+    pub fn done(mut self, failed: bool, now: u64) {
+        let took = Duration::from_nanos(now.saturating_sub(self.since));
         let took = if failed { took.max(FAILURE) } else { took };
-        self.load.observe(took, now());
+        self.load.observe(took, now);
+        self.settled = true;
+    }
+
+    /// Nothing was learnt about the endpoint (the client's own fault).
+    pub fn forget(mut self) {
+        self.settled = true;
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
         self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.settled {
+            let now = now();
+            self.load
+                .observe(Duration::from_nanos(now.saturating_sub(self.since)), now);
+        }
     }
 }
 
@@ -343,7 +369,7 @@ mod tests {
         for (i, ms) in [1, 2, 50].into_iter().enumerate() {
             b.loads[i].observe(Duration::from_millis(ms), t);
         }
-        let picked: Vec<usize> = draws().map(|r| b.start(LoadBalance::Ewma, r)).collect();
+        let picked: Vec<usize> = draws().map(|r| b.start(LoadBalance::Ewma, r, now())).collect();
         assert!(!picked.contains(&2), "the 50 ms endpoint was picked");
         assert!(picked.contains(&0) && picked.contains(&1));
         // Five requests waiting on a 1 ms endpoint: it costs 6 ms now,
@@ -352,12 +378,12 @@ mod tests {
         for (i, ms) in [1, 2].into_iter().enumerate() {
             b.loads[i].observe(Duration::from_millis(ms), t);
         }
-        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 0));
-        let held: Vec<Busy> = (0..5).filter_map(|_| b.busy(0, 0)).collect();
-        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 1));
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 0));
+        let held: Vec<Busy> = (0..5).filter_map(|_| b.busy(0, 0, now())).collect();
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 1));
         drop(held);
         assert_eq!(b.loads[0].in_flight.load(Ordering::Relaxed), 0);
-        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 0));
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 0));
     }
 
     #[test]
@@ -365,12 +391,42 @@ mod tests {
         let b = backends(2);
         b.loads[0].observe(Duration::from_secs(5), now());
         // Endpoint 1 costs nothing until a request is in flight to it.
-        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 1));
-        let first = b.busy(1, 0);
-        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 0));
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 1));
+        let first = b.busy(1, 0, now());
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 0));
         // Its answer sets its estimate: now the faster of the two.
-        first.into_iter().for_each(|busy| busy.done(false));
-        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r) == 1));
+        first.into_iter().for_each(|busy| busy.done(false, now()));
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 1));
+    }
+
+    /// A request the client gave up on still tells how long the endpoint
+    /// kept it: a hung endpoint does not decay into the cheapest one.
+    #[test]
+    fn a_request_dropped_unanswered_counts_the_time_it_waited() {
+        let b = backends(2);
+        let t = now();
+        b.loads[0].observe(Duration::from_micros(1), t);
+        b.loads[1].observe(Duration::from_micros(1), t);
+        let hung = b.busy(1, 0, t);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(hung);
+        assert!(b.loads[1].cost(now()) > 19e6, "{}", b.loads[1].cost(now()));
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 0));
+        // One forgotten (the client's fault) teaches nothing.
+        let c = backends(1);
+        c.busy(0, 0, 0).into_iter().for_each(Busy::forget);
+        assert_eq!(c.loads[0].cost(now()), 0.0);
+        assert_eq!(c.loads[0].in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    /// Endpoints not heard from still compare by what they have in flight.
+    #[test]
+    fn unheard_endpoints_compare_by_requests_in_flight() {
+        let b = backends(2);
+        let held: Vec<Busy> = (0..3).filter_map(|_| b.busy(0, 0, now())).collect();
+        let one = b.busy(1, 0, now());
+        assert!(draws().all(|r| b.start(LoadBalance::Ewma, r, now()) == 1));
+        drop((held, one.map(Busy::forget)));
     }
 
     #[test]
@@ -389,14 +445,14 @@ mod tests {
         assert!((l.cost(later) - expected).abs() < 1e3, "{}", l.cost(later));
         // A failure counts as a second at least.
         let b = backends(1);
-        b.busy(0, 0).into_iter().for_each(|busy| busy.done(true));
+        b.busy(0, 0, now()).into_iter().for_each(|busy| busy.done(true, now()));
         assert!(b.loads[0].cost(now()) >= 0.99e9);
     }
 
     #[test]
     fn round_robin_takes_turns() {
         let b = backends(3);
-        let starts: Vec<usize> = (0..6).map(|i| b.start(LoadBalance::RoundRobin, i)).collect();
+        let starts: Vec<usize> = (0..6).map(|i| b.start(LoadBalance::RoundRobin, i, 0)).collect();
         let addrs: Vec<_> = starts.iter().filter_map(|&s| b.at(s, 0)).collect();
         assert_eq!(addrs[..3], addrs[3..]);
         assert_eq!(addrs[..3].iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
@@ -419,7 +475,7 @@ mod tests {
         assert!(one.problems.is_empty(), "{:?}", one.problems);
         let first = Endpoints::build(&one.objects, &one.endpoints, None);
         let b = first.get("shop", "web", 80).unwrap_or_else(|| panic!("{first:?}"));
-        let in_flight = b.busy(1, 0);
+        let in_flight = b.busy(1, 0, now());
         b.loads[1].observe(Duration::from_millis(7), now());
         let two = manifests(&["10.0.0.2", "10.0.0.3"]);
         let second = Endpoints::build(&two.objects, &two.endpoints, Some(&first));

@@ -444,7 +444,7 @@ async fn forward(
         .pinned
         .as_deref()
         .and_then(|t| backends.addrs().iter().position(|a| upstream::token(*a) == t));
-    let start = pinned_at.unwrap_or_else(|| backends.start(target.balance, random()));
+    let start = pinned_at.unwrap_or_else(|| backends.start(target.balance, random(), super::endpoints::now()));
     let ewma = target.balance == lb_route::LoadBalance::Ewma;
     // Plain HTTP/1 without a body or an upgrade (most requests) goes over
     // the in-task client; the rest over hyper's.
@@ -457,7 +457,11 @@ async fn forward(
     for n in 0..tries {
         let Some(addr) = backends.at(start, n) else { break };
         // `ewma` counts what is in flight and how long answers take.
-        let busy = if ewma { backends.busy(start, n) } else { None };
+        let busy = if ewma {
+            backends.busy(start, n, super::endpoints::now())
+        } else {
+            None
+        };
         let sent = if direct {
             ctx.upstream
                 .http1
@@ -495,12 +499,12 @@ async fn forward(
         };
         if let Some(busy) = busy {
             match &sent {
-                Ok(_) => busy.done(false),
+                Ok(_) => busy.done(false, super::endpoints::now()),
                 Err(Failed::Timeout | Failed::Connect(_) | Failed::ConnectTimeout(_) | Failed::Backend(_)) => {
-                    busy.done(true);
+                    busy.done(true, super::endpoints::now());
                 }
                 // The client's fault: nothing learnt about the endpoint.
-                Err(_) => drop(busy),
+                Err(_) => busy.forget(),
             }
         }
         match sent {
