@@ -316,6 +316,49 @@ fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
     assert_eq!(status, 503);
 }
 
+/// SIGTERM: what is in flight is answered, then the proxy exits (0)
+/// within the drain bound; a directory that never holds still (a file
+/// rewritten again and again) does not keep it from hearing the signal.
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_even_while_the_directory_churns() {
+    let mut procs = Procs(Vec::new());
+    let (port, dir) = shop(&mut procs, "", &["--drain-seconds", "5"]);
+    let pid = procs.0.last().map(Child::id).unwrap();
+    // A file that never holds still.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, path) = (stop.clone(), dir.path().join("churn.yaml"));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 2000 {
+                let _ = std::fs::write(&path, format!("# {i}\n"));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let slow = std::thread::spawn(move || get(port, "shop.example.com", "/delay/1500", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let (status, head, body) = slow.join().unwrap();
+    assert_eq!(status, 200, "the request in flight is answered: {head}");
+    assert_eq!(echoed(&body)["target"], "/delay/1500");
+    let child = procs.0.last_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still accepting");
+}
+
 /// An IPv4 client of a dual-stack listener (`[::]`, seen by the socket
 /// as `::ffff:127.0.0.1`) is matched by IPv4 ranges.
 #[test]

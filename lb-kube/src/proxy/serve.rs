@@ -163,15 +163,43 @@ pub enum Error {
 /// (on a pool, the free of a table of 10,000 Ingresses could run beside
 /// the next build, two threads taking turns with the serving ones).
 struct Rebuilder {
-    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
+
+/// What the rebuild thread is asked to do.
+enum Job {
+    /// Run this.
+    Run(Box<dyn FnOnce() + Send>),
+    /// Free this once no request holds it any more.
+    Retire(Arc<Served>),
+}
+
+/// How often the rebuild thread looks whether the requests holding a
+/// replaced table have let go of it.
+const RETIRE_CHECK: Duration = Duration::from_millis(50);
 
 impl Rebuilder {
     fn start() -> std::io::Result<Self> {
-        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        std::thread::Builder::new()
-            .name("lb-rebuild".into())
-            .spawn(move || rx.into_iter().for_each(|job| job()))?;
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new().name("lb-rebuild".into()).spawn(move || {
+            use std::sync::mpsc::RecvTimeoutError;
+            let mut retired: Vec<Arc<Served>> = Vec::new();
+            loop {
+                let job = match retired.is_empty() {
+                    true => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    false => rx.recv_timeout(RETIRE_CHECK),
+                };
+                match job {
+                    Ok(Job::Run(f)) => f(),
+                    Ok(Job::Retire(old)) => retired.push(old),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                // Held here alone now: freed here, not by the request that
+                // let go last on a serving thread.
+                retired.retain(|t| Arc::strong_count(t) > 1);
+            }
+        })?;
         Ok(Self { jobs })
     }
 
@@ -181,17 +209,20 @@ impl Rebuilder {
         let job = move || {
             let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
         };
-        self.jobs.send(Box::new(job)).map_err(|_| Error::Panicked)?;
+        self.jobs.send(Job::Run(Box::new(job))).map_err(|_| Error::Panicked)?;
         match rx.await {
             Ok(Ok(t)) => Ok(t),
             _ => Err(Error::Panicked),
         }
     }
 
-    /// Frees `old` on the thread (a table of 10,000 Ingresses takes
-    /// milliseconds to free), once no request holds it.
-    fn drop_later<T: Send + 'static>(&self, old: T) {
-        let _ = self.jobs.send(Box::new(move || drop(old)));
+    /// Frees `old` on the thread once no request holds it (a table of
+    /// 10,000 Ingresses takes milliseconds to free).
+    fn retire(&self, old: Arc<Served>) {
+        if let Err(std::sync::mpsc::SendError(Job::Retire(old))) = self.jobs.send(Job::Retire(old)) {
+            // The thread is gone (the process is ending): here, then.
+            drop(old);
+        }
     }
 }
 
@@ -297,8 +328,16 @@ pub async fn run<S: Source + 'static>(
         }
     };
     let rebuilder = Rebuilder::start().map_err(Error::Rebuilder)?;
-    let mut regexes = super::Rebuild::default();
-    let (built, mut table_problems) = served(&view, &route, None, &mut regexes);
+    // The first build too runs off the serving threads (`/healthz` and
+    // `/metrics` are served meanwhile).
+    let first = route.clone();
+    let (view, mut regexes, built, mut table_problems) = rebuilder
+        .run(move || {
+            let mut regexes = super::Rebuild::default();
+            let (built, problems) = served(&view, &first, None, &mut regexes);
+            (view, regexes, built, problems)
+        })
+        .await?;
     if let Some(p) = &options.publisher {
         p.publish(&view, &built.table);
     }
@@ -370,9 +409,14 @@ pub async fn run<S: Source + 'static>(
             () = crate::source::changed_or_polled(&mut changes, options.poll_interval) => {}
             _ = options.reload.notified() => {}
         }
-        let (back, moved) = crate::source::settled_version(source, changes.is_some(), version)
-            .await
-            .map_err(|_| Error::Panicked)?;
+        // A directory that never holds still keeps this waiting: SIGTERM
+        // is still heard.
+        let (back, moved) = tokio::select! {
+            _ = &mut shutdown => break,
+            settled = crate::source::settled_version(source, changes.is_some(), version) => {
+                settled.map_err(|_| Error::Panicked)?
+            }
+        };
         source = back;
         if moved == version {
             // Back as it was before the failure.
@@ -386,10 +430,12 @@ pub async fn run<S: Source + 'static>(
         let started = Instant::now();
         let mut cache = std::mem::take(&mut regexes);
         let publisher = options.publisher.clone();
-        let (back, rebuilt, cache) = rebuilder
-            .run(move || {
+        let job = rebuilder.run(move || {
+            // A panic (a bug) in the build leaves the source and the
+            // caches here, and the last good table serving.
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let view = source.view();
-                let rebuilt = view.map(|view| {
+                view.map(|view| {
                     let whole = view.objects_version != objects_version;
                     let (built, problems) = if whole {
                         let (built, problems) = served(&view, &route, Some(&previous), &mut cache);
@@ -415,12 +461,30 @@ pub async fn run<S: Source + 'static>(
                         )
                     };
                     (moved, view.objects_version, whole, built, problems, view.problems)
-                });
-                (source, rebuilt, cache)
-            })
-            .await?;
+                })
+            }));
+            if built.is_err() {
+                // Whatever it held may be half made.
+                cache = super::Rebuild::default();
+            }
+            (source, built, cache)
+        });
+        let (back, rebuilt, cache) = tokio::select! {
+            _ = &mut shutdown => break,
+            job = job => job?,
+        };
         source = back;
         regexes = cache;
+        let Ok(rebuilt) = rebuilt else {
+            metrics.reload_errors.inc();
+            tracing::error!(
+                "building the route table panicked (a bug, please report it); the last good table keeps \
+                 serving until the configuration changes again"
+            );
+            // Not tried again until something changes.
+            version = moved;
+            continue;
+        };
         match rebuilt {
             Ok((v, objects, whole, built, problems, source_problems)) => {
                 version = v;
@@ -438,10 +502,10 @@ pub async fn run<S: Source + 'static>(
                     tracing::info!("the configuration reads again");
                 }
                 // The table it replaces is freed off the serving threads
-                // (10,000 Ingresses take milliseconds to free), unless a
-                // request still holds it.
+                // (10,000 Ingresses take milliseconds to free), once the
+                // requests holding it are done.
                 let old = current.swap(Arc::new(built));
-                rebuilder.drop_later(old);
+                rebuilder.retire(old);
                 crate::source::log_new_problems(&all, &mut logged);
                 if whole {
                     let took = started.elapsed();
