@@ -1181,6 +1181,18 @@ fn external_auth_allows_denies_and_sends_to_sign_in() {
         "{head}"
     );
     assert_eq!(get(port, "broken.example.com", "/x", "").0, 500);
+    // The auth service is told of the request as routed: the host of an
+    // absolute-form target (not a Host header naming another), the
+    // canonical path (not another spelling of it).
+    let (status, head, _) = split(&raw(
+        port,
+        "GET http://signin.example.com/a/../x?y=1 HTTP/1.1\r\nHost: allowed.example.com\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(status, 302, "{head}");
+    assert!(
+        head.contains("location: https://login.example.com/start?rd=http%3A%2F%2Fsignin.example.com%2Fx%3Fy%3D1"),
+        "{head}"
+    );
 }
 
 #[test]

@@ -1463,6 +1463,12 @@ impl RouteTable {
         self.tls.covers(host)
     }
 
+    /// How request targets are made canonical for this table (the form
+    /// [`Target::parse`](crate::Target::parse) gives, which lookups match).
+    pub fn path_policy(&self) -> &PathPolicy {
+        &self.policy
+    }
+
     /// The options of an Ingress.
     pub(crate) fn options(&self, ingress: u32) -> &RouteOptions {
         &self.option_sets[self.options_of[ingress as usize] as usize]

@@ -135,6 +135,9 @@ struct Target<'a> {
     https: bool,
     /// `auth-url` and friends.
     external_auth: Option<&'a lb_route::ExternalAuth>,
+    /// For `auth-url`: the request as routed (the host it was routed by,
+    /// the canonical path and query), `scheme://host/path?query`.
+    routed_url: String,
     /// `auth-type: basic`: the Secret (in the Ingress's namespace) and realm.
     basic_auth: Option<&'a lb_route::BasicAuth>,
 }
@@ -326,6 +329,18 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
                 protocol: f.options.backend_protocol,
                 balance: f.options.load_balance,
                 external_auth: f.options.external_auth.as_deref(),
+                // The auth service judges what is routed and forwarded,
+                // not another spelling of it.
+                routed_url: match f.options.external_auth {
+                    Some(_) => {
+                        let scheme = if ctx.https { "https" } else { "http" };
+                        let canonical = lb_route::Target::parse(target, served.table.path_policy())
+                            .map(|t| t.path_and_query().into_owned())
+                            .unwrap_or_else(|_| target.to_owned());
+                        format!("{scheme}://{}{canonical}", host.unwrap_or_default())
+                    }
+                    None => String::new(),
+                },
                 basic_auth: f.options.basic_auth.as_ref(),
                 affinity: f.options.affinity.as_deref(),
                 pinned,
@@ -403,7 +418,7 @@ async fn forward(
     // auth service says 2xx.
     let mut granted = Vec::new();
     if let Some(auth) = target.external_auth {
-        match authorize(ctx, auth, parts, client, request_id).await {
+        match authorize(ctx, auth, &target.routed_url, parts, client, request_id).await {
             Ok(headers) => granted = headers,
             Err(answer) => return (answer, None, None),
         }
@@ -672,19 +687,18 @@ async fn authenticate(
 async fn authorize(
     ctx: &Context,
     auth: &lb_route::ExternalAuth,
+    original: &str,
     parts: &http::request::Parts,
     client: IpAddr,
     request_id: &HeaderValue,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Response<Body>> {
     let scheme = if ctx.https { "https" } else { "http" };
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or_default();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let original = format!("{scheme}://{host}{path}");
+    // `original` is `scheme://host/path…` as routed.
+    let after_scheme = original.split_once("://").map_or(original, |(_, rest)| rest);
+    let (host, path) = match after_scheme.find('/') {
+        Some(i) => after_scheme.split_at(i),
+        None => (after_scheme, "/"),
+    };
     let mut req = Request::builder().method(Method::GET).uri(&auth.url);
     if let Some(h) = req.headers_mut() {
         let mut copy = parts.headers.clone();
@@ -697,7 +711,7 @@ async fn authorize(
                 h.insert(HeaderName::from_static(name), v);
             }
         };
-        set("x-original-url", &original);
+        set("x-original-url", original);
         set("x-original-method", parts.method.as_str());
         set("x-auth-request-redirect", path);
         set("x-real-ip", &client.to_string());
@@ -751,7 +765,7 @@ async fn authorize(
     Err(match (status, &auth.signin) {
         (StatusCode::UNAUTHORIZED, Some(signin)) => {
             let sep = if signin.contains('?') { '&' } else { '?' };
-            let location = format!("{signin}{sep}rd={}", percent_encode(&original));
+            let location = format!("{signin}{sep}rd={}", percent_encode(original));
             let mut r = own(StatusCode::FOUND, "");
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
