@@ -359,6 +359,56 @@ fn sigterm_drains_in_flight_requests_and_exits_even_while_the_directory_churns()
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still accepting");
 }
 
+/// A response that streams with a silence longer than the keep-alive
+/// timeout (server-sent events, long polls) is not cut: the connection is
+/// idle only between requests.
+#[test]
+fn a_response_streaming_with_long_silences_is_not_cut_as_idle() {
+    let mut procs = Procs(Vec::new());
+    // A backend that sends its head and a first chunk, waits 2.5 s, then
+    // ends the body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read_exact(&mut byte).is_ok() {
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst \r\n");
+                std::thread::sleep(Duration::from_millis(2500));
+                let _ = conn.write_all(b"4\r\nlast\r\n0\r\n\r\n");
+                std::thread::sleep(Duration::from_millis(500));
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("web", 80, target, &["127.0.0.1"]),
+            ingress("shop", "shop.example.com", &[("/", "web")], ""),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(&mut procs, dir.path(), &["--keepalive-timeout", "1"]);
+    let answer = raw(
+        port,
+        "GET /events HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("first ") && answer.contains("last"),
+        "cut short: {answer:?}"
+    );
+    assert!(answer.ends_with("0\r\n\r\n"), "cut short: {answer:?}");
+}
+
 /// An IPv4 client of a dual-stack listener (`[::]`, seen by the socket
 /// as `::ffff:127.0.0.1`) is matched by IPv4 ranges.
 #[test]

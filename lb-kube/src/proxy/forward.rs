@@ -508,7 +508,15 @@ async fn forward(
             };
             match tokio::time::timeout(target.read_timeout, ctx.upstream.send(target.protocol, up)).await {
                 Err(_) => Err(Failed::Timeout),
-                Ok(Ok(r)) => Ok(r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())),
+                Ok(Ok(r)) => Ok(r.map(|b| {
+                    Idle {
+                        inner: b,
+                        timeout: target.read_timeout,
+                        timer: None,
+                        moved: false,
+                    }
+                    .boxed()
+                })),
                 Ok(Err(e)) => Err(Failed::of_client(&e)),
             }
         };
@@ -1307,6 +1315,58 @@ fn random() -> u64 {
         s.set(x);
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     })
+}
+
+/// A backend's response body with its route's read timeout between two
+/// frames (`proxy-read-timeout` is the idle time between two reads, as in
+/// nginx): a backend gone silent mid-response ends it with an error. The
+/// timer is made only when a frame is not at hand, and moved, not made
+/// again, after the next.
+struct Idle {
+    inner: Incoming,
+    timeout: Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was set.
+    moved: bool,
+}
+
+impl hyper::body::Body for Idle {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.moved = true;
+                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout.min(Duration::from_secs(365 * 86_400));
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if std::mem::take(&mut this.moved) {
+                    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err("the backend went silent mid-response".into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// An answer of the proxy's own.

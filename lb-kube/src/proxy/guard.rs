@@ -5,6 +5,8 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -56,6 +58,54 @@ pub(crate) struct Guarded<S> {
     /// send_timeout), and when the one waiting gives up.
     send_timeout: std::time::Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The connection's requests whose responses are not yet sent whole:
+    /// while there are any, the connection is not idle (a response may
+    /// stream with long silences; its route's read timeout bounds them).
+    in_flight: Option<Arc<AtomicUsize>>,
+}
+
+/// One request of a connection, from its head until its response is sent
+/// whole (or given up): counted in the connection's [`Guarded::tracking`].
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub(crate) fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it is
+/// sent whole (hyper drops it then).
+pub(crate) struct Tracked<B> {
+    pub(crate) body: B,
+    pub(crate) _in_flight: InFlight,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl<S> Guarded<S> {
@@ -76,6 +126,7 @@ impl<S> Guarded<S> {
             refused: None,
             send_timeout: idle_timeout,
             stalled: None,
+            in_flight: None,
             // (Bounded so that deadlines never overflow the clock.)
             head_timeout: head_timeout.min(YEAR),
             head_started: None,
@@ -164,7 +215,10 @@ impl<S> Guarded<S> {
             // A tunnel (after a 101) is the two ends' business; HTTP/2 is
             // bounded by its silence both ways, like an HTTP/1 connection
             // between requests (hyper has no idle bound for it).
-            let timed = (!self.framer.is_opaque() || self.framer.is_h2()) && !self.awaiting;
+            // (A request body the client still owes is the client's
+            // silence: it counts, as nginx's client_body_timeout.)
+            let answering = !self.owing && self.in_flight.as_ref().is_some_and(|n| n.load(Ordering::Relaxed) > 0);
+            let timed = (!self.framer.is_opaque() || self.framer.is_h2()) && !self.awaiting && !answering;
             if timed && now >= self.active + self.idle_timeout {
                 tracing::debug!(client = %self.peer, "connection idle too long; closing");
                 return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"));
@@ -179,6 +233,13 @@ impl<S> Guarded<S> {
             self.timer.as_mut().reset(next);
         }
         Ok(())
+    }
+
+    /// The same, not idle while `in_flight` (see [`InFlight`]) counts
+    /// requests.
+    pub(crate) fn tracking(mut self, in_flight: Arc<AtomicUsize>) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     /// The same, counting refused requests in `counter`.

@@ -614,14 +614,24 @@ async fn accept_loop(
         let refused = ctx.metrics.refused.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counted = in_flight.clone();
             let service = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(forward::handle(&ctx, peer, req).await) }
+                let request = super::guard::InFlight::new(counted.clone());
+                async move {
+                    let response = forward::handle(&ctx, peer, req).await;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| super::guard::Tracked {
+                        body,
+                        _in_flight: request,
+                    }))
+                }
             });
             let result = match tls {
                 None => {
                     let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer)
-                        .counting(refused.clone());
+                        .counting(refused.clone())
+                        .tracking(in_flight.clone());
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
@@ -642,7 +652,8 @@ async fn accept_loop(
                         }
                     };
                     let stream = super::guard::Guarded::new(stream, max_head, head_timeout, idle, peer)
-                        .counting(refused.clone());
+                        .counting(refused.clone())
+                        .tracking(in_flight.clone());
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
