@@ -279,6 +279,12 @@ fn requests_go_by_host_and_path_to_the_services_endpoints_with_forwarding_header
         let (status, head, _) = ask(&format!("{bad}\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n"));
         assert_eq!(status, 400, "{bad}: {head}");
     }
+    // Methods are case-sensitive: `get` is not GET; TRACE would echo what
+    // the proxy adds.
+    let (status, head, _) = ask("get /api/x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 400, "{head}");
+    let (status, head, _) = ask("TRACE /api/x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 405, "{head}");
 }
 
 #[test]
@@ -312,6 +318,14 @@ fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
     }
     assert_eq!(pods.len(), 3, "{pods:?}");
     assert!(pods.values().all(|&n| n >= 10), "round robin: {pods:?}");
+    // A POST without a body is retried too: nothing was sent.
+    for _ in 0..8 {
+        let answer = raw(
+            port,
+            "POST / HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(split(&answer).0, 200, "{answer}");
+    }
     let (status, _, _) = get(port, "shop.example.com", "/empty", "");
     assert_eq!(status, 503);
 }
@@ -981,6 +995,19 @@ fn an_upgrade_is_tunnelled_after_the_backends_101() {
     );
     assert_eq!(status, 200);
     assert_eq!(echoed(&body)["target"], "/plain");
+    // HTTP/1.0 has no upgrade: a plain request and answer (RFC 9110 §7.8).
+    let answer = raw(
+        port,
+        "GET /old HTTP/1.0\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: lb-echo\r\n\r\n",
+    );
+    let (status, head, body) = split(&answer);
+    assert_eq!(status, 200, "{head}");
+    let v = echoed(&body);
+    assert_eq!(
+        (v["target"].as_str(), header(&v, "upgrade")),
+        (Some("/old"), None),
+        "{v}"
+    );
     // A refused upgrade (here: no such host) closes the connection, so what
     // follows on it (a bare-LF request) is never read; CONNECT is refused.
     let answer = raw(

@@ -167,9 +167,14 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
     // backend agrees (101), the connection closes after the answer, so no
     // byte after it is ever read as a request the framing guard let pass
     // unchecked.
-    let leaving = method == Method::CONNECT || asks_upgrade(&parts.headers);
-    let routed_or_refused = if method == Method::CONNECT {
-        Routed::Answer(own(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"))
+    let leaving = method == Method::CONNECT || asks_upgrade(&parts);
+    let routed_or_refused = if method == Method::CONNECT || method == Method::TRACE {
+        // TRACE would echo what the proxy adds (nginx answers 405 too).
+        Routed::Answer(own(StatusCode::METHOD_NOT_ALLOWED, "the method is not proxied"))
+    } else if !method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        // `get` is not `GET` (methods are case-sensitive): a backend must
+        // not be left to guess. nginx refuses the same.
+        Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a method")))
     } else {
         route(ctx, &served, client, &parts)
     };
@@ -445,7 +450,7 @@ async fn forward(
     );
     let replayable = bodiless && idempotent;
     // An upgrade request with a body is forwarded as a plain request.
-    let upgrade = upgrade_of(&parts.headers).filter(|_| bodiless);
+    let upgrade = upgrade_of(parts).filter(|_| bodiless);
     let client_upgrade = on_upgrade.filter(|_| upgrade.is_some());
     let outgoing = Outgoing::new(ctx, parts, peer, client, request_id, &target, upgrade.as_ref(), granted);
     let mut body = Some(match (bodiless, limit) {
@@ -453,7 +458,9 @@ async fn forward(
         (false, 0) => body.map_err(|e| Box::new(e) as BoxError).boxed(),
         (false, n) => Limited::new(body, usize::try_from(n).unwrap_or(usize::MAX)).boxed(),
     });
-    let tries = if replayable { backends.addrs().len().min(3) } else { 1 };
+    // A connect failure is retried (on the next endpoint) for any request
+    // without a body: nothing was sent (nginx retries those too).
+    let tries = if bodiless { backends.addrs().len().min(3) } else { 1 };
     // Cookie affinity: the endpoint the cookie names, while it exists.
     let pinned_at = target
         .pinned
@@ -1214,9 +1221,12 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Whether a request asks to upgrade (`Connection: upgrade` and an
-/// `Upgrade` header), to whatever protocol.
-fn asks_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
+/// `Upgrade` header), to whatever protocol. Only HTTP/1.1 can: an HTTP/1.0
+/// `Upgrade` is ignored (RFC 9110 §7.8).
+fn asks_upgrade(parts: &http::request::Parts) -> bool {
+    let h = &parts.headers;
+    parts.version == http::Version::HTTP_11
+        && h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -1225,7 +1235,11 @@ fn asks_upgrade(h: &HeaderMap) -> bool {
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` with
 /// an `Upgrade` header), over HTTP/1.1; never `h2c`.
-fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
+fn upgrade_of(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if !asks_upgrade(parts) {
+        return None;
+    }
+    let h = &parts.headers;
     // `h2c` would hand the backend a connection the proxy no longer sees
     // requests on (routing, auth and allowlists bypassed): not tunnelled.
     if h.get(header::UPGRADE).is_some_and(|v| {
@@ -1235,12 +1249,7 @@ fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
     }) {
         return None;
     }
-    let asks = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
+    h.get(header::UPGRADE).cloned()
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
