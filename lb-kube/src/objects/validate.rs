@@ -77,8 +77,64 @@ pub fn check(object: &Object) -> Result<(), DecodeError> {
     }
     match object {
         Object::Service(svc) => service(svc),
+        Object::EndpointSlice(slice) => endpoint_slice(slice),
         _ => Ok(()),
     }
+}
+
+/// The EndpointSlice fields a proxy reads: an address that is not one of
+/// the slice's type, a port out of range (the API server refuses both; a
+/// proxy would quietly lose the endpoint).
+fn endpoint_slice(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Result<(), DecodeError> {
+    let kind = slice.address_type.as_str();
+    if !matches!(kind, "IPv4" | "IPv6" | "FQDN") {
+        return Err(err("addressType", format!("{kind:?} is not one of IPv4, IPv6, FQDN")));
+    }
+    for (i, p) in slice.ports.iter().flatten().enumerate() {
+        if let Some(n) = p.port
+            && !(1..=65535).contains(&n)
+        {
+            return Err(err(format!("ports[{i}].port"), format!("{n} is not in 1-65535")));
+        }
+        if let Some(proto) = &p.protocol
+            && !matches!(proto.as_str(), "TCP" | "UDP" | "SCTP")
+        {
+            return Err(err(
+                format!("ports[{i}].protocol"),
+                format!("{proto:?} is not one of TCP, UDP, SCTP"),
+            ));
+        }
+        if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty())
+            && !is_dns1123_label(name)
+        {
+            return Err(err(
+                format!("ports[{i}].name"),
+                format!("{name:?} must be a DNS-1123 label"),
+            ));
+        }
+    }
+    for (i, ep) in slice.endpoints.iter().flatten().enumerate() {
+        if ep.addresses.is_empty() || ep.addresses.len() > 100 {
+            return Err(err(
+                format!("endpoints[{i}].addresses"),
+                format!("has {} addresses; 1 to 100 are allowed", ep.addresses.len()),
+            ));
+        }
+        for (j, a) in ep.addresses.iter().enumerate() {
+            let ok = match kind {
+                "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                "IPv6" => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                _ => is_dns1123_subdomain(a),
+            };
+            if !ok {
+                return Err(err(
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    format!("{a:?} is not an {kind} address (addressType)"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn service(svc: &Service) -> Result<(), DecodeError> {
@@ -163,6 +219,38 @@ fn service(svc: &Service) -> Result<(), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An EndpointSlice the API server would refuse is refused here too,
+    /// naming the field: it must not lose an endpoint in silence.
+    #[test]
+    fn endpoint_slices_hold_addresses_of_their_type_and_ports_in_range() {
+        let slice = |kind: &str, address: &str, port: i64| {
+            let text = format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: web-1, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\n\
+                 addressType: {kind}\nports: [{{name: http, port: {port}}}]\n\
+                 endpoints: [{{addresses: [\"{address}\"]}}]\n"
+            );
+            let snap = crate::source::file::parse_manifests(std::path::Path::new("/m/web.yaml"), &text);
+            snap.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()
+        };
+        assert!(slice("IPv4", "10.0.0.1", 8080).is_empty());
+        assert!(slice("IPv6", "fd00::1", 8080).is_empty());
+        for (kind, address, port, field) in [
+            ("IPv4", "10.0.0.300", 8080, "endpoints[0].addresses[0]"),
+            ("IPv4", "hello", 8080, "endpoints[0].addresses[0]"),
+            ("IPv4", "", 8080, "endpoints[0].addresses[0]"),
+            ("IPv6", "10.0.0.1", 8080, "endpoints[0].addresses[0]"),
+            ("IPv4", "10.0.0.1", 70000, "ports[0].port"),
+            ("IPv5", "10.0.0.1", 8080, "addressType"),
+        ] {
+            let problems = slice(kind, address, port);
+            assert!(
+                problems.iter().any(|p| p.contains(field)),
+                "{kind} {address} {port}: {problems:?}"
+            );
+        }
+    }
 
     #[test]
     fn names() {
