@@ -256,6 +256,12 @@ pub fn served(
              Secret: TLS handshakes for names no Ingress covers fail",
         ));
     }
+    problems.extend(missing_tls_secrets(
+        view,
+        &table,
+        &certs,
+        route.default_certificate.is_some(),
+    ));
     let (auth, auth_problems) = super::basic::Htpasswds::build(view, previous.map(|p| &*p.auth));
     problems.extend(auth_problems);
     let table = Arc::new(table);
@@ -268,6 +274,70 @@ pub fn served(
         },
         problems,
     )
+}
+
+/// A warning for every TLS Secret an Ingress in `table` names that the
+/// view does not hold at all: its hosts get the default certificate (or
+/// fail the handshake without one) while plain HTTP still redirects there.
+/// (A Secret that is there but does not read is reported on itself.)
+fn missing_tls_secrets(
+    view: &Snapshot,
+    table: &lb_route::RouteTable,
+    certs: &super::tls::Certificates,
+    default: bool,
+) -> Vec<Problem> {
+    use crate::objects::Object;
+    let used: std::collections::HashSet<(&str, &str)> = table
+        .ingresses()
+        .map(|i| (i.namespace.as_str(), i.name.as_str()))
+        .collect();
+    let present: std::collections::HashSet<(&str, &str)> = view
+        .objects
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Object::Secret(s) => Some((
+                s.metadata.namespace.as_deref().unwrap_or("default"),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (origin, o) in &view.objects {
+        let Object::Ingress(ing) = o else { continue };
+        let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
+        let name = ing.metadata.name.as_deref().unwrap_or_default();
+        if !used.contains(&(ns, name)) {
+            continue;
+        }
+        for (i, tls) in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()).enumerate() {
+            let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let wanted = lb_route::SecretRef {
+                namespace: ns.to_owned(),
+                name: secret.to_owned(),
+            };
+            if present.contains(&(ns, secret)) || certs.has(&wanted) {
+                continue;
+            }
+            let hosts = tls.hosts.iter().flatten().cloned().collect::<Vec<_>>().join(", ");
+            let then = if default {
+                "they get the default certificate"
+            } else {
+                "TLS handshakes for them fail (no --default-certificate)"
+            };
+            problems.push(Problem {
+                origin: origin.clone(),
+                ..Problem::warning(
+                    Some(crate::objects::object_ref(o)),
+                    Some(format!("spec.tls[{i}].secretName")),
+                    format!("Secret {ns}/{secret} does not exist: HTTPS for {hosts} is not served with it; {then}"),
+                )
+            });
+        }
+    }
+    problems
 }
 
 /// The TLS implementation's cryptography.
@@ -664,5 +734,35 @@ async fn accept_loop(
                 tracing::debug!(client = %peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ingress naming a TLS Secret that does not exist is told: its
+    /// hosts are redirected to HTTPS that is not served with it.
+    #[test]
+    fn a_missing_tls_secret_is_reported_on_the_ingress_naming_it() {
+        let text = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop, namespace: shop}\n\
+                    spec:\n  ingressClassName: lb\n  tls: [{hosts: [shop.example], secretName: shop-tls}]\n\
+                    \x20 rules:\n  - host: shop.example\n    http:\n      paths:\n\
+                    \x20     - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+        let file = std::path::Path::new("/manifests/shop.yaml");
+        let snap = crate::source::file::parse_manifests(file, text);
+        assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+        let (_, problems) = served(
+            &snap,
+            &lb_route::Config::default(),
+            None,
+            &mut super::super::Rebuild::default(),
+        );
+        let p = problems
+            .iter()
+            .find(|p| p.to_string().contains("shop/shop-tls does not exist"))
+            .unwrap_or_else(|| panic!("{problems:?}"));
+        assert_eq!(p.field.as_deref(), Some("spec.tls[0].secretName"), "{p:?}");
+        assert_eq!(p.origin.as_ref().map(|o| o.file.as_path()), Some(file));
     }
 }
