@@ -420,7 +420,8 @@ impl<'a> Reading<'a> {
                     None,
                     format!(
                         "defined twice (also at {first}); until one is removed, the version in force stays \
-                         (if none was, what it holds is kept and nothing is given to it)"
+                         (when none is, as at start-up, neither copy is used: a Service keeps what it holds, \
+                         an Ingress is not served)"
                     ),
                 )
             });
