@@ -423,6 +423,36 @@ fn a_response_streaming_with_long_silences_is_not_cut_as_idle() {
     assert!(answer.ends_with("0\r\n\r\n"), "cut short: {answer:?}");
 }
 
+/// `proxy-read-timeout` is the backend's time to answer: a slow upload
+/// longer than it is not cut (nginx buffers the body first), and a
+/// backend slower than it gets 504.
+#[test]
+fn the_read_timeout_starts_when_the_request_is_sent_whole() {
+    let mut procs = Procs(Vec::new());
+    let (port, _dir) = shop(&mut procs, "nginx.ingress.kubernetes.io/proxy-read-timeout: \"1\"", &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    for b in b"12345678" {
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(&[*b]).unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let (status, head, body) = split(&String::from_utf8_lossy(&answer));
+    assert_eq!(status, 200, "a 2.4 s upload under a 1 s read timeout: {head}");
+    assert_eq!(echoed(&body)["body_bytes"], 8);
+    let (status, head, _) = get(port, "shop.example.com", "/delay/2500", "");
+    assert_eq!(status, 504, "{head}");
+    // The same with a body sent whole at once: the timer starts then.
+    let answer = raw(
+        port,
+        "POST /delay/2500 HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    );
+    assert_eq!(split(&answer).0, 504, "{answer}");
+}
+
 /// An IPv4 client of a dual-stack listener (`[::]`, seen by the socket
 /// as `::ffff:127.0.0.1`) is matched by IPv4 ranges.
 #[test]

@@ -510,11 +510,36 @@ async fn forward(
             if replayable && body.is_none() {
                 body = Some(Empty::new().map_err(|e| match e {}).boxed());
             }
-            let Ok(up) = up.body(this_body) else {
+            // The read timeout runs from when the request is sent whole:
+            // a long upload is the client's time (its silences are bounded
+            // by the connection's), not the backend's.
+            let (sent, sent_whole) = match bodiless {
+                true => (None, this_body),
+                false => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let body = Sent {
+                        inner: this_body,
+                        done: Some(tx),
+                    };
+                    (Some(rx), body.boxed())
+                }
+            };
+            let Ok(up) = up.body(sent_whole) else {
                 return (own(StatusCode::BAD_REQUEST, "bad request"), None, None);
             };
-            match tokio::time::timeout(target.read_timeout, ctx.upstream.send(target.protocol, up)).await {
-                Err(_) => Err(Failed::Timeout),
+            let read_timeout = async {
+                if let Some(sent) = sent {
+                    // (An error ending the upload ends the wait too.)
+                    let _ = sent.await;
+                }
+                tokio::time::sleep(target.read_timeout).await;
+            };
+            let answered = tokio::select! {
+                r = ctx.upstream.send(target.protocol, up) => Ok(r),
+                () = read_timeout => Err(()),
+            };
+            match answered {
+                Err(()) => Err(Failed::Timeout),
                 Ok(Ok(r)) => Ok(r.map(|b| {
                     Idle {
                         inner: b,
@@ -1324,6 +1349,42 @@ fn random() -> u64 {
         s.set(x);
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     })
+}
+
+/// A request body that says when it has been sent whole (or given up).
+struct Sent {
+    inner: Body,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl hyper::body::Body for Sent {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        // (A body of known length may not be polled past its last frame.)
+        let whole = match &polled {
+            std::task::Poll::Ready(None | Some(Err(_))) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            std::task::Poll::Pending => false,
+        };
+        if whole {
+            self.done.take().map(|done| done.send(()));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A backend's response body with its route's read timeout between two
