@@ -790,21 +790,34 @@ impl FileSource {
             }
         }
         // A file with an error releases nothing it held: objects it held
-        // before and that are gone now are not in the view, but what they
-        // hold is kept until the file reads well again.
-        for file in &broken_files {
+        // before that are not found now (a break too early in a document
+        // to tell what it is) keep their last good version, in the view
+        // too (a proxy keeps serving them), until the file reads well.
+        // (In name order: the view is the same whatever order the files
+        // with errors were met in.)
+        let mut broken: Vec<&PathBuf> = broken_files.iter().collect();
+        broken.sort();
+        for file in broken {
             let Some(before) = self.file_ids.get(file).cloned() else {
                 // What it held before is unknown.
                 snap.releasable = false;
                 continue;
             };
             let now = file_ids.entry(file.clone()).or_default();
+            let whole_file = Origin {
+                file: file.clone(),
+                document: 0,
+                line: 0,
+            };
             for r in before {
                 if !first.contains_key(&r) && !now.contains(&r) {
-                    if let Some(objs) = self.last_good.get(&r) {
-                        good.insert(r.clone(), objs.clone());
+                    match self.last_good.get(&r) {
+                        Some(objs) => {
+                            put(&whole_file, objs, snap);
+                            good.insert(r.clone(), objs.clone());
+                        }
+                        None => snap.unreadable.push(r.clone()),
                     }
-                    snap.unreadable.push(r.clone());
                     now.push(r);
                 }
             }
@@ -1097,6 +1110,39 @@ mod tests {
         let snap = source.read().unwrap();
         assert_eq!(snap.objects.len(), 1);
         assert!(snap.complete && snap.problems.is_empty());
+    }
+
+    /// A break so early in a document that what it is cannot be told
+    /// (`kind: [EndpointSlice`) leaves what the file held before in the
+    /// view: a proxy keeps its endpoints; an Ingress-kind object, its
+    /// routes.
+    #[test]
+    fn a_document_broken_before_its_identity_keeps_its_last_good_version_in_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.yaml");
+        let good = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                    metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}\n\
+                    addressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints: [{addresses: [10.0.0.1]}]\n\
+                    ---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+                    spec: {ports: [{name: http, port: 80}]}\n";
+        std::fs::write(&file, good).unwrap();
+        let mut source = FileSource::new(dir.path());
+        let snap = source.read().unwrap();
+        assert_eq!((snap.endpoints.len(), snap.objects.len()), (1, 1));
+        for broken in [
+            good.replace("kind: EndpointSlice", "kind: [EndpointSlice"),
+            good.replace("kind: Service", "kind: [Service"),
+        ] {
+            std::fs::write(&file, &broken).unwrap();
+            let snap = source.read().unwrap();
+            assert!(!snap.problems.is_empty());
+            assert_eq!(
+                (snap.endpoints.len(), snap.objects.len()),
+                (1, 1),
+                "{:?}",
+                snap.problems
+            );
+        }
     }
 
     #[test]
