@@ -453,6 +453,43 @@ fn the_read_timeout_starts_when_the_request_is_sent_whole() {
     assert_eq!(split(&answer).0, 504, "{answer}");
 }
 
+/// Every request leaves a trace: one whose client goes away before the
+/// answer is counted as 499 (nginx's "client closed request"), beside the
+/// answered ones.
+#[test]
+fn a_request_its_client_abandons_is_counted_as_499() {
+    let mut procs = Procs(Vec::new());
+    let metrics = free_port();
+    let (port, _dir) = shop(&mut procs, "", &["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
+    assert_eq!(get(port, "shop.example.com", "/x", "").0, 200);
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /delay/3000 HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let scrape = || {
+        let (status, _, body) = split(&raw(
+            metrics,
+            "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+        ));
+        assert_eq!(status, 200);
+        body
+    };
+    eventually("the abandoned request is counted", || {
+        scrape()
+            .lines()
+            .any(|l| l.starts_with("lb_proxy_requests_total{") && l.contains("status=\"499\"") && l.ends_with(" 1"))
+    });
+    assert!(
+        scrape()
+            .lines()
+            .any(|l| l.starts_with("lb_proxy_requests_total{") && l.contains("status=\"200\"")),
+        "{}",
+        scrape()
+    );
+}
+
 /// An IPv4 client of a dual-stack listener (`[::]`, seen by the socket
 /// as `::ffff:127.0.0.1`) is matched by IPv4 ranges.
 #[test]

@@ -163,6 +163,15 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
         Some(v) => v.clone(),
         None => new_request_id(),
     };
+    let mut abandoned = Abandoned {
+        ctx,
+        client,
+        method,
+        path: parts.uri.path_and_query().map_or("", |p| p.as_str()),
+        request_id: &request_id,
+        started,
+        answered: false,
+    };
     // A request that asks to leave HTTP/1 (an upgrade, CONNECT): unless the
     // backend agrees (101), the connection closes after the answer, so no
     // byte after it is ever read as a request the framing guard let pass
@@ -219,6 +228,7 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert(HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }
+    abandoned.answered = true;
     let status = response.status().as_u16();
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());
@@ -240,6 +250,37 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
     );
     ctx.metrics.count_request(names, status);
     response
+}
+
+/// A request whose client went away before its answer (hyper drops the
+/// request's future then): logged and counted as 499, nginx's "client
+/// closed request", so that no request leaves no trace.
+struct Abandoned<'a> {
+    ctx: &'a Context,
+    client: IpAddr,
+    method: &'a Method,
+    path: &'a str,
+    request_id: &'a HeaderValue,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        tracing::info!(
+            target: "lb_proxy::access",
+            client = %self.client,
+            method = %self.method,
+            path = self.path,
+            status = 499u16,
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        self.ctx.metrics.count_request(None, 499);
+    }
 }
 
 /// An optional value, displayed as nothing when absent.
