@@ -307,7 +307,12 @@ fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
         .join("---\n"),
     )
     .unwrap();
-    let port = proxy(&mut procs, dir.path(), &[]);
+    let metrics = free_port();
+    let port = proxy(
+        &mut procs,
+        dir.path(),
+        &["--metrics-listen", &format!("127.0.0.1:{metrics}")],
+    );
     let mut pods = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..40 {
         let (status, head, body) = get(port, "shop.example.com", "/", "");
@@ -328,6 +333,17 @@ fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
     }
     let (status, _, _) = get(port, "shop.example.com", "/empty", "");
     assert_eq!(status, 503);
+    // The dead endpoint shows in the metrics though every GET was answered.
+    let (_, _, body) = split(&raw(
+        metrics,
+        "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    ));
+    let connects: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("lb_proxy_upstream_errors_total{") && l.contains("kind=\"connect\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(connects >= 5, "{body}");
 }
 
 /// SIGTERM: what is in flight is answered, then the proxy exits (0)

@@ -614,6 +614,15 @@ async fn forward(
             }
             Err(Failed::Connect(e) | Failed::ConnectTimeout(e)) if n + 1 < tries => {
                 tracing::warn!(upstream = %addr, error = %e, "connecting to the backend failed; trying the next endpoint");
+                // Counted though the request may still be answered: a
+                // dead endpoint shows in the metrics, not only in the log.
+                ctx.metrics
+                    .upstream_errors
+                    .get_or_create(&super::metrics::UpstreamLabels {
+                        service: Qualified(target.namespace(), target.service).to_string(),
+                        kind: "connect",
+                    })
+                    .inc();
             }
             Err(Failed::TooLarge) => {
                 return (

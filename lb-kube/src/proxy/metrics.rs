@@ -112,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "lb_proxy_upstream_errors",
-            "Requests a backend failed, by Service and kind",
+            "Exchanges with a backend that failed, by Service and kind (a failed connect retried on another endpoint too)",
             m.upstream_errors.clone(),
         );
         registry.register("lb_proxy_reloads", "Route tables swapped in", m.reloads.clone());
