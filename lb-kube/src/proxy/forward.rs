@@ -135,9 +135,8 @@ struct Target<'a> {
     https: bool,
     /// `auth-url` and friends.
     external_auth: Option<&'a lb_route::ExternalAuth>,
-    /// For `auth-url`: the request as routed (the host it was routed by,
-    /// the canonical path and query), `scheme://host/path?query`.
-    routed_url: String,
+    /// The host the request was routed by (for `auth-url`).
+    host: &'a str,
     /// `auth-type: basic`: the Secret (in the Ingress's namespace) and realm.
     basic_auth: Option<&'a lb_route::BasicAuth>,
 }
@@ -163,14 +162,14 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
         Some(v) => v.clone(),
         None => new_request_id(),
     };
-    let mut abandoned = Abandoned {
+    let mut access = Access {
         ctx,
         client,
         method,
         path: parts.uri.path_and_query().map_or("", |p| p.as_str()),
         request_id: &request_id,
         started,
-        answered: false,
+        answered: None,
     };
     // A request that asks to leave HTTP/1 (an upgrade, CONNECT): unless the
     // backend agrees (101), the connection closes after the answer, so no
@@ -228,58 +227,53 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert(HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }
-    abandoned.answered = true;
-    let status = response.status().as_u16();
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());
     let (names, upstream) = match routed {
         Some(((i, s), u)) => (Some((i, s)), u),
         None => (None, None),
     };
-    tracing::info!(
-        target: "lb_proxy::access",
-        client = %client,
-        method = %method,
-        path = parts.uri.path_and_query().map_or("", |p| p.as_str()),
-        status,
-        ingress = %Maybe(names.map(|(i, _)| i)),
-        service = %Maybe(names.map(|(i, s)| Qualified(&i.namespace, s))),
-        upstream = %Maybe(upstream),
-        request_id = request_id.to_str().unwrap_or_default(),
-        duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-    );
-    ctx.metrics.count_request(names, status);
+    access.answered = Some((response.status().as_u16(), names, upstream, took));
     response
 }
 
-/// A request whose client went away before its answer (hyper drops the
-/// request's future then): logged and counted as 499, nginx's "client
-/// closed request", so that no request leaves no trace.
-struct Abandoned<'a> {
+/// A request's access-log line and count, made when it is dropped: with
+/// its answer, or — when its client went away first (hyper drops the
+/// request's future then) — as 499, nginx's "client closed request", so
+/// that no request leaves no trace.
+struct Access<'a> {
     ctx: &'a Context,
     client: IpAddr,
     method: &'a Method,
     path: &'a str,
     request_id: &'a HeaderValue,
     started: Instant,
-    answered: bool,
+    /// Status, Ingress and Service, upstream, time to the answer's head.
+    answered: Option<(u16, RoutedNames<'a>, Option<SocketAddr>, Duration)>,
 }
 
-impl Drop for Abandoned<'_> {
+/// The Ingress and Service a request was routed to.
+type RoutedNames<'a> = Option<(&'a lb_route::IngressRef, &'a str)>;
+
+impl Drop for Access<'_> {
     fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
+        let (status, names, upstream, took) = self
+            .answered
+            .take()
+            .unwrap_or_else(|| (499, None, None, self.started.elapsed()));
         tracing::info!(
             target: "lb_proxy::access",
             client = %self.client,
             method = %self.method,
             path = self.path,
-            status = 499u16,
+            status,
+            ingress = %Maybe(names.map(|(i, _)| i)),
+            service = %Maybe(names.map(|(i, s)| Qualified(&i.namespace, s))),
+            upstream = %Maybe(upstream),
             request_id = self.request_id.to_str().unwrap_or_default(),
-            duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         );
-        self.ctx.metrics.count_request(None, 499);
+        self.ctx.metrics.count_request(names, status);
     }
 }
 
@@ -375,18 +369,7 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
                 protocol: f.options.backend_protocol,
                 balance: f.options.load_balance,
                 external_auth: f.options.external_auth.as_deref(),
-                // The auth service judges what is routed and forwarded,
-                // not another spelling of it.
-                routed_url: match f.options.external_auth {
-                    Some(_) => {
-                        let scheme = if ctx.https { "https" } else { "http" };
-                        let canonical = lb_route::Target::parse(target, served.table.path_policy())
-                            .map(|t| t.path_and_query().into_owned())
-                            .unwrap_or_else(|_| target.to_owned());
-                        format!("{scheme}://{}{canonical}", host.unwrap_or_default())
-                    }
-                    None => String::new(),
-                },
+                host: host.unwrap_or_default(),
                 basic_auth: f.options.basic_auth.as_ref(),
                 affinity: f.options.affinity.as_deref(),
                 pinned,
@@ -464,7 +447,16 @@ async fn forward(
     // auth service says 2xx.
     let mut granted = Vec::new();
     if let Some(auth) = target.external_auth {
-        match authorize(ctx, auth, &target.routed_url, parts, client, request_id).await {
+        match authorize(
+            ctx,
+            auth,
+            (target.host, served.table.path_policy()),
+            parts,
+            client,
+            request_id,
+        )
+        .await
+        {
             Ok(headers) => granted = headers,
             Err(answer) => return (answer, None, None),
         }
@@ -777,18 +769,17 @@ async fn authenticate(
 async fn authorize(
     ctx: &Context,
     auth: &lb_route::ExternalAuth,
-    original: &str,
+    (host, policy): (&str, &lb_route::PathPolicy),
     parts: &http::request::Parts,
     client: IpAddr,
     request_id: &HeaderValue,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Response<Body>> {
     let scheme = if ctx.https { "https" } else { "http" };
-    // `original` is `scheme://host/path…` as routed.
-    let after_scheme = original.split_once("://").map_or(original, |(_, rest)| rest);
-    let (host, path) = match after_scheme.find('/') {
-        Some(i) => after_scheme.split_at(i),
-        None => (after_scheme, "/"),
-    };
+    // The auth service judges the request as routed and forwarded (the
+    // host it was routed by, the canonical path), not another spelling.
+    let raw = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = lb_route::Target::parse(raw, policy).map_or(std::borrow::Cow::Borrowed(raw), |t| t.path_and_query());
+    let original = format!("{scheme}://{host}{path}");
     let mut req = Request::builder().method(Method::GET).uri(&auth.url);
     if let Some(h) = req.headers_mut() {
         let mut copy = parts.headers.clone();
@@ -801,9 +792,9 @@ async fn authorize(
                 h.insert(HeaderName::from_static(name), v);
             }
         };
-        set("x-original-url", original);
+        set("x-original-url", &original);
         set("x-original-method", parts.method.as_str());
-        set("x-auth-request-redirect", path);
+        set("x-auth-request-redirect", &path);
         set("x-real-ip", &client.to_string());
         set("x-forwarded-proto", scheme);
         set("x-forwarded-host", host);
@@ -855,7 +846,7 @@ async fn authorize(
     Err(match (status, &auth.signin) {
         (StatusCode::UNAUTHORIZED, Some(signin)) => {
             let sep = if signin.contains('?') { '&' } else { '?' };
-            let location = format!("{signin}{sep}rd={}", percent_encode(original));
+            let location = format!("{signin}{sep}rd={}", percent_encode(&original));
             let mut r = own(StatusCode::FOUND, "");
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
@@ -1467,7 +1458,7 @@ impl hyper::body::Body for Idle {
                 Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
             }
             Poll::Pending => {
-                let timeout = this.timeout.min(Duration::from_secs(365 * 86_400));
+                let timeout = this.timeout.min(super::guard::YEAR);
                 let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if std::mem::take(&mut this.moved) {
                     timer.as_mut().reset(tokio::time::Instant::now() + timeout);

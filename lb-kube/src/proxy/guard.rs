@@ -18,8 +18,8 @@ use super::framing::Framer;
 /// which hyper answers with 400 Bad Request and a close.
 const POISON: &[u8] = b"\x01 / HTTP/1.1\r\n\r\n";
 
-/// The longest bound kept.
-const YEAR: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+/// The longest bound kept (longer ones would overflow the clock).
+pub(crate) const YEAR: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
 /// A connection whose reads go through a [`Framer`].
 pub(crate) struct Guarded<S> {

@@ -256,12 +256,7 @@ pub fn served(
              Secret: TLS handshakes for names no Ingress covers fail",
         ));
     }
-    problems.extend(missing_tls_secrets(
-        view,
-        &table,
-        &certs,
-        route.default_certificate.is_some(),
-    ));
+    problems.extend(missing_tls_secrets(view, &table, route.default_certificate.is_some()));
     let (auth, auth_problems) = super::basic::Htpasswds::build(view, previous.map(|p| &*p.auth));
     problems.extend(auth_problems);
     let table = Arc::new(table);
@@ -280,12 +275,7 @@ pub fn served(
 /// view does not hold at all: its hosts get the default certificate (or
 /// fail the handshake without one) while plain HTTP still redirects there.
 /// (A Secret that is there but does not read is reported on itself.)
-fn missing_tls_secrets(
-    view: &Snapshot,
-    table: &lb_route::RouteTable,
-    certs: &super::tls::Certificates,
-    default: bool,
-) -> Vec<Problem> {
+fn missing_tls_secrets(view: &Snapshot, table: &lb_route::RouteTable, default: bool) -> Vec<Problem> {
     use crate::objects::Object;
     let used: std::collections::HashSet<(&str, &str)> = table
         .ingresses()
@@ -314,11 +304,7 @@ fn missing_tls_secrets(
             let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
                 continue;
             };
-            let wanted = lb_route::SecretRef {
-                namespace: ns.to_owned(),
-                name: secret.to_owned(),
-            };
-            if present.contains(&(ns, secret)) || certs.has(&wanted) {
+            if present.contains(&(ns, secret)) {
                 continue;
             }
             let hosts = tls.hosts.iter().flatten().cloned().collect::<Vec<_>>().join(", ");
