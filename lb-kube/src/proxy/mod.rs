@@ -80,7 +80,11 @@ pub struct Rebuild {
 /// converted from. The object is held here, so its address names it alone:
 /// an Ingress a view shares with the last one is not converted again (a
 /// change to one of 10,000 converts one).
-type Converted = HashMap<usize, (Arc<k8s_openapi::api::networking::v1::Ingress>, Arc<lb_route::Ingress>)>;
+type Converted = HashMap<
+    usize,
+    (Arc<k8s_openapi::api::networking::v1::Ingress>, Arc<lb_route::Ingress>),
+    foldhash::fast::RandomState,
+>;
 
 /// An Ingress's namespace and name, borrowed.
 type Key<'a> = (&'a str, &'a str);
@@ -178,9 +182,12 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
         table = again;
         ingresses = adjusted;
     }
-    let now = served_by(&table);
-    ingresses.retain(|i| now.contains(&key_of(i)));
-    drop(now); // (it borrows the table returned)
+    // The table's Ingresses come from this list: as many means all of
+    // them (the set of 10,000 keys is not made on every rebuild).
+    if table.ingress_count() != ingresses.len() {
+        let now = served_by(&table);
+        ingresses.retain(|i| now.contains(&key_of(i)));
+    }
     rebuild.last_good = ingresses;
     (table, problems)
 }
@@ -191,7 +198,7 @@ pub fn routes_cached(
     config: &lb_route::Config,
     cache: &mut lb_route::RegexCache,
 ) -> (RouteTable, Vec<Problem>) {
-    let (table, problems, _) = routes_of(snap, config, cache, &mut Converted::new(), |_| {});
+    let (table, problems, _) = routes_of(snap, config, cache, &mut Converted::default(), |_| {});
     (table, problems)
 }
 
@@ -205,7 +212,7 @@ fn routes_of(
 ) -> (RouteTable, Vec<Problem>, Vec<Arc<lb_route::Ingress>>) {
     let mut ingresses = Vec::new();
     let mut classes = Vec::new();
-    let mut next = Converted::with_capacity(converted.len());
+    let mut next = Converted::with_capacity_and_hasher(converted.len(), Default::default());
     for (_, o) in &snap.objects {
         match o {
             Object::Ingress(i) => {

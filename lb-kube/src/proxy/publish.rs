@@ -93,7 +93,7 @@ impl Publisher {
     /// The Ingresses served now, with their status as the view has it:
     /// those whose status differs are written (by the leader).
     pub fn publish(&self, view: &Snapshot, table: &lb_route::RouteTable) {
-        let served: std::collections::HashSet<(&str, &str)> = table
+        let served: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> = table
             .ingresses()
             .map(|r| (r.namespace.as_str(), r.name.as_str()))
             .collect();

@@ -277,11 +277,9 @@ pub fn served(
 /// (A Secret that is there but does not read is reported on itself.)
 fn missing_tls_secrets(view: &Snapshot, table: &lb_route::RouteTable, default: bool) -> Vec<Problem> {
     use crate::objects::Object;
-    let used: std::collections::HashSet<(&str, &str)> = table
-        .ingresses()
-        .map(|i| (i.namespace.as_str(), i.name.as_str()))
-        .collect();
-    let present: std::collections::HashSet<(&str, &str)> = view
+    // Made only when some Ingress names a Secret that is not there.
+    let mut used: Option<std::collections::HashSet<(&str, &str), foldhash::fast::RandomState>> = None;
+    let present: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> = view
         .objects
         .iter()
         .filter_map(|(_, o)| match o {
@@ -297,15 +295,22 @@ fn missing_tls_secrets(view: &Snapshot, table: &lb_route::RouteTable, default: b
         let Object::Ingress(ing) = o else { continue };
         let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
         let name = ing.metadata.name.as_deref().unwrap_or_default();
-        if !used.contains(&(ns, name)) {
-            continue;
-        }
         for (i, tls) in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()).enumerate() {
             let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
                 continue;
             };
             if present.contains(&(ns, secret)) {
                 continue;
+            }
+            let used = used.get_or_insert_with(|| {
+                table
+                    .ingresses()
+                    .map(|i| (i.namespace.as_str(), i.name.as_str()))
+                    .collect()
+            });
+            if !used.contains(&(ns, name)) {
+                // Not served (another class, or broken): said on itself.
+                break;
             }
             let hosts = tls.hosts.iter().flatten().cloned().collect::<Vec<_>>().join(", ");
             let then = if default {
@@ -734,7 +739,10 @@ mod tests {
         let text = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop, namespace: shop}\n\
                     spec:\n  ingressClassName: lb\n  tls: [{hosts: [shop.example], secretName: shop-tls}]\n\
                     \x20 rules:\n  - host: shop.example\n    http:\n      paths:\n\
-                    \x20     - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n";
+                    \x20     - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n\
+                    ---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: theirs, namespace: shop}\n\
+                    spec:\n  ingressClassName: other\n  tls: [{hosts: [their.example], secretName: their-tls}]\n\
+                    \x20 rules:\n  - host: their.example\n";
         let file = std::path::Path::new("/manifests/shop.yaml");
         let snap = crate::source::file::parse_manifests(file, text);
         assert!(snap.problems.is_empty(), "{:?}", snap.problems);
@@ -750,5 +758,10 @@ mod tests {
             .unwrap_or_else(|| panic!("{problems:?}"));
         assert_eq!(p.field.as_deref(), Some("spec.tls[0].secretName"), "{p:?}");
         assert_eq!(p.origin.as_ref().map(|o| o.file.as_path()), Some(file));
+        // Another class's Ingress is not ours to warn about.
+        assert!(
+            !problems.iter().any(|p| p.to_string().contains("their-tls")),
+            "{problems:?}"
+        );
     }
 }
