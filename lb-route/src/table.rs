@@ -1111,7 +1111,14 @@ impl Builder<'_> {
         self.charge_regexes(conversions);
         let table = &self.table;
         let mut staged = self.staging;
-        let mut extras = Vec::new();
+        // Sized once (as `compact` pushes them): 10,000 regex hosts grew
+        // it by copying a tenth of a rebuild.
+        let mut extras = Vec::with_capacity(
+            staged
+                .iter()
+                .filter(|st| !st.regex.is_empty() || st.mode == Mode::IngressNginx)
+                .count(),
+        );
         let mut over_budget = (Vec::new(), Vec::new());
         let mut take = |name: &str, id: u32| {
             let st = std::mem::replace(&mut staged[id as usize], Staging::new(RuleHost::Any));
