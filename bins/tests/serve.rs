@@ -497,6 +497,15 @@ fn a_request_its_client_abandons_is_counted_as_499() {
             .lines()
             .any(|l| l.starts_with("lb_proxy_requests_total{") && l.contains("status=\"499\"") && l.ends_with(" 1"))
     });
+    // Under the Ingress and Service it was routed to.
+    assert!(
+        scrape().lines().any(|l| l.starts_with("lb_proxy_requests_total{")
+            && l.contains("status=\"499\"")
+            && l.contains("/shop\"")
+            && l.contains("/web\"")),
+        "{}",
+        scrape()
+    );
     assert!(
         scrape()
             .lines()
@@ -553,6 +562,36 @@ fn ipv4_clients_of_a_dual_stack_listener_meet_ipv4_ranges() {
     let (status, head, body) = get(port, "allow.example", "/", "");
     assert_eq!(status, 200, "{head}");
     assert_eq!(header(&echoed(&body), "x-real-ip"), Some("127.0.0.1"));
+}
+
+/// A request an Ingress refuses itself (its denylist's 403) is counted
+/// under that Ingress, with no Service: who refused it is in the metrics.
+#[test]
+fn a_request_an_ingress_refuses_is_counted_under_it() {
+    let mut procs = Procs(Vec::new());
+    let metrics = free_port();
+    let (port, _dir) = shop(
+        &mut procs,
+        "nginx.ingress.kubernetes.io/denylist-source-range: 127.0.0.1/32",
+        &["--metrics-listen", &format!("127.0.0.1:{metrics}")],
+    );
+    assert_eq!(get(port, "shop.example.com", "/x", "").0, 403);
+    let scrape = || {
+        let (status, _, body) = split(&raw(
+            metrics,
+            "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+        ));
+        assert_eq!(status, 200);
+        body
+    };
+    eventually("the refused request is counted under its Ingress", || {
+        scrape().lines().any(|l| {
+            l.starts_with("lb_proxy_requests_total{")
+                && l.contains("status=\"403\"")
+                && l.contains("/shop\"")
+                && l.contains("service=\"\"")
+        })
+    });
 }
 
 /// `load-balance: ewma` sends the requests to the endpoint that answers

@@ -169,6 +169,7 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
         path: parts.uri.path_and_query().map_or("", |p| p.as_str()),
         request_id: &request_id,
         started,
+        names: None,
         answered: None,
     };
     // A request that asks to leave HTTP/1 (an upgrade, CONNECT): unless the
@@ -178,19 +179,23 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
     let leaving = method == Method::CONNECT || asks_upgrade(&parts);
     let routed_or_refused = if method == Method::CONNECT || method == Method::TRACE {
         // TRACE would echo what the proxy adds (nginx answers 405 too).
-        Routed::Answer(own(StatusCode::METHOD_NOT_ALLOWED, "the method is not proxied"))
+        Routed::Answer(own(StatusCode::METHOD_NOT_ALLOWED, "the method is not proxied"), None)
     } else if !method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
         // `get` is not `GET` (methods are case-sensitive): a backend must
         // not be left to guess. nginx refuses the same.
-        Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a method")))
+        Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a method")), None)
     } else {
         route(ctx, &served, client, &parts)
     };
-    let (response, routed) = match routed_or_refused {
-        Routed::Answer(answer) => (answer, None),
+    let (response, upstream) = match routed_or_refused {
+        Routed::Answer(answer, by) => {
+            access.names = by.map(|i| (i, None));
+            (answer, None)
+        }
         Routed::To(target) => {
             // Only the access log and the metrics want the names.
             let routed = (target.ingress, target.service);
+            access.names = Some((routed.0, Some(routed.1)));
             let (response, upstream, failure) = forward(
                 ctx,
                 &served,
@@ -210,7 +215,7 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
                     })
                     .inc();
             }
-            (response, Some((routed, upstream)))
+            (response, upstream)
         }
     };
     let mut response = response;
@@ -229,11 +234,7 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
     }
     let took = started.elapsed();
     ctx.metrics.duration.observe(took.as_secs_f64());
-    let (names, upstream) = match routed {
-        Some(((i, s), u)) => (Some((i, s)), u),
-        None => (None, None),
-    };
-    access.answered = Some((response.status().as_u16(), names, upstream, took));
+    access.answered = Some((response.status().as_u16(), upstream, took));
     response
 }
 
@@ -248,19 +249,24 @@ struct Access<'a> {
     path: &'a str,
     request_id: &'a HeaderValue,
     started: Instant,
-    /// Status, Ingress and Service, upstream, time to the answer's head.
-    answered: Option<(u16, RoutedNames<'a>, Option<SocketAddr>, Duration)>,
+    /// The Ingress (and Service) once routed: a request abandoned while
+    /// forwarded is logged with them.
+    names: RoutedNames<'a>,
+    /// Status, upstream, time to the answer's head.
+    answered: Option<(u16, Option<SocketAddr>, Duration)>,
 }
 
-/// The Ingress and Service a request was routed to.
-type RoutedNames<'a> = Option<(&'a lb_route::IngressRef, &'a str)>;
+/// The Ingress that decided a request, and the Service it routed it to
+/// (none when the Ingress answered itself: an allowlist's 403, say).
+type RoutedNames<'a> = Option<(&'a lb_route::IngressRef, Option<&'a str>)>;
 
 impl Drop for Access<'_> {
     fn drop(&mut self) {
-        let (status, names, upstream, took) = self
+        let (status, upstream, took) = self
             .answered
             .take()
-            .unwrap_or_else(|| (499, None, None, self.started.elapsed()));
+            .unwrap_or_else(|| (499, None, self.started.elapsed()));
+        let names = self.names;
         tracing::info!(
             target: "lb_proxy::access",
             client = %self.client,
@@ -268,7 +274,7 @@ impl Drop for Access<'_> {
             path = self.path,
             status,
             ingress = %Maybe(names.map(|(i, _)| i)),
-            service = %Maybe(names.map(|(i, s)| Qualified(&i.namespace, s))),
+            service = %Maybe(names.and_then(|(i, s)| Some(Qualified(&i.namespace, s?)))),
             upstream = %Maybe(upstream),
             request_id = self.request_id.to_str().unwrap_or_default(),
             duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
@@ -302,8 +308,9 @@ impl std::fmt::Display for Qualified<'_> {
 enum Routed<'a> {
     /// To a backend.
     To(Target<'a>),
-    /// Nowhere: the proxy answers.
-    Answer(Response<Body>),
+    /// Nowhere: the proxy answers (for the Ingress that decided so, if
+    /// one did).
+    Answer(Response<Body>, Option<&'a lb_route::IngressRef>),
 }
 
 /// Decides where `req` goes: a [`Target`] to forward to, or the proxy's
@@ -314,27 +321,27 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
     // An HTTP/1.1 request must name its host (RFC 9112 §3.2).
     if req.version == http::Version::HTTP_11 && !req.headers.contains_key(header::HOST) && req.uri.authority().is_none()
     {
-        return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: no Host header")));
+        return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: no Host header")), None);
     }
     let uri = &req.uri;
     // Asterisk-form is OPTIONS's alone and asks about the server itself;
     // authority-form is CONNECT's (refused before): RFC 9112 §3.2.
     if uri.path_and_query().is_some_and(|p| p.as_str() == "*") {
         if req.method != Method::OPTIONS {
-            return Routed::Answer(own(StatusCode::BAD_REQUEST, "bad request: * is for OPTIONS"));
+            return Routed::Answer(own(StatusCode::BAD_REQUEST, "bad request: * is for OPTIONS"), None);
         }
         let mut r = own(StatusCode::NO_CONTENT, "");
         r.headers_mut().insert(
             header::ALLOW,
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
-        return Routed::Answer(r);
+        return Routed::Answer(r, None);
     }
     if uri.path_and_query().is_none() {
-        return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a path")));
+        return Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a path")), None);
     }
     let host = match super::host_header(&req.headers) {
-        Err(why) => return Routed::Answer(own(StatusCode::BAD_REQUEST, &format!("bad request: {why}"))),
+        Err(why) => return Routed::Answer(own(StatusCode::BAD_REQUEST, &format!("bad request: {why}")), None),
         // An HTTP/1 absolute-form target names the host: Host is then
         // ignored (RFC 9112 §3.2.2). HTTP/2 carries :authority, and Host
         // (when a client sends both) as before.
@@ -344,7 +351,10 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
             // guess (RFC 9113 §8.3.1 has them agree).
             false => match (h, uri.authority()) {
                 (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a.as_str()) => {
-                    return Routed::Answer(own(StatusCode::BAD_REQUEST, "bad request: :authority and Host differ"));
+                    return Routed::Answer(
+                        own(StatusCode::BAD_REQUEST, "bad request: :authority and Host differ"),
+                        None,
+                    );
                 }
                 (h, a) => h.or_else(|| a.map(|a| a.as_str())),
             },
@@ -392,7 +402,7 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            Routed::Answer(r)
+            Routed::Answer(r, None)
         }
         Decision::Preflight { headers } => {
             let mut r = own(StatusCode::NO_CONTENT, "");
@@ -401,17 +411,17 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
                     r.headers_mut().insert(HeaderName::from_static(k), v);
                 }
             }
-            Routed::Answer(r)
+            Routed::Answer(r, None)
         }
         other => {
             let status = other.status();
-            let why = match &other {
-                Decision::Deny { reason, .. } => reason.clone(),
-                Decision::BadRequest(e) => format!("bad request: {e}"),
-                _ => status.canonical_reason().unwrap_or_default().to_owned(),
+            let (why, by) = match &other {
+                Decision::Deny { reason, ingress, .. } => (reason.clone(), *ingress),
+                Decision::BadRequest(e) => (format!("bad request: {e}"), None),
+                _ => (status.canonical_reason().unwrap_or_default().to_owned(), None),
             };
             tracing::debug!(status = status.as_u16(), why = %why, "answered by the proxy");
-            Routed::Answer(own(status, status.canonical_reason().unwrap_or_default()))
+            Routed::Answer(own(status, status.canonical_reason().unwrap_or_default()), by)
         }
     }
 }

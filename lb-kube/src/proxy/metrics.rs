@@ -23,9 +23,10 @@ pub struct RequestLabels {
 }
 
 impl RequestLabels {
-    /// Whether these are the labels of `names` (an Ingress and a Service
-    /// in its namespace; none: the proxy answered) and `status`.
-    fn are(&self, names: Option<(&lb_route::IngressRef, &str)>, status: u16) -> bool {
+    /// Whether these are the labels of `names` (an Ingress and the
+    /// Service in its namespace it routed to, if it did; none: no Ingress
+    /// decided) and `status`.
+    fn are(&self, names: Option<(&lb_route::IngressRef, Option<&str>)>, status: u16) -> bool {
         let qualified = |label: &str, ns: &str, name: &str| {
             label.len() == ns.len() + 1 + name.len()
                 && label.starts_with(ns)
@@ -36,7 +37,11 @@ impl RequestLabels {
             && match names {
                 None => self.ingress.is_empty() && self.service.is_empty(),
                 Some((i, s)) => {
-                    qualified(&self.ingress, &i.namespace, &i.name) && qualified(&self.service, &i.namespace, s)
+                    qualified(&self.ingress, &i.namespace, &i.name)
+                        && match s {
+                            Some(s) => qualified(&self.service, &i.namespace, s),
+                            None => self.service.is_empty(),
+                        }
                 }
             }
     }
@@ -146,9 +151,11 @@ impl Metrics {
 
     /// Counts a request routed by `names` (the Ingress, and the Service in
     /// its namespace; none: answered by the proxy) and answered `status`.
-    pub(crate) fn count_request(&self, names: Option<(&lb_route::IngressRef, &str)>, status: u16) {
+    pub(crate) fn count_request(&self, names: Option<(&lb_route::IngressRef, Option<&str>)>, status: u16) {
+        // Per request: foldhash, not SipHash (the labels are checked on a
+        // hit anyway).
         let key = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut h = std::hash::BuildHasher::build_hasher(&foldhash::fast::FixedState::default());
             if let Some((i, s)) = names {
                 (&i.namespace, &i.name, s).hash(&mut h);
             }
@@ -165,7 +172,7 @@ impl Metrics {
         let labels = match names {
             Some((i, s)) => RequestLabels {
                 ingress: i.to_string(),
-                service: format!("{}/{s}", i.namespace),
+                service: s.map(|s| format!("{}/{s}", i.namespace)).unwrap_or_default(),
                 status,
             },
             None => RequestLabels {
@@ -207,18 +214,22 @@ mod tests {
             name: "op".into(),
         };
         for _ in 0..3 {
-            m.count_request(Some((&shop, "cart")), 200);
+            m.count_request(Some((&shop, Some("cart"))), 200);
         }
-        m.count_request(Some((&shop, "cart")), 502);
-        m.count_request(Some((&tricky, "cart")), 200);
+        m.count_request(Some((&shop, Some("cart"))), 502);
+        m.count_request(Some((&tricky, Some("cart"))), 200);
         m.count_request(None, 404);
         m.count_request(None, 404);
+        // Refused by an Ingress's allowlist: its name, no Service.
+        m.count_request(Some((&shop, None)), 403);
+        m.count_request(Some((&shop, None)), 403);
         let t = text(&registry);
         for line in [
             r#"lb_proxy_requests_total{ingress="web/shop",service="web/cart",status="200"} 3"#,
             r#"lb_proxy_requests_total{ingress="web/shop",service="web/cart",status="502"} 1"#,
             r#"lb_proxy_requests_total{ingress="web/sh/op",service="web/sh/cart",status="200"} 1"#,
             r#"lb_proxy_requests_total{ingress="",service="",status="404"} 2"#,
+            r#"lb_proxy_requests_total{ingress="web/shop",service="",status="403"} 2"#,
         ] {
             assert!(t.contains(line), "{line} not in\n{t}");
         }
