@@ -389,6 +389,52 @@ fn sigterm_drains_in_flight_requests_and_exits_even_while_the_directory_churns()
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still accepting");
 }
 
+/// SIGTERM is heard before anything is served too: in cluster mode
+/// against an API server that never lists (here nothing listens), the
+/// proxy waits for its first list, and exits (0) on the signal.
+#[test]
+fn sigterm_is_heard_while_waiting_for_the_first_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: c, cluster: {{server: \"https://127.0.0.1:{closed}\", insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: u}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = dir.path().join("log");
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--http-listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("it waits for the first list", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("waiting for the first list"))
+    });
+    let pid = procs.0[0].id();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exit = loop {
+        if let Some(s) = procs.0[0].try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
 /// A response that streams with a silence longer than the keep-alive
 /// timeout (server-sent events, long polls) is not cut: the connection is
 /// idle only between requests.

@@ -15,7 +15,7 @@ use lb_kube::source::Severity;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Keeps freed memory for 10 s before it goes back to the kernel (unless
-/// `MIMALLOC_PURGE_DELAY` says otherwise). mimalloc's default is 1 s:
+/// `MIMALLOC_PURGE_DELAY` says otherwise). Call it first in `main`. mimalloc's default is 1 s:
 /// a rebuild frees the table it replaced and builds the next one a moment
 /// later, and faulting those megabytes in again as fresh pages was a
 /// tenth of a 10,000-Ingress rebuild (`perf`). A burst of edits reuses
@@ -24,11 +24,16 @@ fn keep_freed_memory() {
     /// `mi_option_purge_delay`: its place in `mi_option_e` of mimalloc 2
     /// and 3 (libmimalloc-sys names no constant for it).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    // (RESET_DELAY: its older name, which mimalloc still reads.)
+    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
         return;
     }
-    // SAFETY: reads and sets one of the allocator's integer options (no
-    // pointer is passed; the allocator synchronises its options).
+    // SAFETY: sets one integer option, passing no pointer. Setting options
+    // is not thread-safe in mimalloc: this runs first in `main`, before
+    // any other thread exists.
     #[allow(unsafe_code)]
     unsafe {
         libmimalloc_sys::mi_option_set(PURGE_DELAY, 10_000);
@@ -326,6 +331,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .unwrap_or_else(|| "default".to_owned());
     let result = runtime.block_on(async move {
         let shutdown = lb_bins::shutdown_signal();
+        tokio::pin!(shutdown);
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
                 tokio::spawn(async move {
@@ -344,18 +350,27 @@ fn serve(args: ServeArgs) -> ExitCode {
                     .map_err(|e| e.to_string())
             }
             None => {
-                let cluster = lb_kube::controller::Cluster::new(kubeconfig, "default");
-                let client = cluster.client().await.map_err(|e| e.to_string())?;
-                let mut options = options;
-                if let Some(publish) = publish {
-                    let election = lb_kube::proxy::publish::Election {
-                        namespace: election_namespace,
-                        name: election_id,
-                        identity: lb_bins::identity(),
-                    };
-                    let p = lb_kube::proxy::publish::Publisher::start(client.clone(), publish, Some(election)).await?;
-                    options.publisher = Some(p);
-                }
+                let setup = async {
+                    let cluster = lb_kube::controller::Cluster::new(kubeconfig, "default");
+                    let client = cluster.client().await.map_err(|e| e.to_string())?;
+                    let mut options = options;
+                    if let Some(publish) = publish {
+                        let election = lb_kube::proxy::publish::Election {
+                            namespace: election_namespace,
+                            name: election_id,
+                            identity: lb_bins::identity(),
+                        };
+                        let p =
+                            lb_kube::proxy::publish::Publisher::start(client.clone(), publish, Some(election)).await?;
+                        options.publisher = Some(p);
+                    }
+                    Ok::<_, String>((client, options))
+                };
+                // SIGTERM is heard while the API server is reached too.
+                let (client, options) = tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    ready = setup => ready?,
+                };
                 let watches = lb_kube::source::cluster::proxy_watches();
                 let source = lb_kube::source::cluster::KubeSource::start(client, watches);
                 lb_kube::proxy::serve::run(source, options, shutdown)

@@ -348,6 +348,9 @@ pub async fn run<S: Source + 'static>(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    // Heard from the start: a source that never lists (an API server
+    // that forbids it) must not make the process deaf to SIGTERM.
+    tokio::pin!(shutdown);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = super::metrics::Metrics::register(&mut registry);
     let telemetry = crate::metrics::Telemetry::new(registry);
@@ -372,7 +375,10 @@ pub async fn run<S: Source + 'static>(
     let mut changes = source.changes();
     let mut said = false;
     let (mut version, view) = loop {
-        let (back, read) = read_view(source).await?;
+        let (back, read) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            read = read_view(source) => read?,
+        };
         source = back;
         let (version, view) = read?;
         if view.synced {
@@ -381,24 +387,32 @@ pub async fn run<S: Source + 'static>(
         if !std::mem::replace(&mut said, true) {
             tracing::info!("waiting for the first list of every kind");
         }
-        match &mut changes {
-            Some(rx) => {
-                let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+        let wait = async {
+            match &mut changes {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+                }
+                None => tokio::time::sleep(options.poll_interval).await,
             }
-            None => tokio::time::sleep(options.poll_interval).await,
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            () = wait => {}
         }
     };
     let rebuilder = Rebuilder::start().map_err(Error::Rebuilder)?;
     // The first build too runs off the serving threads (`/healthz` and
     // `/metrics` are served meanwhile).
     let first = route.clone();
-    let (view, mut regexes, built, mut table_problems) = rebuilder
-        .run(move || {
-            let mut regexes = super::Rebuild::default();
-            let (built, problems) = served(&view, &first, None, &mut regexes);
-            (view, regexes, built, problems)
-        })
-        .await?;
+    let first = rebuilder.run(move || {
+        let mut regexes = super::Rebuild::default();
+        let (built, problems) = served(&view, &first, None, &mut regexes);
+        (view, regexes, built, problems)
+    });
+    let (view, mut regexes, built, mut table_problems) = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        built = first => built?,
+    };
     if let Some(p) = &options.publisher {
         p.publish(&view, &built.table);
     }
@@ -463,7 +477,6 @@ pub async fn run<S: Source + 'static>(
             stop_rx.clone(),
         ));
     }
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
