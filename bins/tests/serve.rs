@@ -1602,6 +1602,23 @@ fn an_edit_that_breaks_an_ingress_leaves_its_last_good_version_serving() {
     wait_for(404, "a broken auth edit must not leave the open version serving");
     std::fs::write(&file, &open).unwrap();
     wait_for(200, "the open version again");
+    // The same when the protection itself is good and the error is
+    // elsewhere: an allowlist added with a typo in a path type.
+    std::fs::write(
+        &file,
+        open.replace(
+            "annotations: {}",
+            "annotations: {nginx.ingress.kubernetes.io/allowlist-source-range: 10.0.0.0/8}",
+        )
+        .replace("pathType: Prefix", "pathType: Prefx"),
+    )
+    .unwrap();
+    wait_for(
+        404,
+        "an edit adding an allowlist that does not build must not leave the open version serving",
+    );
+    std::fs::write(&file, &open).unwrap();
+    wait_for(200, "the open version again");
     // Moved to another class: no longer ours, not kept.
     std::fs::write(&file, open.replace("ingressClassName: lb", "ingressClassName: other")).unwrap();
     wait_for(404, "an Ingress moved to another class must stop being served");

@@ -98,6 +98,20 @@ fn served_by(t: &RouteTable) -> std::collections::HashSet<Key<'_>, foldhash::fas
     t.ingresses().map(|r| (r.namespace.as_str(), r.name.as_str())).collect()
 }
 
+/// Whether an annotation (or a field naming one) is about what guards an
+/// Ingress: authentication, allow and deny lists.
+fn guards(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["auth", "source-range", "allowlist", "denylist"]
+        .iter()
+        .any(|g| name.contains(g))
+}
+
+/// The annotations of `i` that guard it, in order.
+fn guarding_of(i: &lb_route::Ingress) -> impl Iterator<Item = (&String, &String)> {
+    i.metadata.annotations.iter().filter(|(k, _)| guards(k))
+}
+
 /// [`routes`] for a serving proxy: regexes the last build compiled are
 /// reused, an Ingress the last build converted is not converted again, and
 /// an Ingress that no longer builds keeps its last good version serving
@@ -107,9 +121,10 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
     let (mut table, mut problems, mut ingresses) =
         routes_of(snap, config, &mut rebuild.regexes, &mut rebuild.converted, |_| {});
     // Left out for an error of its own (not for another class, not
-    // deleted and made again), and not for an error in what guards it: an
-    // edit that asks for authentication or an allowlist and does not
-    // build must not leave the open version serving.
+    // deleted and made again), and not for an edit of what guards it (or
+    // an error there): an edit that asks for authentication or an
+    // allowlist and does not build, wherever its error is, must not leave
+    // the open version serving.
     let kept: Vec<(String, String)> = {
         fn of(p: &Problem) -> Option<Key<'_>> {
             let o = p
@@ -123,14 +138,11 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
             Vec::new()
         } else {
             let guarding = |p: &Problem| {
-                p.field.as_deref().is_some_and(|f| {
-                    let f = f.to_ascii_lowercase();
-                    f.contains("annotations")
-                        && ["auth", "source-range", "allowlist", "denylist"]
-                            .iter()
-                            .any(|g| f.contains(g))
-                })
+                p.field
+                    .as_deref()
+                    .is_some_and(|f| f.to_ascii_lowercase().contains("annotations") && guards(f))
             };
+            let same_guards = |a: &lb_route::Ingress, b: &lb_route::Ingress| guarding_of(a).eq(guarding_of(b));
             let guarded: std::collections::HashSet<Key<'_>> =
                 problems.iter().filter(|p| guarding(p)).filter_map(of).collect();
             let first = served_by(&table);
@@ -144,7 +156,9 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
                         && broken.contains(k)
                         && !guarded.contains(k)
                         && last.get(k).is_some_and(|g| {
-                            *g != &***i && g.metadata.creation_timestamp == i.metadata.creation_timestamp
+                            *g != &***i
+                                && g.metadata.creation_timestamp == i.metadata.creation_timestamp
+                                && same_guards(g, i)
                         })
                 })
                 .map(|((ns, name), _)| (ns.to_owned(), name.to_owned()))
