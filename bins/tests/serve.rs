@@ -1213,6 +1213,17 @@ fn forwarded_for_from_a_trusted_proxy_is_read_from_the_right() {
         "X-Forwarded-For: 192.0.2.8, 127.0.0.9\r\n",
     );
     assert_eq!(header(&echoed(&body), "x-real-ip"), Some("192.0.2.8"));
+    // Sent as two lines: one list, in order, with this hop last.
+    let (_, _, body) = get(
+        port,
+        "shop.example.com",
+        "/",
+        "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 192.0.2.7\r\n",
+    );
+    let v = echoed(&body);
+    assert_eq!(header(&v, "x-real-ip"), Some("192.0.2.7"));
+    assert_eq!(header(&v, "x-forwarded-for"), Some("6.6.6.6, 192.0.2.7, 127.0.0.1"));
+    assert_eq!(v["headers"]["x-forwarded-for"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 #[test]

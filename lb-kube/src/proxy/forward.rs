@@ -427,8 +427,9 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
 }
 
 /// Sends the request to an endpoint of the target's Service; a connect
-/// failure tries the next endpoint when the request can be sent again
-/// (idempotent, no body). Returns the response and the endpoint used.
+/// failure tries the next endpoint when the request has no body (nothing
+/// was sent, whatever the method). Returns the response and the endpoint
+/// used.
 async fn forward(
     ctx: &Context,
     served: &Served,
@@ -491,7 +492,6 @@ async fn forward(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
-    let replayable = bodiless && idempotent;
     // An upgrade request with a body is forwarded as a plain request.
     let upgrade = upgrade_of(parts).filter(|_| bodiless);
     let client_upgrade = on_upgrade.filter(|_| upgrade.is_some());
@@ -546,13 +546,11 @@ async fn forward(
             if let Some(h) = up.headers_mut() {
                 *h = outgoing.to_map();
             }
-            let this_body = match body.take() {
-                Some(b) if n + 1 >= tries || !replayable => b,
-                _ => Empty::new().map_err(|e| match e {}).boxed(),
-            };
-            if replayable && body.is_none() {
-                body = Some(Empty::new().map_err(|e| match e {}).boxed());
-            }
+            // Only a request without a body is tried again: its next try
+            // sends an empty one too.
+            let this_body = body
+                .take()
+                .unwrap_or_else(|| Empty::new().map_err(|e| match e {}).boxed());
             // The read timeout runs from when the request is sent whole:
             // a long upload is the client's time (its silences are bounded
             // by the connection's), not the backend's.
@@ -796,6 +794,9 @@ async fn authorize(
         strip_hop_by_hop(&mut copy);
         copy.remove(header::CONTENT_LENGTH);
         copy.remove(header::HOST);
+        if let Some(v) = joined_cookies(parts) {
+            copy.insert(header::COOKIE, v);
+        }
         *h = copy;
         let mut set = |name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -1062,6 +1063,23 @@ struct Outgoing<'a> {
     set: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// HTTP/2 sends each cookie as a field of its own; an HTTP/1 server reads
+/// one `Cookie` line (RFC 9113 §8.2.3: joined with "; "). The joined line
+/// when there are several.
+fn joined_cookies(parts: &http::request::Parts) -> Option<HeaderValue> {
+    let h = &parts.headers;
+    if parts.version != http::Version::HTTP_2 || h.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return None;
+    }
+    let joined = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    HeaderValue::from_maybe_shared(Bytes::from(joined)).ok()
+}
+
 impl<'a> Outgoing<'a> {
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -1077,18 +1095,8 @@ impl<'a> Outgoing<'a> {
         let h = &parts.headers;
         let trusted = is_trusted(ctx, peer.ip());
         let mut set = Vec::with_capacity(13 + granted.len());
-        // HTTP/2 sends each cookie as a field of its own; a backend reads
-        // one `Cookie` line (RFC 9113 §8.2.3: joined with "; ").
-        if parts.version == http::Version::HTTP_2 && h.get_all(header::COOKIE).iter().nth(1).is_some() {
-            let joined = h
-                .get_all(header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect::<Vec<_>>()
-                .join(&b"; "[..]);
-            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
-                set.push((header::COOKIE, v));
-            }
+        if let Some(v) = joined_cookies(parts) {
+            set.push((header::COOKIE, v));
         }
         // Mostly the client's own Host: shared, not copied.
         let same = h
@@ -1102,9 +1110,18 @@ impl<'a> Outgoing<'a> {
         }
         let shared = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
         let peer_ip = || ctx.peer_ip.clone().or_else(|| shared(peer.ip().to_string()));
-        let xff = match (trusted, h.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
-            (true, Some(prior)) => shared(format!("{prior}, {}", peer.ip())),
-            _ => peer_ip(),
+        // Every line of it, in order (as `client_address` reads it).
+        let prior: Vec<&str> = match trusted {
+            true => h
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect(),
+            false => Vec::new(),
+        };
+        let xff = match prior.is_empty() {
+            false => shared(format!("{}, {}", prior.join(", "), peer.ip())),
+            true => peer_ip(),
         };
         let real_ip = match client == peer.ip() {
             true => peer_ip(),

@@ -334,7 +334,9 @@ impl Framer {
                 prev = None;
                 continue;
             }
-            if len == H2_PREFACE.len() {
+            // Only as the first thing the client sends (RFC 9113 §3.4):
+            // after a request it would turn the rest of the stream opaque.
+            if len == H2_PREFACE.len() && self.heads == 0 {
                 let (held, new) = H2_PREFACE.split_at(self.head.len());
                 if self.head == held && &input[from..=i] == new {
                     out.append(&mut self.head);
@@ -631,6 +633,14 @@ mod tests {
         assert!(out.ends_with(b"\x00\x01binary\n"));
         let (_, res) = run(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04");
         assert_eq!(res, Ok(()));
+        // Not after a request: then it is a head like any other, checked.
+        let mut f = Framer::new(64 * 1024);
+        let mut out = Vec::new();
+        let after = f.feed(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &mut out,
+        );
+        assert!(!f.is_h2() && !f.is_opaque(), "{after:?}");
     }
 
     /// A request stream the reference model frames: heads of plain
