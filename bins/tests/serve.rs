@@ -610,6 +610,84 @@ fn ipv4_clients_of_a_dual_stack_listener_meet_ipv4_ranges() {
     assert_eq!(header(&echoed(&body), "x-real-ip"), Some("127.0.0.1"));
 }
 
+/// A backend that stops taking a request body (it accepted and never
+/// reads) gets `proxy-send-timeout` (nginx's proxy_send_timeout, between
+/// two writes), then the client a 504: the request does not hang.
+#[test]
+fn a_backend_that_stops_taking_the_body_gets_504_after_the_send_timeout() {
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = deaf.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Holds the connection open, reading nothing, until the proxy
+        // gives up on it.
+        let (mut s, _) = deaf.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("deaf", 80, target, &["127.0.0.1"]),
+            ingress(
+                "upload",
+                "upload.example.com",
+                &[("/", "deaf")],
+                "nginx.ingress.kubernetes.io/proxy-send-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-body-size: 256m",
+            ),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let mut procs = Procs(Vec::new());
+    let port = proxy(&mut procs, dir.path(), &[]);
+    const SIZE: usize = 128 << 20;
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    client
+        .write_all(
+            format!("POST /up HTTP/1.1\r\nHost: upload.example.com\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let started = Instant::now();
+    let writer = {
+        let mut w = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![b'x'; 1 << 16];
+            let mut sent = 0;
+            // Stops when the proxy closes (it answered), or all is sent.
+            while sent < SIZE && w.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+            sent
+        })
+    };
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 504"),
+        "{answer:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    assert!(
+        writer.join().unwrap() < SIZE,
+        "the backend took it all: nothing was tested"
+    );
+    held.join().unwrap();
+}
+
 /// A request an Ingress refuses itself (its denylist's 403) is counted
 /// under that Ingress, with no Service: who refused it is in the metrics.
 #[test]

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,10 @@ struct Target<'a> {
     x_forwarded_prefix: Option<&'a str>,
     body_limit: u64,
     read_timeout: Duration,
+    /// `proxy-send-timeout`: the longest time the backend may leave the
+    /// request body untaken (nginx's proxy_send_timeout, between two
+    /// writes).
+    send_timeout: Duration,
     /// `proxy-connect-timeout` (none: the global one).
     connect_timeout: Option<Duration>,
     cors: Vec<(&'static str, String)>,
@@ -393,6 +397,8 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
                 x_forwarded_prefix: f.x_forwarded_prefix,
                 body_limit: f.options.proxy_body_size.unwrap_or(ctx.limits.default_body),
                 read_timeout: f.options.read_timeout.unwrap_or(ctx.limits.read_timeout),
+                // (nginx's default is the read timeout's: 60 s.)
+                send_timeout: f.options.send_timeout.unwrap_or(ctx.limits.read_timeout),
                 connect_timeout: f.options.connect_timeout,
                 cors,
             })
@@ -558,29 +564,36 @@ async fn forward(
                 true => (None, this_body),
                 false => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
+                    let taken = Arc::new(AtomicU64::new(super::endpoints::now()));
                     let body = Sent {
                         inner: this_body,
                         done: Some(tx),
+                        taken: taken.clone(),
                     };
-                    (Some(rx), body.boxed())
+                    (Some((rx, taken)), body.boxed())
                 }
             };
             let Ok(up) = up.body(sent_whole) else {
                 return (own(StatusCode::BAD_REQUEST, "bad request"), None, None);
             };
             let read_timeout = async {
-                if let Some(sent) = sent {
-                    // (An error ending the upload ends the wait too.)
-                    let _ = sent.await;
+                if let Some((sent, taken)) = sent {
+                    // Until the request is sent whole (an error ending the
+                    // upload ends it too), the backend must keep taking it.
+                    tokio::select! {
+                        _ = sent => {}
+                        () = untaken_for(&taken, target.send_timeout) => return Failed::SendTimeout,
+                    }
                 }
                 tokio::time::sleep(target.read_timeout).await;
+                Failed::Timeout
             };
             let answered = tokio::select! {
                 r = ctx.upstream.send(target.protocol, up) => Ok(r),
-                () = read_timeout => Err(()),
+                timeout = read_timeout => Err(timeout),
             };
             match answered {
-                Err(()) => Err(Failed::Timeout),
+                Err(timeout) => Err(timeout),
                 Ok(Ok(r)) => Ok(r.map(|b| {
                     Idle {
                         inner: b,
@@ -596,7 +609,13 @@ async fn forward(
         if let Some(busy) = busy {
             match &sent {
                 Ok(_) => busy.done(false, super::endpoints::now()),
-                Err(Failed::Timeout | Failed::Connect(_) | Failed::ConnectTimeout(_) | Failed::Backend(_)) => {
+                Err(
+                    Failed::Timeout
+                    | Failed::SendTimeout
+                    | Failed::Connect(_)
+                    | Failed::ConnectTimeout(_)
+                    | Failed::Backend(_),
+                ) => {
                     busy.done(true, super::endpoints::now());
                 }
                 // The client's fault: nothing learnt about the endpoint.
@@ -604,6 +623,17 @@ async fn forward(
             }
         }
         match sent {
+            Err(Failed::SendTimeout) => {
+                tracing::warn!(upstream = %addr, after = ?target.send_timeout, "backend did not take the request in time");
+                return (
+                    close(own(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the backend did not take the request in time",
+                    )),
+                    Some(addr),
+                    Some("timeout"),
+                );
+            }
             Err(Failed::Timeout) => {
                 tracing::warn!(upstream = %addr, after = ?target.read_timeout, "backend did not answer in time");
                 return (
@@ -965,6 +995,8 @@ fn tunnel(
 enum Failed {
     /// No answer within the read timeout.
     Timeout,
+    /// The request body left untaken for the send timeout.
+    SendTimeout,
     /// No connection (refused, unreachable).
     Connect(String),
     /// No connection within the connect timeout.
@@ -1423,6 +1455,31 @@ fn random() -> u64 {
 struct Sent {
     inner: Body,
     done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// When hyper last took a frame (on the balancer's clock), or
+    /// [`WAITING`] while it waits for the client's next one: hyper asks for
+    /// a frame only when it has written the last.
+    taken: Arc<AtomicU64>,
+}
+
+/// [`Sent::taken`] while the client owes the next frame (its silences are
+/// bounded by the connection's own timeout, not the backend's).
+const WAITING: u64 = u64::MAX;
+
+/// Resolves once the request body has been left untaken for `bound`: the
+/// backend stopped reading it.
+async fn untaken_for(taken: &AtomicU64, bound: Duration) {
+    loop {
+        let last = taken.load(Ordering::Relaxed);
+        let idle = match last {
+            WAITING => Duration::ZERO,
+            t => Duration::from_nanos(super::endpoints::now().saturating_sub(t)),
+        };
+        if idle >= bound {
+            return;
+        }
+        // Looked at again a quarter of the bound later at most.
+        tokio::time::sleep((bound - idle).min(bound / 4).max(Duration::from_millis(10))).await;
+    }
 }
 
 impl hyper::body::Body for Sent {
@@ -1434,6 +1491,11 @@ impl hyper::body::Body for Sent {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let taken = match polled {
+            std::task::Poll::Pending => WAITING,
+            std::task::Poll::Ready(_) => super::endpoints::now(),
+        };
+        self.taken.store(taken, Ordering::Relaxed);
         // (A body of known length may not be polled past its last frame.)
         let whole = match &polled {
             std::task::Poll::Ready(None | Some(Err(_))) => true,
