@@ -1208,6 +1208,68 @@ fn http2_with_prior_knowledge_is_served() {
     assert_eq!(mismatch, 400);
 }
 
+/// A tunnel where nothing moves for the route's `proxy-read-timeout` is
+/// closed (as nginx bounds WebSockets); one that talks stays open; at
+/// SIGTERM an open tunnel is given the drain, not cut at once.
+#[test]
+fn a_quiet_tunnel_is_closed_and_an_open_one_is_drained() {
+    let mut procs = Procs(Vec::new());
+    let (port, _dir) = shop(
+        &mut procs,
+        "nginx.ingress.kubernetes.io/proxy-read-timeout: \"1\"",
+        &["--drain-seconds", "3"],
+    );
+    let open = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: lb-echo\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        s
+    };
+    let echo = |s: &mut TcpStream| {
+        s.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+    };
+    // Talking every 300 ms for 2 s: kept.
+    let mut talking = open();
+    for _ in 0..7 {
+        echo(&mut talking);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Quiet: closed after about a second.
+    let mut quiet = open();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let n = quiet.read_to_end(&mut rest).unwrap_or(0);
+    assert_eq!(n, 0);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // SIGTERM with a tunnel open: it still carries bytes during the drain.
+    let mut open_at_exit = open();
+    let pid = procs.0.last().map(Child::id).unwrap();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    echo(&mut open_at_exit);
+    let child = procs.0.last_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not exit within the drain bound");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn an_upgrade_is_tunnelled_after_the_backends_101() {
     let mut procs = Procs(Vec::new());

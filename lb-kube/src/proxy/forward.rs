@@ -62,6 +62,11 @@ pub(crate) struct Slot {
 }
 
 impl Connections {
+    /// Connections held now (upgraded ones included).
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
     /// A place for a connection from `ip`, unless a cap is reached.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
         let admitted = {
@@ -582,7 +587,7 @@ async fn forward(
                     // upload ends it too), the backend must keep taking it.
                     tokio::select! {
                         _ = sent => {}
-                        () = untaken_for(&taken, target.send_timeout) => return Failed::SendTimeout,
+                        () = quiet_for(&taken, target.send_timeout) => return Failed::SendTimeout,
                     }
                 }
                 tokio::time::sleep(target.read_timeout).await;
@@ -706,7 +711,13 @@ async fn forward(
             Ok(mut response) => {
                 let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 if upgraded && let (Some(client_side), Some(kind)) = (client_upgrade, upgrade.as_ref()) {
-                    tunnel(client_side, hyper::upgrade::on(&mut response), addr, ctx.slot.clone());
+                    tunnel(
+                        client_side,
+                        hyper::upgrade::on(&mut response),
+                        addr,
+                        ctx.slot.clone(),
+                        target.read_timeout,
+                    );
                     let (mut parts, _) = response.into_parts();
                     // The protocol the backend chose, else the one asked.
                     let chosen = parts.headers.get(header::UPGRADE).unwrap_or(kind).clone();
@@ -971,24 +982,89 @@ fn httpdate(t: std::time::SystemTime) -> String {
 }
 
 /// Joins the client's and the backend's upgraded connections (WebSocket
-/// and the like), once the backend has agreed with a 101.
+/// and the like), once the backend has agreed with a 101. A tunnel where
+/// nothing moves either way for `idle` (the route's `proxy-read-timeout`,
+/// as nginx bounds WebSockets) is closed: peers that vanished without a
+/// FIN do not hold their places for ever.
 fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     addr: SocketAddr,
     slot: Option<Arc<Slot>>,
+    idle: Duration,
 ) {
     tokio::spawn(async move {
+        // Held until the tunnel ends: it counts under the caps, and the
+        // drain at shutdown waits for it.
         let _slot = slot;
         let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
             tracing::debug!(upstream = %addr, "an upgrade did not complete");
             return;
         };
-        let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
-        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
-            tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
+        let moved = Arc::new(AtomicU64::new(super::endpoints::now()));
+        let mut c = Moving {
+            io: TokioIo::new(client),
+            moved: moved.clone(),
+        };
+        let mut b = Moving {
+            io: TokioIo::new(backend),
+            moved: moved.clone(),
+        };
+        tokio::select! {
+            ended = tokio::io::copy_bidirectional(&mut c, &mut b) => if let Err(e) = ended {
+                tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
+            },
+            () = quiet_for(&moved, idle) => {
+                tracing::debug!(upstream = %addr, after = ?idle, "upgraded connection idle; closed");
+            }
         }
     });
+}
+
+/// An upgraded connection that stamps `moved` (on the balancer's clock)
+/// whenever bytes are read from it.
+struct Moving<T> {
+    io: T,
+    moved: Arc<AtomicU64>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Moving<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved.store(super::endpoints::now(), Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Moving<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Why a request got no response from the backend.
@@ -1465,11 +1541,12 @@ struct Sent {
 /// bounded by the connection's own timeout, not the backend's).
 const WAITING: u64 = u64::MAX;
 
-/// Resolves once the request body has been left untaken for `bound`: the
-/// backend stopped reading it.
-async fn untaken_for(taken: &AtomicU64, bound: Duration) {
+/// Resolves once `stamp` (a time on the balancer's clock, or [`WAITING`]:
+/// not now) is `bound` old: a request body left untaken that long (the
+/// backend stopped reading it), a tunnel where nothing moved.
+async fn quiet_for(stamp: &AtomicU64, bound: Duration) {
     loop {
-        let last = taken.load(Ordering::Relaxed);
+        let last = stamp.load(Ordering::Relaxed);
         let idle = match last {
             WAITING => Duration::ZERO,
             t => Duration::from_nanos(super::endpoints::now().saturating_sub(t)),

@@ -604,8 +604,16 @@ pub async fn run<S: Source + 'static>(
     let _ = stop_tx.send(true);
     while accepts.join_next().await.is_some() {}
     if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        // Then the upgraded connections (WebSockets), which left hyper's
+        // watch at their 101 but hold their places till they end.
+        let drained = async {
+            graceful.shutdown().await;
+            while conns.total() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("drained"),
+            () = drained => tracing::info!("drained"),
             _ = tokio::time::sleep(options.drain) => tracing::warn!(after = ?options.drain, "drain bound reached; closing the rest"),
         }
     }
