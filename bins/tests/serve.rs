@@ -1366,6 +1366,29 @@ fn forwarded_for_from_a_trusted_proxy_is_read_from_the_right() {
     assert_eq!(v["headers"]["x-forwarded-for"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
+/// Behind a load balancer that ends TLS (a `--trusted-proxy`), its
+/// `X-Forwarded-Proto: https` counts as HTTPS: the https redirect does not
+/// loop. From anyone else the header changes nothing.
+#[test]
+fn forwarded_proto_from_a_trusted_proxy_stops_the_https_redirect() {
+    let mut procs = Procs(Vec::new());
+    let force = "nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"";
+    let (trusting, _a) = shop(&mut procs, force, &["--trusted-proxy", "127.0.0.0/8"]);
+    let (status, _, body) = get(trusting, "shop.example.com", "/x", "X-Forwarded-Proto: https\r\n");
+    assert_eq!(status, 200);
+    assert_eq!(header(&echoed(&body), "x-scheme"), Some("https"));
+    assert_eq!(get(trusting, "shop.example.com", "/x", "").0, 308);
+    assert_eq!(
+        get(trusting, "shop.example.com", "/x", "X-Forwarded-Proto: http\r\n").0,
+        308
+    );
+    let (untrusting, _b) = shop(&mut procs, force, &[]);
+    assert_eq!(
+        get(untrusting, "shop.example.com", "/x", "X-Forwarded-Proto: https\r\n").0,
+        308
+    );
+}
+
 #[test]
 fn cookie_affinity_pins_a_client_and_grpc_backends_get_http2() {
     let mut procs = Procs(Vec::new());

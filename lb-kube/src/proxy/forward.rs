@@ -140,7 +140,8 @@ struct Target<'a> {
     pinned: Option<String>,
     /// The rule path that matched (the affinity cookie's default path).
     matched: Option<&'a str>,
-    /// Whether the client came over TLS (the cookie's default `Secure`).
+    /// Whether the request came over HTTPS (see [`seen_as_https`]): the
+    /// cookie's default `Secure`, `X-Scheme`, the auth-url's scheme.
     https: bool,
     /// `auth-url` and friends.
     external_auth: Option<&'a lb_route::ExternalAuth>,
@@ -194,7 +195,13 @@ pub(crate) async fn handle(ctx: &Context, peer: SocketAddr, req: Request<Incomin
         // not be left to guess. nginx refuses the same.
         Routed::Answer(close(own(StatusCode::BAD_REQUEST, "bad request: not a method")), None)
     } else {
-        route(ctx, &served, client, &parts)
+        route(
+            ctx,
+            &served,
+            client,
+            seen_as_https(ctx, peer.ip(), &parts.headers),
+            &parts,
+        )
     };
     let (response, upstream) = match routed_or_refused {
         Routed::Answer(answer, by) => {
@@ -324,7 +331,13 @@ enum Routed<'a> {
 
 /// Decides where `req` goes: a [`Target`] to forward to, or the proxy's
 /// own answer.
-fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::request::Parts) -> Routed<'a> {
+fn route<'a>(
+    ctx: &Context,
+    served: &'a Served,
+    client: IpAddr,
+    https: bool,
+    req: &'a http::request::Parts,
+) -> Routed<'a> {
     // Framing (a length beside a transfer coding and the like) was
     // checked on the bytes, before the parser: see `guard`.
     // An HTTP/1.1 request must name its host (RFC 9112 §3.2).
@@ -371,7 +384,7 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
     };
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let ask = lb_route::Request::new(&req.method, host, target)
-        .with_https(ctx.https)
+        .with_https(https)
         .with_client(client)
         .with_headers(&req.headers)
         .with_sample(random() as u32);
@@ -393,7 +406,7 @@ fn route<'a>(ctx: &Context, served: &'a Served, client: IpAddr, req: &'a http::r
                 affinity: f.options.affinity.as_deref(),
                 pinned,
                 matched: f.matched.map(|(p, _)| p),
-                https: ctx.https,
+                https,
                 ingress: f.ingress,
                 service: f.service,
                 port: f.port,
@@ -472,7 +485,7 @@ async fn forward(
         match authorize(
             ctx,
             auth,
-            (target.host, served.table.path_policy()),
+            (target.host, served.table.path_policy(), target.https),
             parts,
             client,
             request_id,
@@ -818,12 +831,12 @@ async fn authenticate(
 async fn authorize(
     ctx: &Context,
     auth: &lb_route::ExternalAuth,
-    (host, policy): (&str, &lb_route::PathPolicy),
+    (host, policy, https): (&str, &lb_route::PathPolicy, bool),
     parts: &http::request::Parts,
     client: IpAddr,
     request_id: &HeaderValue,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Response<Body>> {
-    let scheme = if ctx.https { "https" } else { "http" };
+    let scheme = if https { "https" } else { "http" };
     // The auth service judges the request as routed and forwarded (the
     // host it was routed by, the canonical path), not another spelling.
     let raw = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -1244,7 +1257,7 @@ impl<'a> Outgoing<'a> {
         };
         named_value("x-forwarded-for", xff);
         named_value("x-real-ip", real_ip);
-        let scheme = HeaderValue::from_static(if ctx.https { "https" } else { "http" });
+        let scheme = HeaderValue::from_static(if target.https { "https" } else { "http" });
         let named = connection_named(h);
         let keep =
             |name: &'static str| trusted && h.contains_key(name) && !named.contains(&HeaderName::from_static(name));
@@ -1455,6 +1468,23 @@ fn upgrade_of(parts: &http::request::Parts) -> Option<HeaderValue> {
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Whether the request came over HTTPS: the connection's, or — from a
+/// trusted peer (a load balancer that ends TLS) — what the first entry of
+/// its `X-Forwarded-Proto` says, as ingress-nginx does with
+/// use-forwarded-headers (so that ssl-redirect does not loop).
+fn seen_as_https(ctx: &Context, peer: IpAddr, h: &HeaderMap) -> bool {
+    let forwarded = h
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match forwarded {
+        Some(proto) if is_trusted(ctx, peer) => proto.eq_ignore_ascii_case("https"),
+        _ => ctx.https,
+    }
 }
 
 fn is_trusted(ctx: &Context, ip: IpAddr) -> bool {
