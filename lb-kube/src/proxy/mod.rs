@@ -277,7 +277,7 @@ fn routes_of(
             }
         }
     }
-    let problems = build
+    let mut problems: Vec<Problem> = build
         .problems
         .into_iter()
         .map(|p| {
@@ -309,6 +309,7 @@ fn routes_of(
             }
         })
         .collect();
+    problems.extend(unserved_backends(snap, &build.table));
     (build.table, problems, ingresses)
 }
 
@@ -424,6 +425,24 @@ impl<'a> Ask<'a> {
 
 /// Decides where `ask` goes with the table, as the proxy would.
 pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, ExplainError> {
+    explain_in(table, None, ask)
+}
+
+/// [`explain_with`], and with the view the table came from, what the
+/// serving proxy checks beyond the table too, said in `why`: basic-auth
+/// credentials, and that the Service exists with the port (endpoints are
+/// not looked at).
+fn explain_in(table: &RouteTable, view: Option<&Snapshot>, ask: &Ask<'_>) -> Result<Explain, ExplainError> {
+    // As the serving proxy refuses them, before any routing.
+    if ask.method == http::Method::CONNECT || ask.method == http::Method::TRACE {
+        return Ok(Explain::without_backend(405, "the method is not proxied".into()));
+    }
+    if !ask.method.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        return Ok(Explain::without_backend(
+            400,
+            "bad request: not a method (methods are case-sensitive)".into(),
+        ));
+    }
     // A client never sends the fragment.
     let url = ask.url.split('#').next().unwrap_or_default();
     let (https, authority, target) = split_url(url).ok_or_else(|| ExplainError::Url(url.into()))?;
@@ -492,10 +511,169 @@ pub fn explain_with(table: &RouteTable, ask: &Ask<'_>) -> Result<Explain, Explai
             "no rule and no default backend for host {host:?} and this path"
         )),
     };
+    // The routing decision stands (the JSON contract); what the serving
+    // proxy would answer instead is said.
+    if let (Decision::Forward(f), Some(view)) = (&decision, view)
+        && let Some((status, why)) = refused_beyond_table(view, f, &map)
+    {
+        explained.why = format!("{}; but the serving proxy answers {status}: {why}", explained.why);
+    }
     if !quirks.is_empty() {
         explained.why = format!("{} [{quirks}]", explained.why);
     }
     Ok(explained)
+}
+
+/// What the serving proxy answers for a forward before any endpoint is
+/// tried, when that is not the backend's answer: basic auth without valid
+/// credentials (401, 503 without a usable Secret), a Service that does not
+/// exist or has no such port (503).
+fn refused_beyond_table(
+    view: &Snapshot,
+    f: &lb_route::Forward<'_>,
+    headers: &http::HeaderMap,
+) -> Option<(u16, String)> {
+    let ns = f.ingress.namespace.as_str();
+    if let Some(basic) = &f.options.basic_auth {
+        let (auth, _) = basic::Htpasswds::build(view, None);
+        let secret = format!("{ns}/{}", basic.secret);
+        let Some(file) = auth.get(ns, &basic.secret, basic.map).filter(|f| !f.is_empty()) else {
+            return Some((
+                503,
+                format!("basic auth: Secret {secret} is missing or has no usable user"),
+            ));
+        };
+        let given = headers.get(http::header::AUTHORIZATION);
+        if !given.is_some_and(|v| file.verify(v.as_bytes())) {
+            return Some((
+                401,
+                format!("basic auth (Secret {secret}): no valid credentials in an Authorization header"),
+            ));
+        }
+    }
+    backend_missing(view, ns, f.service, BackendPortRef::Number(f.port))
+        .map(|why| (503, format!("{why}: no endpoint to send it to")))
+}
+
+/// A Service port as an Ingress backend names it.
+enum BackendPortRef<'a> {
+    Name(&'a str),
+    Number(u16),
+}
+
+/// Why the view has no Service `ns/name` with that port, if it has not.
+fn backend_missing(view: &Snapshot, ns: &str, name: &str, port: BackendPortRef<'_>) -> Option<String> {
+    let service = view.objects.iter().find_map(|(_, o)| match o {
+        Object::Service(s)
+            if s.metadata.name.as_deref() == Some(name)
+                && s.metadata.namespace.as_deref().unwrap_or("default") == ns =>
+        {
+            Some(s)
+        }
+        _ => None,
+    });
+    let Some(service) = service else {
+        return Some(format!("Service {ns}/{name} does not exist"));
+    };
+    has_port(service, &port).then_some(()).map_or_else(
+        || {
+            Some(match port {
+                BackendPortRef::Name(n) => format!("Service {ns}/{name} has no port named {n:?}"),
+                BackendPortRef::Number(n) => format!("Service {ns}/{name} has no port {n}"),
+            })
+        },
+        |()| None,
+    )
+}
+
+fn has_port(service: &k8s_openapi::api::core::v1::Service, port: &BackendPortRef<'_>) -> bool {
+    let mut ports = service.spec.iter().flat_map(|s| s.ports.iter().flatten());
+    match port {
+        BackendPortRef::Name(n) => ports.any(|p| p.name.as_deref() == Some(n)),
+        BackendPortRef::Number(n) => ports.any(|p| p.port == i32::from(*n)),
+    }
+}
+
+/// Warnings for the backends of the Ingresses `table` serves that the view
+/// cannot serve: a Service that does not exist, or a port it does not have
+/// (requests there get 503 until it does).
+fn unserved_backends(view: &Snapshot, table: &RouteTable) -> Vec<Problem> {
+    use k8s_openapi::api::networking::v1::IngressBackend;
+    let services: HashMap<(&str, &str), &k8s_openapi::api::core::v1::Service, foldhash::fast::RandomState> = view
+        .objects
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Object::Service(s) => Some((
+                (
+                    s.metadata.namespace.as_deref().unwrap_or("default"),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                &**s,
+            )),
+            _ => None,
+        })
+        .collect();
+    // Made only when some backend is missing.
+    let mut served = None;
+    let mut problems = Vec::new();
+    for (origin, o) in &view.objects {
+        let Object::Ingress(ing) = o else { continue };
+        let Some(spec) = &ing.spec else { continue };
+        let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
+        let name = ing.metadata.name.as_deref().unwrap_or_default();
+        let paths = spec.rules.iter().flatten().enumerate().flat_map(|(r, rule)| {
+            rule.http.iter().flat_map(move |h| {
+                h.paths
+                    .iter()
+                    .enumerate()
+                    .map(move |(p, path)| (Some((r, p)), &path.backend))
+            })
+        });
+        // (Fields formatted only when said: 10,000 Ingresses pass here at
+        // every rebuild.)
+        let all = spec.default_backend.iter().map(|b| (None, b)).chain(paths);
+        for (at, backend) in all {
+            let IngressBackend { service: Some(svc), .. } = backend else {
+                continue;
+            };
+            let port = match (
+                svc.port.as_ref().and_then(|p| p.name.as_deref()),
+                svc.port.as_ref().and_then(|p| p.number),
+            ) {
+                (Some(n), _) => BackendPortRef::Name(n),
+                (None, Some(n)) => match u16::try_from(n) {
+                    Ok(n) => BackendPortRef::Number(n),
+                    // (The table reports a bad number.)
+                    Err(_) => continue,
+                },
+                (None, None) => continue,
+            };
+            let why = match services.get(&(ns, svc.name.as_str())) {
+                None => format!("Service {ns}/{} does not exist", svc.name),
+                Some(s) if !has_port(s, &port) => match port {
+                    BackendPortRef::Name(n) => format!("Service {ns}/{} has no port named {n:?}", svc.name),
+                    BackendPortRef::Number(n) => format!("Service {ns}/{} has no port {n}", svc.name),
+                },
+                Some(_) => continue,
+            };
+            if !served.get_or_insert_with(|| served_by(table)).contains(&(ns, name)) {
+                // Not served (another class, or broken): said otherwise.
+                break;
+            }
+            problems.push(Problem {
+                origin: origin.clone(),
+                ..Problem::warning(
+                    Some(crate::objects::object_ref(o)),
+                    Some(match at {
+                        Some((r, p)) => format!("spec.rules[{r}].http.paths[{p}].backend.service"),
+                        None => "spec.defaultBackend.service".to_owned(),
+                    }),
+                    format!("{why}: requests routed there get 503 until it does"),
+                )
+            });
+        }
+    }
+    problems
 }
 
 /// Reads `dir` and decides where `url` goes. Returns the answer and every
@@ -506,7 +684,7 @@ pub fn explain(dir: &Path, ask: &Ask<'_>, config: &lb_route::Config) -> Result<(
         source,
     })?;
     let (table, mut problems) = routes(&snap, config);
-    let answer = explain_with(&table, ask)?;
+    let answer = explain_in(&table, Some(&snap), ask)?;
     let mut all = snap.problems;
     all.append(&mut problems);
     Ok((answer, all))
@@ -537,5 +715,123 @@ mod tests {
             .unwrap_or_else(|| panic!("{problems:?}"));
         let origin = p.origin.as_ref().unwrap_or_else(|| panic!("{p:?}"));
         assert_eq!((origin.file.as_path(), origin.document), (file, 2));
+    }
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+                           spec: {ports: [{name: http, port: 80}]}\n";
+
+    fn ingress(name: &str, class: &str, backends: &[&str]) -> String {
+        let paths: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("      - {{path: /p{i}, pathType: Prefix, backend: {{service: {b}}}}}\n"))
+            .collect();
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: shop}}\n\
+             spec:\n  ingressClassName: {class}\n  rules:\n  - host: {name}.example\n    http:\n      paths:\n{paths}"
+        )
+    }
+
+    #[test]
+    fn backends_the_view_cannot_serve_are_warned_about_on_their_field() {
+        let text = [
+            SERVICE.to_owned(),
+            ingress(
+                "ours",
+                "lb",
+                &[
+                    "{name: web, port: {number: 80}}",
+                    "{name: web, port: {name: http}}",
+                    "{name: ghost, port: {number: 80}}",
+                    "{name: web, port: {name: https}}",
+                    "{name: web, port: {number: 81}}",
+                ],
+            ),
+            ingress("theirs", "other", &["{name: ghost, port: {number: 80}}"]),
+        ]
+        .join("---\n");
+        let file = Path::new("/manifests/shop.yaml");
+        let snap = crate::source::file::parse_manifests(file, &text);
+        assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+        let (_, problems) = routes(&snap, &lb_route::Config::default());
+        let said: Vec<(String, String)> = problems
+            .iter()
+            .map(|p| (p.field.clone().unwrap_or_default(), p.message.clone()))
+            .collect();
+        let expected = [
+            (
+                "spec.rules[0].http.paths[2].backend.service",
+                "Service shop/ghost does not exist",
+            ),
+            (
+                "spec.rules[0].http.paths[3].backend.service",
+                "Service shop/web has no port named \"https\"",
+            ),
+            (
+                "spec.rules[0].http.paths[4].backend.service",
+                "Service shop/web has no port 81",
+            ),
+        ];
+        assert_eq!(said.len(), expected.len(), "{said:?}");
+        for ((field, message), (want_field, want)) in said.iter().zip(expected) {
+            assert_eq!(field, want_field);
+            assert!(message.starts_with(want) && message.contains("503"), "{message}");
+        }
+        assert!(problems.iter().all(|p| p.severity == Severity::Warning
+            && p.object.as_ref().is_some_and(|o| o.name == "ours")
+            && p.origin.as_ref().is_some_and(|o| o.file == file)));
+    }
+
+    #[test]
+    fn explain_refuses_methods_as_the_proxy_does_and_says_what_it_checks_beyond_the_table() {
+        let text = [
+            SERVICE.to_owned(),
+            ingress(
+                "ours",
+                "lb",
+                &["{name: web, port: {number: 80}}", "{name: ghost, port: {number: 80}}"],
+            ),
+        ]
+        .join("---\n");
+        let snap = crate::source::file::parse_manifests(Path::new("/m/all.yaml"), &text);
+        let (table, _) = routes(&snap, &lb_route::Config::default());
+        let ask = |url: &'static str, method: http::Method| {
+            let mut a = Ask::get(url, &[]);
+            a.method = method;
+            explain_in(&table, Some(&snap), &a).unwrap()
+        };
+        assert_eq!(ask("http://ours.example/p0", http::Method::GET).status, 200);
+        assert_eq!(ask("http://ours.example/p0", http::Method::TRACE).status, 405);
+        let lower = http::Method::from_bytes(b"get").unwrap();
+        assert_eq!(ask("http://ours.example/p0", lower).status, 400);
+        // The routing decision stands; the 503 the proxy gives is said.
+        let ghost = ask("http://ours.example/p1", http::Method::GET);
+        assert_eq!(ghost.status, 200);
+        assert!(
+            ghost.why.contains("answers 503: Service shop/ghost does not exist"),
+            "{}",
+            ghost.why
+        );
+        assert!(!ask("http://ours.example/p0", http::Method::GET).why.contains("answers"));
+        // Basic auth: without the password, the proxy answers 401.
+        let guarded = ingress("guarded", "lb", &["{name: web, port: {number: 80}}"]).replace(
+            "namespace: shop}",
+            "namespace: shop, annotations: {nginx.ingress.kubernetes.io/auth-type: basic, \
+             nginx.ingress.kubernetes.io/auth-secret: users}}",
+        );
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: users, namespace: shop}\n\
+                      data: {auth: YW5uOntTSEF9R3BIV0wzeW1jNWxpV2tOb3BxdGRTanVxWUhNPQ==}\n";
+        let text = [SERVICE, &guarded, secret].join("---\n");
+        let snap = crate::source::file::parse_manifests(Path::new("/m/all.yaml"), &text);
+        assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+        let (table, _) = routes(&snap, &lb_route::Config::default());
+        let ask = |headers: &[String]| {
+            explain_in(&table, Some(&snap), &Ask::get("http://guarded.example/p0", headers)).unwrap()
+        };
+        let bare = ask(&[]);
+        assert_eq!(bare.status, 200);
+        assert!(bare.why.contains("answers 401"), "{}", bare.why);
+        let with = ask(&["Authorization: Basic YW5uOnB3".to_owned()]);
+        assert!(!with.why.contains("answers"), "{}", with.why);
     }
 }
