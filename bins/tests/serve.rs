@@ -853,6 +853,14 @@ fn a_slow_client_is_cut_off_by_the_header_timeout() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(5), "cut off after {took:?}");
     assert!(took >= Duration::from_millis(900), "not before the timeout: {took:?}");
+    // One that connects and sends nothing at all: the same bound (not the
+    // keep-alive one, 75 s), as nginx's client_header_timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let _ = s.read_to_end(&mut buf);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "a silent connection held {took:?}");
 }
 
 #[test]

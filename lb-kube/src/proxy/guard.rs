@@ -129,7 +129,10 @@ impl<S> Guarded<S> {
             in_flight: None,
             // (Bounded so that deadlines never overflow the clock.)
             head_timeout: head_timeout.min(YEAR),
-            head_started: None,
+            // The first head's time runs from the connection's start: a
+            // client that connects and sends nothing gets the head bound,
+            // as in nginx (client_header_timeout), not the keep-alive one.
+            head_started: Some(Instant::now()),
             inner,
             framer: Framer::new(max_head),
             staging: vec![0; 16 * 1024].into_boxed_slice(),
