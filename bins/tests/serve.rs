@@ -1190,6 +1190,10 @@ fn http2_with_prior_knowledge_is_served() {
             .body(http_body_util::Empty::new())
             .unwrap();
         let mismatch = send.send_request(req).await.unwrap().status().as_u16();
+        // Neither :authority nor Host: malformed, as HTTP/1.1 without Host.
+        let req = hyper::Request::get("/h2").body(http_body_util::Empty::new()).unwrap();
+        let hostless = send.send_request(req).await.map(|r| r.status().as_u16());
+        assert!(matches!(hostless, Ok(400)), "{hostless:?}");
         (version, status, body, cookies, mismatch)
     });
     // A streamed body (no content-length, as gRPC sends): it arrives whole.

@@ -240,12 +240,10 @@ fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
     }
     let net: ipnet::IpNet = s
         .parse()
-        .map_err(|_| format!("{s:?} is neither an address nor a CIDR (like 10.0.0.0/8)"))?;
+        // (clap names the value already.)
+        .map_err(|_| "neither an address nor a CIDR (like 10.0.0.0/8)".to_owned())?;
     if net.trunc() != net {
-        return Err(format!(
-            "{s:?} has host bits past its prefix: {} is meant?",
-            net.trunc()
-        ));
+        return Err(format!("host bits past its prefix: {} is meant?", net.trunc()));
     }
     Ok(net)
 }

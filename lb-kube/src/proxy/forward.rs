@@ -378,6 +378,12 @@ fn route<'a>(
                         None,
                     );
                 }
+                // An http(s) URI has a host (RFC 9110 §4.2.1): a request
+                // naming none is malformed (RFC 9113 §8.3.1), as an HTTP/1.1
+                // one without Host.
+                (None, None) => {
+                    return Routed::Answer(own(StatusCode::BAD_REQUEST, "bad request: no :authority or Host"), None);
+                }
                 (h, a) => h.or_else(|| a.map(|a| a.as_str())),
             },
         },

@@ -67,7 +67,8 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     /// Route table swaps (endpoint-only swaps included).
     pub reloads: Counter,
-    /// Reads of the configuration that failed (the last table kept).
+    /// Reads of the configuration that failed as a whole (the last table
+    /// kept); a broken object is a problem, not a failed read.
     pub reload_errors: Counter,
     /// Time to read the configuration, build the table and swap it in
     /// (whole rebuilds; endpoint-only swaps are not counted).
@@ -123,7 +124,7 @@ impl Metrics {
         registry.register("lb_proxy_reloads", "Route tables swapped in", m.reloads.clone());
         registry.register(
             "lb_proxy_reload_errors",
-            "Configuration reads that failed (the last table kept serving)",
+            "Configuration reads that failed as a whole (the directory or API unreadable, a build that panicked; the last table kept serving); problems in single objects are lb_proxy_config_problems",
             m.reload_errors.clone(),
         );
         registry.register(
