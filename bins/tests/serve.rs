@@ -389,6 +389,59 @@ fn sigterm_drains_in_flight_requests_and_exits_even_while_the_directory_churns()
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still accepting");
 }
 
+/// `--shutdown-grace-seconds`: after SIGTERM the proxy says it is not
+/// ready at once, yet still answers new connections for the grace period
+/// (load balancers take a moment to stop sending), then stops listening.
+#[test]
+fn sigterm_keeps_accepting_for_the_grace_period_while_not_ready() {
+    let mut procs = Procs(Vec::new());
+    let metrics = free_port();
+    let (port, _dir) = shop(
+        &mut procs,
+        "",
+        &[
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics}"),
+            "--shutdown-grace-seconds",
+            "2",
+        ],
+    );
+    let ready = || {
+        split(&raw(
+            metrics,
+            "GET /readyz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+        ))
+        .0
+    };
+    eventually("ready", || ready() == 200);
+    let pid = procs.0.last().map(Child::id).unwrap();
+    let signalled = Instant::now();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    eventually("not ready after SIGTERM", || ready() != 200);
+    // Within the grace: a new connection is still served.
+    assert!(
+        signalled.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(get(port, "shop.example.com", "/x", "").0, 200);
+    // After it: no longer listening, and gone.
+    eventually("stops listening after the grace", || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let child = procs.0.last_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// SIGTERM is heard before anything is served too: in cluster mode
 /// against an API server that never lists (here nothing listens), the
 /// proxy waits for its first list, and exits (0) on the signal.

@@ -104,6 +104,11 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     drain_seconds: u64,
+    /// Seconds the proxy keeps accepting after SIGTERM, already not ready
+    /// (/readyz 503), so that load balancers stop sending before it stops
+    /// listening (ingress-nginx's shutdown-grace-period); then the drain.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    shutdown_grace_seconds: u64,
     /// Seconds a client has to send a whole request head (ingress-nginx's
     /// client-header-timeout); slower clients are cut off.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
@@ -281,6 +286,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     options.trusted = args.trusted;
     options.metrics_listen = args.metrics_listen;
     options.drain = std::time::Duration::from_secs(args.drain_seconds);
+    options.grace = std::time::Duration::from_secs(args.shutdown_grace_seconds);
     options.limits.header_timeout = std::time::Duration::from_secs(args.client_header_timeout.max(1));
     options.limits.idle_timeout = std::time::Duration::from_secs(args.keepalive_timeout.max(1));
     // SIGHUP: look at the configuration now (as `nginx -s reload` asks).

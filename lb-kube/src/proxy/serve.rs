@@ -37,6 +37,10 @@ pub struct Options {
     pub poll_interval: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
+    /// At shutdown, how long the proxy still accepts connections after it
+    /// says it is not ready (load balancers and kube-proxy take a moment
+    /// to stop sending), before it stops accepting and drains.
+    pub grace: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (ready once the
     /// first table is in force).
     pub metrics_listen: Option<SocketAddr>,
@@ -60,6 +64,7 @@ impl Options {
             limits: Limits::default(),
             poll_interval: Duration::from_millis(500),
             drain: Duration::from_secs(10),
+            grace: Duration::ZERO,
             metrics_listen: None,
             reload: Arc::default(),
             publisher: None,
@@ -601,6 +606,10 @@ pub async fn run<S: Source + 'static>(
     // Not ready any more (load balancers stop sending), stop accepting,
     // then let what is in flight finish, within the bound.
     telemetry.set_ready(false);
+    if !options.grace.is_zero() {
+        tracing::info!(grace = ?options.grace, "not ready; still accepting for the grace period");
+        tokio::time::sleep(options.grace).await;
+    }
     let _ = stop_tx.send(true);
     while accepts.join_next().await.is_some() {}
     if let Ok(graceful) = Arc::try_unwrap(graceful) {
