@@ -63,6 +63,15 @@ pub const TABLE_REGEX_BUDGET: usize = 64 << 20;
 pub trait PortResolver {
     /// The port number of `service`'s port named `port` in `namespace`.
     fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16>;
+
+    /// Why a backend cannot be served, when the resolver knows the
+    /// Services: `service` does not exist in `namespace`, or has no such
+    /// port (e.g. `Service shop/web has no port 81`). Reported as a
+    /// warning on the Ingress's field (a proxy answers 503 there). `None`:
+    /// it can, or the resolver does not know (the default).
+    fn missing(&self, _namespace: &str, _service: &str, _port: &BackendPort) -> Option<String> {
+        None
+    }
 }
 
 /// No Services known: every named port stays unresolved.
@@ -551,9 +560,22 @@ impl Builder<'_> {
                 "either spec.rules or spec.defaultBackend must be set".into(),
             ));
         }
+        // A backend the resolver knows cannot be served: said, served
+        // anyway (the Service may come).
+        let missing = |field: String, b: &Backend, warnings: &mut Vec<(String, String)>| {
+            if let Some(why) = self.ports.missing(ns, &b.service, &b.port) {
+                warnings.push((
+                    format!("{field}.service"),
+                    format!("{why}: requests routed there get 503 until it does"),
+                ));
+            }
+        };
         let default = match &ing.spec.default_backend {
             Some(b) => match self.backend(ns, b, || "spec.defaultBackend".into()) {
-                Ok(Some(b)) => Some(b),
+                Ok(Some(b)) => {
+                    missing("spec.defaultBackend".into(), &b, &mut warnings);
+                    Some(b)
+                }
                 Ok(None) => {
                     warnings.push((
                         "spec.defaultBackend.resource".into(),
@@ -665,15 +687,18 @@ impl Builder<'_> {
                     continue;
                 }
                 match self.backend(ns, &path.backend, || format!("{}.backend", field())) {
-                    Ok(Some(backend)) => specs.push(PathSpec {
-                        host,
-                        path: text,
-                        kind,
-                        backend,
-                        regex,
-                        rule: r,
-                        index: p,
-                    }),
+                    Ok(Some(backend)) => {
+                        missing(format!("{}.backend", field()), &backend, &mut warnings);
+                        specs.push(PathSpec {
+                            host,
+                            path: text,
+                            kind,
+                            backend,
+                            regex,
+                            rule: r,
+                            index: p,
+                        });
+                    }
                     Ok(None) => warnings.push((
                         format!("{}.backend.resource", field()),
                         "resource backends are not routable by a proxy; path ignored".into(),

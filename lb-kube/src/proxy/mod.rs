@@ -25,33 +25,59 @@ use crate::objects::{Object, ObjectRef};
 use crate::source::file::FileSource;
 use crate::source::{Origin, Problem, Severity, Snapshot};
 
-/// Service port names to numbers, read from the Services of a snapshot.
+/// The ports of the Services of a snapshot, by namespace and name: named
+/// ports resolved to numbers, and backends that cannot be served told.
 #[derive(Debug, Default)]
-pub struct ServicePorts(HashMap<(String, String, String), u16>);
+pub struct ServicePorts(HashMap<String, ByName, RandomState>);
+
+type RandomState = foldhash::fast::RandomState;
+
+/// The Services of one namespace: each port's name (if any) and number.
+type ByName = HashMap<String, Vec<(Option<String>, u16)>, RandomState>;
 
 impl ServicePorts {
-    /// Collects every named port of every Service.
+    /// Collects every port of every Service.
     pub fn from_snapshot(snap: &Snapshot) -> Self {
-        let mut map = HashMap::new();
+        let mut map: HashMap<String, ByName, RandomState> = HashMap::default();
         for (_, o) in &snap.objects {
             let Object::Service(s) = o else { continue };
-            let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let ns = s.metadata.namespace.as_deref().unwrap_or("default");
             let name = s.metadata.name.clone().unwrap_or_default();
-            for p in s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()) {
-                if let (Some(pn), Ok(n)) = (&p.name, u16::try_from(p.port)) {
-                    map.insert((ns.clone(), name.clone(), pn.clone()), n);
-                }
-            }
+            let ports = s
+                .spec
+                .iter()
+                .flat_map(|spec| spec.ports.iter().flatten())
+                .filter_map(|p| Some((p.name.clone(), u16::try_from(p.port).ok()?)))
+                .collect();
+            map.entry(ns.to_owned()).or_default().insert(name, ports);
         }
         Self(map)
+    }
+
+    fn ports(&self, namespace: &str, service: &str) -> Option<&[(Option<String>, u16)]> {
+        self.0.get(namespace)?.get(service).map(Vec::as_slice)
     }
 }
 
 impl lb_route::PortResolver for ServicePorts {
     fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16> {
-        self.0
-            .get(&(namespace.to_owned(), service.to_owned(), port.to_owned()))
-            .copied()
+        let ports = self.ports(namespace, service)?;
+        ports.iter().find(|(n, _)| n.as_deref() == Some(port)).map(|(_, p)| *p)
+    }
+
+    fn missing(&self, namespace: &str, service: &str, port: &lb_route::BackendPort) -> Option<String> {
+        let Some(ports) = self.ports(namespace, service) else {
+            return Some(format!("Service {namespace}/{service} does not exist"));
+        };
+        match port {
+            lb_route::BackendPort::Number(n) if !ports.iter().any(|(_, p)| p == n) => {
+                Some(format!("Service {namespace}/{service} has no port {n}"))
+            }
+            lb_route::BackendPort::Unresolved(name) => {
+                Some(format!("Service {namespace}/{service} has no port named {name:?}"))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -277,7 +303,7 @@ fn routes_of(
             }
         }
     }
-    let mut problems: Vec<Problem> = build
+    let problems: Vec<Problem> = build
         .problems
         .into_iter()
         .map(|p| {
@@ -309,7 +335,6 @@ fn routes_of(
             }
         })
         .collect();
-    problems.extend(unserved_backends(snap, &build.table));
     (build.table, problems, ingresses)
 }
 
@@ -551,129 +576,10 @@ fn refused_beyond_table(
             ));
         }
     }
-    backend_missing(view, ns, f.service, BackendPortRef::Number(f.port))
+    use lb_route::PortResolver as _;
+    ServicePorts::from_snapshot(view)
+        .missing(ns, f.service, &lb_route::BackendPort::Number(f.port))
         .map(|why| (503, format!("{why}: no endpoint to send it to")))
-}
-
-/// A Service port as an Ingress backend names it.
-enum BackendPortRef<'a> {
-    Name(&'a str),
-    Number(u16),
-}
-
-/// Why the view has no Service `ns/name` with that port, if it has not.
-fn backend_missing(view: &Snapshot, ns: &str, name: &str, port: BackendPortRef<'_>) -> Option<String> {
-    let service = view.objects.iter().find_map(|(_, o)| match o {
-        Object::Service(s)
-            if s.metadata.name.as_deref() == Some(name)
-                && s.metadata.namespace.as_deref().unwrap_or("default") == ns =>
-        {
-            Some(s)
-        }
-        _ => None,
-    });
-    let Some(service) = service else {
-        return Some(format!("Service {ns}/{name} does not exist"));
-    };
-    has_port(service, &port).then_some(()).map_or_else(
-        || {
-            Some(match port {
-                BackendPortRef::Name(n) => format!("Service {ns}/{name} has no port named {n:?}"),
-                BackendPortRef::Number(n) => format!("Service {ns}/{name} has no port {n}"),
-            })
-        },
-        |()| None,
-    )
-}
-
-fn has_port(service: &k8s_openapi::api::core::v1::Service, port: &BackendPortRef<'_>) -> bool {
-    let mut ports = service.spec.iter().flat_map(|s| s.ports.iter().flatten());
-    match port {
-        BackendPortRef::Name(n) => ports.any(|p| p.name.as_deref() == Some(n)),
-        BackendPortRef::Number(n) => ports.any(|p| p.port == i32::from(*n)),
-    }
-}
-
-/// Warnings for the backends of the Ingresses `table` serves that the view
-/// cannot serve: a Service that does not exist, or a port it does not have
-/// (requests there get 503 until it does).
-fn unserved_backends(view: &Snapshot, table: &RouteTable) -> Vec<Problem> {
-    use k8s_openapi::api::networking::v1::IngressBackend;
-    let services: HashMap<(&str, &str), &k8s_openapi::api::core::v1::Service, foldhash::fast::RandomState> = view
-        .objects
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Object::Service(s) => Some((
-                (
-                    s.metadata.namespace.as_deref().unwrap_or("default"),
-                    s.metadata.name.as_deref().unwrap_or_default(),
-                ),
-                &**s,
-            )),
-            _ => None,
-        })
-        .collect();
-    // Made only when some backend is missing.
-    let mut served = None;
-    let mut problems = Vec::new();
-    for (origin, o) in &view.objects {
-        let Object::Ingress(ing) = o else { continue };
-        let Some(spec) = &ing.spec else { continue };
-        let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
-        let name = ing.metadata.name.as_deref().unwrap_or_default();
-        let paths = spec.rules.iter().flatten().enumerate().flat_map(|(r, rule)| {
-            rule.http.iter().flat_map(move |h| {
-                h.paths
-                    .iter()
-                    .enumerate()
-                    .map(move |(p, path)| (Some((r, p)), &path.backend))
-            })
-        });
-        // (Fields formatted only when said: 10,000 Ingresses pass here at
-        // every rebuild.)
-        let all = spec.default_backend.iter().map(|b| (None, b)).chain(paths);
-        for (at, backend) in all {
-            let IngressBackend { service: Some(svc), .. } = backend else {
-                continue;
-            };
-            let port = match (
-                svc.port.as_ref().and_then(|p| p.name.as_deref()),
-                svc.port.as_ref().and_then(|p| p.number),
-            ) {
-                (Some(n), _) => BackendPortRef::Name(n),
-                (None, Some(n)) => match u16::try_from(n) {
-                    Ok(n) => BackendPortRef::Number(n),
-                    // (The table reports a bad number.)
-                    Err(_) => continue,
-                },
-                (None, None) => continue,
-            };
-            let why = match services.get(&(ns, svc.name.as_str())) {
-                None => format!("Service {ns}/{} does not exist", svc.name),
-                Some(s) if !has_port(s, &port) => match port {
-                    BackendPortRef::Name(n) => format!("Service {ns}/{} has no port named {n:?}", svc.name),
-                    BackendPortRef::Number(n) => format!("Service {ns}/{} has no port {n}", svc.name),
-                },
-                Some(_) => continue,
-            };
-            if !served.get_or_insert_with(|| served_by(table)).contains(&(ns, name)) {
-                // Not served (another class, or broken): said otherwise.
-                break;
-            }
-            problems.push(Problem {
-                origin: origin.clone(),
-                ..Problem::warning(
-                    Some(crate::objects::object_ref(o)),
-                    Some(match at {
-                        Some((r, p)) => format!("spec.rules[{r}].http.paths[{p}].backend.service"),
-                        None => "spec.defaultBackend.service".to_owned(),
-                    }),
-                    format!("{why}: requests routed there get 503 until it does"),
-                )
-            });
-        }
-    }
-    problems
 }
 
 /// Reads `dir` and decides where `url` goes. Returns the answer and every
