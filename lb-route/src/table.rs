@@ -562,10 +562,11 @@ impl Builder<'_> {
         }
         // A backend the resolver knows cannot be served: said, served
         // anyway (the Service may come).
-        let missing = |field: String, b: &Backend, warnings: &mut Vec<(String, String)>| {
+        // (The field is formatted only when said.)
+        let missing = |field: &dyn Fn() -> String, b: &Backend, warnings: &mut Vec<(String, String)>| {
             if let Some(why) = self.ports.missing(ns, &b.service, &b.port) {
                 warnings.push((
-                    format!("{field}.service"),
+                    format!("{}.service", field()),
                     format!("{why}: requests routed there get 503 until it does"),
                 ));
             }
@@ -573,7 +574,7 @@ impl Builder<'_> {
         let default = match &ing.spec.default_backend {
             Some(b) => match self.backend(ns, b, || "spec.defaultBackend".into()) {
                 Ok(Some(b)) => {
-                    missing("spec.defaultBackend".into(), &b, &mut warnings);
+                    missing(&|| "spec.defaultBackend".into(), &b, &mut warnings);
                     Some(b)
                 }
                 Ok(None) => {
@@ -688,7 +689,7 @@ impl Builder<'_> {
                 }
                 match self.backend(ns, &path.backend, || format!("{}.backend", field())) {
                     Ok(Some(backend)) => {
-                        missing(format!("{}.backend", field()), &backend, &mut warnings);
+                        missing(&|| format!("{}.backend", field()), &backend, &mut warnings);
                         specs.push(PathSpec {
                             host,
                             path: text,
