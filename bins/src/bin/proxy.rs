@@ -70,6 +70,7 @@ enum Command {
 
 /// Serving: the default when no subcommand is given.
 #[derive(clap::Args, Debug)]
+#[group(id = "listen", required = true, multiple = true, args = ["http_listen", "https_listen"])]
 struct ServeArgs {
     /// Directory of Kubernetes manifests (YAML/JSON, multi-document) that
     /// is the cluster; followed for changes. Without it: cluster mode, on
@@ -81,7 +82,7 @@ struct ServeArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
     kubeconfig: Option<PathBuf>,
     /// Serve plain HTTP on ADDR (repeatable).
-    #[arg(long = "http-listen", value_name = "ADDR", required_unless_present = "https_listen")]
+    #[arg(long = "http-listen", value_name = "ADDR")]
     http_listen: Vec<std::net::SocketAddr>,
     /// Serve HTTPS on ADDR (repeatable): certificates from the
     /// kubernetes.io/tls Secrets the Ingresses name, by SNI.
