@@ -741,6 +741,61 @@ fn a_backend_that_stops_taking_the_body_gets_504_after_the_send_timeout() {
     held.join().unwrap();
 }
 
+/// `proxy-connect-timeout` bounds the connect of requests with a body too
+/// (they go over hyper's client, not the in-task one): 1 s, not the global
+/// 5 s, against an endpoint whose accept queue is full (SYNs dropped).
+#[test]
+fn the_routes_connect_timeout_bounds_requests_with_a_body() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.listen(0).unwrap()
+    });
+    let full = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&full, Duration::from_millis(200)) {
+            Ok(c) => held.push(c),
+            Err(_) => break,
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend("full", 80, full.port(), &["127.0.0.1"]),
+            ingress(
+                "slow",
+                "slow.example.com",
+                &[("/", "full")],
+                "nginx.ingress.kubernetes.io/proxy-connect-timeout: \"1\"",
+            ),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let mut procs = Procs(Vec::new());
+    let port = proxy(&mut procs, dir.path(), &[]);
+    let started = Instant::now();
+    let answer = raw(
+        port,
+        "POST /up HTTP/1.1\r\nHost: slow.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    let took = started.elapsed();
+    let (status, head, _) = split(&answer);
+    assert!(status == 502 || status == 504, "{head}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+    drop((held, listener));
+}
+
 /// A request an Ingress refuses itself (its denylist's 403) is counted
 /// under that Ingress, with no Service: who refused it is in the metrics.
 #[test]

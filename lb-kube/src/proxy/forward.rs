@@ -613,7 +613,7 @@ async fn forward(
                 Failed::Timeout
             };
             let answered = tokio::select! {
-                r = ctx.upstream.send(target.protocol, up) => Ok(r),
+                r = ctx.upstream.send(target.protocol, up, target.connect_timeout) => Ok(r),
                 timeout = read_timeout => Err(timeout),
             };
             match answered {
@@ -880,7 +880,7 @@ async fn authorize(
         Some("https") => lb_route::BackendProtocol::Https,
         _ => lb_route::BackendProtocol::Http,
     };
-    let answer = match tokio::time::timeout(ctx.limits.read_timeout, ctx.upstream.send(protocol, req)).await {
+    let answer = match tokio::time::timeout(ctx.limits.read_timeout, ctx.upstream.send(protocol, req, None)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(url = %auth.url, error = %e, "auth-url failed");

@@ -30,31 +30,38 @@ pub(crate) type Sent =
 pub(crate) struct Upstream {
     /// Plain HTTP/1.1 for requests without a body or an upgrade.
     pub(crate) http1: Arc<super::http1::Pool>,
+    /// hyper's clients with the global connect timeout.
+    clients: Clients,
+    connect_timeout: Duration,
+    /// With the connect timeouts routes ask for (`proxy-connect-timeout`),
+    /// made when first asked for; at most [`OTHER_TIMEOUTS`] of them.
+    other: std::sync::Mutex<std::collections::HashMap<Duration, Arc<Clients>>>,
+    tls: rustls::ClientConfig,
+}
+
+/// How many connect timeouts besides the global one get clients of their
+/// own (each its own pools); routes asking for yet another get the global.
+const OTHER_TIMEOUTS: usize = 16;
+
+/// One client per backend protocol, all with one connect timeout.
+struct Clients {
     http1_any: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
     https: Client<HttpsConnector<HttpConnector>, Body>,
     h2s: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
-impl Upstream {
-    pub(crate) fn new(options: &Options) -> Result<Self, rustls::Error> {
+impl Clients {
+    fn new(connect_timeout: Duration, tls: &rustls::ClientConfig) -> Self {
         let mut plain = HttpConnector::new();
         plain.set_nodelay(true);
-        plain.set_connect_timeout(Some(options.limits.connect_timeout));
+        plain.set_connect_timeout(Some(connect_timeout));
         let mut tls_tcp = plain.clone();
         tls_tcp.enforce_http(false);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = || -> Result<rustls::ClientConfig, rustls::Error> {
-            Ok(rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
-                .with_no_client_auth())
-        };
         // The connector offers by ALPN what it speaks: one protocol each.
-        let connector = |config: rustls::ClientConfig, h2: bool| {
+        let connector = |h2: bool| {
             let b = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(config)
+                .with_tls_config(tls.clone())
                 .https_only();
             match h2 {
                 true => b.enable_http2().wrap_connector(tls_tcp.clone()),
@@ -66,12 +73,39 @@ impl Upstream {
             b.pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(256);
             b
         };
-        Ok(Self {
-            http1: super::http1::Pool::new(options.limits.connect_timeout),
+        Self {
             http1_any: pool().build(plain.clone()),
             h2c: pool().http2_only(true).build(plain),
-            https: pool().build(connector(tls()?, false)),
-            h2s: pool().http2_only(true).build(connector(tls()?, true)),
+            https: pool().build(connector(false)),
+            h2s: pool().http2_only(true).build(connector(true)),
+        }
+    }
+
+    fn send(&self, protocol: BackendProtocol, req: Request<Body>) -> Sent {
+        match protocol {
+            BackendProtocol::Https => Box::pin(self.https.request(req)),
+            BackendProtocol::Grpc => Box::pin(self.h2c.request(req)),
+            BackendProtocol::Grpcs => Box::pin(self.h2s.request(req)),
+            BackendProtocol::Http => Box::pin(self.http1_any.request(req)),
+        }
+    }
+}
+
+impl Upstream {
+    pub(crate) fn new(options: &Options) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
+            .with_no_client_auth();
+        let connect_timeout = options.limits.connect_timeout;
+        Ok(Self {
+            http1: super::http1::Pool::new(connect_timeout),
+            clients: Clients::new(connect_timeout, &tls),
+            connect_timeout,
+            other: std::sync::Mutex::default(),
+            tls,
         })
     }
 
@@ -84,13 +118,32 @@ impl Upstream {
     }
 
     /// Sends `req` (its URI already names the endpoint) over the pool of
-    /// `protocol`.
-    pub(crate) fn send(&self, protocol: BackendProtocol, req: Request<Body>) -> Sent {
-        match protocol {
-            BackendProtocol::Https => Box::pin(self.https.request(req)),
-            BackendProtocol::Grpc => Box::pin(self.h2c.request(req)),
-            BackendProtocol::Grpcs => Box::pin(self.h2s.request(req)),
-            BackendProtocol::Http => Box::pin(self.http1_any.request(req)),
+    /// `protocol`, connecting within `connect_timeout` (none: the global
+    /// one).
+    pub(crate) fn send(
+        &self,
+        protocol: BackendProtocol,
+        req: Request<Body>,
+        connect_timeout: Option<Duration>,
+    ) -> Sent {
+        let Some(timeout) = connect_timeout.filter(|t| *t != self.connect_timeout) else {
+            return self.clients.send(protocol, req);
+        };
+        let clients = {
+            let mut other = self.other.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match other.get(&timeout) {
+                Some(c) => Some(c.clone()),
+                None if other.len() < OTHER_TIMEOUTS => {
+                    let c = Arc::new(Clients::new(timeout, &self.tls));
+                    other.insert(timeout, c.clone());
+                    Some(c)
+                }
+                None => None,
+            }
+        };
+        match clients {
+            Some(c) => c.send(protocol, req),
+            None => self.clients.send(protocol, req),
         }
     }
 }
