@@ -141,6 +141,68 @@ fn raw(port: u16, request: &str) -> String {
 
 /// Waits (10 s at most, then fails with `what`) until `done` holds: the
 /// proxy follows its directory within a poll or two.
+/// lb-proxy over one Ingress: `host`'s `/` to Service `service`, whose one
+/// endpoint is 127.0.0.1:`target` (not necessarily an lb-echo), with
+/// `annotations`. The proxy's port, and the manifests directory.
+fn one_route(procs: &mut Procs, service: &str, target: u16, host: &str, annotations: &str) -> (u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        [
+            CLASS.to_owned(),
+            backend(service, 80, target, &["127.0.0.1"]),
+            ingress(service, host, &[("/", service)], annotations),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let port = proxy(procs, dir.path(), &[]);
+    (port, dir)
+}
+
+/// The metrics text served on `port`.
+fn scrape(port: u16) -> String {
+    let (status, _, body) = split(&raw(
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(status, 200);
+    body
+}
+
+/// Asks shop.example.com/ws to upgrade to `lb-echo`: the connection, and
+/// the answer's head (lower-cased), read to its end and no further.
+fn upgrade(port: u16) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: lb-echo\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+/// Sends SIGTERM to the process `pid`.
+fn sigterm(pid: u32) {
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+}
+
+/// How `child` exited, waited for at most `within`.
+fn exit_within(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -370,19 +432,11 @@ fn sigterm_drains_in_flight_requests_and_exits_even_while_the_directory_churns()
     std::thread::sleep(Duration::from_millis(300));
     let slow = std::thread::spawn(move || get(port, "shop.example.com", "/delay/1500", ""));
     std::thread::sleep(Duration::from_millis(300));
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    sigterm(pid);
     let (status, head, body) = slow.join().unwrap();
     assert_eq!(status, 200, "the request in flight is answered: {head}");
     assert_eq!(echoed(&body)["target"], "/delay/1500");
-    let child = procs.0.last_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = exit_within(procs.0.last_mut().unwrap(), Duration::from_secs(10));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.join().unwrap();
     assert!(exit.success(), "{exit:?}");
@@ -416,7 +470,7 @@ fn sigterm_keeps_accepting_for_the_grace_period_while_not_ready() {
     eventually("ready", || ready() == 200);
     let pid = procs.0.last().map(Child::id).unwrap();
     let signalled = Instant::now();
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    sigterm(pid);
     eventually("not ready after SIGTERM", || ready() != 200);
     // Within the grace: a new connection is still served.
     assert!(
@@ -434,12 +488,7 @@ fn sigterm_keeps_accepting_for_the_grace_period_while_not_ready() {
         "{:?}",
         signalled.elapsed()
     );
-    let child = procs.0.last_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    exit_within(procs.0.last_mut().unwrap(), Duration::from_secs(10));
 }
 
 /// SIGTERM is heard before anything is served too: in cluster mode
@@ -475,16 +524,8 @@ fn sigterm_is_heard_while_waiting_for_the_first_list() {
     eventually("it waits for the first list", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("waiting for the first list"))
     });
-    let pid = procs.0[0].id();
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let exit = loop {
-        if let Some(s) = procs.0[0].try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    sigterm(procs.0[0].id());
+    let exit = exit_within(&mut procs.0[0], Duration::from_secs(5));
     assert!(exit.success(), "{exit:?}");
 }
 
@@ -583,14 +624,7 @@ fn a_request_its_client_abandons_is_counted_as_499() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
-    let scrape = || {
-        let (status, _, body) = split(&raw(
-            metrics,
-            "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
-        ));
-        assert_eq!(status, 200);
-        body
-    };
+    let scrape = || scrape(metrics);
     eventually("the abandoned request is counted", || {
         scrape()
             .lines()
@@ -679,24 +713,14 @@ fn a_backend_that_stops_taking_the_body_gets_504_after_the_send_timeout() {
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
     });
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("deaf", 80, target, &["127.0.0.1"]),
-            ingress(
-                "upload",
-                "upload.example.com",
-                &[("/", "deaf")],
-                "nginx.ingress.kubernetes.io/proxy-send-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-body-size: 256m",
-            ),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
     let mut procs = Procs(Vec::new());
-    let port = proxy(&mut procs, dir.path(), &[]);
+    let (port, _dir) = one_route(
+        &mut procs,
+        "deaf",
+        target,
+        "upload.example.com",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout: \"1\", nginx.ingress.kubernetes.io/proxy-body-size: 256m",
+    );
     const SIZE: usize = 128 << 20;
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -763,24 +787,14 @@ fn the_routes_connect_timeout_bounds_requests_with_a_body() {
             Err(_) => break,
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("full", 80, full.port(), &["127.0.0.1"]),
-            ingress(
-                "slow",
-                "slow.example.com",
-                &[("/", "full")],
-                "nginx.ingress.kubernetes.io/proxy-connect-timeout: \"1\"",
-            ),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
     let mut procs = Procs(Vec::new());
-    let port = proxy(&mut procs, dir.path(), &[]);
+    let (port, _dir) = one_route(
+        &mut procs,
+        "full",
+        full.port(),
+        "slow.example.com",
+        "nginx.ingress.kubernetes.io/proxy-connect-timeout: \"1\"",
+    );
     let started = Instant::now();
     let answer = raw(
         port,
@@ -808,14 +822,7 @@ fn a_request_an_ingress_refuses_is_counted_under_it() {
         &["--metrics-listen", &format!("127.0.0.1:{metrics}")],
     );
     assert_eq!(get(port, "shop.example.com", "/x", "").0, 403);
-    let scrape = || {
-        let (status, _, body) = split(&raw(
-            metrics,
-            "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
-        ));
-        assert_eq!(status, 200);
-        body
-    };
+    let scrape = || scrape(metrics);
     eventually("the refused request is counted under its Ingress", || {
         scrape().lines().any(|l| {
             l.starts_with("lb_proxy_requests_total{")
@@ -1340,17 +1347,8 @@ fn a_quiet_tunnel_is_closed_and_an_open_one_is_drained() {
         &["--drain-seconds", "3"],
     );
     let open = || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: lb-echo\r\n\r\n")
-            .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let (s, head) = upgrade(port);
+        assert!(head.starts_with("http/1.1 101"), "{head}");
         s
     };
     let echo = |s: &mut TcpStream| {
@@ -1379,33 +1377,18 @@ fn a_quiet_tunnel_is_closed_and_an_open_one_is_drained() {
     // SIGTERM with a tunnel open: it still carries bytes during the drain.
     let mut open_at_exit = open();
     let pid = procs.0.last().map(Child::id).unwrap();
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    sigterm(pid);
     std::thread::sleep(Duration::from_millis(300));
     echo(&mut open_at_exit);
-    let child = procs.0.last_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not exit within the drain bound");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    exit_within(procs.0.last_mut().unwrap(), Duration::from_secs(10));
 }
 
 #[test]
 fn an_upgrade_is_tunnelled_after_the_backends_101() {
     let mut procs = Procs(Vec::new());
     let (port, _dir) = shop(&mut procs, "", &[]);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: lb-echo\r\n\r\n")
-        .unwrap();
     // The 101, then the tunnel: bytes come back as sent, framing or not.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let (mut s, head) = upgrade(port);
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: lb-echo"), "{head}");
     for message in [&b"hello\n"[..], b"\x00\x01 not HTTP \r\n\r\n", b"bye"] {
