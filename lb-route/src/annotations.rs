@@ -375,10 +375,12 @@ pub(crate) fn boolean(v: &str) -> Result<bool, String> {
 }
 
 /// Seconds, unitless, as ingress-nginx takes them.
+/// A timeout in whole seconds, 1 to 86400 (0 would end every wait at once:
+/// refused rather than served as random 504s).
 fn seconds(v: &str) -> Result<Duration, String> {
     match v.parse::<u32>() {
-        Ok(s) if s <= 86_400 => Ok(Duration::from_secs(s.into())),
-        _ => Err("is not a number of seconds (0 to 86400)".into()),
+        Ok(s) if (1..=86_400).contains(&s) => Ok(Duration::from_secs(s.into())),
+        _ => Err("is not a number of seconds (1 to 86400)".into()),
     }
 }
 
@@ -818,6 +820,9 @@ mod tests {
             ("rewrite-target", "/a b"),
             ("proxy-body-size", "8mb"),
             ("proxy-read-timeout", "60s"),
+            ("proxy-read-timeout", "0"),
+            ("proxy-send-timeout", "0"),
+            ("proxy-connect-timeout", "86401"),
             ("backend-protocol", "FCGI"),
             ("whitelist-source-range", "10.0.0.0/33"),
             ("permanent-redirect", "/relative"),

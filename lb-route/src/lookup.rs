@@ -401,7 +401,9 @@ impl RouteTable {
                 BackendPort::Unresolved(name) => name.as_str(),
                 BackendPort::Number(_) => "",
             };
-            let reason = format!("service {} has no port named {name:?}", route.service);
+            // (The Service may not exist at all: the table was told of
+            // none with this port.)
+            let reason = format!("no Service {} with a port named {name:?}", route.service);
             *quirks = *quirks | noted;
             return Decision::Deny {
                 status: StatusCode::SERVICE_UNAVAILABLE,

@@ -590,6 +590,11 @@ pub fn explain(dir: &Path, ask: &Ask<'_>, config: &lb_route::Config) -> Result<(
         source,
     })?;
     let (table, mut problems) = routes(&snap, config);
+    problems.extend(serve::missing_secrets(
+        &snap,
+        &table,
+        config.default_certificate.is_some(),
+    ));
     let answer = explain_in(&table, Some(&snap), ask)?;
     let mut all = snap.problems;
     all.append(&mut problems);

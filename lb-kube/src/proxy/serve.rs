@@ -261,7 +261,7 @@ pub fn served(
              Secret: TLS handshakes for names no Ingress covers fail",
         ));
     }
-    problems.extend(missing_tls_secrets(view, &table, route.default_certificate.is_some()));
+    problems.extend(missing_secrets(view, &table, route.default_certificate.is_some()));
     let (auth, auth_problems) = super::basic::Htpasswds::build(view, previous.map(|p| &*p.auth));
     problems.extend(auth_problems);
     let table = Arc::new(table);
@@ -276,14 +276,27 @@ pub fn served(
     )
 }
 
-/// A warning for every TLS Secret an Ingress in `table` names that the
-/// view does not hold at all: its hosts get the default certificate (or
-/// fail the handshake without one) while plain HTTP still redirects there.
-/// (A Secret that is there but does not read is reported on itself.)
-fn missing_tls_secrets(view: &Snapshot, table: &lb_route::RouteTable, default: bool) -> Vec<Problem> {
+/// A warning for every Secret an Ingress in `table` names that the view
+/// does not hold at all: a TLS one (its hosts get the default certificate,
+/// or fail the handshake without one, while plain HTTP still redirects
+/// there), a basic-auth one (every request gets 503). (A Secret that is
+/// there but does not read is reported on itself.)
+pub(super) fn missing_secrets(view: &Snapshot, table: &lb_route::RouteTable, default: bool) -> Vec<Problem> {
+    type Keys<'t> = std::collections::HashSet<(&'t str, &'t str), foldhash::fast::RandomState>;
+    /// Whether `table` serves the Ingress `key` (the set made once, when
+    /// first asked: only for an Ingress that names a missing Secret).
+    fn serves<'t>(used: &mut Option<Keys<'t>>, table: &'t lb_route::RouteTable, key: (&str, &str)) -> bool {
+        used.get_or_insert_with(|| {
+            table
+                .ingresses()
+                .map(|i| (i.namespace.as_str(), i.name.as_str()))
+                .collect()
+        })
+        .contains(&key)
+    }
     use crate::objects::Object;
     // Made only when some Ingress names a Secret that is not there.
-    let mut used: Option<std::collections::HashSet<(&str, &str), foldhash::fast::RandomState>> = None;
+    let mut used: Option<Keys<'_>> = None;
     let present: std::collections::HashSet<(&str, &str), foldhash::fast::RandomState> = view
         .objects
         .iter()
@@ -300,6 +313,26 @@ fn missing_tls_secrets(view: &Snapshot, table: &lb_route::RouteTable, default: b
         let Object::Ingress(ing) = o else { continue };
         let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
         let name = ing.metadata.name.as_deref().unwrap_or_default();
+        let annotation = |key: &str| {
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&format!("nginx.ingress.kubernetes.io/{key}")))
+        };
+        if annotation("auth-type").is_some_and(|t| t == "basic")
+            && let Some(secret) = annotation("auth-secret")
+            && !present.contains(&(ns, secret.as_str()))
+            && serves(&mut used, table, (ns, name))
+        {
+            problems.push(Problem {
+                origin: origin.clone(),
+                ..Problem::warning(
+                    Some(crate::objects::object_ref(o)),
+                    Some("metadata.annotations[\"nginx.ingress.kubernetes.io/auth-secret\"]".to_owned()),
+                    format!("Secret {ns}/{secret} does not exist: every request gets 503 until it does"),
+                )
+            });
+        }
         for (i, tls) in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()).enumerate() {
             let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
                 continue;
@@ -307,13 +340,7 @@ fn missing_tls_secrets(view: &Snapshot, table: &lb_route::RouteTable, default: b
             if present.contains(&(ns, secret)) {
                 continue;
             }
-            let used = used.get_or_insert_with(|| {
-                table
-                    .ingresses()
-                    .map(|i| (i.namespace.as_str(), i.name.as_str()))
-                    .collect()
-            });
-            if !used.contains(&(ns, name)) {
+            if !serves(&mut used, table, (ns, name)) {
                 // Not served (another class, or broken): said on itself.
                 break;
             }
@@ -765,14 +792,17 @@ mod tests {
     /// An Ingress naming a TLS Secret that does not exist is told: its
     /// hosts are redirected to HTTPS that is not served with it.
     #[test]
-    fn a_missing_tls_secret_is_reported_on_the_ingress_naming_it() {
+    fn a_missing_tls_or_auth_secret_is_reported_on_the_ingress_naming_it() {
         let text = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop, namespace: shop}\n\
                     spec:\n  ingressClassName: lb\n  tls: [{hosts: [shop.example], secretName: shop-tls}]\n\
                     \x20 rules:\n  - host: shop.example\n    http:\n      paths:\n\
                     \x20     - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n\
                     ---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: theirs, namespace: shop}\n\
                     spec:\n  ingressClassName: other\n  tls: [{hosts: [their.example], secretName: their-tls}]\n\
-                    \x20 rules:\n  - host: their.example\n";
+                    \x20 rules:\n  - host: their.example\n\
+                    ---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: staff, namespace: shop, \
+                    annotations: {nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: users}}\n\
+                    spec:\n  ingressClassName: lb\n  rules:\n  - host: staff.example\n";
         let file = std::path::Path::new("/manifests/shop.yaml");
         let snap = crate::source::file::parse_manifests(file, text);
         assert!(snap.problems.is_empty(), "{:?}", snap.problems);
@@ -792,6 +822,15 @@ mod tests {
         assert!(
             !problems.iter().any(|p| p.to_string().contains("their-tls")),
             "{problems:?}"
+        );
+        // A basic-auth Secret that is not there: every request gets 503.
+        let p = problems
+            .iter()
+            .find(|p| p.to_string().contains("shop/users does not exist"))
+            .unwrap_or_else(|| panic!("{problems:?}"));
+        assert_eq!(
+            p.field.as_deref(),
+            Some("metadata.annotations[\"nginx.ingress.kubernetes.io/auth-secret\"]")
         );
     }
 }
