@@ -374,6 +374,23 @@ fn an_empty_lb_class_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--lb-class"));
 }
 
+/// A manifests directory that is not there is a typo, not an empty
+/// cluster: an error, and no directory (nor state file) is made for it.
+#[test]
+fn a_manifests_directory_that_is_not_there_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    // (--once: a controller that did start would not return.)
+    for args in [&["--once"][..], &["validate"]] {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--manifests", missing.to_str().unwrap()]);
+        let out = run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("manifests directory"));
+        assert!(!missing.exists(), "{args:?}");
+    }
+}
+
 /// A second controller on a directory a running one writes exits with an
 /// error instead of overwriting its state file; `validate` still works.
 #[test]

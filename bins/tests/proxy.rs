@@ -145,6 +145,16 @@ fn bad_arguments_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(said), "{flag} {value}: {stderr}");
     }
+    // A manifests directory that is not there: said before anything
+    // listens, nothing made.
+    let missing = dir.path().join("typo");
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(["--manifests", missing.to_str().unwrap(), "--http-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("manifests directory"));
+    assert!(!missing.exists());
     // A file-mode proxy cannot write Ingress status.
     let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
         .args([

@@ -137,6 +137,12 @@ fn main() -> ExitCode {
     let Some(dir) = cli.run.manifests.clone() else {
         return cluster_mode(&cli);
     };
+    // A directory that is not there is a typo, not an empty cluster: said,
+    // and nothing is made there (the state file would be).
+    if let Err(e) = std::fs::read_dir(&dir) {
+        eprintln!("error: manifests directory {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
     if let Some(state) = &cli.run.state_file
         && read_as_manifest(state, &dir)
     {

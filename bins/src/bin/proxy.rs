@@ -309,6 +309,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let (manifests, kubeconfig) = (args.manifests, args.kubeconfig);
+    // Said before anything listens (a port taken for a typo is confusing).
+    if let Some(dir) = &manifests
+        && let Err(e) = std::fs::read_dir(dir)
+    {
+        eprintln!("error: manifests directory {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
     let publish = match (args.publish_status_address, args.publish_service) {
         (fixed, None) if fixed.is_empty() => None,
         (fixed, None) => Some(lb_kube::proxy::publish::Addresses::Fixed(fixed)),
