@@ -620,7 +620,9 @@ impl FileSource {
                         ..Problem::error(
                             None,
                             None,
-                            format!("cannot read file: {e}; nothing it held is released until it can be read"),
+                            format!(
+                                "cannot read file: {e}; until it can be read, nothing it may hold is taken as deleted"
+                            ),
                         )
                     });
                     reading.snap.complete = false;
