@@ -113,17 +113,10 @@ fn ingress(name: &str, host: &str, paths: &[(&str, &str)], annotations: &str) ->
 fn shop(procs: &mut Procs, annotations: &str, args: &[&str]) -> (u16, tempfile::TempDir) {
     let target = free_port();
     echo(procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress("shop", "shop.example.com", &[("/", "web")], annotations),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1"]),
+        ingress("shop", "shop.example.com", &[("/", "web")], annotations),
+    ]);
     let port = proxy(procs, dir.path(), args);
     (port, dir)
 }
@@ -141,21 +134,22 @@ fn raw(port: u16, request: &str) -> String {
 
 /// Waits (10 s at most, then fails with `what`) until `done` holds: the
 /// proxy follows its directory within a poll or two.
+/// A manifests directory: our IngressClass and `docs`, in one file.
+fn manifests(docs: &[String]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let all: Vec<&str> = std::iter::once(CLASS).chain(docs.iter().map(String::as_str)).collect();
+    std::fs::write(dir.path().join("all.yaml"), all.join("---\n")).unwrap();
+    dir
+}
+
 /// lb-proxy over one Ingress: `host`'s `/` to Service `service`, whose one
 /// endpoint is 127.0.0.1:`target` (not necessarily an lb-echo), with
 /// `annotations`. The proxy's port, and the manifests directory.
 fn one_route(procs: &mut Procs, service: &str, target: u16, host: &str, annotations: &str) -> (u16, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend(service, 80, target, &["127.0.0.1"]),
-            ingress(service, host, &[("/", service)], annotations),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend(service, 80, target, &["127.0.0.1"]),
+        ingress(service, host, &[("/", service)], annotations),
+    ]);
     let port = proxy(procs, dir.path(), &[]);
     (port, dir)
 }
@@ -242,20 +236,13 @@ fn requests_go_by_host_and_path_to_the_services_endpoints_with_forwarding_header
     echo(&mut procs, "127.0.0.1", target, "web", "web-0");
     let api_target = free_port();
     echo(&mut procs, "127.0.0.2", api_target, "api", "api-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            backend("api", 8080, api_target, &["127.0.0.2"]),
-            ingress("shop", "shop.example.com", &[("/", "web"), ("/api", "api")], ""),
-            ingress("any", "HOSTLESS", &[("/anything", "web")], "")
-                .replace("  - host: \"HOSTLESS\"\n    http:", "  - http:"),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1"]),
+        backend("api", 8080, api_target, &["127.0.0.2"]),
+        ingress("shop", "shop.example.com", &[("/", "web"), ("/api", "api")], ""),
+        ingress("any", "HOSTLESS", &[("/anything", "web")], "")
+            .replace("  - host: \"HOSTLESS\"\n    http:", "  - http:"),
+    ]);
     let port = proxy(&mut procs, dir.path(), &[]);
 
     // HTTP/1.0 without a Host reaches a rule without one; what the proxy
@@ -356,19 +343,12 @@ fn endpoints_share_the_load_a_dead_one_is_skipped_and_none_is_503() {
     for (i, ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
         echo(&mut procs, ip, target, "web", &format!("web-{i}"));
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            // 127.0.0.4 listens nowhere: connecting to it fails.
-            backend("web", 80, target, &["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]),
-            backend("empty", 80, target, &[]),
-            ingress("shop", "shop.example.com", &[("/", "web"), ("/empty", "empty")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        // 127.0.0.4 listens nowhere: connecting to it fails.
+        backend("web", 80, target, &["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]),
+        backend("empty", 80, target, &[]),
+        ingress("shop", "shop.example.com", &[("/", "web"), ("/empty", "empty")], ""),
+    ]);
     let metrics = free_port();
     let port = proxy(
         &mut procs,
@@ -555,17 +535,10 @@ fn a_response_streaming_with_long_silences_is_not_cut_as_idle() {
             });
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress("shop", "shop.example.com", &[("/", "web")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1"]),
+        ingress("shop", "shop.example.com", &[("/", "web")], ""),
+    ]);
     let port = proxy(&mut procs, dir.path(), &["--keepalive-timeout", "1"]);
     let answer = raw(
         port,
@@ -659,28 +632,21 @@ fn ipv4_clients_of_a_dual_stack_listener_meet_ipv4_ranges() {
     let mut procs = Procs(Vec::new());
     let target = free_port();
     echo(&mut procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress(
-                "deny",
-                "deny.example",
-                &[("/", "web")],
-                "nginx.ingress.kubernetes.io/denylist-source-range: 127.0.0.1/32",
-            ),
-            ingress(
-                "allow",
-                "allow.example",
-                &[("/", "web")],
-                "nginx.ingress.kubernetes.io/allowlist-source-range: 127.0.0.0/8",
-            ),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1"]),
+        ingress(
+            "deny",
+            "deny.example",
+            &[("/", "web")],
+            "nginx.ingress.kubernetes.io/denylist-source-range: 127.0.0.1/32",
+        ),
+        ingress(
+            "allow",
+            "allow.example",
+            &[("/", "web")],
+            "nginx.ingress.kubernetes.io/allowlist-source-range: 127.0.0.0/8",
+        ),
+    ]);
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
         .args(["--manifests", dir.path().to_str().unwrap()])
@@ -841,23 +807,16 @@ fn ewma_favours_the_fast_endpoint_where_round_robin_takes_turns() {
     let target = free_port();
     echo(&mut procs, "127.0.0.1", target, "web", "fast");
     echo_with(&mut procs, "127.0.0.2", target, "web", "slow", &["--delay-ms", "40"]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1", "127.0.0.2"]),
-            ingress(
-                "ewma",
-                "ewma.example",
-                &[("/", "web")],
-                "nginx.ingress.kubernetes.io/load-balance: ewma",
-            ),
-            ingress("rr", "rr.example", &[("/", "web")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1", "127.0.0.2"]),
+        ingress(
+            "ewma",
+            "ewma.example",
+            &[("/", "web")],
+            "nginx.ingress.kubernetes.io/load-balance: ewma",
+        ),
+        ingress("rr", "rr.example", &[("/", "web")], ""),
+    ]);
     let port = proxy(&mut procs, dir.path(), &[]);
     let count = |host: &str| {
         let mut pods = std::collections::BTreeMap::<String, usize>::new();
@@ -887,28 +846,21 @@ fn the_proxy_answers_redirects_body_limits_and_bad_framing_itself() {
     let mut procs = Procs(Vec::new());
     let target = free_port();
     echo(&mut procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress(
-                "small",
-                "small.example.com",
-                &[("/", "web")],
-                "nginx.ingress.kubernetes.io/proxy-body-size: \"10\"",
-            ),
-            ingress(
-                "moved",
-                "moved.example.com",
-                &[("/", "web")],
-                "nginx.ingress.kubernetes.io/permanent-redirect: \"https://new.example.com/\"",
-            ),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1"]),
+        ingress(
+            "small",
+            "small.example.com",
+            &[("/", "web")],
+            "nginx.ingress.kubernetes.io/proxy-body-size: \"10\"",
+        ),
+        ingress(
+            "moved",
+            "moved.example.com",
+            &[("/", "web")],
+            "nginx.ingress.kubernetes.io/permanent-redirect: \"https://new.example.com/\"",
+        ),
+    ]);
     let port = proxy(&mut procs, dir.path(), &[]);
     let (status, head, _) = get(port, "moved.example.com", "/x", "");
     assert_eq!(status, 301);
@@ -1499,28 +1451,21 @@ fn cookie_affinity_pins_a_client_and_grpc_backends_get_http2() {
     for (i, ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
         echo(&mut procs, ip, target, "web", &format!("web-{i}"));
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1", "127.0.0.2", "127.0.0.3"]),
-            ingress(
-                "sticky",
-                "sticky.example.com",
-                &[("/app", "web")],
-                "nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/session-cookie-name: route",
-            ),
-            ingress(
-                "grpc",
-                "grpc.example.com",
-                &[("/", "web")],
-                "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
-            ),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1", "127.0.0.2", "127.0.0.3"]),
+        ingress(
+            "sticky",
+            "sticky.example.com",
+            &[("/app", "web")],
+            "nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/session-cookie-name: route",
+        ),
+        ingress(
+            "grpc",
+            "grpc.example.com",
+            &[("/", "web")],
+            "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+        ),
+    ]);
     let port = proxy(&mut procs, dir.path(), &[]);
     let (status, head, body) = get(port, "sticky.example.com", "/app/x", "");
     assert_eq!(status, 200, "{head}");
@@ -1577,29 +1522,22 @@ fn https_and_grpcs_backends_are_reached_over_tls() {
             .unwrap(),
     );
     wait_listening(&addr);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("secure", 443, target, &["127.0.0.1"]),
-            ingress(
-                "https",
-                "https.example.com",
-                &[("/", "secure")],
-                "nginx.ingress.kubernetes.io/backend-protocol: HTTPS",
-            ),
-            ingress(
-                "grpcs",
-                "grpcs.example.com",
-                &[("/", "secure")],
-                "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
-            ),
-            ingress("plain", "plain.example.com", &[("/", "secure")], ""),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("secure", 443, target, &["127.0.0.1"]),
+        ingress(
+            "https",
+            "https.example.com",
+            &[("/", "secure")],
+            "nginx.ingress.kubernetes.io/backend-protocol: HTTPS",
+        ),
+        ingress(
+            "grpcs",
+            "grpcs.example.com",
+            &[("/", "secure")],
+            "nginx.ingress.kubernetes.io/backend-protocol: GRPCS",
+        ),
+        ingress("plain", "plain.example.com", &[("/", "secure")], ""),
+    ]);
     let port = proxy(&mut procs, dir.path(), &[]);
     let (status, head, body) = get(port, "https.example.com", "/x", "");
     assert_eq!(status, 200, "{head}");
@@ -1722,22 +1660,15 @@ fn a_client_that_stops_reading_is_cut_off() {
     let mut procs = Procs(Vec::new());
     let target = free_port();
     echo(&mut procs, "127.0.0.1", target, "web", "web-0");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        [
-            CLASS.to_owned(),
-            backend("web", 80, target, &["127.0.0.1"]),
-            ingress(
-                "shop",
-                "shop.example.com",
-                &[("/", "web")],
-                "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
-            ),
-        ]
-        .join("---\n"),
-    )
-    .unwrap();
+    let dir = manifests(&[
+        backend("web", 80, target, &["127.0.0.1"]),
+        ingress(
+            "shop",
+            "shop.example.com",
+            &[("/", "web")],
+            "nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
+        ),
+    ]);
     let port = proxy(&mut procs, dir.path(), &["--keepalive-timeout", "1"]);
     let size = 48 << 20;
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
