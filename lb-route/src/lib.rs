@@ -31,6 +31,7 @@ mod ingress;
 mod lookup;
 mod pathregex;
 mod problem;
+mod shard;
 mod table;
 mod target;
 mod tls;
@@ -46,11 +47,11 @@ pub use ingress::{
     IngressServiceBackend, IngressSpec, IngressTls, ObjectMeta, ServiceBackendPort, TypedLocalObjectReference,
 };
 pub use lookup::{Decision, Forward, Quirks, Request};
-pub use pathregex::RegexCache;
 pub use problem::{Problem, Severity, Subject};
+pub use shard::{BuildCache, RouteTable};
 pub use table::{
-    Backend, BackendPort, Build, Config, HOST_REGEX_BUDGET, IngressRef, PathKind, PortResolver, RouteTable,
-    TABLE_REGEX_BUDGET, USE_REGEX,
+    Backend, BackendPort, Build, Config, HOST_REGEX_BUDGET, IngressRef, PathKind, PortResolver, TABLE_REGEX_BUDGET,
+    USE_REGEX,
 };
 pub use target::{EncodedSlash, PathPolicy, Target, TargetError};
 pub use tls::SecretRef;

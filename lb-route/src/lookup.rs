@@ -4,9 +4,10 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::annotations::{Canary, Cors, RouteOptions};
-use crate::bucket::Hit;
-use crate::host::canonical_host;
-use crate::table::{self, BackendPort, IngressRef, PathKind, RouteTable};
+use crate::bucket::{Hit, HostRoutes};
+use crate::host::{canonical_host, wildcard_suffix};
+use crate::shard::{HostKey, RouteTable};
+use crate::table::{self, BackendPort, IngressRef, PathKind, Shard};
 use crate::target::{Target, TargetError};
 use http::StatusCode;
 
@@ -316,12 +317,14 @@ impl RouteTable {
         // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
         let authority = target.authority.or(req.host).unwrap_or("");
         let host = canonical_host(authority);
+        // The shard of the exact host holds its bucket and its www twin.
+        let home = self.shard(HostKey::Exact(&host));
         // A malformed Host is a 400 (also when the target names the host,
         // RFC 9112 §3.2). A host that is a rule's exact host (or its www
         // twin) is a valid name by construction: only its port is checked,
         // which keeps the common request off the full scan.
-        let exact = self.exact_hosts.get(&host);
-        let named = exact.is_some() || (!self.www.is_empty() && self.www.contains_key(host.as_ref()));
+        let exact = home.exact_hosts.get(&host);
+        let named = exact.is_some() || (!home.www.is_empty() && home.www.contains_key(host.as_ref()));
         let valid = if named {
             crate::host::valid_port(authority)
         } else {
@@ -333,8 +336,8 @@ impl RouteTable {
         }
         let https = req.https || target.https == Some(true);
         let scheme = if https { "https" } else { "http" };
-        if !self.www.is_empty()
-            && let Some((to, code)) = self.www.get(host.as_ref())
+        if !home.www.is_empty()
+            && let Some((to, code)) = home.www.get(host.as_ref())
         {
             let location = format!("{scheme}://{to}{}", target.path_and_query());
             return Decision::Redirect {
@@ -342,7 +345,42 @@ impl RouteTable {
                 location,
             };
         }
-        let hr = exact.or_else(|| self.bucket_beyond_exact(&host));
+        let (shard, hr) = match exact {
+            Some(hr) => (home, Some(hr)),
+            None => self.bucket_beyond_exact(home, &host),
+        };
+        shard.decide(self, req, target, (authority, &host), https, hr, quirks)
+    }
+
+    /// The wildcard bucket covering `host`, else the host-less one (which
+    /// every shard holds), and the shard it is in.
+    fn bucket_beyond_exact<'t>(&'t self, home: &'t Shard, host: &str) -> (&'t Shard, Option<&'t HostRoutes>) {
+        if let Some(suffix) = wildcard_suffix(host) {
+            let shard = self.shard(HostKey::Wildcard(suffix));
+            if let Some(hr) = shard.wildcard_hosts.get(suffix) {
+                return (shard, Some(hr));
+            }
+        }
+        (home, home.any_host.as_ref())
+    }
+}
+
+impl Shard {
+    /// The decision for a request to host bucket `hr` of this shard (the
+    /// rest of [`RouteTable::lookup`]); the quirks that made it are added
+    /// to `quirks`.
+    #[allow(clippy::too_many_arguments)]
+    fn decide<'a>(
+        &'a self,
+        table: &RouteTable,
+        req: &Request<'a>,
+        target: &Target<'a>,
+        (authority, host): (&'a str, &str),
+        https: bool,
+        hr: Option<&'a HostRoutes>,
+        quirks: &mut Quirks,
+    ) -> Decision<'a> {
+        let scheme = if https { "https" } else { "http" };
         let compat = hr.and_then(|h| self.extra(h)).and_then(|x| x.compat.as_ref());
         if let Some(c) = compat
             && c.slash.binary_search_by(|p| (**p).cmp(&*target.path)).is_ok()
@@ -369,13 +407,14 @@ impl RouteTable {
             }
         };
         if !plain {
-            if let Some(d) = self.before_forward(routed.options, options, req, target, (authority, &host), https) {
+            if let Some(d) = self.before_forward(table, routed.options, options, req, target, (authority, host), https)
+            {
                 *quirks = *quirks | noted;
                 return d;
             }
-        } else if ssl_redirect && !https && self.has_certificate(&host) {
+        } else if ssl_redirect && !https && table.has_certificate(host) {
             *quirks = *quirks | noted;
-            return https_redirect(&host, target, options);
+            return https_redirect(host, target, options);
         }
         let Some(main) = routed.route else {
             // The first Ingress's options changed nothing: a plain 404.
@@ -464,13 +503,15 @@ impl RouteTable {
     }
 }
 
-impl RouteTable {
+impl Shard {
     /// Redirects and access checks, in the order of ingress-nginx's
     /// phases: server redirects (app-root), location redirects, the https
     /// redirect, then source ranges; `options` are those of Ingress
     /// `ingress`.
+    #[allow(clippy::too_many_arguments)]
     fn before_forward<'a>(
         &'a self,
+        table: &RouteTable,
         ingress: u32,
         options: &RouteOptions,
         req: &Request<'a>,
@@ -501,7 +542,7 @@ impl RouteTable {
                 headers: cors_headers(cors, origin.to_str().ok(), true),
             });
         }
-        if !https && (options.force_ssl_redirect || (options.ssl_redirect && self.has_certificate(host))) {
+        if !https && (options.force_ssl_redirect || (options.ssl_redirect && table.has_certificate(host))) {
             return Some(https_redirect(host, target, options));
         }
         if !options.allow.is_empty() || !options.deny.is_empty() {

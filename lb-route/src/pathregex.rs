@@ -52,12 +52,15 @@ pub(crate) fn build(pattern: &str, case_insensitive: bool) -> Result<Compiled, S
 /// rebuild compiles only the paths the last build did not have (a change
 /// to one of 10,000 Ingresses compiles that one's). Only what a table
 /// took (within its regex budget) is kept, and what a build did not use
-/// is dropped after it: the cache holds no regex the table does not. Pass
-/// the same cache to every build ([`crate::RouteTable::build_cached`]).
+/// is dropped after it: the cache holds no regex the table does not. A
+/// table in shards keeps one per shard ([`crate::BuildCache`]).
 #[derive(Default)]
-pub struct RegexCache {
+pub(crate) struct RegexCache {
     /// What the last build took, by how it was compiled and pattern.
     last: Regexes,
+    /// What the build before the last had and the last did not take (kept
+    /// by [`RegexCache::during_part`] only).
+    spare: Regexes,
     /// What this build has taken so far.
     this: Regexes,
     /// What the Ingress being added took: kept if it is added, dropped if
@@ -90,6 +93,50 @@ impl RegexCache {
     /// Runs `build` with `cache` in use on this thread; afterwards the
     /// cache holds what that build used.
     pub(crate) fn during<T>(cache: &mut RegexCache, build: impl FnOnce() -> T) -> T {
+        let out = Self::run(cache, build);
+        cache.spare = Regexes::default();
+        out
+    }
+
+    /// How many regexes it keeps.
+    pub(crate) fn len(&self) -> usize {
+        count(&self.last) + count(&self.this)
+    }
+
+    /// The regexes of several caches as one, for the shards of a table
+    /// built together: one compiles what another had.
+    pub(crate) fn pooled(caches: impl IntoIterator<Item = RegexCache>) -> RegexCache {
+        let mut pool = RegexCache::default();
+        for cache in caches {
+            for (how, by_pattern) in cache.last {
+                pool.last.entry(how).or_default().extend(by_pattern);
+            }
+        }
+        pool
+    }
+
+    /// Runs the build of one shard with the regexes of `pool`: returns
+    /// what it took as the shard's own cache, and leaves the pool what it
+    /// had (for the next shard built with it; dropped with it).
+    pub(crate) fn during_part<T>(pool: &mut RegexCache, build: impl FnOnce() -> T) -> (T, RegexCache) {
+        let mut part = RegexCache {
+            last: std::mem::take(&mut pool.last),
+            ..RegexCache::default()
+        };
+        let out = Self::run(&mut part, build);
+        pool.last = std::mem::take(&mut part.spare);
+        for (how, by_pattern) in &part.last {
+            let to = pool.last.entry(how).or_default();
+            for (pattern, re) in by_pattern {
+                to.insert(pattern.clone(), re.clone());
+            }
+        }
+        (out, part)
+    }
+
+    /// Runs `build` with `cache` in use on this thread; afterwards `last`
+    /// holds what it took and `spare` what it did not.
+    fn run<T>(cache: &mut RegexCache, build: impl FnOnce() -> T) -> T {
         /// Takes the cache off the thread however the build ends (a panic
         /// included), and puts back what was there.
         struct Installed<'a> {
@@ -102,7 +149,7 @@ impl RegexCache {
                 let mut back = ACTIVE
                     .with(|a| std::mem::replace(&mut *a.borrow_mut(), before))
                     .unwrap_or_default();
-                back.last = std::mem::take(&mut back.this);
+                back.spare = std::mem::replace(&mut back.last, std::mem::take(&mut back.this));
                 back.pending.clear();
                 *self.cache = back;
             }

@@ -22,11 +22,12 @@ use regex::bytes::{RegexSet, RegexSetBuilder};
 use crate::annotations::{self, RouteOptions};
 use crate::bucket::{Hit, HostRoutes, HostTable, Key};
 use crate::class::{ClassConfig, Mode};
-use crate::host::{RuleHost, wildcard_suffix};
+use crate::host::RuleHost;
 use crate::ingress::{Ingress, IngressBackend, IngressClass};
 use crate::lookup::{Quirks, Routed};
 use crate::pathregex::PathRegex;
 use crate::problem::{Problem, Severity, Subject};
+use crate::shard::{Owner, RouteTable};
 use crate::target::PathPolicy;
 use crate::tls::{SecretRef, TlsIndex};
 
@@ -72,12 +73,24 @@ pub trait PortResolver {
     fn missing(&self, _namespace: &str, _service: &str, _port: &BackendPort) -> Option<String> {
         None
     }
+
+    /// What this resolver answers, as a number: two resolvers with the
+    /// same `Some` identity answer every question alike, so a cached build
+    /// ([`RouteTable::build_cached`]) may keep what it built with the last
+    /// one. `None` (the default): unknown, so everything is built again.
+    fn identity(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// No Services known: every named port stays unresolved.
 impl PortResolver for () {
     fn resolve(&self, _: &str, _: &str, _: &str) -> Option<u16> {
         None
+    }
+
+    fn identity(&self) -> Option<u64> {
+        Some(0)
     }
 }
 
@@ -326,10 +339,15 @@ impl Staging {
     }
 }
 
-/// Ingresses compiled for lookup. Build with [`RouteTable::build`].
+/// The routes of the hosts one part of a table holds (see
+/// [`crate::shard`]): everything a request for those hosts needs, laid out
+/// for lookup.
 #[derive(Debug, Default)]
-pub struct RouteTable {
+pub(crate) struct Shard {
     pub(crate) ingresses: Vec<IngressRef>,
+    /// The Ingresses counted as this shard's (an Ingress is in every shard
+    /// that holds one of its hosts; it is counted in the first).
+    pub(crate) homed: Vec<u32>,
     /// The distinct option sets (parsed annotations): Ingresses with the
     /// same annotations share one, so a lookup mostly finds its options in
     /// cache.
@@ -346,11 +364,21 @@ pub struct RouteTable {
     pub(crate) extras: Vec<HostExtra>,
     /// The `defaultBackend` of the oldest Ingress without rules.
     pub(crate) catch_all: Option<u32>,
-    pub(crate) policy: PathPolicy,
     pub(crate) tls: TlsIndex,
     /// `from-to-www-redirect`: a host no rule names → (the host to
     /// redirect to, status).
     pub(crate) www: HashMap<Box<str>, (Box<str>, http::StatusCode), RandomState>,
+    /// Heap bytes of the regexes kept, on this shard's account: of the
+    /// Ingresses it counts and of its hosts' paths (see
+    /// [`TABLE_REGEX_BUDGET`]).
+    pub(crate) regex_used: usize,
+    /// Heap bytes of the regexes this shard holds (an Ingress in several
+    /// shards is counted in each).
+    pub(crate) regex_held: usize,
+    /// Some regex was left out for the table's regex budget: the budget,
+    /// filled oldest Ingress first across the whole table, is only kept
+    /// by a table of one shard.
+    pub(crate) budget_hit: bool,
 }
 
 /// The result of [`RouteTable::build`].
@@ -406,7 +434,9 @@ fn check_spec_path(path: &str) -> Result<(), String> {
 }
 
 struct Builder<'a> {
-    table: RouteTable,
+    table: Shard,
+    /// Which hosts this shard holds.
+    owner: Owner,
     problems: Vec<Problem>,
     ports: &'a dyn PortResolver,
     /// Option sets by a hash of the annotations they come from.
@@ -423,6 +453,9 @@ struct Builder<'a> {
     /// Heap bytes of the regexes compiled so far (see
     /// [`TABLE_REGEX_BUDGET`]).
     regex_memory: usize,
+    /// Heap bytes of the regexes of the table's other shards (built
+    /// before this one).
+    regex_base: usize,
     /// Heap bytes of each used Ingress's own regexes, by Ingress index.
     regex_spent: Vec<usize>,
 }
@@ -543,11 +576,11 @@ impl Builder<'_> {
         let mut over_budget = false;
         if let Some(p) = options.canary.as_ref().and_then(|c| c.by_header_pattern.as_ref()) {
             spent = p.memory_usage();
-            if self.regex_memory + spent > TABLE_REGEX_BUDGET {
+            if self.regex_taken() + spent > TABLE_REGEX_BUDGET {
                 over_budget = true;
                 errors.push((
                     field(&format!("{}canary-by-header-pattern", annotations::PREFIX)),
-                    over_table_budget(spent, self.regex_memory, "this Ingress is not used"),
+                    over_table_budget(spent, self.regex_taken(), "this Ingress is not used"),
                 ));
             }
         }
@@ -673,7 +706,7 @@ impl Builder<'_> {
                         Err(Refused::Invalid(e)) => Err(e),
                         Err(Refused::OverBudget(need)) => {
                             over_budget = true;
-                            Err(over_table_budget(need, self.regex_memory, "this Ingress is not used"))
+                            Err(over_table_budget(need, self.regex_taken(), "this Ingress is not used"))
                         }
                     },
                     _ if implementation_specific => {
@@ -744,6 +777,9 @@ impl Builder<'_> {
                 }
             }
         }
+        if over_budget {
+            self.table.budget_hit = true;
+        }
         if errors.is_empty() {
             self.regex_memory += spent;
             Ok(Compiled {
@@ -769,10 +805,18 @@ impl Builder<'_> {
         compile: (&'static str, impl Fn(&str) -> Result<PathRegex, String>),
         spent: &mut usize,
     ) -> Result<PathRegex, Refused> {
-        within_budget(self.regex_memory, path, compile, spent)
+        within_budget(self.regex_taken(), path, compile, spent)
     }
 
-    fn add(&mut self, ing: &Ingress, mode: Mode) {
+    /// Heap bytes of the regexes the table holds so far: the other
+    /// shards', and this one's Ingresses'.
+    fn regex_taken(&self) -> usize {
+        self.regex_base + self.regex_memory
+    }
+
+    /// Adds an Ingress: its hosts this shard holds, and its options;
+    /// `home`: it is counted as this shard's.
+    fn add(&mut self, ing: &Ingress, mode: Mode, home: bool) {
         let ns = ing.metadata.namespace();
         let object = || {
             Subject::Ingress(IngressRef {
@@ -811,10 +855,16 @@ impl Builder<'_> {
             namespace: ns.to_owned(),
             name: ing.metadata.name.clone(),
         });
+        if home {
+            self.table.homed.push(index);
+        }
         self.regex_spent.push(regex_memory);
         let set = self.option_set(&ing.metadata.annotations, options);
         self.table.options_of.push(set);
         for (host, secret) in tls {
+            if !self.owner.owns(&host) {
+                continue;
+            }
             let secret = SecretRef {
                 namespace: ns.to_owned(),
                 name: secret.to_owned(),
@@ -840,8 +890,13 @@ impl Builder<'_> {
             self.add_canary(index, &hosts, specs, object);
             return;
         }
-        let buckets: Vec<usize> = hosts.iter().map(|h| self.host_bucket(h) as usize).collect();
-        for (h, &bucket) in buckets.iter().enumerate() {
+        // The hosts of other shards get no bucket here.
+        let buckets: Vec<Option<usize>> = hosts
+            .iter()
+            .map(|h| self.owner.owns(h).then(|| self.host_bucket(h) as usize))
+            .collect();
+        for (h, bucket) in buckets.iter().enumerate() {
+            let Some(bucket) = *bucket else { continue };
             let st = &mut self.staging[bucket];
             let first = *st.first.get_or_insert(index);
             if first == index {
@@ -871,10 +926,10 @@ impl Builder<'_> {
             let code = self.table.options(index).www_redirect_code;
             for h in &hosts {
                 if let RuleHost::Exact(name) = h {
-                    let other = match name.strip_prefix("www.") {
-                        Some(apex) => apex.to_owned(),
-                        None => format!("www.{name}"),
-                    };
+                    let other = www_twin(name);
+                    if !self.owner.owns_exact(&other) {
+                        continue;
+                    }
                     self.table
                         .www
                         .entry(other.into())
@@ -892,7 +947,8 @@ impl Builder<'_> {
                     }
                 }
             } else {
-                for (h, &bucket) in hosts.iter().zip(&buckets) {
+                for (h, bucket) in hosts.iter().zip(&buckets) {
+                    let Some(bucket) = *bucket else { continue };
                     match self.staging[bucket].default {
                         None => self.staging[bucket].default = Some(route),
                         Some(first) => self.conflict(
@@ -906,7 +962,7 @@ impl Builder<'_> {
             }
         }
         for spec in specs {
-            let bucket = buckets[spec.host];
+            let Some(bucket) = buckets[spec.host] else { continue };
             let taken = self.existing(bucket, &spec);
             let field = || format!("spec.rules[{}].http.paths[{}]", spec.rule, spec.index);
             if let Some(first) = taken {
@@ -949,6 +1005,9 @@ impl Builder<'_> {
     fn add_canary(&mut self, index: u32, hosts: &[RuleHost], specs: Vec<PathSpec<'_>>, object: impl Fn() -> Subject) {
         for spec in specs {
             let host = &hosts[spec.host];
+            if !self.owner.owns(host) {
+                continue;
+            }
             let bucket = match host {
                 RuleHost::Any => self.any_id,
                 RuleHost::Exact(h) => self.exact_ids.get(h.as_str()).copied(),
@@ -1071,17 +1130,26 @@ impl Builder<'_> {
         // A plain path that is no valid regex is matched as its text
         // (ingress-nginx would fail to load).
         let compile = |p: &str| PathRegex::compile(p).or_else(|_| PathRegex::literal(p));
-        let mut used = 0usize;
+        let mut used = self.regex_base;
         let mut next = 0;
         let mut drop_paths = vec![false; self.table.ingresses.len()];
         let mut reports: Vec<(u32, String)> = Vec::new();
+        // What the whole table spends on this shard's account: the
+        // Ingresses it counts, and its hosts' conversions.
+        let mut homed = vec![false; self.table.ingresses.len()];
+        for &i in &self.table.homed {
+            homed[i as usize] = true;
+        }
+        let mut counted = 0;
         for (i, drop) in drop_paths.iter_mut().enumerate() {
             let own = self.regex_spent.get(i).copied().unwrap_or(0);
             if used + own > TABLE_REGEX_BUDGET {
                 *drop = true;
+                self.table.budget_hit = true;
                 reports.push((i as u32, over_table_budget(own, used, "its regex paths are not served")));
             } else {
                 used += own;
+                counted += if homed[i] { own } else { 0 };
             }
             let mut spent = 0;
             let mut full = false;
@@ -1102,6 +1170,7 @@ impl Builder<'_> {
                     )),
                     Err(Refused::OverBudget(need)) => {
                         full = true;
+                        self.table.budget_hit = true;
                         reports.push((
                             i as u32,
                             over_table_budget(need, used, "some of its paths on regex hosts are not served"),
@@ -1110,7 +1179,10 @@ impl Builder<'_> {
                 }
             }
             used += spent;
+            counted += spent;
         }
+        self.table.regex_used = counted;
+        self.table.regex_held = used - self.regex_base;
         for route in &mut self.table.routes {
             if route.kind == PathKind::Regex && drop_paths[route.ingress as usize] {
                 route.regex = None;
@@ -1126,7 +1198,7 @@ impl Builder<'_> {
         }
     }
 
-    fn finish(mut self) -> Build {
+    fn finish(mut self) -> (Shard, Vec<Problem>) {
         // A www redirect never shadows a host some rule names.
         let named = &self.exact_ids;
         self.table.www.retain(|alt, _| !named.contains_key(alt));
@@ -1176,10 +1248,16 @@ impl Builder<'_> {
                 ),
             });
         }
-        Build {
-            table: self.table,
-            problems: self.problems,
-        }
+        (self.table, self.problems)
+    }
+}
+
+/// The host `from-to-www-redirect` sends `name` from: `www.` added or
+/// removed.
+pub(crate) fn www_twin(name: &str) -> String {
+    match name.strip_prefix("www.") {
+        Some(apex) => apex.to_owned(),
+        None => format!("www.{name}"),
     }
 }
 
@@ -1247,7 +1325,7 @@ pub(crate) fn plain(o: &RouteOptions) -> bool {
 }
 
 /// What an ingress-nginx host needs beside its spec layout.
-fn compat(st: &Staging, table: &RouteTable, left_out: &mut (Vec<u32>, Vec<u32>)) -> Option<CompatHost> {
+fn compat(st: &Staging, table: &Shard, left_out: &mut (Vec<u32>, Vec<u32>)) -> Option<CompatHost> {
     if st.mode != Mode::IngressNginx {
         return None;
     }
@@ -1308,7 +1386,7 @@ fn compat(st: &Staging, table: &RouteTable, left_out: &mut (Vec<u32>, Vec<u32>))
 fn compact(
     name: &str,
     mut st: Staging,
-    table: &RouteTable,
+    table: &Shard,
     extras: &mut Vec<HostExtra>,
     over_budget: &mut (Vec<(u32, String)>, Vec<u32>),
 ) -> HostRoutes {
@@ -1372,157 +1450,114 @@ fn compact(
     HostRoutes::new(name, exact_count, &keys, routes, st.default, extra)
 }
 
-impl RouteTable {
-    /// Builds the table from every Ingress of ours among `ingresses`
-    /// (chosen by `config.classes` with `classes`). An Ingress with an
+/// The Ingresses of ours among `ingresses` (chosen by `config.classes`
+/// with `classes`), oldest first (creation time, then namespace/name: the
+/// order conflicts are settled in), each with the mode its class asks for.
+pub(crate) fn ours<'a, I: std::borrow::Borrow<Ingress> + 'a>(
+    ingresses: &'a [I],
+    classes: &[IngressClass],
+    config: &Config,
+) -> Vec<(&'a I, Mode)> {
+    let mut ours: Vec<(&I, Mode)> = ingresses
+        .iter()
+        .filter_map(|i| Some((i, config.classes.select(i.borrow(), classes)?)))
+        .collect();
+    // Namespace/name is unique: the order is total, an unstable sort
+    // gives the same one.
+    ours.sort_unstable_by(|a, b| age_key(a.0.borrow()).cmp(&age_key(b.0.borrow())));
+    ours
+}
+
+/// What is wrong with the IngressClasses of ours.
+pub(crate) fn class_problems(classes: &[IngressClass], config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for c in classes {
+        if config.classes.selects_class(c)
+            && let Err(message) = config.classes.mode_of(c)
+        {
+            problems.push(Problem {
+                severity: Severity::Error,
+                object: Subject::IngressClass(c.metadata.name.clone()),
+                field: crate::problem::field(format!("metadata.annotations[{:?}]", crate::class::MODE_ANNOTATION)),
+                message: format!(
+                    "{message}; its Ingresses are matched in {} mode",
+                    config.classes.mode.as_str()
+                ),
+            });
+        }
+    }
+    problems
+}
+
+/// Whether an Ingress is a canary (`canary: "true"`).
+pub(crate) fn is_canary(i: &Ingress) -> bool {
+    i.metadata
+        .annotations
+        .get(CANARY)
+        .is_some_and(|v| annotations::boolean(v) == Ok(true))
+}
+
+/// `nginx.ingress.kubernetes.io/canary`.
+const CANARY: &str = "nginx.ingress.kubernetes.io/canary";
+
+impl Shard {
+    /// Builds the shard `owner` names from `ours` (oldest first, each with
+    /// its mode and whether the shard counts it): the hosts it holds, and
+    /// what is wrong with them and with the Ingresses; `regex_base`: heap
+    /// bytes of the regexes the table's other shards hold, which count
+    /// against the table's regex budget. An Ingress with an
     /// error is left out whole and reported; conflicts between Ingresses go
-    /// to the oldest (creation time, then namespace/name) and the others
-    /// are reported.
-    pub fn build(ingresses: &[Ingress], classes: &[IngressClass], ports: &dyn PortResolver, config: &Config) -> Build {
-        Self::build_cached(ingresses, classes, ports, config, &mut RegexCache::default())
-    }
-
-    /// [`RouteTable::build`], reusing the regexes `cache` kept from the
-    /// last build: a rebuild compiles only patterns that build did not
-    /// have. The same table results.
-    /// The Ingresses may be held any way that lends an [`Ingress`]
-    /// (`Arc<Ingress>`, `&Ingress`): a caller that keeps them between builds
-    /// need not copy them.
-    pub fn build_cached<I: std::borrow::Borrow<Ingress>>(
-        ingresses: &[I],
-        classes: &[IngressClass],
+    /// to the oldest and the others are reported.
+    pub(crate) fn build(
+        ours: &[(&Ingress, Mode, bool)],
         ports: &dyn PortResolver,
         config: &Config,
-        cache: &mut RegexCache,
-    ) -> Build {
-        RegexCache::during(cache, || {
-            Self::build_uncached(ingresses.iter().map(|i| i.borrow()), classes, ports, config)
-        })
-    }
-
-    fn build_uncached<'a>(
-        ingresses: impl Iterator<Item = &'a Ingress>,
-        classes: &[IngressClass],
-        ports: &dyn PortResolver,
-        config: &Config,
-    ) -> Build {
-        let mut ours: Vec<(&Ingress, Mode)> = ingresses
-            .filter_map(|i| Some((i, config.classes.select(i, classes)?)))
-            .collect();
-        // Namespace/name is unique: the order is total, an unstable sort
-        // gives the same one.
-        ours.sort_unstable_by(|a, b| age_key(a.0).cmp(&age_key(b.0)));
+        owner: Owner,
+        regex_base: usize,
+    ) -> (Shard, Vec<Problem>) {
         let paths = ours
             .iter()
-            .flat_map(|(i, _)| &i.spec.rules)
+            .flat_map(|(i, _, _)| &i.spec.rules)
             .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
             .sum();
         // Sized once: growing tables of 10,000 Ingresses by doubling is
         // copying them and touching fresh memory again and again.
         let n = ours.len();
         let mut b = Builder {
-            table: RouteTable {
-                policy: config.path_policy,
+            table: Shard {
                 tls: TlsIndex::with_default(config.default_certificate.clone()),
                 ingresses: Vec::with_capacity(n),
                 options_of: Vec::with_capacity(n),
                 routes: Vec::with_capacity(paths + n),
-                ..RouteTable::default()
+                ..Shard::default()
             },
+            owner,
             problems: Vec::new(),
             ports,
             staging: Vec::with_capacity(n),
             sets_by_annotations: HashMap::default(),
             hasher: RandomState::default(),
             claimed: HashTable::with_capacity(paths),
-            exact_ids: HashMap::with_capacity_and_hasher(ours.len(), RandomState::default()),
+            exact_ids: HashMap::with_capacity_and_hasher(n, RandomState::default()),
             wildcard_ids: HashMap::default(),
             any_id: None,
             regex_memory: 0,
+            regex_base,
             regex_spent: Vec::with_capacity(n),
         };
-        for c in classes {
-            if config.classes.selects_class(c)
-                && let Err(message) = config.classes.mode_of(c)
-            {
-                b.problems.push(Problem {
-                    severity: Severity::Error,
-                    object: Subject::IngressClass(c.metadata.name.clone()),
-                    field: crate::problem::field(format!("metadata.annotations[{:?}]", crate::class::MODE_ANNOTATION)),
-                    message: format!(
-                        "{message}; its Ingresses are matched in {} mode",
-                        config.classes.mode.as_str()
-                    ),
-                });
-            }
-        }
         // Canary Ingresses attach to the routes of the others, so those come first.
-        let canary_key = format!("{}canary", annotations::PREFIX);
-        let is_canary = |i: &Ingress| {
-            i.metadata
-                .annotations
-                .get(&canary_key)
-                .is_some_and(|v| annotations::boolean(v) == Ok(true))
-        };
-        for &(ing, mode) in ours.iter().filter(|i| !is_canary(i.0)) {
-            b.add(ing, mode);
+        for &(ing, mode, home) in ours.iter().filter(|i| !is_canary(i.0)) {
+            b.add(ing, mode, home);
         }
-        for &(ing, mode) in ours.iter().filter(|i| is_canary(i.0)) {
-            b.add(ing, mode);
+        for &(ing, mode, home) in ours.iter().filter(|i| is_canary(i.0)) {
+            b.add(ing, mode, home);
         }
         b.finish()
-    }
-
-    /// The certificate Secret for a TLS handshake: the one an Ingress names
-    /// for the SNI name exactly, else for a `*.` wildcard covering it
-    /// (oldest Ingress first), else [`Config::default_certificate`].
-    ///
-    /// ```
-    /// use lb_route::{Config, Ingress, RouteTable};
-    ///
-    /// let ing: Ingress = serde_json::from_str(r#"{"metadata": {"name": "web", "namespace": "shop"},
-    ///   "spec": {"ingressClassName": "lb", "tls": [{"hosts": ["*.example.com"], "secretName": "wild"}],
-    ///            "rules": [{"host": "www.example.com"}]}}"#).unwrap();
-    /// let table = RouteTable::build(&[ing], &[], &(), &Config::default()).table;
-    /// assert_eq!(table.certificate(Some("WWW.example.com")).unwrap().name, "wild");
-    /// assert_eq!(table.certificate(Some("a.b.example.com")), None);
-    /// ```
-    pub fn certificate(&self, sni: Option<&str>) -> Option<&SecretRef> {
-        self.tls.lookup(sni)
-    }
-
-    /// Whether some Ingress has a certificate for this canonical host.
-    pub fn has_certificate(&self, host: &str) -> bool {
-        self.tls.covers(host)
-    }
-
-    /// How request targets are made canonical for this table (the form
-    /// [`Target::parse`](crate::Target::parse) gives, which lookups match).
-    pub fn path_policy(&self) -> &PathPolicy {
-        &self.policy
     }
 
     /// The options of an Ingress.
     pub(crate) fn options(&self, ingress: u32) -> &RouteOptions {
         &self.option_sets[self.options_of[ingress as usize] as usize]
-    }
-
-    /// Number of Ingresses served.
-    pub fn ingress_count(&self) -> usize {
-        self.ingresses.len()
-    }
-
-    /// The Ingresses served (those left out for an error are not).
-    pub fn ingresses(&self) -> impl Iterator<Item = &IngressRef> {
-        self.ingresses.iter()
-    }
-
-    /// The host bucket a canonical host selects.
-    /// The wildcard bucket covering `host`, else the host-less one.
-    pub(crate) fn bucket_beyond_exact(&self, host: &str) -> Option<&HostRoutes> {
-        wildcard_suffix(host)
-            .and_then(|s| self.wildcard_hosts.get(s))
-            .or(self.any_host.as_ref())
     }
 
     /// What a bucket has beside its Exact and Prefix routes.

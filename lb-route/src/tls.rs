@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
-use crate::host::{RuleHost, wildcard_suffix};
+use crate::host::RuleHost;
 
 /// A `kubernetes.io/tls` Secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,23 +58,23 @@ impl TlsIndex {
         }
     }
 
-    /// The certificate for a handshake's server name (`None`: no SNI).
-    pub(crate) fn lookup(&self, sni: Option<&str>) -> Option<&SecretRef> {
-        let Some(name) = sni else { return self.default.as_ref() };
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        self.exact
-            .get(name.as_str())
-            .or_else(|| wildcard_suffix(&name).and_then(|s| self.wildcard.get(s)))
-            .map(|(s, _)| s)
-            .or(self.default.as_ref())
+    /// The Secret claimed for this exact (canonical) name.
+    pub(crate) fn exact(&self, name: &str) -> Option<&SecretRef> {
+        self.exact.get(name).map(|(s, _)| s)
     }
 
-    /// Whether some Ingress has a certificate for `host` (ssl-redirect
-    /// applies to such hosts).
-    pub(crate) fn covers(&self, host: &str) -> bool {
-        if self.exact.is_empty() && self.wildcard.is_empty() {
-            return false;
-        }
-        self.exact.contains_key(host) || wildcard_suffix(host).is_some_and(|s| self.wildcard.contains_key(s))
+    /// The Secret claimed for `*.suffix`.
+    pub(crate) fn wildcard(&self, suffix: &str) -> Option<&SecretRef> {
+        self.wildcard.get(suffix).map(|(s, _)| s)
+    }
+
+    /// The certificate of handshakes no Ingress names one for.
+    pub(crate) fn fallback(&self) -> Option<&SecretRef> {
+        self.default.as_ref()
+    }
+
+    /// Whether no Ingress claims a name here.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
     }
 }

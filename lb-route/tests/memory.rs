@@ -36,16 +36,17 @@ fn heavy(n: usize, hosts: usize) -> Vec<Ingress> {
 /// Builds with the heap capped; one build at a time (the cap is the
 /// process's).
 fn build_capped(ingresses: &[Ingress], mode: Mode) -> Build {
-    build_capped_with(ingresses, mode, &mut RegexCache::default())
+    build_capped_with(ingresses, mode, &mut BuildCache::default())
 }
 
 /// The same with a regex cache kept by the caller (counted in the cap).
-fn build_capped_with(ingresses: &[Ingress], mode: Mode, cache: &mut RegexCache) -> Build {
+fn build_capped_with(ingresses: &[Ingress], mode: Mode, cache: &mut BuildCache) -> Build {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let ingresses: Vec<std::sync::Arc<Ingress>> = ingresses.iter().cloned().map(std::sync::Arc::new).collect();
     HEAP.set_limit(HEAP.allocated() + ALLOWED).unwrap();
     let config = Config::default().with_classes(ClassConfig::default().with_mode(mode));
-    let build = RouteTable::build_cached(ingresses, &[], &(), &config, cache);
+    let build = RouteTable::build_cached(&ingresses, &[], &(), &config, cache);
     HEAP.set_limit(usize::MAX).unwrap();
     build
 }
@@ -56,7 +57,7 @@ fn build_capped_with(ingresses: &[Ingress], mode: Mode, cache: &mut RegexCache) 
 #[test]
 fn a_regex_cache_kept_between_builds_stays_within_the_budgets() {
     let ingresses = heavy(2000, 2000);
-    let mut cache = RegexCache::default();
+    let mut cache = BuildCache::default();
     let first = build_capped_with(&ingresses, Mode::Strict, &mut cache);
     drop(first);
     let again = build_capped_with(&ingresses, Mode::Strict, &mut cache);

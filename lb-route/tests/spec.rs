@@ -498,11 +498,12 @@ fn a_regex_cache_carries_compiled_paths_between_builds_and_changes_no_decision()
         regexy("b", "b.example", "/b/[0-9]+$"),
     ]
     .join("\n---\n");
-    let mut cache = RegexCache::default();
+    let mut cache = BuildCache::default();
     let config = Config::default();
+    let arcs = |ings: Vec<Ingress>| ings.into_iter().map(std::sync::Arc::new).collect::<Vec<_>>();
     for yaml in [&first, &second, &first] {
         let ings = parse(yaml);
-        let cached = RouteTable::build_cached(&ings, &[], &(), &config, &mut cache);
+        let cached = RouteTable::build_cached(&arcs(ings.clone()), &[], &(), &config, &mut cache);
         let fresh = RouteTable::build(&ings, &[], &(), &config);
         assert!(cached.problems.is_empty(), "{:?}", cached.problems);
         for (host, path) in [
@@ -520,7 +521,7 @@ fn a_regex_cache_carries_compiled_paths_between_builds_and_changes_no_decision()
         // What the build used, no more (the other b pattern is dropped).
         assert!(format!("{cache:?}").contains("regexes: 2"), "{cache:?}");
     }
-    let t = RouteTable::build_cached(&parse(&second), &[], &(), &config, &mut cache).table;
+    let t = RouteTable::build_cached(&arcs(parse(&second)), &[], &(), &config, &mut cache).table;
     assert_eq!(svc(&t, "b.example", "/b/12"), "b");
     assert_eq!(svc(&t, "b.example", "/b/xy"), "404");
 }

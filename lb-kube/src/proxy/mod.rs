@@ -28,7 +28,11 @@ use crate::source::{Origin, Problem, Severity, Snapshot};
 /// The ports of the Services of a snapshot, by namespace and name: named
 /// ports resolved to numbers, and backends that cannot be served told.
 #[derive(Debug, Default)]
-pub struct ServicePorts(HashMap<String, ByName, RandomState>);
+pub struct ServicePorts {
+    by_namespace: HashMap<String, ByName, RandomState>,
+    /// Which Services these are (see [`lb_route::PortResolver::identity`]).
+    identity: Option<u64>,
+}
 
 type RandomState = foldhash::fast::RandomState;
 
@@ -51,11 +55,40 @@ impl ServicePorts {
                 .collect();
             map.entry(ns.to_owned()).or_default().insert(name, ports);
         }
-        Self(map)
+        Self {
+            by_namespace: map,
+            identity: None,
+        }
     }
 
     fn ports(&self, namespace: &str, service: &str) -> Option<&[(Option<String>, u16)]> {
-        self.0.get(namespace)?.get(service).map(Vec::as_slice)
+        self.by_namespace.get(namespace)?.get(service).map(Vec::as_slice)
+    }
+}
+
+/// The Services the last table was built with (held, so the same address
+/// is the same object), and a number that changes when they do.
+#[derive(Debug, Default)]
+struct ServicesSeen {
+    held: Vec<Arc<k8s_openapi::api::core::v1::Service>>,
+    version: u64,
+}
+
+impl ServicesSeen {
+    /// The version of the Services of `snap`: the last one if they are the
+    /// same objects, else a new one.
+    fn version_of(&mut self, snap: &Snapshot) -> u64 {
+        let services = || {
+            snap.objects.iter().filter_map(|(_, o)| match o {
+                Object::Service(s) => Some(s),
+                _ => None,
+            })
+        };
+        if !services().map(Arc::as_ptr).eq(self.held.iter().map(Arc::as_ptr)) {
+            self.held = services().cloned().collect();
+            self.version += 1;
+        }
+        self.version
     }
 }
 
@@ -79,23 +112,39 @@ impl lb_route::PortResolver for ServicePorts {
             _ => None,
         }
     }
+
+    fn identity(&self) -> Option<u64> {
+        self.identity
+    }
 }
 
 /// Compiles the Ingresses of a snapshot. Route-table problems are returned
 /// with the file and document of the Ingress they are about.
 pub fn routes(snap: &Snapshot, config: &lb_route::Config) -> (RouteTable, Vec<Problem>) {
-    routes_cached(snap, config, &mut lb_route::RegexCache::default())
+    let fresh = &mut lb_route::BuildCache::default();
+    let (table, problems, _) = routes_of(
+        snap,
+        config,
+        fresh,
+        &mut Converted::default(),
+        &mut ServicesSeen::default(),
+        |_| {},
+    );
+    (table, problems)
 }
 
-/// What one table build leaves for the next: the compiled regexes, the
-/// conversions of the Ingresses it read, and the last version of each
-/// Ingress that was served.
+/// What one table build leaves for the next: the table's shards and
+/// regexes, the conversions of the Ingresses it read, and the last version
+/// of each Ingress that was served.
 #[derive(Debug, Default)]
 pub struct Rebuild {
-    /// Regexes the last table took.
-    pub regexes: lb_route::RegexCache,
+    /// The shards of the last table and the regexes they took: a change
+    /// builds again only the shards it lands in.
+    built: lb_route::BuildCache,
     /// The Ingresses of the last view, converted for lb-route.
     converted: Converted,
+    /// Its Services.
+    services: ServicesSeen,
     /// The last version of each Ingress that was served: an edit that
     /// breaks an Ingress (a bad path type, port or annotation) leaves this
     /// one serving, and says so.
@@ -117,6 +166,14 @@ type Key<'a> = (&'a str, &'a str);
 
 fn key_of(i: &lb_route::Ingress) -> Key<'_> {
     (i.metadata.namespace(), &i.metadata.name)
+}
+
+impl Rebuild {
+    /// How many shards of the last table its build built (the others were
+    /// kept), and how many it has.
+    pub fn shards_built(&self) -> (usize, usize) {
+        self.built.shards_built()
+    }
 }
 
 /// The Ingresses a table serves.
@@ -144,8 +201,14 @@ fn guarding_of(i: &lb_route::Ingress) -> impl Iterator<Item = (&String, &String)
 /// (reported with the error), as the source does for an object it cannot
 /// read.
 pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Rebuild) -> (RouteTable, Vec<Problem>) {
-    let (mut table, mut problems, mut ingresses) =
-        routes_of(snap, config, &mut rebuild.regexes, &mut rebuild.converted, |_| {});
+    let (mut table, mut problems, mut ingresses) = routes_of(
+        snap,
+        config,
+        &mut rebuild.built,
+        &mut rebuild.converted,
+        &mut rebuild.services,
+        |_| {},
+    );
     // Left out for an error of its own (not for another class, not
     // deleted and made again), and not for an edit of what guards it (or
     // an error there): an edit that asks for authentication or an
@@ -196,7 +259,8 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
         // Built again with the last good versions in their place; the
         // errors of the versions in force in the files are what is said.
         let last_good = &rebuild.last_good;
-        let (again, _, adjusted) = routes_of(snap, config, &mut rebuild.regexes, &mut rebuild.converted, |list| {
+        let seen = &mut rebuild.services;
+        let (again, _, adjusted) = routes_of(snap, config, &mut rebuild.built, &mut rebuild.converted, seen, |list| {
             for ing in list.iter_mut() {
                 let (ns, name) = key_of(ing);
                 // The last of a name, as the map that chose it.
@@ -232,22 +296,13 @@ pub fn routes_kept(snap: &Snapshot, config: &lb_route::Config, rebuild: &mut Reb
     (table, problems)
 }
 
-/// [`routes`], reusing the regexes `cache` kept from the last build.
-pub fn routes_cached(
-    snap: &Snapshot,
-    config: &lb_route::Config,
-    cache: &mut lb_route::RegexCache,
-) -> (RouteTable, Vec<Problem>) {
-    let (table, problems, _) = routes_of(snap, config, cache, &mut Converted::default(), |_| {});
-    (table, problems)
-}
-
 /// Builds the table of `snap`'s Ingresses, after `adjust` has seen them.
 fn routes_of(
     snap: &Snapshot,
     config: &lb_route::Config,
-    cache: &mut lb_route::RegexCache,
+    cache: &mut lb_route::BuildCache,
     converted: &mut Converted,
+    services: &mut ServicesSeen,
     adjust: impl FnOnce(&mut Vec<Arc<lb_route::Ingress>>),
 ) -> (RouteTable, Vec<Problem>, Vec<Arc<lb_route::Ingress>>) {
     let mut ingresses = Vec::new();
@@ -270,7 +325,8 @@ fn routes_of(
     }
     *converted = next;
     adjust(&mut ingresses);
-    let ports = ServicePorts::from_snapshot(snap);
+    let mut ports = ServicePorts::from_snapshot(snap);
+    ports.identity = Some(services.version_of(snap));
     let build = RouteTable::build_cached(&ingresses, &classes, &ports, config, cache);
     // Where each object a problem is about was read (looked up only when
     // there are problems).

@@ -612,7 +612,8 @@ pub async fn run<S: Source + 'static>(
                 if whole {
                     let took = started.elapsed();
                     metrics.rebuild_duration.observe(took.as_secs_f64());
-                    tracing::info!(?took, "route table swapped");
+                    let (shards, of) = regexes.shards_built();
+                    tracing::info!(?took, "route table swapped ({shards} of {of} shards built)");
                 } else {
                     tracing::debug!(took = ?started.elapsed(), "endpoints swapped");
                 }

@@ -1,0 +1,459 @@
+//! A table in shards, so that a change is built again where it lands.
+//!
+//! A large table's hosts are split by a hash of their name into shards
+//! (a power of two of them). Each shard is a whole table for the requests
+//! whose host it holds: it is built from every Ingress naming one of its
+//! hosts (or TLS hosts, or the `www.` twin of one), and from every Ingress
+//! with host-less rules or no rules at all, which every shard holds. So
+//! conflicts, which are per host, are settled in one shard, oldest Ingress
+//! first, exactly as in a table of one shard.
+//!
+//! A cached build ([`RouteTable::build_cached`]) builds again only the
+//! shards whose Ingresses changed: a change to one of 10,000 Ingresses
+//! builds one shard of about 40. What is not per host is kept so: the
+//! table's regex budget (filled oldest Ingress first across all hosts) is
+//! only kept by a table of one shard, so a table whose shards come near it
+//! is built as one shard.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use crate::annotations::PREFIX;
+use crate::class::Mode;
+use crate::host::{RuleHost, wildcard_suffix};
+use crate::ingress::{Ingress, IngressClass};
+use crate::pathregex::RegexCache;
+use crate::problem::{Problem, Subject};
+use crate::table::{
+    Build, Config, IngressRef, PortResolver, Shard, TABLE_REGEX_BUDGET, class_problems, ours, www_twin,
+};
+use crate::target::PathPolicy;
+use crate::tls::SecretRef;
+
+/// Ingresses compiled for lookup. Build with [`RouteTable::build`].
+#[derive(Debug)]
+pub struct RouteTable {
+    /// A power of two of them; [`Split`] says which holds a host.
+    shards: Box<[Arc<Shard>]>,
+    split: Split,
+    pub(crate) policy: PathPolicy,
+    /// Ingresses served, each counted once.
+    ingress_count: usize,
+    /// Some shard has a TLS host (else no host has a certificate).
+    any_tls: bool,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self::of(vec![Arc::new(Shard::default())], Split::one(), PathPolicy::default())
+    }
+}
+
+/// A host as shards are chosen by: an exact name, or a wildcard's suffix.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HostKey<'a> {
+    Exact(&'a str),
+    Wildcard(&'a str),
+}
+
+/// How hosts are split into shards.
+#[derive(Debug, Clone)]
+pub(crate) struct Split {
+    hasher: RandomState,
+    /// A power of two.
+    count: usize,
+}
+
+impl Split {
+    fn one() -> Self {
+        Self {
+            hasher: RandomState::default(),
+            count: 1,
+        }
+    }
+
+    /// The shard holding `key`.
+    #[inline]
+    fn of(&self, key: HostKey<'_>) -> usize {
+        if self.count == 1 {
+            return 0;
+        }
+        let hash = match key {
+            HostKey::Exact(name) => self.hasher.hash_one((0u8, name)),
+            HostKey::Wildcard(suffix) => self.hasher.hash_one((1u8, suffix)),
+        };
+        hash as usize & (self.count - 1)
+    }
+}
+
+/// The shard a builder builds: which hosts are its.
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    split: Split,
+    me: usize,
+}
+
+impl Owner {
+    /// The one shard of a table of one.
+    pub(crate) fn whole() -> Self {
+        Self {
+            split: Split::one(),
+            me: 0,
+        }
+    }
+
+    /// Whether the shard holds a rule's (or TLS) host; every shard holds
+    /// the host-less rules.
+    pub(crate) fn owns(&self, host: &RuleHost) -> bool {
+        match host {
+            RuleHost::Any => true,
+            RuleHost::Exact(name) => self.owns_exact(name),
+            RuleHost::Wildcard(suffix) => self.split.of(HostKey::Wildcard(suffix)) == self.me,
+        }
+    }
+
+    /// Whether the shard holds this exact host.
+    pub(crate) fn owns_exact(&self, name: &str) -> bool {
+        self.split.of(HostKey::Exact(name)) == self.me
+    }
+}
+
+/// What [`RouteTable::build_cached`] keeps from one build for the next:
+/// each shard with the Ingresses it was built from, its problems and its
+/// regexes. Pass the same cache to every build.
+#[derive(Default)]
+pub struct BuildCache {
+    hasher: Option<RandomState>,
+    /// A shard count asked for (tests), instead of one by size.
+    forced: Option<usize>,
+    /// The last build was kept to one shard for the table's regex budget.
+    budget_bound: bool,
+    /// What the shards were built with beside their Ingresses.
+    key: Option<(u64, Option<SecretRef>)>,
+    parts: Vec<Part>,
+    /// How many shards the last build built.
+    built: usize,
+}
+
+/// How many shards and regexes it keeps.
+impl std::fmt::Debug for BuildCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildCache")
+            .field("shards", &self.parts.len())
+            .field("built", &self.built)
+            .field("regexes", &self.parts.iter().map(|p| p.regexes.len()).sum::<usize>())
+            .finish()
+    }
+}
+
+/// One shard as the last build left it.
+struct Part {
+    /// Its Ingresses (held, so the same address is the same object), each
+    /// with its mode and whether the shard counts it.
+    inputs: Vec<(Arc<Ingress>, Mode, bool)>,
+    shard: Arc<Shard>,
+    problems: Vec<Problem>,
+    regexes: RegexCache,
+}
+
+/// Ingresses per shard a table is split for.
+const PER_SHARD: usize = 64;
+/// Below this many Ingresses a table is one shard.
+const SPLIT_FROM: usize = 1024;
+/// At most this many shards.
+const MAX_SHARDS: usize = 256;
+
+impl BuildCache {
+    /// A cache whose tables have `count` shards (rounded up to a power of
+    /// two), whatever their size: for tests that compare tables in shards
+    /// with tables of one.
+    pub fn with_shards(count: usize) -> Self {
+        Self {
+            forced: Some(count.clamp(1, MAX_SHARDS).next_power_of_two()),
+            ..Self::default()
+        }
+    }
+
+    /// How many of the last table's shards its build built (the others
+    /// were kept from the build before), and how many it has.
+    pub fn shards_built(&self) -> (usize, usize) {
+        (self.built, self.parts.len())
+    }
+
+    /// How many shards a table of `n` Ingresses gets.
+    fn count_for(&self, n: usize) -> usize {
+        match self.forced {
+            _ if self.budget_bound => 1,
+            Some(count) => count,
+            None if n < SPLIT_FROM => 1,
+            None => (n / PER_SHARD).next_power_of_two().min(MAX_SHARDS),
+        }
+    }
+}
+
+impl RouteTable {
+    fn of(shards: Vec<Arc<Shard>>, split: Split, policy: PathPolicy) -> Self {
+        Self {
+            ingress_count: shards.iter().map(|s| s.homed.len()).sum(),
+            any_tls: shards.iter().any(|s| !s.tls.is_empty()),
+            shards: shards.into(),
+            split,
+            policy,
+        }
+    }
+
+    /// The shard holding `key`.
+    #[inline]
+    pub(crate) fn shard(&self, key: HostKey<'_>) -> &Shard {
+        &self.shards[self.split.of(key)]
+    }
+
+    /// Builds the table from every Ingress of ours among `ingresses`
+    /// (chosen by `config.classes` with `classes`). An Ingress with an
+    /// error is left out whole and reported; conflicts between Ingresses go
+    /// to the oldest (creation time, then namespace/name) and the others
+    /// are reported.
+    pub fn build(ingresses: &[Ingress], classes: &[IngressClass], ports: &dyn PortResolver, config: &Config) -> Build {
+        let ours: Vec<(&Ingress, Mode, bool)> = ours(ingresses, classes, config)
+            .into_iter()
+            .map(|(i, mode)| (i, mode, true))
+            .collect();
+        let (shard, problems) = RegexCache::during(&mut RegexCache::default(), || {
+            Shard::build(&ours, ports, config, Owner::whole(), 0)
+        });
+        let mut all = class_problems(classes, config);
+        all.extend(problems);
+        Build {
+            table: Self::of(vec![Arc::new(shard)], Split::one(), config.path_policy),
+            problems: all,
+        }
+    }
+
+    /// [`RouteTable::build`], keeping what `cache` has from the last build
+    /// that still holds: a large table is built in shards, and a shard
+    /// whose Ingresses (the same objects, by address) and Services (by
+    /// [`PortResolver::identity`]) did not change is taken as it was; a
+    /// shard built again compiles only regexes the last build did not
+    /// have. The same routes result as from [`RouteTable::build`].
+    pub fn build_cached(
+        ingresses: &[Arc<Ingress>],
+        classes: &[IngressClass],
+        ports: &dyn PortResolver,
+        config: &Config,
+        cache: &mut BuildCache,
+    ) -> Build {
+        let ours = ours(ingresses, classes, config);
+        let split = Split {
+            hasher: cache.hasher.get_or_insert_with(RandomState::default).clone(),
+            count: cache.count_for(ours.len()),
+        };
+        let key = ports.identity().map(|id| (id, config.default_certificate.clone()));
+        let same = key.is_some() && cache.key == key && cache.parts.len() == split.count;
+        cache.key = key;
+        // Which shards each Ingress goes to.
+        let mut feeds: Vec<Vec<(usize, bool)>> = vec![Vec::new(); split.count];
+        let mut to = Vec::new();
+        for (i, (ing, _)) in ours.iter().enumerate() {
+            let home = shards_of(ing, &split, &mut to);
+            for &s in &to {
+                feeds[s].push((i, s == home));
+            }
+        }
+        let unchanged =
+            |part: &Part, feed: &[(usize, bool)]| {
+                part.inputs.len() == feed.len()
+                    && part.inputs.iter().zip(feed).all(|((ing, mode, home), &(i, h))| {
+                        Arc::ptr_eq(ing, ours[i].0) && *mode == ours[i].1 && *home == h
+                    })
+            };
+        let stale: Vec<usize> = (0..split.count)
+            .filter(|&s| !same || !unchanged(&cache.parts[s], &feeds[s]))
+            .collect();
+        // The regexes of what is built again, for any shard to take.
+        let mut pool = if same {
+            RegexCache::pooled(stale.iter().map(|&s| std::mem::take(&mut cache.parts[s].regexes)))
+        } else {
+            RegexCache::pooled(cache.parts.drain(..).map(|p| p.regexes))
+        };
+        // The regexes the shards kept hold, and then those built before:
+        // the table's budget bounds them all while they are built.
+        let mut regex_base: usize = (0..split.count)
+            .filter(|s| stale.binary_search(s).is_err())
+            .map(|s| cache.parts[s].shard.regex_held)
+            .sum();
+        for &s in &stale {
+            let list: Vec<(&Ingress, Mode, bool)> = feeds[s]
+                .iter()
+                .map(|&(i, home)| (&**ours[i].0, ours[i].1, home))
+                .collect();
+            let owner = Owner {
+                split: split.clone(),
+                me: s,
+            };
+            let ((shard, problems), regexes) =
+                RegexCache::during_part(&mut pool, || Shard::build(&list, ports, config, owner, regex_base));
+            regex_base += shard.regex_held;
+            let part = Part {
+                inputs: feeds[s]
+                    .iter()
+                    .map(|&(i, home)| (ours[i].0.clone(), ours[i].1, home))
+                    .collect(),
+                shard: Arc::new(shard),
+                problems,
+                regexes,
+            };
+            match cache.parts.get_mut(s) {
+                Some(p) => *p = part,
+                None => cache.parts.push(part),
+            }
+        }
+        drop(pool);
+        cache.built = stale.len();
+        let regex_used: usize = cache.parts.iter().map(|p| p.shard.regex_used).sum();
+        if split.count > 1 && (regex_used > TABLE_REGEX_BUDGET || cache.parts.iter().any(|p| p.shard.budget_hit)) {
+            // The budget is filled oldest first across the whole table:
+            // only a table of one shard keeps it.
+            cache.budget_bound = true;
+            return Self::build_cached(ingresses, classes, ports, config, cache);
+        }
+        if split.count == 1 && regex_used <= TABLE_REGEX_BUDGET / 2 {
+            cache.budget_bound = false;
+        }
+        let mut problems = class_problems(classes, config);
+        merge_problems(cache.parts.iter().map(|p| &p.problems[..]), &mut problems);
+        Build {
+            table: Self::of(
+                cache.parts.iter().map(|p| p.shard.clone()).collect(),
+                split,
+                config.path_policy,
+            ),
+            problems,
+        }
+    }
+
+    /// The certificate Secret for a TLS handshake: the one an Ingress names
+    /// for the SNI name exactly, else for a `*.` wildcard covering it
+    /// (oldest Ingress first), else [`Config::default_certificate`].
+    ///
+    /// ```
+    /// use lb_route::{Config, Ingress, RouteTable};
+    ///
+    /// let ing: Ingress = serde_json::from_str(r#"{"metadata": {"name": "web", "namespace": "shop"},
+    ///   "spec": {"ingressClassName": "lb", "tls": [{"hosts": ["*.example.com"], "secretName": "wild"}],
+    ///            "rules": [{"host": "www.example.com"}]}}"#).unwrap();
+    /// let table = RouteTable::build(&[ing], &[], &(), &Config::default()).table;
+    /// assert_eq!(table.certificate(Some("WWW.example.com")).unwrap().name, "wild");
+    /// assert_eq!(table.certificate(Some("a.b.example.com")), None);
+    /// ```
+    pub fn certificate(&self, sni: Option<&str>) -> Option<&SecretRef> {
+        let default = self.shards[0].tls.fallback();
+        let Some(name) = sni else { return default };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.claimed_certificate(&name).or(default)
+    }
+
+    /// The Secret an Ingress names for this canonical host, exactly or by
+    /// a wildcard.
+    fn claimed_certificate(&self, host: &str) -> Option<&SecretRef> {
+        if !self.any_tls {
+            return None;
+        }
+        self.shard(HostKey::Exact(host)).tls.exact(host).or_else(|| {
+            let suffix = wildcard_suffix(host)?;
+            self.shard(HostKey::Wildcard(suffix)).tls.wildcard(suffix)
+        })
+    }
+
+    /// Whether some Ingress has a certificate for this canonical host.
+    pub fn has_certificate(&self, host: &str) -> bool {
+        self.claimed_certificate(host).is_some()
+    }
+
+    /// How request targets are made canonical for this table (the form
+    /// [`Target::parse`](crate::Target::parse) gives, which lookups match).
+    pub fn path_policy(&self) -> &PathPolicy {
+        &self.policy
+    }
+
+    /// Number of Ingresses served.
+    pub fn ingress_count(&self) -> usize {
+        self.ingress_count
+    }
+
+    /// The Ingresses served (those left out for an error are not), each
+    /// once.
+    pub fn ingresses(&self) -> impl Iterator<Item = &IngressRef> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.homed.iter().map(|&i| &s.ingresses[i as usize]))
+    }
+}
+
+/// The shards an Ingress goes to, into `to` (sorted); returns the one it is
+/// counted in. Read from the rules as written: a host that does not parse
+/// makes the Ingress an error in any shard.
+fn shards_of(ing: &Ingress, split: &Split, to: &mut Vec<usize>) -> usize {
+    to.clear();
+    if split.count == 1 {
+        to.push(0);
+        return 0;
+    }
+    fn key(host: &str) -> HostKey<'_> {
+        match host.strip_prefix("*.") {
+            Some(suffix) => HostKey::Wildcard(suffix),
+            None => HostKey::Exact(host),
+        }
+    }
+    // Ingresses with host-less rules, or no rules (a catch-all default
+    // backend), are in every shard.
+    let everywhere = ing.spec.rules.is_empty()
+        || ing
+            .spec
+            .rules
+            .iter()
+            .any(|r| r.host.as_deref().is_none_or(str::is_empty));
+    if everywhere {
+        to.extend(0..split.count);
+        return 0;
+    }
+    let www = ing
+        .metadata
+        .annotations
+        .keys()
+        .any(|k| k.strip_prefix(PREFIX) == Some("from-to-www-redirect"));
+    for host in ing.spec.rules.iter().filter_map(|r| r.host.as_deref()) {
+        let k = key(host);
+        to.push(split.of(k));
+        if www && let HostKey::Exact(name) = k {
+            to.push(split.of(HostKey::Exact(&www_twin(name))));
+        }
+    }
+    for host in ing.spec.tls.iter().flat_map(|t| &t.hosts) {
+        to.push(split.of(key(host)));
+    }
+    to.sort_unstable();
+    to.dedup();
+    to[0]
+}
+
+/// The problems of the shards, each once (an Ingress in several shards is
+/// reported by each), by object; in the order found within an object.
+fn merge_problems<'a>(parts: impl Iterator<Item = &'a [Problem]>, into: &mut Vec<Problem>) {
+    let mut all: Vec<&Problem> = parts.flatten().collect();
+    fn object(p: &Problem) -> (u8, &str, &str) {
+        match &p.object {
+            Subject::Ingress(i) => (0, i.namespace.as_str(), i.name.as_str()),
+            Subject::IngressClass(c) => (1, "", c.as_str()),
+        }
+    }
+    all.sort_by(|a, b| object(a).cmp(&object(b)));
+    let start = into.len();
+    for p in all {
+        let mut run = into[start..].iter().rev().take_while(|&q| object(q) == object(p));
+        if !run.any(|q| q == p) {
+            into.push(p.clone());
+        }
+    }
+}

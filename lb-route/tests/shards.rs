@@ -1,0 +1,232 @@
+//! A table built in shards, and rebuilt shard by shard after edits, answers
+//! every request as the table built whole does: the same decisions, the
+//! same certificates, the same Ingresses served and the same problems, on
+//! random Ingresses that share hosts, conflict, redirect to their `www.`
+//! twin, name TLS hosts, catch everything without a host, or are canaries.
+
+use std::sync::Arc;
+
+use lb_route::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+/// Rule hosts: exact names whose `www.` twin and wildcard also appear,
+/// host-less rules, and an invalid one.
+const RULE_HOSTS: &[&str] = &[
+    "a.example",
+    "www.a.example",
+    "b.example",
+    "*.example",
+    "*.a.example",
+    "x.a.example",
+    "",
+    "Bad.example",
+];
+const REQUEST_HOSTS: &[&str] = &[
+    "a.example",
+    "www.a.example",
+    "b.example",
+    "www.b.example",
+    "c.example",
+    "x.a.example",
+    "y.a.example",
+    "other.test",
+    "A.example:8080",
+];
+const PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/b", "/a/12"];
+const TYPES: &[&str] = &["Exact", "Prefix", "ImplementationSpecific"];
+
+/// One Ingress, as JSON: `i` names it.
+fn arb_ingress(i: usize) -> impl Strategy<Value = serde_json::Value> {
+    let path = (0..PATHS.len(), 0..TYPES.len(), 0..3usize);
+    let rule = (0..RULE_HOSTS.len(), proptest::collection::vec(path, 0..3));
+    (
+        proptest::collection::vec(rule, 0..3),
+        any::<bool>(),
+        0..3u8,
+        proptest::collection::vec(0..RULE_HOSTS.len(), 0..2),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+    )
+        .prop_map(move |(rules, default, day, tls, (regex, www, canary, no_ssl))| {
+            let mut annotations = serde_json::Map::new();
+            let mut on = |k: &str, v: &str| {
+                annotations.insert(format!("nginx.ingress.kubernetes.io/{k}"), json!(v));
+            };
+            if regex {
+                on("use-regex", "true");
+            }
+            if www {
+                on("from-to-www-redirect", "true");
+            }
+            if canary {
+                on("canary", "true");
+                on("canary-by-header", "x-canary");
+            }
+            if no_ssl {
+                on("ssl-redirect", "false");
+            }
+            let backend = |s: String| json!({"service": {"name": s, "port": {"number": 80}}});
+            let rules: Vec<_> = rules
+                .into_iter()
+                .map(|(h, paths)| {
+                    let paths: Vec<_> = paths
+                        .into_iter()
+                        .map(|(p, t, s)| {
+                            json!({"path": PATHS[p], "pathType": TYPES[t], "backend": backend(format!("s{i}-{s}"))})
+                        })
+                        .collect();
+                    json!({"host": RULE_HOSTS[h], "http": {"paths": paths}})
+                })
+                .collect();
+            let tls: Vec<_> = tls
+                .into_iter()
+                .map(|h| json!({"hosts": [RULE_HOSTS[h]], "secretName": format!("cert{i}")}))
+                .collect();
+            let mut spec = json!({"ingressClassName": "lb", "rules": rules, "tls": tls});
+            if default || rules_empty(&spec) {
+                spec["defaultBackend"] = backend(format!("d{i}"));
+            }
+            json!({
+                "metadata": {"name": format!("ing{i}"), "namespace": "default",
+                             "creationTimestamp": format!("2026-01-0{}T00:00:00Z", day + 1),
+                             "annotations": annotations},
+                "spec": spec
+            })
+        })
+}
+
+fn rules_empty(spec: &serde_json::Value) -> bool {
+    spec["rules"].as_array().is_none_or(Vec::is_empty)
+}
+
+fn arb_ingresses() -> impl Strategy<Value = Vec<Ingress>> {
+    (0..10usize).prop_flat_map(|n| {
+        (0..n)
+            .map(|i| arb_ingress(i).prop_map(|v| serde_json::from_value::<Ingress>(v).unwrap()))
+            .collect::<Vec<_>>()
+    })
+}
+
+fn config(compat: bool) -> Config {
+    let mode = if compat { Mode::IngressNginx } else { Mode::Strict };
+    Config::default().with_classes(ClassConfig::default().with_mode(mode))
+}
+
+/// Everything a table answers, for comparing two.
+fn answers(t: &RouteTable) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut canary = http::HeaderMap::new();
+    canary.insert("x-canary", http::HeaderValue::from_static("always"));
+    for host in REQUEST_HOSTS {
+        for path in PATHS {
+            for https in [false, true] {
+                for headers in [&http::HeaderMap::new(), &canary] {
+                    let req = Request::get(host, path).with_https(https).with_headers(headers);
+                    out.push(format!("{host}{path} https={https}: {:?}", t.lookup_traced(&req)));
+                }
+            }
+        }
+        out.push(format!("cert {host}: {:?}", t.certificate(Some(host))));
+        out.push(format!("has cert {host}: {}", t.has_certificate(&canonical_host(host))));
+    }
+    out.push(format!("cert without SNI: {:?}", t.certificate(None)));
+    let mut served: Vec<String> = t.ingresses().map(ToString::to_string).collect();
+    served.sort();
+    out.push(format!("{} served: {served:?}", t.ingress_count()));
+    out
+}
+
+fn problems(b: &Build) -> Vec<String> {
+    let mut p: Vec<String> = b.problems.iter().map(ToString::to_string).collect();
+    p.sort();
+    p
+}
+
+fn shared(ingresses: &[Ingress]) -> Vec<Arc<Ingress>> {
+    ingresses.iter().cloned().map(Arc::new).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Built in 8 shards, a table is the table built whole.
+    #[test]
+    fn a_table_in_shards_is_the_table_built_whole(ingresses in arb_ingresses(), compat in any::<bool>()) {
+        let config = config(compat);
+        let whole = RouteTable::build(&ingresses, &[], &(), &config);
+        let split = RouteTable::build_cached(&shared(&ingresses), &[], &(), &config, &mut BuildCache::with_shards(8));
+        prop_assert_eq!(answers(&split.table), answers(&whole.table));
+        prop_assert_eq!(problems(&split), problems(&whole));
+    }
+
+    /// Edits (an Ingress replaced, added or deleted), each rebuilt with the
+    /// cache of the last build, give the table built whole from scratch.
+    #[test]
+    fn a_table_rebuilt_shard_by_shard_is_the_table_built_whole(
+        start in arb_ingresses(),
+        edits in proptest::collection::vec((0..12usize, proptest::option::of(arb_ingress(20))), 1..6),
+        compat in any::<bool>(),
+    ) {
+        let config = config(compat);
+        let mut cache = BuildCache::with_shards(8);
+        let mut held = shared(&start);
+        RouteTable::build_cached(&held, &[], &(), &config, &mut cache);
+        for (k, (at, edit)) in edits.into_iter().enumerate() {
+            match edit {
+                // Replaced (or added) under the name of the one at `at`,
+                // as an edit of its file would.
+                Some(mut v) => {
+                    let name = held.get(at).map_or(format!("new{k}"), |i| i.metadata.name.clone());
+                    v["metadata"]["name"] = json!(name);
+                    let ing = Arc::new(serde_json::from_value::<Ingress>(v).unwrap());
+                    match held.iter().position(|i| i.metadata.name == name) {
+                        Some(p) => held[p] = ing,
+                        None => held.push(ing),
+                    }
+                }
+                None if at < held.len() => {
+                    held.remove(at);
+                }
+                None => {}
+            }
+            let plain: Vec<Ingress> = held.iter().map(|i| (**i).clone()).collect();
+            let whole = RouteTable::build(&plain, &[], &(), &config);
+            let split = RouteTable::build_cached(&held, &[], &(), &config, &mut cache);
+            prop_assert_eq!(answers(&split.table), answers(&whole.table));
+            prop_assert_eq!(problems(&split), problems(&whole));
+        }
+    }
+}
+
+/// A large table is split without being asked, and a change to one of its
+/// Ingresses builds one shard again: the others are the same shards.
+#[test]
+fn a_large_table_is_split_and_an_edit_rebuilds_one_shard() {
+    let ingress = |i: usize, path: &str| {
+        Arc::new(
+            serde_json::from_value::<Ingress>(json!({
+                "metadata": {"name": format!("h{i}"), "namespace": "default"},
+                "spec": {"ingressClassName": "lb", "rules": [{"host": format!("h{i}.example"), "http": {"paths": [
+                    {"path": path, "pathType": "Prefix", "backend": {"service": {"name": format!("s{i}"), "port": {"number": 80}}}}]}}]}
+            }))
+            .unwrap(),
+        )
+    };
+    let mut held: Vec<Arc<Ingress>> = (0..4000).map(|i| ingress(i, "/")).collect();
+    let config = Config::default();
+    let mut cache = BuildCache::default();
+    let first = RouteTable::build_cached(&held, &[], &(), &config, &mut cache).table;
+    assert!(format!("{cache:?}").contains("shards: 64"), "{cache:?}");
+    held[7] = ingress(7, "/v2");
+    let second = RouteTable::build_cached(&held, &[], &(), &config, &mut cache).table;
+    assert_eq!(cache.shards_built(), (1, 64));
+    assert_eq!(second.ingress_count(), 4000);
+    let go = |t: &RouteTable, host: &str, path: &str| format!("{:?}", t.lookup(&Request::get(host, path)));
+    assert!(go(&second, "h7.example", "/v2/x").contains("s7"));
+    assert_eq!(go(&second, "h7.example", "/x"), "NotFound");
+    assert_eq!(go(&first, "h8.example", "/x"), go(&second, "h8.example", "/x"));
+    // Services changed (an unknown resolver): all of them.
+    let resolver = |_: &str, _: &str, _: &str| None;
+    RouteTable::build_cached(&held, &[], &resolver, &config, &mut cache);
+    assert_eq!(cache.shards_built(), (64, 64));
+}
