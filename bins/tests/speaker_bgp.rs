@@ -437,7 +437,7 @@ fn a_flooding_peer_starves_nothing_else() {
         sent > 1_000_000,
         "the flood was too thin to mean anything: {sent} bytes"
     );
-    assert_eq!(bird.protocol("v4"), since, "{}", log(dir.path()));
+    bird.assert_stayed("v4", &since);
 }
 
 /// A router and a node in network namespaces this test creates, joined by
@@ -701,7 +701,7 @@ fn when_both_sides_dial_one_session_stays() {
     let before = ups(log(dir.path()));
     // It stays: no flap on either side for 5 s (30 of BIRD's retries).
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(bird.protocol("v4"), since);
+    bird.assert_stayed("v4", &since);
     assert_eq!(ups(log(dir.path())), before, "{}", log(dir.path()));
     let up = format!("metallb_bgp_session_up{{peer=\"{addr}:{port}\"}} 1");
     assert!(metrics(9488).contains(&up), "{}", metrics(9488));

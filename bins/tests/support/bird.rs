@@ -122,6 +122,32 @@ impl Bird {
             .unwrap_or_default()
             .to_owned()
     }
+
+    /// Asserts that session `name` is established and has not changed
+    /// state since its line read `since`. (BIRD prints when its last state
+    /// change was from its monotonic clock through the wall clock: the
+    /// millisecond shown may move by one between two reads with no change.
+    /// A flap moves it by a second or more: BIRD dials again every second.)
+    pub fn assert_stayed(&self, name: &str, since: &str) {
+        let now = self.protocol(name);
+        assert!(now.contains("Established"), "{now}");
+        assert!(
+            changed_at(since).abs_diff(changed_at(&now)) <= 5,
+            "the session changed state: {since} then {now}"
+        );
+    }
+}
+
+/// The time of the last state change in a line of BIRD's `show protocols`
+/// (`HH:MM:SS.mmm`, the fifth column), in milliseconds of the day.
+fn changed_at(line: &str) -> u64 {
+    let field = line.split_whitespace().nth(4).unwrap_or_default();
+    let parts: Vec<u64> = field
+        .split([':', '.'])
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("no time in {line:?}")))
+        .collect();
+    assert_eq!(parts.len(), 4, "no time in {line:?}");
+    ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + parts[3]
 }
 
 /// Waits up to 15 s for `ready`.
