@@ -27,7 +27,7 @@ use crate::ingress::{Ingress, IngressClass};
 use crate::pathregex::RegexCache;
 use crate::problem::{Problem, Subject};
 use crate::table::{
-    Build, Config, IngressRef, PortResolver, Shard, TABLE_REGEX_BUDGET, class_problems, ours, www_twin,
+    Asked, Build, Config, IngressRef, PortResolver, Shard, TABLE_REGEX_BUDGET, class_problems, ours, www_twin,
 };
 use crate::target::PathPolicy;
 use crate::tls::SecretRef;
@@ -130,8 +130,10 @@ pub struct BuildCache {
     forced: Option<usize>,
     /// The last build was kept to one shard for the table's regex budget.
     budget_bound: bool,
-    /// What the shards were built with beside their Ingresses.
-    key: Option<(u64, Option<SecretRef>)>,
+    /// The resolver the shards were built with ([`PortResolver::identity`]).
+    ports: Option<u64>,
+    /// The default certificate they were built with.
+    certificate: Option<SecretRef>,
     parts: Vec<Part>,
     /// How many shards the last build built.
     built: usize,
@@ -156,6 +158,8 @@ struct Part {
     shard: Arc<Shard>,
     problems: Vec<Problem>,
     regexes: RegexCache,
+    /// The Services its build asked about (namespace, name).
+    services: Vec<(Box<str>, Box<str>)>,
 }
 
 /// Ingresses per shard a table is split for.
@@ -221,7 +225,7 @@ impl RouteTable {
             .map(|(i, mode)| (i, mode, true))
             .collect();
         let (shard, problems) = RegexCache::during(&mut RegexCache::default(), || {
-            Shard::build(&ours, ports, config, Owner::whole(), 0)
+            Shard::build(&ours, ports, config, Owner::whole(), 0, None)
         });
         let mut all = class_problems(classes, config);
         all.extend(problems);
@@ -249,9 +253,15 @@ impl RouteTable {
             hasher: cache.hasher.get_or_insert_with(RandomState::default).clone(),
             count: cache.count_for(ours.len()),
         };
-        let key = ports.identity().map(|id| (id, config.default_certificate.clone()));
-        let same = key.is_some() && cache.key == key && cache.parts.len() == split.count;
-        cache.key = key;
+        // Shards may be kept if built with this split, this default
+        // certificate and a resolver that can tell what changed.
+        let identity = ports.identity();
+        let same = identity.is_some()
+            && cache.ports.is_some()
+            && cache.parts.len() == split.count
+            && cache.certificate == config.default_certificate;
+        let last = std::mem::replace(&mut cache.ports, identity);
+        cache.certificate.clone_from(&config.default_certificate);
         // Which shards each Ingress goes to.
         let mut feeds: Vec<Vec<(usize, bool)>> = vec![Vec::new(); split.count];
         let mut to = Vec::new();
@@ -261,12 +271,20 @@ impl RouteTable {
                 feeds[s].push((i, s == home));
             }
         }
+        // The same Ingresses (the same objects: they are held), and no
+        // Service it asked about changed.
         let unchanged =
             |part: &Part, feed: &[(usize, bool)]| {
                 part.inputs.len() == feed.len()
                     && part.inputs.iter().zip(feed).all(|((ing, mode, home), &(i, h))| {
                         Arc::ptr_eq(ing, ours[i].0) && *mode == ours[i].1 && *home == h
                     })
+                    && (identity == last
+                        || last.is_some_and(|since| {
+                            part.services
+                                .iter()
+                                .all(|(ns, name)| ports.unchanged_since(since, ns, name))
+                        }))
             };
         let stale: Vec<usize> = (0..split.count)
             .filter(|&s| !same || !unchanged(&cache.parts[s], &feeds[s]))
@@ -292,8 +310,10 @@ impl RouteTable {
                 split: split.clone(),
                 me: s,
             };
-            let ((shard, problems), regexes) =
-                RegexCache::during_part(&mut pool, || Shard::build(&list, ports, config, owner, regex_base));
+            let mut asked = Asked::default();
+            let ((shard, problems), regexes) = RegexCache::during_part(&mut pool, || {
+                Shard::build(&list, ports, config, owner, regex_base, Some(&mut asked))
+            });
             regex_base += shard.regex_held;
             let part = Part {
                 inputs: feeds[s]
@@ -303,6 +323,7 @@ impl RouteTable {
                 shard: Arc::new(shard),
                 problems,
                 regexes,
+                services: asked.into_names(),
             };
             match cache.parts.get_mut(s) {
                 Some(p) => *p = part,

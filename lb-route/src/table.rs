@@ -81,6 +81,45 @@ pub trait PortResolver {
     fn identity(&self) -> Option<u64> {
         None
     }
+
+    /// Whether `service` in `namespace` (there or not) answers as it did
+    /// for the resolver whose identity was `since`: a cached build keeps
+    /// the shards that asked only about such Services. `false` (the
+    /// default): unknown.
+    fn unchanged_since(&self, _since: u64, _namespace: &str, _service: &str) -> bool {
+        false
+    }
+}
+
+/// The Services a build asked a [`PortResolver`] about, by namespace and
+/// name, each once.
+#[derive(Default)]
+pub(crate) struct Asked {
+    hasher: RandomState,
+    names: HashTable<(Box<str>, Box<str>)>,
+}
+
+impl Asked {
+    /// Notes a question about `service` in `namespace`.
+    fn note(&mut self, namespace: &str, service: &str) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one((namespace, service));
+        if self
+            .names
+            .find(hash, |(n, s)| **n == *namespace && **s == *service)
+            .is_none()
+        {
+            self.names
+                .insert_unique(hash, (namespace.into(), service.into()), |(n, s)| {
+                    hasher.hash_one((&**n, &**s))
+                });
+        }
+    }
+
+    /// The Services asked about.
+    pub(crate) fn into_names(self) -> Vec<(Box<str>, Box<str>)> {
+        self.names.into_iter().collect()
+    }
 }
 
 /// No Services known: every named port stays unresolved.
@@ -439,6 +478,8 @@ struct Builder<'a> {
     owner: Owner,
     problems: Vec<Problem>,
     ports: &'a dyn PortResolver,
+    /// The Services asked about, when the caller keeps them.
+    asked: Option<std::cell::RefCell<Asked>>,
     /// Option sets by a hash of the annotations they come from.
     sets_by_annotations: HashMap<u64, Vec<u32>>,
     /// (bucket, route) of every Exact, Prefix and regex route, by bucket,
@@ -490,6 +531,22 @@ struct Compiled<'i> {
 }
 
 impl Builder<'_> {
+    /// [`PortResolver::resolve`], noted in [`Builder::asked`].
+    fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16> {
+        if let Some(asked) = &self.asked {
+            asked.borrow_mut().note(namespace, service);
+        }
+        self.ports.resolve(namespace, service, port)
+    }
+
+    /// [`PortResolver::missing`], noted in [`Builder::asked`].
+    fn missing(&self, namespace: &str, service: &str, port: &BackendPort) -> Option<String> {
+        if let Some(asked) = &self.asked {
+            asked.borrow_mut().note(namespace, service);
+        }
+        self.ports.missing(namespace, service, port)
+    }
+
     fn host_bucket(&mut self, host: &RuleHost) -> u32 {
         let next = self.staging.len() as u32;
         let id = |ids: &mut HashMap<Box<str>, u32, RandomState>, name: &str| match ids.get(name) {
@@ -545,7 +602,7 @@ impl Builder<'_> {
                             ));
                         }
                     },
-                    (Some(name), None) => match self.ports.resolve(ns, &s.name, name) {
+                    (Some(name), None) => match self.resolve(ns, &s.name, name) {
                         Some(n) => BackendPort::Number(n),
                         None => BackendPort::Unresolved(name.clone()),
                     },
@@ -597,7 +654,7 @@ impl Builder<'_> {
         // anyway (the Service may come).
         // (The field is formatted only when said.)
         let missing = |field: &dyn Fn() -> String, b: &Backend, warnings: &mut Vec<(String, String)>| {
-            if let Some(why) = self.ports.missing(ns, &b.service, &b.port) {
+            if let Some(why) = self.missing(ns, &b.service, &b.port) {
                 warnings.push((
                     format!("{}.service", field()),
                     format!("{why}: requests routed there get 503 until it does"),
@@ -1505,7 +1562,8 @@ impl Shard {
     /// its mode and whether the shard counts it): the hosts it holds, and
     /// what is wrong with them and with the Ingresses; `regex_base`: heap
     /// bytes of the regexes the table's other shards hold, which count
-    /// against the table's regex budget. An Ingress with an
+    /// against the table's regex budget; `asked`, if given, gets the
+    /// Services asked about. An Ingress with an
     /// error is left out whole and reported; conflicts between Ingresses go
     /// to the oldest and the others are reported.
     pub(crate) fn build(
@@ -1514,6 +1572,7 @@ impl Shard {
         config: &Config,
         owner: Owner,
         regex_base: usize,
+        asked: Option<&mut Asked>,
     ) -> (Shard, Vec<Problem>) {
         let paths = ours
             .iter()
@@ -1534,6 +1593,7 @@ impl Shard {
             owner,
             problems: Vec::new(),
             ports,
+            asked: asked.is_some().then(Default::default),
             staging: Vec::with_capacity(n),
             sets_by_annotations: HashMap::default(),
             hasher: RandomState::default(),
@@ -1551,6 +1611,9 @@ impl Shard {
         }
         for &(ing, mode, home) in ours.iter().filter(|i| is_canary(i.0)) {
             b.add(ing, mode, home);
+        }
+        if let Some(out) = asked {
+            *out = b.asked.take().unwrap_or_default().into_inner();
         }
         b.finish()
     }

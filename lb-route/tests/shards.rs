@@ -35,10 +35,61 @@ const REQUEST_HOSTS: &[&str] = &[
 ];
 const PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/b", "/a/12"];
 const TYPES: &[&str] = &["Exact", "Prefix", "ImplementationSpecific"];
+/// Backends name `svc0`, `svc1` … by port 80 or by the name `http`.
+const SERVICES: usize = 3;
+
+/// The Services (`svcN` in `default`: the port named `http`, if any), as
+/// lb-kube's resolver tells them: which changed since the last.
+#[derive(Debug, Clone, Default)]
+struct Ports {
+    ports: std::collections::BTreeMap<String, u16>,
+    identity: u64,
+    /// The identity before, and the Services changed since.
+    changed: Option<(u64, String)>,
+}
+
+impl Ports {
+    /// Service `svcN` made, changed to `port`, or deleted.
+    fn set(&self, n: usize, port: Option<u16>) -> Ports {
+        let name = format!("svc{n}");
+        let mut next = self.clone();
+        match port {
+            Some(p) => next.ports.insert(name.clone(), p),
+            None => next.ports.remove(&name),
+        };
+        next.identity += 1;
+        next.changed = Some((self.identity, name));
+        next
+    }
+}
+
+impl PortResolver for Ports {
+    fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16> {
+        (namespace == "default" && port == "http").then(|| self.ports.get(service).copied())?
+    }
+
+    fn missing(&self, namespace: &str, service: &str, port: &BackendPort) -> Option<String> {
+        let ours = self.ports.get(service).filter(|_| namespace == "default");
+        match (ours, port) {
+            (None, _) => Some(format!("no Service {service}")),
+            (Some(p), BackendPort::Number(n)) if p != n => Some(format!("{service} has no port {n}")),
+            (_, BackendPort::Unresolved(_)) => Some(format!("{service} has no port named http")),
+            _ => None,
+        }
+    }
+
+    fn identity(&self) -> Option<u64> {
+        Some(self.identity)
+    }
+
+    fn unchanged_since(&self, since: u64, _: &str, service: &str) -> bool {
+        since == self.identity || self.changed.as_ref().is_some_and(|(b, s)| *b == since && s != service)
+    }
+}
 
 /// One Ingress, as JSON: `i` names it.
 fn arb_ingress(i: usize) -> impl Strategy<Value = serde_json::Value> {
-    let path = (0..PATHS.len(), 0..TYPES.len(), 0..3usize);
+    let path = (0..PATHS.len(), 0..TYPES.len(), (0..SERVICES, any::<bool>()));
     let rule = (0..RULE_HOSTS.len(), proptest::collection::vec(path, 0..3));
     (
         proptest::collection::vec(rule, 0..3),
@@ -65,15 +116,20 @@ fn arb_ingress(i: usize) -> impl Strategy<Value = serde_json::Value> {
             if no_ssl {
                 on("ssl-redirect", "false");
             }
-            let backend = |s: String| json!({"service": {"name": s, "port": {"number": 80}}});
+            let backend = |(s, named): (usize, bool)| {
+                let port = if named {
+                    json!({"name": "http"})
+                } else {
+                    json!({"number": 80})
+                };
+                json!({"service": {"name": format!("svc{s}"), "port": port}})
+            };
             let rules: Vec<_> = rules
                 .into_iter()
                 .map(|(h, paths)| {
                     let paths: Vec<_> = paths
                         .into_iter()
-                        .map(|(p, t, s)| {
-                            json!({"path": PATHS[p], "pathType": TYPES[t], "backend": backend(format!("s{i}-{s}"))})
-                        })
+                        .map(|(p, t, s)| json!({"path": PATHS[p], "pathType": TYPES[t], "backend": backend(s)}))
                         .collect();
                     json!({"host": RULE_HOSTS[h], "http": {"paths": paths}})
                 })
@@ -84,7 +140,7 @@ fn arb_ingress(i: usize) -> impl Strategy<Value = serde_json::Value> {
                 .collect();
             let mut spec = json!({"ingressClassName": "lb", "rules": rules, "tls": tls});
             if default || rules_empty(&spec) {
-                spec["defaultBackend"] = backend(format!("d{i}"));
+                spec["defaultBackend"] = backend((i % SERVICES, false));
             }
             json!({
                 "metadata": {"name": format!("ing{i}"), "namespace": "default",
@@ -153,25 +209,35 @@ proptest! {
     #[test]
     fn a_table_in_shards_is_the_table_built_whole(ingresses in arb_ingresses(), compat in any::<bool>()) {
         let config = config(compat);
-        let whole = RouteTable::build(&ingresses, &[], &(), &config);
-        let split = RouteTable::build_cached(&shared(&ingresses), &[], &(), &config, &mut BuildCache::with_shards(8));
+        let ports = Ports::default().set(0, Some(80)).set(1, Some(81));
+        let whole = RouteTable::build(&ingresses, &[], &ports, &config);
+        let split = RouteTable::build_cached(&shared(&ingresses), &[], &ports, &config, &mut BuildCache::with_shards(8));
         prop_assert_eq!(answers(&split.table), answers(&whole.table));
         prop_assert_eq!(problems(&split), problems(&whole));
     }
 
-    /// Edits (an Ingress replaced, added or deleted), each rebuilt with the
-    /// cache of the last build, give the table built whole from scratch.
+    /// Edits (an Ingress replaced, added or deleted, a Service made,
+    /// changed or deleted), each rebuilt with the cache of the last build,
+    /// give the table built whole from scratch.
     #[test]
     fn a_table_rebuilt_shard_by_shard_is_the_table_built_whole(
         start in arb_ingresses(),
-        edits in proptest::collection::vec((0..12usize, proptest::option::of(arb_ingress(20))), 1..6),
+        edits in proptest::collection::vec((
+            0..12usize,
+            proptest::option::of(arb_ingress(20)),
+            proptest::option::of((0..SERVICES, proptest::option::of(prop_oneof![Just(80u16), Just(81)]))),
+        ), 1..6),
         compat in any::<bool>(),
     ) {
         let config = config(compat);
         let mut cache = BuildCache::with_shards(8);
         let mut held = shared(&start);
-        RouteTable::build_cached(&held, &[], &(), &config, &mut cache);
-        for (k, (at, edit)) in edits.into_iter().enumerate() {
+        let mut ports = Ports::default().set(0, Some(80));
+        RouteTable::build_cached(&held, &[], &ports, &config, &mut cache);
+        for (k, (at, edit, service)) in edits.into_iter().enumerate() {
+            if let Some((n, port)) = service {
+                ports = ports.set(n, port);
+            }
             match edit {
                 // Replaced (or added) under the name of the one at `at`,
                 // as an edit of its file would.
@@ -190,8 +256,8 @@ proptest! {
                 None => {}
             }
             let plain: Vec<Ingress> = held.iter().map(|i| (**i).clone()).collect();
-            let whole = RouteTable::build(&plain, &[], &(), &config);
-            let split = RouteTable::build_cached(&held, &[], &(), &config, &mut cache);
+            let whole = RouteTable::build(&plain, &[], &ports, &config);
+            let split = RouteTable::build_cached(&held, &[], &ports, &config, &mut cache);
             prop_assert_eq!(answers(&split.table), answers(&whole.table));
             prop_assert_eq!(problems(&split), problems(&whole));
         }

@@ -32,7 +32,12 @@ pub struct ServicePorts {
     by_namespace: HashMap<String, ByName, RandomState>,
     /// Which Services these are (see [`lb_route::PortResolver::identity`]).
     identity: Option<u64>,
+    /// The identity before, and the Services changed since.
+    since: Option<(u64, Arc<Changed>)>,
 }
+
+/// Services changed (made, edited or deleted): names by namespace.
+type Changed = HashMap<String, std::collections::HashSet<String, RandomState>, RandomState>;
 
 type RandomState = foldhash::fast::RandomState;
 
@@ -58,6 +63,7 @@ impl ServicePorts {
         Self {
             by_namespace: map,
             identity: None,
+            since: None,
         }
     }
 
@@ -67,17 +73,22 @@ impl ServicePorts {
 }
 
 /// The Services the last table was built with (held, so the same address
-/// is the same object), and a number that changes when they do.
+/// is the same object), a number that changes when they do, and which
+/// changed the last time it did.
 #[derive(Debug, Default)]
 struct ServicesSeen {
-    held: Vec<Arc<k8s_openapi::api::core::v1::Service>>,
+    held: Vec<Arc<Service>>,
     version: u64,
+    changed: Arc<Changed>,
 }
 
+type Service = k8s_openapi::api::core::v1::Service;
+
 impl ServicesSeen {
-    /// The version of the Services of `snap`: the last one if they are the
-    /// same objects, else a new one.
-    fn version_of(&mut self, snap: &Snapshot) -> u64 {
+    /// Gives `ports` (of the Services of `snap`) its identity: the last
+    /// version if they are the same objects, else a new one, which knows
+    /// what changed since the last.
+    fn identify(&mut self, snap: &Snapshot, ports: &mut ServicePorts) {
         let services = || {
             snap.objects.iter().filter_map(|(_, o)| match o {
                 Object::Service(s) => Some(s),
@@ -85,10 +96,28 @@ impl ServicesSeen {
             })
         };
         if !services().map(Arc::as_ptr).eq(self.held.iter().map(Arc::as_ptr)) {
+            let key = |s: &Service| {
+                let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+                (ns.to_owned(), s.metadata.name.clone().unwrap_or_default())
+            };
+            let before: HashMap<(String, String), &Arc<Service>> = self.held.iter().map(|s| (key(s), s)).collect();
+            let now: HashMap<(String, String), &Arc<Service>> = services().map(|s| (key(s), s)).collect();
+            let mut changed = Changed::default();
+            let differs = |a: Option<&&Arc<Service>>, b: Option<&&Arc<Service>>| match (a, b) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && a != b,
+                _ => true,
+            };
+            for k in before.keys().chain(now.keys()) {
+                if differs(before.get(k), now.get(k)) {
+                    changed.entry(k.0.clone()).or_default().insert(k.1.clone());
+                }
+            }
             self.held = services().cloned().collect();
             self.version += 1;
+            self.changed = Arc::new(changed);
         }
-        self.version
+        ports.identity = Some(self.version);
+        ports.since = self.version.checked_sub(1).map(|before| (before, self.changed.clone()));
     }
 }
 
@@ -115,6 +144,15 @@ impl lb_route::PortResolver for ServicePorts {
 
     fn identity(&self) -> Option<u64> {
         self.identity
+    }
+
+    fn unchanged_since(&self, since: u64, namespace: &str, service: &str) -> bool {
+        match &self.since {
+            Some((before, changed)) if *before == since => {
+                !changed.get(namespace).is_some_and(|names| names.contains(service))
+            }
+            _ => self.identity == Some(since),
+        }
     }
 }
 
@@ -326,7 +364,7 @@ fn routes_of(
     *converted = next;
     adjust(&mut ingresses);
     let mut ports = ServicePorts::from_snapshot(snap);
-    ports.identity = Some(services.version_of(snap));
+    services.identify(snap, &mut ports);
     let build = RouteTable::build_cached(&ingresses, &classes, &ports, config, cache);
     // Where each object a problem is about was read (looked up only when
     // there are problems).
@@ -682,6 +720,70 @@ mod tests {
             .unwrap_or_else(|| panic!("{problems:?}"));
         let origin = p.origin.as_ref().unwrap_or_else(|| panic!("{p:?}"));
         assert_eq!((origin.file.as_path(), origin.document), (file, 2));
+    }
+
+    /// A table of 2,000 Ingresses is in shards: a change to one Service
+    /// builds again only the shard whose Ingress names it, and the table
+    /// routes by the Service as it is now.
+    #[test]
+    fn a_changed_service_builds_again_only_the_shards_that_name_it() {
+        let service = |i: usize, port: u16| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{i}, namespace: shop}}\n\
+                 spec: {{ports: [{{name: http, port: {port}}}]}}\n"
+            )
+        };
+        let text: Vec<String> = (0..2000)
+            .map(|i| {
+                format!(
+                    "{}---\n{}",
+                    ingress(
+                        &format!("h{i}"),
+                        "lb",
+                        &[&format!("{{name: svc{i}, port: {{name: http}}}}")]
+                    ),
+                    service(i, 80)
+                )
+            })
+            .collect();
+        let file = Path::new("/manifests/all.yaml");
+        let snap = crate::source::file::parse_manifests(file, &text.join("---\n"));
+        assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+        let config = lb_route::Config::default();
+        let mut rebuild = Rebuild::default();
+        let (_, problems) = routes_kept(&snap, &config, &mut rebuild);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, shards) = rebuild.shards_built();
+        assert!(shards > 1, "{shards}");
+        let port = |t: &RouteTable, host: &str| match t.lookup(&Request::get(host, "/p0")) {
+            Decision::Forward(f) => f.port,
+            d => panic!("{d:?}"),
+        };
+        // svc7 now serves on 8080 (the other objects are the same).
+        let mut next = snap.clone();
+        let changed = crate::source::file::parse_manifests(file, &service(7, 8080));
+        let at = next
+            .objects
+            .iter()
+            .position(|(_, o)| matches!(o, Object::Service(s) if s.metadata.name.as_deref() == Some("svc7")))
+            .unwrap();
+        next.objects[at] = changed.objects[0].clone();
+        let (table, problems) = routes_kept(&next, &config, &mut rebuild);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(rebuild.shards_built(), (1, shards));
+        assert_eq!((port(&table, "h7.example"), port(&table, "h8.example")), (8080, 80));
+        // Gone: its Ingress's shard only, which says so.
+        next.objects.remove(at);
+        let (table, problems) = routes_kept(&next, &config, &mut rebuild);
+        assert_eq!(rebuild.shards_built(), (1, shards));
+        assert!(
+            matches!(table.lookup(&Request::get("h7.example", "/p0")), Decision::Deny { .. }),
+            "{:?}",
+            table.lookup(&Request::get("h7.example", "/p0"))
+        );
+        let said: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("svc7"), "{said:?}");
     }
 
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
