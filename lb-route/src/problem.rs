@@ -5,7 +5,7 @@ use std::fmt;
 use crate::table::IngressRef;
 
 /// How bad a [`Problem`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// Noted; the object serves.
     Warning,
@@ -14,7 +14,7 @@ pub enum Severity {
 }
 
 /// The object a [`Problem`] is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Subject {
     /// An Ingress.
@@ -33,7 +33,7 @@ impl fmt::Display for Subject {
 }
 
 /// One finding about one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Problem {
     /// Warning or error.

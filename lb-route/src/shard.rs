@@ -11,14 +11,16 @@
 //! A cached build ([`RouteTable::build_cached`]) builds again only the
 //! shards whose Ingresses changed: a change to one of 10,000 Ingresses
 //! builds one shard of about 40. What is not per host is kept so: the
-//! table's regex budget (filled oldest Ingress first across all hosts) is
-//! only kept by a table of one shard, so a table whose shards come near it
-//! is built as one shard.
+//! table's regex budget (filled oldest Ingress first across all hosts)
+//! bounds the regexes of all shards while they are built, and a table that
+//! reaches it is built as one shard, which fills it oldest first exactly
+//! (and stays one until its regexes take less than half of it).
 
+use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
 
 use crate::annotations::PREFIX;
 use crate::class::Mode;
@@ -43,11 +45,13 @@ pub struct RouteTable {
     ingress_count: usize,
     /// Some shard has a TLS host (else no host has a certificate).
     any_tls: bool,
+    /// [`Config::default_certificate`].
+    default_certificate: Option<SecretRef>,
 }
 
 impl Default for RouteTable {
     fn default() -> Self {
-        Self::of(vec![Arc::new(Shard::default())], Split::one(), PathPolicy::default())
+        Self::of(vec![Arc::new(Shard::default())], Split::one(), &Config::default())
     }
 }
 
@@ -61,7 +65,7 @@ pub(crate) enum HostKey<'a> {
 /// How hosts are split into shards.
 #[derive(Debug, Clone)]
 pub(crate) struct Split {
-    hasher: RandomState,
+    hasher: FixedState,
     /// A power of two.
     count: usize,
 }
@@ -69,7 +73,7 @@ pub(crate) struct Split {
 impl Split {
     fn one() -> Self {
         Self {
-            hasher: RandomState::default(),
+            hasher: FixedState::with_seed(0),
             count: 1,
         }
     }
@@ -125,15 +129,14 @@ impl Owner {
 /// regexes. Pass the same cache to every build.
 #[derive(Default)]
 pub struct BuildCache {
-    hasher: Option<RandomState>,
+    /// The seed of the hash that splits hosts: random, unless asked for.
+    seed: Option<u64>,
     /// A shard count asked for (tests), instead of one by size.
     forced: Option<usize>,
     /// The last build was kept to one shard for the table's regex budget.
     budget_bound: bool,
     /// The resolver the shards were built with ([`PortResolver::identity`]).
     ports: Option<u64>,
-    /// The default certificate they were built with.
-    certificate: Option<SecretRef>,
     parts: Vec<Part>,
     /// How many shards the last build built.
     built: usize,
@@ -171,13 +174,21 @@ const MAX_SHARDS: usize = 256;
 
 impl BuildCache {
     /// A cache whose tables have `count` shards (rounded up to a power of
-    /// two), whatever their size: for tests that compare tables in shards
-    /// with tables of one.
-    pub fn with_shards(count: usize) -> Self {
+    /// two), whatever their size, with hosts split by a hash seeded with
+    /// `seed`: for tests that compare tables in shards with tables of one
+    /// (the same seed, the same split).
+    pub fn with_shards(count: usize, seed: u64) -> Self {
         Self {
             forced: Some(count.clamp(1, MAX_SHARDS).next_power_of_two()),
+            seed: Some(seed),
             ..Self::default()
         }
+    }
+
+    /// How many Ingresses each shard of the last table was built from (an
+    /// Ingress in several shards counts in each).
+    pub fn shard_sizes(&self) -> impl Iterator<Item = usize> {
+        self.parts.iter().map(|p| p.inputs.len())
     }
 
     /// How many of the last table's shards its build built (the others
@@ -186,25 +197,52 @@ impl BuildCache {
         (self.built, self.parts.len())
     }
 
-    /// How many shards a table of `n` Ingresses gets.
-    fn count_for(&self, n: usize) -> usize {
-        match self.forced {
-            _ if self.budget_bound => 1,
-            Some(count) => count,
-            None if n < SPLIT_FROM => 1,
+    /// How many shards a table of these Ingresses gets: about one per
+    /// [`PER_SHARD`] Ingresses, but fewer when the Ingresses every shard
+    /// holds (host-less rules, no rules) would make the shards' copies of
+    /// them more work than the table itself (a quarter of it at most,
+    /// counted in paths).
+    fn count_for<I: std::borrow::Borrow<Ingress>>(&self, ours: &[(&I, Mode)]) -> usize {
+        let n = ours.len();
+        let count = match self.forced {
+            _ if self.budget_bound => return 1,
+            Some(count) => return count,
+            None if n < SPLIT_FROM => return 1,
             None => (n / PER_SHARD).next_power_of_two().min(MAX_SHARDS),
+        };
+        let weight = |i: &Ingress| {
+            1 + i
+                .spec
+                .rules
+                .iter()
+                .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
+                .sum::<usize>()
+        };
+        let (mut all, mut everywhere) = (0, 0);
+        for (i, _) in ours {
+            let i = (*i).borrow();
+            all += weight(i);
+            if in_every_shard(i) {
+                everywhere += weight(i);
+            }
+        }
+        match all.checked_div(4 * everywhere) {
+            // The largest power of two within that bound.
+            Some(bound) => count.min(1 << bound.max(1).ilog2()),
+            None => count,
         }
     }
 }
 
 impl RouteTable {
-    fn of(shards: Vec<Arc<Shard>>, split: Split, policy: PathPolicy) -> Self {
+    fn of(shards: Vec<Arc<Shard>>, split: Split, config: &Config) -> Self {
         Self {
             ingress_count: shards.iter().map(|s| s.homed.len()).sum(),
             any_tls: shards.iter().any(|s| !s.tls.is_empty()),
             shards: shards.into(),
             split,
-            policy,
+            policy: config.path_policy,
+            default_certificate: config.default_certificate.clone(),
         }
     }
 
@@ -225,12 +263,12 @@ impl RouteTable {
             .map(|(i, mode)| (i, mode, true))
             .collect();
         let (shard, problems) = RegexCache::during(&mut RegexCache::default(), || {
-            Shard::build(&ours, ports, config, Owner::whole(), 0, None)
+            Shard::build(&ours, ports, Owner::whole(), 0, None)
         });
         let mut all = class_problems(classes, config);
-        all.extend(problems);
+        merge_problems(std::iter::once(&problems[..]), &mut all);
         Build {
-            table: Self::of(vec![Arc::new(shard)], Split::one(), config.path_policy),
+            table: Self::of(vec![Arc::new(shard)], Split::one(), config),
             problems: all,
         }
     }
@@ -240,7 +278,10 @@ impl RouteTable {
     /// whose Ingresses (the same objects, by address) and Services (by
     /// [`PortResolver::identity`]) did not change is taken as it was; a
     /// shard built again compiles only regexes the last build did not
-    /// have. The same routes result as from [`RouteTable::build`].
+    /// have. The table answers every request as the one
+    /// [`RouteTable::build`] makes, with the same problems; in a table of
+    /// several shards they come by object, and
+    /// [`RouteTable::ingresses`] by shard.
     pub fn build_cached(
         ingresses: &[Arc<Ingress>],
         classes: &[IngressClass],
@@ -249,19 +290,16 @@ impl RouteTable {
         cache: &mut BuildCache,
     ) -> Build {
         let ours = ours(ingresses, classes, config);
+        let seed = *cache.seed.get_or_insert_with(|| RandomState::default().hash_one(0u8));
         let split = Split {
-            hasher: cache.hasher.get_or_insert_with(RandomState::default).clone(),
-            count: cache.count_for(ours.len()),
+            hasher: FixedState::with_seed(seed),
+            count: cache.count_for(&ours),
         };
-        // Shards may be kept if built with this split, this default
-        // certificate and a resolver that can tell what changed.
+        // Shards may be kept if built with this split and a resolver that
+        // can tell what changed.
         let identity = ports.identity();
-        let same = identity.is_some()
-            && cache.ports.is_some()
-            && cache.parts.len() == split.count
-            && cache.certificate == config.default_certificate;
+        let reusable = identity.is_some() && cache.ports.is_some() && cache.parts.len() == split.count;
         let last = std::mem::replace(&mut cache.ports, identity);
-        cache.certificate.clone_from(&config.default_certificate);
         // Which shards each Ingress goes to.
         let mut feeds: Vec<Vec<(usize, bool)>> = vec![Vec::new(); split.count];
         let mut to = Vec::new();
@@ -287,19 +325,20 @@ impl RouteTable {
                         }))
             };
         let stale: Vec<usize> = (0..split.count)
-            .filter(|&s| !same || !unchanged(&cache.parts[s], &feeds[s]))
+            .filter(|&s| !reusable || !unchanged(&cache.parts[s], &feeds[s]))
             .collect();
         // The regexes of what is built again, for any shard to take.
-        let mut pool = if same {
+        let mut pool = if reusable {
             RegexCache::pooled(stale.iter().map(|&s| std::mem::take(&mut cache.parts[s].regexes)))
         } else {
             RegexCache::pooled(cache.parts.drain(..).map(|p| p.regexes))
         };
-        // The regexes the shards kept hold, and then those built before:
-        // the table's budget bounds them all while they are built.
+        // The regexes of the shards kept, and then of those built before
+        // (each Ingress's counted once): the table's budget bounds them all
+        // while they are built.
         let mut regex_base: usize = (0..split.count)
             .filter(|s| stale.binary_search(s).is_err())
-            .map(|s| cache.parts[s].shard.regex_held)
+            .map(|s| cache.parts[s].shard.regex_used)
             .sum();
         for &s in &stale {
             let list: Vec<(&Ingress, Mode, bool)> = feeds[s]
@@ -312,9 +351,9 @@ impl RouteTable {
             };
             let mut asked = Asked::default();
             let ((shard, problems), regexes) = RegexCache::during_part(&mut pool, || {
-                Shard::build(&list, ports, config, owner, regex_base, Some(&mut asked))
+                Shard::build(&list, ports, owner, regex_base, Some(&mut asked))
             });
-            regex_base += shard.regex_held;
+            regex_base += shard.regex_used;
             let part = Part {
                 inputs: feeds[s]
                     .iter()
@@ -345,11 +384,7 @@ impl RouteTable {
         let mut problems = class_problems(classes, config);
         merge_problems(cache.parts.iter().map(|p| &p.problems[..]), &mut problems);
         Build {
-            table: Self::of(
-                cache.parts.iter().map(|p| p.shard.clone()).collect(),
-                split,
-                config.path_policy,
-            ),
+            table: Self::of(cache.parts.iter().map(|p| p.shard.clone()).collect(), split, config),
             problems,
         }
     }
@@ -369,7 +404,7 @@ impl RouteTable {
     /// assert_eq!(table.certificate(Some("a.b.example.com")), None);
     /// ```
     pub fn certificate(&self, sni: Option<&str>) -> Option<&SecretRef> {
-        let default = self.shards[0].tls.fallback();
+        let default = self.default_certificate.as_ref();
         let Some(name) = sni else { return default };
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         self.claimed_certificate(&name).or(default)
@@ -412,6 +447,17 @@ impl RouteTable {
     }
 }
 
+/// Whether every shard holds an Ingress: one with host-less rules, or no
+/// rules (a catch-all default backend).
+fn in_every_shard(ing: &Ingress) -> bool {
+    ing.spec.rules.is_empty()
+        || ing
+            .spec
+            .rules
+            .iter()
+            .any(|r| r.host.as_deref().is_none_or(str::is_empty))
+}
+
 /// The shards an Ingress goes to, into `to` (sorted); returns the one it is
 /// counted in. Read from the rules as written: a host that does not parse
 /// makes the Ingress an error in any shard.
@@ -427,15 +473,7 @@ fn shards_of(ing: &Ingress, split: &Split, to: &mut Vec<usize>) -> usize {
             None => HostKey::Exact(host),
         }
     }
-    // Ingresses with host-less rules, or no rules (a catch-all default
-    // backend), are in every shard.
-    let everywhere = ing.spec.rules.is_empty()
-        || ing
-            .spec
-            .rules
-            .iter()
-            .any(|r| r.host.as_deref().is_none_or(str::is_empty));
-    if everywhere {
+    if in_every_shard(ing) {
         to.extend(0..split.count);
         return 0;
     }
@@ -460,21 +498,20 @@ fn shards_of(ing: &Ingress, split: &Split, to: &mut Vec<usize>) -> usize {
 }
 
 /// The problems of the shards, each once (an Ingress in several shards is
-/// reported by each), by object; in the order found within an object.
-fn merge_problems<'a>(parts: impl Iterator<Item = &'a [Problem]>, into: &mut Vec<Problem>) {
-    let mut all: Vec<&Problem> = parts.flatten().collect();
+/// reported by each, and a table may find one thing twice): in the order
+/// found in a table of one shard, else by object, then in the order found.
+fn merge_problems<'a>(parts: impl ExactSizeIterator<Item = &'a [Problem]>, into: &mut Vec<Problem>) {
     fn object(p: &Problem) -> (u8, &str, &str) {
         match &p.object {
             Subject::Ingress(i) => (0, i.namespace.as_str(), i.name.as_str()),
             Subject::IngressClass(c) => (1, "", c.as_str()),
         }
     }
-    all.sort_by(|a, b| object(a).cmp(&object(b)));
-    let start = into.len();
-    for p in all {
-        let mut run = into[start..].iter().rev().take_while(|&q| object(q) == object(p));
-        if !run.any(|q| q == p) {
-            into.push(p.clone());
-        }
+    let sort = parts.len() > 1;
+    let mut all: Vec<&Problem> = parts.flatten().collect();
+    if sort {
+        all.sort_by(|a, b| object(a).cmp(&object(b)));
     }
+    let mut seen = HashSet::with_capacity(all.len());
+    into.extend(all.into_iter().filter(|p| seen.insert(*p)).cloned());
 }

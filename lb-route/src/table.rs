@@ -77,7 +77,9 @@ pub trait PortResolver {
     /// What this resolver answers, as a number: two resolvers with the
     /// same `Some` identity answer every question alike, so a cached build
     /// ([`RouteTable::build_cached`]) may keep what it built with the last
-    /// one. `None` (the default): unknown, so everything is built again.
+    /// one. Identities must not repeat for different answers over the life
+    /// of a [`crate::BuildCache`] (pass one cache one kind of resolver).
+    /// `None` (the default): unknown, so everything is built again.
     fn identity(&self) -> Option<u64> {
         None
     }
@@ -187,7 +189,7 @@ pub enum PathKind {
 }
 
 /// The Ingress a decision came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IngressRef {
     /// Namespace.
     pub namespace: String,
@@ -411,9 +413,6 @@ pub(crate) struct Shard {
     /// Ingresses it counts and of its hosts' paths (see
     /// [`TABLE_REGEX_BUDGET`]).
     pub(crate) regex_used: usize,
-    /// Heap bytes of the regexes this shard holds (an Ingress in several
-    /// shards is counted in each).
-    pub(crate) regex_held: usize,
     /// Some regex was left out for the table's regex budget: the budget,
     /// filled oldest Ingress first across the whole table, is only kept
     /// by a table of one shard.
@@ -1239,7 +1238,6 @@ impl Builder<'_> {
             counted += spent;
         }
         self.table.regex_used = counted;
-        self.table.regex_held = used - self.regex_base;
         for route in &mut self.table.routes {
             if route.kind == PathKind::Regex && drop_paths[route.ingress as usize] {
                 route.regex = None;
@@ -1569,7 +1567,6 @@ impl Shard {
     pub(crate) fn build(
         ours: &[(&Ingress, Mode, bool)],
         ports: &dyn PortResolver,
-        config: &Config,
         owner: Owner,
         regex_base: usize,
         asked: Option<&mut Asked>,
@@ -1584,7 +1581,6 @@ impl Shard {
         let n = ours.len();
         let mut b = Builder {
             table: Shard {
-                tls: TlsIndex::with_default(config.default_certificate.clone()),
                 ingresses: Vec::with_capacity(n),
                 options_of: Vec::with_capacity(n),
                 routes: Vec::with_capacity(paths + n),

@@ -1,6 +1,7 @@
 //! Which certificate a TLS handshake gets, by SNI (reference/ingress.md
 //! §1.7): the Secret of an exact `tls.hosts` entry, else of a `*.` wildcard
-//! entry covering the name's first label, else the default certificate.
+//! entry covering the name's first label (else the table's default
+//! certificate).
 
 use std::collections::HashMap;
 
@@ -28,18 +29,9 @@ impl std::fmt::Display for SecretRef {
 pub(crate) struct TlsIndex {
     exact: HashMap<Box<str>, (SecretRef, u32), RandomState>,
     wildcard: HashMap<Box<str>, (SecretRef, u32), RandomState>,
-    default: Option<SecretRef>,
 }
 
 impl TlsIndex {
-    /// An empty index with a default certificate.
-    pub(crate) fn with_default(default: Option<SecretRef>) -> Self {
-        Self {
-            default,
-            ..Self::default()
-        }
-    }
-
     /// Claims `host` for `secret` on behalf of Ingress number `ingress`.
     /// Returns the Ingress that holds it already, if another one does.
     pub(crate) fn claim(&mut self, host: &RuleHost, secret: &SecretRef, ingress: u32) -> Option<u32> {
@@ -66,11 +58,6 @@ impl TlsIndex {
     /// The Secret claimed for `*.suffix`.
     pub(crate) fn wildcard(&self, suffix: &str) -> Option<&SecretRef> {
         self.wildcard.get(suffix).map(|(s, _)| s)
-    }
-
-    /// The certificate of handshakes no Ingress names one for.
-    pub(crate) fn fallback(&self) -> Option<&SecretRef> {
-        self.default.as_ref()
     }
 
     /// Whether no Ingress claims a name here.

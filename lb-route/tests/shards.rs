@@ -32,6 +32,10 @@ const REQUEST_HOSTS: &[&str] = &[
     "y.a.example",
     "other.test",
     "A.example:8080",
+    "a.example.",
+    "[::1]:8080",
+    "127.0.0.1",
+    "",
 ];
 const PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/b", "/a/12"];
 const TYPES: &[&str] = &["Exact", "Prefix", "ImplementationSpecific"];
@@ -95,7 +99,7 @@ fn arb_ingress(i: usize) -> impl Strategy<Value = serde_json::Value> {
         proptest::collection::vec(rule, 0..3),
         any::<bool>(),
         0..3u8,
-        proptest::collection::vec(0..RULE_HOSTS.len(), 0..2),
+        proptest::collection::vec(proptest::collection::vec(0..RULE_HOSTS.len(), 0..3), 0..3),
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(move |(rules, default, day, tls, (regex, www, canary, no_ssl))| {
@@ -136,7 +140,11 @@ fn arb_ingress(i: usize) -> impl Strategy<Value = serde_json::Value> {
                 .collect();
             let tls: Vec<_> = tls
                 .into_iter()
-                .map(|h| json!({"hosts": [RULE_HOSTS[h]], "secretName": format!("cert{i}")}))
+                .enumerate()
+                .map(|(t, hosts)| {
+                    let hosts: Vec<&str> = hosts.into_iter().map(|h| RULE_HOSTS[h]).collect();
+                    json!({"hosts": hosts, "secretName": format!("cert{i}-{t}")})
+                })
                 .collect();
             let mut spec = json!({"ingressClassName": "lb", "rules": rules, "tls": tls});
             if default || rules_empty(&spec) {
@@ -163,9 +171,17 @@ fn arb_ingresses() -> impl Strategy<Value = Vec<Ingress>> {
     })
 }
 
-fn config(compat: bool) -> Config {
+/// Strict or ingress-nginx mode, with or without a default certificate.
+fn config((compat, certificate): (bool, bool)) -> Config {
     let mode = if compat { Mode::IngressNginx } else { Mode::Strict };
-    Config::default().with_classes(ClassConfig::default().with_mode(mode))
+    let config = Config::default().with_classes(ClassConfig::default().with_mode(mode));
+    match certificate {
+        true => config.with_default_certificate(SecretRef {
+            namespace: "default".into(),
+            name: "fallback".into(),
+        }),
+        false => config,
+    }
 }
 
 /// Everything a table answers, for comparing two.
@@ -207,11 +223,15 @@ proptest! {
 
     /// Built in 8 shards, a table is the table built whole.
     #[test]
-    fn a_table_in_shards_is_the_table_built_whole(ingresses in arb_ingresses(), compat in any::<bool>()) {
-        let config = config(compat);
+    fn a_table_in_shards_is_the_table_built_whole(
+        ingresses in arb_ingresses(),
+        mode in any::<(bool, bool)>(),
+        seed in any::<u64>(),
+    ) {
+        let config = config(mode);
         let ports = Ports::default().set(0, Some(80)).set(1, Some(81));
         let whole = RouteTable::build(&ingresses, &[], &ports, &config);
-        let split = RouteTable::build_cached(&shared(&ingresses), &[], &ports, &config, &mut BuildCache::with_shards(8));
+        let split = RouteTable::build_cached(&shared(&ingresses), &[], &ports, &config, &mut BuildCache::with_shards(8, seed));
         prop_assert_eq!(answers(&split.table), answers(&whole.table));
         prop_assert_eq!(problems(&split), problems(&whole));
     }
@@ -227,14 +247,16 @@ proptest! {
             proptest::option::of(arb_ingress(20)),
             proptest::option::of((0..SERVICES, proptest::option::of(prop_oneof![Just(80u16), Just(81)]))),
         ), 1..6),
-        compat in any::<bool>(),
+        mode in any::<(bool, bool)>(),
+        seed in any::<u64>(),
     ) {
-        let config = config(compat);
-        let mut cache = BuildCache::with_shards(8);
+        let config = config(mode);
+        let mut cache = BuildCache::with_shards(8, seed);
         let mut held = shared(&start);
         let mut ports = Ports::default().set(0, Some(80));
         RouteTable::build_cached(&held, &[], &ports, &config, &mut cache);
         for (k, (at, edit, service)) in edits.into_iter().enumerate() {
+            let changed = service.is_some() || edit.is_some() || at < held.len();
             if let Some((n, port)) = service {
                 ports = ports.set(n, port);
             }
@@ -260,6 +282,10 @@ proptest! {
             let split = RouteTable::build_cached(&held, &[], &ports, &config, &mut cache);
             prop_assert_eq!(answers(&split.table), answers(&whole.table));
             prop_assert_eq!(problems(&split), problems(&whole));
+            if !changed {
+                // Nothing changed: every shard is kept.
+                prop_assert_eq!(cache.shards_built().0, 0);
+            }
         }
     }
 }
@@ -283,6 +309,9 @@ fn a_large_table_is_split_and_an_edit_rebuilds_one_shard() {
     let mut cache = BuildCache::default();
     let first = RouteTable::build_cached(&held, &[], &(), &config, &mut cache).table;
     assert!(format!("{cache:?}").contains("shards: 64"), "{cache:?}");
+    // Spread: about 63 each.
+    let largest = cache.shard_sizes().max().unwrap_or_default();
+    assert!(largest < 200, "{largest}");
     held[7] = ingress(7, "/v2");
     let second = RouteTable::build_cached(&held, &[], &(), &config, &mut cache).table;
     assert_eq!(cache.shards_built(), (1, 64));
@@ -295,4 +324,41 @@ fn a_large_table_is_split_and_an_edit_rebuilds_one_shard() {
     let resolver = |_: &str, _: &str, _: &str| None;
     RouteTable::build_cached(&held, &[], &resolver, &config, &mut cache);
     assert_eq!(cache.shards_built(), (64, 64));
+}
+
+/// Ingresses with host-less rules are in every shard: a table with many
+/// of them is split in fewer shards, so their copies stay a fraction of
+/// the table.
+#[test]
+fn many_host_less_ingresses_make_fewer_shards() {
+    let ingress = |i: usize, host: &str| {
+        Arc::new(
+            serde_json::from_value::<Ingress>(json!({
+                "metadata": {"name": format!("i{i}"), "namespace": "default"},
+                "spec": {"ingressClassName": "lb", "rules": [{"host": host, "http": {"paths": [
+                    {"path": format!("/p{i}"), "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}}]}
+            }))
+            .unwrap(),
+        )
+    };
+    let config = Config::default();
+    let hosts: Vec<Arc<Ingress>> = (0..4000).map(|i| ingress(i, &format!("h{i}.example"))).collect();
+    let mut cache = BuildCache::default();
+    RouteTable::build_cached(&hosts, &[], &(), &config, &mut cache);
+    assert_eq!(cache.shards_built(), (64, 64));
+    // 500 host-less ones: a ninth of the table, copied into each shard.
+    let mut mixed = hosts.clone();
+    mixed.extend((4000..4500).map(|i| ingress(i, "")));
+    let t = RouteTable::build_cached(&mixed, &[], &(), &config, &mut cache).table;
+    assert_eq!(cache.shards_built(), (2, 2));
+    let go = |host: &str, path: &str| format!("{:?}", t.lookup(&Request::get(host, path)));
+    // (A host with rules of its own never falls back to the host-less ones.)
+    let other = go("other.example", "/p4200/x");
+    assert!(other.contains("i4200"), "{other}");
+    assert_eq!(go("h1.example", "/p4200/x"), "NotFound");
+    assert!(
+        go("h1.example", "/p1").contains("\"i1\""),
+        "{}",
+        go("h1.example", "/p1")
+    );
 }

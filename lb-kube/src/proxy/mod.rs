@@ -74,7 +74,7 @@ impl ServicePorts {
 
 /// The Services the last table was built with (held, so the same address
 /// is the same object), a number that changes when they do, and which
-/// changed the last time it did.
+/// changed the last time it did (in what a table reads of them).
 #[derive(Debug, Default)]
 struct ServicesSeen {
     held: Vec<Arc<Service>>,
@@ -103,8 +103,17 @@ impl ServicesSeen {
             let before: HashMap<(String, String), &Arc<Service>> = self.held.iter().map(|s| (key(s), s)).collect();
             let now: HashMap<(String, String), &Arc<Service>> = services().map(|s| (key(s), s)).collect();
             let mut changed = Changed::default();
+            // What a table reads of a Service: its ports' names and
+            // numbers (not its status, labels or annotations).
+            fn ports(s: &Service) -> Vec<(Option<&str>, i32)> {
+                s.spec
+                    .iter()
+                    .flat_map(|spec| spec.ports.iter().flatten())
+                    .map(|p| (p.name.as_deref(), p.port))
+                    .collect()
+            }
             let differs = |a: Option<&&Arc<Service>>, b: Option<&&Arc<Service>>| match (a, b) {
-                (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && a != b,
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && ports(a) != ports(b),
                 _ => true,
             };
             for k in before.keys().chain(now.keys()) {

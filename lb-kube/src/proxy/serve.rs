@@ -235,7 +235,7 @@ impl Rebuilder {
 /// certificates (problems returned).
 /// A TLS Secret that stops reading keeps the certificate it had in
 /// `previous`, and an unchanged htpasswd Secret keeps its file (with the
-/// credentials that verified); what the last build left (regexes, the
+/// credentials that verified); what the last build left (shards, regexes, the
 /// last good version of each Ingress) is in `rebuild`.
 pub fn served(
     view: &Snapshot,
@@ -433,11 +433,11 @@ pub async fn run<S: Source + 'static>(
     // `/metrics` are served meanwhile).
     let first = route.clone();
     let first = rebuilder.run(move || {
-        let mut regexes = super::Rebuild::default();
-        let (built, problems) = served(&view, &first, None, &mut regexes);
-        (view, regexes, built, problems)
+        let mut rebuild = super::Rebuild::default();
+        let (built, problems) = served(&view, &first, None, &mut rebuild);
+        (view, rebuild, built, problems)
     });
-    let (view, mut regexes, built, mut table_problems) = tokio::select! {
+    let (view, mut rebuild, built, mut table_problems) = tokio::select! {
         _ = &mut shutdown => return Ok(()),
         built = first => built?,
     };
@@ -530,7 +530,7 @@ pub async fn run<S: Source + 'static>(
         let route = route.clone();
         let previous = current.load_full();
         let started = Instant::now();
-        let mut cache = std::mem::take(&mut regexes);
+        let mut cache = std::mem::take(&mut rebuild);
         let publisher = options.publisher.clone();
         let job = rebuilder.run(move || {
             // A panic (a bug) in the build leaves the source and the
@@ -576,7 +576,7 @@ pub async fn run<S: Source + 'static>(
             job = job => job?,
         };
         source = back;
-        regexes = cache;
+        rebuild = cache;
         let Ok(rebuilt) = rebuilt else {
             metrics.reload_errors.inc();
             tracing::error!(
@@ -612,7 +612,7 @@ pub async fn run<S: Source + 'static>(
                 if whole {
                     let took = started.elapsed();
                     metrics.rebuild_duration.observe(took.as_secs_f64());
-                    let (shards, of) = regexes.shards_built();
+                    let (shards, of) = rebuild.shards_built();
                     tracing::info!(?took, "route table swapped ({shards} of {of} shards built)");
                 } else {
                     tracing::debug!(took = ?started.elapsed(), "endpoints swapped");
