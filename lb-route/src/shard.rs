@@ -201,7 +201,7 @@ impl BuildCache {
     /// [`PER_SHARD`] Ingresses, but fewer when the Ingresses every shard
     /// holds (host-less rules, no rules) would make the shards' copies of
     /// them more work than the table itself (a quarter of it at most,
-    /// counted in paths).
+    /// counted in paths), and one when those ask for regex paths.
     fn count_for<I: std::borrow::Borrow<Ingress>>(&self, ours: &[(&I, Mode)]) -> usize {
         let n = ours.len();
         let count = match self.forced {
@@ -223,6 +223,14 @@ impl BuildCache {
             let i = (*i).borrow();
             all += weight(i);
             if in_every_shard(i) {
+                // Each shard would compile the set of their regex paths
+                // (within the host's budget, outside the table's).
+                if i.metadata.annotations.keys().any(|k| {
+                    k.strip_prefix(PREFIX)
+                        .is_some_and(|k| k == "use-regex" || k == "rewrite-target")
+                }) {
+                    return 1;
+                }
                 everywhere += weight(i);
             }
         }

@@ -1132,13 +1132,21 @@ impl Builder<'_> {
         self.table.routes.len() as u32 - 1
     }
 
+    /// Reports that `what`, named at `field` of the Ingress being added
+    /// (`object`), is left to route `winner`.
     fn conflict(&mut self, object: Subject, field: &str, what: &str, winner: u32) {
-        let by = &self.table.ingresses[self.table.routes[winner as usize].ingress as usize];
+        let by = self.table.routes[winner as usize].ingress as usize;
+        let message = if by + 1 == self.table.ingresses.len() {
+            format!("{what} is named twice in this Ingress; the first is used")
+        } else {
+            let by = &self.table.ingresses[by];
+            format!("{what} is already routed by the older Ingress {by}; this one is not used for it")
+        };
         self.problems.push(Problem {
             severity: Severity::Warning,
             object,
             field: crate::problem::field(field.to_owned()),
-            message: format!("{what} is already routed by the older Ingress {by}; this one is not used for it"),
+            message,
         });
     }
 

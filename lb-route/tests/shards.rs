@@ -352,6 +352,17 @@ fn many_host_less_ingresses_make_fewer_shards() {
     let t = RouteTable::build_cached(&mixed, &[], &(), &config, &mut cache).table;
     assert_eq!(cache.shards_built(), (2, 2));
     let go = |host: &str, path: &str| format!("{:?}", t.lookup(&Request::get(host, path)));
+    // Host-less regex paths: each shard would compile their set, so the
+    // table is one shard.
+    let mut regexy = (*mixed[4000]).clone();
+    regexy
+        .metadata
+        .annotations
+        .insert("nginx.ingress.kubernetes.io/use-regex".into(), "true".into());
+    let mut with_regex = hosts.clone();
+    with_regex.push(Arc::new(regexy));
+    RouteTable::build_cached(&with_regex, &[], &(), &config, &mut cache);
+    assert_eq!(cache.shards_built(), (1, 1));
     // (A host with rules of its own never falls back to the host-less ones.)
     let other = go("other.example", "/p4200/x");
     assert!(other.contains("i4200"), "{other}");

@@ -203,6 +203,19 @@ fn conflicts_go_to_the_oldest_ingress() {
     assert_eq!(losers, ["Ingress default/b-newer", "Ingress default/no-time"]);
     assert!(b.problems.iter().all(|p| p.severity == Severity::Warning));
     assert_eq!(b.problems[0].field.as_deref(), Some("spec.rules[0].http.paths[0]"));
+    // A path named twice in one Ingress: the first, and it says so (no
+    // other Ingress is involved).
+    let twice = build(&ingress(
+        "twice",
+        "app.example.com",
+        &[("/a", "Prefix", "first"), ("/a", "Prefix", "second")],
+    ));
+    assert_eq!(svc(&twice.table, "app.example.com", "/a"), "first");
+    let said: Vec<&str> = twice.problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        said,
+        ["host app.example.com path \"/a\" (Prefix) is named twice in this Ingress; the first is used"]
+    );
     // Equal times: by namespace/name, whatever the input order.
     let same = [
         mk("b", Some("2024-01-01T00:00:00Z"), "b"),

@@ -355,19 +355,40 @@ fn routes_of(
     let mut ingresses = Vec::new();
     let mut classes = Vec::new();
     let mut next = Converted::with_capacity_and_hasher(converted.len(), Default::default());
+    // Objects new since the last view (by address), at their place.
+    let mut new = Vec::new();
     for (_, o) in &snap.objects {
         match o {
             Object::Ingress(i) => {
                 let at = Arc::as_ptr(i) as usize;
                 let ing = match converted.remove(&at) {
                     Some((_, ing)) => ing,
-                    None => Arc::new(lb_route::Ingress::from(&**i)),
+                    None => {
+                        new.push((ingresses.len(), at));
+                        Arc::new(lb_route::Ingress::from(&**i))
+                    }
                 };
                 next.insert(at, (i.clone(), ing.clone()));
                 ingresses.push(ing);
             }
             Object::IngressClass(c) => classes.push(lb_route::IngressClass::from((**c).clone())),
             _ => {}
+        }
+    }
+    // A file read again (a rewrite, or one changed too recently to trust
+    // its time) gives new objects: one that routes as the Ingress it
+    // replaces is that Ingress, so the table's shards holding it are kept.
+    if !new.is_empty() && !converted.is_empty() {
+        let gone: HashMap<Key<'_>, &Arc<lb_route::Ingress>> = converted.values().map(|(_, g)| (key_of(g), g)).collect();
+        for (place, at) in new {
+            if let Some(&old) = gone.get(&key_of(&ingresses[place]))
+                && **old == *ingresses[place]
+            {
+                if let Some(entry) = next.get_mut(&at) {
+                    entry.1 = old.clone();
+                }
+                ingresses[place] = old.clone();
+            }
         }
     }
     *converted = next;
@@ -793,6 +814,21 @@ mod tests {
         let said: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
         assert_eq!(said.len(), 1, "{said:?}");
         assert!(said[0].contains("svc7"), "{said:?}");
+        // A file read again gives new objects: one that routes the same is
+        // the same Ingress, and no shard is built.
+        let at = next
+            .objects
+            .iter()
+            .position(|(_, o)| matches!(o, Object::Ingress(i) if i.metadata.name.as_deref() == Some("h9")))
+            .unwrap();
+        let again =
+            crate::source::file::parse_manifests(file, &ingress("h9", "lb", &["{name: svc9, port: {name: http}}"]));
+        assert!(
+            !matches!((&next.objects[at].1, &again.objects[0].1), (Object::Ingress(a), Object::Ingress(b)) if Arc::ptr_eq(a, b))
+        );
+        next.objects[at] = again.objects[0].clone();
+        routes_kept(&next, &config, &mut rebuild);
+        assert_eq!(rebuild.shards_built(), (0, shards));
     }
 
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
