@@ -9,8 +9,9 @@
 //! first, exactly as in a table of one shard.
 //!
 //! A cached build ([`RouteTable::build_cached`]) builds again only the
-//! shards whose Ingresses changed: a change to one of 10,000 Ingresses
-//! builds one shard of about 40. What is not per host is kept so: the
+//! shards whose Ingresses changed, or that asked about a Service that
+//! changed: a change to one of 10,000 Ingresses builds one shard of about
+//! 40. What is not per host is kept so: the
 //! table's regex budget (filled oldest Ingress first across all hosts)
 //! bounds the regexes of all shards while they are built, and a table that
 //! reaches it is built as one shard, which fills it oldest first exactly
@@ -135,7 +136,7 @@ pub struct BuildCache {
     forced: Option<usize>,
     /// The last build was kept to one shard for the table's regex budget.
     budget_bound: bool,
-    /// The resolver the shards were built with ([`PortResolver::identity`]).
+    /// The identity of the last build's resolver ([`PortResolver::identity`]).
     ports: Option<u64>,
     parts: Vec<Part>,
     /// How many shards the last build built.
@@ -174,7 +175,8 @@ const MAX_SHARDS: usize = 256;
 
 impl BuildCache {
     /// A cache whose tables have `count` shards (rounded up to a power of
-    /// two), whatever their size, with hosts split by a hash seeded with
+    /// two) whatever their size (unless the regex budget makes them one),
+    /// with hosts split by a hash seeded with
     /// `seed`: for tests that compare tables in shards with tables of one
     /// (the same seed, the same split).
     pub fn with_shards(count: usize, seed: u64) -> Self {
@@ -198,10 +200,13 @@ impl BuildCache {
     }
 
     /// How many shards a table of these Ingresses gets: about one per
-    /// [`PER_SHARD`] Ingresses, but fewer when the Ingresses every shard
-    /// holds (host-less rules, no rules) would make the shards' copies of
-    /// them more work than the table itself (a quarter of it at most,
-    /// counted in paths), and one when those ask for regex paths.
+    /// [`PER_SHARD`] Ingresses; fewer when the Ingresses every shard holds
+    /// (host-less rules, no rules) are many (their copies in all shards
+    /// may add up to a quarter of the table, counted in paths), and one
+    /// when one of them asks for regex paths (`use-regex`,
+    /// `rewrite-target`). The count a cache has is kept while this one is
+    /// within a factor of two of it: a count that changes builds every
+    /// shard again.
     fn count_for<I: std::borrow::Borrow<Ingress>>(&self, ours: &[(&I, Mode)]) -> usize {
         let n = ours.len();
         let count = match self.forced {
@@ -224,20 +229,24 @@ impl BuildCache {
             all += weight(i);
             if in_every_shard(i) {
                 // Each shard would compile the set of their regex paths
-                // (within the host's budget, outside the table's).
-                if i.metadata.annotations.keys().any(|k| {
-                    k.strip_prefix(PREFIX)
-                        .is_some_and(|k| k == "use-regex" || k == "rewrite-target")
-                }) {
+                // (each up to the host's budget).
+                let asks = |key: &str| i.metadata.annotations.get(&format!("{PREFIX}{key}"));
+                let regex = asks("use-regex").is_some_and(|v| crate::annotations::boolean(v) == Ok(true));
+                if regex || asks("rewrite-target").is_some() {
                     return 1;
                 }
                 everywhere += weight(i);
             }
         }
-        match all.checked_div(4 * everywhere) {
+        let ideal = match all.checked_div(4 * everywhere) {
             // The largest power of two within that bound.
             Some(bound) => count.min(1 << bound.max(1).ilog2()),
             None => count,
+        };
+        let now = self.parts.len();
+        match now > 1 && ideal > 1 && ideal <= 2 * now && now <= 2 * ideal {
+            true => now,
+            false => ideal,
         }
     }
 }
@@ -283,8 +292,10 @@ impl RouteTable {
 
     /// [`RouteTable::build`], keeping what `cache` has from the last build
     /// that still holds: a large table is built in shards, and a shard
-    /// whose Ingresses (the same objects, by address) and Services (by
-    /// [`PortResolver::identity`]) did not change is taken as it was; a
+    /// whose Ingresses (the same objects, by address) did not change, and
+    /// whose build asked only about Services that did not either (by
+    /// [`PortResolver::identity`] and [`PortResolver::unchanged_since`]),
+    /// is taken as it was; a
     /// shard built again compiles only regexes the last build did not
     /// have. The table answers every request as the one
     /// [`RouteTable::build`] makes, with the same problems; in a table of

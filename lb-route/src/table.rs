@@ -60,7 +60,10 @@ const REGEX_SET_DFA_CACHE: usize = 4 << 20;
 pub const TABLE_REGEX_BUDGET: usize = 64 << 20;
 
 /// Resolves a named Service port to its number (the caller knows the
-/// Services; the table does not).
+/// Services; the table does not). Its answers about a Service must depend
+/// on that Service alone (its namespace and name, there or not): a cached
+/// build keeps the shards that asked only about Services that did not
+/// change ([`PortResolver::unchanged_since`]).
 pub trait PortResolver {
     /// The port number of `service`'s port named `port` in `namespace`.
     fn resolve(&self, namespace: &str, service: &str, port: &str) -> Option<u16>;
@@ -1078,7 +1081,11 @@ impl Builder<'_> {
                     main.canary = Some(route);
                     main.plain = false;
                 }
-                Some(main) => self.conflict(object(), &field, &format!("the canary of {what}"), main),
+                // (Left to the canary that has it.)
+                Some(main) => {
+                    let taken = self.table.routes[main as usize].canary.unwrap_or(main);
+                    self.conflict(object(), &field, &format!("the canary of {what}"), taken)
+                }
                 None => self.problems.push(Problem {
                     severity: Severity::Warning,
                     object: object(),

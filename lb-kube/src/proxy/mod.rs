@@ -802,6 +802,20 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(rebuild.shards_built(), (1, shards));
         assert_eq!((port(&table, "h7.example"), port(&table, "h8.example")), (8080, 80));
+        // A label on svc8: not what a table reads of it, no shard built.
+        let labelled = crate::source::file::parse_manifests(
+            file,
+            &service(8, 80).replace("namespace: shop}", "namespace: shop, labels: {tier: web}}"),
+        );
+        let at8 = next
+            .objects
+            .iter()
+            .position(|(_, o)| matches!(o, Object::Service(s) if s.metadata.name.as_deref() == Some("svc8")))
+            .unwrap();
+        assert!(matches!(&labelled.objects[0].1, Object::Service(s) if s.metadata.labels.is_some()));
+        next.objects[at8] = labelled.objects[0].clone();
+        routes_kept(&next, &config, &mut rebuild);
+        assert_eq!(rebuild.shards_built(), (0, shards));
         // Gone: its Ingress's shard only, which says so.
         next.objects.remove(at);
         let (table, problems) = routes_kept(&next, &config, &mut rebuild);
