@@ -23,14 +23,14 @@ use std::sync::Arc;
 
 use foldhash::fast::{FixedState, RandomState};
 
-use crate::annotations::PREFIX;
 use crate::class::Mode;
 use crate::host::{RuleHost, wildcard_suffix};
 use crate::ingress::{Ingress, IngressClass};
 use crate::pathregex::RegexCache;
 use crate::problem::{Problem, Subject};
 use crate::table::{
-    Asked, Build, Config, IngressRef, PortResolver, Shard, TABLE_REGEX_BUDGET, class_problems, ours, www_twin,
+    Asked, Build, Config, IngressRef, PortResolver, Shard, TABLE_REGEX_BUDGET, USE_REGEX, class_problems, ours,
+    path_count, www_twin,
 };
 use crate::target::PathPolicy;
 use crate::tls::SecretRef;
@@ -166,6 +166,12 @@ struct Part {
     services: Vec<(Box<str>, Box<str>)>,
 }
 
+/// `nginx.ingress.kubernetes.io/rewrite-target`.
+const REWRITE_TARGET: &str = "nginx.ingress.kubernetes.io/rewrite-target";
+
+/// `nginx.ingress.kubernetes.io/from-to-www-redirect`.
+const FROM_TO_WWW: &str = "nginx.ingress.kubernetes.io/from-to-www-redirect";
+
 /// Ingresses per shard a table is split for.
 const PER_SHARD: usize = 64;
 /// Below this many Ingresses a table is one shard.
@@ -215,14 +221,7 @@ impl BuildCache {
             None if n < SPLIT_FROM => return 1,
             None => (n / PER_SHARD).next_power_of_two().min(MAX_SHARDS),
         };
-        let weight = |i: &Ingress| {
-            1 + i
-                .spec
-                .rules
-                .iter()
-                .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
-                .sum::<usize>()
-        };
+        let weight = |i: &Ingress| 1 + path_count(i);
         let (mut all, mut everywhere) = (0, 0);
         for (i, _) in ours {
             let i = (*i).borrow();
@@ -230,9 +229,9 @@ impl BuildCache {
             if in_every_shard(i) {
                 // Each shard would compile the set of their regex paths
                 // (each up to the host's budget).
-                let asks = |key: &str| i.metadata.annotations.get(&format!("{PREFIX}{key}"));
-                let regex = asks("use-regex").is_some_and(|v| crate::annotations::boolean(v) == Ok(true));
-                if regex || asks("rewrite-target").is_some() {
+                let asks = |key: &str| i.metadata.annotations.get(key);
+                let regex = asks(USE_REGEX).is_some_and(|v| crate::annotations::boolean(v) == Ok(true));
+                if regex || asks(REWRITE_TARGET).is_some() {
                     return 1;
                 }
                 everywhere += weight(i);
@@ -496,11 +495,7 @@ fn shards_of(ing: &Ingress, split: &Split, to: &mut Vec<usize>) -> usize {
         to.extend(0..split.count);
         return 0;
     }
-    let www = ing
-        .metadata
-        .annotations
-        .keys()
-        .any(|k| k.strip_prefix(PREFIX) == Some("from-to-www-redirect"));
+    let www = ing.metadata.annotations.contains_key(FROM_TO_WWW);
     for host in ing.spec.rules.iter().filter_map(|r| r.host.as_deref()) {
         let k = key(host);
         to.push(split.of(k));

@@ -1559,6 +1559,15 @@ pub(crate) fn class_problems(classes: &[IngressClass], config: &Config) -> Vec<P
     problems
 }
 
+/// How many paths an Ingress's rules have.
+pub(crate) fn path_count(i: &Ingress) -> usize {
+    i.spec
+        .rules
+        .iter()
+        .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
+        .sum()
+}
+
 /// Whether an Ingress is a canary (`canary: "true"`).
 pub(crate) fn is_canary(i: &Ingress) -> bool {
     i.metadata
@@ -1586,11 +1595,7 @@ impl Shard {
         regex_base: usize,
         asked: Option<&mut Asked>,
     ) -> (Shard, Vec<Problem>) {
-        let paths = ours
-            .iter()
-            .flat_map(|(i, _, _)| &i.spec.rules)
-            .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
-            .sum();
+        let paths = ours.iter().map(|(i, _, _)| path_count(i)).sum();
         // Sized once: growing tables of 10,000 Ingresses by doubling is
         // copying them and touching fresh memory again and again.
         let n = ours.len();

@@ -290,20 +290,24 @@ proptest! {
     }
 }
 
+/// Ingress `name` routing Prefix `path` on `host` to Service `service`
+/// port 80.
+fn one_path(name: &str, host: &str, path: &str, service: &str) -> Arc<Ingress> {
+    Arc::new(
+        serde_json::from_value::<Ingress>(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ingressClassName": "lb", "rules": [{"host": host, "http": {"paths": [
+                {"path": path, "pathType": "Prefix", "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}
+        }))
+        .unwrap(),
+    )
+}
+
 /// A large table is split without being asked, and a change to one of its
 /// Ingresses builds one shard again: the others are the same shards.
 #[test]
 fn a_large_table_is_split_and_an_edit_rebuilds_one_shard() {
-    let ingress = |i: usize, path: &str| {
-        Arc::new(
-            serde_json::from_value::<Ingress>(json!({
-                "metadata": {"name": format!("h{i}"), "namespace": "default"},
-                "spec": {"ingressClassName": "lb", "rules": [{"host": format!("h{i}.example"), "http": {"paths": [
-                    {"path": path, "pathType": "Prefix", "backend": {"service": {"name": format!("s{i}"), "port": {"number": 80}}}}]}}]}
-            }))
-            .unwrap(),
-        )
-    };
+    let ingress = |i: usize, path: &str| one_path(&format!("h{i}"), &format!("h{i}.example"), path, &format!("s{i}"));
     let mut held: Vec<Arc<Ingress>> = (0..4000).map(|i| ingress(i, "/")).collect();
     let config = Config::default();
     let mut cache = BuildCache::default();
@@ -331,16 +335,7 @@ fn a_large_table_is_split_and_an_edit_rebuilds_one_shard() {
 /// the table.
 #[test]
 fn many_host_less_ingresses_make_fewer_shards() {
-    let ingress = |i: usize, host: &str| {
-        Arc::new(
-            serde_json::from_value::<Ingress>(json!({
-                "metadata": {"name": format!("i{i}"), "namespace": "default"},
-                "spec": {"ingressClassName": "lb", "rules": [{"host": host, "http": {"paths": [
-                    {"path": format!("/p{i}"), "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}}]}
-            }))
-            .unwrap(),
-        )
-    };
+    let ingress = |i: usize, host: &str| one_path(&format!("i{i}"), host, &format!("/p{i}"), "s");
     let config = Config::default();
     let hosts: Vec<Arc<Ingress>> = (0..4000).map(|i| ingress(i, &format!("h{i}.example"))).collect();
     let mut cache = BuildCache::default();

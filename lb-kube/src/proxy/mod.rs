@@ -50,15 +50,11 @@ impl ServicePorts {
         let mut map: HashMap<String, ByName, RandomState> = HashMap::default();
         for (_, o) in &snap.objects {
             let Object::Service(s) = o else { continue };
-            let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-            let name = s.metadata.name.clone().unwrap_or_default();
-            let ports = s
-                .spec
-                .iter()
-                .flat_map(|spec| spec.ports.iter().flatten())
-                .filter_map(|p| Some((p.name.clone(), u16::try_from(p.port).ok()?)))
+            let (ns, name) = service_key(s);
+            let ports = service_ports(s)
+                .filter_map(|(name, port)| Some((name.map(str::to_owned), u16::try_from(port).ok()?)))
                 .collect();
-            map.entry(ns.to_owned()).or_default().insert(name, ports);
+            map.entry(ns.to_owned()).or_default().insert(name.to_owned(), ports);
         }
         Self {
             by_namespace: map,
@@ -84,6 +80,21 @@ struct ServicesSeen {
 
 type Service = k8s_openapi::api::core::v1::Service;
 
+/// A Service's namespace and name.
+fn service_key(s: &Service) -> (&str, &str) {
+    let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+    (ns, s.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// What a route table reads of a Service besides its name: its ports'
+/// names and numbers (not its status, labels or annotations).
+fn service_ports(s: &Service) -> impl Iterator<Item = (Option<&str>, i32)> {
+    s.spec
+        .iter()
+        .flat_map(|spec| spec.ports.iter().flatten())
+        .map(|p| (p.name.as_deref(), p.port))
+}
+
 impl ServicesSeen {
     /// Gives `ports` (of the Services of `snap`) its identity: the last
     /// version if they are the same objects, else a new one, which knows
@@ -96,29 +107,16 @@ impl ServicesSeen {
             })
         };
         if !services().map(Arc::as_ptr).eq(self.held.iter().map(Arc::as_ptr)) {
-            let key = |s: &Service| {
-                let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-                (ns.to_owned(), s.metadata.name.clone().unwrap_or_default())
-            };
-            let before: HashMap<(String, String), &Arc<Service>> = self.held.iter().map(|s| (key(s), s)).collect();
-            let now: HashMap<(String, String), &Arc<Service>> = services().map(|s| (key(s), s)).collect();
+            let before: HashMap<(&str, &str), &Arc<Service>> = self.held.iter().map(|s| (service_key(s), s)).collect();
+            let now: HashMap<(&str, &str), &Arc<Service>> = services().map(|s| (service_key(s), s)).collect();
             let mut changed = Changed::default();
-            // What a table reads of a Service: its ports' names and
-            // numbers (not its status, labels or annotations).
-            fn ports(s: &Service) -> Vec<(Option<&str>, i32)> {
-                s.spec
-                    .iter()
-                    .flat_map(|spec| spec.ports.iter().flatten())
-                    .map(|p| (p.name.as_deref(), p.port))
-                    .collect()
-            }
             let differs = |a: Option<&&Arc<Service>>, b: Option<&&Arc<Service>>| match (a, b) {
-                (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && ports(a) != ports(b),
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && !service_ports(a).eq(service_ports(b)),
                 _ => true,
             };
             for k in before.keys().chain(now.keys()) {
                 if differs(before.get(k), now.get(k)) {
-                    changed.entry(k.0.clone()).or_default().insert(k.1.clone());
+                    changed.entry(k.0.to_owned()).or_default().insert(k.1.to_owned());
                 }
             }
             self.held = services().cloned().collect();
